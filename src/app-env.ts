@@ -1,0 +1,23 @@
+import type { Config } from "./config.ts";
+
+/** How a response was served, sent as `x-cache` (see README "Caching"). */
+export type CacheState = "HIT" | "STALE" | "MISS" | "BYPASS";
+
+/** What the per-request log line reports; handlers fill it in as they go. */
+export interface RequestTelemetry {
+  route: string;
+  cache?: CacheState;
+  upstreamAttempts: number;
+  upstreamStatus?: number | "timeout" | "network-error";
+  callerId?: string;
+}
+
+/** The one Hono environment type every app, sub-app and middleware uses. */
+export interface AppEnv {
+  Bindings: Env;
+  Variables: {
+    requestId: string;
+    config: Config;
+    telemetry: RequestTelemetry;
+  };
+}

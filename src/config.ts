@@ -1,0 +1,206 @@
+import { z } from "zod";
+import { ApiError } from "./errors.ts";
+
+/** Default upstream origin (Extend US). EU: https://api.eu1.extend.ai, US2: https://api.us2.extend.app. */
+export const DEFAULT_EXTEND_API_BASE_URL = "https://api.extend.ai";
+/** The API version whose shapes this proxy speaks (Extend docs 2026-02-09). */
+export const DEFAULT_EXTEND_API_VERSION = "2026-02-09";
+
+const optionalString = z
+  .string()
+  .trim()
+  .transform((s) => (s === "" ? undefined : s))
+  .optional();
+
+/** A whole number given as a var (wrangler passes strings; toml may give numbers). */
+function intSetting(defaultValue: number, min: number, max: number) {
+  return z
+    .union([z.string(), z.number()])
+    .optional()
+    .transform((value, ctx) => {
+      if (value === undefined || value === "") return defaultValue;
+      const text = String(value).trim();
+      const n = /^(0|[1-9]\d*)$/.test(text) ? Number(text) : Number.NaN;
+      if (!Number.isSafeInteger(n) || n < min || n > max) {
+        ctx.addIssue({ code: "custom", message: `must be a whole number from ${min} to ${max}` });
+        return z.NEVER;
+      }
+      return n;
+    });
+}
+
+const booleanSetting = z
+  .union([z.string(), z.boolean()])
+  .optional()
+  .transform((value, ctx) => {
+    if (value === undefined || value === "") return false;
+    if (value === true || value === "true") return true;
+    if (value === false || value === "false") return false;
+    ctx.addIssue({ code: "custom", message: 'must be "true" or "false"' });
+    return z.NEVER;
+  });
+
+const listSetting = z
+  .string()
+  .optional()
+  .transform((value) =>
+    (value ?? "")
+      .split(",")
+      .map((s) => s.trim())
+      .filter((s) => s !== ""),
+  );
+
+const httpUrl = z
+  .string()
+  .trim()
+  .optional()
+  .transform((value, ctx) => {
+    if (value === undefined || value === "") return undefined;
+    try {
+      const url = new URL(value);
+      if ((url.protocol === "https:" || url.protocol === "http:") && !url.username && !url.password) {
+        return url;
+      }
+    } catch {
+      // reported below
+    }
+    ctx.addIssue({ code: "custom", message: "must be an http(s) URL without credentials" });
+    return z.NEVER;
+  });
+
+const originList = listSetting.transform((origins, ctx) => {
+  for (const origin of origins) {
+    let ok = false;
+    try {
+      ok = new URL(origin).origin === origin;
+    } catch {
+      ok = false;
+    }
+    if (!ok) {
+      ctx.addIssue({ code: "custom", message: "must list exact origins such as https://app.example.com" });
+      return z.NEVER;
+    }
+  }
+  return origins;
+});
+
+const RawConfig = z.object({
+  EXTEND_API_KEY: z
+    .string({ error: "is required (a secret: wrangler secret put EXTEND_API_KEY)" })
+    .trim()
+    .min(1, { error: "is required (a secret: wrangler secret put EXTEND_API_KEY)" }),
+  EXTEND_API_BASE_URL: httpUrl,
+  EXTEND_API_VERSION: z
+    .string()
+    .trim()
+    .optional()
+    .refine((v) => v === undefined || v === "" || /^\d{4}-\d{2}-\d{2}$/.test(v), {
+      message: "must be a date such as 2026-02-09",
+    }),
+  EXTEND_WORKSPACE_ID: optionalString.refine((v) => v === undefined || /^[\x21-\x7e]{1,255}$/.test(v), {
+    message: "must be a workspace id such as ws_123",
+  }),
+  UPSTREAM_TIMEOUT_MS: intSetting(8_000, 100, 120_000),
+  UPSTREAM_DEADLINE_MS: intSetting(20_000, 100, 300_000),
+  UPSTREAM_MAX_RPS: intSetting(8, 1, 1_000),
+  CACHE_TTL_SECONDS: intSetting(60, 60, 86_400),
+  CACHE_STALE_SECONDS: intSetting(300, 0, 604_800),
+  STATS_MAX_PAGES: intSetting(40, 1, 10_000),
+  STATS_TTL_SECONDS: intSetting(60, 60, 86_400),
+  STATS_SIGNING_KEY: optionalString,
+  CLIENT_TOKENS: listSetting,
+  JWT_JWKS_URL: httpUrl,
+  JWT_ISSUER: optionalString,
+  JWT_AUDIENCE: listSetting,
+  ALLOW_ANONYMOUS: booleanSetting,
+  ALLOWED_ORIGINS: originList,
+  REDACT_FIELDS: listSetting,
+});
+
+/** Every setting, parsed and defaulted. Built once per isolate from the Worker's env. */
+export interface Config {
+  readonly extendApiKey: string;
+  readonly extendApiBaseUrl: URL;
+  readonly extendApiVersion: string;
+  readonly extendWorkspaceId: string | undefined;
+  readonly upstreamTimeoutMs: number;
+  readonly upstreamDeadlineMs: number;
+  readonly upstreamMaxRps: number;
+  readonly cacheTtlSeconds: number;
+  readonly cacheStaleSeconds: number;
+  readonly statsMaxPages: number;
+  readonly statsTtlSeconds: number;
+  readonly statsSigningKey: string | undefined;
+  readonly clientTokens: readonly string[];
+  readonly jwt:
+    | { readonly jwksUrl: URL; readonly issuer: string; readonly audience: readonly string[] }
+    | undefined;
+  readonly allowAnonymous: boolean;
+  readonly allowedOrigins: readonly string[];
+  readonly redactFields: readonly string[];
+}
+
+const parsed = new WeakMap<object, Config>();
+
+/**
+ * Parses the Worker's settings once per env object. A missing or malformed setting throws an
+ * ApiError (500, CONFIG_INVALID) naming the setting; the value itself is never echoed.
+ */
+export function loadConfig(env: Env): Config {
+  const cached = parsed.get(env);
+  if (cached) return cached;
+  const result = RawConfig.safeParse({ ...env });
+  if (!result.success) {
+    const issue = result.error.issues[0];
+    const setting = String(issue?.path[0] ?? "configuration");
+    throw new ApiError(
+      "CONFIG_INVALID",
+      `The proxy is misconfigured: setting ${setting} ${issue?.message ?? "is invalid"}.`,
+      {
+        details: [{ field: setting, message: issue?.message ?? "is invalid" }],
+      },
+    );
+  }
+  const raw = result.data;
+  const jwtParts = [
+    raw.JWT_JWKS_URL,
+    raw.JWT_ISSUER,
+    raw.JWT_AUDIENCE.length > 0 ? raw.JWT_AUDIENCE : undefined,
+  ];
+  const jwtSet = jwtParts.filter((p) => p !== undefined).length;
+  if (jwtSet > 0 && jwtSet < 3) {
+    const missing = ["JWT_JWKS_URL", "JWT_ISSUER", "JWT_AUDIENCE"].filter(
+      (_, i) => jwtParts[i] === undefined,
+    );
+    throw new ApiError(
+      "CONFIG_INVALID",
+      `The proxy is misconfigured: JWT authentication needs ${missing.join(" and ")} as well.`,
+      { details: missing.map((field) => ({ field, message: "is required when any JWT_* setting is set" })) },
+    );
+  }
+  const baseUrl = raw.EXTEND_API_BASE_URL ?? new URL(DEFAULT_EXTEND_API_BASE_URL);
+  const config: Config = {
+    extendApiKey: raw.EXTEND_API_KEY,
+    extendApiBaseUrl: baseUrl,
+    extendApiVersion: raw.EXTEND_API_VERSION || DEFAULT_EXTEND_API_VERSION,
+    extendWorkspaceId: raw.EXTEND_WORKSPACE_ID,
+    upstreamTimeoutMs: raw.UPSTREAM_TIMEOUT_MS,
+    upstreamDeadlineMs: Math.max(raw.UPSTREAM_DEADLINE_MS, raw.UPSTREAM_TIMEOUT_MS),
+    upstreamMaxRps: raw.UPSTREAM_MAX_RPS,
+    cacheTtlSeconds: raw.CACHE_TTL_SECONDS,
+    cacheStaleSeconds: raw.CACHE_STALE_SECONDS,
+    statsMaxPages: raw.STATS_MAX_PAGES,
+    statsTtlSeconds: raw.STATS_TTL_SECONDS,
+    statsSigningKey: raw.STATS_SIGNING_KEY,
+    clientTokens: raw.CLIENT_TOKENS,
+    jwt:
+      raw.JWT_JWKS_URL && raw.JWT_ISSUER
+        ? { jwksUrl: raw.JWT_JWKS_URL, issuer: raw.JWT_ISSUER, audience: raw.JWT_AUDIENCE }
+        : undefined,
+    allowAnonymous: raw.ALLOW_ANONYMOUS,
+    allowedOrigins: raw.ALLOWED_ORIGINS,
+    redactFields: raw.REDACT_FIELDS,
+  };
+  parsed.set(env, config);
+  return config;
+}

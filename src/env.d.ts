@@ -1,0 +1,39 @@
+// Settings that wrangler.toml cannot declare (secrets) or leaves unset (optional vars).
+// `wrangler types` generates the rest into worker-configuration.d.ts. Every value is parsed
+// once by src/config.ts; the README's configuration table documents each one.
+interface Env {
+  /** Extend API key (secret); sent upstream as `Authorization: Bearer …`, never to callers. */
+  EXTEND_API_KEY?: string;
+  /** Extend workspace id, sent as `x-extend-workspace-id` when set. */
+  EXTEND_WORKSPACE_ID?: string;
+  /** Per-attempt upstream timeout in milliseconds. */
+  UPSTREAM_TIMEOUT_MS?: string;
+  /** Overall deadline for one upstream page, all attempts and back-off included. */
+  UPSTREAM_DEADLINE_MS?: string;
+  /** Upstream calls per second one /stats scan may make. */
+  UPSTREAM_MAX_RPS?: string;
+  /** Seconds a cached page is fresh. */
+  CACHE_TTL_SECONDS?: string;
+  /** Seconds past fresh a cached page may still be served (stale-while-revalidate, stale-if-error). */
+  CACHE_STALE_SECONDS?: string;
+  /** Upstream pages one /stats request may fetch before it returns a resume token. */
+  STATS_MAX_PAGES?: string;
+  /** Seconds a /stats result is fresh. */
+  STATS_TTL_SECONDS?: string;
+  /** Secret that signs /stats resume tokens; derived from EXTEND_API_KEY when unset. */
+  STATS_SIGNING_KEY?: string;
+  /** Comma-separated static bearer tokens for server-to-server callers (secret). */
+  CLIENT_TOKENS?: string;
+  /** JWKS URL for caller JWTs (an IdP or Cloudflare Access certs endpoint). */
+  JWT_JWKS_URL?: string;
+  /** Required `iss` of caller JWTs. */
+  JWT_ISSUER?: string;
+  /** Required `aud` of caller JWTs (comma-separated to accept several). */
+  JWT_AUDIENCE?: string;
+  /** "true" serves unauthenticated callers. */
+  ALLOW_ANONYMOUS?: string;
+  /** Comma-separated exact origins allowed by CORS. */
+  ALLOWED_ORIGINS?: string;
+  /** Comma-separated run fields removed from list responses. */
+  REDACT_FIELDS?: string;
+}

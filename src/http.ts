@@ -1,0 +1,98 @@
+import { OpenAPIHono } from "@hono/zod-openapi";
+import type { Context, ErrorHandler, NotFoundHandler, TypedResponse } from "hono";
+import { HTTPException } from "hono/http-exception";
+import type { JSONParsed } from "hono/utils/types";
+import type { z } from "zod";
+import type { AppEnv } from "./app-env.ts";
+import { ApiError, type FieldIssue } from "./errors.ts";
+
+/** Methods the proxy serves on every route; everything else is a 405. */
+export const ALLOWED_METHODS = ["GET", "HEAD", "OPTIONS"] as const;
+
+function describeIssue(issue: z.core.$ZodIssue): FieldIssue[] {
+  if (issue.code === "unrecognized_keys") {
+    return issue.keys.map((key) => ({ field: key, message: "is not a known query parameter" }));
+  }
+  const field = issue.path.map(String).join(".") || "query";
+  return [{ field, message: issue.message }];
+}
+
+/** Turns a zod failure on the query into the one 400 every route answers with. */
+export function validationError(error: z.ZodError, c: Context<AppEnv>): ApiError {
+  const repeated = Object.entries(c.req.queries())
+    .filter(([, values]) => values.length > 1)
+    .map(([field]) => field);
+  const details: FieldIssue[] = repeated.map((field) => ({
+    field,
+    message: "must be given once, not repeated",
+  }));
+  for (const issue of error.issues) {
+    for (const detail of describeIssue(issue)) {
+      if (!details.some((d) => d.field === detail.field)) details.push(detail);
+    }
+  }
+  const summary = details.map((d) => `${d.field} ${d.message}`).join("; ");
+  return new ApiError("INVALID_REQUEST", `Invalid query parameter: ${summary}.`, { details });
+}
+
+/** A router whose validation failures all go through `validationError`. */
+export function createRouter() {
+  return new OpenAPIHono<AppEnv>({
+    defaultHook: (result, c) => {
+      if (!result.success) throw validationError(result.error, c);
+    },
+  });
+}
+
+export function errorResponse(c: Context<AppEnv>, error: ApiError): Response {
+  const requestId = c.get("requestId") ?? "unknown";
+  const headers: Record<string, string> = { "cache-control": "no-store" };
+  if (error.retryAfter !== undefined) headers["retry-after"] = String(error.retryAfter);
+  return c.json(error.toBody(requestId), error.status, headers);
+}
+
+export const onError: ErrorHandler<AppEnv> = (err, c) => {
+  if (err instanceof ApiError) return errorResponse(c, err);
+  if (err instanceof HTTPException && err.status < 500) {
+    const code = err.status === 401 ? "UNAUTHORIZED" : err.status === 404 ? "NOT_FOUND" : "INVALID_REQUEST";
+    return errorResponse(
+      c,
+      new ApiError(code, code === "INVALID_REQUEST" ? "The request is malformed." : err.message),
+    );
+  }
+  console.error(
+    JSON.stringify({
+      level: "error",
+      msg: "unhandled error",
+      requestId: c.get("requestId"),
+      error: err instanceof Error ? { name: err.name, stack: err.stack } : String(err),
+    }),
+  );
+  return errorResponse(c, new ApiError("INTERNAL_ERROR", "Internal error."));
+};
+
+export const notFound: NotFoundHandler<AppEnv> = (c) =>
+  errorResponse(c, new ApiError("NOT_FOUND", `No route for ${c.req.method} ${c.req.path}.`));
+
+export const methodNotAllowed = (c: Context<AppEnv>) => {
+  const response = errorResponse(
+    c,
+    new ApiError("METHOD_NOT_ALLOWED", `${c.req.method} is not allowed; use ${ALLOWED_METHODS.join(", ")}.`),
+  );
+  response.headers.set("allow", ALLOWED_METHODS.join(", "));
+  return response;
+};
+
+/**
+ * Sends JSON that is already serialised (a cached or upstream body) without parsing it again,
+ * typed as the route's declared response so `hc` clients see the right shape.
+ */
+export function jsonText<T>(
+  c: Context<AppEnv>,
+  body: string,
+  headers: Record<string, string>,
+): Response & TypedResponse<JSONParsed<T>, 200, "json"> {
+  const response = c.body(body, 200, { ...headers, "content-type": "application/json; charset=utf-8" });
+  // The body was checked against the list shape before it got here; only its static type is missing.
+  return response as unknown as Response & TypedResponse<JSONParsed<T>, 200, "json">;
+}

@@ -1,0 +1,40 @@
+import { createMiddleware } from "hono/factory";
+import { methodNotAllowed as methodNotAllowedMiddleware } from "hono/method-not-allowed";
+import { requestId } from "hono/request-id";
+import type { AppEnv } from "./app-env.ts";
+import { loadConfig } from "./config.ts";
+import { createRouter, methodNotAllowed, notFound, onError } from "./http.ts";
+import { health } from "./routes/health.ts";
+import { workflowRuns } from "./routes/workflow-runs.ts";
+
+const app = createRouter();
+
+app.use(
+  requestId({ headerName: "x-request-id", limitLength: 128, generator: () => `req_${crypto.randomUUID()}` }),
+);
+app.use(
+  createMiddleware<AppEnv>(async (c, next) => {
+    c.set("telemetry", { route: c.req.path, upstreamAttempts: 0 });
+    await next();
+  }),
+);
+app.use(methodNotAllowedMiddleware({ app, onMethodNotAllowed: methodNotAllowed }));
+app.onError(onError);
+app.notFound(notFound);
+
+// Liveness first: it must answer even when the configuration is broken.
+app.route("/", health);
+
+app.use(
+  createMiddleware<AppEnv>(async (c, next) => {
+    c.set("config", loadConfig(c.env));
+    await next();
+  }),
+);
+
+const routes = app.route("/", workflowRuns);
+
+/** Route types for `hc<AppType>()` from `hono/client`. */
+export type AppType = typeof routes;
+
+export default app;

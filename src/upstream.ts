@@ -1,0 +1,307 @@
+import type { Config } from "./config.ts";
+import { ApiError } from "./errors.ts";
+import { type CanonicalListQuery, toSearchParams } from "./schemas.ts";
+
+/** Attempts per upstream page, the first included (gRPC's `maxAttempts` sense). */
+export const MAX_ATTEMPTS = 3;
+/** Full-jitter exponential back-off: sleep = random(0, min(cap, base * 2^retry)). */
+export const BACKOFF_BASE_MS = 100;
+export const BACKOFF_CAP_MS = 2_000;
+/** A 429 is retried only when its Retry-After is at most this long (and fits the deadline). */
+export const MAX_RETRY_AFTER_WAIT_MS = 2_000;
+/** Retry-After sent to callers when Extend gave none. */
+export const DEFAULT_RETRY_AFTER_SECONDS = 1;
+/** Refuse bodies larger than this: 1000 runs are a few MB; more means something is wrong. */
+export const MAX_UPSTREAM_BODY_BYTES = 32 * 1024 * 1024;
+
+/** One validated upstream page: the body as Extend sent it, and the parsed list. */
+export interface UpstreamPage {
+  /** Extend's JSON text, unchanged. */
+  readonly body: string;
+  readonly data: readonly Record<string, unknown>[];
+  readonly nextPageToken: string | undefined;
+}
+
+/** What a caller learns about each upstream attempt (for logs and tests). */
+export interface AttemptReport {
+  attempt: number;
+  status: number | "timeout" | "network-error";
+  durationMs: number;
+}
+
+export interface ListOptions {
+  /** Absolute time (ms since epoch) after which no attempt starts and running ones abort. */
+  deadline?: number;
+  signal?: AbortSignal;
+  onAttempt?: (report: AttemptReport) => void;
+}
+
+/** The narrow interface handlers use to read Extend's list of runs. */
+export interface WorkflowRunsUpstream {
+  list(query: CanonicalListQuery, options?: ListOptions): Promise<UpstreamPage>;
+}
+
+export interface UpstreamDeps {
+  fetch?: typeof fetch;
+  sleep?: (ms: number) => Promise<void>;
+  random?: () => number;
+  now?: () => number;
+}
+
+type Outcome =
+  | { kind: "page"; page: UpstreamPage }
+  | { kind: "retry"; error: ApiError; waitMs?: number }
+  | { kind: "fail"; error: ApiError };
+
+type AttemptStatus = AttemptReport["status"];
+
+const defaultSleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** Builds the upstream URL from configuration and validated values only. */
+export function upstreamUrl(config: Config, query: CanonicalListQuery): URL {
+  const base = new URL(config.extendApiBaseUrl);
+  if (!base.pathname.endsWith("/")) base.pathname += "/";
+  const url = new URL("workflow_runs", base);
+  url.search = toSearchParams(query).toString();
+  return url;
+}
+
+/** The only headers that ever go upstream. */
+export function upstreamHeaders(config: Config): Headers {
+  const headers = new Headers({
+    accept: "application/json",
+    authorization: `Bearer ${config.extendApiKey}`,
+    "x-extend-api-version": config.extendApiVersion,
+    "user-agent": "extend-runs-proxy",
+  });
+  if (config.extendWorkspaceId) headers.set("x-extend-workspace-id", config.extendWorkspaceId);
+  return headers;
+}
+
+/** Parses `Retry-After` (delay-seconds or HTTP-date, RFC 9110 §10.2.3) into milliseconds. */
+export function parseRetryAfter(value: string | null, now: number): number | undefined {
+  if (value === null) return undefined;
+  const text = value.trim();
+  if (/^\d+$/.test(text)) return Number(text) * 1000;
+  const date = Date.parse(text);
+  if (Number.isNaN(date)) return undefined;
+  return Math.max(0, date - now);
+}
+
+function isListShape(
+  value: unknown,
+): value is { object: "list"; data: Record<string, unknown>[]; nextPageToken?: unknown } {
+  if (typeof value !== "object" || value === null) return false;
+  const list = value as { object?: unknown; data?: unknown; nextPageToken?: unknown };
+  return (
+    list.object === "list" &&
+    Array.isArray(list.data) &&
+    list.data.every((run) => typeof run === "object" && run !== null && !Array.isArray(run)) &&
+    (list.nextPageToken === undefined ||
+      list.nextPageToken === null ||
+      typeof list.nextPageToken === "string")
+  );
+}
+
+/** Parses a 200 body; anything that is not Extend's list shape is an invalid response. */
+export function parseListBody(body: string): UpstreamPage | undefined {
+  let json: unknown;
+  try {
+    json = JSON.parse(body);
+  } catch {
+    return undefined;
+  }
+  if (!isListShape(json)) return undefined;
+  const token =
+    typeof json.nextPageToken === "string" && json.nextPageToken !== "" ? json.nextPageToken : undefined;
+  return { body, data: json.data, nextPageToken: token };
+}
+
+function timeoutError(): ApiError {
+  return new ApiError("UPSTREAM_TIMEOUT", "Extend did not answer in time.");
+}
+
+function classify(status: number, retryAfterMs: number | undefined): Outcome {
+  if (status === 401 || status === 403) {
+    return {
+      kind: "fail",
+      error: new ApiError(
+        "UPSTREAM_AUTH_FAILED",
+        "The proxy is misconfigured: Extend rejected its credentials.",
+      ),
+    };
+  }
+  if (status === 402) {
+    return {
+      kind: "fail",
+      error: new ApiError("UPSTREAM_USAGE_BLOCKED", "Extend refused the request for billing reasons."),
+    };
+  }
+  if (status === 400 || status === 422) {
+    return {
+      kind: "fail",
+      error: new ApiError(
+        "INVALID_REQUEST",
+        "Extend rejected the query; an expired nextPageToken, or one used with other filters, is the usual cause.",
+      ),
+    };
+  }
+  if (status === 404) {
+    return {
+      kind: "fail",
+      error: new ApiError("NOT_FOUND", "Extend reported the requested resource as not found."),
+    };
+  }
+  if (status === 429) {
+    const seconds = Math.max(DEFAULT_RETRY_AFTER_SECONDS, Math.ceil((retryAfterMs ?? 0) / 1000));
+    const error = new ApiError(
+      "UPSTREAM_RATE_LIMITED",
+      "Extend's rate limit for this organisation is exhausted; retry later.",
+      {
+        retryAfter: seconds,
+      },
+    );
+    if (retryAfterMs !== undefined && retryAfterMs > MAX_RETRY_AFTER_WAIT_MS) return { kind: "fail", error };
+    return { kind: "retry", error, waitMs: retryAfterMs };
+  }
+  if (status >= 300 && status < 400) {
+    return {
+      kind: "fail",
+      error: new ApiError(
+        "UPSTREAM_ERROR",
+        "Extend answered with a redirect, which the proxy does not follow.",
+      ),
+    };
+  }
+  if (status >= 500) {
+    return { kind: "retry", error: new ApiError("UPSTREAM_ERROR", `Extend failed with HTTP ${status}.`) };
+  }
+  return {
+    kind: "fail",
+    error: new ApiError("UPSTREAM_ERROR", `Extend answered with unexpected HTTP ${status}.`),
+  };
+}
+
+async function readBody(response: Response, signal: AbortSignal): Promise<string> {
+  const declared = Number(response.headers.get("content-length") ?? "0");
+  if (declared > MAX_UPSTREAM_BODY_BYTES) {
+    await response.body?.cancel();
+    throw new ApiError("UPSTREAM_INVALID_RESPONSE", "Extend's response was too large.");
+  }
+  const aborted = new Promise<never>((_, reject) => {
+    const fail = () => reject(signal.reason);
+    if (signal.aborted) fail();
+    else signal.addEventListener("abort", fail, { once: true });
+  });
+  const text = response.text();
+  // A stalled body must not outlive the attempt's timeout.
+  text.catch(() => undefined);
+  aborted.catch(() => undefined);
+  const body = await Promise.race([text, aborted]);
+  if (body.length > MAX_UPSTREAM_BODY_BYTES) {
+    throw new ApiError("UPSTREAM_INVALID_RESPONSE", "Extend's response was too large.");
+  }
+  return body;
+}
+
+/**
+ * Extend's `GET /workflow_runs`, with per-attempt timeouts, full-jitter retries on network
+ * errors, timeouts, 5xx and short 429s, and one overall deadline. Redirects are never followed.
+ */
+export function createExtendUpstream(config: Config, deps: UpstreamDeps = {}): WorkflowRunsUpstream {
+  const doFetch = deps.fetch ?? ((input, init) => fetch(input, init));
+  const sleep = deps.sleep ?? defaultSleep;
+  const random = deps.random ?? Math.random;
+  const now = deps.now ?? Date.now;
+
+  async function attempt(
+    url: URL,
+    perAttemptMs: number,
+    outer: AbortSignal | undefined,
+  ): Promise<Outcome & { status: AttemptStatus }> {
+    const timeout = AbortSignal.timeout(perAttemptMs);
+    const signal = outer ? AbortSignal.any([timeout, outer]) : timeout;
+    let status: AttemptStatus = "network-error";
+    const outcome = await attemptOnce(url, signal, timeout, outer, (s) => {
+      status = s;
+    });
+    if (outcome.kind !== "page" && outcome.error.code === "UPSTREAM_TIMEOUT") status = "timeout";
+    return { ...outcome, status };
+  }
+
+  async function attemptOnce(
+    url: URL,
+    signal: AbortSignal,
+    timeout: AbortSignal,
+    outer: AbortSignal | undefined,
+    onStatus: (status: number) => void,
+  ): Promise<Outcome> {
+    try {
+      const response = await doFetch(url.toString(), {
+        method: "GET",
+        headers: upstreamHeaders(config),
+        redirect: "manual",
+        signal,
+      });
+      onStatus(response.status);
+      if (response.status !== 200) {
+        const retryAfterMs = parseRetryAfter(response.headers.get("retry-after"), now());
+        await response.body?.cancel().catch(() => undefined);
+        return classify(response.status, retryAfterMs);
+      }
+      let body: string;
+      try {
+        body = await readBody(response, signal);
+      } catch (error) {
+        if (error instanceof ApiError) return { kind: "fail", error };
+        if (timeout.aborted) return { kind: "retry", error: timeoutError() };
+        return {
+          kind: "retry",
+          error: new ApiError("UPSTREAM_INVALID_RESPONSE", "Extend's response was cut off before it ended."),
+        };
+      }
+      const page = parseListBody(body);
+      if (!page) {
+        return {
+          kind: "fail",
+          error: new ApiError(
+            "UPSTREAM_INVALID_RESPONSE",
+            "Extend answered 200 with a body that is not a list of runs.",
+          ),
+        };
+      }
+      return { kind: "page", page };
+    } catch (error) {
+      if (outer?.aborted) throw error;
+      if (timeout.aborted) return { kind: "retry", error: timeoutError() };
+      return { kind: "retry", error: new ApiError("UPSTREAM_ERROR", "Could not connect to Extend.") };
+    }
+  }
+
+  return {
+    async list(query, options = {}) {
+      const url = upstreamUrl(config, query);
+      const deadline = options.deadline ?? now() + config.upstreamDeadlineMs;
+      let last: ApiError = timeoutError();
+      for (let n = 1; n <= MAX_ATTEMPTS; n++) {
+        const remaining = deadline - now();
+        if (remaining <= 0) break;
+        const started = now();
+        const outcome = await attempt(url, Math.min(config.upstreamTimeoutMs, remaining), options.signal);
+        options.onAttempt?.({
+          attempt: n,
+          status: outcome.status,
+          durationMs: now() - started,
+        });
+        if (outcome.kind === "page") return outcome.page;
+        last = outcome.error;
+        if (outcome.kind === "fail" || n === MAX_ATTEMPTS) break;
+        const backoff = random() * Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** (n - 1));
+        const wait = outcome.waitMs !== undefined ? outcome.waitMs + backoff / 4 : backoff;
+        if (now() + wait >= deadline) break;
+        await sleep(wait);
+      }
+      throw last;
+    },
+  };
+}
