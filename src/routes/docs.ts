@@ -1,0 +1,199 @@
+import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
+import { Scalar } from "@scalar/hono-api-reference";
+import type { Context } from "hono";
+import { version } from "../../package.json";
+import type { AppEnv } from "../app-env.ts";
+import { jsonText } from "../http.ts";
+
+export const OPENAPI_PATH = "/openapi.json";
+export const DOCS_PATH = "/docs";
+
+/**
+ * Routes every caller may use without credentials, without a rate limit and with a broken
+ * configuration: liveness and the API description.
+ */
+export const PUBLIC_PATHS = ["/healthz", OPENAPI_PATH, DOCS_PATH] as const;
+
+/** How callers authenticate on data routes; any one of these is enough (see README "Security"). */
+export const SECURITY_SCHEMES = {
+  clientToken: {
+    type: "http",
+    scheme: "bearer",
+    description:
+      "A static client token from the `CLIENT_TOKENS` secret, sent as `Authorization: Bearer <token>`. " +
+      "This is what the `extend-ai` SDK sends when its `token` option holds a client token.",
+  },
+  jwt: {
+    type: "http",
+    scheme: "bearer",
+    bearerFormat: "JWT",
+    description:
+      "A JWT verified against `JWT_JWKS_URL`, with `iss` = `JWT_ISSUER` and `aud` in `JWT_AUDIENCE`, " +
+      "sent as `Authorization: Bearer <jwt>`.",
+  },
+  cloudflareAccess: {
+    type: "apiKey",
+    in: "header",
+    name: "Cf-Access-Jwt-Assertion",
+    description: "A Cloudflare Access JWT, verified like `jwt`; Access adds this header itself.",
+  },
+} as const;
+
+const REQUEST_ID_HEADER = {
+  description: "Identifies the request in the proxy's logs; equals `requestId` in an error body.",
+  schema: { type: "string" },
+} as const;
+
+const RETRY_AFTER_HEADER = {
+  description: "Seconds to wait before retrying.",
+  schema: { type: "integer", minimum: 0 },
+} as const;
+
+// Statuses whose error codes (RATE_LIMIT_EXCEEDED, UPSTREAM_RATE_LIMITED) carry Retry-After.
+const RATE_LIMIT_STATUSES = new Set(["429", "503"]);
+
+const DESCRIPTION = [
+  "An edge gateway on Cloudflare Workers in front of Extend's `GET /workflow_runs`: it keeps the",
+  "Extend API key server-side, validates every query, caches pages in Workers KV and aggregates",
+  "`/stats`. Data routes take the same parameters and return the same shapes as Extend's API",
+  "(version 2026-02-09), so the official `extend-ai` SDK works against it by changing `baseUrl`.",
+  "",
+  "Every error uses one envelope (`Error`): a machine `code`, a `message`, `retryable` and the",
+  "`requestId` that is also sent as `x-request-id`.",
+  "",
+  "Data responses carry `x-cache`: `HIT` (served from a fresh cache entry), `STALE` (served from an",
+  "entry past its freshness window while it is refreshed, or because Extend failed; `Age` tells how",
+  "old), `MISS` (fetched from Extend just now) or `BYPASS` (the cache was unusable or skipped).",
+].join("\n");
+
+const ApiDocument = z
+  .looseObject({ openapi: z.string(), info: z.looseObject({}), paths: z.looseObject({}) })
+  .openapi("OpenApiDocument", { description: "This document (OpenAPI 3.1)." });
+
+const openApiRoute = createRoute({
+  method: "get",
+  path: OPENAPI_PATH,
+  summary: "OpenAPI document",
+  description: "This API description, generated from the schemas that validate requests.",
+  responses: {
+    200: {
+      description: "The OpenAPI 3.1 document.",
+      content: { "application/json": { schema: ApiDocument } },
+    },
+  },
+});
+
+const docsRoute = createRoute({
+  method: "get",
+  path: DOCS_PATH,
+  summary: "API reference",
+  description: "An interactive reference (Scalar) that reads `/openapi.json`.",
+  responses: {
+    200: { description: "An HTML page.", content: { "text/html": { schema: z.string() } } },
+  },
+});
+
+type OpenApiDocument = ReturnType<OpenAPIHono<AppEnv>["getOpenAPI31Document"]>;
+
+/**
+ * The OpenAPI 3.1 document of everything registered on `app`, with this request's origin as the
+ * server so "try it" and generated clients talk to the deployment that served it.
+ */
+export function buildOpenApiDocument(app: OpenAPIHono<AppEnv>, origin: string): OpenApiDocument {
+  const document = app.getOpenAPI31Document({
+    openapi: "3.1.0",
+    info: { title: "extend-runs-proxy", version, description: DESCRIPTION },
+    servers: [{ url: origin, description: "This deployment" }],
+    security: Object.keys(SECURITY_SCHEMES).map((name) => ({ [name]: [] })),
+    tags: [],
+  });
+  const publicPaths: readonly string[] = PUBLIC_PATHS;
+  for (const [path, item] of Object.entries(document.paths ?? {})) {
+    for (const operation of [item.get, item.head, item.options]) {
+      if (!operation) continue;
+      if (publicPaths.includes(path)) operation.security = [];
+      // Set by the request-id middleware on every response, errors included.
+      for (const [status, response] of Object.entries(operation.responses ?? {})) {
+        if (!("description" in response)) continue;
+        response.headers = {
+          ...response.headers,
+          "x-request-id": { $ref: "#/components/headers/RequestId" },
+          ...(RATE_LIMIT_STATUSES.has(status)
+            ? { "retry-after": { $ref: "#/components/headers/RetryAfter" } }
+            : {}),
+        };
+      }
+    }
+  }
+  document.components = {
+    ...document.components,
+    headers: {
+      ...document.components?.headers,
+      RequestId: REQUEST_ID_HEADER,
+      RetryAfter: RETRY_AFTER_HEADER,
+    },
+    securitySchemes: { ...document.components?.securitySchemes, ...SECURITY_SCHEMES },
+  };
+  return document;
+}
+
+// The reference page runs Scalar's bundle from jsDelivr under a per-response nonce. It may fetch
+// only this origin (the document and "try it" calls), and nothing may frame it.
+function docsContentSecurityPolicy(nonce: string): string {
+  return [
+    "default-src 'none'",
+    `script-src 'nonce-${nonce}'`,
+    // Scalar renders inline style attributes, which a nonce cannot authorise.
+    "style-src 'unsafe-inline'",
+    "img-src 'self' data:",
+    "font-src data:",
+    "connect-src 'self'",
+    "base-uri 'none'",
+    "form-action 'none'",
+    "frame-ancestors 'none'",
+  ].join("; ");
+}
+
+function randomNonce(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return btoa(String.fromCharCode(...bytes));
+}
+
+async function renderDocs(c: Context<AppEnv>): Promise<Response> {
+  const nonce = randomNonce();
+  const render = Scalar<AppEnv>({
+    url: OPENAPI_PATH,
+    pageTitle: "extend-runs-proxy API reference",
+    nonce,
+    // Nothing leaves this origin: no font CDN, no telemetry, no AI agent, no request proxy.
+    withDefaultFonts: false,
+    telemetry: false,
+    agent: { disabled: true },
+    persistAuth: false,
+  });
+  const response = await render(c, async () => {});
+  if (!(response instanceof Response)) throw new Error("the API reference renderer returned no response");
+  response.headers.set("content-security-policy", docsContentSecurityPolicy(nonce));
+  // A nonce must not outlive its response.
+  response.headers.set("cache-control", "no-store");
+  response.headers.set("x-content-type-options", "nosniff");
+  response.headers.set("referrer-policy", "no-referrer");
+  return response;
+}
+
+/**
+ * Serves `/openapi.json` (everything registered on `app`, read at request time so routes added
+ * after this call appear too) and the `/docs` reference page.
+ */
+export function registerDocs(app: OpenAPIHono<AppEnv>): void {
+  app.openapi(openApiRoute, (c) =>
+    jsonText<z.infer<typeof ApiDocument>>(
+      c,
+      JSON.stringify(buildOpenApiDocument(app, new URL(c.req.url).origin)),
+      {
+        "cache-control": "public, max-age=300",
+      },
+    ),
+  );
+  app.openapi(docsRoute, renderDocs);
+}
