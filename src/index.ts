@@ -4,6 +4,7 @@ import { requestId } from "hono/request-id";
 import type { AppEnv } from "./app-env.ts";
 import { loadConfig } from "./config.ts";
 import { createRouter, methodNotAllowed, notFound, onError } from "./http.ts";
+import { registerDocs } from "./routes/docs.ts";
 import { health } from "./routes/health.ts";
 import { workflowRuns } from "./routes/workflow-runs.ts";
 
@@ -24,6 +25,7 @@ app.notFound(notFound);
 
 // Liveness first: it must answer even when the configuration is broken.
 app.route("/", health);
+registerDocs(app);
 
 app.use(
   createMiddleware<AppEnv>(async (c, next) => {
