@@ -88,7 +88,9 @@ const RawConfig = z.object({
   EXTEND_API_KEY: z
     .string({ error: "is required (a secret: wrangler secret put EXTEND_API_KEY)" })
     .trim()
-    .min(1, { error: "is required (a secret: wrangler secret put EXTEND_API_KEY)" }),
+    .min(1, { error: "is required (a secret: wrangler secret put EXTEND_API_KEY)" })
+    // Anything else cannot travel in an Authorization header; fail here, not on every upstream call.
+    .regex(/^[\x21-\x7e]+$/, { error: "must be printable ASCII without spaces" }),
   EXTEND_API_BASE_URL: httpUrl,
   EXTEND_API_VERSION: z
     .string()

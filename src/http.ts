@@ -74,7 +74,14 @@ export const onError: ErrorHandler<AppEnv> = (err, c) => {
 export const notFound: NotFoundHandler<AppEnv> = (c) =>
   errorResponse(c, new ApiError("NOT_FOUND", `No route for ${c.req.method} ${c.req.path}.`));
 
+/**
+ * Answers a method the route does not serve: a plain OPTIONS (no CORS preflight reached it) gets
+ * 204 with `Allow`, anything else a 405 with `Allow`.
+ */
 export const methodNotAllowed = (c: Context<AppEnv>) => {
+  if (c.req.method === "OPTIONS") {
+    return c.body(null, 204, { allow: ALLOWED_METHODS.join(", "), "cache-control": "no-store" });
+  }
   const response = errorResponse(
     c,
     new ApiError("METHOD_NOT_ALLOWED", `${c.req.method} is not allowed; use ${ALLOWED_METHODS.join(", ")}.`),

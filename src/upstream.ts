@@ -11,8 +11,10 @@ export const BACKOFF_CAP_MS = 2_000;
 export const MAX_RETRY_AFTER_WAIT_MS = 2_000;
 /** Retry-After sent to callers when Extend gave none. */
 export const DEFAULT_RETRY_AFTER_SECONDS = 1;
+/** Longest `Retry-After` passed on to callers; a larger or later value from Extend is clamped. */
+export const MAX_RETRY_AFTER_SECONDS = 3_600;
 /** Refuse bodies larger than this: 1000 runs are a few MB; more means something is wrong. */
-export const MAX_UPSTREAM_BODY_BYTES = 32 * 1024 * 1024;
+export const MAX_UPSTREAM_BODY_BYTES = 16 * 1024 * 1024;
 
 /** One validated upstream page: the body as Extend sent it, and the parsed list. */
 export interface UpstreamPage {
@@ -32,6 +34,7 @@ export interface AttemptReport {
 export interface ListOptions {
   /** Absolute time (ms since epoch) after which no attempt starts and running ones abort. */
   deadline?: number;
+  /** Aborting it stops the running attempt and any retry; `list` then rejects with its reason. */
   signal?: AbortSignal;
   onAttempt?: (report: AttemptReport) => void;
 }
@@ -78,14 +81,25 @@ export function upstreamHeaders(config: Config): Headers {
   return headers;
 }
 
-/** Parses `Retry-After` (delay-seconds or HTTP-date, RFC 9110 §10.2.3) into milliseconds. */
+// RFC 9110 §5.6.7: IMF-fixdate, plus the obsolete RFC 850 and asctime forms recipients must accept.
+const HTTP_DATE = [
+  /^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} \d{2}:\d{2}:\d{2} GMT$/,
+  /^(Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday), \d{2}-(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)-\d{2} \d{2}:\d{2}:\d{2} GMT$/,
+  /^(Mon|Tue|Wed|Thu|Fri|Sat|Sun) (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [ \d]\d \d{2}:\d{2}:\d{2} \d{4}$/,
+];
+
+/**
+ * Parses `Retry-After` (delay-seconds or HTTP-date, RFC 9110 §10.2.3) into milliseconds.
+ * Anything else is ignored: `Date.parse` alone would read "1.5" or "-1" as dates in the past.
+ */
 export function parseRetryAfter(value: string | null, now: number): number | undefined {
   if (value === null) return undefined;
   const text = value.trim();
-  if (/^\d+$/.test(text)) return Number(text) * 1000;
+  if (/^\d+$/.test(text)) return Math.min(Number(text), MAX_RETRY_AFTER_SECONDS) * 1000;
+  if (!HTTP_DATE.some((format) => format.test(text))) return undefined;
   const date = Date.parse(text);
   if (Number.isNaN(date)) return undefined;
-  return Math.max(0, date - now);
+  return Math.min(Math.max(0, date - now), MAX_RETRY_AFTER_SECONDS * 1000);
 }
 
 function isListShape(
@@ -182,26 +196,58 @@ function classify(status: number, retryAfterMs: number | undefined): Outcome {
   };
 }
 
+function tooLarge(): ApiError {
+  return new ApiError("UPSTREAM_INVALID_RESPONSE", "Extend's response was too large.");
+}
+
+function decodeChunk(decoder: TextDecoder, bytes: Uint8Array): string {
+  try {
+    return decoder.decode(bytes, { stream: true });
+  } catch {
+    throw new ApiError("UPSTREAM_INVALID_RESPONSE", "Extend answered with a body that is not UTF-8.");
+  }
+}
+
+/**
+ * Reads the body as UTF-8 under the attempt's signal, counting bytes as they arrive so an
+ * oversized or stalled body is cancelled instead of buffered or waited on.
+ */
 async function readBody(response: Response, signal: AbortSignal): Promise<string> {
   const declared = Number(response.headers.get("content-length") ?? "0");
   if (declared > MAX_UPSTREAM_BODY_BYTES) {
-    await response.body?.cancel();
-    throw new ApiError("UPSTREAM_INVALID_RESPONSE", "Extend's response was too large.");
+    await response.body?.cancel().catch(() => undefined);
+    throw tooLarge();
   }
+  if (!response.body) return "";
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false });
+  let aborting: (reason: unknown) => void = () => undefined;
   const aborted = new Promise<never>((_, reject) => {
-    const fail = () => reject(signal.reason);
-    if (signal.aborted) fail();
-    else signal.addEventListener("abort", fail, { once: true });
+    aborting = reject;
   });
-  const text = response.text();
-  // A stalled body must not outlive the attempt's timeout.
-  text.catch(() => undefined);
   aborted.catch(() => undefined);
-  const body = await Promise.race([text, aborted]);
-  if (body.length > MAX_UPSTREAM_BODY_BYTES) {
-    throw new ApiError("UPSTREAM_INVALID_RESPONSE", "Extend's response was too large.");
+  const onAbort = () => {
+    aborting(signal.reason);
+    reader.cancel(signal.reason).catch(() => undefined);
+  };
+  if (signal.aborted) onAbort();
+  else signal.addEventListener("abort", onAbort, { once: true });
+  try {
+    let text = "";
+    let bytes = 0;
+    for (;;) {
+      const chunk = await Promise.race([reader.read(), aborted]);
+      if (chunk.done) return text + decodeChunk(decoder, new Uint8Array());
+      bytes += chunk.value.byteLength;
+      if (bytes > MAX_UPSTREAM_BODY_BYTES) {
+        await reader.cancel().catch(() => undefined);
+        throw tooLarge();
+      }
+      text += decodeChunk(decoder, chunk.value);
+    }
+  } finally {
+    signal.removeEventListener("abort", onAbort);
   }
-  return body;
 }
 
 /**
@@ -254,6 +300,7 @@ export function createExtendUpstream(config: Config, deps: UpstreamDeps = {}): W
         body = await readBody(response, signal);
       } catch (error) {
         if (error instanceof ApiError) return { kind: "fail", error };
+        if (outer?.aborted) throw outer.reason;
         if (timeout.aborted) return { kind: "retry", error: timeoutError() };
         return {
           kind: "retry",
@@ -272,7 +319,7 @@ export function createExtendUpstream(config: Config, deps: UpstreamDeps = {}): W
       }
       return { kind: "page", page };
     } catch (error) {
-      if (outer?.aborted) throw error;
+      if (outer?.aborted) throw outer.reason ?? error;
       if (timeout.aborted) return { kind: "retry", error: timeoutError() };
       return { kind: "retry", error: new ApiError("UPSTREAM_ERROR", "Could not connect to Extend.") };
     }
@@ -284,6 +331,8 @@ export function createExtendUpstream(config: Config, deps: UpstreamDeps = {}): W
       const deadline = options.deadline ?? now() + config.upstreamDeadlineMs;
       let last: ApiError = timeoutError();
       for (let n = 1; n <= MAX_ATTEMPTS; n++) {
+        // The caller gave up (its own budget, or the client left): no further attempt is wanted.
+        options.signal?.throwIfAborted();
         const remaining = deadline - now();
         if (remaining <= 0) break;
         const started = now();
