@@ -1,4 +1,5 @@
 import type { Config } from "./config.ts";
+import type { Caller } from "./security/auth.ts";
 
 /** How a response was served, sent as `x-cache` (see README "Caching"). */
 export type CacheState = "HIT" | "STALE" | "MISS" | "BYPASS";
@@ -10,6 +11,8 @@ export interface RequestTelemetry {
   upstreamAttempts: number;
   upstreamStatus?: number | "timeout" | "network-error";
   callerId?: string;
+  /** Degradations the request survived (e.g. a rate limiter that failed open). */
+  warnings?: string[];
 }
 
 /** The one Hono environment type every app, sub-app and middleware uses. */
@@ -19,5 +22,7 @@ export interface AppEnv {
     requestId: string;
     config: Config;
     telemetry: RequestTelemetry;
+    /** Set by authenticate() on data routes. */
+    caller: Caller;
   };
 }

@@ -6,7 +6,13 @@ import { loadConfig } from "./config.ts";
 import { createRouter, methodNotAllowed, notFound, onError } from "./http.ts";
 import { registerDocs } from "./routes/docs.ts";
 import { health } from "./routes/health.ts";
+import { stats } from "./routes/stats.ts";
 import { workflowRuns } from "./routes/workflow-runs.ts";
+import { authenticate } from "./security/auth.ts";
+import { corsPolicy } from "./security/cors.ts";
+import { securityHeaders } from "./security/headers.ts";
+import { requestLog } from "./security/log.ts";
+import { rateLimit } from "./security/rate-limit.ts";
 
 const app = createRouter();
 
@@ -19,6 +25,10 @@ app.use(
     await next();
   }),
 );
+// Every response, errors and 404s included: one log line, security headers, CORS (preflights too).
+app.use(requestLog());
+app.use(securityHeaders());
+app.use(corsPolicy());
 app.use(methodNotAllowedMiddleware({ app, onMethodNotAllowed: methodNotAllowed }));
 app.onError(onError);
 app.notFound(notFound);
@@ -34,7 +44,11 @@ app.use(
   }),
 );
 
-const routes = app.route("/", workflowRuns);
+// Data routes: the caller authenticates, then spends its rate limit (health and docs stay open).
+app.use("/workflow_runs/*", authenticate(), rateLimit("RATE_LIMITER"));
+app.use("/stats/*", authenticate(), rateLimit("STATS_RATE_LIMITER"));
+
+const routes = app.route("/", workflowRuns).route("/", stats);
 
 /** Route types for `hc<AppType>()` from `hono/client`. */
 export type AppType = typeof routes;

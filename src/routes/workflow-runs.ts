@@ -2,6 +2,7 @@ import { createRoute } from "@hono/zod-openapi";
 
 import { createRouter, jsonText } from "../http.ts";
 import { canonicalListQuery, ListWorkflowRunsQuery, WorkflowRunsListResponse } from "../schemas.ts";
+import { redactRuns } from "../security/redact.ts";
 import { servicesFor, trackedOptions } from "../services.ts";
 import { errorResponses } from "./responses.ts";
 
@@ -29,7 +30,8 @@ export const workflowRuns = createRouter().openapi(listRoute, async (c) => {
   c.var.telemetry.cache = result.cache;
   const headers: Record<string, string> = { "x-cache": result.cache };
   if (result.ageSeconds !== undefined) headers.age = String(result.ageSeconds);
-  return jsonText<WorkflowRunsListResponse>(c, result.page.body, headers);
+  const body = redactRuns(result.page.body, c.var.config.redactFields);
+  return jsonText<WorkflowRunsListResponse>(c, body, headers);
 });
 
 export type WorkflowRunsRoutes = typeof workflowRuns;

@@ -1,0 +1,145 @@
+import type { Context } from "hono";
+import { createMiddleware } from "hono/factory";
+import type { AppEnv } from "../app-env.ts";
+import type { Config } from "../config.ts";
+import { ApiError } from "../errors.ts";
+import { errorResponse } from "../http.ts";
+import { clientIp } from "./client-ip.ts";
+import { findSecret, shortHash } from "./digest.ts";
+import { looksLikeJwt, verifyCallerJwt } from "./jwt.ts";
+import { countFailedAuthentication } from "./rate-limit.ts";
+
+/** Who is calling, as far as rate limits and logs are concerned. Never holds a credential. */
+export interface Caller {
+  /** `token:<short hash>`, `jwt:<sub>` or `anon:<client ip>`. */
+  readonly id: string;
+  readonly method: "token" | "jwt" | "anonymous";
+}
+
+export const AUTH_REALM = "extend-runs-proxy";
+/** Cloudflare Access puts the user's JWT in this header on requests it lets through. */
+export const CF_ACCESS_JWT_HEADER = "cf-access-jwt-assertion";
+/** Retry-After for a 401 caused by an unreachable key set (see JWKS_FAILURE_BACKOFF_MS). */
+const KEYS_UNAVAILABLE_RETRY_SECONDS = 10;
+
+export const DEFAULT_DENY_MESSAGE =
+  "This proxy has no caller authentication configured, so it refuses every data request. " +
+  "Configure access with CLIENT_TOKENS (a secret: comma-separated bearer tokens), " +
+  "JWT_JWKS_URL + JWT_ISSUER + JWT_AUDIENCE (JWTs, e.g. Cloudflare Access), " +
+  "or ALLOW_ANONYMOUS=true to serve unauthenticated callers.";
+
+type Attempt = { ok: true; caller: Caller } | { ok: false; reason: string; unavailable?: boolean };
+
+async function tryBearer(token: string, config: Config): Promise<Attempt> {
+  if (config.clientTokens.length > 0) {
+    const match = await findSecret(token, config.clientTokens);
+    if (match !== undefined)
+      return { ok: true, caller: { id: `token:${await shortHash(match)}`, method: "token" } };
+  }
+  if (config.jwt && looksLikeJwt(token)) return tryJwt(token, config);
+  return { ok: false, reason: "the bearer token is not valid" };
+}
+
+async function tryJwt(token: string, config: Config): Promise<Attempt> {
+  if (!config.jwt) return { ok: false, reason: "JWT authentication is not configured" };
+  const result = await verifyCallerJwt(token, config.jwt);
+  if (!result.ok) return result;
+  return { ok: true, caller: { id: `jwt:${result.subject}`, method: "jwt" } };
+}
+
+/** RFC 6750 §3 challenge; `error` is left out when the request carried no credentials. */
+function challenge(error?: { code: "invalid_request" | "invalid_token"; description: string }): string {
+  const parts = [`realm="${AUTH_REALM}"`];
+  if (error) {
+    parts.push(`error="${error.code}"`, `error_description="${error.description.replace(/["\\]/g, "")}"`);
+  }
+  return `Bearer ${parts.join(", ")}`;
+}
+
+function unauthorized(
+  c: Context<AppEnv>,
+  message: string,
+  options: {
+    error?: { code: "invalid_request" | "invalid_token"; description: string };
+    retryAfter?: number;
+  } = {},
+): Response {
+  const response = errorResponse(
+    c,
+    new ApiError("UNAUTHORIZED", message, { retryAfter: options.retryAfter }),
+  );
+  response.headers.set("www-authenticate", challenge(options.error));
+  return response;
+}
+
+/**
+ * Caller authentication for data routes (GET and HEAD; other methods fall through to the 405).
+ * Accepts, in order: a static token from CLIENT_TOKENS or a JWT in `Authorization: Bearer`, then
+ * a JWT in `Cf-Access-Jwt-Assertion`. With ALLOW_ANONYMOUS, a request without credentials is
+ * served as `anon:<ip>`; when no method is configured at all, every request is refused (default
+ * deny). Rejected credentials count against the client ip's rate limit. Sets `caller` and the
+ * telemetry's caller id; credentials go nowhere else.
+ */
+export function authenticate() {
+  return createMiddleware<AppEnv>(async (c, next) => {
+    if (c.req.method !== "GET" && c.req.method !== "HEAD") return next();
+    const config = c.var.config;
+    const hasTokens = config.clientTokens.length > 0;
+    const hasJwt = config.jwt !== undefined;
+
+    const accept = (caller: Caller) => {
+      c.set("caller", caller);
+      c.var.telemetry.callerId = caller.id;
+      return next();
+    };
+
+    if (!hasTokens && !hasJwt) {
+      if (!config.allowAnonymous) return unauthorized(c, DEFAULT_DENY_MESSAGE);
+      // Anonymous-only: credentials mean nothing here (an SDK always sends one), so none is checked.
+      return accept({ id: `anon:${clientIp(c)}`, method: "anonymous" });
+    }
+
+    const authorization = c.req.header("authorization");
+    const accessJwt = hasJwt ? c.req.header(CF_ACCESS_JWT_HEADER) : undefined;
+    if (authorization === undefined && accessJwt === undefined) {
+      if (config.allowAnonymous) return accept({ id: `anon:${clientIp(c)}`, method: "anonymous" });
+      const how = hasJwt
+        ? "send Authorization: Bearer <token or JWT>, or come through Cloudflare Access"
+        : "send Authorization: Bearer <token>";
+      return unauthorized(c, `Credentials are required: ${how}.`);
+    }
+
+    const attempts: Attempt[] = [];
+    if (authorization !== undefined) {
+      const match = /^Bearer +(\S+) *$/i.exec(authorization);
+      attempts.push(
+        match?.[1]
+          ? await tryBearer(match[1], config)
+          : { ok: false, reason: "the Authorization header must use the Bearer scheme" },
+      );
+    }
+    const first = attempts[0];
+    if (first?.ok) return accept(first.caller);
+    if (accessJwt !== undefined) {
+      const attempt = await tryJwt(accessJwt.trim(), config);
+      if (attempt.ok) return accept(attempt.caller);
+      attempts.push(attempt);
+    }
+
+    c.var.telemetry.callerId = `rejected:${clientIp(c)}`;
+    await countFailedAuthentication(c);
+    const failures = attempts.filter((a): a is Extract<Attempt, { ok: false }> => !a.ok);
+    const unavailable = failures.some((f) => f.unavailable);
+    const reasons = failures.map((f) => f.reason).join("; ");
+    return unauthorized(c, `The credentials were rejected: ${reasons}.`, {
+      error: {
+        code:
+          authorization !== undefined && !/^Bearer /i.test(authorization)
+            ? "invalid_request"
+            : "invalid_token",
+        description: reasons,
+      },
+      retryAfter: unavailable ? KEYS_UNAVAILABLE_RETRY_SECONDS : undefined,
+    });
+  });
+}

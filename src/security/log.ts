@@ -1,0 +1,140 @@
+import { createMiddleware } from "hono/factory";
+import type { AppEnv } from "../app-env.ts";
+import { shortHash } from "./digest.ts";
+
+/** Query parameters that carry cursors or signed state: logged as a short hash, never raw. */
+const CURSOR_PARAMS = new Set(["nextPageToken", "resumeToken"]);
+/** A parameter whose name looks like a credential is never logged, whatever route it reached. */
+const SECRET_LOOKING_PARAM = /token|key|secret|passw|auth|sig|jwt|cookie|session/i;
+const MAX_LOGGED_VALUE_CHARS = 200;
+const MAX_LOGGED_PARAMS = 20;
+/** Secrets shorter than this are not scrubbed: replacing a few common characters would wreck every line. */
+export const MIN_SCRUBBED_SECRET_LENGTH = 8;
+export const REDACTED = "[redacted]";
+
+const knownSecrets = new Set<string>();
+const secretsSeenFor = new WeakSet<object>();
+let secretPattern: RegExp | undefined;
+
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+}
+
+/**
+ * Remembers the secret settings of an env (the upstream key, client tokens, the stats signing
+ * key) so every later log line of this isolate is scrubbed of them. Read from the raw env, so
+ * it works even when the configuration does not parse.
+ */
+export function rememberSecrets(env: Partial<Env>): void {
+  if (secretsSeenFor.has(env)) return;
+  secretsSeenFor.add(env);
+  const values = [env.EXTEND_API_KEY, env.STATS_SIGNING_KEY, ...(env.CLIENT_TOKENS ?? "").split(",")];
+  let added = false;
+  for (const raw of values) {
+    const value = raw?.trim();
+    if (value && value.length >= MIN_SCRUBBED_SECRET_LENGTH && !knownSecrets.has(value)) {
+      knownSecrets.add(value);
+      added = true;
+    }
+  }
+  if (added) {
+    const longestFirst = [...knownSecrets].sort((a, b) => b.length - a.length).map(escapeRegExp);
+    secretPattern = new RegExp(longestFirst.join("|"), "g");
+  }
+}
+
+/** Replaces every remembered secret in `text` with `[redacted]`. */
+export function scrub(text: string): string {
+  return secretPattern ? text.replace(secretPattern, REDACTED) : text;
+}
+
+function scrubArg(arg: unknown): unknown {
+  if (!secretPattern) return arg;
+  if (typeof arg === "string") return scrub(arg);
+  let text: string;
+  try {
+    text = arg instanceof Error ? `${arg.name}: ${arg.message}\n${arg.stack ?? ""}` : JSON.stringify(arg);
+  } catch {
+    return arg;
+  }
+  // Objects keep their structure for Workers Logs unless they hold a secret.
+  if (typeof text !== "string") return arg;
+  const clean = scrub(text);
+  return clean === text ? arg : clean;
+}
+
+const CONSOLE_METHODS = ["log", "info", "warn", "error", "debug"] as const;
+let consoleScrubbed = false;
+
+/**
+ * Wraps the isolate's console so that no line any module writes carries a remembered secret.
+ * Defence in depth: the proxy's own lines are built to hold none.
+ */
+export function scrubConsole(): void {
+  if (consoleScrubbed) return;
+  consoleScrubbed = true;
+  for (const method of CONSOLE_METHODS) {
+    const original = console[method].bind(console);
+    console[method] = (...args: unknown[]) => original(...args.map(scrubArg));
+  }
+}
+
+function truncate(text: string, max = MAX_LOGGED_VALUE_CHARS): string {
+  return text.length > max ? `${text.slice(0, max)}…` : text;
+}
+
+/** The query as it may be logged: cursors hashed, credential-looking parameters dropped. */
+async function loggableQuery(url: URL): Promise<Record<string, string> | undefined> {
+  const entries = [...url.searchParams].slice(0, MAX_LOGGED_PARAMS);
+  if (entries.length === 0) return undefined;
+  const out: Record<string, string> = {};
+  for (const [rawName, value] of entries) {
+    const name = truncate(rawName, 64);
+    const logged = CURSOR_PARAMS.has(rawName)
+      ? `sha256:${await shortHash(value)}`
+      : SECRET_LOOKING_PARAM.test(rawName)
+        ? REDACTED
+        : truncate(value);
+    out[name] = name in out ? `${out[name]},${logged}` : logged;
+  }
+  return out;
+}
+
+/** Writes one structured line, scrubbed of every remembered secret. */
+export function logLine(record: Record<string, unknown>): void {
+  console.log(scrub(JSON.stringify(record)));
+}
+
+/**
+ * Exactly one JSON line per request, written when the response is ready: request id, method,
+ * route, query (cursors hashed), status, cache state, upstream attempts and last status,
+ * duration and caller id. Never a header, a credential or a raw cursor.
+ */
+export function requestLog() {
+  scrubConsole();
+  return createMiddleware<AppEnv>(async (c, next) => {
+    const started = Date.now();
+    rememberSecrets(c.env);
+    try {
+      await next();
+    } finally {
+      const telemetry = c.get("telemetry");
+      const status = c.res.status;
+      logLine({
+        level: status >= 500 ? "error" : status >= 400 ? "warn" : "info",
+        msg: "request",
+        requestId: c.get("requestId"),
+        method: c.req.method,
+        route: truncate(telemetry?.route ?? c.req.path),
+        query: await loggableQuery(new URL(c.req.url)),
+        status,
+        cache: telemetry?.cache,
+        upstreamAttempts: telemetry?.upstreamAttempts ?? 0,
+        upstreamStatus: telemetry?.upstreamStatus,
+        durationMs: Date.now() - started,
+        caller: telemetry?.callerId,
+        warnings: telemetry?.warnings?.length ? telemetry.warnings : undefined,
+      });
+    }
+  });
+}

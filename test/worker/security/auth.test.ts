@@ -1,0 +1,311 @@
+import { describe, expect, it } from "vitest";
+import { TEST_UPSTREAM_KEY } from "../support/constants.ts";
+import { useFakeExtend } from "../support/fake-upstream.ts";
+import { foreignKey, TEST_CLIENT_TOKEN, TestIssuer } from "../support/jwt-issuer.ts";
+import { callProxy, json } from "../support/proxy.ts";
+
+const DATA_PATH = "/workflow_runs?maxPageSize=2";
+const TOKENS_ONLY: Partial<Env> = {
+  CLIENT_TOKENS: `other_token_abcdefgh, ${TEST_CLIENT_TOKEN}`,
+  ALLOW_ANONYMOUS: "false",
+};
+
+let ipCounter = 0;
+/** A distinct client ip per request, so the failed-attempt limit of one test never touches another. */
+function freshIp(): string {
+  ipCounter += 1;
+  return `198.51.${Math.floor(ipCounter / 250)}.${ipCounter % 250}`;
+}
+
+async function expectUnauthorized(response: Response, messagePart?: RegExp) {
+  const body = await json<{ code: string; message: string; requestId: string }>(response);
+  expect(response.status, JSON.stringify(body)).toBe(401);
+  expect(body.code).toBe("UNAUTHORIZED");
+  expect(body.requestId).toBe(response.headers.get("x-request-id"));
+  expect(response.headers.get("content-type")).toMatch(/^application\/json/);
+  expect(response.headers.get("www-authenticate")).toMatch(/^Bearer realm="extend-runs-proxy"/);
+  if (messagePart) expect(body.message).toMatch(messagePart);
+  return body;
+}
+
+describe("default deny", () => {
+  it("refuses every data request with a 401 that says how to configure access", async () => {
+    const fake = useFakeExtend();
+    const response = await callProxy(DATA_PATH, {
+      env: { ALLOW_ANONYMOUS: "false" },
+      headers: { authorization: "Bearer anything-at-all", "cf-connecting-ip": freshIp() },
+    });
+    const body = await expectUnauthorized(response);
+    expect(body.message).toContain("CLIENT_TOKENS");
+    expect(body.message).toContain("JWT_JWKS_URL");
+    expect(body.message).toContain("ALLOW_ANONYMOUS=true");
+    expect(fake.listCalls).toHaveLength(0);
+  });
+
+  it.each([
+    ["/healthz", 200],
+    ["/openapi.json", 200],
+    ["/no-such-route", 404],
+  ])("leaves %s open (status %i)", async (path, status) => {
+    useFakeExtend();
+    const response = await callProxy(path, { env: { ALLOW_ANONYMOUS: "false" } });
+    expect(response.status).toBe(status);
+  });
+
+  it("answers other methods on a data route with 405, not 401", async () => {
+    useFakeExtend();
+    const response = await callProxy("/workflow_runs", { method: "POST", env: { ALLOW_ANONYMOUS: "false" } });
+    expect(response.status).toBe(405);
+  });
+});
+
+describe("static client tokens", () => {
+  it("serves a caller with a configured token, and never forwards it", async () => {
+    const fake = useFakeExtend();
+    const response = await callProxy(DATA_PATH, {
+      env: TOKENS_ONLY,
+      headers: { authorization: `Bearer ${TEST_CLIENT_TOKEN}`, cookie: "session=abc" },
+    });
+    expect(response.status).toBe(200);
+    expect(fake.listCalls).toHaveLength(1);
+    const sent = fake.listCalls[0]?.headers ?? {};
+    expect(sent.authorization).toBe(`Bearer ${TEST_UPSTREAM_KEY}`);
+    expect(sent.cookie).toBeUndefined();
+    expect(JSON.stringify(sent)).not.toContain(TEST_CLIENT_TOKEN);
+  });
+
+  it("accepts the scheme in any case", async () => {
+    useFakeExtend();
+    const response = await callProxy(DATA_PATH, {
+      env: TOKENS_ONLY,
+      headers: { authorization: `bearer ${TEST_CLIENT_TOKEN}` },
+    });
+    expect(response.status).toBe(200);
+  });
+
+  it.each([
+    ["no credentials", undefined, /Credentials are required/, false],
+    ["a wrong token", "Bearer wrong_token_1234567890", /bearer token is not valid/, true],
+    ["a prefix of the token", `Bearer ${TEST_CLIENT_TOKEN.slice(0, -1)}`, /not valid/, true],
+    ["the token plus a character", `Bearer ${TEST_CLIENT_TOKEN}x`, /not valid/, true],
+    ["an empty bearer", "Bearer ", /Bearer scheme/, true],
+    ["another scheme", `Basic ${btoa(`user:${TEST_CLIENT_TOKEN}`)}`, /Bearer scheme/, true],
+    ["the token without a scheme", TEST_CLIENT_TOKEN, /Bearer scheme/, true],
+  ])("refuses %s with 401 and no upstream call", async (_name, authorization, message, hasError) => {
+    const fake = useFakeExtend();
+    const headers: Record<string, string> = { "cf-connecting-ip": freshIp() };
+    if (authorization !== undefined) headers.authorization = authorization;
+    const response = await callProxy(DATA_PATH, { env: TOKENS_ONLY, headers });
+    await expectUnauthorized(response, message);
+    const challenge = response.headers.get("www-authenticate") ?? "";
+    expect(challenge.includes("error=")).toBe(hasError);
+    expect(fake.listCalls).toHaveLength(0);
+  });
+
+  it("does not accept a JWT when only tokens are configured", async () => {
+    const fake = useFakeExtend();
+    const issuer = await TestIssuer.start();
+    const response = await callProxy(DATA_PATH, {
+      env: TOKENS_ONLY,
+      headers: { authorization: `Bearer ${await issuer.sign()}`, "cf-connecting-ip": freshIp() },
+    });
+    await expectUnauthorized(response);
+    expect(issuer.fetches).toBe(0);
+    expect(fake.listCalls).toHaveLength(0);
+  });
+});
+
+describe("anonymous callers", () => {
+  it("serves callers without credentials when ALLOW_ANONYMOUS=true and nothing else is configured", async () => {
+    useFakeExtend();
+    const response = await callProxy(DATA_PATH, { env: { ALLOW_ANONYMOUS: "true" } });
+    expect(response.status).toBe(200);
+  });
+
+  it("ignores credentials when anonymous access is the only mode (an SDK always sends one)", async () => {
+    useFakeExtend();
+    const response = await callProxy(DATA_PATH, {
+      env: { ALLOW_ANONYMOUS: "true" },
+      headers: { authorization: "Bearer whatever-the-sdk-holds" },
+    });
+    expect(response.status).toBe(200);
+  });
+
+  it("with tokens configured too, serves no credentials but refuses wrong ones", async () => {
+    useFakeExtend();
+    const env = { ...TOKENS_ONLY, ALLOW_ANONYMOUS: "true" };
+    expect((await callProxy(DATA_PATH, { env })).status).toBe(200);
+    const wrong = await callProxy(DATA_PATH, {
+      env,
+      headers: { authorization: "Bearer wrong_token_1234567890", "cf-connecting-ip": freshIp() },
+    });
+    await expectUnauthorized(wrong);
+  });
+});
+
+describe("JWT", () => {
+  async function callWithJwt(issuer: TestIssuer, token: string, extra: Partial<Env> = {}) {
+    return callProxy(DATA_PATH, {
+      env: { ...issuer.env, ...extra },
+      headers: { authorization: `Bearer ${token}`, "cf-connecting-ip": freshIp() },
+    });
+  }
+
+  it.each(["RS256", "ES256"] as const)("accepts a valid %s token and forwards nothing of it", async (alg) => {
+    const fake = useFakeExtend();
+    const issuer = await TestIssuer.start();
+    const token = await issuer.sign({}, { alg });
+    const response = await callWithJwt(issuer, token);
+    expect(response.status).toBe(200);
+    const sent = JSON.stringify(fake.listCalls[0]?.headers ?? {});
+    expect(sent).not.toContain(token.split(".")[1]);
+    expect(fake.listCalls[0]?.headers.authorization).toBe(`Bearer ${TEST_UPSTREAM_KEY}`);
+  });
+
+  it("accepts any of several configured audiences, and an aud array", async () => {
+    useFakeExtend();
+    const issuer = await TestIssuer.start();
+    const token = await issuer.sign({ aud: ["someone-else", "second-audience"] });
+    const response = await callWithJwt(issuer, token, { JWT_AUDIENCE: `${issuer.audience},second-audience` });
+    expect(response.status).toBe(200);
+  });
+
+  it("accepts an OAuth access token (typ at+jwt)", async () => {
+    useFakeExtend();
+    const issuer = await TestIssuer.start();
+    const response = await callWithJwt(issuer, await issuer.sign({}, { header: { typ: "at+jwt" } }));
+    expect(response.status).toBe(200);
+  });
+
+  const now = () => Math.floor(Date.now() / 1000);
+  const rejected: [string, (issuer: TestIssuer) => Promise<string>, RegExp][] = [
+    ["expired", (i) => i.sign({ exp: now() - 5 }), /expired/],
+    ["not yet valid (nbf)", (i) => i.sign({ nbf: now() + 600 }), /not valid yet/],
+    ["issued in the future (iat)", (i) => i.sign({ iat: now() + 600 }), /issued in the future/],
+    ["without exp", (i) => i.sign({ exp: undefined }), /no exp/],
+    ["without sub", (i) => i.sign({ sub: undefined }), /no sub/],
+    ["from another issuer", (i) => i.sign({ iss: "https://evil.test/" }), /issuer/],
+    ["without an issuer", (i) => i.sign({ iss: undefined }), /issuer/],
+    ["for another audience", (i) => i.sign({ aud: "someone-else" }), /audience/],
+    ["without an audience", (i) => i.sign({ aud: undefined }), /audience/],
+    ["signed by a foreign key", async (i) => i.sign({}, { signingKey: await foreignKey() }), /signature/],
+    ["with a tampered payload", async (i) => tamper(await i.sign()), /signature/],
+    ["with alg none", async (i) => i.unsigned(), /algorithm is not accepted/],
+    ["HS256 keyed with the public key", (i) => i.signHs256WithPublicKey(), /algorithm is not accepted/],
+    ["claiming ES256 for the RSA key", (i) => i.sign({}, { header: { alg: "ES256" } }), /does not match/],
+    ["with an unknown typ", (i) => i.sign({}, { header: { typ: "dpop+jwt" } }), /header/],
+    ["without a kid", (i) => i.sign({}, { header: { kid: undefined } }), /no kid/],
+    ["that is not a JWT at all", async () => "not.a.jwt!", /not valid/],
+  ];
+
+  it.each(rejected)("refuses a token %s with 401 and no upstream call", async (_name, make, message) => {
+    const fake = useFakeExtend();
+    const issuer = await TestIssuer.start();
+    const response = await callWithJwt(issuer, await make(issuer));
+    await expectUnauthorized(response, message);
+    expect(response.headers.get("www-authenticate")).toContain('error="invalid_token"');
+    expect(fake.listCalls).toHaveLength(0);
+  });
+
+  it("verifies a Cf-Access-Jwt-Assertion header (Cloudflare Access)", async () => {
+    const fake = useFakeExtend();
+    const issuer = await TestIssuer.start();
+    const response = await callProxy(DATA_PATH, {
+      env: issuer.env,
+      headers: { "cf-access-jwt-assertion": await issuer.sign({ sub: "", common_name: "svc.access" }) },
+    });
+    expect(response.status).toBe(200);
+    expect(Object.keys(fake.listCalls[0]?.headers ?? {})).not.toContain("cf-access-jwt-assertion");
+  });
+
+  it("refuses an invalid Cf-Access-Jwt-Assertion", async () => {
+    useFakeExtend();
+    const issuer = await TestIssuer.start();
+    const response = await callProxy(DATA_PATH, {
+      env: issuer.env,
+      headers: {
+        "cf-access-jwt-assertion": await issuer.sign({ aud: "other-app" }),
+        "cf-connecting-ip": freshIp(),
+      },
+    });
+    await expectUnauthorized(response, /audience/);
+  });
+
+  it("tries a bearer that is not a static token as a JWT when both are configured", async () => {
+    useFakeExtend();
+    const issuer = await TestIssuer.start();
+    const env = { ...issuer.env, CLIENT_TOKENS: TEST_CLIENT_TOKEN };
+    const byToken = await callProxy(DATA_PATH, {
+      env,
+      headers: { authorization: `Bearer ${TEST_CLIENT_TOKEN}` },
+    });
+    expect(byToken.status).toBe(200);
+    expect(issuer.fetches).toBe(0);
+    const byJwt = await callProxy(DATA_PATH, {
+      env,
+      headers: { authorization: `Bearer ${await issuer.sign()}` },
+    });
+    expect(byJwt.status).toBe(200);
+    expect(issuer.fetches).toBe(1);
+  });
+
+  it("caches the key set across requests", async () => {
+    useFakeExtend();
+    const issuer = await TestIssuer.start();
+    for (let i = 0; i < 5; i++) {
+      const response = await callWithJwt(issuer, await issuer.sign({ sub: `user-${i}` }));
+      expect(response.status).toBe(200);
+    }
+    expect(issuer.fetches).toBe(1);
+  });
+
+  it("refetches the key set once for an unknown kid, then refuses without fetching again", async () => {
+    const fake = useFakeExtend();
+    const issuer = await TestIssuer.start();
+    expect((await callWithJwt(issuer, await issuer.sign())).status).toBe(200);
+    expect(issuer.fetches).toBe(1);
+
+    const unknown = await issuer.sign({}, { header: { kid: "rotated-away" } });
+    await expectUnauthorized(await callWithJwt(issuer, unknown), /signing key is not known/);
+    expect(issuer.fetches).toBe(2);
+    await expectUnauthorized(await callWithJwt(issuer, unknown), /signing key is not known/);
+    expect(issuer.fetches).toBe(2);
+    expect(fake.listCalls).toHaveLength(1);
+  });
+
+  it("picks up a rotated key through the unknown-kid refetch", async () => {
+    useFakeExtend();
+    const issuer = await TestIssuer.start();
+    expect((await callWithJwt(issuer, await issuer.sign())).status).toBe(200);
+    await issuer.addKey("rsa-2", "RS256");
+    expect((await callWithJwt(issuer, await issuer.sign({}, { kid: "rsa-2" }))).status).toBe(200);
+    expect(issuer.fetches).toBe(2);
+  });
+
+  it.each([500, 404])("answers a clear 401 when the key set fails with %i, and backs off", async (status) => {
+    const fake = useFakeExtend();
+    const issuer = await TestIssuer.start();
+    issuer.failStatus = status;
+    const token = await issuer.sign();
+    for (let i = 0; i < 3; i++) {
+      const response = await callWithJwt(issuer, token);
+      const body = await expectUnauthorized(response, /signing keys could not be fetched/);
+      expect(response.headers.get("retry-after")).toBe("10");
+      expect(JSON.stringify(body)).not.toContain(issuer.jwksUrl);
+    }
+    expect(issuer.fetches).toBe(1);
+    expect(fake.listCalls).toHaveLength(0);
+  });
+});
+
+/** Flips one character of the payload, keeping it valid base64url. */
+function tamper(token: string): string {
+  const [header, payload, signature] = token.split(".");
+  const claims = JSON.parse(atob((payload ?? "").replace(/-/g, "+").replace(/_/g, "/"))) as Record<
+    string,
+    unknown
+  >;
+  claims.sub = "admin";
+  const encoded = btoa(JSON.stringify(claims)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  return `${header}.${encoded}.${signature}`;
+}
