@@ -1,0 +1,332 @@
+import type { CacheState } from "./app-env.ts";
+
+/** A KV read slower than this is abandoned and the request is served from upstream (BYPASS). */
+export const KV_READ_TIMEOUT_MS = 500;
+/** KV rejects `expirationTtl` below 60 s; expiry is only garbage collection here, never freshness. */
+export const KV_MIN_EXPIRATION_TTL_SECONDS = 60;
+/**
+ * How long a request waits for another request's in-flight load of the same key before it loads
+ * on its own. A bound is needed: workerd may cancel the leader's I/O when the leader's request
+ * ends early, and a waiter must never hang on a promise that will not settle.
+ */
+export const DEFAULT_MAX_COALESCE_WAIT_MS = 30_000;
+/** Hex characters of SHA-256 kept as an entry's validator (128 bits). */
+const ENTRY_TAG_CHARS = 32;
+const METADATA_VERSION = 1;
+
+/** What the cache stores beside each value; read back with the value in one `getWithMetadata`. */
+interface EntryMetadata {
+  /** Format version of this metadata. */
+  v: typeof METADATA_VERSION;
+  /** When the value was loaded (ms since epoch): the only source of freshness and `Age`. */
+  at: number;
+  /** Validator of the stored text, computed once at write time. */
+  tag: string;
+  /** Length of the stored text: a truncated or swapped value is caught without hashing it. */
+  n: number;
+}
+
+/** The capabilities a cache needs from the request that uses it. */
+export interface KvCacheDeps {
+  /** The namespace; `undefined` (binding missing) makes every read a BYPASS. */
+  kv: KVNamespace | undefined;
+  /** The request's `ctx.waitUntil`: writes and background refreshes run there, off the response. */
+  waitUntil: (promise: Promise<unknown>) => void;
+  /** One structured line per cache incident; never given a secret, a value or a raw key input. */
+  log: (record: Record<string, unknown>) => void;
+}
+
+export interface CacheReadOptions<T> {
+  /** Seconds a stored value is fresh (served as HIT). */
+  ttlSeconds: number;
+  /** Seconds past fresh a value is still served (as STALE) while it is refreshed in the background. */
+  staleSeconds: number;
+  /** Produces the value on a miss or refresh. Only a resolved value is stored; a rejection never is. */
+  load: () => Promise<T>;
+  /** The text to store for a loaded value. */
+  serialize: (value: T) => string;
+  /**
+   * Rebuilds a value from stored text; `undefined` or a throw marks the entry corrupt (BYPASS).
+   * It runs on every hit, so it should be cheap (check, don't re-validate deeply).
+   */
+  parse: (text: string) => T | undefined;
+  /** The caller's abort signal: aborting stops this caller's wait, never a load others share. */
+  signal?: AbortSignal;
+  /** Upper bound on waiting for another request's load of the same key. */
+  maxCoalesceWaitMs?: number;
+}
+
+export interface CacheRead<T> {
+  value: T;
+  /** HIT fresh, STALE served past fresh, MISS loaded now, BYPASS loaded now because KV was unusable. */
+  cache: CacheState;
+  /** Whole seconds since the value was loaded (HIT and STALE only). */
+  ageSeconds?: number;
+  /** Validator of the value's stored text (hex); equal text gives an equal tag. Use for ETags. */
+  entryTag: string;
+}
+
+/** A generic stale-while-revalidate cache over one KV namespace. */
+export interface KvCache {
+  read<T>(key: string, options: CacheReadOptions<T>): Promise<CacheRead<T>>;
+}
+
+interface Loaded<T> {
+  value: T;
+  text: string;
+  tag: string;
+  at: number;
+}
+
+interface InFlight {
+  promise: Promise<Loaded<unknown>>;
+  startedAt: number;
+}
+
+// Per isolate: concurrent requests for one key share one load (RFC 5861 §5: refreshes are tied
+// to requests, and one at a time).
+const inFlight = new Map<string, InFlight>();
+
+type Lookup<T> =
+  | { kind: "found"; value: T; meta: EntryMetadata }
+  | { kind: "absent" }
+  | { kind: "unusable"; reason: "kv-error" | "kv-timeout" | "corrupt" | "no-binding" };
+
+const encoder = new TextEncoder();
+
+async function entryTag(text: string): Promise<string> {
+  const digest = await crypto.subtle.digest("SHA-256", encoder.encode(text));
+  let hex = "";
+  for (const byte of new Uint8Array(digest)) hex += byte.toString(16).padStart(2, "0");
+  return hex.slice(0, ENTRY_TAG_CHARS);
+}
+
+function isMetadata(value: unknown): value is EntryMetadata {
+  if (typeof value !== "object" || value === null) return false;
+  const m = value as Record<string, unknown>;
+  return (
+    m.v === METADATA_VERSION &&
+    typeof m.at === "number" &&
+    Number.isFinite(m.at) &&
+    typeof m.tag === "string" &&
+    /^[0-9a-f]{32}$/.test(m.tag) &&
+    typeof m.n === "number" &&
+    Number.isSafeInteger(m.n)
+  );
+}
+
+/** What a log line may say about an error: its class and machine code, never its message. */
+function errorName(error: unknown): string {
+  if (!(error instanceof Error)) return typeof error;
+  const code = (error as { code?: unknown }).code;
+  return typeof code === "string" ? `${error.name}:${code}` : error.name;
+}
+
+/** Rejects with `signal.reason` when the caller gives up; never settles otherwise. */
+function abandoned(signal: AbortSignal | undefined): Promise<never> | undefined {
+  if (!signal) return undefined;
+  return new Promise<never>((_, reject) => {
+    if (signal.aborted) reject(signal.reason);
+    else signal.addEventListener("abort", () => reject(signal.reason), { once: true });
+  });
+}
+
+/**
+ * A stale-while-revalidate cache in Workers KV: values are fresh for `ttlSeconds` after they were
+ * loaded, then served stale for `staleSeconds` while one background load (in `waitUntil`)
+ * replaces them; past that they are loaded again. Freshness comes from the load time stored in
+ * the entry's metadata, not from KV expiry (which only collects garbage). KV never fails a
+ * read: a throwing, slow (> KV_READ_TIMEOUT_MS) or corrupt read loads the value instead (BYPASS),
+ * and a failing write is logged and dropped. Concurrent loads of one key in an isolate are
+ * coalesced; waiters get the same value or the same error.
+ *
+ * A hit costs one `getWithMetadata` and `parse`: the validator was computed at write time.
+ */
+export function createKvCache(deps: KvCacheDeps): KvCache {
+  const { kv, waitUntil, log } = deps;
+
+  async function lookup<T>(key: string, parse: (text: string) => T | undefined): Promise<Lookup<T>> {
+    if (!kv) return { kind: "unusable", reason: "no-binding" };
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<"timeout">((resolve) => {
+      timer = setTimeout(() => resolve("timeout"), KV_READ_TIMEOUT_MS);
+    });
+    let raw: KVNamespaceGetWithMetadataResult<string, unknown> | "timeout";
+    try {
+      const read = kv.getWithMetadata<unknown>(key, { type: "text" });
+      // A read that loses the race may still reject later; that must not surface anywhere.
+      read.catch(() => undefined);
+      raw = await Promise.race([read, timeout]);
+    } catch (error) {
+      log({ level: "warn", msg: "cache read failed", key, error: errorName(error) });
+      return { kind: "unusable", reason: "kv-error" };
+    } finally {
+      clearTimeout(timer);
+    }
+    if (raw === "timeout") {
+      log({ level: "warn", msg: "cache read timed out", key, timeoutMs: KV_READ_TIMEOUT_MS });
+      return { kind: "unusable", reason: "kv-timeout" };
+    }
+    if (typeof raw !== "object" || raw === null) return corrupt(key);
+    if (raw.value === null || raw.value === undefined) return { kind: "absent" };
+    const { value: text, metadata } = raw;
+    if (typeof text !== "string" || !isMetadata(metadata) || text.length !== metadata.n) return corrupt(key);
+    let value: T | undefined;
+    try {
+      value = parse(text);
+    } catch {
+      value = undefined;
+    }
+    if (value === undefined) return corrupt(key);
+    return { kind: "found", value, meta: metadata };
+  }
+
+  function corrupt(key: string): Lookup<never> {
+    log({ level: "warn", msg: "cache entry corrupt", key });
+    return { kind: "unusable", reason: "corrupt" };
+  }
+
+  function write(
+    key: string,
+    loaded: Loaded<unknown>,
+    window: { ttlSeconds: number; staleSeconds: number },
+  ): void {
+    if (!kv) return;
+    const metadata: EntryMetadata = {
+      v: METADATA_VERSION,
+      at: loaded.at,
+      tag: loaded.tag,
+      n: loaded.text.length,
+    };
+    const expirationTtl = Math.max(KV_MIN_EXPIRATION_TTL_SECONDS, window.ttlSeconds + window.staleSeconds);
+    let put: Promise<void>;
+    try {
+      put = kv.put(key, loaded.text, { expirationTtl, metadata });
+    } catch (error) {
+      put = Promise.reject(error);
+    }
+    // KV allows one write per second per key; a lost write only costs a later miss.
+    waitUntil(
+      put.catch((error: unknown) => {
+        log({ level: "warn", msg: "cache write failed", key, error: errorName(error) });
+      }),
+    );
+  }
+
+  /** Starts (or joins) the isolate's one load of `key`; the stored entry is replaced only on success. */
+  function loadShared<T>(key: string, options: CacheReadOptions<T>, store: boolean): Promise<Loaded<T>> {
+    const maxWait = options.maxCoalesceWaitMs ?? DEFAULT_MAX_COALESCE_WAIT_MS;
+    const running = inFlight.get(key);
+    if (running && Date.now() - running.startedAt < maxWait) {
+      return withWaitBound(running.promise as Promise<Loaded<T>>, maxWait, () => loadAlone(options));
+    }
+    const promise = (async () => {
+      const value = await options.load();
+      const text = options.serialize(value);
+      return { value, text, tag: await entryTag(text), at: Date.now() };
+    })();
+    const entry: InFlight = { promise, startedAt: Date.now() };
+    inFlight.set(key, entry);
+    promise.then(
+      (loaded) => {
+        if (store) write(key, loaded, options);
+      },
+      () => undefined,
+    );
+    // Settled either way: the next request for this key reads KV (or loads) afresh.
+    promise
+      .finally(() => {
+        if (inFlight.get(key) === entry) inFlight.delete(key);
+      })
+      .catch(() => undefined);
+    return promise;
+  }
+
+  async function loadAlone<T>(options: CacheReadOptions<T>): Promise<Loaded<T>> {
+    const value = await options.load();
+    const text = options.serialize(value);
+    return { value, text, tag: await entryTag(text), at: Date.now() };
+  }
+
+  async function withWaitBound<T>(
+    shared: Promise<Loaded<T>>,
+    maxWait: number,
+    fallback: () => Promise<Loaded<T>>,
+  ): Promise<Loaded<T>> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<"late">((resolve) => {
+      timer = setTimeout(() => resolve("late"), maxWait);
+    });
+    try {
+      const first = await Promise.race([shared, late]);
+      return first === "late" ? await fallback() : first;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async function waitFor<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+    const gaveUp = abandoned(signal);
+    return gaveUp ? Promise.race([promise, gaveUp]) : promise;
+  }
+
+  return {
+    async read<T>(key: string, options: CacheReadOptions<T>): Promise<CacheRead<T>> {
+      options.signal?.throwIfAborted();
+      const found = await lookup(key, options.parse);
+      if (found.kind === "found") {
+        const ageMs = Math.max(0, Date.now() - found.meta.at);
+        const ageSeconds = Math.floor(ageMs / 1000);
+        if (ageMs < options.ttlSeconds * 1000) {
+          return { value: found.value, cache: "HIT", ageSeconds, entryTag: found.meta.tag };
+        }
+        if (ageMs < (options.ttlSeconds + options.staleSeconds) * 1000) {
+          if (!inFlight.has(key)) {
+            const refresh = loadShared(key, options, true).catch((error: unknown) => {
+              log({ level: "warn", msg: "cache refresh failed", key, error: errorName(error) });
+            });
+            waitUntil(refresh);
+          }
+          return { value: found.value, cache: "STALE", ageSeconds, entryTag: found.meta.tag };
+        }
+      }
+      // Write on a plain miss, and to repair a corrupt entry; a failing or slow KV gets no write.
+      const store = found.kind !== "unusable" || found.reason === "corrupt";
+      const loaded = await waitFor(loadShared(key, options, store), options.signal);
+      return {
+        value: loaded.value,
+        cache: found.kind === "unusable" ? "BYPASS" : "MISS",
+        entryTag: loaded.tag,
+      };
+    },
+  };
+}
+
+/**
+ * A weak ETag for a stored entry served through a transformation (redaction, say): the same
+ * entry under a different `variant` gets a different tag, so two outputs never share one.
+ */
+export function weakEtag(entryTagHex: string, variant: readonly string[] = []): string {
+  if (variant.length === 0) return `W/"${entryTagHex}"`;
+  // FNV-1a: the variant is short configuration, and a hit must not wait for a digest.
+  let hash = 0x811c9dc5;
+  for (const char of JSON.stringify(variant)) {
+    hash ^= char.charCodeAt(0);
+    hash = Math.imul(hash, 0x01000193) >>> 0;
+  }
+  return `W/"${entryTagHex}-${hash.toString(16).padStart(8, "0")}"`;
+}
+
+/**
+ * Whether an `If-None-Match` header matches `etag` under the weak comparison RFC 9110 §13.1.2
+ * requires for it (`W/"x"` matches `"x"`); `*` matches any current representation.
+ */
+export function ifNoneMatchHits(header: string | undefined, etag: string): boolean {
+  if (!header) return false;
+  const opaque = (tag: string) => tag.trim().replace(/^W\//, "");
+  const wanted = opaque(etag);
+  return header.split(",").some((candidate) => {
+    const tag = candidate.trim();
+    return tag === "*" || opaque(tag) === wanted;
+  });
+}
