@@ -1,6 +1,10 @@
 import type { CacheState } from "./app-env.ts";
+import type { KvCache } from "./cache.ts";
+import { pageCacheKey } from "./cache-key.ts";
+import type { Config } from "./config.ts";
+import { ApiError } from "./errors.ts";
 import type { CanonicalListQuery } from "./schemas.ts";
-import type { ListOptions, UpstreamPage, WorkflowRunsUpstream } from "./upstream.ts";
+import { type ListOptions, parseListBody, type UpstreamPage, type WorkflowRunsUpstream } from "./upstream.ts";
 
 /** A list page as the route serves it. */
 export interface PageResult {
@@ -8,6 +12,11 @@ export interface PageResult {
   readonly cache: CacheState;
   /** Seconds since the page was fetched from Extend (HIT and STALE only). */
   readonly ageSeconds?: number;
+  /**
+   * Validator of the page's stored text (hex), known without reading the body; pass it through
+   * `weakEtag(entryTag, transform settings)` to build the response's ETag.
+   */
+  readonly entryTag?: string;
 }
 
 /** Where the list route and /stats get pages from: the KV page cache, or Extend directly. */
@@ -20,6 +29,71 @@ export function uncachedPages(upstream: WorkflowRunsUpstream): PageSource {
   return {
     async get(query, options) {
       return { page: await upstream.list(query, options), cache: "MISS" };
+    },
+  };
+}
+
+function corruptPage(): ApiError {
+  return new ApiError("UPSTREAM_INVALID_RESPONSE", "A cached page could not be read.");
+}
+
+/**
+ * A page rebuilt from cached text. The text was validated as a list when it was stored, and
+ * the cache checked its length; the runs are parsed only if a consumer reads them (the list
+ * route sends the text as is), so a hit costs no JSON parse.
+ */
+export function storedPage(body: string): UpstreamPage | undefined {
+  if (!body.startsWith("{") || !body.endsWith("}")) return undefined;
+  let parsed: UpstreamPage | undefined;
+  const full = (): UpstreamPage => {
+    parsed ??= parseListBody(body);
+    if (!parsed) throw corruptPage();
+    return parsed;
+  };
+  return {
+    body,
+    get data() {
+      return full().data;
+    },
+    get nextPageToken() {
+      return full().nextPageToken;
+    },
+  };
+}
+
+export interface CachedPagesDeps {
+  cache: KvCache;
+  config: Config;
+  upstream: WorkflowRunsUpstream;
+}
+
+/**
+ * Pages through the KV cache (CACHE_TTL_SECONDS fresh, then CACHE_STALE_SECONDS served stale
+ * while refreshed). Only pages the upstream client returned are stored, and it returns only
+ * 200s with the list shape: every other answer is an error, and errors are never stored.
+ */
+export function cachedPages({ cache, config, upstream }: CachedPagesDeps): PageSource {
+  return {
+    async get(query, options = {}) {
+      const key = await pageCacheKey(config, query);
+      // The load may be shared with other requests and outlive this one (a background refresh):
+      // it must not die with this caller's signal. The caller still stops waiting on abort.
+      const { signal, ...shared } = options;
+      const result = await cache.read<UpstreamPage>(key, {
+        ttlSeconds: config.cacheTtlSeconds,
+        staleSeconds: config.cacheStaleSeconds,
+        load: () => upstream.list(query, shared),
+        serialize: (page) => page.body,
+        parse: storedPage,
+        maxCoalesceWaitMs: config.upstreamDeadlineMs + 1_000,
+        ...(signal ? { signal } : {}),
+      });
+      return {
+        page: result.value,
+        cache: result.cache,
+        entryTag: result.entryTag,
+        ...(result.ageSeconds !== undefined ? { ageSeconds: result.ageSeconds } : {}),
+      };
     },
   };
 }

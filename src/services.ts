@@ -1,17 +1,27 @@
 import type { Context } from "hono";
 import type { AppEnv } from "./app-env.ts";
-import { type PageSource, uncachedPages } from "./pages.ts";
+import { createKvCache, type KvCache } from "./cache.ts";
+import { cachedPages, type PageSource } from "./pages.ts";
+import { logLine } from "./security/log.ts";
 import { createExtendUpstream, type ListOptions, type WorkflowRunsUpstream } from "./upstream.ts";
 
 /** The capabilities a handler needs, built from the request's config and bindings. */
 export interface Services {
   upstream: WorkflowRunsUpstream;
+  /** The KV cache (binding PAGE_CACHE) for whole results such as /stats; pages go through `pages`. */
+  cache: KvCache;
   pages: PageSource;
 }
 
 export function servicesFor(c: Context<AppEnv>): Services {
-  const upstream = createExtendUpstream(c.var.config);
-  return { upstream, pages: uncachedPages(upstream) };
+  const config = c.var.config;
+  const upstream = createExtendUpstream(config);
+  const cache = createKvCache({
+    kv: c.env.PAGE_CACHE,
+    waitUntil: (promise) => c.executionCtx.waitUntil(promise),
+    log: (record) => logLine({ ...record, requestId: c.var.requestId }),
+  });
+  return { upstream, cache, pages: cachedPages({ cache, config, upstream }) };
 }
 
 /** Upstream options that record every attempt in the request's telemetry. */
