@@ -1,10 +1,17 @@
 import { createRoute } from "@hono/zod-openapi";
 
+import { ifNoneMatchHits, weakEtag } from "../cache.ts";
 import { createRouter, jsonText } from "../http.ts";
 import { canonicalListQuery, ListWorkflowRunsQuery, WorkflowRunsListResponse } from "../schemas.ts";
 import { redactRuns } from "../security/redact.ts";
 import { servicesFor, trackedOptions } from "../services.ts";
 import { errorResponses } from "./responses.ts";
+
+/**
+ * Browsers may keep a page but must revalidate it on every use: a revalidation is a KV read and a
+ * 304 for an authenticated caller, and the proxy's cache stays the one place that decides freshness.
+ */
+export const LIST_CACHE_CONTROL = "private, no-cache";
 
 const listRoute = createRoute({
   method: "get",
@@ -19,6 +26,7 @@ const listRoute = createRoute({
       description: "One page of runs, exactly as Extend returned it.",
       content: { "application/json": { schema: WorkflowRunsListResponse } },
     },
+    304: { description: "Not modified: `If-None-Match` matched the page's current `ETag`." },
     ...errorResponses(),
   },
 });
@@ -28,8 +36,13 @@ export const workflowRuns = createRouter().openapi(listRoute, async (c) => {
   const { pages } = servicesFor(c);
   const result = await pages.get(query, trackedOptions(c));
   c.var.telemetry.cache = result.cache;
-  const headers: Record<string, string> = { "x-cache": result.cache };
+  const headers: Record<string, string> = { "x-cache": result.cache, "cache-control": LIST_CACHE_CONTROL };
   if (result.ageSeconds !== undefined) headers.age = String(result.ageSeconds);
+  if (result.entryTag !== undefined) {
+    // The served body depends on the stored page and the redaction setting: both name the ETag.
+    headers.etag = weakEtag(result.entryTag, c.var.config.redactFields);
+    if (ifNoneMatchHits(c.req.header("if-none-match"), headers.etag)) return c.body(null, 304, headers);
+  }
   const body = redactRuns(result.page.body, c.var.config.redactFields);
   return jsonText<WorkflowRunsListResponse>(c, body, headers);
 });
