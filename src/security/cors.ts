@@ -60,7 +60,9 @@ export function corsPolicy() {
       c.header("vary", "Origin", { append: true });
       return;
     }
-    await policy(c, next);
+    // A preflight is answered by the policy itself, without reaching the routes.
+    const preflight = await policy(c, next);
+    if (preflight) c.res = preflight;
     const headers = c.res.headers;
     if (!headers.has("access-control-allow-origin")) {
       for (const name of [...headers.keys()]) {

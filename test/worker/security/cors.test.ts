@@ -1,0 +1,135 @@
+import { describe, expect, it } from "vitest";
+import { useFakeExtend } from "../support/fake-upstream.ts";
+import { TEST_CLIENT_TOKEN } from "../support/jwt-issuer.ts";
+import { callProxy } from "../support/proxy.ts";
+
+const APP = "https://app.example.com";
+const ADMIN = "https://admin.example.com:8443";
+/** Auth is on, so a passing preflight proves preflights need no credentials. */
+const ENV: Partial<Env> = {
+  ALLOWED_ORIGINS: `${APP}, ${ADMIN}`,
+  CLIENT_TOKENS: TEST_CLIENT_TOKEN,
+  ALLOW_ANONYMOUS: "false",
+};
+const AUTH = { authorization: `Bearer ${TEST_CLIENT_TOKEN}` };
+
+function accessControlHeaders(response: Response): string[] {
+  return [...response.headers.keys()].filter((name) => name.startsWith("access-control-"));
+}
+
+function varyList(response: Response): string[] {
+  return (response.headers.get("vary") ?? "").split(",").map((v) => v.trim().toLowerCase());
+}
+
+describe("CORS on actual requests", () => {
+  it.each([
+    ["the first allowed origin", APP],
+    ["an allowed origin with a port", ADMIN],
+  ])("grants %s exactly its own origin", async (_name, origin) => {
+    useFakeExtend();
+    const response = await callProxy("/workflow_runs?maxPageSize=1", {
+      env: ENV,
+      headers: { ...AUTH, origin },
+    });
+    expect(response.status).toBe(200);
+    expect(response.headers.get("access-control-allow-origin")).toBe(origin);
+    expect(response.headers.get("access-control-allow-credentials")).toBeNull();
+    expect(response.headers.get("access-control-expose-headers")).toBe(
+      "x-request-id,x-cache,age,etag,retry-after",
+    );
+    expect(varyList(response)).toContain("origin");
+  });
+
+  it.each([
+    ["another origin", "https://evil.example"],
+    ["the null origin", "null"],
+    ["a look-alike suffix", "https://app.example.com.evil.example"],
+    ["a look-alike prefix", "https://evilapp.example.com"],
+    ["another scheme", "http://app.example.com"],
+    ["another port", "https://app.example.com:444"],
+    ["a trailing slash", "https://app.example.com/"],
+    ["different case", "https://APP.example.com"],
+    ["a wildcard", "*"],
+    ["a list of origins", `${APP} https://evil.example`],
+  ])("gives %s no CORS grant at all", async (_name, origin) => {
+    useFakeExtend();
+    const response = await callProxy("/workflow_runs?maxPageSize=1", {
+      env: ENV,
+      headers: { ...AUTH, origin },
+    });
+    expect(response.status).toBe(200);
+    expect(accessControlHeaders(response)).toEqual([]);
+    expect(varyList(response)).toContain("origin");
+  });
+
+  it("grants nothing when ALLOWED_ORIGINS is unset", async () => {
+    useFakeExtend();
+    const response = await callProxy("/workflow_runs?maxPageSize=1", {
+      env: { ...ENV, ALLOWED_ORIGINS: "" },
+      headers: { ...AUTH, origin: APP },
+    });
+    expect(accessControlHeaders(response)).toEqual([]);
+  });
+
+  it.each([
+    ["a 401", "/workflow_runs", {}, 401],
+    ["a 404", "/nope", AUTH, 404],
+    ["a 400", "/workflow_runs?maxPageSize=0", AUTH, 400],
+    ["a 405", "/workflow_runs", { ...AUTH, "x-method": "DELETE" }, 405],
+    ["the health check", "/healthz", {}, 200],
+  ])("lets an allowed origin read %s", async (_name, path, headers, status) => {
+    useFakeExtend();
+    const { "x-method": method, ...rest } = headers as Record<string, string>;
+    const response = await callProxy(path, { env: ENV, method, headers: { ...rest, origin: APP } });
+    expect(response.status).toBe(status);
+    expect(response.headers.get("access-control-allow-origin")).toBe(APP);
+  });
+});
+
+describe("CORS preflights", () => {
+  function preflight(origin: string, method: string, requestHeaders?: string) {
+    const headers: Record<string, string> = { origin, "access-control-request-method": method };
+    if (requestHeaders !== undefined) headers["access-control-request-headers"] = requestHeaders;
+    return callProxy("/workflow_runs", { env: ENV, method: "OPTIONS", headers });
+  }
+
+  it("answers an allowed origin without credentials, with a fixed policy and max-age", async () => {
+    const fake = useFakeExtend();
+    const response = await preflight(APP, "GET", "authorization, x-fern-sdk-name, x-extend-api-version");
+    expect(response.status).toBe(204);
+    expect(response.headers.get("access-control-allow-origin")).toBe(APP);
+    expect(response.headers.get("access-control-allow-methods")).toBe("GET,HEAD,OPTIONS");
+    const allowed = (response.headers.get("access-control-allow-headers") ?? "").split(",");
+    expect(allowed).toEqual(
+      expect.arrayContaining(["authorization", "x-fern-sdk-name", "x-extend-api-version"]),
+    );
+    expect(response.headers.get("access-control-max-age")).toBe("600");
+    expect(response.headers.get("access-control-allow-credentials")).toBeNull();
+    expect(varyList(response)).toContain("origin");
+    expect(fake.requests).toHaveLength(0);
+  });
+
+  it.each([
+    ["DELETE", "DELETE", undefined],
+    ["PUT with a body type", "PUT", "content-type"],
+    ["a made-up method", "PURGE", undefined],
+    ["GET with unknown headers", "GET", "x-evil, x-api-key, cookie"],
+    ["GET with a huge header list", "GET", Array.from({ length: 50 }, (_, i) => `x-h${i}`).join(",")],
+  ])("never widens the policy for %s", async (_name, method, requestHeaders) => {
+    const response = await preflight(APP, method, requestHeaders);
+    expect(response.headers.get("access-control-allow-methods")).toBe("GET,HEAD,OPTIONS");
+    const allowHeaders = response.headers.get("access-control-allow-headers") ?? "";
+    for (const requested of (requestHeaders ?? "").split(",").map((h) => h.trim())) {
+      if (requested && requested !== "content-type") expect(allowHeaders.split(",")).not.toContain(requested);
+    }
+  });
+
+  it.each([
+    ["another origin", "https://evil.example"],
+    ["the null origin", "null"],
+  ])("gives %s a preflight without any grant", async (_name, origin) => {
+    const response = await preflight(origin, "GET", "authorization");
+    expect(response.status).toBe(204);
+    expect(accessControlHeaders(response)).toEqual([]);
+  });
+});

@@ -1,0 +1,106 @@
+import { describe, expect, it } from "vitest";
+import { captureConsole, requestLines } from "../support/console.ts";
+import { useFakeExtend } from "../support/fake-upstream.ts";
+import { callProxy, json } from "../support/proxy.ts";
+
+/** wrangler.toml: RATE_LIMITER 120 per 60 s, STATS_RATE_LIMITER 10 per 60 s. */
+const GENERAL_LIMIT = 120;
+const STATS_LIMIT = 10;
+
+/** A caller no other test uses: the limiter's counters outlive a test. */
+function freshCaller(): { env: Partial<Env>; headers: Record<string, string> } {
+  const token = `rl_${crypto.randomUUID()}`;
+  return {
+    env: { CLIENT_TOKENS: token, ALLOW_ANONYMOUS: "false" },
+    headers: { authorization: `Bearer ${token}` },
+  };
+}
+
+function randomIpv6(): string {
+  const groups = Array.from(crypto.getRandomValues(new Uint16Array(4)), (n) => n.toString(16));
+  return `2001:db8::${groups.join(":")}`;
+}
+
+async function expectRateLimited(response: Response) {
+  const body = await json<{ code: string; retryable: boolean }>(response);
+  expect(response.status).toBe(429);
+  expect(body.code).toBe("RATE_LIMIT_EXCEEDED");
+  expect(body.retryable).toBe(true);
+  expect(response.headers.get("retry-after")).toBe("60");
+  expect(response.headers.get("content-type")).toMatch(/^application\/json/);
+}
+
+describe("per-caller rate limits", () => {
+  it(`refuses request ${GENERAL_LIMIT + 1} of a caller on /workflow_runs without calling Extend`, async () => {
+    const fake = useFakeExtend();
+    const caller = freshCaller();
+    // A new query each time, so no page cache can answer in Extend's place.
+    const path = (i: number) => `/workflow_runs?maxPageSize=1&fileNameContains=${caller.id}-${i}`;
+    for (let i = 0; i < GENERAL_LIMIT; i++) {
+      const response = await callProxy(path(i), caller);
+      expect(response.status, `request ${i + 1}`).toBe(200);
+    }
+    expect(fake.listCalls).toHaveLength(GENERAL_LIMIT);
+    await expectRateLimited(await callProxy(path(GENERAL_LIMIT), caller));
+    expect(fake.listCalls).toHaveLength(GENERAL_LIMIT);
+
+    // Another caller is unaffected.
+    const other = freshCaller();
+    expect((await callProxy("/workflow_runs?maxPageSize=1", other)).status).toBe(200);
+  });
+
+  it(`refuses request ${STATS_LIMIT + 1} of a caller on /stats, and leaves /workflow_runs open`, async () => {
+    const fake = useFakeExtend();
+    const caller = freshCaller();
+    for (let i = 0; i < STATS_LIMIT; i++) {
+      const response = await callProxy("/stats", caller);
+      expect(response.status, `request ${i + 1}`).not.toBe(429);
+    }
+    const callsBefore = fake.listCalls.length;
+    await expectRateLimited(await callProxy("/stats", caller));
+    expect(fake.listCalls).toHaveLength(callsBefore);
+    expect((await callProxy("/workflow_runs?maxPageSize=1", caller)).status).toBe(200);
+  });
+
+  it("limits anonymous callers by client ip", async () => {
+    useFakeExtend();
+    const anonymous = { env: { ALLOW_ANONYMOUS: "true" }, headers: { "cf-connecting-ip": randomIpv6() } };
+    for (let i = 0; i < STATS_LIMIT; i++) await callProxy("/stats", anonymous);
+    await expectRateLimited(await callProxy("/stats", anonymous));
+    const otherIp = { ...anonymous, headers: { "cf-connecting-ip": randomIpv6() } };
+    expect((await callProxy("/stats", otherIp)).status).not.toBe(429);
+  });
+
+  it(`counts rejected credentials per ip: attempt ${GENERAL_LIMIT + 1} gets 429 instead of 401`, async () => {
+    useFakeExtend();
+    const headers = { authorization: "Bearer guessing-0000000000", "cf-connecting-ip": randomIpv6() };
+    const env = { CLIENT_TOKENS: `real_${crypto.randomUUID()}`, ALLOW_ANONYMOUS: "false" };
+    for (let i = 0; i < GENERAL_LIMIT; i++) {
+      expect((await callProxy("/workflow_runs", { env, headers })).status).toBe(401);
+    }
+    await expectRateLimited(await callProxy("/workflow_runs", { env, headers }));
+  });
+
+  it("does not limit the health check or the docs", async () => {
+    useFakeExtend();
+    const failing = { limit: () => Promise.resolve({ success: false }) };
+    const env = { RATE_LIMITER: failing, STATS_RATE_LIMITER: failing } as unknown as Partial<Env>;
+    for (const path of ["/healthz", "/openapi.json", "/docs"]) {
+      expect((await callProxy(path, { env })).status, path).toBe(200);
+    }
+  });
+
+  it("fails open, and says so in the log line, when the limiter binding throws", async () => {
+    const fake = useFakeExtend();
+    const broken = { limit: () => Promise.reject(new Error("limiter down")) };
+    const caller = freshCaller();
+    const env = { ...caller.env, RATE_LIMITER: broken } as unknown as Partial<Env>;
+    const { result, lines } = await captureConsole(() =>
+      callProxy(`/workflow_runs?fileNameContains=${caller.id}`, { env, headers: caller.headers }),
+    );
+    expect(result.status).toBe(200);
+    expect(fake.listCalls).toHaveLength(1);
+    const [line] = requestLines(lines);
+    expect(line?.warnings).toEqual(["RATE_LIMITER unavailable; request allowed"]);
+  });
+});
