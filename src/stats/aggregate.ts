@@ -1,0 +1,154 @@
+import { WORKFLOW_RUN_STATUSES, type WorkflowRunStatus } from "../schemas.ts";
+
+/**
+ * Fractional digits kept exactly. Extend reports credits with a few decimals; anything finer is
+ * rounded half away from zero here so a pathological value cannot blow up the resume token.
+ */
+export const MAX_CREDIT_SCALE = 12;
+
+/** An exact decimal: `units / 10^scale`. Sums of JSON numbers such as 0.1 + 0.2 stay 0.3. */
+export interface Decimal {
+  readonly units: bigint;
+  readonly scale: number;
+}
+
+export const ZERO: Decimal = { units: 0n, scale: 0 };
+
+const DECIMAL_TEXT = /^(-)?(\d+)(?:\.(\d+))?(?:e([+-]?\d+))?$/i;
+
+function pow10(n: number): bigint {
+  return 10n ** BigInt(n);
+}
+
+function rescale(value: Decimal, scale: number): Decimal {
+  if (scale === value.scale) return value;
+  if (scale > value.scale) return { units: value.units * pow10(scale - value.scale), scale };
+  const divisor = pow10(value.scale - scale);
+  const half = divisor / 2n;
+  const magnitude = value.units < 0n ? -value.units : value.units;
+  const rounded = (magnitude + half) / divisor;
+  return { units: value.units < 0n ? -rounded : rounded, scale };
+}
+
+/** Parses decimal text (`12.5`, `-3`, `1e-7`) exactly; undefined when it is not a decimal. */
+export function parseDecimal(text: string): Decimal | undefined {
+  const match = DECIMAL_TEXT.exec(text.trim());
+  if (!match) return undefined;
+  const [, sign, whole = "0", fraction = "", exponentText] = match;
+  const exponent = exponentText === undefined ? 0 : Number(exponentText);
+  if (!Number.isSafeInteger(exponent) || Math.abs(exponent) > 400) return undefined;
+  let units = BigInt(whole + fraction);
+  let scale = fraction.length - exponent;
+  if (scale < 0) {
+    units *= pow10(-scale);
+    scale = 0;
+  }
+  if (sign) units = -units;
+  const value = { units, scale };
+  return scale > MAX_CREDIT_SCALE ? normalize(rescale(value, MAX_CREDIT_SCALE)) : normalize(value);
+}
+
+/**
+ * A JSON number read exactly as written: `String(n)` is the shortest text that reads back as
+ * `n`, which is the text Extend sent for any credit value that survives JSON parsing unchanged.
+ */
+export function decimalFromNumber(n: number): Decimal {
+  const value = Number.isFinite(n) ? parseDecimal(String(n)) : undefined;
+  if (!value) throw new RangeError("not a finite number");
+  return value;
+}
+
+function normalize(value: Decimal): Decimal {
+  let { units, scale } = value;
+  while (scale > 0 && units % 10n === 0n) {
+    units /= 10n;
+    scale -= 1;
+  }
+  return { units, scale };
+}
+
+export function addDecimal(a: Decimal, b: Decimal): Decimal {
+  const scale = Math.max(a.scale, b.scale);
+  return normalize({ units: rescale(a, scale).units + rescale(b, scale).units, scale });
+}
+
+/** Plain decimal text without exponent, e.g. `26573.5` or `-0.03`. */
+export function formatDecimal(value: Decimal): string {
+  const negative = value.units < 0n;
+  const digits = (negative ? -value.units : value.units).toString().padStart(value.scale + 1, "0");
+  const whole = digits.slice(0, digits.length - value.scale);
+  const fraction = digits.slice(digits.length - value.scale);
+  return `${negative ? "-" : ""}${whole}${fraction ? `.${fraction}` : ""}`;
+}
+
+/**
+ * The JSON number closest to the exact sum. Its shortest text is the exact decimal whenever the
+ * sum has at most 15 significant digits, which covers any realistic credit total.
+ */
+export function decimalToNumber(value: Decimal): number {
+  return Number(formatDecimal(value));
+}
+
+/** Counts and sums over a set of runs of one status. */
+export interface Tally {
+  runs: number;
+  credits: Decimal;
+  totalCredits: Decimal;
+  runsWithoutUsage: number;
+}
+
+export function emptyTally(): Tally {
+  return { runs: 0, credits: ZERO, totalCredits: ZERO, runsWithoutUsage: 0 };
+}
+
+/** The usage of one run: null when Extend reported none (or nothing usable). */
+export function runUsage(run: Record<string, unknown>): { credits: Decimal; totalCredits: Decimal } | null {
+  const usage = run.usage;
+  if (typeof usage !== "object" || usage === null) return null;
+  const { credits, totalCredits } = usage as { credits?: unknown; totalCredits?: unknown };
+  if (typeof credits !== "number" || !Number.isFinite(credits)) return null;
+  const exact = decimalFromNumber(credits);
+  const total =
+    typeof totalCredits === "number" && Number.isFinite(totalCredits)
+      ? decimalFromNumber(totalCredits)
+      : exact;
+  return { credits: exact, totalCredits: total };
+}
+
+export function addRun(tally: Tally, run: Record<string, unknown>): void {
+  tally.runs += 1;
+  const usage = runUsage(run);
+  if (usage === null) {
+    tally.runsWithoutUsage += 1;
+    return;
+  }
+  tally.credits = addDecimal(tally.credits, usage.credits);
+  tally.totalCredits = addDecimal(tally.totalCredits, usage.totalCredits);
+}
+
+/** Everything counted so far, across statuses. */
+export interface Totals {
+  byStatus: Record<WorkflowRunStatus, number>;
+  credits: Decimal;
+  totalCredits: Decimal;
+  runsWithoutUsage: number;
+}
+
+export function emptyTotals(): Totals {
+  const byStatus = Object.fromEntries(WORKFLOW_RUN_STATUSES.map((s) => [s, 0])) as Record<
+    WorkflowRunStatus,
+    number
+  >;
+  return { byStatus, credits: ZERO, totalCredits: ZERO, runsWithoutUsage: 0 };
+}
+
+export function addTally(totals: Totals, status: WorkflowRunStatus, tally: Tally): void {
+  totals.byStatus[status] += tally.runs;
+  totals.credits = addDecimal(totals.credits, tally.credits);
+  totals.totalCredits = addDecimal(totals.totalCredits, tally.totalCredits);
+  totals.runsWithoutUsage += tally.runsWithoutUsage;
+}
+
+export function totalRuns(totals: Totals): number {
+  return WORKFLOW_RUN_STATUSES.reduce((sum, status) => sum + totals.byStatus[status], 0);
+}

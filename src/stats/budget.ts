@@ -1,0 +1,130 @@
+/** Window over which `UPSTREAM_MAX_RPS` is enforced: any 1,000 ms holds at most that many calls. */
+export const RATE_WINDOW_MS = 1_000;
+/** First pause after an upstream 429; doubled for each further 429 in a row. */
+export const BACKOFF_AFTER_429_MS = 1_000;
+export const MAX_BACKOFF_AFTER_429_MS = 16_000;
+/** Upstream connections one /stats request keeps open at once (the Workers per-request cap). */
+export const MAX_CONCURRENT_PAGES = 6;
+/** Budgets kept per isolate; more distinct upstream accounts than this in one isolate is a misuse. */
+const MAX_BUDGETS = 32;
+
+export interface Clock {
+  now(): number;
+  sleep(ms: number): Promise<void>;
+}
+
+export const realClock: Clock = {
+  now: () => Date.now(),
+  sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+};
+
+/** A reserved call slot; give it back when the call never reached upstream (a cache hit). */
+export interface Permit {
+  refund(): void;
+}
+
+/**
+ * Upstream calls per second, shared by every walk of every /stats scan in this isolate that
+ * talks to the same Extend account. A sliding-window log (not a token bucket, whose refills let
+ * a burst plus a second's worth through in one window) so no 1-second window ever holds more
+ * than `maxPerSecond` calls. A 429 halves the rate and pauses all callers, doubling the pause
+ * while 429s keep coming; each success earns one call per second back.
+ */
+export class RateBudget {
+  readonly maxPerSecond: number;
+  private readonly clock: Clock;
+  private starts: number[] = [];
+  private limit: number;
+  private pausedUntil = 0;
+  private streak = 0;
+  private queue: Promise<void> = Promise.resolve();
+
+  constructor(maxPerSecond: number, clock: Clock = realClock) {
+    this.maxPerSecond = maxPerSecond;
+    this.limit = maxPerSecond;
+    this.clock = clock;
+  }
+
+  /** Current calls per second (lower than the maximum while recovering from a 429). */
+  get currentLimit(): number {
+    return this.limit;
+  }
+
+  /** Waits, first come first served, until one more call fits the budget, and records it. */
+  acquire(signal?: AbortSignal): Promise<Permit> {
+    const turn = this.queue.then(() => this.waitForSlot(signal));
+    this.queue = turn.then(
+      () => undefined,
+      () => undefined,
+    );
+    return turn;
+  }
+
+  /** Records a call made without `acquire` (a retry inside the upstream client). */
+  charge(): void {
+    this.starts.push(this.clock.now());
+  }
+
+  /** Feeds an upstream answer back: 429 backs off, anything else that Extend answered recovers. */
+  observe(status: number | "timeout" | "network-error"): void {
+    const now = this.clock.now();
+    if (status === 429) {
+      this.streak += 1;
+      this.limit = Math.max(1, Math.floor(this.limit / 2));
+      const pause = Math.min(MAX_BACKOFF_AFTER_429_MS, BACKOFF_AFTER_429_MS * 2 ** (this.streak - 1));
+      this.pausedUntil = Math.max(this.pausedUntil, now + pause);
+      return;
+    }
+    if (typeof status === "number" && status < 500) {
+      this.streak = 0;
+      this.limit = Math.min(this.maxPerSecond, this.limit + 1);
+    }
+  }
+
+  private prune(now: number): void {
+    const from = this.starts.findIndex((t) => t > now - RATE_WINDOW_MS);
+    this.starts = from === -1 ? [] : this.starts.slice(from);
+  }
+
+  private async waitForSlot(signal: AbortSignal | undefined): Promise<Permit> {
+    for (;;) {
+      signal?.throwIfAborted();
+      const now = this.clock.now();
+      if (this.pausedUntil > now) {
+        await this.clock.sleep(this.pausedUntil - now);
+        continue;
+      }
+      this.prune(now);
+      if (this.starts.length < this.limit) {
+        this.starts.push(now);
+        return { refund: () => this.refund(now) };
+      }
+      const blocking = this.starts[this.starts.length - this.limit] ?? now;
+      await this.clock.sleep(Math.max(1, blocking + RATE_WINDOW_MS - now));
+    }
+  }
+
+  private refund(at: number): void {
+    const index = this.starts.lastIndexOf(at);
+    if (index !== -1) this.starts.splice(index, 1);
+  }
+}
+
+const budgets = new Map<string, RateBudget>();
+
+/**
+ * The isolate's budget for one upstream account (origin, workspace, key fingerprint) and rate,
+ * so concurrent scans share it instead of each spending the whole rate.
+ */
+export function sharedBudget(account: string, maxPerSecond: number, clock: Clock = realClock): RateBudget {
+  const key = `${account}|${maxPerSecond}`;
+  const existing = budgets.get(key);
+  if (existing) return existing;
+  if (budgets.size >= MAX_BUDGETS) {
+    const oldest = budgets.keys().next().value;
+    if (oldest !== undefined) budgets.delete(oldest);
+  }
+  const budget = new RateBudget(maxPerSecond, clock);
+  budgets.set(key, budget);
+  return budget;
+}

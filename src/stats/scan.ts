@@ -1,0 +1,324 @@
+// The /stats scan: which walks to make over Extend's list, and how to run them within the
+// platform's limits. A walk pages through one status partition in createdAt order; without
+// since/until each partition is walked from both ends at once and the two walks stop where
+// they meet. See README "GET /stats" for the guarantees this gives.
+import { ApiError } from "../errors.ts";
+import type { PageSource } from "../pages.ts";
+import {
+  type CanonicalListQuery,
+  MAX_PAGE_SIZE,
+  WORKFLOW_RUN_STATUSES,
+  type WorkflowRunStatus,
+} from "../schemas.ts";
+import type { ListOptions, UpstreamPage } from "../upstream.ts";
+import { addRun, addTally, emptyTally, emptyTotals, type Tally, type Totals } from "./aggregate.ts";
+import { type Clock, MAX_CONCURRENT_PAGES, type RateBudget, realClock } from "./budget.ts";
+
+/**
+ * After this long a request starts no further page and answers with a resume token, so a slow
+ * or throttled upstream never holds a client past common 30-second HTTP timeouts.
+ */
+export const SCAN_TIME_BUDGET_MS = 20_000;
+
+/** The filters of one scan, normalised (since/until as `toISOString()` text). */
+export interface StatsFilters {
+  status?: WorkflowRunStatus;
+  workflowId?: string;
+  batchId?: string;
+  fileNameContains?: string;
+  since?: string;
+  until?: string;
+}
+
+export type Direction = "asc" | "desc";
+
+/** Runs seen at the walk's current createdAt instant, not yet known to be complete. */
+export interface OpenGroup {
+  at: number;
+  tally: Tally;
+}
+
+export interface WalkState {
+  /** `waiting`: the ascending end opens only once the first descending page shows more runs. */
+  phase: "waiting" | "active" | "done";
+  cursor?: string;
+  open?: OpenGroup;
+}
+
+/**
+ * One status partition. Each walk claims whole createdAt instants as it leaves them behind:
+ * the ascending walk everything up to `ascClaimed`, the descending walk everything from
+ * `descClaimed` up. An instant is claimed once, by whichever walk completes it first, so the
+ * meeting point is counted exactly once whatever order Extend uses among equal createdAt values.
+ */
+export interface PartitionState {
+  status: WorkflowRunStatus;
+  ascClaimed: number | null;
+  descClaimed: number | null;
+  asc?: WalkState;
+  desc?: WalkState;
+  done: boolean;
+}
+
+/** Everything a scan needs to continue; what a resume token carries. */
+export interface ScanState {
+  partitions: PartitionState[];
+  totals: Totals;
+  pagesFetched: number;
+}
+
+export interface ScanDeps {
+  pages: PageSource;
+  budget: RateBudget;
+  /** Pages this request may read (STATS_MAX_PAGES). */
+  maxPages: number;
+  concurrency?: number;
+  timeBudgetMs?: number;
+  clock?: Clock;
+  /** Wraps the per-page upstream options (the request's telemetry). */
+  listOptions?: (options: ListOptions) => ListOptions;
+}
+
+export interface ScanProgress {
+  state: ScanState;
+  complete: boolean;
+  /** Pages read by this request alone. */
+  pagesThisRequest: number;
+}
+
+function instant(iso: string | undefined): number | undefined {
+  return iso === undefined ? undefined : Date.parse(iso);
+}
+
+/** The walks a fresh scan starts with. */
+export function planScan(filters: StatsFilters): ScanState {
+  const statuses = filters.status ? [filters.status] : [...WORKFLOW_RUN_STATUSES];
+  const partitions = statuses.map((status): PartitionState => {
+    const base = { status, ascClaimed: null, descClaimed: null, done: false };
+    // `since` bounds the newest end: walk down from it and stop at the first older run.
+    if (filters.since !== undefined) return { ...base, desc: { phase: "active" } };
+    if (filters.until !== undefined) return { ...base, asc: { phase: "active" } };
+    return { ...base, desc: { phase: "active" }, asc: { phase: "waiting" } };
+  });
+  return { partitions, totals: emptyTotals(), pagesFetched: 0 };
+}
+
+export function isComplete(state: ScanState): boolean {
+  return state.partitions.every((p) => p.done);
+}
+
+function createdAtOf(run: Record<string, unknown>): number {
+  const at = typeof run.createdAt === "string" ? Date.parse(run.createdAt) : Number.NaN;
+  if (Number.isNaN(at)) {
+    throw new ApiError("UPSTREAM_INVALID_RESPONSE", "Extend returned a run without a valid createdAt.");
+  }
+  return at;
+}
+
+function walkOf(partition: PartitionState, direction: Direction): WalkState {
+  const walk = partition[direction];
+  if (!walk) throw new Error(`partition ${partition.status} has no ${direction} walk`);
+  return walk;
+}
+
+/** Closes the walk's open group: counted if the other walk has not claimed that instant. */
+function closeGroup(partition: PartitionState, direction: Direction, totals: Totals): void {
+  const walk = walkOf(partition, direction);
+  const open = walk.open;
+  if (!open) return;
+  walk.open = undefined;
+  if (direction === "desc") {
+    if (partition.ascClaimed !== null && open.at <= partition.ascClaimed) return;
+    partition.descClaimed = open.at;
+  } else {
+    if (partition.descClaimed !== null && open.at >= partition.descClaimed) return;
+    partition.ascClaimed = open.at;
+  }
+  addTally(totals, partition.status, open.tally);
+}
+
+/**
+ * Ends the partition. Either the walk saw the end of the list or its bound, or it reached an
+ * instant the other walk claimed; in every case the two walks' claims now cover all of it.
+ */
+function finish(partition: PartitionState, direction: Direction, totals: Totals): void {
+  closeGroup(partition, direction, totals);
+  walkOf(partition, direction).phase = "done";
+  partition.done = true;
+}
+
+type Step = "count" | "skip" | "stop";
+
+/** What a walk does with a run at `at`, given its bounds and where the other walk has got to. */
+function stepFor(
+  partition: PartitionState,
+  direction: Direction,
+  at: number,
+  bounds: { since: number | undefined; until: number | undefined },
+): Step {
+  const open = walkOf(partition, direction).open;
+  if (direction === "desc") {
+    if (bounds.until !== undefined && at > bounds.until) return "skip";
+    if (bounds.since !== undefined && at < bounds.since) return "stop";
+    if (partition.ascClaimed !== null && at <= partition.ascClaimed) return "stop";
+    // An instant already left behind: a run created after the walk passed it, or a repeat.
+    return open && at > open.at ? "skip" : "count";
+  }
+  if (bounds.since !== undefined && at < bounds.since) return "skip";
+  if (bounds.until !== undefined && at > bounds.until) return "stop";
+  if (partition.descClaimed !== null && at >= partition.descClaimed) return "stop";
+  return open && at < open.at ? "skip" : "count";
+}
+
+/** Folds one page of a walk into the scan. Memory: the page itself and one tally per walk. */
+export function applyPage(
+  filters: StatsFilters,
+  partition: PartitionState,
+  direction: Direction,
+  page: Pick<UpstreamPage, "data" | "nextPageToken">,
+  totals: Totals,
+): void {
+  if (partition.done) return;
+  const walk = walkOf(partition, direction);
+  const bounds = { since: instant(filters.since), until: instant(filters.until) };
+  for (const run of page.data) {
+    const at = createdAtOf(run);
+    const step = stepFor(partition, direction, at, bounds);
+    if (step === "skip") continue;
+    if (step === "stop") {
+      finish(partition, direction, totals);
+      return;
+    }
+    if (walk.open?.at === at) {
+      addRun(walk.open.tally, run);
+    } else {
+      closeGroup(partition, direction, totals);
+      const tally = emptyTally();
+      addRun(tally, run);
+      walk.open = { at, tally };
+    }
+  }
+  // The end of the list is the absence of a cursor, never a short page.
+  if (page.nextPageToken === undefined) {
+    finish(partition, direction, totals);
+    return;
+  }
+  if (page.nextPageToken === walk.cursor) {
+    throw new ApiError("UPSTREAM_INVALID_RESPONSE", "Extend's nextPageToken did not advance.");
+  }
+  walk.cursor = page.nextPageToken;
+  if (direction === "desc" && partition.asc?.phase === "waiting") partition.asc.phase = "active";
+}
+
+export function walkQuery(
+  filters: StatsFilters,
+  partition: PartitionState,
+  direction: Direction,
+): CanonicalListQuery {
+  const cursor = walkOf(partition, direction).cursor;
+  return {
+    status: partition.status,
+    ...(filters.workflowId ? { workflowId: filters.workflowId } : {}),
+    ...(filters.batchId ? { batchId: filters.batchId } : {}),
+    ...(filters.fileNameContains ? { fileNameContains: filters.fileNameContains } : {}),
+    sortBy: "createdAt",
+    sortDir: direction,
+    ...(cursor ? { nextPageToken: cursor } : {}),
+    maxPageSize: MAX_PAGE_SIZE,
+  };
+}
+
+interface Runnable {
+  partition: PartitionState;
+  direction: Direction;
+  key: string;
+}
+
+/**
+ * Advances the scan by at most `maxPages` pages, at most `concurrency` at a time, each behind
+ * the shared rate budget. Resolves once nothing more may start and every started page is
+ * folded in; rejects with the first page's error (after the client's own retries), aborting the
+ * others.
+ */
+export async function advanceScan(
+  filters: StatsFilters,
+  state: ScanState,
+  deps: ScanDeps,
+): Promise<ScanProgress> {
+  const clock = deps.clock ?? realClock;
+  const concurrency = deps.concurrency ?? MAX_CONCURRENT_PAGES;
+  const stopLaunchingAt = clock.now() + (deps.timeBudgetMs ?? SCAN_TIME_BUDGET_MS);
+  const abort = new AbortController();
+  const busy = new Set<string>();
+  const lastLaunch = new Map<string, number>();
+  const inflight = new Set<Promise<void>>();
+  let launched = 0;
+  let failure: { error: unknown } | undefined;
+
+  const runnable = (): Runnable | undefined => {
+    let best: (Runnable & { last: number }) | undefined;
+    state.partitions.forEach((partition, index) => {
+      if (partition.done) return;
+      for (const direction of ["desc", "asc"] as const) {
+        const key = `${index}:${direction}`;
+        if (partition[direction]?.phase !== "active" || busy.has(key)) continue;
+        // Least recently served first, so both ends of every partition advance evenly.
+        const last = lastLaunch.get(key) ?? -1;
+        if (!best || last < best.last) best = { partition, direction, key, last };
+      }
+    });
+    return best;
+  };
+
+  const fetchPage = async (query: CanonicalListQuery): Promise<UpstreamPage> => {
+    const permit = await deps.budget.acquire(abort.signal);
+    let attempts = 0;
+    const own: ListOptions = {
+      signal: abort.signal,
+      onAttempt: (report) => {
+        attempts += 1;
+        // Retries inside the upstream client spend the same budget as first attempts.
+        if (attempts > 1) deps.budget.charge();
+        deps.budget.observe(report.status);
+      },
+    };
+    try {
+      const result = await deps.pages.get(query, deps.listOptions ? deps.listOptions(own) : own);
+      return result.page;
+    } finally {
+      if (attempts === 0) permit.refund();
+    }
+  };
+
+  const run = async (next: Runnable): Promise<void> => {
+    try {
+      const page = await fetchPage(walkQuery(filters, next.partition, next.direction));
+      if (!failure) applyPage(filters, next.partition, next.direction, page, state.totals);
+    } catch (error) {
+      if (!failure) {
+        failure = { error };
+        abort.abort(error);
+      }
+    } finally {
+      busy.delete(next.key);
+    }
+  };
+
+  for (;;) {
+    while (!failure && inflight.size < concurrency && launched < deps.maxPages) {
+      if (clock.now() >= stopLaunchingAt) break;
+      const next = runnable();
+      if (!next) break;
+      busy.add(next.key);
+      lastLaunch.set(next.key, launched);
+      launched += 1;
+      state.pagesFetched += 1;
+      const task: Promise<void> = run(next).finally(() => inflight.delete(task));
+      inflight.add(task);
+    }
+    if (inflight.size === 0) break;
+    await Promise.race(inflight);
+  }
+  if (failure) throw failure.error;
+  return { state, complete: isComplete(state), pagesThisRequest: launched };
+}

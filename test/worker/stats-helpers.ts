@@ -1,0 +1,164 @@
+// Test support for the /stats suites: a fake Extend per test (optionally answering smaller pages
+// than asked for, which Extend may do), an independent reference fold, and response types.
+import { HttpResponse, http } from "msw";
+import { FakeExtend, type FakeExtendOptions, type FakeRun, listAll } from "../../fake/extend.ts";
+import type { WorkflowRunStats } from "../../src/routes/stats.ts";
+import { FAKE_EXTEND_ORIGIN, TEST_UPSTREAM_KEY } from "./support/constants.ts";
+import { callProxy, json } from "./support/proxy.ts";
+import { network } from "./support/setup.ts";
+
+export type { WorkflowRunStats };
+
+export const STATUSES = [
+  "PENDING",
+  "PROCESSING",
+  "NEEDS_REVIEW",
+  "REJECTED",
+  "PROCESSED",
+  "FAILED",
+  "CANCELLED",
+  "CANCELLING",
+] as const;
+
+export interface StatsFakeOptions extends Partial<FakeExtendOptions> {
+  /** Answer at most this many runs per page whatever maxPageSize asks for. */
+  pageLimit?: number;
+}
+
+export interface StatsFake {
+  fake: FakeExtend;
+  /** Settings for callProxy: a workspace of its own, so no cache or budget is shared between tests. */
+  env: Partial<Env>;
+  /** List calls as the proxy sent them (before any page limit was applied). */
+  calls: URL[];
+}
+
+let workspaces = 0;
+
+export function useStatsFake(options: StatsFakeOptions = {}): StatsFake {
+  const { pageLimit, ...fakeOptions } = options;
+  workspaces += 1;
+  const workspaceId = `ws_stats_${Date.now().toString(36)}_${workspaces}`;
+  const fake = new FakeExtend({
+    apiKey: TEST_UPSTREAM_KEY,
+    dataset: { size: 120, seed: 7 },
+    workspaceId,
+    ...fakeOptions,
+  });
+  const calls: URL[] = [];
+  network.use(
+    http.all(`${FAKE_EXTEND_ORIGIN}/*`, async ({ request }) => {
+      const url = new URL(request.url);
+      calls.push(new URL(url));
+      const size = Number(url.searchParams.get("maxPageSize") ?? "10");
+      if (pageLimit !== undefined && size > pageLimit) url.searchParams.set("maxPageSize", String(pageLimit));
+      try {
+        const response = await fake.handle({
+          url: url.toString(),
+          method: request.method,
+          headers: request.headers,
+          signal: request.signal as AbortSignal,
+        });
+        return response.type === "error" ? HttpResponse.error() : response;
+      } catch (error) {
+        if (request.signal.aborted) return HttpResponse.error();
+        throw error;
+      }
+    }),
+  );
+  return {
+    fake,
+    calls,
+    env: {
+      EXTEND_WORKSPACE_ID: workspaceId,
+      UPSTREAM_MAX_RPS: "1000",
+      // These suites call /stats far more often than a caller may; the limiter has its own tests.
+      STATS_RATE_LIMITER: { limit: async () => ({ success: true }) },
+    } as Partial<Env>,
+  };
+}
+
+export interface ReferenceFilters {
+  status?: string;
+  workflowId?: string;
+  batchId?: string;
+  fileNameContains?: string;
+  since?: string;
+  until?: string;
+}
+
+export interface Reference {
+  total: number;
+  byStatus: Record<string, number>;
+  usage: { credits: number; totalCredits: number; runsWithoutUsage: number };
+}
+
+/** An independent fold over the fake's data: cents as integers, no code shared with src/. */
+export function referenceStats(runs: readonly FakeRun[], filters: ReferenceFilters = {}): Reference {
+  const since = filters.since === undefined ? undefined : Date.parse(filters.since);
+  const until = filters.until === undefined ? undefined : Date.parse(filters.until);
+  const byStatus: Record<string, number> = Object.fromEntries(STATUSES.map((s) => [s, 0]));
+  let credits = 0;
+  let totalCredits = 0;
+  let runsWithoutUsage = 0;
+  let total = 0;
+  const { since: _s, until: _u, ...listFilters } = filters;
+  for (const run of listAll(runs, listFilters)) {
+    const at = Date.parse(run.createdAt);
+    if (since !== undefined && at < since) continue;
+    if (until !== undefined && at > until) continue;
+    total += 1;
+    byStatus[run.status] = (byStatus[run.status] ?? 0) + 1;
+    if (run.usage === null) {
+      runsWithoutUsage += 1;
+      continue;
+    }
+    credits += Math.round(run.usage.credits * 100);
+    totalCredits += Math.round((run.usage.totalCredits ?? run.usage.credits) * 100);
+  }
+  return {
+    total,
+    byStatus,
+    usage: { credits: credits / 100, totalCredits: totalCredits / 100, runsWithoutUsage },
+  };
+}
+
+export function statsPath(params: Record<string, string | undefined> = {}): string {
+  const search = new URLSearchParams();
+  for (const [name, value] of Object.entries(params)) if (value !== undefined) search.set(name, value);
+  const text = search.toString();
+  return text ? `/stats?${text}` : "/stats";
+}
+
+export async function getStats(
+  params: Record<string, string | undefined>,
+  env: Partial<Env>,
+): Promise<{ response: Response; body: WorkflowRunStats }> {
+  const response = await callProxy(statsPath(params), { env });
+  const body = await json<WorkflowRunStats>(response);
+  if (response.status !== 200)
+    throw new Error(`GET /stats answered ${response.status}: ${JSON.stringify(body)}`);
+  return { response, body };
+}
+
+/** Follows resume tokens until the scan completes; returns every answer in order. */
+export async function scanToEnd(
+  params: Record<string, string | undefined>,
+  env: Partial<Env>,
+  maxRequests = 200,
+): Promise<WorkflowRunStats[]> {
+  const answers: WorkflowRunStats[] = [];
+  let token: string | undefined;
+  for (let i = 0; i < maxRequests; i++) {
+    const { body } = await getStats({ ...params, resumeToken: token }, env);
+    answers.push(body);
+    if (body.complete) return answers;
+    if (body.resumeToken === null) throw new Error("incomplete answer without a resume token");
+    token = body.resumeToken;
+  }
+  throw new Error(`scan did not complete within ${maxRequests} requests`);
+}
+
+export function summary(body: WorkflowRunStats): Reference {
+  return { total: body.total, byStatus: body.byStatus, usage: body.usage };
+}
