@@ -1,6 +1,6 @@
 import { HttpResponse, http } from "msw";
 import { describe, expect, it } from "vitest";
-import type { Fault } from "../../fake/extend.ts";
+import type { FakeRequest, Fault } from "../../fake/extend.ts";
 import { FAKE_EXTEND_ORIGIN, TEST_UPSTREAM_KEY } from "./support/constants.ts";
 import { expectErrorEnvelope, expectNoUpstreamKey, type ReadResponse, read } from "./support/envelope.ts";
 import { useFakeExtend } from "./support/fake-upstream.ts";
@@ -401,13 +401,20 @@ describe("the overall deadline bounds every attempt and back-off", () => {
 /** An upstream that sends 200 headers and the start of a list, then goes silent. */
 function stallingUpstream(
   times = Number.POSITIVE_INFINITY,
-  after?: (request: Request) => Promise<Response>,
+  after?: (request: FakeRequest) => Promise<Response>,
 ): { calls: number } {
   const state = { calls: 0 };
   network.use(
     http.get(`${FAKE_EXTEND_ORIGIN}/workflow_runs`, ({ request }) => {
       state.calls += 1;
-      if (state.calls > times && after) return after(request);
+      if (state.calls > times && after) {
+        return after({
+          url: request.url,
+          method: request.method,
+          headers: request.headers,
+          signal: request.signal,
+        });
+      }
       const body = new ReadableStream<Uint8Array>({
         start(controller) {
           controller.enqueue(new TextEncoder().encode('{"object":"list","data":['));
