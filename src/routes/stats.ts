@@ -1,15 +1,26 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import type { Context } from "hono";
-import type { AppEnv } from "../app-env.ts";
+import type { AppEnv, CacheState } from "../app-env.ts";
+import type { CacheReadOptions } from "../cache.ts";
+import { CACHE_KEY_VERSION, tenantScope } from "../cache-key.ts";
 import type { Config } from "../config.ts";
 import { createRouter } from "../http.ts";
 import { ListWorkflowRunsQuery, WORKFLOW_RUN_STATUSES, WorkflowRunStatus } from "../schemas.ts";
-import { servicesFor, trackedOptions } from "../services.ts";
+import { type Services, servicesFor, trackedOptions } from "../services.ts";
 import { decimalToNumber, totalRuns } from "../stats/aggregate.ts";
 import { sharedBudget } from "../stats/budget.ts";
 import { MAX_RESUME_TOKEN_LENGTH, openResumeToken, sealResumeToken } from "../stats/resume-token.ts";
-import { advanceScan, planScan, type ScanState, type StatsFilters } from "../stats/scan.ts";
+import {
+  advanceScan,
+  planScan,
+  SCAN_TIME_BUDGET_MS,
+  type ScanState,
+  type StatsFilters,
+} from "../stats/scan.ts";
 import { errorResponses } from "./responses.ts";
+
+/** Browsers may keep a complete result but must ask again before using it. */
+export const STATS_CACHE_CONTROL = "private, no-cache";
 
 const INSTANT_MESSAGE = "must be an ISO 8601 instant with a time zone, such as 2026-11-01T00:00:00Z";
 
@@ -138,19 +149,6 @@ function filtersOf(query: z.output<typeof StatsQuery>): StatsFilters {
   };
 }
 
-async function sha256Hex(text: string): Promise<string> {
-  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
-  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-/** The Extend account a scan reads: its cursors and totals mean nothing under another. */
-async function accountOf(config: Config): Promise<string> {
-  const key = (await sha256Hex(`extend-runs-proxy:${config.extendApiKey}`)).slice(0, 16);
-  return [config.extendApiBaseUrl.href, config.extendApiVersion, config.extendWorkspaceId ?? "", key].join(
-    "|",
-  );
-}
-
 function statsBody(filters: StatsFilters, state: ScanState, complete: boolean, resumeToken: string | null) {
   const totals = state.totals;
   return {
@@ -170,22 +168,32 @@ function statsBody(filters: StatsFilters, state: ScanState, complete: boolean, r
   } satisfies WorkflowRunStats;
 }
 
+/** Carries an incomplete answer out of the cache's load, so it is shared but never stored. */
+class PartialScan extends Error {
+  readonly body: WorkflowRunStats;
+  constructor(body: WorkflowRunStats) {
+    super("partial /stats result");
+    this.name = "PartialScan";
+    this.body = body;
+  }
+}
+
 async function scan(
   c: Context<AppEnv>,
+  services: Services,
   filters: StatsFilters,
   resumeToken: string | undefined,
 ): Promise<WorkflowRunStats> {
   const config = c.var.config;
-  const account = await accountOf(config);
+  const account = await tenantScope(config);
   const tokenContext = {
     secret: config.statsSigningKey ?? config.extendApiKey,
     binding: JSON.stringify({ filters, account }),
     now: Date.now(),
   };
   const state = resumeToken ? await openResumeToken(resumeToken, tokenContext) : planScan(filters);
-  const { pages } = servicesFor(c);
   const progress = await advanceScan(filters, state, {
-    pages,
+    pages: services.pages,
     budget: sharedBudget(account, config.upstreamMaxRps),
     maxPages: config.statsMaxPages,
     listOptions: (options) => trackedOptions(c, options),
@@ -196,13 +204,103 @@ async function scan(
   return statsBody(filters, progress.state, progress.complete, token);
 }
 
+async function sha256Hex(text: string): Promise<string> {
+  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
+  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** `v1:stats:<api version>:<tenant>:<filters digest>`: the page cache's tenant scope, no filter text. */
+async function statsCacheKey(config: Config, filters: StatsFilters): Promise<string> {
+  const digest = await sha256Hex(`extend-runs-proxy/cache/stats/v1\u0000${JSON.stringify(filters)}`);
+  return `${CACHE_KEY_VERSION}:stats:${await tenantScope(config)}:${digest.slice(0, 32)}`;
+}
+
+function storedStats(text: string): WorkflowRunStats | undefined {
+  const value: unknown = JSON.parse(text);
+  const stats = value as Partial<WorkflowRunStats> | null;
+  // Only complete results are ever written; anything else is a corrupt entry.
+  return stats?.object === "workflow_run_stats" && stats.complete === true && stats.resumeToken === null
+    ? (stats as WorkflowRunStats)
+    : undefined;
+}
+
+function cacheOptions(
+  config: Config,
+  load: () => Promise<WorkflowRunStats>,
+): CacheReadOptions<WorkflowRunStats> {
+  return {
+    ttlSeconds: config.statsTtlSeconds,
+    staleSeconds: config.cacheStaleSeconds,
+    load,
+    serialize: (body) => JSON.stringify(body),
+    parse: storedStats,
+    maxCoalesceWaitMs: SCAN_TIME_BUDGET_MS + config.upstreamDeadlineMs + 1_000,
+  };
+}
+
+interface Served {
+  body: WorkflowRunStats;
+  cache: CacheState;
+  ageSeconds?: number;
+}
+
+/**
+ * A fresh scan goes through the KV cache: fresh and stale entries are served (a stale one is
+ * refreshed in the background), concurrent identical scans share one, and only complete
+ * results are stored. A resumed scan never reads the cache (BYPASS); once it completes, its
+ * result is offered to the cache so the next caller gets it without scanning.
+ */
+async function serve(
+  c: Context<AppEnv>,
+  filters: StatsFilters,
+  resumeToken: string | undefined,
+): Promise<Served> {
+  const config = c.var.config;
+  const services = servicesFor(c);
+  const key = await statsCacheKey(config, filters);
+  if (resumeToken) {
+    const body = await scan(c, services, filters, resumeToken);
+    if (body.complete) {
+      await services.cache
+        .read(
+          key,
+          cacheOptions(config, async () => body),
+        )
+        .catch(() => undefined);
+    }
+    return { body, cache: "BYPASS" };
+  }
+  try {
+    const result = await services.cache.read(
+      key,
+      cacheOptions(config, async () => {
+        const body = await scan(c, services, filters, undefined);
+        if (!body.complete) throw new PartialScan(body);
+        return body;
+      }),
+    );
+    return {
+      body: result.value,
+      cache: result.cache,
+      ...(result.ageSeconds !== undefined ? { ageSeconds: result.ageSeconds } : {}),
+    };
+  } catch (error) {
+    if (error instanceof PartialScan) return { body: error.body, cache: "MISS" };
+    throw error;
+  }
+}
+
 export const stats = createRouter().openapi(statsRoute, async (c) => {
   const query = c.req.valid("query");
-  const filters = filtersOf(query);
-  const body = await scan(c, filters, query.resumeToken);
-  const cache = query.resumeToken ? "BYPASS" : "MISS";
-  c.var.telemetry.cache = cache;
-  return c.json(body, 200, { "x-cache": cache, "cache-control": "private, no-store" });
+  const served = await serve(c, filtersOf(query), query.resumeToken);
+  c.var.telemetry.cache = served.cache;
+  const headers: Record<string, string> = {
+    "x-cache": served.cache,
+    // A partial answer carries a token that continues someone's scan: no cache may keep it.
+    "cache-control": served.body.complete ? STATS_CACHE_CONTROL : "no-store",
+  };
+  if (served.ageSeconds !== undefined) headers.age = String(served.ageSeconds);
+  return c.json(served.body, 200, headers);
 });
 
 export type StatsRoutes = typeof stats;

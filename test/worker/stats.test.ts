@@ -180,7 +180,7 @@ describe("GET /stats: totals equal a reference fold", () => {
   });
 
   it("asks every page for 1000 runs in createdAt order with the same filters, never a short-page stop", async () => {
-    const { calls, env } = useStatsFake({ runs: RUNS_2000, pageLimit: 100 });
+    const { calls, env } = useStatsFake({ runs: RUNS_2000, pageLimit: 3 });
     await getStats({ workflowId: workflow, fileNameContains: "a+b=c" }, { ...env, STATS_MAX_PAGES: "200" });
     expect(calls.length).toBeGreaterThan(8);
     for (const url of calls) {
@@ -190,6 +190,7 @@ describe("GET /stats: totals equal a reference fold", () => {
       expect(params.get("workflowId")).toBe(workflow);
       expect(params.get("fileNameContains")).toBe("a+b=c");
       expect(STATUSES).toContain(params.get("status"));
+      expect(["asc", "desc"]).toContain(params.get("sortDir"));
       expect([...params.keys()].every((k) => k !== "since" && k !== "until")).toBe(true);
     }
   });
