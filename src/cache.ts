@@ -227,6 +227,9 @@ export function createKvCache(deps: KvCacheDeps): KvCache {
     })();
     const entry: InFlight = { promise, startedAt: Date.now() };
     inFlight.set(key, entry);
+    // Others may be waiting on this load: it must outlive its leader when the leader's client
+    // goes away, and workerd keeps a request's I/O running after that only for waitUntil work.
+    waitUntil(promise.catch(() => undefined));
     promise.then(
       (loaded) => {
         if (store) write(key, loaded, options);
