@@ -93,6 +93,29 @@ describe("typed hc client", () => {
     expect(fake.listCalls.length).toBeLessThanOrEqual(pages + 1);
   });
 
+  it("reads /stats, following resumeToken until the scan is complete", async () => {
+    const fake = useFakeExtend({ dataset: { size: 300, seed: 11 } });
+    const { client } = clientFor({ STATS_MAX_PAGES: "1" });
+    const workflowId = fake.runs[0]?.workflow.id ?? "none";
+
+    let stats = await unwrap(client.stats.$get({ query: { workflowId } }));
+    let answers = 1;
+    while (!stats.complete && stats.resumeToken) {
+      stats = await unwrap(client.stats.$get({ query: { workflowId, resumeToken: stats.resumeToken } }));
+      answers += 1;
+    }
+
+    expectTypeOf(stats.total).toEqualTypeOf<number>();
+    expectTypeOf(stats.complete).toEqualTypeOf<boolean>();
+    const runs = listAll(fake.runs, { workflowId });
+    expect(stats.object).toBe("workflow_run_stats");
+    expect(stats.complete).toBe(true);
+    expect(stats.resumeToken).toBeNull();
+    expect(stats.total).toBe(runs.length);
+    expect(stats.byStatus.FAILED).toBe(runs.filter((run) => run.status === "FAILED").length);
+    expect(answers).toBeGreaterThan(1);
+  });
+
   it("sends the token as a bearer credential and never passes it upstream", async () => {
     const fake = useFakeExtend();
     let calls = 0;
@@ -156,7 +179,8 @@ describe("typed hc client", () => {
     {
       name: "Extend keeps failing",
       setup: (fake) => fake.inject({ type: "status", status: 500 }, 10),
-      query: {},
+      // A query no other test of this file caches: KV lives as long as the file.
+      query: { maxPageSize: "17" },
       status: 502,
       code: "UPSTREAM_ERROR",
       retryable: true,
@@ -166,7 +190,7 @@ describe("typed hc client", () => {
     {
       name: "Extend rate limit with a long Retry-After",
       setup: (fake) => fake.inject({ type: "rate-limit", retryAfter: "120" }, 10),
-      query: {},
+      query: { maxPageSize: "19" },
       status: 503,
       code: "UPSTREAM_RATE_LIMITED",
       retryable: true,

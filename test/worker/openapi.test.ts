@@ -2,6 +2,8 @@ import { createExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
+import readme from "../../README.md?raw";
+import configSource from "../../src/config.ts?raw";
 import { ERROR_CODES, ERRORS, type ErrorCode } from "../../src/errors.ts";
 import worker from "../../src/index.ts";
 import { DOCS_PATH, OPENAPI_PATH, PUBLIC_PATHS, SECURITY_SCHEMES } from "../../src/routes/docs.ts";
@@ -165,7 +167,7 @@ describe("GET /openapi.json", () => {
     const responses = operation(doc, path).responses;
     const named: ErrorCode[] = [];
     for (const [status, response] of Object.entries(responses)) {
-      if (status.startsWith("2")) continue;
+      if (Number(status) < 400) continue;
       expect(response.content?.["application/json"]?.schema.$ref, `${path} ${status}`).toBe(
         "#/components/schemas/Error",
       );
@@ -371,5 +373,30 @@ describe("GET /docs", () => {
     const { res, csp } = await fetchDocs();
     expect(csp).toContain("frame-ancestors 'none'");
     expect(res.headers.get("x-content-type-options")).toBe("nosniff");
+  });
+});
+
+describe("README", () => {
+  it("lists every error code with the status and retryability of the error table", () => {
+    const rows = new Map(
+      [...readme.matchAll(/^\| `([A-Z_]+)` \| (\d{3}) \| (yes|no) \|/gm)].map((m) => [
+        m[1],
+        { status: Number(m[2]), retryable: m[3] === "yes" },
+      ]),
+    );
+    expect([...rows.keys()]).toEqual(ERROR_CODES);
+    for (const code of ERROR_CODES) {
+      expect(rows.get(code), code).toEqual({
+        status: ERRORS[code].status,
+        retryable: ERRORS[code].retryable,
+      });
+    }
+  });
+
+  it("documents every setting that src/config.ts parses", () => {
+    const settings = [...configSource.matchAll(/^ {2}([A-Z][A-Z0-9_]+): /gm)].map((m) => m[1]);
+    const documented = [...readme.matchAll(/^\| `([A-Z][A-Z0-9_]+)` \| (secret|var) \|/gm)].map((m) => m[1]);
+    expect(settings.length).toBeGreaterThan(10);
+    expect(documented).toEqual(settings);
   });
 });
