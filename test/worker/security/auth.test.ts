@@ -4,7 +4,8 @@ import { useFakeExtend } from "../support/fake-upstream.ts";
 import { foreignKey, TEST_CLIENT_TOKEN, TestIssuer } from "../support/jwt-issuer.ts";
 import { callProxy, json } from "../support/proxy.ts";
 
-const DATA_PATH = "/workflow_runs?maxPageSize=2";
+/** A query of its own for every call: the page cache must not answer in Extend's place. */
+const dataPath = () => `/workflow_runs?maxPageSize=2&workflowId=wf_${crypto.randomUUID().slice(0, 8)}`;
 const TOKENS_ONLY: Partial<Env> = {
   CLIENT_TOKENS: `other_token_abcdefgh, ${TEST_CLIENT_TOKEN}`,
   ALLOW_ANONYMOUS: "false",
@@ -31,7 +32,7 @@ async function expectUnauthorized(response: Response, messagePart?: RegExp) {
 describe("default deny", () => {
   it("refuses every data request with a 401 that says how to configure access", async () => {
     const fake = useFakeExtend();
-    const response = await callProxy(DATA_PATH, {
+    const response = await callProxy(dataPath(), {
       env: { ALLOW_ANONYMOUS: "false" },
       headers: { authorization: "Bearer anything-at-all", "cf-connecting-ip": freshIp() },
     });
@@ -62,7 +63,7 @@ describe("default deny", () => {
 describe("static client tokens", () => {
   it("serves a caller with a configured token, and never forwards it", async () => {
     const fake = useFakeExtend();
-    const response = await callProxy(DATA_PATH, {
+    const response = await callProxy(dataPath(), {
       env: TOKENS_ONLY,
       headers: { authorization: `Bearer ${TEST_CLIENT_TOKEN}`, cookie: "session=abc" },
     });
@@ -76,7 +77,7 @@ describe("static client tokens", () => {
 
   it("accepts the scheme in any case", async () => {
     useFakeExtend();
-    const response = await callProxy(DATA_PATH, {
+    const response = await callProxy(dataPath(), {
       env: TOKENS_ONLY,
       headers: { authorization: `bearer ${TEST_CLIENT_TOKEN}` },
     });
@@ -95,7 +96,7 @@ describe("static client tokens", () => {
     const fake = useFakeExtend();
     const headers: Record<string, string> = { "cf-connecting-ip": freshIp() };
     if (authorization !== undefined) headers.authorization = authorization;
-    const response = await callProxy(DATA_PATH, { env: TOKENS_ONLY, headers });
+    const response = await callProxy(dataPath(), { env: TOKENS_ONLY, headers });
     await expectUnauthorized(response, message);
     const challenge = response.headers.get("www-authenticate") ?? "";
     expect(challenge.includes("error=")).toBe(hasError);
@@ -105,7 +106,7 @@ describe("static client tokens", () => {
   it("does not accept a JWT when only tokens are configured", async () => {
     const fake = useFakeExtend();
     const issuer = await TestIssuer.start();
-    const response = await callProxy(DATA_PATH, {
+    const response = await callProxy(dataPath(), {
       env: TOKENS_ONLY,
       headers: { authorization: `Bearer ${await issuer.sign()}`, "cf-connecting-ip": freshIp() },
     });
@@ -118,13 +119,13 @@ describe("static client tokens", () => {
 describe("anonymous callers", () => {
   it("serves callers without credentials when ALLOW_ANONYMOUS=true and nothing else is configured", async () => {
     useFakeExtend();
-    const response = await callProxy(DATA_PATH, { env: { ALLOW_ANONYMOUS: "true" } });
+    const response = await callProxy(dataPath(), { env: { ALLOW_ANONYMOUS: "true" } });
     expect(response.status).toBe(200);
   });
 
   it("ignores credentials when anonymous access is the only mode (an SDK always sends one)", async () => {
     useFakeExtend();
-    const response = await callProxy(DATA_PATH, {
+    const response = await callProxy(dataPath(), {
       env: { ALLOW_ANONYMOUS: "true" },
       headers: { authorization: "Bearer whatever-the-sdk-holds" },
     });
@@ -134,8 +135,8 @@ describe("anonymous callers", () => {
   it("with tokens configured too, serves no credentials but refuses wrong ones", async () => {
     useFakeExtend();
     const env = { ...TOKENS_ONLY, ALLOW_ANONYMOUS: "true" };
-    expect((await callProxy(DATA_PATH, { env })).status).toBe(200);
-    const wrong = await callProxy(DATA_PATH, {
+    expect((await callProxy(dataPath(), { env })).status).toBe(200);
+    const wrong = await callProxy(dataPath(), {
       env,
       headers: { authorization: "Bearer wrong_token_1234567890", "cf-connecting-ip": freshIp() },
     });
@@ -145,7 +146,7 @@ describe("anonymous callers", () => {
 
 describe("JWT", () => {
   async function callWithJwt(issuer: TestIssuer, token: string, extra: Partial<Env> = {}) {
-    return callProxy(DATA_PATH, {
+    return callProxy(dataPath(), {
       env: { ...issuer.env, ...extra },
       headers: { authorization: `Bearer ${token}`, "cf-connecting-ip": freshIp() },
     });
@@ -210,7 +211,7 @@ describe("JWT", () => {
   it("verifies a Cf-Access-Jwt-Assertion header (Cloudflare Access)", async () => {
     const fake = useFakeExtend();
     const issuer = await TestIssuer.start();
-    const response = await callProxy(DATA_PATH, {
+    const response = await callProxy(dataPath(), {
       env: issuer.env,
       headers: { "cf-access-jwt-assertion": await issuer.sign({ sub: "", common_name: "svc.access" }) },
     });
@@ -221,7 +222,7 @@ describe("JWT", () => {
   it("refuses an invalid Cf-Access-Jwt-Assertion", async () => {
     useFakeExtend();
     const issuer = await TestIssuer.start();
-    const response = await callProxy(DATA_PATH, {
+    const response = await callProxy(dataPath(), {
       env: issuer.env,
       headers: {
         "cf-access-jwt-assertion": await issuer.sign({ aud: "other-app" }),
@@ -235,13 +236,13 @@ describe("JWT", () => {
     useFakeExtend();
     const issuer = await TestIssuer.start();
     const env = { ...issuer.env, CLIENT_TOKENS: TEST_CLIENT_TOKEN };
-    const byToken = await callProxy(DATA_PATH, {
+    const byToken = await callProxy(dataPath(), {
       env,
       headers: { authorization: `Bearer ${TEST_CLIENT_TOKEN}` },
     });
     expect(byToken.status).toBe(200);
     expect(issuer.fetches).toBe(0);
-    const byJwt = await callProxy(DATA_PATH, {
+    const byJwt = await callProxy(dataPath(), {
       env,
       headers: { authorization: `Bearer ${await issuer.sign()}` },
     });

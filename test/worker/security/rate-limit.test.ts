@@ -8,9 +8,11 @@ const GENERAL_LIMIT = 120;
 const STATS_LIMIT = 10;
 
 /** A caller no other test uses: the limiter's counters outlive a test. */
-function freshCaller(): { env: Partial<Env>; headers: Record<string, string> } {
-  const token = `rl_${crypto.randomUUID()}`;
+function freshCaller(): { id: string; env: Partial<Env>; headers: Record<string, string> } {
+  const id = crypto.randomUUID();
+  const token = `rl_${id}`;
   return {
+    id,
     env: { CLIENT_TOKENS: token, ALLOW_ANONYMOUS: "false" },
     headers: { authorization: `Bearer ${token}` },
   };

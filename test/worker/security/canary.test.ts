@@ -1,0 +1,158 @@
+import { describe, expect, it } from "vitest";
+import type { Fault } from "../../../fake/extend.ts";
+import { captureConsole } from "../support/console.ts";
+import { TEST_UPSTREAM_KEY } from "../support/constants.ts";
+import { useFakeExtend } from "../support/fake-upstream.ts";
+import { TEST_CLIENT_TOKEN, TestIssuer } from "../support/jwt-issuer.ts";
+import { type CallOptions, callProxy } from "../support/proxy.ts";
+
+// Every route and every fault of the fake Extend, with a recognisable upstream key and client
+// token: neither may show up in any response (status line, header or body) or console line.
+
+const ENV: Partial<Env> = {
+  CLIENT_TOKENS: TEST_CLIENT_TOKEN,
+  ALLOW_ANONYMOUS: "false",
+  ALLOWED_ORIGINS: "https://app.example.com",
+  // Hangs and retries end quickly.
+  UPSTREAM_TIMEOUT_MS: "200",
+  UPSTREAM_DEADLINE_MS: "700",
+};
+const AUTH = { authorization: `Bearer ${TEST_CLIENT_TOKEN}`, origin: "https://app.example.com" };
+
+async function render(response: Response): Promise<string> {
+  const headers = [...response.headers].map(([name, value]) => `${name}: ${value}`).join("\n");
+  return `${response.status} ${response.statusText}\n${headers}\n\n${await response.text()}`;
+}
+
+async function exchange(path: string, options: CallOptions): Promise<{ response: string; console: string }> {
+  const { result, lines } = await captureConsole(async () => render(await callProxy(path, options)));
+  return { response: result, console: lines.join("\n") };
+}
+
+function expectNoSecret(seen: { response: string; console: string }, secrets: string[]) {
+  for (const secret of secrets) {
+    expect(seen.response, "response").not.toContain(secret);
+    expect(seen.console, "console").not.toContain(secret);
+  }
+}
+
+/** A query no other request uses, so the page cache cannot answer instead of the faulty upstream. */
+const unique = () => `workflowId=wf_${crypto.randomUUID().slice(0, 8)}`;
+
+const FAULTS: [string, Fault][] = [
+  [
+    "a 500 echoing the key",
+    {
+      type: "status",
+      status: 500,
+      body: `{"message":"bad key ${TEST_UPSTREAM_KEY}"}`,
+      headers: { "x-echo": TEST_UPSTREAM_KEY },
+    },
+  ],
+  [
+    "a 401 echoing the key",
+    { type: "status", status: 401, body: `{"message":"invalid key ${TEST_UPSTREAM_KEY}"}` },
+  ],
+  ["a 403", { type: "status", status: 403 }],
+  ["a 402", { type: "status", status: 402 }],
+  ["a 400 echoing the key", { type: "status", status: 400, body: `{"message":"${TEST_UPSTREAM_KEY}"}` }],
+  ["a 404", { type: "status", status: 404 }],
+  ["a 422", { type: "status", status: 422 }],
+  ["a 503", { type: "status", status: 503 }],
+  ["a 418", { type: "status", status: 418 }],
+  ["a long rate limit", { type: "rate-limit", retryAfter: "30" }],
+  ["a rate limit without Retry-After", { type: "rate-limit", retryAfter: null }],
+  ["a hang", { type: "hang" }],
+  ["a connection reset", { type: "reset" }],
+  ["a truncated body", { type: "truncated" }],
+  ["a non-JSON body", { type: "non-json" }],
+  ["a body of the wrong shape", { type: "bad-shape" }],
+  [
+    "a redirect carrying the key",
+    { type: "redirect", location: `https://evil.example/steal?key=${TEST_UPSTREAM_KEY}` },
+  ],
+  ["a delay", { type: "delay", ms: 20 }],
+];
+
+describe("canary: the upstream key and the client token never leak", () => {
+  it.each(FAULTS)("under %s, on /workflow_runs and /stats", async (_name, fault) => {
+    for (const path of [`/workflow_runs?maxPageSize=3&${unique()}`, `/stats?${unique()}`]) {
+      const fake = useFakeExtend();
+      fake.inject(fault, 20);
+      const seen = await exchange(path, { env: ENV, headers: AUTH });
+      expectNoSecret(seen, [TEST_UPSTREAM_KEY, TEST_CLIENT_TOKEN]);
+    }
+  });
+
+  it.each<[string, string, CallOptions]>([
+    ["a page", "/workflow_runs?maxPageSize=3", { headers: AUTH }],
+    ["a HEAD", "/workflow_runs?maxPageSize=3", { method: "HEAD", headers: AUTH }],
+    ["stats", "/stats", { headers: AUTH }],
+    ["the health check", "/healthz", { headers: AUTH }],
+    ["the OpenAPI document", "/openapi.json", { headers: AUTH }],
+    ["the docs page", "/docs", { headers: AUTH }],
+    ["an unknown route", "/nope", { headers: AUTH }],
+    ["a wrong method", "/workflow_runs", { method: "DELETE", headers: AUTH }],
+    [
+      "a preflight",
+      "/workflow_runs",
+      { method: "OPTIONS", headers: { ...AUTH, "access-control-request-method": "GET" } },
+    ],
+    ["an invalid query", "/workflow_runs?maxPageSize=5000&status=NOPE", { headers: AUTH }],
+    ["a repeated parameter", "/workflow_runs?maxPageSize=1&maxPageSize=2", { headers: AUTH }],
+    ["a wrong token", "/workflow_runs", { headers: { authorization: `Bearer ${TEST_CLIENT_TOKEN}x` } }],
+    [
+      "a Basic header with the token",
+      "/workflow_runs",
+      { headers: { authorization: `Basic ${TEST_CLIENT_TOKEN}` } },
+    ],
+    ["default deny", "/workflow_runs", { env: { ...ENV, CLIENT_TOKENS: "" }, headers: AUTH }],
+    [
+      "a broken configuration",
+      "/workflow_runs",
+      { env: { ...ENV, UPSTREAM_TIMEOUT_MS: "nope" }, headers: AUTH },
+    ],
+  ])("on %s", async (_name, path, options) => {
+    const fake = useFakeExtend();
+    const seen = await exchange(path, { env: ENV, ...options });
+    expectNoSecret(seen, [TEST_UPSTREAM_KEY, TEST_CLIENT_TOKEN]);
+    for (const request of fake.requests) {
+      expect(JSON.stringify(request.headers)).not.toContain(TEST_CLIENT_TOKEN);
+    }
+  });
+
+  it("keeps a secret that a caller puts in the URL out of the logs", async () => {
+    useFakeExtend();
+    for (const path of [
+      `/workflow_runs?nextPageToken=${TEST_UPSTREAM_KEY}`,
+      `/workflow_runs?fileNameContains=${TEST_CLIENT_TOKEN}`,
+      `/${TEST_UPSTREAM_KEY}`,
+    ]) {
+      const { console } = await exchange(path, { env: ENV, headers: AUTH });
+      expect(console).not.toContain(TEST_UPSTREAM_KEY);
+      expect(console).not.toContain(TEST_CLIENT_TOKEN);
+    }
+  });
+
+  it("keeps JWTs out of responses, logs and upstream requests", async () => {
+    const fake = useFakeExtend();
+    const issuer = await TestIssuer.start();
+    const good = await issuer.sign();
+    const expired = await issuer.sign({ exp: Math.floor(Date.now() / 1000) - 60 });
+    const headerSets: Record<string, string>[] = [
+      { authorization: `Bearer ${good}` },
+      { "cf-access-jwt-assertion": good },
+      { authorization: `Bearer ${expired}` },
+    ];
+    for (const headers of headerSets) {
+      const seen = await exchange("/workflow_runs?maxPageSize=1", {
+        env: { ...ENV, ...issuer.env },
+        headers,
+      });
+      const [, payload = "", signature = ""] = good.split(".");
+      expectNoSecret(seen, [payload, signature, expired.split(".")[2] ?? "", TEST_UPSTREAM_KEY]);
+    }
+    for (const request of fake.requests)
+      expect(JSON.stringify(request.headers)).not.toContain(good.split(".")[1]);
+  });
+});
