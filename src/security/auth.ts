@@ -130,6 +130,10 @@ export function authenticate() {
     await countFailedAuthentication(c);
     const failures = attempts.filter((a): a is Extract<Attempt, { ok: false }> => !a.ok);
     const unavailable = failures.some((f) => f.unavailable);
+    if (unavailable) {
+      const telemetry = c.var.telemetry;
+      telemetry.warnings = [...(telemetry.warnings ?? []), "JWT key set unavailable"];
+    }
     const reasons = failures.map((f) => f.reason).join("; ");
     return unauthorized(c, `The credentials were rejected: ${reasons}.`, {
       error: {

@@ -60,6 +60,26 @@ describe("default deny", () => {
   });
 });
 
+describe("path variants", () => {
+  it.each([
+    "/workflow_runs",
+    "/workflow_runs/",
+    "/workflow%5Fruns",
+    "/workflow_runs%2F",
+    "//workflow_runs",
+    "/./workflow_runs",
+    "/stats/../workflow_runs",
+    "/stats",
+    "/stats/",
+    "/WORKFLOW_RUNS",
+  ])("never serve data without credentials: %s", async (path) => {
+    const fake = useFakeExtend();
+    const response = await callProxy(path, { env: TOKENS_ONLY, headers: { "cf-connecting-ip": freshIp() } });
+    expect([401, 404]).toContain(response.status);
+    expect(fake.listCalls).toHaveLength(0);
+  });
+});
+
 describe("static client tokens", () => {
   it("serves a caller with a configured token, and never forwards it", async () => {
     const fake = useFakeExtend();
@@ -283,7 +303,11 @@ describe("JWT", () => {
     expect(issuer.fetches).toBe(2);
   });
 
-  it.each([500, 404])("answers a clear 401 when the key set fails with %i, and backs off", async (status) => {
+  it.each([
+    ["HTTP 500", 500],
+    ["HTTP 404", 404],
+    ["a network error", 0],
+  ])("answers a clear 401 when the key set fails with %s, and backs off", async (_name, status) => {
     const fake = useFakeExtend();
     const issuer = await TestIssuer.start();
     issuer.failStatus = status;

@@ -61,7 +61,7 @@ export class TestIssuer {
   readonly audience = "extend-runs-proxy-tests";
   /** How often the proxy fetched the key set. */
   fetches = 0;
-  /** Answer the next key set fetches with this status instead of the keys. */
+  /** Answer key set fetches with this status instead of the keys (0: a network error). */
   failStatus: number | undefined;
   private keys = new Map<string, KeyPair>();
 
@@ -77,6 +77,7 @@ export class TestIssuer {
     network.use(
       http.get(issuer.jwksUrl, () => {
         issuer.fetches += 1;
+        if (issuer.failStatus === 0) return HttpResponse.error();
         if (issuer.failStatus !== undefined)
           return new HttpResponse("unavailable", { status: issuer.failStatus });
         return HttpResponse.json({
