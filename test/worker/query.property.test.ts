@@ -20,6 +20,8 @@ const SDK_ORDER = [
 ] as const;
 type Param = (typeof SDK_ORDER)[number];
 type Query = Partial<Record<Param, string>>;
+/** Generous: a property makes a hundred or more calls, and the suite shares two cores with others. */
+const PROPERTY_TIMEOUT_MS = 120_000;
 const DEFAULTS: Query = { sortBy: "updatedAt", sortDir: "desc", maxPageSize: "10" };
 
 // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what it detects
@@ -136,31 +138,35 @@ function recordingUpstream(): Received[] {
 }
 
 describe("query parsing properties", () => {
-  it("any accepted query reaches Extend once, canonically, with the cursor byte-exact", async () => {
-    const received = recordingUpstream();
-    await fc.assert(
-      fc.asyncProperty(
-        validQueryArb.chain((query) => fc.tuple(fc.constant(query), writtenQueryArb(query))),
-        async ([query, written]) => {
-          received.length = 0;
-          const res = await callAsFreshCaller(`/workflow_runs?${written}`, { env: isolatedEnv() });
-          expect(res.status, await res.clone().text()).toBe(200);
-          expect(received).toHaveLength(1);
-          const [upstream] = received;
-          if (!upstream) return;
-          const expected = canonical(query);
-          expect(upstream.url.pathname).toBe("/workflow_runs");
-          expect([...upstream.url.searchParams]).toEqual(expected);
-          expect(upstream.url.search).toBe(`?${new URLSearchParams(expected).toString()}`);
-          expect(upstream.url.searchParams.getAll("nextPageToken")).toEqual(
-            query.nextPageToken === undefined ? [] : [query.nextPageToken],
-          );
-          expect(await res.json()).toEqual({ object: "list", data: [] });
-        },
-      ),
-      { numRuns: 150 },
-    );
-  });
+  it(
+    "any accepted query reaches Extend once, canonically, with the cursor byte-exact",
+    async () => {
+      const received = recordingUpstream();
+      await fc.assert(
+        fc.asyncProperty(
+          validQueryArb.chain((query) => fc.tuple(fc.constant(query), writtenQueryArb(query))),
+          async ([query, written]) => {
+            received.length = 0;
+            const res = await callAsFreshCaller(`/workflow_runs?${written}`, { env: isolatedEnv() });
+            expect(res.status, await res.clone().text()).toBe(200);
+            expect(received).toHaveLength(1);
+            const [upstream] = received;
+            if (!upstream) return;
+            const expected = canonical(query);
+            expect(upstream.url.pathname).toBe("/workflow_runs");
+            expect([...upstream.url.searchParams]).toEqual(expected);
+            expect(upstream.url.search).toBe(`?${new URLSearchParams(expected).toString()}`);
+            expect(upstream.url.searchParams.getAll("nextPageToken")).toEqual(
+              query.nextPageToken === undefined ? [] : [query.nextPageToken],
+            );
+            expect(await res.json()).toEqual({ object: "list", data: [] });
+          },
+        ),
+        { numRuns: 150 },
+      );
+    },
+    PROPERTY_TIMEOUT_MS,
+  );
 
   const unknownNameArb = fc
     .string({ unit: fc.oneof(asciiUnit, fc.constantFrom(" ", "é")), minLength: 1, maxLength: 20 })
@@ -225,37 +231,41 @@ describe("query parsing properties", () => {
     ),
   );
 
-  it("any query with an unknown, repeated or invalid parameter is a 400 naming it, with no upstream call", async () => {
-    const received = recordingUpstream();
-    await fc.assert(
-      fc.asyncProperty(validQueryArb, mutationArb, fc.boolean(), async (query, mutation, first) => {
-        received.length = 0;
-        const entries = Object.entries(query) as Entries;
-        if (mutation.kind === "invalid") {
-          const index = entries.findIndex(([name]) => name === mutation.name);
-          if (index >= 0) entries.splice(index, 1);
-          entries.splice(first ? 0 : entries.length, 0, [mutation.name, mutation.value]);
-        } else if (mutation.kind === "repeated") {
-          const existing = query[mutation.name];
-          if (existing === undefined) entries.push([mutation.name, mutation.value]);
-          entries.splice(first ? 0 : entries.length, 0, [mutation.name, existing ?? mutation.value]);
-        } else {
-          entries.splice(first ? 0 : entries.length, 0, [mutation.name, mutation.value]);
-        }
-        const res = await callAsFreshCaller(`/workflow_runs?${new URLSearchParams(entries)}`, {
-          env: isolatedEnv(),
-        });
-        const text = await res.text();
-        expect(res.status, text).toBe(400);
-        const body = JSON.parse(text) as ErrorEnvelope;
-        expect(body.code).toBe("INVALID_REQUEST");
-        expect(body.details?.map((d) => d.field)).toContain(mutation.name);
-        expect(res.headers.get("x-request-id")).toBe(body.requestId);
-        expect(received).toHaveLength(0);
-      }),
-      { numRuns: 200 },
-    );
-  });
+  it(
+    "any query with an unknown, repeated or invalid parameter is a 400 naming it, with no upstream call",
+    async () => {
+      const received = recordingUpstream();
+      await fc.assert(
+        fc.asyncProperty(validQueryArb, mutationArb, fc.boolean(), async (query, mutation, first) => {
+          received.length = 0;
+          const entries = Object.entries(query) as Entries;
+          if (mutation.kind === "invalid") {
+            const index = entries.findIndex(([name]) => name === mutation.name);
+            if (index >= 0) entries.splice(index, 1);
+            entries.splice(first ? 0 : entries.length, 0, [mutation.name, mutation.value]);
+          } else if (mutation.kind === "repeated") {
+            const existing = query[mutation.name];
+            if (existing === undefined) entries.push([mutation.name, mutation.value]);
+            entries.splice(first ? 0 : entries.length, 0, [mutation.name, existing ?? mutation.value]);
+          } else {
+            entries.splice(first ? 0 : entries.length, 0, [mutation.name, mutation.value]);
+          }
+          const res = await callAsFreshCaller(`/workflow_runs?${new URLSearchParams(entries)}`, {
+            env: isolatedEnv(),
+          });
+          const text = await res.text();
+          expect(res.status, text).toBe(400);
+          const body = JSON.parse(text) as ErrorEnvelope;
+          expect(body.code).toBe("INVALID_REQUEST");
+          expect(body.details?.map((d) => d.field)).toContain(mutation.name);
+          expect(res.headers.get("x-request-id")).toBe(body.requestId);
+          expect(received).toHaveLength(0);
+        }),
+        { numRuns: 200 },
+      );
+    },
+    PROPERTY_TIMEOUT_MS,
+  );
 
   const clientHeaderNameArb = fc.oneof(
     fc.constantFrom(
@@ -297,40 +307,44 @@ describe("query parsing properties", () => {
     fc.stringMatching(/^[\x21-\x7e][\x20-\x7e]{0,40}[\x21-\x7e]$/),
   );
 
-  it("no client header changes what Extend receives", async () => {
-    const received = recordingUpstream();
-    await fc.assert(
-      fc.asyncProperty(
-        fc.dictionary(clientHeaderNameArb, headerValueArb, { maxKeys: 8 }),
-        fc.boolean(),
-        async (headers, withWorkspace) => {
-          received.length = 0;
-          const workspace = isolatedEnv();
-          const env = withWorkspace ? workspace : { EXTEND_API_VERSION: "2026-02-09" };
-          const res = await callAsFreshCaller(
-            `/workflow_runs?maxPageSize=7&fileNameContains=${encodeURIComponent(crypto.randomUUID())}`,
-            { env, headers },
-          );
-          expect(res.status, await res.clone().text()).toBe(200);
-          expect(received).toHaveLength(1);
-          const [upstream] = received;
-          if (!upstream) return;
-          expect(upstream.headers).toEqual({
-            accept: "application/json",
-            authorization: `Bearer ${TEST_UPSTREAM_KEY}`,
-            "x-extend-api-version": "2026-02-09",
-            "user-agent": "extend-runs-proxy",
-            ...(withWorkspace ? { "x-extend-workspace-id": workspace.EXTEND_WORKSPACE_ID } : {}),
-          });
-          expect([...upstream.url.searchParams.keys()]).toEqual([
-            "fileNameContains",
-            "sortBy",
-            "sortDir",
-            "maxPageSize",
-          ]);
-        },
-      ),
-      { numRuns: 80 },
-    );
-  });
+  it(
+    "no client header changes what Extend receives",
+    async () => {
+      const received = recordingUpstream();
+      await fc.assert(
+        fc.asyncProperty(
+          fc.dictionary(clientHeaderNameArb, headerValueArb, { maxKeys: 8 }),
+          fc.boolean(),
+          async (headers, withWorkspace) => {
+            received.length = 0;
+            const workspace = isolatedEnv();
+            const env = withWorkspace ? workspace : { EXTEND_API_VERSION: "2026-02-09" };
+            const res = await callAsFreshCaller(
+              `/workflow_runs?maxPageSize=7&fileNameContains=${encodeURIComponent(crypto.randomUUID())}`,
+              { env, headers },
+            );
+            expect(res.status, await res.clone().text()).toBe(200);
+            expect(received).toHaveLength(1);
+            const [upstream] = received;
+            if (!upstream) return;
+            expect(upstream.headers).toEqual({
+              accept: "application/json",
+              authorization: `Bearer ${TEST_UPSTREAM_KEY}`,
+              "x-extend-api-version": "2026-02-09",
+              "user-agent": "extend-runs-proxy",
+              ...(withWorkspace ? { "x-extend-workspace-id": workspace.EXTEND_WORKSPACE_ID } : {}),
+            });
+            expect([...upstream.url.searchParams.keys()]).toEqual([
+              "fileNameContains",
+              "sortBy",
+              "sortDir",
+              "maxPageSize",
+            ]);
+          },
+        ),
+        { numRuns: 80 },
+      );
+    },
+    PROPERTY_TIMEOUT_MS,
+  );
 });
