@@ -286,9 +286,12 @@ export class FakeExtend {
         const text = JSON.stringify(answer instanceof Response ? { object: "list", data: [] } : answer);
         const bytes = new TextEncoder().encode(text);
         const half = bytes.slice(0, Math.max(1, Math.floor(bytes.length / 2)));
+        // The error comes on the second read: erroring in start() would discard the queued half.
         const body = new ReadableStream<Uint8Array>({
           start(controller) {
             controller.enqueue(half);
+          },
+          pull(controller) {
             controller.error(new Error("connection lost mid-body"));
           },
         });

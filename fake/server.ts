@@ -66,6 +66,8 @@ function writeHead(res: ServerResponse, response: Response): void {
 /** Streams a web Response into a Node response; a body that errors cuts the connection. */
 async function send(res: ServerResponse, response: Response): Promise<void> {
   writeHead(res, response);
+  // Status and headers go out now, so a body that fails at once still reaches the client as cut off.
+  res.flushHeaders();
   if (response.body === null) {
     res.end();
     return;
@@ -79,7 +81,10 @@ async function send(res: ServerResponse, response: Response): Promise<void> {
     }
     res.end();
   } catch {
-    // Chunked encoding without the final chunk: the client sees a body that stops mid-way.
+    // Flush what was written, then close the socket without the final chunk: the client sees
+    // the status and headers, part of the body, and then a connection that ends mid-body.
+    const socket = res.socket;
+    if (socket && !socket.destroyed) await new Promise<void>((resolve) => socket.end(resolve));
     res.destroy();
   }
 }
