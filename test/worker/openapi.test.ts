@@ -415,7 +415,7 @@ describe("GET /docs", () => {
 describe("README", () => {
   it("lists every error code with the status and retryability of the error table", () => {
     const rows = new Map(
-      [...readme.matchAll(/^\| `([A-Z_]+)` \| (\d{3}) \| (yes|no) \|/gm)].map((m) => [
+      [...readme.matchAll(/^\| `([A-Z_]+)` +\| (\d{3}) +\| (yes|no) +\|/gm)].map((m) => [
         m[1],
         { status: Number(m[2]), retryable: m[3] === "yes" },
       ]),
@@ -431,7 +431,9 @@ describe("README", () => {
 
   it("documents every setting that src/config.ts parses", () => {
     const settings = [...configSource.matchAll(/^ {2}([A-Z][A-Z0-9_]+): /gm)].map((m) => m[1]);
-    const documented = [...readme.matchAll(/^\| `([A-Z][A-Z0-9_]+)` \| (secret|var) \|/gm)].map((m) => m[1]);
+    const documented = [...readme.matchAll(/^\| `([A-Z][A-Z0-9_]+)` +\| (secret|var) +\|/gm)].map(
+      (m) => m[1],
+    );
     expect(settings.length).toBeGreaterThan(10);
     expect(documented).toEqual(settings);
   });
