@@ -87,6 +87,12 @@ interface InFlight {
 // to requests, and one at a time).
 const inFlight = new Map<string, InFlight>();
 
+/** The isolate's running load of `key`, unless it has run so long that its leader must be gone. */
+function liveLoad(key: string, maxWaitMs: number): InFlight | undefined {
+  const running = inFlight.get(key);
+  return running && Date.now() - running.startedAt < maxWaitMs ? running : undefined;
+}
+
 type Lookup<T> =
   | { kind: "found"; value: T; meta: EntryMetadata }
   | { kind: "absent" }
@@ -216,15 +222,11 @@ export function createKvCache(deps: KvCacheDeps): KvCache {
   /** Starts (or joins) the isolate's one load of `key`; the stored entry is replaced only on success. */
   function loadShared<T>(key: string, options: CacheReadOptions<T>, store: boolean): Promise<Loaded<T>> {
     const maxWait = options.maxCoalesceWaitMs ?? DEFAULT_MAX_COALESCE_WAIT_MS;
-    const running = inFlight.get(key);
-    if (running && Date.now() - running.startedAt < maxWait) {
+    const running = liveLoad(key, maxWait);
+    if (running) {
       return withWaitBound(running.promise as Promise<Loaded<T>>, maxWait, () => loadAlone(options));
     }
-    const promise = (async () => {
-      const value = await options.load();
-      const text = options.serialize(value);
-      return { value, text, tag: await entryTag(text), at: Date.now() };
-    })();
+    const promise = loadAlone(options);
     const entry: InFlight = { promise, startedAt: Date.now() };
     inFlight.set(key, entry);
     // Others may be waiting on this load: it must outlive its leader when the leader's client
@@ -284,7 +286,7 @@ export function createKvCache(deps: KvCacheDeps): KvCache {
           return { value: found.value, cache: "HIT", ageSeconds, entryTag: found.meta.tag };
         }
         if (ageMs < (options.ttlSeconds + options.staleSeconds) * 1000) {
-          if (!inFlight.has(key)) {
+          if (!liveLoad(key, options.maxCoalesceWaitMs ?? DEFAULT_MAX_COALESCE_WAIT_MS)) {
             const refresh = loadShared(key, options, true).catch((error: unknown) => {
               log({ level: "warn", msg: "cache refresh failed", key, error: errorName(error) });
             });
