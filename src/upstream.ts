@@ -200,9 +200,10 @@ function tooLarge(): ApiError {
   return new ApiError("UPSTREAM_INVALID_RESPONSE", "Extend's response was too large.");
 }
 
-function decodeChunk(decoder: TextDecoder, bytes: Uint8Array): string {
+function decodeChunk(decoder: TextDecoder, bytes?: Uint8Array): string {
   try {
-    return decoder.decode(bytes, { stream: true });
+    // The final call (no bytes) flushes, so a multi-byte sequence cut at the end is an error too.
+    return bytes ? decoder.decode(bytes, { stream: true }) : decoder.decode();
   } catch {
     throw new ApiError("UPSTREAM_INVALID_RESPONSE", "Extend answered with a body that is not UTF-8.");
   }
@@ -237,7 +238,7 @@ async function readBody(response: Response, signal: AbortSignal): Promise<string
     let bytes = 0;
     for (;;) {
       const chunk = await Promise.race([reader.read(), aborted]);
-      if (chunk.done) return text + decodeChunk(decoder, new Uint8Array());
+      if (chunk.done) return text + decodeChunk(decoder);
       bytes += chunk.value.byteLength;
       if (bytes > MAX_UPSTREAM_BODY_BYTES) {
         await reader.cancel().catch(() => undefined);

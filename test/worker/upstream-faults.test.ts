@@ -466,6 +466,15 @@ describe("bodies the proxy refuses to pass on", () => {
     expect(upstream.calls).toBe(1);
   });
 
+  it("refuses a body that ends inside a UTF-8 sequence", async () => {
+    // Valid JSON up to the last bytes, so only a decoder that flushes at the end can notice.
+    const head = new TextEncoder().encode('{"object":"list","data":[]}');
+    const upstream = serve(() => new Uint8Array([...head, 0xe8, 0xab]));
+    const res = await call();
+    expectErrorEnvelope(res, { status: 502, code: "UPSTREAM_INVALID_RESPONSE" });
+    expect(upstream.calls).toBe(1);
+  });
+
   it("passes a list body through byte for byte, whitespace and key order included", async () => {
     const text = '{ "nextPageToken" : "a+b/c=:d",\n  "data": [], "object": "list", "extra": {"é": 1.50} }';
     serve(() => text);
