@@ -1,0 +1,173 @@
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { generateRuns } from "../../fake/extend.ts";
+import { getStats, referenceStats, scanToEnd, statsPath, summary, useStatsFake } from "./stats-helpers.ts";
+import { TEST_UPSTREAM_KEY } from "./support/constants.ts";
+import { callProxy, json } from "./support/proxy.ts";
+
+const RUNS = generateRuns({ size: 3000, seed: 17 });
+
+interface ErrorBody {
+  code: string;
+  retryable: boolean;
+  details?: { field: string; message: string }[];
+}
+
+async function partialToken(params: Record<string, string>, env: Partial<Env>): Promise<string> {
+  const { body } = await getStats(params, env);
+  expect(body.complete).toBe(false);
+  if (body.resumeToken === null) throw new Error("expected a resume token");
+  return body.resumeToken;
+}
+
+function flip(token: string, index: number): string {
+  const ch = token[index] === "A" ? "B" : "A";
+  return token.slice(0, index) + ch + token.slice(index + 1);
+}
+
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+describe("GET /stats: resume tokens", () => {
+  it("continues to completion with cumulative totals equal to a one-shot scan", async () => {
+    const { fake, env } = useStatsFake({ runs: RUNS, pageLimit: 40 });
+    const answers = await scanToEnd(
+      { workflowId: "workflow_BMdfq_yWM3sT-ZzvCnA3f" },
+      { ...env, STATS_MAX_PAGES: "4" },
+    );
+    expect(answers.length).toBeGreaterThan(3);
+    for (const [i, answer] of answers.entries()) {
+      const last = i === answers.length - 1;
+      expect(answer.complete).toBe(last);
+      expect(answer.resumeToken === null).toBe(last);
+      const previous = answers[i - 1];
+      if (previous) {
+        expect(answer.total).toBeGreaterThanOrEqual(previous.total);
+        expect(answer.pagesFetched - previous.pagesFetched).toBeGreaterThan(0);
+        expect(answer.pagesFetched - previous.pagesFetched).toBeLessThanOrEqual(4);
+      }
+    }
+    const final = answers[answers.length - 1];
+    const reference = referenceStats(fake.runs, { workflowId: "workflow_BMdfq_yWM3sT-ZzvCnA3f" });
+    expect(final && summary(final)).toEqual(reference);
+
+    const oneShot = useStatsFake({ runs: RUNS, pageLimit: 40 });
+    const { body } = await getStats(
+      { workflowId: "workflow_BMdfq_yWM3sT-ZzvCnA3f" },
+      { ...oneShot.env, STATS_MAX_PAGES: "1000" },
+    );
+    expect(body.complete).toBe(true);
+    expect(summary(body)).toEqual(reference);
+  });
+
+  it("marks partial answers uncacheable and resumed ones as cache bypasses", async () => {
+    const { env } = useStatsFake({ runs: RUNS, pageLimit: 40 });
+    const first = await callProxy(statsPath({}), { env: { ...env, STATS_MAX_PAGES: "3" } });
+    const body = await json<{ resumeToken: string }>(first);
+    expect(first.headers.get("x-cache")).toBe("MISS");
+    expect(first.headers.get("cache-control")).toBe("no-store");
+    const second = await callProxy(statsPath({ resumeToken: body.resumeToken }), {
+      env: { ...env, STATS_MAX_PAGES: "3" },
+    });
+    expect(second.status).toBe(200);
+    expect(second.headers.get("x-cache")).toBe("BYPASS");
+  });
+
+  it("is opaque: neither Extend's cursors nor the filters can be read from it", async () => {
+    const { fake, env } = useStatsFake({ runs: RUNS, pageLimit: 40 });
+    const token = await partialToken({ status: "PROCESSED" }, { ...env, STATS_MAX_PAGES: "2" });
+    const cursor = fake.listCalls.map((c) => c.url.searchParams.get("nextPageToken")).find(Boolean);
+    const decoded = atob(token.replaceAll("-", "+").replaceAll("_", "/"));
+    for (const secret of ["PROCESSED", "cursor", "createdAt", TEST_UPSTREAM_KEY, cursor ?? "none"]) {
+      expect(token).not.toContain(secret);
+      expect(decoded).not.toContain(secret);
+    }
+  });
+
+  it("stays small whatever the dataset size (the state is a cursor and a tally per walk)", async () => {
+    const small = useStatsFake({ dataset: { size: 2500, seed: 1 }, pageLimit: 50 });
+    const a = await partialToken({}, { ...small.env, STATS_MAX_PAGES: "20" });
+    const large = useStatsFake({ dataset: { size: 20000, seed: 1 }, pageLimit: 50 });
+    const b = await partialToken({}, { ...large.env, STATS_MAX_PAGES: "20" });
+    // Sixteen walks' cursors and tallies, far inside the URL limit, and not growing with the data.
+    expect(a.length).toBeLessThan(8000);
+    expect(b.length).toBeLessThan(a.length * 1.2);
+  });
+
+  it.each([
+    ["a flipped character at the start", (t: string) => flip(t, 3)],
+    ["a flipped character in the middle", (t: string) => flip(t, Math.floor(t.length / 2))],
+    ["a flipped character at the end", (t: string) => flip(t, t.length - 2)],
+    ["a truncated token", (t: string) => t.slice(0, -10)],
+    ["an appended block", (t: string) => `${t}AAAAAAAAAAAAAAAA`],
+    ["a forged token", () => "AQ".padEnd(200, "x")],
+    ["a tiny token", () => "abc"],
+  ])("refuses %s with a 400 naming resumeToken and no upstream call", async (_, alter) => {
+    const { fake, env } = useStatsFake({ runs: RUNS, pageLimit: 40 });
+    const limited = { ...env, STATS_MAX_PAGES: "2" };
+    const token = await partialToken({}, limited);
+    const before = fake.listCalls.length;
+    const response = await callProxy(statsPath({ resumeToken: alter(token) }), { env: limited });
+    const body = await json<ErrorBody>(response);
+    expect(response.status).toBe(400);
+    expect(body.code).toBe("INVALID_REQUEST");
+    expect(body.details?.map((d) => d.field)).toEqual(["resumeToken"]);
+    expect(fake.listCalls.length).toBe(before);
+  });
+
+  it.each([
+    ["another status", { status: "FAILED" }],
+    ["no filters at all", {}],
+    ["an added filter", { status: "PROCESSED", fileNameContains: "pdf" }],
+    ["a since bound", { status: "PROCESSED", since: "2026-01-01T00:00:00Z" }],
+  ])("refuses a token used with %s", async (_, otherFilters: Record<string, string>) => {
+    const { fake, env } = useStatsFake({ runs: RUNS, pageLimit: 40 });
+    const limited = { ...env, STATS_MAX_PAGES: "2" };
+    const token = await partialToken({ status: "PROCESSED" }, limited);
+    const before = fake.listCalls.length;
+    const response = await callProxy(statsPath({ ...otherFilters, resumeToken: token }), { env: limited });
+    const body = await json<ErrorBody>(response);
+    expect(response.status).toBe(400);
+    expect(body.details?.[0]?.field).toBe("resumeToken");
+    expect(body.details?.[0]?.message).toMatch(/other filters/);
+    expect(fake.listCalls.length).toBe(before);
+  });
+
+  it.each([
+    ["STATS_SIGNING_KEY is set after the token was issued", {}, { STATS_SIGNING_KEY: "k".repeat(40) }],
+    [
+      "STATS_SIGNING_KEY changes",
+      { STATS_SIGNING_KEY: "a".repeat(40) },
+      { STATS_SIGNING_KEY: "b".repeat(40) },
+    ],
+    ["the workspace changes", {}, { EXTEND_WORKSPACE_ID: "ws_other" }],
+  ])("refuses a token once %s", async (_, before: Partial<Env>, after: Partial<Env>) => {
+    const { env } = useStatsFake({ runs: RUNS, pageLimit: 40 });
+    const token = await partialToken({}, { ...env, STATS_MAX_PAGES: "2", ...before });
+    const response = await callProxy(statsPath({ resumeToken: token }), {
+      env: { ...env, STATS_MAX_PAGES: "2", ...before, ...after },
+    });
+    expect(response.status).toBe(400);
+    expect((await json<ErrorBody>(response)).details?.[0]?.field).toBe("resumeToken");
+  });
+
+  it("accepts a token under the same STATS_SIGNING_KEY", async () => {
+    const { env } = useStatsFake({ runs: RUNS, pageLimit: 40 });
+    const signed = { ...env, STATS_MAX_PAGES: "2", STATS_SIGNING_KEY: "s".repeat(40) };
+    const token = await partialToken({}, signed);
+    const response = await callProxy(statsPath({ resumeToken: token }), { env: signed });
+    expect(response.status).toBe(200);
+  });
+
+  it("refuses a token older than an hour", async () => {
+    const { env } = useStatsFake({ runs: RUNS, pageLimit: 40 });
+    const limited = { ...env, STATS_MAX_PAGES: "2" };
+    const token = await partialToken({}, limited);
+    vi.useFakeTimers({ toFake: ["Date"] });
+    vi.setSystemTime(Date.now() + 61 * 60_000);
+    const response = await callProxy(statsPath({ resumeToken: token }), { env: limited });
+    const body = await json<ErrorBody>(response);
+    expect(response.status).toBe(400);
+    expect(body.details?.[0]?.message).toMatch(/expired/);
+  });
+});
