@@ -24,9 +24,10 @@ export const DEFAULT_PAGE_SIZE = 10;
 export const MAX_PAGE_SIZE = 1000;
 
 const PRINTABLE_ASCII = /^[\x21-\x7e]+$/;
-// Control characters have no business in a file-name filter and would only confuse logs.
+// Control characters have no business in a file-name filter and would only confuse logs. No `u`
+// flag: the OpenAPI document publishes the source as a pattern, and flags would not survive.
 // biome-ignore lint/suspicious/noControlCharactersInRegex: the point is to reject them
-const NO_CONTROL_CHARS = /^[^\u0000-\u001f\u007f]+$/u;
+const NO_CONTROL_CHARS = /^[^\u0000-\u001f\u007f]+$/;
 
 export const IdParam = z
   .string()
