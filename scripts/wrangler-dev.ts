@@ -21,6 +21,8 @@ const STOP_GRACE_MS = 5_000;
 export interface WranglerDevOptions {
   /** Vars and secrets, passed as `--var NAME:value` (they override wrangler.toml). */
   vars: Record<string, string>;
+  /** A wrangler config other than the project's wrangler.toml (the benchmarks raise limits in one). */
+  configPath?: string;
   /** Port on 127.0.0.1; a free one when omitted. */
   port?: number;
   /** Local KV and other state; wrangler's default `.wrangler/state` when omitted. */
@@ -147,6 +149,7 @@ export async function startWranglerDev(options: WranglerDevOptions): Promise<Wra
     "--log-level",
     "info",
   ];
+  if (options.configPath) args.push("--config", options.configPath);
   if (options.persistTo) args.push("--persist-to", options.persistTo);
   // With an explicit env file wrangler reads neither .dev.vars nor .env.
   if (options.hermetic ?? true) args.push("--env-file", "/dev/null");

@@ -1,0 +1,538 @@
+// `npm run bench` (or `npm run bench -- --quick`): the proxy under wrangler dev against the fake
+// Extend with a latency model, side by side with direct calls and with the official SDK, in one
+// run. Prints tables and writes the same figures to bench/results.json. Timings are medians and
+// p99s on a shared machine: compare rows of one run, not runs of different machines.
+import { writeFile } from "node:fs/promises";
+import { cpus, loadavg, release, totalmem } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { PROJECT_ROOT } from "../scripts/wrangler-dev.ts";
+import {
+  type BenchProxy,
+  type FakeProcess,
+  isList,
+  isStats,
+  type LoadResult,
+  load,
+  pagePaths,
+  type SdkWalk,
+  type StatsWalk,
+  sampleWorkerdMemory,
+  startFakeProcess,
+  startProxy,
+  upstreamHeaders,
+  walkStats,
+  walkWithSdk,
+} from "./lib.ts";
+
+const { values: flags } = parseArgs({
+  args: process.argv.slice(2),
+  options: { quick: { type: "boolean", default: false }, out: { type: "string" } },
+  strict: true,
+});
+const QUICK = flags.quick;
+
+/** Everything the run does, sized for a full run or a one-minute sanity check. */
+const PLAN = QUICK
+  ? {
+      pageDataset: 1_000,
+      statsDatasets: [1_000, 5_000],
+      sdkDefaultDataset: 1_000,
+      floorRequests: 200,
+      hitRequests: 300,
+      burst: 100,
+      loadRequests: 500,
+      loadConnections: 16,
+      walkLimitMs: 120_000,
+    }
+  : {
+      pageDataset: 5_000,
+      statsDatasets: [5_000, 100_000],
+      sdkDefaultDataset: 5_000,
+      floorRequests: 2_000,
+      hitRequests: 3_000,
+      burst: 100,
+      loadRequests: 10_000,
+      loadConnections: 64,
+      walkLimitMs: 600_000,
+    };
+const LATENCY = { latencyBaseMs: 50, latencyPerRunMs: 0.5 };
+/** Extend's pay-as-you-go plan: 10 GET requests per second. */
+const RATE_LIMIT = 10;
+/** 100 runs a page: 50 + 100 × 0.5 = 100 ms upstream, the latency the cache-hit target names. */
+const PAGE_SIZE = 100;
+const CONNECTIONS = 8;
+
+interface Row {
+  scenario: string;
+  requests: number;
+  p50Ms: number;
+  p99Ms: number;
+  rps: number;
+  errors: number;
+  malformed: number;
+  upstreamPerRequest: number;
+}
+interface StatsRow {
+  scenario: string;
+  runs: number;
+  wallS: number;
+  upstreamCalls: number;
+  upstream429: number;
+  pages: number;
+  total: number;
+  complete: boolean;
+  note?: string;
+}
+interface MemoryRow {
+  runs: number;
+  idleMb: number;
+  peakMb: number;
+}
+
+const rows: Row[] = [];
+const statsRows: StatsRow[] = [];
+const memoryRows: MemoryRow[] = [];
+const notes: string[] = [];
+
+function log(message: string): void {
+  process.stderr.write(`[bench] ${message}\n`);
+}
+
+async function measured(fake: FakeProcess, scenario: string, run: () => Promise<LoadResult>): Promise<Row> {
+  await fake.reset();
+  const result = await run();
+  const counters = await fake.counters();
+  const row: Row = {
+    scenario,
+    requests: result.requests,
+    p50Ms: result.p50,
+    p99Ms: result.p99,
+    rps: result.rps,
+    errors: result.errors + result.non2xx,
+    malformed: result.malformed,
+    upstreamPerRequest: result.requests > 0 ? counters.listCalls / result.requests : 0,
+  };
+  rows.push(row);
+  log(`${scenario}: p50 ${row.p50Ms.toFixed(2)} ms, p99 ${row.p99Ms.toFixed(2)} ms, ${row.errors} errors`);
+  return row;
+}
+
+const proxyHeaders = (proxy: BenchProxy) => ({ authorization: `Bearer ${proxy.token}` });
+
+async function pageScenarios(): Promise<{ fake: FakeProcess; proxy: BenchProxy; paths: string[] }> {
+  log(
+    `fake Extend with ${PLAN.pageDataset} runs, ${LATENCY.latencyBaseMs} ms + ${LATENCY.latencyPerRunMs} ms/run`,
+  );
+  const fake = await startFakeProcess({ size: PLAN.pageDataset, ...LATENCY });
+  const proxy = await startProxy(fake);
+  // Distinct pages: every sort order, every cursor. Each is requested once per row.
+  const paths: string[] = [];
+  for (const sortBy of ["updatedAt", "createdAt"]) {
+    for (const sortDir of ["desc", "asc"]) {
+      paths.push(...(await pagePaths(fake, { maxPageSize: String(PAGE_SIZE), sortBy, sortDir }, 1_000)));
+    }
+  }
+  const check = (_: string, body: string) => isList(body);
+
+  await measured(fake, "direct: fake Extend, distinct pages (baseline)", () =>
+    load({
+      origin: fake.url,
+      paths,
+      amount: paths.length,
+      connections: CONNECTIONS,
+      headers: upstreamHeaders(fake),
+      check,
+    }),
+  );
+  await measured(fake, "runtime floor: GET /healthz via wrangler dev", () =>
+    load({
+      origin: proxy.url,
+      paths: ["/healthz"],
+      amount: PLAN.floorRequests,
+      connections: CONNECTIONS,
+      headers: {},
+    }),
+  );
+  await measured(fake, "proxy, cache miss: distinct pages", () =>
+    load({
+      origin: proxy.url,
+      paths,
+      amount: paths.length,
+      connections: CONNECTIONS,
+      headers: proxyHeaders(proxy),
+      check,
+    }),
+  );
+  const hot = paths.slice(0, 1);
+  await measured(fake, "proxy, cache hit: one page again and again", () =>
+    load({
+      origin: proxy.url,
+      paths: hot,
+      amount: PLAN.hitRequests,
+      connections: CONNECTIONS,
+      headers: proxyHeaders(proxy),
+      check,
+    }),
+  );
+  const cold = [`/workflow_runs?status=PENDING&maxPageSize=${PAGE_SIZE}&sortBy=createdAt&sortDir=asc`];
+  await measured(fake, `cold burst: ${PLAN.burst} concurrent identical requests`, () =>
+    load({
+      origin: proxy.url,
+      paths: cold,
+      amount: PLAN.burst,
+      connections: PLAN.burst,
+      headers: proxyHeaders(proxy),
+      check,
+    }),
+  );
+  return { fake, proxy, paths };
+}
+
+/** Whether this build serves /stats, asked with an invalid query so no scan (and no cache) starts. */
+async function statsAvailable(proxy: BenchProxy): Promise<boolean> {
+  const response = await fetch(`${proxy.url}/stats?since=not-a-date`, { headers: proxyHeaders(proxy) });
+  await response.arrayBuffer();
+  return response.status !== 404 && response.status !== 405;
+}
+
+function statsRow(
+  scenario: string,
+  runs: number,
+  walk: StatsWalk,
+  before: number,
+  counters: { listCalls: number; byStatus: Record<string, number> },
+): StatsRow {
+  return {
+    scenario,
+    runs,
+    wallS: walk.wallMs / 1000,
+    upstreamCalls: counters.listCalls - before,
+    upstream429: counters.byStatus["429"] ?? 0,
+    pages: walk.pagesFetched,
+    total: walk.total,
+    complete: walk.complete,
+    ...(walk.requests > 1
+      ? { note: `${walk.requests} /stats calls (resume tokens), ${walk.waits} waits` }
+      : {}),
+  };
+}
+
+function sdkRow(
+  scenario: string,
+  runs: number,
+  walk: SdkWalk,
+  counters: { listCalls: number; byStatus: Record<string, number> },
+): StatsRow {
+  return {
+    scenario,
+    runs,
+    wallS: walk.wallMs / 1000,
+    upstreamCalls: counters.listCalls,
+    upstream429: counters.byStatus["429"] ?? 0,
+    pages: walk.pages,
+    total: walk.total,
+    complete: walk.failed === undefined,
+    ...(walk.failed ? { note: walk.failed.slice(0, 120) } : {}),
+  };
+}
+
+/** Lets the fake's one-second rate window drain so one scenario's calls do not count against the next. */
+const settle = () => new Promise((resolve) => setTimeout(resolve, 1_100));
+
+async function statsScenarios(): Promise<void> {
+  for (const size of PLAN.statsDatasets) {
+    log(`/stats over ${size} runs with the fake's ${RATE_LIMIT}/s rate limit`);
+    const fake = await startFakeProcess({ size, ...LATENCY, rateLimitPerSecond: RATE_LIMIT });
+    const proxy = await startProxy(fake);
+    try {
+      if (!(await statsAvailable(proxy))) {
+        notes.push("/stats is not served by this build: the /stats rows were skipped.");
+        return;
+      }
+      await settle();
+      await fake.reset();
+      const memory = sampleWorkerdMemory(proxy);
+      const cold = await walkStats(proxy, {}, PLAN.walkLimitMs);
+      const { idleMb, peakMb } = memory.stop();
+      memoryRows.push({ runs: size, idleMb, peakMb });
+      statsRows.push(statsRow("/stats, cold cache", size, cold, 0, await fake.counters()));
+      log(
+        `/stats cold over ${size}: ${(cold.wallMs / 1000).toFixed(2)} s, peak workerd RSS ${peakMb.toFixed(0)} MB`,
+      );
+
+      await settle();
+      await fake.reset();
+      const warm = await walkStats(proxy, {}, PLAN.walkLimitMs);
+      statsRows.push(statsRow("/stats, warm (repeat)", size, warm, 0, await fake.counters()));
+
+      if (size <= PLAN.sdkDefaultDataset) {
+        await settle();
+        await fake.reset();
+        log(`SDK loop, default page size, over ${size} runs`);
+        const walk = await walkWithSdk(fake, undefined, PLAN.walkLimitMs);
+        statsRows.push(sdkRow("SDK loop, default page size (10)", size, walk, await fake.counters()));
+      }
+      await settle();
+      await fake.reset();
+      log(`SDK loop, maxPageSize 1000, over ${size} runs`);
+      const walk = await walkWithSdk(fake, 1000, PLAN.walkLimitMs);
+      statsRows.push(sdkRow("SDK loop, maxPageSize 1000", size, walk, await fake.counters()));
+    } finally {
+      await proxy.close();
+      await fake.stop();
+    }
+  }
+}
+
+async function loadRun(fake: FakeProcess, proxy: BenchProxy, paths: string[]): Promise<void> {
+  const hasStats = await statsAvailable(proxy);
+  if (hasStats) await walkStats(proxy, {}, PLAN.walkLimitMs);
+  // Nine cached pages to one /stats, all warmed by the scenarios before.
+  const mix: string[] = [];
+  for (const [i, path] of paths.slice(0, 45).entries()) {
+    mix.push(path);
+    if (hasStats && i % 9 === 8) mix.push("/stats");
+  }
+  const check = (path: string, body: string) => (path.startsWith("/stats") ? isStats(body) : isList(body));
+  await measured(
+    fake,
+    `load: ${PLAN.loadRequests} requests at concurrency ${PLAN.loadConnections} (pages${hasStats ? " + /stats" : ""})`,
+    () =>
+      load({
+        origin: proxy.url,
+        paths: mix,
+        amount: PLAN.loadRequests,
+        connections: PLAN.loadConnections,
+        headers: proxyHeaders(proxy),
+        check,
+      }),
+  );
+}
+
+const fmt = (n: number, digits = 2) => (Number.isFinite(n) ? n.toFixed(digits) : "n/a");
+
+function table(header: string[], body: (string | number)[][]): string {
+  const cells = [header, ...body.map((r) => r.map(String))];
+  const widths = header.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? "").length)));
+  const line = (r: string[]) => `| ${r.map((c, i) => c.padEnd(widths[i] ?? 0)).join(" | ")} |`;
+  return [
+    line(header),
+    `|${widths.map((w) => "-".repeat(w + 2)).join("|")}|`,
+    ...cells.slice(1).map(line),
+  ].join("\n");
+}
+
+function find(prefix: string): Row | undefined {
+  return rows.find((r) => r.scenario.startsWith(prefix));
+}
+
+function targets(): { target: string; measured: string; met: boolean | null }[] {
+  const out: { target: string; measured: string; met: boolean | null }[] = [];
+  const direct = find("direct");
+  const floor = find("runtime floor");
+  const miss = find("proxy, cache miss");
+  const hit = find("proxy, cache hit");
+  const burst = find("cold burst");
+  const loadRow = find("load:");
+  if (direct && hit) {
+    const ratio = hit.p50Ms / direct.p50Ms;
+    out.push({
+      target: "cache hit p50 ≤ 1/10 of direct p50",
+      measured: `${fmt(ratio, 3)}× direct`,
+      met: ratio <= 0.1,
+    });
+  }
+  if (direct && miss && floor) {
+    const own = miss.p50Ms - direct.p50Ms - floor.p50Ms;
+    out.push({
+      target: "miss overhead beyond the runtime floor ≤ 3 ms (p50)",
+      measured: `${fmt(own)} ms`,
+      met: own <= 3,
+    });
+  }
+  if (burst) {
+    const calls = burst.upstreamPerRequest * burst.requests;
+    out.push({
+      target: "cold burst of 100 → 1 upstream call",
+      measured: `${fmt(calls, 0)} calls`,
+      met: calls <= 1,
+    });
+  }
+  for (const size of PLAN.statsDatasets) {
+    const stats = statsRows.find((r) => r.scenario === "/stats, cold cache" && r.runs === size);
+    const sdkDefault = statsRows.find((r) => r.scenario.startsWith("SDK loop, default") && r.runs === size);
+    const sdk1000 = statsRows.find(
+      (r) => r.scenario.startsWith("SDK loop, maxPageSize 1000") && r.runs === size,
+    );
+    if (stats && sdkDefault) {
+      const x = sdkDefault.wallS / stats.wallS;
+      out.push({
+        target: `/stats ≥ 50× faster than SDK default page size (${size} runs)`,
+        measured: `${fmt(x, 1)}×`,
+        met: x >= 50,
+      });
+    }
+    if (stats && sdk1000) {
+      const x = sdk1000.wallS / stats.wallS;
+      const want = size >= 100_000 ? 2 : null;
+      out.push({
+        target: `/stats vs SDK maxPageSize 1000 (${size} runs)${want ? " ≥ 2×" : ""}`,
+        measured: `${fmt(x, 1)}×, 429s ${stats.upstream429} vs SDK ${sdk1000.upstream429}`,
+        met: want === null ? null : x >= want && stats.upstream429 <= sdk1000.upstream429,
+      });
+      const pages = stats.pages || Math.ceil(size / 1000);
+      const pageLatencyS = (LATENCY.latencyBaseMs + LATENCY.latencyPerRunMs * Math.min(1000, size)) / 1000;
+      const limit = Math.max(pages / RATE_LIMIT, pageLatencyS);
+      out.push({
+        target: `/stats vs the physical limit (${size} runs)`,
+        measured: `${fmt(stats.wallS)} s vs ${fmt(limit)} s (max(${pages} pages ÷ ${RATE_LIMIT}/s, one page)); one sequential chain would take ${fmt(pages * pageLatencyS)} s`,
+        met: null,
+      });
+    }
+  }
+  if (memoryRows.length >= 2) {
+    const [small, large] = [memoryRows[0], memoryRows[memoryRows.length - 1]];
+    if (small && large) {
+      const growth = large.peakMb - large.idleMb - (small.peakMb - small.idleMb);
+      out.push({
+        target: "/stats memory flat in dataset size",
+        measured: `peak-over-idle ${fmt(small.peakMb - small.idleMb, 0)} MB at ${small.runs} runs, ${fmt(large.peakMb - large.idleMb, 0)} MB at ${large.runs}`,
+        met: growth < 32,
+      });
+    }
+  }
+  if (loadRow) {
+    out.push({
+      target: "load run: 0 errors, 0 malformed",
+      measured: `${loadRow.errors} errors, ${loadRow.malformed} malformed of ${loadRow.requests}`,
+      met: loadRow.errors === 0 && loadRow.malformed === 0 && loadRow.requests === PLAN.loadRequests,
+    });
+  }
+  return out;
+}
+
+async function main(): Promise<void> {
+  const started = Date.now();
+  const cpu = cpus();
+  const machine = {
+    cpu: `${cpu[0]?.model ?? "unknown"} × ${cpu.length}`,
+    memoryGb: Math.round(totalmem() / 2 ** 30),
+    os: `${process.platform} ${release()}`,
+    node: process.version,
+    /** 1-minute load average at the start: other work on the machine shifts every row. */
+    loadAverageAtStart: Number(loadavg()[0]?.toFixed(2)),
+  };
+  const { fake, proxy, paths } = await pageScenarios();
+  try {
+    await loadRun(fake, proxy, paths);
+  } finally {
+    await proxy.close();
+    await fake.stop();
+  }
+  await statsScenarios();
+
+  const results = {
+    command: `npm run bench${QUICK ? " -- --quick" : ""}`,
+    mode: QUICK ? "quick" : "full",
+    machine,
+    finishedAt: new Date().toISOString(),
+    durationS: (Date.now() - started) / 1000,
+    loadAverageAtEnd: Number(loadavg()[0]?.toFixed(2)),
+    settings: {
+      ...LATENCY,
+      rateLimitPerSecond: RATE_LIMIT,
+      pageSize: PAGE_SIZE,
+      connections: CONNECTIONS,
+      plan: PLAN,
+    },
+    rows,
+    stats: statsRows,
+    memory: memoryRows,
+    targets: targets(),
+    notes,
+  };
+  const out = flags.out ?? join(PROJECT_ROOT, "bench", "results.json");
+  await writeFile(out, `${JSON.stringify(results, null, 2)}\n`);
+
+  console.log(
+    `\n${results.command} on ${machine.cpu}, ${machine.memoryGb} GB, ${machine.os}, Node ${machine.node}, ` +
+      `load average ${machine.loadAverageAtStart} → ${results.loadAverageAtEnd}`,
+  );
+  console.log(
+    `fake Extend latency ${LATENCY.latencyBaseMs} ms + ${LATENCY.latencyPerRunMs} ms/run; ${PAGE_SIZE}-run pages; ${CONNECTIONS} connections\n`,
+  );
+  console.log(
+    table(
+      [
+        "scenario",
+        "requests",
+        "p50 ms",
+        "p99 ms",
+        "req/s",
+        "errors",
+        "malformed",
+        "upstream calls / request",
+      ],
+      rows.map((r) => [
+        r.scenario,
+        r.requests,
+        fmt(r.p50Ms),
+        fmt(r.p99Ms),
+        fmt(r.rps, 0),
+        r.errors,
+        r.malformed,
+        fmt(r.upstreamPerRequest, 3),
+      ]),
+    ),
+  );
+  if (statsRows.length > 0) {
+    console.log(`\nWhole-list statistics, fake Extend rate limit ${RATE_LIMIT}/s\n`);
+    console.log(
+      table(
+        [
+          "scenario",
+          "runs",
+          "wall s",
+          "upstream calls",
+          "upstream 429s",
+          "pages",
+          "total",
+          "complete",
+          "note",
+        ],
+        statsRows.map((r) => [
+          r.scenario,
+          r.runs,
+          fmt(r.wallS),
+          r.upstreamCalls,
+          r.upstream429,
+          r.pages,
+          r.total,
+          String(r.complete),
+          r.note ?? "",
+        ]),
+      ),
+    );
+  }
+  if (memoryRows.length > 0) {
+    console.log("\nworkerd peak RSS during a cold /stats\n");
+    console.log(
+      table(
+        ["runs", "idle MB", "peak MB"],
+        memoryRows.map((m) => [m.runs, fmt(m.idleMb, 0), fmt(m.peakMb, 0)]),
+      ),
+    );
+  }
+  console.log("\nTargets\n");
+  console.log(
+    table(
+      ["target", "measured", "met"],
+      results.targets.map((t) => [t.target, t.measured, t.met === null ? "n/a" : t.met ? "yes" : "NO"]),
+    ),
+  );
+  for (const note of notes) console.log(`\nnote: ${note}`);
+  console.log(`\nwritten to ${out} in ${fmt(results.durationS, 0)} s`);
+}
+
+await main();
