@@ -4,6 +4,8 @@ import { useFakeExtend } from "../support/fake-upstream.ts";
 import { callProxy, json } from "../support/proxy.ts";
 
 /** wrangler.toml: RATE_LIMITER 120 per 60 s, STATS_RATE_LIMITER 10 per 60 s. */
+/** Over a hundred requests through the whole stack: more than the default 5 s on a busy machine. */
+const MANY_REQUESTS_TIMEOUT_MS = 60_000;
 const GENERAL_LIMIT = 120;
 const STATS_LIMIT = 10;
 
@@ -33,36 +35,44 @@ async function expectRateLimited(response: Response) {
 }
 
 describe("per-caller rate limits", () => {
-  it(`refuses request ${GENERAL_LIMIT + 1} of a caller on /workflow_runs without calling Extend`, async () => {
-    const fake = useFakeExtend();
-    const caller = freshCaller();
-    // A new query each time, so no page cache can answer in Extend's place.
-    const path = (i: number) => `/workflow_runs?maxPageSize=1&fileNameContains=${caller.id}-${i}`;
-    for (let i = 0; i < GENERAL_LIMIT; i++) {
-      const response = await callProxy(path(i), caller);
-      expect(response.status, `request ${i + 1}`).toBe(200);
-    }
-    expect(fake.listCalls).toHaveLength(GENERAL_LIMIT);
-    await expectRateLimited(await callProxy(path(GENERAL_LIMIT), caller));
-    expect(fake.listCalls).toHaveLength(GENERAL_LIMIT);
+  it(
+    `refuses request ${GENERAL_LIMIT + 1} of a caller on /workflow_runs without calling Extend`,
+    async () => {
+      const fake = useFakeExtend();
+      const caller = freshCaller();
+      // A new query each time, so no page cache can answer in Extend's place.
+      const path = (i: number) => `/workflow_runs?maxPageSize=1&fileNameContains=${caller.id}-${i}`;
+      for (let i = 0; i < GENERAL_LIMIT; i++) {
+        const response = await callProxy(path(i), caller);
+        expect(response.status, `request ${i + 1}`).toBe(200);
+      }
+      expect(fake.listCalls).toHaveLength(GENERAL_LIMIT);
+      await expectRateLimited(await callProxy(path(GENERAL_LIMIT), caller));
+      expect(fake.listCalls).toHaveLength(GENERAL_LIMIT);
 
-    // Another caller is unaffected.
-    const other = freshCaller();
-    expect((await callProxy("/workflow_runs?maxPageSize=1", other)).status).toBe(200);
-  });
+      // Another caller is unaffected.
+      const other = freshCaller();
+      expect((await callProxy("/workflow_runs?maxPageSize=1", other)).status).toBe(200);
+    },
+    MANY_REQUESTS_TIMEOUT_MS,
+  );
 
-  it(`refuses request ${STATS_LIMIT + 1} of a caller on /stats, and leaves /workflow_runs open`, async () => {
-    const fake = useFakeExtend();
-    const caller = freshCaller();
-    for (let i = 0; i < STATS_LIMIT; i++) {
-      const response = await callProxy("/stats", caller);
-      expect(response.status, `request ${i + 1}`).not.toBe(429);
-    }
-    const callsBefore = fake.listCalls.length;
-    await expectRateLimited(await callProxy("/stats", caller));
-    expect(fake.listCalls).toHaveLength(callsBefore);
-    expect((await callProxy("/workflow_runs?maxPageSize=1", caller)).status).toBe(200);
-  });
+  it(
+    `refuses request ${STATS_LIMIT + 1} of a caller on /stats, and leaves /workflow_runs open`,
+    async () => {
+      const fake = useFakeExtend();
+      const caller = freshCaller();
+      for (let i = 0; i < STATS_LIMIT; i++) {
+        const response = await callProxy("/stats", caller);
+        expect(response.status, `request ${i + 1}`).not.toBe(429);
+      }
+      const callsBefore = fake.listCalls.length;
+      await expectRateLimited(await callProxy("/stats", caller));
+      expect(fake.listCalls).toHaveLength(callsBefore);
+      expect((await callProxy("/workflow_runs?maxPageSize=1", caller)).status).toBe(200);
+    },
+    MANY_REQUESTS_TIMEOUT_MS,
+  );
 
   it("limits anonymous callers by client ip", async () => {
     useFakeExtend();
@@ -73,15 +83,19 @@ describe("per-caller rate limits", () => {
     expect((await callProxy("/stats", otherIp)).status).not.toBe(429);
   });
 
-  it(`counts rejected credentials per ip: attempt ${GENERAL_LIMIT + 1} gets 429 instead of 401`, async () => {
-    useFakeExtend();
-    const headers = { authorization: "Bearer guessing-0000000000", "cf-connecting-ip": randomIpv6() };
-    const env = { CLIENT_TOKENS: `real_${crypto.randomUUID()}`, ALLOW_ANONYMOUS: "false" };
-    for (let i = 0; i < GENERAL_LIMIT; i++) {
-      expect((await callProxy("/workflow_runs", { env, headers })).status).toBe(401);
-    }
-    await expectRateLimited(await callProxy("/workflow_runs", { env, headers }));
-  });
+  it(
+    `counts rejected credentials per ip: attempt ${GENERAL_LIMIT + 1} gets 429 instead of 401`,
+    async () => {
+      useFakeExtend();
+      const headers = { authorization: "Bearer guessing-0000000000", "cf-connecting-ip": randomIpv6() };
+      const env = { CLIENT_TOKENS: `real_${crypto.randomUUID()}`, ALLOW_ANONYMOUS: "false" };
+      for (let i = 0; i < GENERAL_LIMIT; i++) {
+        expect((await callProxy("/workflow_runs", { env, headers })).status).toBe(401);
+      }
+      await expectRateLimited(await callProxy("/workflow_runs", { env, headers }));
+    },
+    MANY_REQUESTS_TIMEOUT_MS,
+  );
 
   it("does not limit the health check or the docs", async () => {
     useFakeExtend();
