@@ -1,0 +1,214 @@
+import { describe, expect, it } from "vitest";
+import { generateRuns } from "../../fake/extend.ts";
+import { type Clock, RateBudget } from "../../src/stats/budget.ts";
+import { getStats, referenceStats, statsPath, summary, useStatsFake } from "./stats-helpers.ts";
+import { TEST_UPSTREAM_KEY } from "./support/constants.ts";
+import { callProxy, json } from "./support/proxy.ts";
+
+/** A clock that only moves when someone sleeps: the budget's waits become exact and instant. */
+function manualClock(): Clock & { time: number } {
+  const clock = {
+    time: 1_000_000,
+    now: () => clock.time,
+    sleep: async (ms: number) => {
+      clock.time += ms;
+    },
+  };
+  return clock;
+}
+
+/** Most calls that fell into any window of `windowMs`. */
+function busiestWindow(times: number[], windowMs = 1000): number {
+  const sorted = [...times].sort((a, b) => a - b);
+  let best = 0;
+  let from = 0;
+  for (let to = 0; to < sorted.length; to++) {
+    while ((sorted[to] ?? 0) - (sorted[from] ?? 0) >= windowMs) from += 1;
+    best = Math.max(best, to - from + 1);
+  }
+  return best;
+}
+
+describe("rate budget (controllable clock)", () => {
+  it.each([1, 3, 8, 10])("never lets more than %i calls into any second", async (rps) => {
+    const clock = manualClock();
+    const budget = new RateBudget(rps, clock);
+    const starts: number[] = [];
+    await Promise.all(
+      Array.from({ length: rps * 5 + 3 }, async () => {
+        await budget.acquire();
+        starts.push(clock.now());
+      }),
+    );
+    expect(busiestWindow(starts)).toBe(rps);
+    // And no slower than it must be: call k starts exactly floor(k / rps) seconds in.
+    expect(Math.max(...starts) - Math.min(...starts)).toBe(Math.floor((rps * 5 + 2) / rps) * 1000);
+  });
+
+  it("counts retries made inside the upstream client against the same budget", async () => {
+    const clock = manualClock();
+    const budget = new RateBudget(4, clock);
+    await budget.acquire();
+    budget.charge();
+    budget.charge();
+    budget.charge();
+    const start = clock.now();
+    await budget.acquire();
+    expect(clock.now() - start).toBe(1000);
+  });
+
+  it("gives a refunded slot (a cache hit) back at once", async () => {
+    const clock = manualClock();
+    const budget = new RateBudget(2, clock);
+    for (let i = 0; i < 50; i++) (await budget.acquire()).refund();
+    const start = clock.now();
+    await budget.acquire();
+    await budget.acquire();
+    expect(clock.now()).toBe(start);
+  });
+
+  it("backs off on 429: pauses everyone, doubles the pause while 429s continue, halves the rate, then recovers", async () => {
+    const clock = manualClock();
+    const budget = new RateBudget(8, clock);
+    budget.observe(429);
+    expect(budget.currentLimit).toBe(4);
+    let start = clock.now();
+    await budget.acquire();
+    expect(clock.now() - start).toBe(1000);
+    budget.observe(429);
+    expect(budget.currentLimit).toBe(2);
+    start = clock.now();
+    await budget.acquire();
+    expect(clock.now() - start).toBe(2000);
+    for (let i = 0; i < 10; i++) budget.observe(200);
+    expect(budget.currentLimit).toBe(8);
+    // A 5xx or timeout is not a rate signal: neither a pause nor a recovery.
+    budget.observe(503);
+    budget.observe("timeout");
+    expect(budget.currentLimit).toBe(8);
+  });
+});
+
+describe("GET /stats within the upstream rate budget", () => {
+  it("spreads a scan's upstream calls so no second holds more than UPSTREAM_MAX_RPS", async () => {
+    const { fake, env } = useStatsFake({ dataset: { size: 400, seed: 8 }, pageLimit: 40 });
+    const { body } = await getStats({}, { ...env, UPSTREAM_MAX_RPS: "4", STATS_MAX_PAGES: "12" });
+    expect(fake.listCalls.length).toBe(12);
+    expect(body.pagesFetched).toBe(12);
+    // Arrival times at the fake; a few milliseconds of dispatch jitter are allowed for.
+    expect(
+      busiestWindow(
+        fake.listCalls.map((c) => c.at),
+        990,
+      ),
+    ).toBeLessThanOrEqual(4);
+  }, 20_000);
+
+  it("backs off when Extend answers 429 instead of hammering, and still counts everything", async () => {
+    const runs = generateRuns({ size: 600, seed: 12 });
+    const { fake, env } = useStatsFake({ runs, pageLimit: 60, rateLimitPerSecond: 3 });
+    const { body } = await getStats({}, { ...env, UPSTREAM_MAX_RPS: "8", STATS_MAX_PAGES: "200" });
+    expect(summary(body)).toEqual(referenceStats(fake.runs));
+    const refused = fake.listCalls.length - body.pagesFetched;
+    expect(refused).toBeGreaterThan(0);
+    // Without back-off every page beyond the third in each second would be refused.
+    expect(refused).toBeLessThan(body.pagesFetched / 2);
+  }, 30_000);
+
+  it("keeps at most six upstream calls in flight", async () => {
+    let open = 0;
+    let most = 0;
+    const { fake, env } = useStatsFake({
+      dataset: { size: 800, seed: 5 },
+      pageLimit: 30,
+      latency: { baseMs: 5, perRunMs: 0 },
+      sleep: async (ms) => {
+        open += 1;
+        most = Math.max(most, open);
+        await new Promise((resolve) => setTimeout(resolve, ms));
+        open -= 1;
+      },
+    });
+    const { body } = await getStats({}, { ...env, STATS_MAX_PAGES: "200" });
+    expect(summary(body)).toEqual(referenceStats(fake.runs));
+    expect(most).toBeGreaterThan(1);
+    expect(most).toBeLessThanOrEqual(6);
+  });
+});
+
+describe("GET /stats when Extend fails mid-scan", () => {
+  const runs = generateRuns({ size: 1500, seed: 31 });
+  const onPage = (n: number) => {
+    let seen = 0;
+    return () => {
+      seen += 1;
+      return seen >= n;
+    };
+  };
+
+  it.each([
+    ["a 500 on one attempt", { type: "status", status: 500 } as const, 1],
+    ["a connection reset", { type: "reset" } as const, 1],
+    ["a body cut off mid-way", { type: "truncated" } as const, 1],
+    ["a short 429", { type: "rate-limit", retryAfter: "0" } as const, 1],
+  ])("recovers from %s through the client's retries", async (_, fault, times) => {
+    const { fake, env } = useStatsFake({ runs, pageLimit: 50 });
+    fake.inject(fault, times, onPage(5));
+    const { body } = await getStats({}, { ...env, STATS_MAX_PAGES: "200" });
+    expect(summary(body)).toEqual(referenceStats(fake.runs));
+    expect(body.complete).toBe(true);
+  });
+
+  it.each([
+    ["persistent 500s", { type: "status", status: 500 } as const, 502, "UPSTREAM_ERROR"],
+    ["a body that is not a list", { type: "bad-shape" } as const, 502, "UPSTREAM_INVALID_RESPONSE"],
+    ["a redirect", { type: "redirect" } as const, 502, "UPSTREAM_ERROR"],
+    ["a rejected key", { type: "status", status: 401 } as const, 502, "UPSTREAM_AUTH_FAILED"],
+    ["a long Retry-After", { type: "rate-limit", retryAfter: "120" } as const, 503, "UPSTREAM_RATE_LIMITED"],
+  ])(
+    "answers %s with a clear error, caches nothing, and succeeds once Extend recovers",
+    async (_, fault, status, code) => {
+      const { fake, env } = useStatsFake({ runs, pageLimit: 50 });
+      const limited = { ...env, STATS_MAX_PAGES: "200" };
+      fake.inject(fault, 1000, onPage(6));
+      const failed = await callProxy(statsPath({}), { env: limited });
+      const text = await failed.text();
+      expect(failed.status).toBe(status);
+      const error = JSON.parse(text) as { code: string; retryable: boolean };
+      expect(error.code).toBe(code);
+      expect(text).not.toContain(TEST_UPSTREAM_KEY);
+      expect(text).not.toContain("boom");
+      expect(failed.headers.get("cache-control")).toBe("no-store");
+
+      fake.clearFaults();
+      const retried = await callProxy(statsPath({}), { env: limited });
+      expect(retried.headers.get("x-cache")).toBe("MISS");
+      const body = await json<Parameters<typeof summary>[0]>(retried);
+      expect(summary(body)).toEqual(referenceStats(fake.runs));
+    },
+  );
+
+  it("times out a hanging page with a 504 within the configured deadline", async () => {
+    const { fake, env } = useStatsFake({ runs, pageLimit: 50 });
+    fake.inject({ type: "hang" }, 1000, onPage(3));
+    const response = await callProxy(statsPath({}), {
+      env: { ...env, UPSTREAM_TIMEOUT_MS: "150", UPSTREAM_DEADLINE_MS: "400" },
+    });
+    expect(response.status).toBe(504);
+    expect((await json<{ code: string }>(response)).code).toBe("UPSTREAM_TIMEOUT");
+  });
+
+  it("keeps an earlier resume token valid after a failed continuation", async () => {
+    const { fake, env } = useStatsFake({ runs, pageLimit: 50 });
+    const limited = { ...env, STATS_MAX_PAGES: "5" };
+    const { body: first } = await getStats({}, limited);
+    const token = first.resumeToken ?? "";
+    fake.inject({ type: "status", status: 503 }, 1000);
+    const failed = await callProxy(statsPath({ resumeToken: token }), { env: limited });
+    expect(failed.status).toBe(502);
+    fake.clearFaults();
+    let body = (await getStats({ resumeToken: token }, limited)).body;
+    while (!body.complete) body = (await getStats({ resumeToken: body.resumeToken ?? "" }, limited)).body;
+    expect(summary(body)).toEqual(referenceStats(fake.runs));
+  });
+});
