@@ -126,6 +126,7 @@ async function pageScenarios(): Promise<{ fake: FakeProcess; proxy: BenchProxy; 
   );
   const fake = await startFakeProcess({ size: PLAN.pageDataset, ...LATENCY });
   const proxy = await startProxy(fake);
+  log(`proxy under wrangler dev at ${proxy.url}; collecting distinct page cursors`);
   // Distinct pages: every sort order, every cursor. Each is requested once per row.
   const paths: string[] = [];
   for (const sortBy of ["updatedAt", "createdAt"]) {
@@ -535,4 +536,13 @@ async function main(): Promise<void> {
   console.log(`\nwritten to ${out} in ${fmt(results.durationS, 0)} s`);
 }
 
+// Bounded in time as well as in count: a stuck run ends, and says so.
+const WATCHDOG_MS = QUICK ? 10 * 60_000 : 40 * 60_000;
+setTimeout(() => {
+  log(`no result after ${WATCHDOG_MS / 60_000} minutes; giving up`);
+  process.exit(1);
+}, WATCHDOG_MS).unref();
+// Exiting runs the "exit" hooks that take down the wrangler process groups and fake Extends.
+process.once("SIGINT", () => process.exit(130));
+process.once("SIGTERM", () => process.exit(143));
 await main();
