@@ -53,6 +53,11 @@ export const ERRORS = {
     retryable: true,
     description: "Extend answered with a truncated, non-JSON or unexpected body.",
   },
+  AUTH_UNAVAILABLE: {
+    status: 503,
+    retryable: true,
+    description: "The caller's JWT could not be checked because the signing keys (JWKS) are unreachable.",
+  },
   UPSTREAM_RATE_LIMITED: {
     status: 503,
     retryable: true,

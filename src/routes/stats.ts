@@ -5,7 +5,7 @@ import type { CacheReadOptions } from "../cache.ts";
 import { CACHE_KEY_VERSION, tenantScope } from "../cache-key.ts";
 import type { Config } from "../config.ts";
 import { createRouter } from "../http.ts";
-import { ListWorkflowRunsQuery, WORKFLOW_RUN_STATUSES, WorkflowRunStatus } from "../schemas.ts";
+import { ListWorkflowRunsQuery, WorkflowRunStatus } from "../schemas.ts";
 import { type Services, servicesFor, trackedOptions } from "../services.ts";
 import { decimalToNumber, totalRuns } from "../stats/aggregate.ts";
 import { sharedBudget } from "../stats/budget.ts";
@@ -67,8 +67,19 @@ export const StatsQuery = z
   })
   .openapi("StatsQuery");
 
+const count = z.number().int().min(0);
+// Spelled out (not built from WORKFLOW_RUN_STATUSES) so hc clients see eight required numbers.
 const StatusCounts = z
-  .object(Object.fromEntries(WORKFLOW_RUN_STATUSES.map((s) => [s, z.number().int().min(0)])))
+  .object({
+    PENDING: count,
+    PROCESSING: count,
+    NEEDS_REVIEW: count,
+    REJECTED: count,
+    PROCESSED: count,
+    FAILED: count,
+    CANCELLED: count,
+    CANCELLING: count,
+  } satisfies Record<WorkflowRunStatus, typeof count>)
   .openapi("StatusCounts", { description: "Runs per status; always all eight statuses." });
 
 export const WorkflowRunStats = z

@@ -19,7 +19,7 @@ export interface Caller {
 export const AUTH_REALM = "extend-runs-proxy";
 /** Cloudflare Access puts the user's JWT in this header on requests it lets through. */
 export const CF_ACCESS_JWT_HEADER = "cf-access-jwt-assertion";
-/** Retry-After for a 401 caused by an unreachable key set (see JWKS_FAILURE_BACKOFF_MS). */
+/** Retry-After for a 503 caused by an unreachable key set (see JWKS_FAILURE_BACKOFF_MS). */
 const KEYS_UNAVAILABLE_RETRY_SECONDS = 10;
 
 export const DEFAULT_DENY_MESSAGE =
@@ -59,15 +59,9 @@ function challenge(error?: { code: "invalid_request" | "invalid_token"; descript
 function unauthorized(
   c: Context<AppEnv>,
   message: string,
-  options: {
-    error?: { code: "invalid_request" | "invalid_token"; description: string };
-    retryAfter?: number;
-  } = {},
+  options: { error?: { code: "invalid_request" | "invalid_token"; description: string } } = {},
 ): Response {
-  const response = errorResponse(
-    c,
-    new ApiError("UNAUTHORIZED", message, { retryAfter: options.retryAfter }),
-  );
+  const response = errorResponse(c, new ApiError("UNAUTHORIZED", message));
   response.headers.set("www-authenticate", challenge(options.error));
   return response;
 }
@@ -127,14 +121,21 @@ export function authenticate() {
     }
 
     c.var.telemetry.callerId = `rejected:${clientIp(c)}`;
-    await countFailedAuthentication(c);
     const failures = attempts.filter((a): a is Extract<Attempt, { ok: false }> => !a.ok);
-    const unavailable = failures.some((f) => f.unavailable);
-    if (unavailable) {
+    const reasons = failures.map((f) => f.reason).join("; ");
+    if (failures.some((f) => f.unavailable)) {
       const telemetry = c.var.telemetry;
       telemetry.warnings = [...(telemetry.warnings ?? []), "JWT key set unavailable"];
+      // Not the caller's fault: the credentials could not be checked at all, so a 401 would be wrong
+      // (clients would drop a valid token) and the failure is not counted against the caller.
+      return errorResponse(
+        c,
+        new ApiError("AUTH_UNAVAILABLE", `The credentials could not be checked: ${reasons}.`, {
+          retryAfter: KEYS_UNAVAILABLE_RETRY_SECONDS,
+        }),
+      );
     }
-    const reasons = failures.map((f) => f.reason).join("; ");
+    await countFailedAuthentication(c);
     return unauthorized(c, `The credentials were rejected: ${reasons}.`, {
       error: {
         code:
@@ -143,7 +144,6 @@ export function authenticate() {
             : "invalid_token",
         description: reasons,
       },
-      retryAfter: unavailable ? KEYS_UNAVAILABLE_RETRY_SECONDS : undefined,
     });
   });
 }

@@ -307,14 +307,17 @@ describe("JWT", () => {
     ["HTTP 500", 500],
     ["HTTP 404", 404],
     ["a network error", 0],
-  ])("answers a clear 401 when the key set fails with %s, and backs off", async (_name, status) => {
+  ])("answers a clear 503 when the key set fails with %s, and backs off", async (_name, status) => {
     const fake = useFakeExtend();
     const issuer = await TestIssuer.start();
     issuer.failStatus = status;
     const token = await issuer.sign();
     for (let i = 0; i < 3; i++) {
       const response = await callWithJwt(issuer, token);
-      const body = await expectUnauthorized(response, /signing keys could not be fetched/);
+      expect(response.status).toBe(503);
+      const body = (await response.json()) as { code: string; message: string; retryable: boolean };
+      expect(body).toMatchObject({ code: "AUTH_UNAVAILABLE", retryable: true });
+      expect(body.message).toMatch(/signing keys could not be fetched/);
       expect(response.headers.get("retry-after")).toBe("10");
       expect(JSON.stringify(body)).not.toContain(issuer.jwksUrl);
     }
