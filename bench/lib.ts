@@ -260,7 +260,8 @@ export async function walkStats(
     }
     if (!response.ok) throw new Error(`/stats answered ${response.status}: ${await response.text()}`);
     last = (await response.json()) as StatsBody;
-    pagesFetched += last.pagesFetched;
+    // Cumulative across resumed calls: the last answer holds the whole scan's count.
+    pagesFetched = last.pagesFetched;
     if (last.complete || !last.resumeToken) break;
     resumeToken = last.resumeToken;
   }
