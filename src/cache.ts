@@ -128,6 +128,14 @@ function errorName(error: unknown): string {
   return typeof code === "string" ? `${error.name}:${code}` : error.name;
 }
 
+/** Settles with nothing when `promise` settles, so whoever holds it holds no value. */
+function settled(promise: Promise<unknown>): Promise<void> {
+  return promise.then(
+    () => undefined,
+    () => undefined,
+  );
+}
+
 /** Rejects with `signal.reason` when the caller gives up; never settles otherwise. */
 function abandoned(signal: AbortSignal | undefined): Promise<never> | undefined {
   if (!signal) return undefined;
@@ -231,7 +239,9 @@ export function createKvCache(deps: KvCacheDeps): KvCache {
     inFlight.set(key, entry);
     // Others may be waiting on this load: it must outlive its leader when the leader's client
     // goes away, and workerd keeps a request's I/O running after that only for waitUntil work.
-    waitUntil(promise.catch(() => undefined));
+    // waitUntil holds what it is given until the request ends, so it gets a promise of nothing:
+    // handing it `promise` itself kept every page a /stats scan loaded alive for the whole scan.
+    waitUntil(settled(promise));
     promise.then(
       (loaded) => {
         if (store) write(key, loaded, options);
@@ -287,9 +297,12 @@ export function createKvCache(deps: KvCacheDeps): KvCache {
         }
         if (ageMs < (options.ttlSeconds + options.staleSeconds) * 1000) {
           if (!liveLoad(key, options.maxCoalesceWaitMs ?? DEFAULT_MAX_COALESCE_WAIT_MS)) {
-            const refresh = loadShared(key, options, true).catch((error: unknown) => {
-              log({ level: "warn", msg: "cache refresh failed", key, error: errorName(error) });
-            });
+            const refresh = loadShared(key, options, true).then(
+              () => undefined,
+              (error: unknown) => {
+                log({ level: "warn", msg: "cache refresh failed", key, error: errorName(error) });
+              },
+            );
             waitUntil(refresh);
           }
           return { value: found.value, cache: "STALE", ageSeconds, entryTag: found.meta.tag };
