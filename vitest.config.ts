@@ -4,6 +4,8 @@ import { FAKE_EXTEND_ORIGIN, TEST_UPSTREAM_KEY } from "./test/worker/support/con
 
 export default defineConfig({
   test: {
+    // Every request writes its log line; show them only for a failing test.
+    silent: "passed-only",
     projects: [
       {
         plugins: [

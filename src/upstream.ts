@@ -108,7 +108,8 @@ function isListShape(
   if (typeof value !== "object" || value === null) return false;
   const list = value as { object?: unknown; data?: unknown; nextPageToken?: unknown };
   return (
-    list.object === "list" &&
+    // `object` is Extend's discriminator; a compatible server that leaves it out still sends a list.
+    (list.object === "list" || list.object === undefined) &&
     Array.isArray(list.data) &&
     list.data.every((run) => typeof run === "object" && run !== null && !Array.isArray(run)) &&
     (list.nextPageToken === undefined ||

@@ -225,6 +225,7 @@ const FAULTS: FaultCase[] = [
     "[]",
     "null",
     '{"object":"list","data":{}}',
+    '{"object":"page","data":[]}',
     '{"object":"list","data":[],"nextPageToken":5}',
     '{"object":"list","data":[1]}',
   ].map((body) => ({
@@ -255,6 +256,17 @@ const FAULTS: FaultCase[] = [
     calls: 1,
   })),
 ];
+
+describe("a compatible upstream that leaves out `object`", () => {
+  it("still has its list passed through unchanged", async () => {
+    const fake = useFakeExtend();
+    const body = '{"data":[{"id":"workflow_run_1","status":"PROCESSED"}]}';
+    fake.inject({ type: "status", status: 200, body }, ALWAYS);
+    const res = await call();
+    expect(res.status).toBe(200);
+    expect(res.text).toBe(body);
+  });
+});
 
 describe("upstream faults map to one clear error", () => {
   it.each(FAULTS)("$name", async ({ fault, times, status, code, retryable, calls, retryAfter }) => {
