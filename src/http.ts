@@ -1,5 +1,6 @@
 import { OpenAPIHono } from "@hono/zod-openapi";
 import type { Context, ErrorHandler, NotFoundHandler, TypedResponse } from "hono";
+import { createMiddleware } from "hono/factory";
 import { HTTPException } from "hono/http-exception";
 import type { JSONParsed } from "hono/utils/types";
 import type { z } from "zod";
@@ -33,6 +34,46 @@ export function validationError(error: z.ZodError, c: Context<AppEnv>): ApiError
   }
   const summary = details.map((d) => `${d.field} ${d.message}`).join("; ");
   return new ApiError("INVALID_REQUEST", `Invalid query parameter: ${summary}.`, { details });
+}
+
+/**
+ * Rejects a query whose percent-encoding does not decode as UTF-8 (`%ZZ`, a lone `%ED%A0%80`).
+ * Hono keeps such text undecoded, and the literal `%…` would then travel upstream as a filter
+ * value nobody asked for; the 400 names the parameter as it was written.
+ */
+export function rejectMalformedQuery() {
+  return createMiddleware<AppEnv>(async (c, next) => {
+    const search = new URL(c.req.url).search.slice(1);
+    const details: FieldIssue[] = [];
+    for (const part of search.split("&")) {
+      if (part === "") continue;
+      const cut = part.indexOf("=");
+      const name = cut === -1 ? part : part.slice(0, cut);
+      const decodedName = decodeQueryComponent(name);
+      if (
+        decodedName === undefined ||
+        decodeQueryComponent(cut === -1 ? "" : part.slice(cut + 1)) === undefined
+      ) {
+        const field = decodedName ?? name;
+        if (!details.some((d) => d.field === field)) {
+          details.push({ field, message: "is not valid percent-encoded UTF-8" });
+        }
+      }
+    }
+    if (details.length > 0) {
+      const summary = details.map((d) => `${d.field} ${d.message}`).join("; ");
+      throw new ApiError("INVALID_REQUEST", `Invalid query parameter: ${summary}.`, { details });
+    }
+    await next();
+  });
+}
+
+function decodeQueryComponent(text: string): string | undefined {
+  try {
+    return decodeURIComponent(text.replace(/\+/g, " "));
+  } catch {
+    return undefined;
+  }
 }
 
 /** A router whose validation failures all go through `validationError`. */

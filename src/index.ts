@@ -3,7 +3,7 @@ import { methodNotAllowed as methodNotAllowedMiddleware } from "hono/method-not-
 import { requestId } from "hono/request-id";
 import type { AppEnv } from "./app-env.ts";
 import { loadConfig } from "./config.ts";
-import { createRouter, methodNotAllowed, notFound, onError } from "./http.ts";
+import { createRouter, methodNotAllowed, notFound, onError, rejectMalformedQuery } from "./http.ts";
 import { registerDocs } from "./routes/docs.ts";
 import { health } from "./routes/health.ts";
 import { stats } from "./routes/stats.ts";
@@ -45,8 +45,8 @@ app.use(
 );
 
 // Data routes: the caller authenticates, then spends its rate limit (health and docs stay open).
-app.use("/workflow_runs/*", authenticate(), rateLimit("RATE_LIMITER"));
-app.use("/stats/*", authenticate(), rateLimit("STATS_RATE_LIMITER"));
+app.use("/workflow_runs/*", authenticate(), rateLimit("RATE_LIMITER"), rejectMalformedQuery());
+app.use("/stats/*", authenticate(), rateLimit("STATS_RATE_LIMITER"), rejectMalformedQuery());
 
 const routes = app.route("/", workflowRuns).route("/", stats);
 

@@ -12,7 +12,9 @@ export const WORKFLOW_RUN_STATUSES = [
   "CANCELLING",
 ] as const;
 
-export const WorkflowRunStatus = z.enum(WORKFLOW_RUN_STATUSES).openapi("WorkflowRunStatus");
+export const WorkflowRunStatus = z
+  .enum(WORKFLOW_RUN_STATUSES, { error: `must be one of ${WORKFLOW_RUN_STATUSES.join(", ")}` })
+  .openapi("WorkflowRunStatus");
 export type WorkflowRunStatus = z.infer<typeof WorkflowRunStatus>;
 
 /** Longest cursor accepted; Extend's look like `base64:base64`, well under 200 characters. */
@@ -50,8 +52,8 @@ export const PageSizeParam = z
   )
   .openapi({ type: "integer", minimum: 1, maximum: MAX_PAGE_SIZE, default: DEFAULT_PAGE_SIZE });
 
-export const SortBy = z.enum(["updatedAt", "createdAt"]);
-export const SortDir = z.enum(["asc", "desc"]);
+export const SortBy = z.enum(["updatedAt", "createdAt"], { error: "must be updatedAt or createdAt" });
+export const SortDir = z.enum(["asc", "desc"], { error: "must be asc or desc" });
 
 export const ListWorkflowRunsQuery = z
   .strictObject({

@@ -321,6 +321,14 @@ describe("GET /workflow_runs: rejected parameters (400, field named, no upstream
     { name: "nextPageToken repeated", query: "nextPageToken=a&nextPageToken=b", field: "nextPageToken" },
     { name: "workflowId repeated, once empty", query: "workflowId=wf_1&workflowId=", field: "workflowId" },
     { name: "unknown parameter repeated", query: "x=1&x=2", field: "x" },
+    { name: "status with broken percent-encoding", query: "status=%ZZ", field: "status" },
+    {
+      name: "fileNameContains that is not UTF-8",
+      query: "fileNameContains=%ED%A0%80",
+      field: "fileNameContains",
+    },
+    { name: "fileNameContains with a stray %", query: "fileNameContains=100%", field: "fileNameContains" },
+    { name: "a parameter name with broken percent-encoding", query: "%ZZ=1", field: "%ZZ" },
   ];
 
   it.each(cases)("$name", async ({ query, field }) => {
