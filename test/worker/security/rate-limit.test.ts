@@ -34,21 +34,44 @@ async function expectRateLimited(response: Response) {
   expect(response.headers.get("content-type")).toMatch(/^application\/json/);
 }
 
+/**
+ * Sends until the limiter refuses. Its windows are fixed and aligned to the wall clock (60 s), so a
+ * run that straddles a window boundary starts counting again: the first refusal comes after
+ * between `limit` and `2 × limit` allowed requests, never sooner and never later.
+ */
+async function sendUntilRefused(
+  limit: number,
+  send: (i: number) => Promise<Response>,
+  expectAllowed: (response: Response, i: number) => void,
+): Promise<{ allowed: number; refused: Response }> {
+  for (let i = 0; i <= 2 * limit; i++) {
+    const response = await send(i);
+    if (response.status === 429) {
+      expect(i, "requests allowed before the first refusal").toBeGreaterThanOrEqual(limit);
+      return { allowed: i, refused: response };
+    }
+    expectAllowed(response, i);
+    await response.body?.cancel();
+  }
+  throw new Error(`no 429 after ${2 * limit + 1} requests: the limit of ${limit} is not enforced`);
+}
+
 describe("per-caller rate limits", () => {
   it(
-    `refuses request ${GENERAL_LIMIT + 1} of a caller on /workflow_runs without calling Extend`,
+    `refuses a caller past ${GENERAL_LIMIT} requests a minute on /workflow_runs without calling Extend`,
     async () => {
       const fake = useFakeExtend();
       const caller = freshCaller();
       // A new query each time, so no page cache can answer in Extend's place.
       const path = (i: number) => `/workflow_runs?maxPageSize=1&fileNameContains=${caller.id}-${i}`;
-      for (let i = 0; i < GENERAL_LIMIT; i++) {
-        const response = await callProxy(path(i), caller);
-        expect(response.status, `request ${i + 1}`).toBe(200);
-      }
-      expect(fake.listCalls).toHaveLength(GENERAL_LIMIT);
-      await expectRateLimited(await callProxy(path(GENERAL_LIMIT), caller));
-      expect(fake.listCalls).toHaveLength(GENERAL_LIMIT);
+      const { allowed, refused } = await sendUntilRefused(
+        GENERAL_LIMIT,
+        (i) => callProxy(path(i), caller),
+        (response, i) => expect(response.status, `request ${i + 1}`).toBe(200),
+      );
+      await expectRateLimited(refused);
+      // Every allowed request went upstream once; the refused one did not.
+      expect(fake.listCalls).toHaveLength(allowed);
 
       // Another caller is unaffected.
       const other = freshCaller();
@@ -58,16 +81,20 @@ describe("per-caller rate limits", () => {
   );
 
   it(
-    `refuses request ${STATS_LIMIT + 1} of a caller on /stats, and leaves /workflow_runs open`,
+    `refuses a caller past ${STATS_LIMIT} requests a minute on /stats, and leaves /workflow_runs open`,
     async () => {
       const fake = useFakeExtend();
       const caller = freshCaller();
-      for (let i = 0; i < STATS_LIMIT; i++) {
-        const response = await callProxy("/stats", caller);
-        expect(response.status, `request ${i + 1}`).not.toBe(429);
-      }
-      const callsBefore = fake.listCalls.length;
-      await expectRateLimited(await callProxy("/stats", caller));
+      let callsBefore = 0;
+      const { refused } = await sendUntilRefused(
+        STATS_LIMIT,
+        (i) => {
+          callsBefore = fake.listCalls.length;
+          return callProxy(`/stats?fileNameContains=${caller.id}-${i}`, caller);
+        },
+        (response, i) => expect(response.status, `request ${i + 1}`).toBe(200),
+      );
+      await expectRateLimited(refused);
       expect(fake.listCalls).toHaveLength(callsBefore);
       expect((await callProxy("/workflow_runs?maxPageSize=1", caller)).status).toBe(200);
     },
@@ -77,22 +104,28 @@ describe("per-caller rate limits", () => {
   it("limits anonymous callers by client ip", async () => {
     useFakeExtend();
     const anonymous = { env: { ALLOW_ANONYMOUS: "true" }, headers: { "cf-connecting-ip": randomIpv6() } };
-    for (let i = 0; i < STATS_LIMIT; i++) await callProxy("/stats", anonymous);
-    await expectRateLimited(await callProxy("/stats", anonymous));
+    const { refused } = await sendUntilRefused(
+      STATS_LIMIT,
+      () => callProxy("/stats", anonymous),
+      (response) => expect(response.status).toBe(200),
+    );
+    await expectRateLimited(refused);
     const otherIp = { ...anonymous, headers: { "cf-connecting-ip": randomIpv6() } };
     expect((await callProxy("/stats", otherIp)).status).not.toBe(429);
   });
 
   it(
-    `counts rejected credentials per ip: attempt ${GENERAL_LIMIT + 1} gets 429 instead of 401`,
+    `counts rejected credentials per ip: past ${GENERAL_LIMIT} attempts a minute, 429 instead of 401`,
     async () => {
       useFakeExtend();
       const headers = { authorization: "Bearer guessing-0000000000", "cf-connecting-ip": randomIpv6() };
       const env = { CLIENT_TOKENS: `real_${crypto.randomUUID()}`, ALLOW_ANONYMOUS: "false" };
-      for (let i = 0; i < GENERAL_LIMIT; i++) {
-        expect((await callProxy("/workflow_runs", { env, headers })).status).toBe(401);
-      }
-      await expectRateLimited(await callProxy("/workflow_runs", { env, headers }));
+      const { refused } = await sendUntilRefused(
+        GENERAL_LIMIT,
+        () => callProxy("/workflow_runs", { env, headers }),
+        (response) => expect(response.status).toBe(401),
+      );
+      await expectRateLimited(refused);
     },
     MANY_REQUESTS_TIMEOUT_MS,
   );
