@@ -19,18 +19,9 @@ export interface PageResult {
   readonly entryTag?: string;
 }
 
-/** Where the list route and /stats get pages from: the KV page cache, or Extend directly. */
+/** Where the list route and /stats get pages from (the KV page cache over Extend). */
 export interface PageSource {
   get(query: CanonicalListQuery, options?: ListOptions): Promise<PageResult>;
-}
-
-/** A page source with no cache: every page is an upstream call. */
-export function uncachedPages(upstream: WorkflowRunsUpstream): PageSource {
-  return {
-    async get(query, options) {
-      return { page: await upstream.list(query, options), cache: "MISS" };
-    },
-  };
 }
 
 function corruptPage(): ApiError {

@@ -8,22 +8,16 @@ import { canonicalListQuery, ListWorkflowRunsQuery } from "../../src/schemas.ts"
 import { TEST_UPSTREAM_KEY } from "./support/constants.ts";
 import { useFakeExtend } from "./support/fake-upstream.ts";
 import { callAsFreshCaller, isolatedEnv } from "./support/isolated.ts";
+import {
+  LIST_DEFAULTS,
+  LIST_PARAMS,
+  type ListParam as Param,
+  type ListQuery as Query,
+} from "./support/list-oracle.ts";
 
 // The oracle for "same query" is written here from Extend's documented defaults, not taken from
 // src/schemas.ts: two queries are the same when they agree once the defaults are filled in.
-const PARAMS = [
-  "status",
-  "workflowId",
-  "batchId",
-  "fileNameContains",
-  "sortBy",
-  "sortDir",
-  "nextPageToken",
-  "maxPageSize",
-] as const;
-type Param = (typeof PARAMS)[number];
-type Query = Partial<Record<Param, string>>;
-const DEFAULTS = { sortBy: "updatedAt", sortDir: "desc", maxPageSize: "10" } as const;
+const DEFAULTS: Query = LIST_DEFAULTS;
 const KEY_SHAPE = /^v1:page:\d{4}-\d{2}-\d{2}:[0-9a-f]{32}:[0-9a-f]{64}$/;
 
 const asciiUnit = fc.oneof(
@@ -69,7 +63,7 @@ const queryPairArb = queryArb.chain((a) =>
   fc.oneof(
     fc.constant<[Query, Query]>([a, { ...a }]),
     queryArb.map((b): [Query, Query] => [a, b]),
-    fc.tuple(fc.constantFrom(...PARAMS), queryArb).map(([param, other]): [Query, Query] => {
+    fc.tuple(fc.constantFrom(...LIST_PARAMS), queryArb).map(([param, other]): [Query, Query] => {
       const b: Query = { ...a };
       // An absent parameter is left out, never written as undefined.
       if (other[param] === undefined) delete b[param];
@@ -82,7 +76,7 @@ const queryPairArb = queryArb.chain((a) =>
 function sameQuery(a: Query, b: Query): boolean {
   const fa: Query = { ...DEFAULTS, ...a };
   const fb: Query = { ...DEFAULTS, ...b };
-  return PARAMS.every((p) => fa[p] === fb[p]);
+  return LIST_PARAMS.every((p) => fa[p] === fb[p]);
 }
 
 const config = loadConfig({ ...env, ...isolatedEnv() });

@@ -5,24 +5,19 @@ import { STATUSES } from "../../fake/extend.ts";
 import { FAKE_EXTEND_ORIGIN, TEST_UPSTREAM_KEY } from "./support/constants.ts";
 import type { ErrorEnvelope } from "./support/envelope.ts";
 import { callAsFreshCaller, isolatedEnv } from "./support/isolated.ts";
+import {
+  LIST_DEFAULTS,
+  LIST_PARAMS,
+  type ListParam as Param,
+  type ListQuery as Query,
+} from "./support/list-oracle.ts";
 import { network } from "./support/setup.ts";
 
 // The oracle below is written from Extend's documentation, independently of src/schemas.ts.
-const SDK_ORDER = [
-  "status",
-  "workflowId",
-  "batchId",
-  "fileNameContains",
-  "sortBy",
-  "sortDir",
-  "nextPageToken",
-  "maxPageSize",
-] as const;
-type Param = (typeof SDK_ORDER)[number];
-type Query = Partial<Record<Param, string>>;
+
 /** Generous: a property makes a hundred or more calls, and the suite shares two cores with others. */
 const PROPERTY_TIMEOUT_MS = 120_000;
-const DEFAULTS: Query = { sortBy: "updatedAt", sortDir: "desc", maxPageSize: "10" };
+const DEFAULTS: Query = LIST_DEFAULTS;
 
 // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what it detects
 const CONTROL = /[\u0000-\u001f\u007f]/;
@@ -110,7 +105,7 @@ function writtenQueryArb(query: Query): fc.Arbitrary<string> {
 
 function canonical(query: Query): Entries {
   const merged: Query = { ...DEFAULTS, ...query };
-  return SDK_ORDER.flatMap((name) => {
+  return LIST_PARAMS.flatMap((name) => {
     const value = merged[name];
     return value === undefined ? [] : [[name, value] as [string, string]];
   });
@@ -170,7 +165,7 @@ describe("query parsing properties", () => {
 
   const unknownNameArb = fc
     .string({ unit: fc.oneof(asciiUnit, fc.constantFrom(" ", "é")), minLength: 1, maxLength: 20 })
-    .filter((name) => !(SDK_ORDER as readonly string[]).includes(name));
+    .filter((name) => !(LIST_PARAMS as readonly string[]).includes(name));
 
   const invalidValueArb: Record<Param, fc.Arbitrary<string>> = {
     status: fc.oneof(
@@ -202,7 +197,7 @@ describe("query parsing properties", () => {
       fc.string({ maxLength: 6 }),
     ),
   };
-  const paramArb = fc.constantFrom(...SDK_ORDER);
+  const paramArb = fc.constantFrom(...LIST_PARAMS);
 
   type Mutation =
     | { kind: "unknown"; name: string; value: string }
