@@ -4,19 +4,9 @@ import { FAKE_EXTEND_ORIGIN, TEST_UPSTREAM_KEY } from "./support/constants.ts";
 import { expectErrorEnvelope, expectNoUpstreamKey, read } from "./support/envelope.ts";
 import { useFakeExtend } from "./support/fake-upstream.ts";
 import { callAsFreshCaller as callProxy, isolatedEnv } from "./support/isolated.ts";
+import { LIST_DEFAULTS, LIST_PARAMS } from "./support/list-oracle.ts";
 
-/** Parameter order of the official SDK, which the upstream query string follows. */
-const SDK_ORDER = [
-  "status",
-  "workflowId",
-  "batchId",
-  "fileNameContains",
-  "sortBy",
-  "sortDir",
-  "nextPageToken",
-  "maxPageSize",
-] as const;
-const DEFAULTS: Record<string, string> = { sortBy: "updatedAt", sortDir: "desc", maxPageSize: "10" };
+const DEFAULTS: Record<string, string> = LIST_DEFAULTS;
 /** A cursor in the shape Extend documents: base64 halves joined by ":", with + / = inside. */
 const EXTEND_STYLE_TOKEN = "xK9mLPqRtN3vS8wF5hB2cQ==:zWvUxYjM4nKpL7aDgE9HbTcR2mAyX3/Q+CNkfBSw1dZ=";
 const UPSTREAM_ONLY_HEADERS = [
@@ -31,7 +21,7 @@ const UPSTREAM_ONLY_HEADERS = [
 
 function expectedUpstreamParams(explicit: Record<string, string>): [string, string][] {
   const merged = { ...DEFAULTS, ...explicit };
-  return SDK_ORDER.filter((name) => merged[name] !== undefined).map((name) => [name, merged[name] ?? ""]);
+  return LIST_PARAMS.filter((name) => merged[name] !== undefined).map((name) => [name, merged[name] ?? ""]);
 }
 
 function onlyListCall(fake: FakeExtend) {
