@@ -1,7 +1,7 @@
 // Test support for the /stats suites: a fake Extend per test (optionally answering smaller pages
 // than asked for, which Extend may do), an independent reference fold, and response types.
 import { HttpResponse, http } from "msw";
-import { FakeExtend, type FakeExtendOptions, type FakeRun, listAll } from "../../fake/extend.ts";
+import { FakeExtend, type FakeExtendOptions, type FakeRun, listAll, STATUSES } from "../../fake/extend.ts";
 import type { WorkflowRunStats } from "../../src/routes/stats.ts";
 import { FAKE_EXTEND_ORIGIN, TEST_UPSTREAM_KEY } from "./support/constants.ts";
 import { callProxy, json } from "./support/proxy.ts";
@@ -9,16 +9,7 @@ import { network } from "./support/setup.ts";
 
 export type { WorkflowRunStats };
 
-export const STATUSES = [
-  "PENDING",
-  "PROCESSING",
-  "NEEDS_REVIEW",
-  "REJECTED",
-  "PROCESSED",
-  "FAILED",
-  "CANCELLED",
-  "CANCELLING",
-] as const;
+export { STATUSES };
 
 export interface StatsFakeOptions extends Partial<FakeExtendOptions> {
   /** Answer at most this many runs per page whatever maxPageSize asks for. */
