@@ -37,6 +37,11 @@ export interface ListOptions {
   /** Aborting it stops the running attempt and any retry; `list` then rejects with its reason. */
   signal?: AbortSignal;
   onAttempt?: (report: AttemptReport) => void;
+  /**
+   * Awaited before each retry, after the back-off: a shared rate budget holds the retry back
+   * like any other call, or refuses it (the rejection ends `list` with that error).
+   */
+  beforeRetry?: () => Promise<void>;
 }
 
 /** The narrow interface handlers use to read Extend's list of runs. */
@@ -351,6 +356,7 @@ export function createExtendUpstream(config: Config, deps: UpstreamDeps = {}): W
         const wait = outcome.waitMs !== undefined ? outcome.waitMs + backoff / 4 : backoff;
         if (now() + wait >= deadline) break;
         await sleep(wait);
+        await options.beforeRetry?.();
       }
       throw last;
     },

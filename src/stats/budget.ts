@@ -1,8 +1,16 @@
+import { ApiError } from "../errors.ts";
+
 /** Window over which `UPSTREAM_MAX_RPS` is enforced: any 1,000 ms holds at most that many calls. */
 export const RATE_WINDOW_MS = 1_000;
 /** First pause after an upstream 429; doubled for each further 429 in a row. */
 export const BACKOFF_AFTER_429_MS = 1_000;
 export const MAX_BACKOFF_AFTER_429_MS = 16_000;
+/**
+ * Longest a /stats request sits out a 429 pause before it starts a page. A longer pause ends
+ * the request at once (a 503 with Retry-After, or the pages read so far with a resume token)
+ * instead of holding the caller's connection open doing nothing.
+ */
+export const MAX_PAUSE_WAIT_MS = 5_000;
 /** Upstream connections one /stats request keeps open at once (the Workers per-request cap). */
 export const MAX_CONCURRENT_PAGES = 6;
 /** Budgets kept per isolate; more distinct upstream accounts than this in one isolate is a misuse. */
@@ -18,6 +26,22 @@ export const realClock: Clock = {
   sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
 };
 
+/**
+ * The budget is paused (Extend answered 429) for longer than the caller is willing to wait.
+ * An ApiError, so whoever ends up holding it answers 503 with a Retry-After.
+ */
+export class BudgetPaused extends ApiError {
+  readonly retryAfterMs: number;
+  constructor(retryAfterMs: number) {
+    super(
+      "UPSTREAM_RATE_LIMITED",
+      "Extend's rate limit for this organisation is exhausted; the proxy is backing off, retry later.",
+      { retryAfter: Math.max(1, Math.ceil(retryAfterMs / 1000)) },
+    );
+    this.retryAfterMs = retryAfterMs;
+  }
+}
+
 /** A reserved call slot; give it back when the call never reached upstream (a cache hit). */
 export interface Permit {
   refund(): void;
@@ -28,7 +52,9 @@ export interface Permit {
  * talks to the same Extend account. A sliding-window log (not a token bucket, whose refills let
  * a burst plus a second's worth through in one window) so no 1-second window ever holds more
  * than `maxPerSecond` calls. A 429 halves the rate and pauses all callers, doubling the pause
- * while 429s keep coming; each success earns one call per second back.
+ * while 429s keep coming; each success earns one call per second back. 429s that arrive while
+ * a pause is already running (the other calls of the same burst) halve the rate but do not
+ * lengthen the pause.
  */
 export class RateBudget {
   readonly maxPerSecond: number;
@@ -50,9 +76,12 @@ export class RateBudget {
     return this.limit;
   }
 
-  /** Waits, first come first served, until one more call fits the budget, and records it. */
-  acquire(signal?: AbortSignal): Promise<Permit> {
-    const turn = this.queue.then(() => this.waitForSlot(signal));
+  /**
+   * Waits, first come first served, until one more call fits the budget, and records it.
+   * Rejects with `BudgetPaused` rather than sit out a 429 pause longer than `maxPauseWaitMs`.
+   */
+  acquire(signal?: AbortSignal, maxPauseWaitMs = Number.POSITIVE_INFINITY): Promise<Permit> {
+    const turn = this.queue.then(() => this.waitForSlot(signal, maxPauseWaitMs));
     this.queue = turn.then(
       () => undefined,
       () => undefined,
@@ -60,19 +89,17 @@ export class RateBudget {
     return turn;
   }
 
-  /** Records a call made without `acquire` (a retry inside the upstream client). */
-  charge(): void {
-    this.starts.push(this.clock.now());
-  }
-
   /** Feeds an upstream answer back: 429 backs off, anything else that Extend answered recovers. */
   observe(status: number | "timeout" | "network-error"): void {
     const now = this.clock.now();
     if (status === 429) {
-      this.streak += 1;
+      // Each refusal says the rate was too high: halve it. But the calls of one burst that were
+      // already in flight when the pause began report the same overload: it escalates once.
       this.limit = Math.max(1, Math.floor(this.limit / 2));
+      if (this.pausedUntil > now) return;
+      this.streak += 1;
       const pause = Math.min(MAX_BACKOFF_AFTER_429_MS, BACKOFF_AFTER_429_MS * 2 ** (this.streak - 1));
-      this.pausedUntil = Math.max(this.pausedUntil, now + pause);
+      this.pausedUntil = now + pause;
       return;
     }
     if (typeof status === "number" && status < 500) {
@@ -86,11 +113,12 @@ export class RateBudget {
     this.starts = from === -1 ? [] : this.starts.slice(from);
   }
 
-  private async waitForSlot(signal: AbortSignal | undefined): Promise<Permit> {
+  private async waitForSlot(signal: AbortSignal | undefined, maxPauseWaitMs: number): Promise<Permit> {
     for (;;) {
       signal?.throwIfAborted();
       const now = this.clock.now();
       if (this.pausedUntil > now) {
+        if (this.pausedUntil - now > maxPauseWaitMs) throw new BudgetPaused(this.pausedUntil - now);
         await this.clock.sleep(this.pausedUntil - now);
         continue;
       }

@@ -12,7 +12,14 @@ import {
 } from "../schemas.ts";
 import type { ListOptions, UpstreamPage } from "../upstream.ts";
 import { addRun, addTally, emptyTally, emptyTotals, type Tally, type Totals } from "./aggregate.ts";
-import { type Clock, MAX_CONCURRENT_PAGES, type RateBudget, realClock } from "./budget.ts";
+import {
+  BudgetPaused,
+  type Clock,
+  MAX_CONCURRENT_PAGES,
+  MAX_PAUSE_WAIT_MS,
+  type RateBudget,
+  realClock,
+} from "./budget.ts";
 
 /**
  * After this long a request starts no further page and answers with a resume token, so a slow
@@ -238,7 +245,9 @@ interface Runnable {
  * Advances the scan by at most `maxPages` pages, at most `concurrency` at a time, each behind
  * the shared rate budget. Resolves once nothing more may start and every started page is
  * folded in; rejects with the first page's error (after the client's own retries), aborting the
- * others.
+ * others. When the shared budget is paused by Extend's 429s for longer than this request may
+ * wait, it stops launching: the pages read so far are the progress, and with none a 503
+ * UPSTREAM_RATE_LIMITED tells the caller when to come back.
  */
 export async function advanceScan(
   filters: StatsFilters,
@@ -253,7 +262,9 @@ export async function advanceScan(
   const lastLaunch = new Map<string, number>();
   const inflight = new Set<Promise<void>>();
   let launched = 0;
+  let read = 0;
   let failure: { error: unknown } | undefined;
+  let paused: BudgetPaused | undefined;
 
   const runnable = (): Runnable | undefined => {
     let best: (Runnable & { last: number }) | undefined;
@@ -270,16 +281,21 @@ export async function advanceScan(
     return best;
   };
 
+  // A 429 pause longer than this request may still wait for ends it instead (BudgetPaused).
+  const mayWait = () => Math.min(MAX_PAUSE_WAIT_MS, Math.max(0, stopLaunchingAt - clock.now()));
+
   const fetchPage = async (query: CanonicalListQuery): Promise<UpstreamPage> => {
-    const permit = await deps.budget.acquire(abort.signal);
+    const permit = await deps.budget.acquire(abort.signal, mayWait());
     let attempts = 0;
     const own: ListOptions = {
       signal: abort.signal,
       onAttempt: (report) => {
         attempts += 1;
-        // Retries inside the upstream client spend the same budget as first attempts.
-        if (attempts > 1) deps.budget.charge();
         deps.budget.observe(report.status);
+      },
+      // Retries inside the upstream client wait for the same budget as first attempts.
+      beforeRetry: async () => {
+        await deps.budget.acquire(abort.signal, mayWait());
       },
     };
     try {
@@ -293,9 +309,17 @@ export async function advanceScan(
   const run = async (next: Runnable): Promise<void> => {
     try {
       const page = await fetchPage(walkQuery(filters, next.partition, next.direction));
-      if (!failure) applyPage(filters, next.partition, next.direction, page, state.totals);
-    } catch (error) {
       if (!failure) {
+        applyPage(filters, next.partition, next.direction, page, state.totals);
+        read += 1;
+      }
+    } catch (error) {
+      if (error instanceof BudgetPaused) {
+        // Never started: not a page of this request, and the walk is where it was.
+        paused ??= error;
+        launched -= 1;
+        state.pagesFetched -= 1;
+      } else if (!failure) {
         failure = { error };
         abort.abort(error);
       }
@@ -305,7 +329,7 @@ export async function advanceScan(
   };
 
   for (;;) {
-    while (!failure && inflight.size < concurrency && launched < deps.maxPages) {
+    while (!failure && !paused && inflight.size < concurrency && launched < deps.maxPages) {
       if (clock.now() >= stopLaunchingAt) break;
       const next = runnable();
       if (!next) break;
@@ -320,5 +344,14 @@ export async function advanceScan(
     await Promise.race(inflight);
   }
   if (failure) throw failure.error;
+  if (paused && read === 0) {
+    throw new ApiError(
+      "UPSTREAM_RATE_LIMITED",
+      "Extend's rate limit for this organisation is exhausted; retry later.",
+      {
+        retryAfter: Math.max(1, Math.ceil(paused.retryAfterMs / 1000)),
+      },
+    );
+  }
   return { state, complete: isComplete(state), pagesThisRequest: launched };
 }

@@ -1,6 +1,9 @@
 import { describe, expect, it } from "vitest";
 import { generateRuns } from "../../fake/extend.ts";
-import { type Clock, RateBudget } from "../../src/stats/budget.ts";
+import { ApiError } from "../../src/errors.ts";
+import type { PageSource } from "../../src/pages.ts";
+import { BudgetPaused, type Clock, MAX_PAUSE_WAIT_MS, RateBudget } from "../../src/stats/budget.ts";
+import { advanceScan, planScan } from "../../src/stats/scan.ts";
 import { getStats, referenceStats, statsPath, summary, useStatsFake } from "./stats-helpers.ts";
 import { TEST_UPSTREAM_KEY } from "./support/constants.ts";
 import { callProxy, json } from "./support/proxy.ts";
@@ -45,18 +48,6 @@ describe("rate budget (controllable clock)", () => {
     expect(Math.max(...starts) - Math.min(...starts)).toBe(Math.floor((rps * 5 + 2) / rps) * 1000);
   });
 
-  it("counts retries made inside the upstream client against the same budget", async () => {
-    const clock = manualClock();
-    const budget = new RateBudget(4, clock);
-    await budget.acquire();
-    budget.charge();
-    budget.charge();
-    budget.charge();
-    const start = clock.now();
-    await budget.acquire();
-    expect(clock.now() - start).toBe(1000);
-  });
-
   it("gives a refunded slot (a cache hit) back at once", async () => {
     const clock = manualClock();
     const budget = new RateBudget(2, clock);
@@ -89,6 +80,94 @@ describe("rate budget (controllable clock)", () => {
   });
 });
 
+/** Drives the budget into a 429 pause of `2^(times-1)` seconds, as if Extend kept refusing. */
+function escalate(budget: RateBudget, clock: Clock & { time: number }, times: number) {
+  for (let n = 1; n <= times; n++) {
+    budget.observe(429);
+    if (n < times) clock.time += 1000 * 2 ** (n - 1) + 1;
+  }
+}
+
+/** A page source of endless one-run pages, counting its calls; `onGet` runs inside each call. */
+function endlessPages(onGet: (call: number) => void = () => undefined): PageSource & { calls: number } {
+  const source = {
+    calls: 0,
+    async get() {
+      source.calls += 1;
+      onGet(source.calls);
+      const run = { id: `run_${source.calls}`, status: "PROCESSED", createdAt: "2026-10-01T00:00:00.000Z" };
+      return {
+        cache: "MISS" as const,
+        page: { body: "", data: [run], nextPageToken: `cursor_${source.calls}` },
+      };
+    },
+  };
+  return source;
+}
+
+describe("rate budget pauses (controllable clock)", () => {
+  it("lengthens the pause once for a burst of 429s from calls already in flight", async () => {
+    const clock = manualClock();
+    const budget = new RateBudget(16, clock);
+    for (let i = 0; i < 3; i++) budget.observe(429);
+    // Every refusal halves the rate, but the pause stays one second, not 2^2.
+    expect(budget.currentLimit).toBe(2);
+    const start = clock.now();
+    await budget.acquire();
+    expect(clock.now() - start).toBe(1000);
+  });
+
+  it("refuses at once, rather than wait, when the pause is longer than the caller allows", async () => {
+    const clock = manualClock();
+    const budget = new RateBudget(8, clock);
+    escalate(budget, clock, 4);
+    const start = clock.now();
+    const refused = await budget.acquire(undefined, 5000).catch((error: unknown) => error);
+    expect(refused).toBeInstanceOf(BudgetPaused);
+    expect((refused as BudgetPaused).retryAfterMs).toBe(8000);
+    expect(clock.now()).toBe(start);
+    // A refusal does not jam the queue: a caller willing to wait still gets through.
+    await budget.acquire();
+    expect(clock.now() - start).toBe(8000);
+  });
+
+  it("ends a /stats scan with a 503 and Retry-After, starting no page, while a long pause runs", async () => {
+    const clock = manualClock();
+    const budget = new RateBudget(8, clock);
+    escalate(budget, clock, 4);
+    const pages = endlessPages();
+    const outcome = await advanceScan({}, planScan({}), { pages, budget, maxPages: 50, clock }).catch(
+      (error: unknown) => error,
+    );
+    expect(outcome).toBeInstanceOf(ApiError);
+    expect(outcome).toMatchObject({ code: "UPSTREAM_RATE_LIMITED", status: 503, retryAfter: 8 });
+    expect(pages.calls).toBe(0);
+    expect(8000).toBeGreaterThan(MAX_PAUSE_WAIT_MS);
+  });
+
+  it("returns the pages read so far, resumable, when a long pause starts mid-scan", async () => {
+    const clock = manualClock();
+    const budget = new RateBudget(8, clock);
+    // The first page comes back fine, then Extend's refusals push the pause past the wait limit.
+    const pages = endlessPages((call) => {
+      if (call === 1) escalate(budget, clock, 4);
+    });
+    const state = planScan({ status: "PROCESSED" });
+    const progress = await advanceScan({ status: "PROCESSED" }, state, {
+      pages,
+      budget,
+      maxPages: 50,
+      clock,
+      concurrency: 1,
+    });
+    expect(pages.calls).toBe(1);
+    expect(progress).toMatchObject({ complete: false, pagesThisRequest: 1 });
+    expect(progress.state.pagesFetched).toBe(1);
+    // The walk moved past the page it read, so a resume token continues from there.
+    expect(progress.state.partitions[0]?.desc).toMatchObject({ phase: "active", cursor: "cursor_1" });
+  });
+});
+
 describe("GET /stats within the upstream rate budget", () => {
   it("spreads a scan's upstream calls so no second holds more than UPSTREAM_MAX_RPS", async () => {
     const { fake, env } = useStatsFake({ dataset: { size: 400, seed: 8 }, pageLimit: 40 });
@@ -96,6 +175,21 @@ describe("GET /stats within the upstream rate budget", () => {
     expect(fake.listCalls.length).toBe(12);
     expect(body.pagesFetched).toBe(12);
     // Arrival times at the fake; a few milliseconds of dispatch jitter are allowed for.
+    expect(
+      busiestWindow(
+        fake.listCalls.map((c) => c.at),
+        990,
+      ),
+    ).toBeLessThanOrEqual(4);
+  }, 20_000);
+
+  it("holds the upstream client's retries to UPSTREAM_MAX_RPS too", async () => {
+    const { fake, env } = useStatsFake({ dataset: { size: 400, seed: 8 }, pageLimit: 40 });
+    // Every other call fails once and is retried at once (the client's back-off is short).
+    fake.inject({ type: "status", status: 503 }, 6);
+    const { body } = await getStats({}, { ...env, UPSTREAM_MAX_RPS: "4", STATS_MAX_PAGES: "8" });
+    expect(body.pagesFetched).toBe(8);
+    expect(fake.listCalls.length).toBe(14);
     expect(
       busiestWindow(
         fake.listCalls.map((c) => c.at),
