@@ -23,6 +23,9 @@ export default defineConfig({
         test: {
           name: "worker",
           include: ["test/worker/**/*.test.ts"],
+          // Fault tests wait on real (short) timeouts and back-offs; a shared, loaded CI machine
+          // can stretch them well past vitest's 5 s default without anything being wrong.
+          testTimeout: 20_000,
           setupFiles: ["./test/worker/support/setup.ts"],
         },
       },
