@@ -38,10 +38,11 @@ export interface ListOptions {
   signal?: AbortSignal;
   onAttempt?: (report: AttemptReport) => void;
   /**
-   * Awaited before each retry, after the back-off: a shared rate budget holds the retry back
-   * like any other call, or refuses it (the rejection ends `list` with that error).
+   * Awaited right before every attempt (retries after their back-off; the first before the
+   * deadline starts): a shared rate budget holds the call back, or refuses it, and then the
+   * rejection ends `list` with that error.
    */
-  beforeRetry?: () => Promise<void>;
+  beforeAttempt?: (attempt: number) => Promise<void>;
 }
 
 /** The narrow interface handlers use to read Extend's list of runs. */
@@ -335,9 +336,11 @@ export function createExtendUpstream(config: Config, deps: UpstreamDeps = {}): W
   return {
     async list(query, options = {}) {
       const url = upstreamUrl(config, query);
+      await options.beforeAttempt?.(1);
       const deadline = options.deadline ?? now() + config.upstreamDeadlineMs;
       let last: ApiError = timeoutError();
       for (let n = 1; n <= MAX_ATTEMPTS; n++) {
+        if (n > 1) await options.beforeAttempt?.(n);
         // The caller gave up (its own budget, or the client left): no further attempt is wanted.
         options.signal?.throwIfAborted();
         const remaining = deadline - now();
@@ -356,7 +359,6 @@ export function createExtendUpstream(config: Config, deps: UpstreamDeps = {}): W
         const wait = outcome.waitMs !== undefined ? outcome.waitMs + backoff / 4 : backoff;
         if (now() + wait >= deadline) break;
         await sleep(wait);
-        await options.beforeRetry?.();
       }
       throw last;
     },

@@ -42,11 +42,6 @@ export class BudgetPaused extends ApiError {
   }
 }
 
-/** A reserved call slot; give it back when the call never reached upstream (a cache hit). */
-export interface Permit {
-  refund(): void;
-}
-
 /**
  * Upstream calls per second, shared by every walk of every /stats scan in this isolate that
  * talks to the same Extend account. A sliding-window log (not a token bucket, whose refills let
@@ -80,7 +75,7 @@ export class RateBudget {
    * Waits, first come first served, until one more call fits the budget, and records it.
    * Rejects with `BudgetPaused` rather than sit out a 429 pause longer than `maxPauseWaitMs`.
    */
-  acquire(signal?: AbortSignal, maxPauseWaitMs = Number.POSITIVE_INFINITY): Promise<Permit> {
+  acquire(signal?: AbortSignal, maxPauseWaitMs = Number.POSITIVE_INFINITY): Promise<void> {
     const turn = this.queue.then(() => this.waitForSlot(signal, maxPauseWaitMs));
     this.queue = turn.then(
       () => undefined,
@@ -113,7 +108,7 @@ export class RateBudget {
     this.starts = from === -1 ? [] : this.starts.slice(from);
   }
 
-  private async waitForSlot(signal: AbortSignal | undefined, maxPauseWaitMs: number): Promise<Permit> {
+  private async waitForSlot(signal: AbortSignal | undefined, maxPauseWaitMs: number): Promise<void> {
     for (;;) {
       signal?.throwIfAborted();
       const now = this.clock.now();
@@ -125,16 +120,11 @@ export class RateBudget {
       this.prune(now);
       if (this.starts.length < this.limit) {
         this.starts.push(now);
-        return { refund: () => this.refund(now) };
+        return;
       }
       const blocking = this.starts[this.starts.length - this.limit] ?? now;
       await this.clock.sleep(Math.max(1, blocking + RATE_WINDOW_MS - now));
     }
-  }
-
-  private refund(at: number): void {
-    const index = this.starts.lastIndexOf(at);
-    if (index !== -1) this.starts.splice(index, 1);
   }
 }
 

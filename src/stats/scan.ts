@@ -285,25 +285,15 @@ export async function advanceScan(
   const mayWait = () => Math.min(MAX_PAUSE_WAIT_MS, Math.max(0, stopLaunchingAt - clock.now()));
 
   const fetchPage = async (query: CanonicalListQuery): Promise<UpstreamPage> => {
-    const permit = await deps.budget.acquire(abort.signal, mayWait());
-    let attempts = 0;
     const own: ListOptions = {
       signal: abort.signal,
-      onAttempt: (report) => {
-        attempts += 1;
-        deps.budget.observe(report.status);
-      },
-      // Retries inside the upstream client wait for the same budget as first attempts.
-      beforeRetry: async () => {
-        await deps.budget.acquire(abort.signal, mayWait());
-      },
+      // Every attempt that reaches Extend, retries included, takes its slot right before the
+      // call; a cache hit or a call shared with another request takes none.
+      beforeAttempt: () => deps.budget.acquire(abort.signal, mayWait()),
+      onAttempt: (report) => deps.budget.observe(report.status),
     };
-    try {
-      const result = await deps.pages.get(query, deps.listOptions ? deps.listOptions(own) : own);
-      return result.page;
-    } finally {
-      if (attempts === 0) permit.refund();
-    }
+    const result = await deps.pages.get(query, deps.listOptions ? deps.listOptions(own) : own);
+    return result.page;
   };
 
   const run = async (next: Runnable): Promise<void> => {

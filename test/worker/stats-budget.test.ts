@@ -4,6 +4,7 @@ import { ApiError } from "../../src/errors.ts";
 import type { PageSource } from "../../src/pages.ts";
 import { BudgetPaused, type Clock, MAX_PAUSE_WAIT_MS, RateBudget } from "../../src/stats/budget.ts";
 import { advanceScan, planScan } from "../../src/stats/scan.ts";
+import type { ListOptions } from "../../src/upstream.ts";
 import { getStats, referenceStats, statsPath, summary, useStatsFake } from "./stats-helpers.ts";
 import { TEST_UPSTREAM_KEY } from "./support/constants.ts";
 import { callProxy, json } from "./support/proxy.ts";
@@ -48,16 +49,6 @@ describe("rate budget (controllable clock)", () => {
     expect(Math.max(...starts) - Math.min(...starts)).toBe(Math.floor((rps * 5 + 2) / rps) * 1000);
   });
 
-  it("gives a refunded slot (a cache hit) back at once", async () => {
-    const clock = manualClock();
-    const budget = new RateBudget(2, clock);
-    for (let i = 0; i < 50; i++) (await budget.acquire()).refund();
-    const start = clock.now();
-    await budget.acquire();
-    await budget.acquire();
-    expect(clock.now()).toBe(start);
-  });
-
   it("backs off on 429: pauses everyone, doubles the pause while 429s continue, halves the rate, then recovers", async () => {
     const clock = manualClock();
     const budget = new RateBudget(8, clock);
@@ -88,11 +79,15 @@ function escalate(budget: RateBudget, clock: Clock & { time: number }, times: nu
   }
 }
 
-/** A page source of endless one-run pages, counting its calls; `onGet` runs inside each call. */
+/**
+ * A page source of endless one-run pages that, like the upstream client, asks the budget before
+ * each call; it counts the calls let through, and `onGet` runs inside each.
+ */
 function endlessPages(onGet: (call: number) => void = () => undefined): PageSource & { calls: number } {
   const source = {
     calls: 0,
-    async get() {
+    async get(_query: unknown, options?: ListOptions) {
+      await options?.beforeAttempt?.(1);
       source.calls += 1;
       onGet(source.calls);
       const run = { id: `run_${source.calls}`, status: "PROCESSED", createdAt: "2026-10-01T00:00:00.000Z" };
@@ -168,19 +163,22 @@ describe("rate budget pauses (controllable clock)", () => {
   });
 });
 
+/**
+ * The budget spaces calls a second apart when they leave the proxy; on a loaded machine they can
+ * reach the fake a few hundred ms late. Arrivals are therefore checked over a 750 ms window:
+ * calls let out in different seconds only fit into it when one was held up more than 250 ms,
+ * while an ungated scan lands all of its calls within a few ms.
+ */
+const ARRIVAL_WINDOW_MS = 750;
+const arrivals = (fake: { listCalls: { at: number }[] }) => fake.listCalls.map((c) => c.at);
+
 describe("GET /stats within the upstream rate budget", () => {
   it("spreads a scan's upstream calls so no second holds more than UPSTREAM_MAX_RPS", async () => {
     const { fake, env } = useStatsFake({ dataset: { size: 400, seed: 8 }, pageLimit: 40 });
     const { body } = await getStats({}, { ...env, UPSTREAM_MAX_RPS: "4", STATS_MAX_PAGES: "12" });
     expect(fake.listCalls.length).toBe(12);
     expect(body.pagesFetched).toBe(12);
-    // Arrival times at the fake; a few milliseconds of dispatch jitter are allowed for.
-    expect(
-      busiestWindow(
-        fake.listCalls.map((c) => c.at),
-        990,
-      ),
-    ).toBeLessThanOrEqual(4);
+    expect(busiestWindow(arrivals(fake), ARRIVAL_WINDOW_MS)).toBeLessThanOrEqual(4);
   }, 20_000);
 
   it("holds the upstream client's retries to UPSTREAM_MAX_RPS too", async () => {
@@ -190,12 +188,7 @@ describe("GET /stats within the upstream rate budget", () => {
     const { body } = await getStats({}, { ...env, UPSTREAM_MAX_RPS: "4", STATS_MAX_PAGES: "8" });
     expect(body.pagesFetched).toBe(8);
     expect(fake.listCalls.length).toBe(14);
-    expect(
-      busiestWindow(
-        fake.listCalls.map((c) => c.at),
-        990,
-      ),
-    ).toBeLessThanOrEqual(4);
+    expect(busiestWindow(arrivals(fake), ARRIVAL_WINDOW_MS)).toBeLessThanOrEqual(4);
   }, 20_000);
 
   it("backs off when Extend answers 429 instead of hammering, and still counts everything", async () => {
