@@ -305,7 +305,8 @@ export async function advanceScan(
       }
     } catch (error) {
       if (error instanceof BudgetPaused) {
-        // Never started: not a page of this request, and the walk is where it was.
+        // Refused before its first attempt or a retry: not read, so the walk stays where it was
+        // and the page is not one of this request's.
         paused ??= error;
         launched -= 1;
         state.pagesFetched -= 1;
@@ -334,14 +335,6 @@ export async function advanceScan(
     await Promise.race(inflight);
   }
   if (failure) throw failure.error;
-  if (paused && read === 0) {
-    throw new ApiError(
-      "UPSTREAM_RATE_LIMITED",
-      "Extend's rate limit for this organisation is exhausted; retry later.",
-      {
-        retryAfter: Math.max(1, Math.ceil(paused.retryAfterMs / 1000)),
-      },
-    );
-  }
+  if (paused && read === 0) throw paused;
   return { state, complete: isComplete(state), pagesThisRequest: launched };
 }
