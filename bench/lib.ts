@@ -11,6 +11,7 @@ import autocannon, { type AutocannonRequest } from "autocannon";
 import { ExtendClient } from "extend-ai";
 import type { FakeCounters } from "../fake/server.ts";
 import {
+  freePort,
   PROJECT_ROOT,
   processGroupMembers,
   startWranglerDev,
@@ -98,6 +99,8 @@ async function benchConfig(): Promise<string> {
 
 export interface BenchProxy extends WranglerDev {
   token: string;
+  /** wrangler's DevTools inspector, for `inspectWorkerHeap`. */
+  inspectorPort: number;
   close(): Promise<void>;
 }
 
@@ -105,9 +108,11 @@ export interface BenchProxy extends WranglerDev {
 export async function startProxy(fake: FakeProcess, vars: Record<string, string> = {}): Promise<BenchProxy> {
   const token = `bench_${Math.random().toString(36).slice(2)}`;
   const persistTo = await mkdtemp(join(tmpdir(), "extend-runs-proxy-bench-"));
+  const inspectorPort = await freePort();
   const dev = await startWranglerDev({
     configPath: await benchConfig(),
     persistTo,
+    inspectorPort,
     vars: {
       EXTEND_API_BASE_URL: fake.url,
       EXTEND_API_KEY: fake.apiKey,
@@ -119,6 +124,7 @@ export async function startProxy(fake: FakeProcess, vars: Record<string, string>
   return {
     ...dev,
     token,
+    inspectorPort,
     close: async () => {
       await dev.stop();
       await rm(persistTo, { recursive: true, force: true });
@@ -357,6 +363,89 @@ export function sampleWorkerdMemory(proxy: WranglerDev, everyMs = 25) {
       clearInterval(timer);
       peakMb = Math.max(peakMb, read());
       return { idleMb, peakMb };
+    },
+  };
+}
+
+export interface WorkerHeap {
+  /** V8 heap in use by the Worker's isolate, garbage not yet collected included, in MB. */
+  usedMb(): Promise<number>;
+  close(): void;
+}
+
+/** How long one DevTools call may take before the measurement is given up. */
+const INSPECTOR_CALL_TIMEOUT_MS = 5_000;
+
+/**
+ * The Worker isolate's own V8 heap, read through wrangler's DevTools inspector (Chrome DevTools
+ * Protocol, `Runtime.getHeapUsage`). Unlike workerd's RSS it leaves out local KV, the runtime and
+ * memory V8 has not handed back to the system: what the proxy's code holds, plus garbage not yet
+ * collected. (workerd does not answer `HeapProfiler.collectGarbage`, so the live set alone is not
+ * measured.)
+ */
+export async function inspectWorkerHeap(inspectorPort: number): Promise<WorkerHeap> {
+  const listing = await fetch(`http://127.0.0.1:${inspectorPort}/json`);
+  const targets = (await listing.json()) as { webSocketDebuggerUrl?: string }[];
+  const url = targets.find((t) => t.webSocketDebuggerUrl)?.webSocketDebuggerUrl;
+  if (!url) throw new Error("wrangler's inspector lists no Worker to attach to");
+  // wrangler's inspector proxy only admits local origins; Node's WebSocket (undici) takes extra
+  // handshake headers through its init object.
+  const socket = new WebSocket(url, { headers: { origin: "http://127.0.0.1" } } as unknown as string[]);
+  await new Promise<void>((resolve, reject) => {
+    socket.addEventListener("open", () => resolve(), { once: true });
+    socket.addEventListener("error", () => reject(new Error(`cannot attach to ${url}`)), { once: true });
+  });
+  let lastId = 0;
+  const pending = new Map<number, (result: unknown) => void>();
+  socket.addEventListener("message", (event) => {
+    const message = JSON.parse(String(event.data)) as { id?: number; result?: unknown };
+    if (message.id === undefined) return;
+    pending.get(message.id)?.(message.result);
+    pending.delete(message.id);
+  });
+  const call = (method: string) => {
+    lastId += 1;
+    const id = lastId;
+    const answer = new Promise<unknown>((resolve) => pending.set(id, resolve));
+    socket.send(JSON.stringify({ id, method, params: {} }));
+    const timeout = new Promise<never>((_, reject) =>
+      setTimeout(
+        () => reject(new Error(`${method}: no answer from the inspector`)),
+        INSPECTOR_CALL_TIMEOUT_MS,
+      ),
+    );
+    return Promise.race([answer, timeout]);
+  };
+  return {
+    usedMb: async () => ((await call("Runtime.getHeapUsage")) as { usedSize: number }).usedSize / 2 ** 20,
+    close: () => socket.close(),
+  };
+}
+
+/** Polls the isolate's heap while a scan runs: in use before, the most at any sample, and after. */
+export async function sampleWorkerHeap(heap: WorkerHeap, everyMs = 50) {
+  const baseMb = await heap.usedMb();
+  let peakMb = baseMb;
+  let polling = false;
+  const timer = setInterval(() => {
+    if (polling) return;
+    polling = true;
+    heap
+      .usedMb()
+      .then((mb) => {
+        peakMb = Math.max(peakMb, mb);
+      })
+      .catch(() => undefined)
+      .finally(() => {
+        polling = false;
+      });
+  }, everyMs);
+  return {
+    baseMb,
+    stop: async () => {
+      clearInterval(timer);
+      const afterMb = await heap.usedMb();
+      return { baseMb, peakMb: Math.max(peakMb, afterMb), afterMb };
     },
   };
 }

@@ -27,6 +27,8 @@ export interface WranglerDevOptions {
   port?: number;
   /** Local KV and other state; wrangler's default `.wrangler/state` when omitted. */
   persistTo?: string;
+  /** Port of wrangler's DevTools inspector on 127.0.0.1 (the benchmarks read the heap there); any free one when omitted. */
+  inspectorPort?: number;
   /**
    * Ignore `.dev.vars` and `.env` (default true), so only wrangler.toml and `vars` apply: a
    * developer's real key or JWT settings must not leak into a local demo, a test or a benchmark.
@@ -144,7 +146,7 @@ export async function startWranglerDev(options: WranglerDevOptions): Promise<Wra
     "--port",
     String(port),
     "--inspector-port",
-    "0",
+    String(options.inspectorPort ?? 0),
     "--show-interactive-dev-session=false",
     "--log-level",
     "info",
