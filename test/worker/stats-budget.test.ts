@@ -275,6 +275,34 @@ describe("GET /stats when Extend fails mid-scan", () => {
     },
   );
 
+  it("waits out short 429 pauses, then answers at once with a 503 and Retry-After while a long one runs", async () => {
+    const { fake, env } = useStatsFake({ runs, pageLimit: 50 });
+    // Every call refused, with a Retry-After too long to retry: each /stats meets 429s and fails.
+    fake.inject({ type: "rate-limit", retryAfter: "30" }, 1000);
+    const callsPerRequest: number[] = [];
+    const answers: Response[] = [];
+    for (let i = 0; i < 5; i++) {
+      const before = fake.listCalls.length;
+      answers.push(await callProxy(statsPath({}), { env }));
+      callsPerRequest.push(fake.listCalls.length - before);
+    }
+    // The first request's six refusals paused the budget once (1 s, not 2^5 s), and the pauses of
+    // 1, 2 and 4 s that followed were each waited out: requests 2-4 reached Extend again.
+    expect(callsPerRequest.slice(0, 4).every((calls) => calls > 0)).toBe(true);
+    // The fourth refusal paused for 8 s, more than a request waits: the fifth never called Extend.
+    expect(callsPerRequest[4]).toBe(0);
+    const last = answers[4];
+    expect(last?.status).toBe(503);
+    expect((await json<{ code: string }>(last as Response)).code).toBe("UPSTREAM_RATE_LIMITED");
+    const retryAfter = Number(last?.headers.get("retry-after"));
+    expect(retryAfter).toBeGreaterThan(5);
+    expect(retryAfter).toBeLessThanOrEqual(8);
+    for (const answer of answers.slice(0, 4)) {
+      expect(answer.status).toBe(503);
+      await answer.body?.cancel();
+    }
+  }, 40_000);
+
   it("times out a hanging page with a 504 within the configured deadline", async () => {
     const { fake, env } = useStatsFake({ runs, pageLimit: 50 });
     fake.inject({ type: "hang" }, 1000, onPage(3));
