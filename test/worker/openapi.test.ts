@@ -388,13 +388,16 @@ describe("GET /docs", () => {
     ]);
   });
 
-  it("puts the CSP nonce on every script, and loads only Scalar's bundle from jsDelivr", async () => {
+  it("puts the CSP nonce on every script, and loads only Scalar's pinned bundle from jsDelivr", async () => {
     const { html, nonce } = await fetchDocs();
     const scripts = [...html.matchAll(/<script\b([^>]*)>/g)].map((m) => m[1] ?? "");
     expect(scripts.length).toBeGreaterThan(0);
     for (const attributes of scripts) expect(attributes).toContain(`nonce="${nonce}"`);
     const sources = scripts.flatMap((a) => /\bsrc="([^"]+)"/.exec(a)?.[1] ?? []);
-    expect(sources).toEqual(["https://cdn.jsdelivr.net/npm/@scalar/api-reference"]);
+    // One exact version and file, never "latest".
+    expect(sources).toEqual([
+      "https://cdn.jsdelivr.net/npm/@scalar/api-reference@1.76.0/dist/browser/standalone.js",
+    ]);
     expect(html).not.toMatch(/\son[a-z]+=/i);
   });
 
