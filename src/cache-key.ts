@@ -1,24 +1,19 @@
 import type { Config } from "./config.ts";
 import { type CanonicalListQuery, UPSTREAM_PARAM_ORDER } from "./schemas.ts";
+import { sha256Hex } from "./security/digest.ts";
+import type { StatsFilters } from "./stats/scan.ts";
 
 /** Bumped when the key layout or the stored format changes, so old entries are simply never read. */
 export const CACHE_KEY_VERSION = "v1";
 /** KV's limit on key length, in bytes. */
 export const MAX_KV_KEY_BYTES = 512;
 
-const encoder = new TextEncoder();
 // Domain separation: these digests are never comparable with another use of SHA-256 of the key.
 const UPSTREAM_KEY_LABEL = "extend-runs-proxy/cache/upstream-key/v1\u0000";
 const TENANT_LABEL = "extend-runs-proxy/cache/tenant/v1\u0000";
 const CURSOR_LABEL = "extend-runs-proxy/cache/cursor/v1\u0000";
 const QUERY_LABEL = "extend-runs-proxy/cache/query/v1\u0000";
-
-async function sha256Hex(text: string): Promise<string> {
-  const digest = await crypto.subtle.digest("SHA-256", encoder.encode(text));
-  let hex = "";
-  for (const byte of new Uint8Array(digest)) hex += byte.toString(16).padStart(2, "0");
-  return hex;
-}
+const STATS_LABEL = "extend-runs-proxy/cache/stats/v1\u0000";
 
 const scopes = new WeakMap<Config, Promise<string>>();
 
@@ -69,4 +64,10 @@ export async function canonicalQueryText(query: CanonicalListQuery): Promise<str
 export async function pageCacheKey(config: Config, query: CanonicalListQuery): Promise<string> {
   const [scope, text] = await Promise.all([tenantScope(config), canonicalQueryText(query)]);
   return `${CACHE_KEY_VERSION}:page:${scope}:${await sha256Hex(QUERY_LABEL + text)}`;
+}
+
+/** `v1:stats:<api version>:<tenant>:<filters digest>`: the page cache's tenant scope, no filter text. */
+export async function statsCacheKey(config: Config, filters: StatsFilters): Promise<string> {
+  const digest = await sha256Hex(STATS_LABEL + JSON.stringify(filters));
+  return `${CACHE_KEY_VERSION}:stats:${await tenantScope(config)}:${digest.slice(0, 32)}`;
 }

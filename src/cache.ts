@@ -1,4 +1,5 @@
 import type { CacheState } from "./app-env.ts";
+import { sha256Hex } from "./security/digest.ts";
 
 /** A KV read slower than this is abandoned and the request is served from upstream (BYPASS). */
 export const KV_READ_TIMEOUT_MS = 500;
@@ -98,13 +99,8 @@ type Lookup<T> =
   | { kind: "absent" }
   | { kind: "unusable"; reason: "kv-error" | "kv-timeout" | "corrupt" | "no-binding" };
 
-const encoder = new TextEncoder();
-
 async function entryTag(text: string): Promise<string> {
-  const digest = await crypto.subtle.digest("SHA-256", encoder.encode(text));
-  let hex = "";
-  for (const byte of new Uint8Array(digest)) hex += byte.toString(16).padStart(2, "0");
-  return hex.slice(0, ENTRY_TAG_CHARS);
+  return (await sha256Hex(text)).slice(0, ENTRY_TAG_CHARS);
 }
 
 function isMetadata(value: unknown): value is EntryMetadata {

@@ -2,7 +2,7 @@ import { createRoute, z } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import type { AppEnv, CacheState } from "../app-env.ts";
 import type { CacheReadOptions } from "../cache.ts";
-import { CACHE_KEY_VERSION, tenantScope } from "../cache-key.ts";
+import { statsCacheKey, tenantScope } from "../cache-key.ts";
 import type { Config } from "../config.ts";
 import { createRouter } from "../http.ts";
 import { ListWorkflowRunsQuery, WorkflowRunStatus } from "../schemas.ts";
@@ -213,17 +213,6 @@ async function scan(
     ? null
     : await sealResumeToken(progress.state, { ...tokenContext, now: Date.now() });
   return statsBody(filters, progress.state, progress.complete, token);
-}
-
-async function sha256Hex(text: string): Promise<string> {
-  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
-  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-/** `v1:stats:<api version>:<tenant>:<filters digest>`: the page cache's tenant scope, no filter text. */
-async function statsCacheKey(config: Config, filters: StatsFilters): Promise<string> {
-  const digest = await sha256Hex(`extend-runs-proxy/cache/stats/v1\u0000${JSON.stringify(filters)}`);
-  return `${CACHE_KEY_VERSION}:stats:${await tenantScope(config)}:${digest.slice(0, 32)}`;
 }
 
 function storedStats(text: string): WorkflowRunStats | undefined {

@@ -7,13 +7,16 @@ export async function sha256(text: string): Promise<ArrayBuffer> {
   return crypto.subtle.digest("SHA-256", encoder.encode(text));
 }
 
-function hex(buffer: ArrayBuffer): string {
-  return [...new Uint8Array(buffer)].map((b) => b.toString(16).padStart(2, "0")).join("");
+/** SHA-256 of the text's UTF-8, as 64 lowercase hex characters. */
+export async function sha256Hex(text: string): Promise<string> {
+  let hex = "";
+  for (const byte of new Uint8Array(await sha256(text))) hex += byte.toString(16).padStart(2, "0");
+  return hex;
 }
 
 /** A short, stable fingerprint of a value for logs and rate-limit keys. */
 export async function shortHash(text: string): Promise<string> {
-  return hex(await sha256(text)).slice(0, SHORT_HASH_CHARS);
+  return (await sha256Hex(text)).slice(0, SHORT_HASH_CHARS);
 }
 
 /**
