@@ -130,3 +130,9 @@ export class ApiError extends Error {
     };
   }
 }
+
+/** The one 400 for a bad query: the message lists every offending field, `details` names each. */
+export function invalidQuery(details: FieldIssue[]): ApiError {
+  const summary = details.map((d) => `${d.field} ${d.message}`).join("; ");
+  return new ApiError("INVALID_REQUEST", `Invalid query parameter: ${summary}.`, { details });
+}

@@ -5,7 +5,7 @@ import { HTTPException } from "hono/http-exception";
 import type { JSONParsed } from "hono/utils/types";
 import type { z } from "zod";
 import type { AppEnv } from "./app-env.ts";
-import { ApiError, type FieldIssue } from "./errors.ts";
+import { ApiError, type FieldIssue, invalidQuery } from "./errors.ts";
 
 /** Methods the proxy serves on every route; everything else is a 405. */
 export const ALLOWED_METHODS = ["GET", "HEAD", "OPTIONS"] as const;
@@ -32,8 +32,7 @@ export function validationError(error: z.ZodError, c: Context<AppEnv>): ApiError
       if (!details.some((d) => d.field === detail.field)) details.push(detail);
     }
   }
-  const summary = details.map((d) => `${d.field} ${d.message}`).join("; ");
-  return new ApiError("INVALID_REQUEST", `Invalid query parameter: ${summary}.`, { details });
+  return invalidQuery(details);
 }
 
 /**
@@ -60,10 +59,7 @@ export function rejectMalformedQuery() {
         }
       }
     }
-    if (details.length > 0) {
-      const summary = details.map((d) => `${d.field} ${d.message}`).join("; ");
-      throw new ApiError("INVALID_REQUEST", `Invalid query parameter: ${summary}.`, { details });
-    }
+    if (details.length > 0) throw invalidQuery(details);
     await next();
   });
 }

@@ -3,7 +3,7 @@
 // alter the totals. The key is derived with HKDF from STATS_SIGNING_KEY, or from EXTEND_API_KEY
 // when that is unset, so rotating either invalidates every outstanding token.
 import { z } from "zod";
-import { ApiError } from "../errors.ts";
+import { type ApiError, invalidQuery } from "../errors.ts";
 import { WORKFLOW_RUN_STATUSES, WorkflowRunStatus } from "../schemas.ts";
 import { type Decimal, formatDecimal, parseDecimal, type Tally, type Totals } from "./aggregate.ts";
 import type { PartitionState, ScanState, WalkState } from "./scan.ts";
@@ -130,9 +130,7 @@ async function tokenKey(secret: string): Promise<CryptoKey> {
 }
 
 function invalidToken(message: string): ApiError {
-  return new ApiError("INVALID_REQUEST", `Invalid query parameter: resumeToken ${message}.`, {
-    details: [{ field: "resumeToken", message }],
-  });
+  return invalidQuery([{ field: "resumeToken", message }]);
 }
 
 export interface TokenContext {
