@@ -1,9 +1,10 @@
 // Test support for the /stats suites: a fake Extend per test (optionally answering smaller pages
 // than asked for, which Extend may do), an independent reference fold, and response types.
-import { HttpResponse, http } from "msw";
+import { http } from "msw";
 import { FakeExtend, type FakeExtendOptions, type FakeRun, listAll, STATUSES } from "../../fake/extend.ts";
 import type { WorkflowRunStats } from "../../src/routes/stats.ts";
 import { FAKE_EXTEND_ORIGIN, TEST_UPSTREAM_KEY } from "./support/constants.ts";
+import { answerWithFake } from "./support/fake-upstream.ts";
 import { callProxy, json } from "./support/proxy.ts";
 import { network } from "./support/setup.ts";
 
@@ -43,18 +44,7 @@ export function useStatsFake(options: StatsFakeOptions = {}): StatsFake {
       calls.push(new URL(url));
       const size = Number(url.searchParams.get("maxPageSize") ?? "10");
       if (pageLimit !== undefined && size > pageLimit) url.searchParams.set("maxPageSize", String(pageLimit));
-      try {
-        const response = await fake.handle({
-          url: url.toString(),
-          method: request.method,
-          headers: request.headers,
-          signal: request.signal as AbortSignal,
-        });
-        return response.type === "error" ? HttpResponse.error() : response;
-      } catch (error) {
-        if (request.signal.aborted) return HttpResponse.error();
-        throw error;
-      }
+      return answerWithFake(fake, request, url.toString());
     }),
   );
   return {

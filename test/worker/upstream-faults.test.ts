@@ -1,7 +1,7 @@
 import { HttpResponse, http } from "msw";
 import { describe, expect, it } from "vitest";
 import type { FakeRequest, Fault } from "../../fake/extend.ts";
-import { FAKE_EXTEND_ORIGIN, TEST_UPSTREAM_KEY } from "./support/constants.ts";
+import { FAKE_EXTEND_ORIGIN, TEST_UPSTREAM_KEY, UPSTREAM_ONLY_HEADERS } from "./support/constants.ts";
 import { expectErrorEnvelope, expectNoUpstreamKey, type ReadResponse, read } from "./support/envelope.ts";
 import { useFakeExtend } from "./support/fake-upstream.ts";
 import { callAsFreshCaller, isolatedEnv } from "./support/isolated.ts";
@@ -23,16 +23,6 @@ const UPSTREAM_TEXT = [
   "do-not-leak",
   "req_fake",
   "workflowRuns",
-];
-const UPSTREAM_ONLY_HEADERS = [
-  "set-cookie",
-  "server",
-  "x-ratelimit-limit",
-  "x-ratelimit-remaining",
-  "x-powered-by",
-  "x-internal-trace",
-  "x-extend-request-id",
-  "location",
 ];
 
 function call(path = "/workflow_runs", env: Partial<Env> = {}): Promise<ReadResponse> {

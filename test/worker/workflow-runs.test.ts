@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { type FakeExtend, listAll, STATUSES } from "../../fake/extend.ts";
-import { FAKE_EXTEND_ORIGIN, TEST_UPSTREAM_KEY } from "./support/constants.ts";
+import { FAKE_EXTEND_ORIGIN, TEST_UPSTREAM_KEY, UPSTREAM_ONLY_HEADERS } from "./support/constants.ts";
 import { expectErrorEnvelope, expectNoUpstreamKey, read } from "./support/envelope.ts";
 import { useFakeExtend } from "./support/fake-upstream.ts";
 import { callAsFreshCaller as callProxy, isolatedEnv } from "./support/isolated.ts";
@@ -9,15 +9,6 @@ import { LIST_DEFAULTS, LIST_PARAMS } from "./support/list-oracle.ts";
 const DEFAULTS: Record<string, string> = LIST_DEFAULTS;
 /** A cursor in the shape Extend documents: base64 halves joined by ":", with + / = inside. */
 const EXTEND_STYLE_TOKEN = "xK9mLPqRtN3vS8wF5hB2cQ==:zWvUxYjM4nKpL7aDgE9HbTcR2mAyX3/Q+CNkfBSw1dZ=";
-const UPSTREAM_ONLY_HEADERS = [
-  "set-cookie",
-  "server",
-  "x-ratelimit-limit",
-  "x-ratelimit-remaining",
-  "x-powered-by",
-  "x-internal-trace",
-  "x-extend-request-id",
-];
 
 function expectedUpstreamParams(explicit: Record<string, string>): [string, string][] {
   const merged = { ...DEFAULTS, ...explicit };
