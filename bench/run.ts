@@ -207,44 +207,44 @@ async function statsAvailable(proxy: BenchProxy): Promise<boolean> {
   return response.status !== 404 && response.status !== 405;
 }
 
-function statsRow(
+type FakeCounts = { listCalls: number; byStatus: Record<string, number> };
+
+/** A whole-list row: the client's own view of its walk, and what the fake saw of it. */
+function walkRow(
   scenario: string,
   runs: number,
-  walk: StatsWalk,
-  counters: { listCalls: number; byStatus: Record<string, number> },
+  wallMs: number,
+  counters: FakeCounts,
+  outcome: Pick<StatsRow, "pages" | "total" | "complete" | "note">,
 ): StatsRow {
   return {
     scenario,
     runs,
-    wallS: walk.wallMs / 1000,
+    wallS: wallMs / 1000,
     upstreamCalls: counters.listCalls,
     upstream429: counters.byStatus["429"] ?? 0,
+    ...outcome,
+  };
+}
+
+function statsRow(scenario: string, runs: number, walk: StatsWalk, counters: FakeCounts): StatsRow {
+  return walkRow(scenario, runs, walk.wallMs, counters, {
     pages: walk.pagesFetched,
     total: walk.total,
     complete: walk.complete,
     ...(walk.requests > 1
       ? { note: `${walk.requests} /stats calls (resume tokens), ${walk.waits} waits` }
       : {}),
-  };
+  });
 }
 
-function sdkRow(
-  scenario: string,
-  runs: number,
-  walk: SdkWalk,
-  counters: { listCalls: number; byStatus: Record<string, number> },
-): StatsRow {
-  return {
-    scenario,
-    runs,
-    wallS: walk.wallMs / 1000,
-    upstreamCalls: counters.listCalls,
-    upstream429: counters.byStatus["429"] ?? 0,
+function sdkRow(scenario: string, runs: number, walk: SdkWalk, counters: FakeCounts): StatsRow {
+  return walkRow(scenario, runs, walk.wallMs, counters, {
     pages: walk.pages,
     total: walk.total,
     complete: walk.failed === undefined,
     ...(walk.failed ? { note: walk.failed.slice(0, 120) } : {}),
-  };
+  });
 }
 
 /** Lets the fake's one-second rate window drain so one scenario's calls do not count against the next. */
