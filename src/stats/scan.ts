@@ -262,7 +262,8 @@ export async function advanceScan(
   const lastLaunch = new Map<string, number>();
   const inflight = new Set<Promise<void>>();
   let launched = 0;
-  let read = 0;
+  // Counts pages read and folded in, so a page refused by the budget simply never counts.
+  const fetchedBefore = state.pagesFetched;
   let failure: { error: unknown } | undefined;
   let paused: BudgetPaused | undefined;
 
@@ -301,15 +302,12 @@ export async function advanceScan(
       const page = await fetchPage(walkQuery(filters, next.partition, next.direction));
       if (!failure) {
         applyPage(filters, next.partition, next.direction, page, state.totals);
-        read += 1;
+        state.pagesFetched += 1;
       }
     } catch (error) {
       if (error instanceof BudgetPaused) {
-        // Refused before its first attempt or a retry: not read, so the walk stays where it was
-        // and the page is not one of this request's.
+        // Refused before its first attempt or a retry: not read, so the walk stays where it was.
         paused ??= error;
-        launched -= 1;
-        state.pagesFetched -= 1;
       } else if (!failure) {
         failure = { error };
         abort.abort(error);
@@ -327,7 +325,6 @@ export async function advanceScan(
       busy.add(next.key);
       lastLaunch.set(next.key, launched);
       launched += 1;
-      state.pagesFetched += 1;
       const task: Promise<void> = run(next).finally(() => inflight.delete(task));
       inflight.add(task);
     }
@@ -335,6 +332,7 @@ export async function advanceScan(
     await Promise.race(inflight);
   }
   if (failure) throw failure.error;
-  if (paused && read === 0) throw paused;
-  return { state, complete: isComplete(state), pagesThisRequest: launched };
+  const pagesThisRequest = state.pagesFetched - fetchedBefore;
+  if (paused && pagesThisRequest === 0) throw paused;
+  return { state, complete: isComplete(state), pagesThisRequest };
 }
