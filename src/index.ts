@@ -1,9 +1,10 @@
 import { createMiddleware } from "hono/factory";
 import { methodNotAllowed as methodNotAllowedMiddleware } from "hono/method-not-allowed";
 import { requestId } from "hono/request-id";
-import type { AppEnv } from "./app-env.ts";
-import { loadConfig } from "./config.ts";
-import { createRouter, methodNotAllowed, notFound, onError, rejectMalformedQuery } from "./http.ts";
+import { loadConfig } from "./app/config.ts";
+import type { AppEnv } from "./app/env.ts";
+import { requestLog } from "./app/request-log.ts";
+import { createRouter, methodNotAllowed, notFound, onError, rejectMalformedQuery } from "./app/router.ts";
 import { registerDocs } from "./routes/docs.ts";
 import { health } from "./routes/health.ts";
 import { stats } from "./routes/stats.ts";
@@ -11,7 +12,6 @@ import { workflowRuns } from "./routes/workflow-runs.ts";
 import { authenticate } from "./security/auth.ts";
 import { corsPolicy } from "./security/cors.ts";
 import { securityHeaders } from "./security/headers.ts";
-import { requestLog } from "./security/log.ts";
 import { rateLimit } from "./security/rate-limit.ts";
 
 const app = createRouter();

@@ -1,9 +1,9 @@
 import type { Context } from "hono";
-import type { AppEnv } from "./app-env.ts";
-import { createKvCache, type KvCache } from "./cache.ts";
-import { cachedPages, type PageSource } from "./pages.ts";
-import { logLine } from "./security/log.ts";
-import { createExtendUpstream, type ListOptions, type WorkflowRunsUpstream } from "./upstream.ts";
+import type { AppEnv } from "./app/env.ts";
+import { logLine } from "./app/request-log.ts";
+import { createKvCache, type KvCache } from "./cache/kv-cache.ts";
+import { cachedPages, type PageSource } from "./cache/pages.ts";
+import { createExtendUpstream, type ListOptions, type WorkflowRunsUpstream } from "./extend/client.ts";
 
 /** The capabilities a handler needs, built from the request's config and bindings. */
 export interface Services {

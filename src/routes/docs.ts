@@ -2,8 +2,8 @@ import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import { Scalar } from "@scalar/hono-api-reference";
 import type { Context } from "hono";
 import { version } from "../../package.json";
-import type { AppEnv } from "../app-env.ts";
-import { jsonText } from "../http.ts";
+import type { AppEnv } from "../app/env.ts";
+import { jsonText } from "../app/router.ts";
 
 export const OPENAPI_PATH = "/openapi.json";
 export const DOCS_PATH = "/docs";

@@ -1,5 +1,5 @@
 import { createRoute, z } from "@hono/zod-openapi";
-import { createRouter } from "../http.ts";
+import { createRouter } from "../app/router.ts";
 
 const healthRoute = createRoute({
   method: "get",

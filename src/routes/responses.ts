@@ -1,4 +1,4 @@
-import { ERRORS, ErrorBody, type ErrorCode } from "../errors.ts";
+import { ERRORS, ErrorBody, type ErrorCode } from "../app/errors.ts";
 
 /** OpenAPI error responses, grouped by status, generated from the error table. */
 export function errorResponses(codes: readonly ErrorCode[] = Object.keys(ERRORS) as ErrorCode[]) {

@@ -1,11 +1,11 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import type { Context } from "hono";
-import type { AppEnv, CacheState } from "../app-env.ts";
-import type { CacheReadOptions } from "../cache.ts";
-import { statsCacheKey, tenantScope } from "../cache-key.ts";
-import type { Config } from "../config.ts";
-import { createRouter } from "../http.ts";
-import { ListWorkflowRunsQuery, WorkflowRunStatus } from "../schemas.ts";
+import type { Config } from "../app/config.ts";
+import type { AppEnv, CacheState } from "../app/env.ts";
+import { createRouter } from "../app/router.ts";
+import { statsCacheKey, tenantScope } from "../cache/keys.ts";
+import type { CacheReadOptions } from "../cache/kv-cache.ts";
+import { ListWorkflowRunsQuery, WorkflowRunStatus } from "../extend/schemas.ts";
 import { type Services, servicesFor, trackedOptions } from "../services.ts";
 import { decimalToNumber, totalRuns } from "../stats/aggregate.ts";
 import { sharedBudget } from "../stats/budget.ts";

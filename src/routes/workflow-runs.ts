@@ -1,8 +1,7 @@
 import { createRoute } from "@hono/zod-openapi";
-
-import { ifNoneMatchHits, weakEtag } from "../cache.ts";
-import { createRouter, jsonText } from "../http.ts";
-import { canonicalListQuery, ListWorkflowRunsQuery, WorkflowRunsListResponse } from "../schemas.ts";
+import { createRouter, jsonText } from "../app/router.ts";
+import { ifNoneMatchHits, weakEtag } from "../cache/kv-cache.ts";
+import { canonicalListQuery, ListWorkflowRunsQuery, WorkflowRunsListResponse } from "../extend/schemas.ts";
 import { redactRuns } from "../security/redact.ts";
 import { servicesFor, trackedOptions } from "../services.ts";
 import { errorResponses } from "./responses.ts";

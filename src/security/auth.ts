@@ -1,11 +1,11 @@
 import type { Context } from "hono";
 import { createMiddleware } from "hono/factory";
-import type { AppEnv } from "../app-env.ts";
-import type { Config } from "../config.ts";
-import { ApiError } from "../errors.ts";
-import { errorResponse } from "../http.ts";
+import type { Config } from "../app/config.ts";
+import type { AppEnv } from "../app/env.ts";
+import { ApiError } from "../app/errors.ts";
+import { errorResponse } from "../app/router.ts";
+import { findSecret, shortHash } from "../lib/digest.ts";
 import { clientIp } from "./client-ip.ts";
-import { findSecret, shortHash } from "./digest.ts";
 import { looksLikeJwt, verifyCallerJwt } from "./jwt.ts";
 import { countFailedAuthentication } from "./rate-limit.ts";
 

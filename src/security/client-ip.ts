@@ -1,5 +1,5 @@
 import type { Context } from "hono";
-import type { AppEnv } from "../app-env.ts";
+import type { AppEnv } from "../app/env.ts";
 
 /** Set by Cloudflare's edge, which overwrites any value a client sends; the only source of the client ip. */
 const CLIENT_IP_HEADER = "cf-connecting-ip";

@@ -1,8 +1,8 @@
 import { cors } from "hono/cors";
 import { createMiddleware } from "hono/factory";
-import type { AppEnv } from "../app-env.ts";
-import { loadConfig } from "../config.ts";
-import { ALLOWED_METHODS } from "../http.ts";
+import { loadConfig } from "../app/config.ts";
+import type { AppEnv } from "../app/env.ts";
+import { ALLOWED_METHODS } from "../app/router.ts";
 
 /**
  * Request headers a browser may send cross-origin: credentials, conditional requests, and what

@@ -1,6 +1,6 @@
 import { createMiddleware } from "hono/factory";
 import { secureHeaders } from "hono/secure-headers";
-import type { AppEnv } from "../app-env.ts";
+import type { AppEnv } from "../app/env.ts";
 
 /** A JSON API loads nothing and may be framed by no one (OWASP REST Security). */
 export const API_CONTENT_SECURITY_POLICY = "default-src 'none'; frame-ancestors 'none'";

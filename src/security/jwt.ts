@@ -1,6 +1,6 @@
 import { Jwt } from "hono/utils/jwt";
-import type { Config } from "../config.ts";
-import { shortHash } from "./digest.ts";
+import type { Config } from "../app/config.ts";
+import { shortHash } from "../lib/digest.ts";
 import { JwksUnavailableError, jwksKeys } from "./jwks.ts";
 
 /**

@@ -1,7 +1,7 @@
 import type { Context } from "hono";
 import { createMiddleware } from "hono/factory";
-import type { AppEnv } from "../app-env.ts";
-import { ApiError } from "../errors.ts";
+import type { AppEnv } from "../app/env.ts";
+import { ApiError } from "../app/errors.ts";
 import { clientIp } from "./client-ip.ts";
 
 /** The period of both limiters in wrangler.toml; Retry-After is the longest a caller may wait. */

@@ -1,4 +1,4 @@
-import { ApiError } from "../errors.ts";
+import { ApiError } from "../app/errors.ts";
 
 /**
  * Removes the REDACT_FIELDS from every run of a list body on its way out. Without fields the

@@ -1,4 +1,4 @@
-import { WORKFLOW_RUN_STATUSES, type WorkflowRunStatus } from "../schemas.ts";
+import { WORKFLOW_RUN_STATUSES, type WorkflowRunStatus } from "../extend/schemas.ts";
 
 /**
  * Fractional digits kept exactly. Extend reports credits with a few decimals; anything finer is

@@ -1,4 +1,4 @@
-import { ApiError } from "../errors.ts";
+import { ApiError } from "../app/errors.ts";
 
 /** Window over which `UPSTREAM_MAX_RPS` is enforced: any 1,000 ms holds at most that many calls. */
 export const RATE_WINDOW_MS = 1_000;

@@ -3,8 +3,8 @@
 // alter the totals. The key is derived with HKDF from STATS_SIGNING_KEY, or from EXTEND_API_KEY
 // when that is unset, so rotating either invalidates every outstanding token.
 import { z } from "zod";
-import { type ApiError, invalidQuery } from "../errors.ts";
-import { WORKFLOW_RUN_STATUSES, WorkflowRunStatus } from "../schemas.ts";
+import { type ApiError, invalidQuery } from "../app/errors.ts";
+import { WORKFLOW_RUN_STATUSES, WorkflowRunStatus } from "../extend/schemas.ts";
 import { type Decimal, formatDecimal, parseDecimal, type Tally, type Totals } from "./aggregate.ts";
 import type { PartitionState, ScanState, WalkState } from "./scan.ts";
 

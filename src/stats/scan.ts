@@ -2,15 +2,15 @@
 // platform's limits. A walk pages through one status partition in createdAt order; without
 // since/until each partition is walked from both ends at once and the two walks stop where
 // they meet. See README "GET /stats" for the guarantees this gives.
-import { ApiError } from "../errors.ts";
-import type { PageSource } from "../pages.ts";
+import { ApiError } from "../app/errors.ts";
+import type { PageSource } from "../cache/pages.ts";
+import type { ListOptions, UpstreamPage } from "../extend/client.ts";
 import {
   type CanonicalListQuery,
   MAX_PAGE_SIZE,
   WORKFLOW_RUN_STATUSES,
   type WorkflowRunStatus,
-} from "../schemas.ts";
-import type { ListOptions, UpstreamPage } from "../upstream.ts";
+} from "../extend/schemas.ts";
 import { addRun, addTally, emptyTally, emptyTotals, type Tally, type Totals } from "./aggregate.ts";
 import {
   BudgetPaused,

@@ -1,7 +1,7 @@
 import { expect } from "vitest";
 import { TEST_UPSTREAM_KEY } from "./constants.ts";
 
-/** The proxy's error body (src/errors.ts), as a client sees it. */
+/** The proxy's error body (src/app/errors.ts), as a client sees it. */
 export interface ErrorEnvelope {
   code: string;
   message: string;

@@ -1,5 +1,5 @@
 // The test oracle for Extend's list query, written from Extend's documentation and the SDK,
-// independently of src/schemas.ts: a test that reused the code under test could not catch it.
+// independently of src/extend/schemas.ts: a test that reused the code under test could not catch it.
 
 /** Every list parameter, in the order the official SDK sends them. */
 export const LIST_PARAMS = [

@@ -1,6 +1,6 @@
 // Settings that wrangler.toml cannot declare (secrets) or leaves unset (optional vars).
 // `wrangler types` generates the rest into worker-configuration.d.ts. Every value is parsed
-// once by src/config.ts; the README's configuration table documents each one.
+// once by src/app/config.ts; the README's configuration table documents each one.
 interface Env {
   /** Extend API key (secret); sent upstream as `Authorization: Bearer …`, never to callers. */
   EXTEND_API_KEY?: string;

@@ -1,12 +1,12 @@
 // Test support for the /stats suites: a fake Extend per test (optionally answering smaller pages
 // than asked for, which Extend may do), an independent reference fold, and response types.
 import { http } from "msw";
-import { FakeExtend, type FakeExtendOptions, type FakeRun, listAll, STATUSES } from "../../fake/extend.ts";
-import type { WorkflowRunStats } from "../../src/routes/stats.ts";
-import { FAKE_EXTEND_ORIGIN, TEST_UPSTREAM_KEY } from "./support/constants.ts";
-import { answerWithFake } from "./support/fake-upstream.ts";
-import { callProxy, json } from "./support/proxy.ts";
-import { network } from "./support/setup.ts";
+import { FakeExtend, type FakeExtendOptions, type FakeRun, listAll, STATUSES } from "../../../fake/extend.ts";
+import type { WorkflowRunStats } from "../../../src/routes/stats.ts";
+import { FAKE_EXTEND_ORIGIN, TEST_UPSTREAM_KEY } from "./constants.ts";
+import { answerWithFake } from "./fake-upstream.ts";
+import { callProxy, json } from "./proxy.ts";
+import { network } from "./setup.ts";
 
 export type { WorkflowRunStats };
 

@@ -1,12 +1,12 @@
 import { SELF } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { type Fault, generateRuns } from "../../fake/extend.ts";
-import { MAX_ATTEMPTS } from "../../src/upstream.ts";
-import { FAKE_EXTEND_ORIGIN, TEST_UPSTREAM_KEY } from "./support/constants.ts";
-import { expectErrorEnvelope, expectNoUpstreamKey, type ReadResponse, read } from "./support/envelope.ts";
-import { useFakeExtend } from "./support/fake-upstream.ts";
-import { callAsFreshCaller, freshClientIp } from "./support/isolated.ts";
+import { type Fault, generateRuns } from "../../../fake/extend.ts";
+import { MAX_ATTEMPTS } from "../../../src/extend/client.ts";
+import { FAKE_EXTEND_ORIGIN, TEST_UPSTREAM_KEY } from "../support/constants.ts";
+import { expectErrorEnvelope, expectNoUpstreamKey, type ReadResponse, read } from "../support/envelope.ts";
+import { useFakeExtend } from "../support/fake-upstream.ts";
+import { callAsFreshCaller, freshClientIp } from "../support/isolated.ts";
 
 const T0 = Date.parse("2031-03-04T05:06:07.000Z");
 const SECOND = 1000;

@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { type FakeRun, generateRuns, listAll } from "../../fake/extend.ts";
+import { type FakeRun, generateRuns, listAll } from "../../../fake/extend.ts";
 import {
   getStats,
   type ReferenceFilters,
@@ -8,7 +8,7 @@ import {
   scanToEnd,
   summary,
   useStatsFake,
-} from "./stats-helpers.ts";
+} from "../support/stats.ts";
 
 /** Runs where a share of neighbours share one createdAt instant, so equal instants cross pages. */
 function withTies(runs: FakeRun[], tieRate: number, seed: number): FakeRun[] {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
-import { PUBLIC_PATHS } from "../../src/routes/docs.ts";
-import { useFakeExtend } from "./support/fake-upstream.ts";
-import { callProxy, json } from "./support/proxy.ts";
+import { PUBLIC_PATHS } from "../../../src/routes/docs.ts";
+import { useFakeExtend } from "../support/fake-upstream.ts";
+import { callProxy, json } from "../support/proxy.ts";
 
 /** A KV binding that records every use and fails it, as KV does in an outage. */
 function throwingKv() {

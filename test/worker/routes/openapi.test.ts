@@ -2,14 +2,14 @@ import { createExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import readme from "../../README.md?raw";
-import configSource from "../../src/config.ts?raw";
-import { ERROR_CODES, ERRORS, type ErrorCode } from "../../src/errors.ts";
-import worker from "../../src/index.ts";
-import { DOCS_PATH, OPENAPI_PATH, PUBLIC_PATHS, SECURITY_SCHEMES } from "../../src/routes/docs.ts";
-import { StatsQuery } from "../../src/routes/stats.ts";
-import { ListWorkflowRunsQuery, WORKFLOW_RUN_STATUSES } from "../../src/schemas.ts";
-import { callProxy, json } from "./support/proxy.ts";
+import readme from "../../../README.md?raw";
+import configSource from "../../../src/app/config.ts?raw";
+import { ERROR_CODES, ERRORS, type ErrorCode } from "../../../src/app/errors.ts";
+import { ListWorkflowRunsQuery, WORKFLOW_RUN_STATUSES } from "../../../src/extend/schemas.ts";
+import worker from "../../../src/index.ts";
+import { DOCS_PATH, OPENAPI_PATH, PUBLIC_PATHS, SECURITY_SCHEMES } from "../../../src/routes/docs.ts";
+import { StatsQuery } from "../../../src/routes/stats.ts";
+import { callProxy, json } from "../support/proxy.ts";
 
 /** The slice of JSON Schema the proxy's parameters use. */
 interface ParamSchema {
@@ -432,7 +432,7 @@ describe("README", () => {
     }
   });
 
-  it("documents every setting that src/config.ts parses", () => {
+  it("documents every setting that src/app/config.ts parses", () => {
     const settings = [...configSource.matchAll(/^ {2}([A-Z][A-Z0-9_]+): /gm)].map((m) => m[1]);
     const documented = [...readme.matchAll(/^\| `([A-Z][A-Z0-9_]+)` +\| (secret|var) +\|/gm)].map(
       (m) => m[1],

@@ -1,13 +1,13 @@
 import { describe, expect, it } from "vitest";
-import { generateRuns } from "../../fake/extend.ts";
-import { ApiError } from "../../src/errors.ts";
-import type { PageSource } from "../../src/pages.ts";
-import { BudgetPaused, type Clock, MAX_PAUSE_WAIT_MS, RateBudget } from "../../src/stats/budget.ts";
-import { advanceScan, planScan } from "../../src/stats/scan.ts";
-import type { ListOptions } from "../../src/upstream.ts";
-import { getStats, referenceStats, statsPath, summary, useStatsFake } from "./stats-helpers.ts";
-import { TEST_UPSTREAM_KEY } from "./support/constants.ts";
-import { callProxy, json } from "./support/proxy.ts";
+import { generateRuns } from "../../../fake/extend.ts";
+import { ApiError } from "../../../src/app/errors.ts";
+import type { PageSource } from "../../../src/cache/pages.ts";
+import type { ListOptions } from "../../../src/extend/client.ts";
+import { BudgetPaused, type Clock, MAX_PAUSE_WAIT_MS, RateBudget } from "../../../src/stats/budget.ts";
+import { advanceScan, planScan } from "../../../src/stats/scan.ts";
+import { TEST_UPSTREAM_KEY } from "../support/constants.ts";
+import { callProxy, json } from "../support/proxy.ts";
+import { getStats, referenceStats, statsPath, summary, useStatsFake } from "../support/stats.ts";
 
 /** A clock that only moves when someone sleeps: the budget's waits become exact and instant. */
 function manualClock(): Clock & { time: number } {

@@ -1,5 +1,7 @@
 import { describe, expect, it } from "vitest";
-import { type FakeRun, generateRuns } from "../../fake/extend.ts";
+import { type FakeRun, generateRuns } from "../../../fake/extend.ts";
+import { TEST_UPSTREAM_KEY } from "../support/constants.ts";
+import { callProxy, json } from "../support/proxy.ts";
 import {
   getStats,
   type ReferenceFilters,
@@ -9,9 +11,7 @@ import {
   statsPath,
   summary,
   useStatsFake,
-} from "./stats-helpers.ts";
-import { TEST_UPSTREAM_KEY } from "./support/constants.ts";
-import { callProxy, json } from "./support/proxy.ts";
+} from "../support/stats.ts";
 
 const RUNS_2000 = generateRuns({ size: 2000, seed: 11 });
 const newest = (runs: FakeRun[]) => runs[runs.length - 1]?.createdAt ?? "";

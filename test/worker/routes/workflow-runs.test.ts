@@ -1,10 +1,10 @@
 import { describe, expect, it } from "vitest";
-import { type FakeExtend, listAll, STATUSES } from "../../fake/extend.ts";
-import { FAKE_EXTEND_ORIGIN, TEST_UPSTREAM_KEY, UPSTREAM_ONLY_HEADERS } from "./support/constants.ts";
-import { expectErrorEnvelope, expectNoUpstreamKey, read } from "./support/envelope.ts";
-import { useFakeExtend } from "./support/fake-upstream.ts";
-import { callAsFreshCaller as callProxy, isolatedEnv } from "./support/isolated.ts";
-import { LIST_DEFAULTS, LIST_PARAMS } from "./support/list-oracle.ts";
+import { type FakeExtend, listAll, STATUSES } from "../../../fake/extend.ts";
+import { FAKE_EXTEND_ORIGIN, TEST_UPSTREAM_KEY, UPSTREAM_ONLY_HEADERS } from "../support/constants.ts";
+import { expectErrorEnvelope, expectNoUpstreamKey, read } from "../support/envelope.ts";
+import { useFakeExtend } from "../support/fake-upstream.ts";
+import { callAsFreshCaller as callProxy, isolatedEnv } from "../support/isolated.ts";
+import { LIST_DEFAULTS, LIST_PARAMS } from "../support/list-oracle.ts";
 
 const DEFAULTS: Record<string, string> = LIST_DEFAULTS;
 /** A cursor in the shape Extend documents: base64 halves joined by ":", with + / = inside. */

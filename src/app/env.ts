@@ -1,5 +1,5 @@
+import type { Caller } from "../security/auth.ts";
 import type { Config } from "./config.ts";
-import type { Caller } from "./security/auth.ts";
 
 /** How a response was served, sent as `x-cache` (see README "Caching"). */
 export type CacheState = "HIT" | "STALE" | "MISS" | "BYPASS";

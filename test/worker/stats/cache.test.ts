@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { generateRuns } from "../../fake/extend.ts";
+import { generateRuns } from "../../../fake/extend.ts";
+import { callProxy, json } from "../support/proxy.ts";
 import {
   getStats,
   referenceStats,
@@ -8,8 +9,7 @@ import {
   summary,
   useStatsFake,
   type WorkflowRunStats,
-} from "./stats-helpers.ts";
-import { callProxy, json } from "./support/proxy.ts";
+} from "../support/stats.ts";
 
 afterEach(() => {
   vi.useRealTimers();

@@ -7,8 +7,8 @@ import {
   type InferRequestType,
   type InferResponseType,
 } from "hono/client";
-import type { ERRORS, ErrorBody, ErrorCode } from "./errors.ts";
-import type { AppType } from "./index.ts";
+import type { ERRORS, ErrorBody, ErrorCode } from "../app/errors.ts";
+import type { AppType } from "../index.ts";
 
 type ErrorStatus = (typeof ERRORS)[ErrorCode]["status"];
 

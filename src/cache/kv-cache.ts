@@ -1,5 +1,5 @@
-import type { CacheState } from "./app-env.ts";
-import { sha256Hex } from "./security/digest.ts";
+import type { CacheState } from "../app/env.ts";
+import { sha256Hex } from "../lib/digest.ts";
 
 /** A KV read slower than this is abandoned and the request is served from upstream (BYPASS). */
 export const KV_READ_TIMEOUT_MS = 500;

@@ -1,5 +1,5 @@
-import type { Config } from "./config.ts";
-import { ApiError } from "./errors.ts";
+import type { Config } from "../app/config.ts";
+import { ApiError } from "../app/errors.ts";
 import { type CanonicalListQuery, toSearchParams } from "./schemas.ts";
 
 /** Attempts per upstream page, the first included (gRPC's `maxAttempts` sense). */

@@ -1,8 +1,8 @@
 import { describe, expect, it } from "vitest";
-import { TEST_UPSTREAM_KEY } from "./support/constants.ts";
-import { expectErrorEnvelope, read } from "./support/envelope.ts";
-import { useFakeExtend } from "./support/fake-upstream.ts";
-import { callAsFreshCaller, isolatedEnv } from "./support/isolated.ts";
+import { TEST_UPSTREAM_KEY } from "../support/constants.ts";
+import { expectErrorEnvelope, read } from "../support/envelope.ts";
+import { useFakeExtend } from "../support/fake-upstream.ts";
+import { callAsFreshCaller, isolatedEnv } from "../support/isolated.ts";
 
 /** A marker inside each bad value, so "the value is never echoed" is a precise check. */
 const MARK = "zq9Xv";

@@ -1,8 +1,8 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { generateRuns } from "../../fake/extend.ts";
-import { getStats, referenceStats, scanToEnd, statsPath, summary, useStatsFake } from "./stats-helpers.ts";
-import { TEST_UPSTREAM_KEY } from "./support/constants.ts";
-import { callProxy, json } from "./support/proxy.ts";
+import { generateRuns } from "../../../fake/extend.ts";
+import { TEST_UPSTREAM_KEY } from "../support/constants.ts";
+import { callProxy, json } from "../support/proxy.ts";
+import { getStats, referenceStats, scanToEnd, statsPath, summary, useStatsFake } from "../support/stats.ts";
 
 const RUNS = generateRuns({ size: 3000, seed: 17 });
 

@@ -1,11 +1,11 @@
 import { HttpResponse, http } from "msw";
 import { describe, expect, it } from "vitest";
-import type { FakeRequest, Fault } from "../../fake/extend.ts";
-import { FAKE_EXTEND_ORIGIN, TEST_UPSTREAM_KEY, UPSTREAM_ONLY_HEADERS } from "./support/constants.ts";
-import { expectErrorEnvelope, expectNoUpstreamKey, type ReadResponse, read } from "./support/envelope.ts";
-import { useFakeExtend } from "./support/fake-upstream.ts";
-import { callAsFreshCaller, isolatedEnv } from "./support/isolated.ts";
-import { network } from "./support/setup.ts";
+import type { FakeRequest, Fault } from "../../../fake/extend.ts";
+import { FAKE_EXTEND_ORIGIN, TEST_UPSTREAM_KEY, UPSTREAM_ONLY_HEADERS } from "../support/constants.ts";
+import { expectErrorEnvelope, expectNoUpstreamKey, type ReadResponse, read } from "../support/envelope.ts";
+import { useFakeExtend } from "../support/fake-upstream.ts";
+import { callAsFreshCaller, isolatedEnv } from "../support/isolated.ts";
+import { network } from "../support/setup.ts";
 
 /** Small per-attempt timeout, generous deadline: three timed-out attempts fit with room to spare. */
 const FAST: Partial<Env> = { UPSTREAM_TIMEOUT_MS: "100", UPSTREAM_DEADLINE_MS: "5000" };

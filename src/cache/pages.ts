@@ -1,10 +1,15 @@
-import type { CacheState } from "./app-env.ts";
-import type { KvCache } from "./cache.ts";
-import { pageCacheKey } from "./cache-key.ts";
-import type { Config } from "./config.ts";
-import { ApiError } from "./errors.ts";
-import type { CanonicalListQuery } from "./schemas.ts";
-import { type ListOptions, parseListBody, type UpstreamPage, type WorkflowRunsUpstream } from "./upstream.ts";
+import type { Config } from "../app/config.ts";
+import type { CacheState } from "../app/env.ts";
+import { ApiError } from "../app/errors.ts";
+import {
+  type ListOptions,
+  parseListBody,
+  type UpstreamPage,
+  type WorkflowRunsUpstream,
+} from "../extend/client.ts";
+import type { CanonicalListQuery } from "../extend/schemas.ts";
+import { pageCacheKey } from "./keys.ts";
+import type { KvCache } from "./kv-cache.ts";
 
 /** A list page as the route serves it. */
 export interface PageResult {

@@ -1,6 +1,6 @@
 import { createMiddleware } from "hono/factory";
-import type { AppEnv } from "../app-env.ts";
-import { shortHash } from "./digest.ts";
+import { shortHash } from "../lib/digest.ts";
+import type { AppEnv } from "./env.ts";
 
 /** Query parameters that carry cursors or signed state: logged as a short hash, never raw. */
 const CURSOR_PARAMS = new Set(["nextPageToken", "resumeToken"]);

@@ -1,19 +1,19 @@
 import fc from "fast-check";
 import { HttpResponse, http } from "msw";
 import { describe, expect, it } from "vitest";
-import { STATUSES } from "../../fake/extend.ts";
-import { FAKE_EXTEND_ORIGIN, TEST_UPSTREAM_KEY } from "./support/constants.ts";
-import type { ErrorEnvelope } from "./support/envelope.ts";
-import { callAsFreshCaller, isolatedEnv } from "./support/isolated.ts";
+import { STATUSES } from "../../../fake/extend.ts";
+import { FAKE_EXTEND_ORIGIN, TEST_UPSTREAM_KEY } from "../support/constants.ts";
+import type { ErrorEnvelope } from "../support/envelope.ts";
+import { callAsFreshCaller, isolatedEnv } from "../support/isolated.ts";
 import {
   LIST_DEFAULTS,
   LIST_PARAMS,
   type ListParam as Param,
   type ListQuery as Query,
-} from "./support/list-oracle.ts";
-import { network } from "./support/setup.ts";
+} from "../support/list-oracle.ts";
+import { network } from "../support/setup.ts";
 
-// The oracle below is written from Extend's documentation, independently of src/schemas.ts.
+// The oracle below is written from Extend's documentation, independently of src/extend/schemas.ts.
 
 /** Generous: a property makes a hundred or more calls, and the suite shares two cores with others. */
 const PROPERTY_TIMEOUT_MS = 120_000;

@@ -1,7 +1,8 @@
 import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, expectTypeOf, it } from "vitest";
-import { listAll } from "../../fake/extend.ts";
+import { listAll } from "../../../fake/extend.ts";
+import type { ErrorCode } from "../../../src/app/errors.ts";
 import {
   createProxyClient,
   listAllRuns,
@@ -10,12 +11,11 @@ import {
   type WorkflowRun,
   type WorkflowRunsPage,
   type WorkflowRunsQuery,
-} from "../../src/client.ts";
-import type { ErrorCode } from "../../src/errors.ts";
-import worker from "../../src/index.ts";
-import type { WorkflowRunStatus } from "../../src/schemas.ts";
-import { TEST_UPSTREAM_KEY } from "./support/constants.ts";
-import { useFakeExtend } from "./support/fake-upstream.ts";
+} from "../../../src/client/index.ts";
+import type { WorkflowRunStatus } from "../../../src/extend/schemas.ts";
+import worker from "../../../src/index.ts";
+import { TEST_UPSTREAM_KEY } from "../support/constants.ts";
+import { useFakeExtend } from "../support/fake-upstream.ts";
 
 const PROXY_ORIGIN = "https://proxy.test";
 const CLIENT_TOKEN = "tok_client_typed_4b1e";

@@ -4,7 +4,7 @@ import { createMiddleware } from "hono/factory";
 import { HTTPException } from "hono/http-exception";
 import type { JSONParsed } from "hono/utils/types";
 import type { z } from "zod";
-import type { AppEnv } from "./app-env.ts";
+import type { AppEnv } from "./env.ts";
 import { ApiError, type FieldIssue, invalidQuery } from "./errors.ts";
 
 /** Methods the proxy serves on every route; everything else is a 405. */

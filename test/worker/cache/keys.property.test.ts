@@ -1,22 +1,22 @@
 import { env } from "cloudflare:workers";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { STATUSES } from "../../fake/extend.ts";
-import { pageCacheKey } from "../../src/cache-key.ts";
-import { loadConfig } from "../../src/config.ts";
-import { canonicalListQuery, ListWorkflowRunsQuery } from "../../src/schemas.ts";
-import { TEST_UPSTREAM_KEY } from "./support/constants.ts";
-import { useFakeExtend } from "./support/fake-upstream.ts";
-import { callAsFreshCaller, isolatedEnv } from "./support/isolated.ts";
+import { STATUSES } from "../../../fake/extend.ts";
+import { loadConfig } from "../../../src/app/config.ts";
+import { pageCacheKey } from "../../../src/cache/keys.ts";
+import { canonicalListQuery, ListWorkflowRunsQuery } from "../../../src/extend/schemas.ts";
+import { TEST_UPSTREAM_KEY } from "../support/constants.ts";
+import { useFakeExtend } from "../support/fake-upstream.ts";
+import { callAsFreshCaller, isolatedEnv } from "../support/isolated.ts";
 import {
   LIST_DEFAULTS,
   LIST_PARAMS,
   type ListParam as Param,
   type ListQuery as Query,
-} from "./support/list-oracle.ts";
+} from "../support/list-oracle.ts";
 
 // The oracle for "same query" is written here from Extend's documented defaults, not taken from
-// src/schemas.ts: two queries are the same when they agree once the defaults are filled in.
+// src/extend/schemas.ts: two queries are the same when they agree once the defaults are filled in.
 const DEFAULTS: Query = LIST_DEFAULTS;
 const KEY_SHAPE = /^v1:page:\d{4}-\d{2}-\d{2}:[0-9a-f]{32}:[0-9a-f]{64}$/;
 
