@@ -54,3 +54,5 @@ const routes = app.route("/", workflowRuns).route("/", stats);
 export type AppType = typeof routes;
 
 export default app;
+
+export { TenantObject } from "./tenant/object.ts";
