@@ -50,6 +50,14 @@ export interface WorkflowRunsUpstream {
   list(query: CanonicalListQuery, options?: ListOptions): Promise<UpstreamPage>;
 }
 
+/** GET /workflow_runs/{id}: the run as Extend sent it, or `gone` when Extend answers 404. */
+export type RunLookup = { found: Record<string, unknown> } | { gone: true };
+
+/** Extend's client as the run index uses it: the list, and one run by id. */
+export interface ExtendUpstream extends WorkflowRunsUpstream {
+  getRun(id: string, options?: ListOptions): Promise<RunLookup>;
+}
+
 export interface UpstreamDeps {
   fetch?: typeof fetch;
   sleep?: (ms: number) => Promise<void>;
@@ -57,10 +65,18 @@ export interface UpstreamDeps {
   now?: () => number;
 }
 
-type Outcome =
-  | { kind: "page"; page: UpstreamPage }
+type Outcome<T> =
+  | { kind: "ok"; value: T }
   | { kind: "retry"; error: ApiError; waitMs?: number }
   | { kind: "fail"; error: ApiError };
+
+/** How one endpoint's answer is read: its 200 body, and optionally a 404 that is an answer too. */
+interface Expectation<T> {
+  parse(body: string): T | undefined;
+  /** Said when a 200 body does not parse. */
+  invalid: string;
+  notFound?: T;
+}
 
 type AttemptStatus = AttemptReport["status"];
 
@@ -73,6 +89,13 @@ export function upstreamUrl(config: Config, query: CanonicalListQuery): URL {
   const url = new URL("workflow_runs", base);
   url.search = toSearchParams(query).toString();
   return url;
+}
+
+/** GET /workflow_runs/{id}, the id path-encoded. */
+export function runUrl(config: Config, id: string): URL {
+  const base = new URL(config.extendApiBaseUrl);
+  if (!base.pathname.endsWith("/")) base.pathname += "/";
+  return new URL(`workflow_runs/${encodeURIComponent(id)}`, base);
 }
 
 /** The only headers that ever go upstream. */
@@ -142,7 +165,31 @@ function timeoutError(): ApiError {
   return new ApiError("UPSTREAM_TIMEOUT", "Extend did not answer in time.");
 }
 
-function classify(status: number, retryAfterMs: number | undefined): Outcome {
+function parseRunBody(body: string): RunLookup | undefined {
+  try {
+    const json: unknown = JSON.parse(body);
+    if (typeof json === "object" && json !== null && !Array.isArray(json)) {
+      if (typeof (json as { id?: unknown }).id === "string")
+        return { found: json as Record<string, unknown> };
+    }
+  } catch {
+    return undefined;
+  }
+  return undefined;
+}
+
+const LIST: Expectation<UpstreamPage> = {
+  parse: parseListBody,
+  invalid: "Extend answered 200 with a body that is not a list of runs.",
+};
+
+const GET_RUN: Expectation<RunLookup> = {
+  parse: parseRunBody,
+  invalid: "Extend answered 200 with a body that is not a workflow run.",
+  notFound: { gone: true },
+};
+
+function classify(status: number, retryAfterMs: number | undefined): Outcome<never> {
   if (status === 401 || status === 403) {
     return {
       kind: "fail",
@@ -259,37 +306,40 @@ async function readBody(response: Response, signal: AbortSignal): Promise<string
 }
 
 /**
- * Extend's `GET /workflow_runs`, with per-attempt timeouts, full-jitter retries on network
- * errors, timeouts, 5xx and short 429s, and one overall deadline. Redirects are never followed.
+ * Extend's `GET /workflow_runs` and `GET /workflow_runs/{id}`, with per-attempt timeouts,
+ * full-jitter retries on network errors, timeouts, 5xx and short 429s, and one overall deadline.
+ * Redirects are never followed.
  */
-export function createExtendUpstream(config: Config, deps: UpstreamDeps = {}): WorkflowRunsUpstream {
+export function createExtendUpstream(config: Config, deps: UpstreamDeps = {}): ExtendUpstream {
   const doFetch = deps.fetch ?? ((input, init) => fetch(input, init));
   const sleep = deps.sleep ?? defaultSleep;
   const random = deps.random ?? Math.random;
   const now = deps.now ?? Date.now;
 
-  async function attempt(
+  async function attempt<T>(
     url: URL,
+    expect: Expectation<T>,
     perAttemptMs: number,
     outer: AbortSignal | undefined,
-  ): Promise<Outcome & { status: AttemptStatus }> {
+  ): Promise<Outcome<T> & { status: AttemptStatus }> {
     const timeout = AbortSignal.timeout(perAttemptMs);
     const signal = outer ? AbortSignal.any([timeout, outer]) : timeout;
     let status: AttemptStatus = "network-error";
-    const outcome = await attemptOnce(url, signal, timeout, outer, (s) => {
+    const outcome = await attemptOnce(url, expect, signal, timeout, outer, (s) => {
       status = s;
     });
-    if (outcome.kind !== "page" && outcome.error.code === "UPSTREAM_TIMEOUT") status = "timeout";
+    if (outcome.kind !== "ok" && outcome.error.code === "UPSTREAM_TIMEOUT") status = "timeout";
     return { ...outcome, status };
   }
 
-  async function attemptOnce(
+  async function attemptOnce<T>(
     url: URL,
+    expect: Expectation<T>,
     signal: AbortSignal,
     timeout: AbortSignal,
     outer: AbortSignal | undefined,
     onStatus: (status: number) => void,
-  ): Promise<Outcome> {
+  ): Promise<Outcome<T>> {
     try {
       const response = await doFetch(url.toString(), {
         method: "GET",
@@ -298,6 +348,10 @@ export function createExtendUpstream(config: Config, deps: UpstreamDeps = {}): W
         signal,
       });
       onStatus(response.status);
+      if (response.status === 404 && expect.notFound !== undefined) {
+        await response.body?.cancel().catch(() => undefined);
+        return { kind: "ok", value: expect.notFound };
+      }
       if (response.status !== 200) {
         const retryAfterMs = parseRetryAfter(response.headers.get("retry-after"), now());
         await response.body?.cancel().catch(() => undefined);
@@ -315,17 +369,11 @@ export function createExtendUpstream(config: Config, deps: UpstreamDeps = {}): W
           error: new ApiError("UPSTREAM_INVALID_RESPONSE", "Extend's response was cut off before it ended."),
         };
       }
-      const page = parseListBody(body);
-      if (!page) {
-        return {
-          kind: "fail",
-          error: new ApiError(
-            "UPSTREAM_INVALID_RESPONSE",
-            "Extend answered 200 with a body that is not a list of runs.",
-          ),
-        };
+      const value = expect.parse(body);
+      if (value === undefined) {
+        return { kind: "fail", error: new ApiError("UPSTREAM_INVALID_RESPONSE", expect.invalid) };
       }
-      return { kind: "page", page };
+      return { kind: "ok", value };
     } catch (error) {
       if (outer?.aborted) throw outer.reason ?? error;
       if (timeout.aborted) return { kind: "retry", error: timeoutError() };
@@ -333,34 +381,41 @@ export function createExtendUpstream(config: Config, deps: UpstreamDeps = {}): W
     }
   }
 
+  async function call<T>(url: URL, expect: Expectation<T>, options: ListOptions): Promise<T> {
+    await options.beforeAttempt?.(1);
+    const deadline = options.deadline ?? now() + config.upstreamDeadlineMs;
+    let last: ApiError = timeoutError();
+    for (let n = 1; n <= MAX_ATTEMPTS; n++) {
+      if (n > 1) await options.beforeAttempt?.(n);
+      // The caller gave up (its own budget, or the client left): no further attempt is wanted.
+      options.signal?.throwIfAborted();
+      const remaining = deadline - now();
+      if (remaining <= 0) break;
+      const started = now();
+      const outcome = await attempt(
+        url,
+        expect,
+        Math.min(config.upstreamTimeoutMs, remaining),
+        options.signal,
+      );
+      options.onAttempt?.({
+        attempt: n,
+        status: outcome.status,
+        durationMs: now() - started,
+      });
+      if (outcome.kind === "ok") return outcome.value;
+      last = outcome.error;
+      if (outcome.kind === "fail" || n === MAX_ATTEMPTS) break;
+      const backoff = random() * Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** (n - 1));
+      const wait = outcome.waitMs !== undefined ? outcome.waitMs + backoff / 4 : backoff;
+      if (now() + wait >= deadline) break;
+      await sleep(wait);
+    }
+    throw last;
+  }
+
   return {
-    async list(query, options = {}) {
-      const url = upstreamUrl(config, query);
-      await options.beforeAttempt?.(1);
-      const deadline = options.deadline ?? now() + config.upstreamDeadlineMs;
-      let last: ApiError = timeoutError();
-      for (let n = 1; n <= MAX_ATTEMPTS; n++) {
-        if (n > 1) await options.beforeAttempt?.(n);
-        // The caller gave up (its own budget, or the client left): no further attempt is wanted.
-        options.signal?.throwIfAborted();
-        const remaining = deadline - now();
-        if (remaining <= 0) break;
-        const started = now();
-        const outcome = await attempt(url, Math.min(config.upstreamTimeoutMs, remaining), options.signal);
-        options.onAttempt?.({
-          attempt: n,
-          status: outcome.status,
-          durationMs: now() - started,
-        });
-        if (outcome.kind === "page") return outcome.page;
-        last = outcome.error;
-        if (outcome.kind === "fail" || n === MAX_ATTEMPTS) break;
-        const backoff = random() * Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** (n - 1));
-        const wait = outcome.waitMs !== undefined ? outcome.waitMs + backoff / 4 : backoff;
-        if (now() + wait >= deadline) break;
-        await sleep(wait);
-      }
-      throw last;
-    },
+    list: (query, options = {}) => call(upstreamUrl(config, query), LIST, options),
+    getRun: (id, options = {}) => call(runUrl(config, id), GET_RUN, options),
   };
 }
