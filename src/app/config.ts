@@ -84,6 +84,21 @@ const originList = listSetting.transform((origins, ctx) => {
   return origins;
 });
 
+const onOffSetting = z
+  .union([z.string(), z.boolean()])
+  .optional()
+  .transform((value, ctx) => {
+    if (value === undefined || value === "" || value === "on" || value === true) return true;
+    if (value === "off" || value === false) return false;
+    ctx.addIssue({ code: "custom", message: 'must be "on" or "off"' });
+    return z.NEVER;
+  });
+
+// Each signing secret is used as issued (`wss_…`, prefix included), as the SDK does.
+const webhookSecrets = listSetting.refine((secrets) => secrets.every((s) => /^[\x21-\x7e]+$/.test(s)), {
+  message: "must list printable ASCII secrets without spaces, comma-separated",
+});
+
 const RawConfig = z.object({
   EXTEND_API_KEY: z
     .string({ error: "is required (a secret: wrangler secret put EXTEND_API_KEY)" })
@@ -117,6 +132,11 @@ const RawConfig = z.object({
   ALLOW_ANONYMOUS: booleanSetting,
   ALLOWED_ORIGINS: originList,
   REDACT_FIELDS: listSetting,
+  RUN_INDEX: onOffSetting,
+  INDEX_SYNC_SECONDS: intSetting(30, 5, 3_600),
+  INDEX_RECONCILE_SECONDS: intSetting(86_400, 30, 2_592_000),
+  INDEX_LOOKBACK_SECONDS: intSetting(180, 0, 3_600),
+  EXTEND_WEBHOOK_SECRET: webhookSecrets,
 });
 
 /** Every setting, parsed and defaulted. Built once per isolate from the Worker's env. */
@@ -140,6 +160,13 @@ export interface Config {
   readonly allowAnonymous: boolean;
   readonly allowedOrigins: readonly string[];
   readonly redactFields: readonly string[];
+  /** The run index in the tenant's Durable Object (RUN_INDEX=on). */
+  readonly runIndex: boolean;
+  readonly indexSyncSeconds: number;
+  readonly indexReconcileSeconds: number;
+  readonly indexLookbackSeconds: number;
+  /** Signing secrets accepted on POST /webhooks/extend; none means the route does not exist. */
+  readonly webhookSecrets: readonly string[];
 }
 
 const parsed = new WeakMap<object, Config>();
@@ -202,6 +229,11 @@ export function loadConfig(env: Env): Config {
     allowAnonymous: raw.ALLOW_ANONYMOUS,
     allowedOrigins: raw.ALLOWED_ORIGINS,
     redactFields: raw.REDACT_FIELDS,
+    runIndex: raw.RUN_INDEX,
+    indexSyncSeconds: raw.INDEX_SYNC_SECONDS,
+    indexReconcileSeconds: raw.INDEX_RECONCILE_SECONDS,
+    indexLookbackSeconds: raw.INDEX_LOOKBACK_SECONDS,
+    webhookSecrets: raw.EXTEND_WEBHOOK_SECRET,
   };
   parsed.set(env, config);
   return config;
