@@ -2,10 +2,12 @@ import { createRoute, z } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import type { Config } from "../app/config.ts";
 import type { AppEnv, CacheState } from "../app/env.ts";
+import { ApiError } from "../app/errors.ts";
 import { createRouter } from "../app/router.ts";
 import { statsCacheKey, tenantScope } from "../cache/keys.ts";
 import type { CacheReadOptions } from "../cache/kv-cache.ts";
 import { ListWorkflowRunsQuery, WorkflowRunStatus } from "../extend/schemas.ts";
+import { statsFromIndex } from "../run-index/client.ts";
 import { type Services, servicesFor, trackedOptions } from "../services.ts";
 import { decimalToNumber, totalRuns } from "../stats/aggregate.ts";
 import { sharedBudget } from "../stats/budget.ts";
@@ -31,6 +33,9 @@ const InstantParam = z
   .openapi({ type: "string", format: "date-time" });
 
 const list = ListWorkflowRunsQuery.shape;
+
+/** Longest `maxLagSeconds` accepted: a day. */
+export const MAX_LAG_SECONDS = 86_400;
 
 export const StatsQuery = z
   .strictObject({
@@ -58,6 +63,27 @@ export const StatsQuery = z
         param: {
           description:
             "`resumeToken` of an incomplete answer: continues that scan. Repeat the same filters with it.",
+        },
+      }),
+    maxLagSeconds: z
+      .string()
+      .regex(/^(0|[1-9]\d{0,4})$/, { error: "must be a whole number of seconds, written plainly" })
+      .transform(Number)
+      .pipe(
+        z
+          .number()
+          .int()
+          .max(MAX_LAG_SECONDS, { error: `must be at most ${MAX_LAG_SECONDS}` }),
+      )
+      .optional()
+      .openapi({
+        type: "integer",
+        minimum: 0,
+        maximum: MAX_LAG_SECONDS,
+        param: {
+          description:
+            "Answer from the run index only if it is at most this many seconds behind Extend: an older " +
+            "index syncs first, or the answer is a 503 with `Retry-After` if it cannot in time.",
         },
       }),
   })
@@ -118,6 +144,34 @@ export const WorkflowRunStats = z
       description: "Opaque; pass it back with the same filters to continue. Null once complete.",
     }),
     computedAt: z.string().openapi({ format: "date-time", description: "When these totals were computed." }),
+    source: z.enum(["index", "scan"]).openapi({
+      description: "`index`: read from the run index; `scan`: counted by paging Extend's list live.",
+    }),
+    asOf: z
+      .string()
+      .nullable()
+      .openapi({
+        format: "date-time",
+        description:
+          "Index answers: the start of the last completed sync. Every change made in Extend before it is " +
+          "counted; deletions as of the last reconcile. Null for a scan.",
+      }),
+    lagSeconds: z
+      .number()
+      .min(0)
+      .nullable()
+      .openapi({ description: "Seconds between `asOf` and `computedAt`. Null for a scan." }),
+    build: z
+      .object({
+        state: z.literal("building"),
+        startedAt: z.string().nullable().openapi({ format: "date-time" }),
+        runsIndexed: z.number().int().min(0),
+        pagesFetched: z.number().int().min(0),
+        walksDone: z.number().int().min(0),
+        walks: z.number().int().min(0),
+      })
+      .optional()
+      .openapi({ description: "While the run index is being built (this answer is a scan): how far it is." }),
   })
   .openapi("WorkflowRunStats");
 
@@ -176,6 +230,9 @@ function statsBody(filters: StatsFilters, state: ScanState, complete: boolean, r
     pagesFetched: state.pagesFetched,
     resumeToken,
     computedAt: new Date().toISOString(),
+    source: "scan" as const,
+    asOf: null,
+    lagSeconds: null,
   } satisfies WorkflowRunStats;
 }
 
@@ -292,7 +349,27 @@ async function serve(
 
 export const stats = createRouter().openapi(statsRoute, async (c) => {
   const query = c.req.valid("query");
-  const served = await serve(c, filtersOf(query), query.resumeToken);
+  const filters = filtersOf(query);
+  // A resumed scan stays a scan; otherwise a built index answers and the scan is the fallback.
+  const indexed = query.resumeToken
+    ? undefined
+    : await statsFromIndex(c.env, c.var.config, filters, query.maxLagSeconds, c.var.requestId);
+  if (indexed?.kind === "lagging") {
+    throw new ApiError(
+      "INDEX_LAGGING",
+      `The run index is ${Math.round(indexed.lagSeconds)} s behind Extend and could not catch up in time.`,
+      { retryAfter: indexed.retryAfterSeconds },
+    );
+  }
+  if (indexed?.kind === "ready") {
+    c.var.telemetry.cache = "BYPASS";
+    return c.json(indexed.body, 200, {
+      "x-cache": "BYPASS",
+      "cache-control": STATS_CACHE_CONTROL,
+      "last-modified": new Date(indexed.body.asOf ?? indexed.body.computedAt).toUTCString(),
+    });
+  }
+  const served = await serve(c, filters, query.resumeToken);
   c.var.telemetry.cache = served.cache;
   const headers: Record<string, string> = {
     "x-cache": served.cache,
@@ -300,7 +377,12 @@ export const stats = createRouter().openapi(statsRoute, async (c) => {
     "cache-control": served.body.complete ? STATS_CACHE_CONTROL : "no-store",
   };
   if (served.ageSeconds !== undefined) headers.age = String(served.ageSeconds);
-  return c.json(served.body, 200, headers);
+  const build = indexed?.kind === "building" ? { build: indexed.build } : {};
+  return c.json(
+    { ...served.body, source: "scan" as const, asOf: null, lagSeconds: null, ...build },
+    200,
+    headers,
+  );
 });
 
 export type StatsRoutes = typeof stats;

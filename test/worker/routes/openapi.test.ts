@@ -6,7 +6,7 @@ import readme from "../../../README.md?raw";
 import configSource from "../../../src/app/config.ts?raw";
 import { ERROR_CODES, ERRORS, type ErrorCode } from "../../../src/app/errors.ts";
 import { ListWorkflowRunsQuery, WORKFLOW_RUN_STATUSES } from "../../../src/extend/schemas.ts";
-import worker from "../../../src/index.ts";
+import { app as worker } from "../../../src/index.ts";
 import { DOCS_PATH, OPENAPI_PATH, PUBLIC_PATHS, SECURITY_SCHEMES } from "../../../src/routes/docs.ts";
 import { StatsQuery } from "../../../src/routes/stats.ts";
 import { callProxy, json } from "../support/proxy.ts";
