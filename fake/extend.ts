@@ -51,8 +51,9 @@ export interface FakeExtendOptions {
   /** Requests per second beyond which the fake answers 429 with Retry-After. */
   rateLimitPerSecond?: number;
   /**
-   * Keep each query's sorted list between calls. Only for runs that never change after the first
-   * call (benchmarks over 100,000 runs, where sorting on every page would swamp the latency model).
+   * Keep each query's sorted list between calls, until a run changes through updateRun, addRun
+   * or deleteRun (benchmarks over 100,000 runs, where sorting on every page would swamp the
+   * latency model). Assigning `runs` directly does not clear it.
    */
   memoizeLists?: boolean;
   now?: () => number;
@@ -96,6 +97,7 @@ const NOISY_HEADERS: Record<string, string> = {
 };
 
 const CURSOR_MARKER = new Uint8Array([0xfb, 0xff, 0xbf]); // encodes as "+/+/" in base64
+const RUN_PATH = /\/workflow_runs\/([^/]+)$/;
 
 function toBase64(bytes: Uint8Array): string {
   let binary = "";
@@ -156,7 +158,8 @@ export function matches(run: FakeRun, filters: ListFilters): boolean {
   return true;
 }
 
-type SortKey = { value: string; id: string };
+/** A run's place in a sorted list: the instant (ms, never the ISO text) and the id breaking ties. */
+type SortKey = { value: number; id: string };
 
 function compareKeys(a: SortKey, b: SortKey, dir: 1 | -1): number {
   const byField = a.value < b.value ? -1 : a.value > b.value ? 1 : 0;
@@ -165,9 +168,31 @@ function compareKeys(a: SortKey, b: SortKey, dir: 1 | -1): number {
 }
 
 const keyOf = (run: FakeRun, sortBy: "updatedAt" | "createdAt"): SortKey => ({
-  value: run[sortBy],
+  value: Date.parse(run[sortBy]),
   id: run.id,
 });
+
+/** What can change about a run after it was created. */
+export interface RunChange {
+  status?: RunStatus;
+  usage?: FakeRun["usage"];
+}
+
+/**
+ * The run as GET /workflow_runs/{id} returns it (Extend's WorkflowRun): the summary's fields
+ * without createdAt and updatedAt, plus the ones only the full run has.
+ */
+export function workflowRunOf(run: FakeRun): Record<string, unknown> {
+  const { createdAt: _created, updatedAt: _updated, ...rest } = run;
+  return {
+    ...rest,
+    metadata: {},
+    failureReason: run.status === "FAILED" ? "EXTRACTION_FAILED" : null,
+    failureMessage: run.status === "FAILED" ? "The document could not be read." : null,
+    reviewed: run.reviewedAt !== null,
+    stepRuns: [],
+  };
+}
 
 /** Every matching run in list order; the reference the tests compare the proxy with. */
 export function listAll(runs: readonly FakeRun[], filters: ListFilters = {}): FakeRun[] {
@@ -210,6 +235,40 @@ export class FakeExtend {
     return this.requests.filter((r) => r.url.pathname.endsWith("/workflow_runs"));
   }
 
+  /** Requests for one run (GET /workflow_runs/{id}). */
+  get getCalls(): RecordedRequest[] {
+    return this.requests.filter((r) => RUN_PATH.test(r.url.pathname));
+  }
+
+  /** Changes a run as Extend would: its updatedAt moves to `at` (and never backwards). */
+  updateRun(id: string, change: RunChange, at = this.now()): FakeRun | undefined {
+    const index = this.runs.findIndex((run) => run.id === id);
+    const run = this.runs[index];
+    if (!run) return undefined;
+    const updatedMs = Math.max(at, Date.parse(run.updatedAt) + 1);
+    const next: FakeRun = { ...run, ...change, updatedAt: new Date(updatedMs).toISOString() };
+    this.runs = this.runs.map((r, i) => (i === index ? next : r));
+    this.sortedLists.clear();
+    return next;
+  }
+
+  /** A new run, created (and last updated) at `at`. */
+  addRun(run: FakeRun, at = this.now()): FakeRun {
+    const iso = new Date(at).toISOString();
+    const created: FakeRun = { ...run, createdAt: iso, updatedAt: iso };
+    this.runs = [...this.runs, created];
+    this.sortedLists.clear();
+    return created;
+  }
+
+  /** DELETE /workflow_runs/{id}: the run disappears from the list and GET answers 404. */
+  deleteRun(id: string): boolean {
+    const before = this.runs.length;
+    this.runs = this.runs.filter((run) => run.id !== id);
+    this.sortedLists.clear();
+    return this.runs.length < before;
+  }
+
   async handle(request: FakeRequest): Promise<Response> {
     const url = new URL(request.url);
     const headers: Record<string, string> = {};
@@ -218,7 +277,9 @@ export class FakeExtend {
     });
     this.requests.push({ method: request.method, url, headers, at: this.now() });
 
-    if (!url.pathname.endsWith("/workflow_runs")) return extendError(404, "NOT_FOUND", "Not found.");
+    const runPath = RUN_PATH.exec(url.pathname);
+    if (!runPath && !url.pathname.endsWith("/workflow_runs"))
+      return extendError(404, "NOT_FOUND", "Not found.");
     if (request.method !== "GET") return extendError(405, "INVALID_REQUEST", "Method not allowed.");
 
     const fault = this.takeFault(url);
@@ -241,6 +302,7 @@ export class FakeExtend {
       this.served.push(now);
     }
 
+    if (runPath) return this.getRun(request, decodeURIComponent(runPath[1] ?? ""));
     const answer = this.list(request, url);
     if (answer instanceof Response) return answer;
     const latency = this.options.latency;
@@ -317,11 +379,8 @@ export class FakeExtend {
     }
   }
 
-  /** The list endpoint proper: auth, version, workspace, validation, filters, keyset cursor. */
-  private list(
-    request: FakeRequest,
-    url: URL,
-  ): Response | { object: "list"; data: FakeRun[]; nextPageToken?: string } {
+  /** Auth, API version and workspace, as every endpoint checks them; undefined when all is well. */
+  private refuse(request: FakeRequest): Response | undefined {
     if (request.headers.get("authorization") !== `Bearer ${this.options.apiKey}`) {
       return extendError(401, "UNAUTHORIZED", "Invalid API key.");
     }
@@ -333,6 +392,28 @@ export class FakeExtend {
     if (this.options.workspaceId !== undefined && workspace !== this.options.workspaceId) {
       return extendError(403, "FORBIDDEN", "This key needs x-extend-workspace-id for its workspace.");
     }
+    return undefined;
+  }
+
+  /** GET /workflow_runs/{id}: the full run, or 404 once it is deleted. */
+  private getRun(request: FakeRequest, id: string): Response {
+    const refused = this.refuse(request);
+    if (refused) return refused;
+    const run = this.runs.find((r) => r.id === id);
+    if (!run) return extendError(404, "NOT_FOUND", `Workflow run ${id} not found.`);
+    return Response.json(workflowRunOf(run), {
+      headers: { ...NOISY_HEADERS, "x-extend-request-id": "req_fake_ok" },
+    });
+  }
+
+  /** The list endpoint proper: auth, version, workspace, validation, filters, keyset cursor. */
+  private list(
+    request: FakeRequest,
+    url: URL,
+  ): Response | { object: "list"; data: FakeRun[]; nextPageToken?: string } {
+    const refused = this.refuse(request);
+    if (refused) return refused;
+    const workspace = request.headers.get("x-extend-workspace-id");
 
     const params = url.searchParams;
     for (const name of new Set(params.keys())) {
@@ -382,7 +463,7 @@ export class FakeExtend {
     return {
       object: "list",
       data,
-      ...(more ? { nextPageToken: this.encodeCursor(fingerprint, last[sortBy], last.id) } : {}),
+      ...(more ? { nextPageToken: this.encodeCursor(fingerprint, Date.parse(last[sortBy]), last.id) } : {}),
     };
   }
 
@@ -396,7 +477,7 @@ export class FakeExtend {
     return all;
   }
 
-  private encodeCursor(fingerprint: string, value: string, runId: string): string {
+  private encodeCursor(fingerprint: string, value: number, runId: string): string {
     const payload = new TextEncoder().encode(JSON.stringify({ v: value, id: runId }));
     const bytes = new Uint8Array(CURSOR_MARKER.length + payload.length);
     bytes.set(CURSOR_MARKER);
@@ -412,7 +493,7 @@ export class FakeExtend {
       const parsed: unknown = JSON.parse(new TextDecoder().decode(bytes));
       if (typeof parsed === "object" && parsed !== null && "v" in parsed && "id" in parsed) {
         const { v, id } = parsed as { v: unknown; id: unknown };
-        if (typeof v === "string" && typeof id === "string") return { value: v, id };
+        if (typeof v === "number" && typeof id === "string") return { value: v, id };
       }
     } catch {
       return undefined;
