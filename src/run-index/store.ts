@@ -48,9 +48,12 @@ const UPSERT_LIST_ROW = `
     facts_known = 1
   WHERE ${LIST_ROW_WINS} OR runs.facts_known = 0`;
 
-/** Writes one list row if it is newer than the stored run (or the stored run's facts were guesses). */
-export function upsertListRow(sql: SqlStorage, row: RunRow): void {
-  sql.exec(
+/**
+ * Writes one list row if it is newer than the stored run (or the stored run's facts were
+ * guesses). Returns the rows SQLite wrote (0 when the guard kept the stored state).
+ */
+export function upsertListRow(sql: SqlStorage, row: RunRow): number {
+  return sql.exec(
     UPSERT_LIST_ROW,
     row.id,
     row.status,
@@ -60,7 +63,7 @@ export function upsertListRow(sql: SqlStorage, row: RunRow): void {
     row.createdAt,
     row.version,
     ...usageColumns(row.usage),
-  );
+  ).rowsWritten;
 }
 
 /** A webhook's view of a run, applied before any list shows it. */

@@ -711,8 +711,9 @@ export class RunIndexSync {
     // A page that lands after its partition was finished by the other end adds rows, nothing else.
     if (walk.done) return;
     if (walk.purpose === "reconcile") {
-      const cap = (this.state().reconcileStartedAt ?? this.deps.now()) - this.lookbackMs();
-      diffPage(this.sql, walk, page, cap);
+      // Runs created since the reconcile began may be missing from pages read earlier; they are
+      // not candidates (a later reconcile covers them), so deletions are known as of its start.
+      diffPage(this.sql, walk, page, this.state().reconcileStartedAt ?? this.deps.now());
     }
     const last = page.data[page.data.length - 1];
     const edge = last === undefined ? walk.edge : createdAtOf(last);

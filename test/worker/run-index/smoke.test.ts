@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { getStats, referenceStats, summary } from "../support/stats.ts";
 import { settle, stopAlarm, useIndexFake } from "../support/run-index.ts";
+import { getStats, referenceStats, summary } from "../support/stats.ts";
 
 describe("run index smoke", () => {
   it("builds and answers", async () => {
