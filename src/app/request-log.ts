@@ -22,13 +22,18 @@ function escapeRegExp(text: string): string {
 
 /**
  * Remembers the secret settings of an env (the upstream key, client tokens, the stats signing
- * key) so every later log line of this isolate is scrubbed of them. Read from the raw env, so
+ * key, webhook signing secrets) so every later log line of this isolate is scrubbed of them. Read from the raw env, so
  * it works even when the configuration does not parse.
  */
 export function rememberSecrets(env: Partial<Env>): void {
   if (secretsSeenFor.has(env)) return;
   secretsSeenFor.add(env);
-  const values = [env.EXTEND_API_KEY, env.STATS_SIGNING_KEY, ...(env.CLIENT_TOKENS ?? "").split(",")];
+  const values = [
+    env.EXTEND_API_KEY,
+    env.STATS_SIGNING_KEY,
+    ...(env.CLIENT_TOKENS ?? "").split(","),
+    ...(env.EXTEND_WEBHOOK_SECRET ?? "").split(","),
+  ];
   let added = false;
   for (const raw of values) {
     const value = raw?.trim();
