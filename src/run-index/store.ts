@@ -24,7 +24,9 @@ function usageColumns(usage: RowUsage | null): [number, number, number, number, 
 
 // A list row is the truth for its version: it replaces a state of a lower version, and also one
 // of an equal version taken from a webhook (still pending). Facts (createdAt, workflow, batch,
-// files) never change in Extend, so they are written only where a webhook had to guess them.
+// files) never change in Extend, so they are written only where a webhook had to guess them,
+// by a second statement: assigning indexed columns, even to their own values, rewrites their
+// index entries.
 const LIST_ROW_WINS =
   "(excluded.version > runs.version OR (runs.pending_since IS NOT NULL AND excluded.version >= runs.version))";
 
@@ -40,20 +42,19 @@ const UPSERT_LIST_ROW = `
     total_hi = CASE WHEN ${LIST_ROW_WINS} THEN excluded.total_hi ELSE runs.total_hi END,
     total_lo = CASE WHEN ${LIST_ROW_WINS} THEN excluded.total_lo ELSE runs.total_lo END,
     usage_null = CASE WHEN ${LIST_ROW_WINS} THEN excluded.usage_null ELSE runs.usage_null END,
-    pending_since = CASE WHEN ${LIST_ROW_WINS} THEN NULL ELSE runs.pending_since END,
-    workflow_id = CASE WHEN runs.facts_known = 0 THEN excluded.workflow_id ELSE runs.workflow_id END,
-    batch_id = CASE WHEN runs.facts_known = 0 THEN excluded.batch_id ELSE runs.batch_id END,
-    file_names = CASE WHEN runs.facts_known = 0 THEN excluded.file_names ELSE runs.file_names END,
-    created_at = CASE WHEN runs.facts_known = 0 THEN excluded.created_at ELSE runs.created_at END,
-    facts_known = 1
-  WHERE ${LIST_ROW_WINS} OR runs.facts_known = 0`;
+    pending_since = CASE WHEN ${LIST_ROW_WINS} THEN NULL ELSE runs.pending_since END
+  WHERE ${LIST_ROW_WINS} OR runs.facts_known = 0
+  RETURNING facts_known`;
+
+const SET_FACTS = `UPDATE runs SET workflow_id = ?2, batch_id = ?3, file_names = ?4, created_at = ?5,
+  facts_known = 1 WHERE id = ?1 AND facts_known = 0`;
 
 /**
  * Writes one list row if it is newer than the stored run (or the stored run's facts were
  * guesses). Returns the rows SQLite wrote (0 when the guard kept the stored state).
  */
 export function upsertListRow(sql: SqlStorage, row: RunRow): number {
-  return sql.exec(
+  const cursor = sql.exec<{ facts_known: number }>(
     UPSERT_LIST_ROW,
     row.id,
     row.status,
@@ -63,7 +64,20 @@ export function upsertListRow(sql: SqlStorage, row: RunRow): number {
     row.createdAt,
     row.version,
     ...usageColumns(row.usage),
-  ).rowsWritten;
+  );
+  const returned = cursor.toArray()[0];
+  let written = cursor.rowsWritten;
+  if (returned?.facts_known === 0) {
+    written += sql.exec(
+      SET_FACTS,
+      row.id,
+      row.workflowId,
+      row.batchId,
+      row.fileNames,
+      row.createdAt,
+    ).rowsWritten;
+  }
+  return written;
 }
 
 /** A webhook's view of a run, applied before any list shows it. */
