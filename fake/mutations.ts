@@ -2,6 +2,7 @@
 // credits when a run finishes) and deletions. Used by `npm start` to let a person watch the run
 // index converge, and by the property tests.
 import { type FakeExtend, type FakeRun, generateRuns, type RunStatus, STATUSES } from "./extend.ts";
+import { deliver, runEvent } from "./webhooks.ts";
 
 export type Mutation =
   | { kind: "create"; run: FakeRun }
@@ -54,4 +55,38 @@ export function randomMutation(fake: FakeExtend, random: () => number, at: numbe
     at,
   );
   return run ? { kind: "update", run, from: target.status } : undefined;
+}
+
+export interface MutatorOptions {
+  /** One change every this many ms. */
+  everyMs: number;
+  /** Where to POST the signed webhook of each change that has one (Extend's run events). */
+  webhookUrl?: string;
+  webhookSecret?: string;
+  /** Told about every change, with the webhook's HTTP status when one was sent. */
+  onChange?: (mutation: Mutation, webhookStatus: number | "failed" | undefined) => void;
+  random?: () => number;
+}
+
+/** Changes the fake's runs on a timer and sends their webhooks; stop() ends it. */
+export function startMutator(fake: FakeExtend, options: MutatorOptions): { stop(): void } {
+  const random = options.random ?? Math.random;
+  let events = 0;
+  const timer = setInterval(() => {
+    const mutation = randomMutation(fake, random, Date.now());
+    if (!mutation) return;
+    const event =
+      mutation.kind !== "delete" && options.webhookUrl && options.webhookSecret
+        ? runEvent(mutation.run, `evt_local_${Date.now().toString(36)}_${++events}`)
+        : undefined;
+    if (!event || !options.webhookUrl || !options.webhookSecret) {
+      options.onChange?.(mutation, undefined);
+      return;
+    }
+    deliver(options.webhookUrl, options.webhookSecret, event).then(
+      (status) => options.onChange?.(mutation, status),
+      () => options.onChange?.(mutation, "failed"),
+    );
+  }, options.everyMs);
+  return { stop: () => clearInterval(timer) };
 }

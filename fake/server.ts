@@ -9,6 +9,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from "node:net";
 import { parseArgs } from "node:util";
 import { FakeExtend, type FakeExtendOptions } from "./extend.ts";
+import { type MutatorOptions, startMutator } from "./mutations.ts";
 
 /** Hosts the fake may bind to: it holds a key and answers anyone, so never a public interface. */
 export const LOOPBACK_HOSTS = ["127.0.0.1", "::1", "localhost"] as const;
@@ -214,6 +215,9 @@ const CLI_OPTIONS = {
   "latency-base": { type: "string", default: "0" },
   "latency-per-run": { type: "string", default: "0" },
   "rate-limit": { type: "string" },
+  "mutate-every": { type: "string", default: "0" },
+  "webhook-url": { type: "string" },
+  "webhook-secret": { type: "string" },
   help: { type: "boolean", default: false },
 } as const;
 
@@ -227,7 +231,10 @@ const USAGE = `Usage: node fake/server.ts [options]
   --workspace-id <id>    x-extend-workspace-id to require (default: none)
   --latency-base <ms>    latency per list call (default 0)
   --latency-per-run <ms> extra latency per run returned (default 0)
-  --rate-limit <n>       list calls per second before answering 429 with Retry-After (default: none)`;
+  --rate-limit <n>       list calls per second before answering 429 with Retry-After (default: none)
+  --mutate-every <ms>    change one run (create, status change, delete) this often (default 0: never)
+  --webhook-url <url>    POST each change's signed run event here (with --webhook-secret)
+  --webhook-secret <s>   signing secret for those webhooks (wss_…)`;
 
 function number(name: string, text: string, min: number): number {
   const value = Number(text);
@@ -238,7 +245,9 @@ function number(name: string, text: string, min: number): number {
 }
 
 /** Parses the CLI flags into server options; exported for scripts that spawn the fake. */
-export function parseFakeServerArgs(args: string[]): FakeServerOptions & { fake: FakeExtendOptions } {
+export function parseFakeServerArgs(
+  args: string[],
+): FakeServerOptions & { fake: FakeExtendOptions; mutator: Omit<MutatorOptions, "onChange"> } {
   const { values } = parseArgs({ args, options: CLI_OPTIONS, strict: true });
   if (values.help) {
     console.log(USAGE);
@@ -263,7 +272,17 @@ export function parseFakeServerArgs(args: string[]): FakeServerOptions & { fake:
     ...(base > 0 || perRun > 0 ? { latency: { baseMs: base, perRunMs: perRun } } : {}),
     ...(values["rate-limit"] ? { rateLimitPerSecond: number("rate-limit", values["rate-limit"], 1) } : {}),
   };
-  return { fake, port: Math.floor(number("port", values.port, 0)), host: host as FakeServerOptions["host"] };
+  const mutator: Omit<MutatorOptions, "onChange"> = {
+    everyMs: number("mutate-every", values["mutate-every"], 0),
+    ...(values["webhook-url"] ? { webhookUrl: values["webhook-url"] } : {}),
+    ...(values["webhook-secret"] ? { webhookSecret: values["webhook-secret"] } : {}),
+  };
+  return {
+    fake,
+    mutator,
+    port: Math.floor(number("port", values.port, 0)),
+    host: host as FakeServerOptions["host"],
+  };
 }
 
 async function main(): Promise<void> {
@@ -283,7 +302,19 @@ async function main(): Promise<void> {
       (latency ? `, latency ${latency.baseMs} ms + ${latency.perRunMs} ms/run` : "") +
       (rateLimitPerSecond ? `, rate limit ${rateLimitPerSecond}/s` : ""),
   );
+  const mutating =
+    options.mutator.everyMs > 0
+      ? startMutator(server.fake, {
+          ...options.mutator,
+          onChange: (mutation, status) =>
+            console.log(
+              `changed: ${mutation.kind} ${mutation.run.id} ${mutation.run.status}` +
+                (status === undefined ? "" : ` (webhook ${status})`),
+            ),
+        })
+      : undefined;
   const stop = () => {
+    mutating?.stop();
     server.close().then(
       () => process.exit(0),
       () => process.exit(1),

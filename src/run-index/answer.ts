@@ -4,7 +4,7 @@ import type { WorkflowRunStats } from "../routes/stats.ts";
 import { decimalToNumber, type Totals, totalRuns } from "../stats/aggregate.ts";
 import type { StatsFilters } from "../stats/scan.ts";
 import { type IndexFilters, queryTotals } from "./store.ts";
-import type { BuildProgress, RunIndexSync } from "./sync.ts";
+import { type BuildProgress, DEFAULT_LIMITS, type RunIndexSync } from "./sync.ts";
 
 /** What the object tells the route: an answer, or why the route must scan or refuse. */
 export type IndexAnswer =
@@ -19,6 +19,8 @@ export interface AnswerOptions {
 
 /** Retry-After for a 503 when the index could not catch up in time: about one more head walk. */
 const CATCH_UP_RETRY_SECONDS = 5;
+/** How long a request with maxLagSeconds may wait for head walks before the 503. */
+export const CATCH_UP_BUDGET_MS = 10_000;
 
 export function indexFilters(filters: StatsFilters): IndexFilters {
   return {
@@ -77,7 +79,10 @@ export async function answerStats(
   const state = sync.state();
   if (state.phase !== "ready" || state.asOf === null) return { kind: "building", build: sync.progress() };
   if (options.maxLagSeconds !== undefined && now() - state.asOf > options.maxLagSeconds * 1000) {
-    const caughtUp = await sync.catchUp(options.maxLagSeconds * 1000);
+    const caughtUp = await sync.catchUp(options.maxLagSeconds * 1000, {
+      ...DEFAULT_LIMITS,
+      maxMs: CATCH_UP_BUDGET_MS,
+    });
     const asOf = sync.state().asOf ?? state.asOf;
     if (!caughtUp) {
       return {

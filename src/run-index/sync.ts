@@ -483,15 +483,14 @@ export class RunIndexSync {
   }
 
   /**
-   * Runs head walks until the index is at most `maxLagMs` behind, within the limits. True when
-   * it got there. Only for a built index.
+   * Runs head walks until one that began at most `maxLagMs` before this call has completed, so
+   * every change made before that instant is counted; within the limits. True when it got there.
+   * Only for a built index.
    */
   async catchUp(maxLagMs: number, limits: RunLimits = DEFAULT_LIMITS): Promise<boolean> {
-    const deadline = this.deps.now() + limits.maxMs;
-    const fresh = () => {
-      const asOf = this.state().asOf;
-      return asOf !== null && this.deps.now() - asOf <= maxLagMs;
-    };
+    const started = this.deps.now();
+    const deadline = started + limits.maxMs;
+    const fresh = () => (this.state().asOf ?? Number.NEGATIVE_INFINITY) >= started - maxLagMs;
     let calls = 0;
     while (!fresh()) {
       if (this.deps.now() >= deadline || calls >= limits.maxCalls) return false;

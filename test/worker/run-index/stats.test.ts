@@ -138,6 +138,19 @@ describe("GET /stats with the run index", () => {
     await stopAlarm(index.stub);
   });
 
+  it("with maxLagSeconds=0 counts a change made just before the request", async () => {
+    const index = await built({ dataset: { size: 50, seed: 6 } });
+    await stopAlarm(index.stub);
+    const run = index.fake.runs.find((r) => r.status !== "FAILED") as FakeRun;
+    index.fake.updateRun(run.id, { status: "FAILED" });
+    const { body: cached } = await getStats({}, index.env);
+    expect(summary(cached)).not.toEqual(referenceStats(index.fake.runs));
+    const { body } = await getStats({ maxLagSeconds: "0" }, index.env);
+    expect(body.source).toBe("index");
+    expect(summary(body)).toEqual(referenceStats(index.fake.runs));
+    await stopAlarm(index.stub);
+  });
+
   it("answers 503 with Retry-After when it cannot catch up in time", async () => {
     const index = await built(
       { dataset: { size: 40, seed: 2 } },
