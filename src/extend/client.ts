@@ -311,7 +311,9 @@ export function createExtendUpstream(config: Config, deps: UpstreamDeps = {}): W
         if (timeout.aborted) return { kind: "retry", error: timeoutError() };
         return {
           kind: "retry",
-          error: new ApiError("UPSTREAM_INVALID_RESPONSE", "Extend's response was cut off before it ended."),
+          error: new ApiError("UPSTREAM_INVALID_RESPONSE", "Extend's response was cut off before it ended.", {
+            cause: error,
+          }),
         };
       }
       const page = parseListBody(body);
@@ -328,7 +330,10 @@ export function createExtendUpstream(config: Config, deps: UpstreamDeps = {}): W
     } catch (error) {
       if (outer?.aborted) throw outer.reason ?? error;
       if (timeout.aborted) return { kind: "retry", error: timeoutError() };
-      return { kind: "retry", error: new ApiError("UPSTREAM_ERROR", "Could not connect to Extend.") };
+      return {
+        kind: "retry",
+        error: new ApiError("UPSTREAM_ERROR", "Could not connect to Extend.", { cause: error }),
+      };
     }
   }
 
