@@ -48,8 +48,11 @@ export interface CacheWindow {
 }
 
 export interface CacheReadOptions<T> extends CacheWindow {
-  /** Produces the value on a miss or refresh. Only a resolved value is stored; a rejection never is. */
-  load: () => Promise<T>;
+  /**
+   * Produces the value on a miss, or in the background (`background: true`) to refresh a stale
+   * one. Only a resolved value is stored; a rejection never is.
+   */
+  load: (context: { background: boolean }) => Promise<T>;
   /**
    * Whether a loaded value may be stored (default: every value). A value it refuses is still
    * given to every concurrent reader of the load, and never written.
@@ -62,6 +65,11 @@ export interface CacheReadOptions<T> extends CacheWindow {
    * It runs on every hit, so it should be cheap (check, don't re-validate deeply).
    */
   parse: (text: string) => T | undefined;
+  /**
+   * Errors that belong to the request that started a shared load (its own budget or wait), not
+   * to the key: a request that joined that load and sees one loads on its own instead.
+   */
+  retryAlone?: (error: unknown) => boolean;
   /** The caller's abort signal: aborting stops this caller's wait, never a load others share. */
   signal?: AbortSignal;
   /** Upper bound on waiting for another request's load of the same key. */
@@ -243,13 +251,26 @@ export function createKvCache(deps: KvCacheDeps): KvCache {
   }
 
   /** Starts (or joins) the isolate's one load of `key`; the stored entry is replaced only on success. */
-  function loadShared<T>(key: string, options: CacheReadOptions<T>, store: boolean): Promise<Loaded<T>> {
+  function loadShared<T>(
+    key: string,
+    options: CacheReadOptions<T>,
+    store: boolean,
+    background: boolean,
+  ): Promise<Loaded<T>> {
     const maxWait = options.maxCoalesceWaitMs ?? DEFAULT_MAX_COALESCE_WAIT_MS;
     const running = liveLoad(key, maxWait, clock.now());
     if (running) {
-      return withWaitBound(running.promise as Promise<Loaded<T>>, maxWait, () => loadAlone(options));
+      const joined = withWaitBound(running.promise as Promise<Loaded<T>>, maxWait, () =>
+        loadAlone(options, background),
+      );
+      const retryAlone = options.retryAlone;
+      if (!retryAlone) return joined;
+      return joined.catch((error: unknown) => {
+        if (retryAlone(error)) return loadAlone(options, background);
+        throw error;
+      });
     }
-    const promise = loadAlone(options);
+    const promise = loadAlone(options, background);
     const entry: InFlight = { promise, startedAt: clock.now() };
     inFlight.set(key, entry);
     // Others may be waiting on this load: it must outlive its leader when the leader's client
@@ -272,8 +293,8 @@ export function createKvCache(deps: KvCacheDeps): KvCache {
     return promise;
   }
 
-  async function loadAlone<T>(options: CacheReadOptions<T>): Promise<Loaded<T>> {
-    const value = await options.load();
+  async function loadAlone<T>(options: CacheReadOptions<T>, background: boolean): Promise<Loaded<T>> {
+    const value = await options.load({ background });
     const text = options.serialize(value);
     return { value, text, tag: await entryTag(text), at: clock.now() };
   }
@@ -322,7 +343,7 @@ export function createKvCache(deps: KvCacheDeps): KvCache {
         }
         if (ageMs < (options.ttlSeconds + options.staleSeconds) * 1000) {
           if (!liveLoad(key, options.maxCoalesceWaitMs ?? DEFAULT_MAX_COALESCE_WAIT_MS, clock.now())) {
-            const refresh = loadShared(key, options, true).then(
+            const refresh = loadShared(key, options, true, true).then(
               () => undefined,
               (error: unknown) => {
                 log({ level: "warn", msg: "cache refresh failed", key, error: errorName(error) });
@@ -335,7 +356,7 @@ export function createKvCache(deps: KvCacheDeps): KvCache {
       }
       // Write on a plain miss, and to repair a corrupt entry; a failing or slow KV gets no write.
       const store = found.kind !== "unusable" || found.reason === "corrupt";
-      const loaded = await waitFor(loadShared(key, options, store), options.signal);
+      const loaded = await waitFor(loadShared(key, options, store, false), options.signal);
       return {
         value: loaded.value,
         cache: found.kind === "unusable" ? "BYPASS" : "MISS",

@@ -5,7 +5,6 @@ import type { PageSource } from "../cache/pages.ts";
 import type { ListOptions } from "../extend/client.ts";
 import { type Clock, systemClock } from "../lib/clock.ts";
 import { decimalToNumber, totalRuns } from "./aggregate.ts";
-import { sharedBudget } from "./budget.ts";
 import type { StatsFilters } from "./filters.ts";
 import { openResumeToken, sealResumeToken } from "./resume-token.ts";
 import { advanceScan, planScan, SCAN_TIME_BUDGET_MS, type ScanState } from "./scan.ts";
@@ -30,6 +29,8 @@ export interface StatsEngineDeps {
   cache: KvCache;
   pages: PageSource;
   clock?: Clock;
+  /** Who asked: scan pages share the tenant's budget fairly with that caller's other calls. */
+  caller?: string;
   /** Wraps the per-page upstream options (the request's telemetry). */
   listOptions?: (options: ListOptions) => ListOptions;
 }
@@ -90,7 +91,7 @@ export function createStatsEngine(deps: StatsEngineDeps): StatsEngine {
     const state = resumeToken ? await openResumeToken(resumeToken, tokenContext) : planScan(filters);
     const progress = await advanceScan(filters, state, {
       pages,
-      budget: sharedBudget(account, config.upstreamMaxRps, clock),
+      ...(deps.caller ? { caller: deps.caller } : {}),
       maxPages: config.statsMaxPages,
       clock,
       ...(deps.listOptions ? { listOptions: deps.listOptions } : {}),

@@ -12,9 +12,9 @@ import {
   WORKFLOW_RUN_STATUSES,
   type WorkflowRunStatus,
 } from "../extend/schemas.ts";
+import { BudgetPaused } from "../gateway/isolate-budget.ts";
 import { type Clock, systemClock } from "../lib/clock.ts";
 import { addRun, addTally, emptyTally, emptyTotals, type Tally, type Totals } from "./aggregate.ts";
-import { BudgetPaused, MAX_CONCURRENT_PAGES, MAX_PAUSE_WAIT_MS, type RateBudget } from "./budget.ts";
 import type { StatsFilters } from "./filters.ts";
 
 /**
@@ -22,6 +22,14 @@ import type { StatsFilters } from "./filters.ts";
  * or throttled upstream never holds a client past common 30-second HTTP timeouts.
  */
 export const SCAN_TIME_BUDGET_MS = 20_000;
+/**
+ * Longest one page waits for its turn in the tenant's budget (a 429 pause, or slots booked by
+ * others). Past that the scan stops launching and answers with what it has: a resume token, or
+ * a 503 with Retry-After when it read nothing, instead of holding the connection doing nothing.
+ */
+export const MAX_PAUSE_WAIT_MS = 5_000;
+/** Upstream connections one /stats request keeps open at once (the Workers per-request cap). */
+export const MAX_CONCURRENT_PAGES = 6;
 
 export type Direction = "asc" | "desc";
 
@@ -62,7 +70,8 @@ export interface ScanState {
 
 export interface ScanDeps {
   pages: PageSource;
-  budget: RateBudget;
+  /** Who the scan is for: its pages share the tenant's budget fairly with that caller's other calls. */
+  caller?: string;
   /** Pages this request may read (STATS_MAX_PAGES). */
   maxPages: number;
   concurrency?: number;
@@ -273,10 +282,11 @@ export async function advanceScan(
   const fetchPage = async (query: CanonicalListQuery): Promise<UpstreamPage> => {
     const own: ListOptions = {
       signal: abort.signal,
-      // Every attempt that reaches Extend, retries included, takes its slot right before the
-      // call; a cache hit or a call shared with another request takes none.
-      beforeAttempt: () => deps.budget.acquire(abort.signal, mayWait()),
-      onAttempt: (report) => deps.budget.observe(report.status),
+      // Bulk work: the tenant's budget serves interactive list misses first, and this page's wait
+      // counts toward the scan's own time budget.
+      priority: "bulk",
+      maxWaitMs: mayWait(),
+      ...(deps.caller ? { caller: deps.caller } : {}),
     };
     const result = await deps.pages.get(query, deps.listOptions ? deps.listOptions(own) : own);
     return result.page;
