@@ -6,6 +6,7 @@ import { createRouter } from "../app/router.ts";
 import { statsCacheKey, tenantScope } from "../cache/keys.ts";
 import type { CacheReadOptions } from "../cache/kv-cache.ts";
 import { ListWorkflowRunsQuery, WorkflowRunStatus } from "../extend/schemas.ts";
+import { redactStats, refuseRedactedFilters } from "../security/redact.ts";
 import { type Services, servicesFor, trackedOptions } from "../services.ts";
 import { decimalToNumber, totalRuns } from "../stats/aggregate.ts";
 import { sharedBudget } from "../stats/budget.ts";
@@ -96,16 +97,19 @@ export const WorkflowRunStats = z
       })
       .openapi({ description: "The filters given, normalised (instants as UTC with milliseconds)." }),
     total: z.number().int().min(0).openapi({ description: "Matching runs counted (so far)." }),
-    byStatus: StatusCounts,
-    usage: z.object({
-      credits: z
-        .number()
-        .openapi({ description: "Sum of `usage.credits`, exact to the decimals Extend sends." }),
-      totalCredits: z
-        .number()
-        .openapi({ description: "Sum of `usage.totalCredits`, or of `usage.credits` where it is absent." }),
-      runsWithoutUsage: z.number().int().min(0).openapi({ description: "Runs whose `usage` is null." }),
-    }),
+    byStatus: StatusCounts.optional(),
+    usage: z
+      .object({
+        credits: z
+          .number()
+          .openapi({ description: "Sum of `usage.credits`, exact to the decimals Extend sends." }),
+        totalCredits: z
+          .number()
+          .openapi({ description: "Sum of `usage.totalCredits`, or of `usage.credits` where it is absent." }),
+        runsWithoutUsage: z.number().int().min(0).openapi({ description: "Runs whose `usage` is null." }),
+      })
+      .optional()
+      .openapi({ description: "Absent when REDACT_FIELDS hides `usage` or a field inside it." }),
     complete: z.boolean().openapi({
       description: "False when the page budget ran out: call again with `resumeToken` for the rest.",
     }),
@@ -292,6 +296,7 @@ async function serve(
 
 export const stats = createRouter().openapi(statsRoute, async (c) => {
   const query = c.req.valid("query");
+  refuseRedactedFilters(query, c.var.config.redactFields);
   const served = await serve(c, filtersOf(query), query.resumeToken);
   c.var.telemetry.cache = served.cache;
   const headers: Record<string, string> = {
@@ -300,7 +305,7 @@ export const stats = createRouter().openapi(statsRoute, async (c) => {
     "cache-control": served.body.complete ? STATS_CACHE_CONTROL : "no-store",
   };
   if (served.ageSeconds !== undefined) headers.age = String(served.ageSeconds);
-  return c.json(served.body, 200, headers);
+  return c.json(redactStats(served.body, c.var.config.redactFields), 200, headers);
 });
 
 export type StatsRoutes = typeof stats;
