@@ -4,6 +4,8 @@ import { logLine } from "./app/request-log.ts";
 import { createKvCache, type KvCache } from "./cache/kv-cache.ts";
 import { cachedPages, type PageSource } from "./cache/pages.ts";
 import { createExtendUpstream, type ListOptions, type WorkflowRunsUpstream } from "./extend/client.ts";
+import { systemClock } from "./lib/clock.ts";
+import { createStatsEngine, type StatsEngine } from "./stats/engine.ts";
 
 /** The capabilities a handler needs, built from the request's config and bindings. */
 export interface Services {
@@ -11,17 +13,28 @@ export interface Services {
   /** The KV cache (binding PAGE_CACHE) for whole results such as /stats; pages go through `pages`. */
   cache: KvCache;
   pages: PageSource;
+  stats: StatsEngine;
 }
 
 export function servicesFor(c: Context<AppEnv>): Services {
   const config = c.var.config;
-  const upstream = createExtendUpstream(config);
+  const clock = systemClock;
+  const upstream = createExtendUpstream(config, { clock });
   const cache = createKvCache({
     kv: c.env.PAGE_CACHE,
     waitUntil: (promise) => c.executionCtx.waitUntil(promise),
     log: (record) => logLine({ ...record, requestId: c.var.requestId }),
+    clock,
   });
-  return { upstream, cache, pages: cachedPages({ cache, config, upstream }) };
+  const pages = cachedPages({ cache, config, upstream });
+  const stats = createStatsEngine({
+    config,
+    cache,
+    pages,
+    clock,
+    listOptions: (options) => trackedOptions(c, options),
+  });
+  return { upstream, cache, pages, stats };
 }
 
 /** Upstream options that record every attempt in the request's telemetry. */

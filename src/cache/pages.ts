@@ -1,5 +1,4 @@
 import type { Config } from "../app/config.ts";
-import type { CacheState } from "../app/env.ts";
 import { ApiError } from "../app/errors.ts";
 import {
   type ListOptions,
@@ -9,7 +8,7 @@ import {
 } from "../extend/client.ts";
 import type { CanonicalListQuery } from "../extend/schemas.ts";
 import { pageCacheKey } from "./keys.ts";
-import type { KvCache } from "./kv-cache.ts";
+import type { CacheState, KvCache } from "./kv-cache.ts";
 
 /** A list page as the route serves it. */
 export interface PageResult {

@@ -1,5 +1,6 @@
 import type { Config } from "../app/config.ts";
 import { ApiError } from "../app/errors.ts";
+import { type Clock, systemClock } from "../lib/clock.ts";
 import { type CanonicalListQuery, toSearchParams } from "./schemas.ts";
 
 /** Attempts per upstream page, the first included (gRPC's `maxAttempts` sense). */
@@ -52,9 +53,9 @@ export interface WorkflowRunsUpstream {
 
 export interface UpstreamDeps {
   fetch?: typeof fetch;
-  sleep?: (ms: number) => Promise<void>;
+  clock?: Clock;
+  /** Jitter source for back-off, in [0, 1). */
   random?: () => number;
-  now?: () => number;
 }
 
 type Outcome =
@@ -63,8 +64,6 @@ type Outcome =
   | { kind: "fail"; error: ApiError };
 
 type AttemptStatus = AttemptReport["status"];
-
-const defaultSleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /** Builds the upstream URL from configuration and validated values only. */
 export function upstreamUrl(config: Config, query: CanonicalListQuery): URL {
@@ -264,9 +263,9 @@ async function readBody(response: Response, signal: AbortSignal): Promise<string
  */
 export function createExtendUpstream(config: Config, deps: UpstreamDeps = {}): WorkflowRunsUpstream {
   const doFetch = deps.fetch ?? ((input, init) => fetch(input, init));
-  const sleep = deps.sleep ?? defaultSleep;
+  const clock = deps.clock ?? systemClock;
   const random = deps.random ?? Math.random;
-  const now = deps.now ?? Date.now;
+  const now = () => clock.now();
 
   async function attempt(
     url: URL,
@@ -312,7 +311,9 @@ export function createExtendUpstream(config: Config, deps: UpstreamDeps = {}): W
         if (timeout.aborted) return { kind: "retry", error: timeoutError() };
         return {
           kind: "retry",
-          error: new ApiError("UPSTREAM_INVALID_RESPONSE", "Extend's response was cut off before it ended."),
+          error: new ApiError("UPSTREAM_INVALID_RESPONSE", "Extend's response was cut off before it ended.", {
+            cause: error,
+          }),
         };
       }
       const page = parseListBody(body);
@@ -329,7 +330,10 @@ export function createExtendUpstream(config: Config, deps: UpstreamDeps = {}): W
     } catch (error) {
       if (outer?.aborted) throw outer.reason ?? error;
       if (timeout.aborted) return { kind: "retry", error: timeoutError() };
-      return { kind: "retry", error: new ApiError("UPSTREAM_ERROR", "Could not connect to Extend.") };
+      return {
+        kind: "retry",
+        error: new ApiError("UPSTREAM_ERROR", "Could not connect to Extend.", { cause: error }),
+      };
     }
   }
 
@@ -358,7 +362,7 @@ export function createExtendUpstream(config: Config, deps: UpstreamDeps = {}): W
         const backoff = random() * Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** (n - 1));
         const wait = outcome.waitMs !== undefined ? outcome.waitMs + backoff / 4 : backoff;
         if (now() + wait >= deadline) break;
-        await sleep(wait);
+        await clock.sleep(wait, options.signal);
       }
       throw last;
     },

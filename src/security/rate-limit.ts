@@ -1,7 +1,8 @@
 import type { Context } from "hono";
 import { createMiddleware } from "hono/factory";
-import type { AppEnv } from "../app/env.ts";
+import { type AppEnv, addWarning } from "../app/env.ts";
 import { ApiError } from "../app/errors.ts";
+import { isRead } from "../app/router.ts";
 import { clientIp } from "./client-ip.ts";
 
 /** The period of every limiter in wrangler.toml; Retry-After is the longest a caller may wait. */
@@ -27,9 +28,9 @@ async function withinLimit(c: Context<AppEnv>, binding: LimiterBinding, key: str
     const outcome = await c.env[binding].limit({ key });
     return outcome.success;
   } catch {
-    const telemetry = c.var.telemetry;
     const warning = `${binding} unavailable; request allowed`;
-    if (!telemetry.warnings?.includes(warning)) telemetry.warnings = [...(telemetry.warnings ?? []), warning];
+    // A rejected credential asks the limiter several times: one warning is enough.
+    if (!c.var.telemetry.warnings?.includes(warning)) addWarning(c.var.telemetry, warning);
     return true;
   }
 }
@@ -48,7 +49,7 @@ function rateLimited(what: string): ApiError {
  */
 export function rateLimit(binding: LimiterBinding) {
   return createMiddleware<AppEnv>(async (c, next) => {
-    if (c.req.method !== "GET" && c.req.method !== "HEAD") return next();
+    if (!isRead(c)) return next();
     const key = c.get("caller")?.id ?? `anon:${clientIp(c)}`;
     if (!(await withinLimit(c, binding, key))) throw rateLimited("requests from this caller");
     await next();

@@ -1,4 +1,5 @@
 import { ApiError } from "../app/errors.ts";
+import { type Clock, systemClock } from "../lib/clock.ts";
 
 /** Window over which `UPSTREAM_MAX_RPS` is enforced: any 1,000 ms holds at most that many calls. */
 export const RATE_WINDOW_MS = 1_000;
@@ -15,16 +16,6 @@ export const MAX_PAUSE_WAIT_MS = 5_000;
 export const MAX_CONCURRENT_PAGES = 6;
 /** Budgets kept per isolate; more distinct upstream accounts than this in one isolate is a misuse. */
 const MAX_BUDGETS = 32;
-
-export interface Clock {
-  now(): number;
-  sleep(ms: number): Promise<void>;
-}
-
-export const realClock: Clock = {
-  now: () => Date.now(),
-  sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
-};
 
 /**
  * The budget is paused (Extend answered 429) for longer than the caller is willing to wait.
@@ -60,7 +51,7 @@ export class RateBudget {
   private streak = 0;
   private queue: Promise<void> = Promise.resolve();
 
-  constructor(maxPerSecond: number, clock: Clock = realClock) {
+  constructor(maxPerSecond: number, clock: Clock = systemClock) {
     this.maxPerSecond = maxPerSecond;
     this.limit = maxPerSecond;
     this.clock = clock;
@@ -134,7 +125,7 @@ const budgets = new Map<string, RateBudget>();
  * The isolate's budget for one upstream account (origin, workspace, key fingerprint) and rate,
  * so concurrent scans share it instead of each spending the whole rate.
  */
-export function sharedBudget(account: string, maxPerSecond: number, clock: Clock = realClock): RateBudget {
+export function sharedBudget(account: string, maxPerSecond: number, clock: Clock = systemClock): RateBudget {
   const key = `${account}|${maxPerSecond}`;
   const existing = budgets.get(key);
   if (existing) return existing;

@@ -7,35 +7,21 @@ import type { PageSource } from "../cache/pages.ts";
 import type { ListOptions, UpstreamPage } from "../extend/client.ts";
 import {
   type CanonicalListQuery,
+  listQuery,
   MAX_PAGE_SIZE,
   WORKFLOW_RUN_STATUSES,
   type WorkflowRunStatus,
 } from "../extend/schemas.ts";
+import { type Clock, systemClock } from "../lib/clock.ts";
 import { addRun, addTally, emptyTally, emptyTotals, type Tally, type Totals } from "./aggregate.ts";
-import {
-  BudgetPaused,
-  type Clock,
-  MAX_CONCURRENT_PAGES,
-  MAX_PAUSE_WAIT_MS,
-  type RateBudget,
-  realClock,
-} from "./budget.ts";
+import { BudgetPaused, MAX_CONCURRENT_PAGES, MAX_PAUSE_WAIT_MS, type RateBudget } from "./budget.ts";
+import type { StatsFilters } from "./filters.ts";
 
 /**
  * After this long a request starts no further page and answers with a resume token, so a slow
  * or throttled upstream never holds a client past common 30-second HTTP timeouts.
  */
 export const SCAN_TIME_BUDGET_MS = 20_000;
-
-/** The filters of one scan, normalised (since/until as `toISOString()` text). */
-export interface StatsFilters {
-  status?: WorkflowRunStatus;
-  workflowId?: string;
-  batchId?: string;
-  fileNameContains?: string;
-  since?: string;
-  until?: string;
-}
 
 export type Direction = "asc" | "desc";
 
@@ -223,16 +209,15 @@ export function walkQuery(
   direction: Direction,
 ): CanonicalListQuery {
   const cursor = walkOf(partition, direction).cursor;
-  return {
-    status: partition.status,
-    ...(filters.workflowId ? { workflowId: filters.workflowId } : {}),
-    ...(filters.batchId ? { batchId: filters.batchId } : {}),
-    ...(filters.fileNameContains ? { fileNameContains: filters.fileNameContains } : {}),
-    sortBy: "createdAt",
-    sortDir: direction,
-    ...(cursor ? { nextPageToken: cursor } : {}),
-    maxPageSize: MAX_PAGE_SIZE,
-  };
+  return listQuery(
+    { ...filters, status: partition.status },
+    {
+      sortBy: "createdAt",
+      sortDir: direction,
+      maxPageSize: MAX_PAGE_SIZE,
+      ...(cursor ? { nextPageToken: cursor } : {}),
+    },
+  );
 }
 
 interface Runnable {
@@ -254,7 +239,7 @@ export async function advanceScan(
   state: ScanState,
   deps: ScanDeps,
 ): Promise<ScanProgress> {
-  const clock = deps.clock ?? realClock;
+  const clock = deps.clock ?? systemClock;
   const concurrency = deps.concurrency ?? MAX_CONCURRENT_PAGES;
   const stopLaunchingAt = clock.now() + (deps.timeBudgetMs ?? SCAN_TIME_BUDGET_MS);
   const abort = new AbortController();
