@@ -1,5 +1,7 @@
 import type { Config } from "../app/config.ts";
 import { ApiError } from "../app/errors.ts";
+import type { Priority } from "../gateway/scheduler.ts";
+import { type Clock, systemClock } from "../lib/clock.ts";
 import { type CanonicalListQuery, toSearchParams } from "./schemas.ts";
 
 /** Attempts per upstream page, the first included (gRPC's `maxAttempts` sense). */
@@ -16,12 +18,28 @@ export const MAX_RETRY_AFTER_SECONDS = 3_600;
 /** Refuse bodies larger than this: 1000 runs are a few MB; more means something is wrong. */
 export const MAX_UPSTREAM_BODY_BYTES = 16 * 1024 * 1024;
 
+/** The settings the Extend client reads: where Extend is, who the proxy is there, how long to wait. */
+export type UpstreamConfig = Pick<
+  Config,
+  | "extendApiKey"
+  | "extendApiBaseUrl"
+  | "extendApiVersion"
+  | "extendWorkspaceId"
+  | "upstreamTimeoutMs"
+  | "upstreamDeadlineMs"
+>;
+
 /** One validated upstream page: the body as Extend sent it, and the parsed list. */
 export interface UpstreamPage {
   /** Extend's JSON text, unchanged. */
   readonly body: string;
   readonly data: readonly Record<string, unknown>[];
   readonly nextPageToken: string | undefined;
+  /**
+   * Set when another request's load produced this page and that request stores it, so this
+   * one must not write it again (KV takes one write per second per key).
+   */
+  readonly shared?: boolean;
 }
 
 /** What a caller learns about each upstream attempt (for logs and tests). */
@@ -29,6 +47,8 @@ export interface AttemptReport {
   attempt: number;
   status: number | "timeout" | "network-error";
   durationMs: number;
+  /** Extend's Retry-After on this answer, in ms, when it sent one. */
+  retryAfterMs?: number;
 }
 
 export interface ListOptions {
@@ -43,6 +63,12 @@ export interface ListOptions {
    * rejection ends `list` with that error.
    */
   beforeAttempt?: (attempt: number) => Promise<void>;
+  /** Scheduling for a rate-budgeted upstream (the tenant gateway); the plain client ignores it. */
+  priority?: Priority;
+  /** Who the call is for: the budget is shared fairly among callers. */
+  caller?: string;
+  /** Longest the call may wait for its turn before it is refused with a Retry-After. */
+  maxWaitMs?: number;
 }
 
 /** The narrow interface handlers use to read Extend's list of runs. */
@@ -53,16 +79,16 @@ export interface WorkflowRunsUpstream {
 /** GET /workflow_runs/{id}: the run as Extend sent it, or `gone` when Extend answers 404. */
 export type RunLookup = { found: Record<string, unknown> } | { gone: true };
 
-/** Extend's client as the run index uses it: the list, and one run by id. */
+/** The Extend client: the list, and one run by id (what the run index confirms deletions with). */
 export interface ExtendUpstream extends WorkflowRunsUpstream {
   getRun(id: string, options?: ListOptions): Promise<RunLookup>;
 }
 
 export interface UpstreamDeps {
   fetch?: typeof fetch;
-  sleep?: (ms: number) => Promise<void>;
+  clock?: Clock;
+  /** Jitter source for back-off, in [0, 1). */
   random?: () => number;
-  now?: () => number;
 }
 
 type Outcome<T> =
@@ -80,10 +106,8 @@ interface Expectation<T> {
 
 type AttemptStatus = AttemptReport["status"];
 
-const defaultSleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-
 /** Builds the upstream URL from configuration and validated values only. */
-export function upstreamUrl(config: Config, query: CanonicalListQuery): URL {
+export function upstreamUrl(config: UpstreamConfig, query: CanonicalListQuery): URL {
   const base = new URL(config.extendApiBaseUrl);
   if (!base.pathname.endsWith("/")) base.pathname += "/";
   const url = new URL("workflow_runs", base);
@@ -92,14 +116,14 @@ export function upstreamUrl(config: Config, query: CanonicalListQuery): URL {
 }
 
 /** GET /workflow_runs/{id}, the id path-encoded. */
-export function runUrl(config: Config, id: string): URL {
+export function runUrl(config: UpstreamConfig, id: string): URL {
   const base = new URL(config.extendApiBaseUrl);
   if (!base.pathname.endsWith("/")) base.pathname += "/";
   return new URL(`workflow_runs/${encodeURIComponent(id)}`, base);
 }
 
 /** The only headers that ever go upstream. */
-export function upstreamHeaders(config: Config): Headers {
+export function upstreamHeaders(config: UpstreamConfig): Headers {
   const headers = new Headers({
     accept: "application/json",
     authorization: `Bearer ${config.extendApiKey}`,
@@ -161,8 +185,30 @@ export function parseListBody(body: string): UpstreamPage | undefined {
   return { body, data: json.data, nextPageToken: token };
 }
 
-function timeoutError(): ApiError {
-  return new ApiError("UPSTREAM_TIMEOUT", "Extend did not answer in time.");
+/**
+ * A page rebuilt from text that was validated as a list when it was first read (a cached page,
+ * or one the gateway object fetched): the runs are parsed only if a consumer reads them (the
+ * list route sends the text as is), so serving it costs no JSON parse. `undefined` when the
+ * text cannot be a list at all; a deeper fault surfaces when the runs are read.
+ */
+export function pageFromText(body: string, options: { shared?: boolean } = {}): UpstreamPage | undefined {
+  if (!body.startsWith("{") || !body.endsWith("}")) return undefined;
+  let parsed: UpstreamPage | undefined;
+  const full = (): UpstreamPage => {
+    parsed ??= parseListBody(body);
+    if (!parsed) throw new ApiError("UPSTREAM_INVALID_RESPONSE", "A stored page could not be read.");
+    return parsed;
+  };
+  return {
+    body,
+    get data() {
+      return full().data;
+    },
+    get nextPageToken() {
+      return full().nextPageToken;
+    },
+    ...(options.shared ? { shared: true } : {}),
+  };
 }
 
 function parseRunBody(body: string): RunLookup | undefined {
@@ -188,6 +234,10 @@ const GET_RUN: Expectation<RunLookup> = {
   invalid: "Extend answered 200 with a body that is not a workflow run.",
   notFound: { gone: true },
 };
+
+function timeoutError(): ApiError {
+  return new ApiError("UPSTREAM_TIMEOUT", "Extend did not answer in time.");
+}
 
 function classify(status: number, retryAfterMs: number | undefined): Outcome<never> {
   if (status === 401 || status === 403) {
@@ -310,26 +360,28 @@ async function readBody(response: Response, signal: AbortSignal): Promise<string
  * full-jitter retries on network errors, timeouts, 5xx and short 429s, and one overall deadline.
  * Redirects are never followed.
  */
-export function createExtendUpstream(config: Config, deps: UpstreamDeps = {}): ExtendUpstream {
+export function createExtendUpstream(config: UpstreamConfig, deps: UpstreamDeps = {}): ExtendUpstream {
   const doFetch = deps.fetch ?? ((input, init) => fetch(input, init));
-  const sleep = deps.sleep ?? defaultSleep;
+  const clock = deps.clock ?? systemClock;
   const random = deps.random ?? Math.random;
-  const now = deps.now ?? Date.now;
+  const now = () => clock.now();
 
   async function attempt<T>(
     url: URL,
     expect: Expectation<T>,
     perAttemptMs: number,
     outer: AbortSignal | undefined,
-  ): Promise<Outcome<T> & { status: AttemptStatus }> {
+  ): Promise<Outcome<T> & { status: AttemptStatus; retryAfterMs?: number }> {
     const timeout = AbortSignal.timeout(perAttemptMs);
     const signal = outer ? AbortSignal.any([timeout, outer]) : timeout;
     let status: AttemptStatus = "network-error";
-    const outcome = await attemptOnce(url, expect, signal, timeout, outer, (s) => {
+    let retryAfterMs: number | undefined;
+    const outcome = await attemptOnce(url, expect, signal, timeout, outer, (s, after) => {
       status = s;
+      retryAfterMs = after;
     });
     if (outcome.kind !== "ok" && outcome.error.code === "UPSTREAM_TIMEOUT") status = "timeout";
-    return { ...outcome, status };
+    return { ...outcome, status, ...(retryAfterMs !== undefined ? { retryAfterMs } : {}) };
   }
 
   async function attemptOnce<T>(
@@ -338,7 +390,7 @@ export function createExtendUpstream(config: Config, deps: UpstreamDeps = {}): E
     signal: AbortSignal,
     timeout: AbortSignal,
     outer: AbortSignal | undefined,
-    onStatus: (status: number) => void,
+    onStatus: (status: number, retryAfterMs?: number) => void,
   ): Promise<Outcome<T>> {
     try {
       const response = await doFetch(url.toString(), {
@@ -347,16 +399,18 @@ export function createExtendUpstream(config: Config, deps: UpstreamDeps = {}): E
         redirect: "manual",
         signal,
       });
-      onStatus(response.status);
       if (response.status === 404 && expect.notFound !== undefined) {
+        onStatus(response.status);
         await response.body?.cancel().catch(() => undefined);
         return { kind: "ok", value: expect.notFound };
       }
       if (response.status !== 200) {
         const retryAfterMs = parseRetryAfter(response.headers.get("retry-after"), now());
+        onStatus(response.status, retryAfterMs);
         await response.body?.cancel().catch(() => undefined);
         return classify(response.status, retryAfterMs);
       }
+      onStatus(response.status);
       let body: string;
       try {
         body = await readBody(response, signal);
@@ -366,7 +420,9 @@ export function createExtendUpstream(config: Config, deps: UpstreamDeps = {}): E
         if (timeout.aborted) return { kind: "retry", error: timeoutError() };
         return {
           kind: "retry",
-          error: new ApiError("UPSTREAM_INVALID_RESPONSE", "Extend's response was cut off before it ended."),
+          error: new ApiError("UPSTREAM_INVALID_RESPONSE", "Extend's response was cut off before it ended.", {
+            cause: error,
+          }),
         };
       }
       const value = expect.parse(body);
@@ -377,7 +433,10 @@ export function createExtendUpstream(config: Config, deps: UpstreamDeps = {}): E
     } catch (error) {
       if (outer?.aborted) throw outer.reason ?? error;
       if (timeout.aborted) return { kind: "retry", error: timeoutError() };
-      return { kind: "retry", error: new ApiError("UPSTREAM_ERROR", "Could not connect to Extend.") };
+      return {
+        kind: "retry",
+        error: new ApiError("UPSTREAM_ERROR", "Could not connect to Extend.", { cause: error }),
+      };
     }
   }
 
@@ -402,6 +461,7 @@ export function createExtendUpstream(config: Config, deps: UpstreamDeps = {}): E
         attempt: n,
         status: outcome.status,
         durationMs: now() - started,
+        ...(outcome.retryAfterMs !== undefined ? { retryAfterMs: outcome.retryAfterMs } : {}),
       });
       if (outcome.kind === "ok") return outcome.value;
       last = outcome.error;
@@ -409,7 +469,7 @@ export function createExtendUpstream(config: Config, deps: UpstreamDeps = {}): E
       const backoff = random() * Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** (n - 1));
       const wait = outcome.waitMs !== undefined ? outcome.waitMs + backoff / 4 : backoff;
       if (now() + wait >= deadline) break;
-      await sleep(wait);
+      await clock.sleep(wait, options.signal);
     }
     throw last;
   }

@@ -1,8 +1,9 @@
 // /stats answered from the index: the same body as a scan's, plus where it came from and how
 // fresh it is. Runs inside the tenant object, next to the rows.
-import type { WorkflowRunStats } from "../routes/stats.ts";
+
 import { decimalToNumber, type Totals, totalRuns } from "../stats/aggregate.ts";
-import type { StatsFilters } from "../stats/scan.ts";
+import type { StatsFilters } from "../stats/filters.ts";
+import type { WorkflowRunStats } from "../stats/schemas.ts";
 import { type IndexFilters, queryTotals } from "./store.ts";
 import { type BuildProgress, DEFAULT_LIMITS, type RunIndexSync } from "./sync.ts";
 

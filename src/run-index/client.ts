@@ -2,9 +2,11 @@
 // routes and the cron make to it.
 import type { Config } from "../app/config.ts";
 import { loadConfig } from "../app/config.ts";
+import { ApiError } from "../app/errors.ts";
 import { logLine } from "../app/request-log.ts";
 import { tenantScope } from "../cache/keys.ts";
-import type { StatsFilters } from "../stats/scan.ts";
+import type { StatsFilters } from "../stats/filters.ts";
+import type { WorkflowRunStats } from "../stats/schemas.ts";
 import type { TenantObject } from "../tenant/object.ts";
 import type { IndexAnswer } from "./answer.ts";
 import type { EventOutcome, IndexEvent } from "./sync.ts";
@@ -40,6 +42,34 @@ export async function statsFromIndex(
     });
     return undefined;
   }
+}
+
+/** The 503 for an index that could not catch up with `maxLagSeconds` in time. */
+export function indexLagging(answer: { lagSeconds: number; retryAfterSeconds: number }): ApiError {
+  return new ApiError(
+    "INDEX_LAGGING",
+    `The run index is ${Math.round(answer.lagSeconds)} s behind Extend and could not catch up in time.`,
+    { retryAfter: answer.retryAfterSeconds },
+  );
+}
+
+/** Headers of an index answer: not from the KV cache, modified when its sync began. */
+export function indexHeaders(body: WorkflowRunStats): Record<string, string> {
+  return {
+    "x-cache": "BYPASS",
+    "cache-control": "private, no-cache",
+    "last-modified": new Date(body.asOf ?? body.computedAt).toUTCString(),
+  };
+}
+
+/** What a scan's answer adds: its source, and while the index is built, how far it is. */
+export function scanSource(answer: IndexAnswer | undefined) {
+  return {
+    source: "scan" as const,
+    asOf: null,
+    lagSeconds: null,
+    ...(answer?.kind === "building" ? { build: answer.build } : {}),
+  };
 }
 
 /** Hands a verified event to the index; with RUN_INDEX=off it is acknowledged and dropped. */

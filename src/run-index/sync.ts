@@ -17,7 +17,7 @@ import {
   WORKFLOW_RUN_STATUSES,
   type WorkflowRunStatus,
 } from "../extend/schemas.ts";
-import { BudgetPaused } from "../stats/budget.ts";
+import { SlotRefused } from "../gateway/scheduler.ts";
 import { factsFromWorkflowRun, type RunFacts, type RunRow, rowFromListRun } from "./row.ts";
 import { dropIndex, migrate } from "./schema.ts";
 import {
@@ -555,10 +555,14 @@ export class RunIndexSync {
     const state = this.state();
     const count = state.errorCount + 1;
     const code = error instanceof ApiError ? error.code : "INTERNAL_ERROR";
-    const wait =
-      error instanceof BudgetPaused
+    // The budget's or Extend's own Retry-After, when there is one; else an exponential back-off.
+    const told =
+      error instanceof SlotRefused
         ? error.retryAfterMs
-        : Math.min(RETRY_CAP_MS, RETRY_BASE_MS * 2 ** Math.min(count - 1, 10));
+        : error instanceof ApiError && error.retryAfter !== undefined
+          ? error.retryAfter * 1000
+          : undefined;
+    const wait = told ?? Math.min(RETRY_CAP_MS, RETRY_BASE_MS * 2 ** Math.min(count - 1, 10));
     writeState(this.sql, { errorCount: count, errorAt: now, errorCode: code, retryAt: now + wait });
     return code;
   }

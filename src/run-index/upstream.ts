@@ -1,9 +1,12 @@
-// The two Extend calls the sync makes, behind a narrow interface so the sync can run against any
-// source of pages (the real client here; the gateway's budgeted calls once it exists).
+// The two Extend calls the sync makes, behind a narrow interface so the sync runs against any
+// source of pages: in the object, the tenant's gateway (the one budget every upstream call of
+// the tenant shares); in tests, the fake.
 import type { Config } from "../app/config.ts";
-import type { ExtendUpstream, ListOptions, RunLookup, UpstreamPage } from "../extend/client.ts";
+import { ApiError } from "../app/errors.ts";
+import { createExtendUpstream, parseListBody, type RunLookup, type UpstreamPage } from "../extend/client.ts";
 import type { CanonicalListQuery } from "../extend/schemas.ts";
-import { MAX_PAUSE_WAIT_MS, type RateBudget } from "../stats/budget.ts";
+import type { GatewaySettings, TenantGateway } from "../gateway/tenant-gateway.ts";
+import type { Clock } from "../lib/clock.ts";
 
 export type { RunLookup };
 
@@ -15,20 +18,64 @@ export interface SyncUpstream {
   getRun(id: string, signal: AbortSignal): Promise<RunLookup>;
 }
 
+/** Who the sync's calls are for, in the gateway's round-robin among callers. */
+export const SYNC_CALLER = "run-index";
+/** Longest a sync call waits for its turn behind interactive calls before it is put off. */
+export const SYNC_MAX_WAIT_MS = 5_000;
+
+/** The gateway refused the call or Extend failed it: the error the sync records (Retry-After kept). */
+function outcomeError(outcome: { code: ApiError["code"]; message: string; retryAfter?: number }): ApiError {
+  return new ApiError(
+    outcome.code,
+    outcome.message,
+    outcome.retryAfter !== undefined ? { retryAfter: outcome.retryAfter } : {},
+  );
+}
+
 /**
- * Every attempt, retries included, takes a slot of the object's rate budget right before it
- * goes out and reports back how Extend answered; a 429 pause longer than a few seconds ends the
- * call with BudgetPaused instead of holding the alarm.
+ * The sync's calls through the tenant's gateway, at bulk priority: list pages go through its
+ * `list` (budget, shared loads), and the GET of one run takes a slot of the same budget before
+ * every attempt and reports each answer back to it.
  */
-export function budgetedUpstream(client: ExtendUpstream, budget: RateBudget): SyncUpstream {
-  const options = (signal: AbortSignal): ListOptions => ({
-    signal,
-    beforeAttempt: () => budget.acquire(signal, MAX_PAUSE_WAIT_MS),
-    onAttempt: (report) => budget.observe(report.status),
-  });
+export function gatewayUpstream(
+  gateway: TenantGateway,
+  settings: GatewaySettings,
+  clock: Clock,
+): SyncUpstream {
+  const client = createExtendUpstream(
+    {
+      extendApiKey: settings.apiKey,
+      extendApiBaseUrl: new URL(settings.baseUrl),
+      extendApiVersion: settings.apiVersion,
+      extendWorkspaceId: settings.workspaceId,
+      upstreamTimeoutMs: settings.timeoutMs,
+      upstreamDeadlineMs: settings.deadlineMs,
+    },
+    { clock },
+  );
+  const slot = { priority: "bulk" as const, caller: SYNC_CALLER, maxWaitMs: SYNC_MAX_WAIT_MS };
   return {
-    list: (query, signal) => client.list(query, options(signal)),
-    getRun: (id, signal) => client.getRun(id, options(signal)),
+    async list(query) {
+      const outcome = await gateway.list({
+        settings,
+        query,
+        ...slot,
+        deadlineMs: settings.deadlineMs,
+      });
+      if (!outcome.ok) throw outcomeError(outcome);
+      const page = parseListBody(outcome.body);
+      if (!page)
+        throw new ApiError("UPSTREAM_INVALID_RESPONSE", "Extend answered with a body that is not a list.");
+      return page;
+    },
+    getRun(id, signal) {
+      gateway.scheduler.configure(settings.maxRps);
+      return client.getRun(id, {
+        signal,
+        beforeAttempt: () => gateway.scheduler.acquire(slot),
+        onAttempt: (report) => gateway.scheduler.observe(report.status, report.retryAfterMs),
+      });
+    },
   };
 }
 
@@ -62,15 +109,15 @@ export function indexSettings(config: Config): IndexSettings {
   };
 }
 
-/** The object's own configuration (its key) with the tenant's upstream settings laid over it. */
-export function upstreamConfig(own: Config, settings: IndexSettings): Config {
+/** The gateway's settings for these index settings, with the object's own key. */
+export function gatewaySettings(settings: IndexSettings, apiKey: string): GatewaySettings {
   return {
-    ...own,
-    extendApiBaseUrl: new URL(settings.baseUrl),
-    extendApiVersion: settings.apiVersion,
-    extendWorkspaceId: settings.workspaceId ?? undefined,
-    upstreamTimeoutMs: settings.timeoutMs,
-    upstreamDeadlineMs: settings.deadlineMs,
-    upstreamMaxRps: settings.maxRps,
+    baseUrl: settings.baseUrl,
+    apiVersion: settings.apiVersion,
+    workspaceId: settings.workspaceId ?? undefined,
+    apiKey,
+    timeoutMs: settings.timeoutMs,
+    deadlineMs: settings.deadlineMs,
+    maxRps: settings.maxRps,
   };
 }

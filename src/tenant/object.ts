@@ -1,17 +1,18 @@
 import { DurableObject } from "cloudflare:workers";
 import { loadConfig } from "../app/config.ts";
-import { createExtendUpstream } from "../extend/client.ts";
+import type { SchedulerStats } from "../gateway/scheduler.ts";
+import { type GatewayListRequest, type GatewayOutcome, TenantGateway } from "../gateway/tenant-gateway.ts";
+import { systemClock } from "../lib/clock.ts";
 import { type AnswerOptions, answerStats, type IndexAnswer } from "../run-index/answer.ts";
 import { dropIndex, hasIndex, migrate } from "../run-index/schema.ts";
 import { type EventOutcome, type IndexEvent, RunIndexSync } from "../run-index/sync.ts";
 import {
-  budgetedUpstream,
+  gatewaySettings,
+  gatewayUpstream,
   type IndexSettings,
   type SyncUpstream,
-  upstreamConfig,
 } from "../run-index/upstream.ts";
-import { RateBudget } from "../stats/budget.ts";
-import type { StatsFilters } from "../stats/scan.ts";
+import type { StatsFilters } from "../stats/filters.ts";
 
 function indexEnabled(env: Env): boolean {
   try {
@@ -28,6 +29,8 @@ function indexEnabled(env: Env): boolean {
  * index. The class stays thin; the logic lives in pure modules under src/gateway and src/run-index.
  */
 export class TenantObject extends DurableObject<Env> {
+  private readonly gateway = new TenantGateway({ clock: systemClock });
+
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     void ctx.blockConcurrencyWhile(async () => {
@@ -40,13 +43,23 @@ export class TenantObject extends DurableObject<Env> {
     return "pong";
   }
 
+  /** One upstream list call under the tenant's budget, shared with identical calls in flight. */
+  async list(request: GatewayListRequest): Promise<GatewayOutcome> {
+    return this.gateway.list(request);
+  }
+
+  /** The budget's current state and the loads in flight (for tests and operators). */
+  async gatewayState(): Promise<SchedulerStats & { inFlight: number }> {
+    return { ...this.gateway.scheduler.stats(), inFlight: this.gateway.inFlight };
+  }
+
   // ---------------------------------------------------------------------------------------------
   // Run index (src/run-index): /stats answers, webhook events, the watchdog, and the alarm that
   // drives the sync. Settings come from the Worker with each call (and are kept for the alarm);
-  // the upstream key never does: the object reads its own env.
+  // the upstream key does not: the object reads its own env. Every sync call goes through the
+  // gateway above, at bulk priority.
 
   private runIndex: RunIndexSync | undefined;
-  private budget: RateBudget | undefined;
 
   /** /stats from the index, or how far its build is (the route scans meanwhile). */
   async indexStats(
@@ -80,8 +93,8 @@ export class TenantObject extends DurableObject<Env> {
 
   /** RUN_INDEX=off: the index's tables and its alarm go; turning it on again rebuilds from Extend. */
   async indexOff(): Promise<void> {
-    if (hasIndex(this.ctx.storage.sql))
-      this.ctx.storage.transactionSync(() => dropIndex(this.ctx.storage.sql));
+    const sql = this.ctx.storage.sql;
+    if (hasIndex(sql)) this.ctx.storage.transactionSync(() => dropIndex(sql));
     this.runIndex = undefined;
     await this.ctx.storage.deleteAlarm();
   }
@@ -112,14 +125,13 @@ export class TenantObject extends DurableObject<Env> {
     return this.runIndex;
   }
 
-  /** Extend as the sync sees it, built per call from the stored settings and this object's env. */
+  /** Extend through the gateway, with the stored settings and this object's own key. */
   private upstream(): SyncUpstream {
     const current = (): SyncUpstream => {
       const settings = this.runIndex?.state().settings;
       if (!settings) throw new Error("the run index has no settings yet");
-      if (this.budget?.maxPerSecond !== settings.maxRps) this.budget = new RateBudget(settings.maxRps);
-      const client = createExtendUpstream(upstreamConfig(loadConfig(this.env), settings));
-      return budgetedUpstream(client, this.budget);
+      const key = loadConfig(this.env).extendApiKey;
+      return gatewayUpstream(this.gateway, gatewaySettings(settings, key), systemClock);
     };
     return {
       list: (query, signal) => current().list(query, signal),

@@ -9,7 +9,7 @@ import { EVENT_TYPE_BY_STATUS, runEvent } from "../../../fake/webhooks.ts";
 import { indexFilters, indexStatsBody } from "../../../src/run-index/answer.ts";
 import { queryTotals } from "../../../src/run-index/store.ts";
 import { parseEvent } from "../../../src/run-index/webhook.ts";
-import type { StatsFilters } from "../../../src/stats/scan.ts";
+import type { StatsFilters } from "../../../src/stats/filters.ts";
 import { TEST_UPSTREAM_KEY } from "../support/constants.ts";
 import {
   drain,

@@ -53,6 +53,8 @@ describe("GET /stats with the run index", () => {
     // Started on first use: from here only the object's alarm advances it (workerd fires it, or
     // settle runs it), no further request.
     await settle(index.stub);
+    // Every sync call went through the tenant's gateway, which took this tenant's rate from them.
+    expect((await index.stub.gatewayState()).maxPerSecond).toBe(1000);
     const calls = index.calls.length;
     const { response, body } = await getStats({}, index.env);
     expect(body.source).toBe("index");

@@ -147,7 +147,7 @@ export function engineUpstream(fake: FakeExtend, options: EngineUpstreamOptions 
         }
         return fake.handle(new Request(url, init));
       },
-      sleep: async () => undefined,
+      clock: { now: () => Date.now(), sleep: async () => undefined },
     },
   );
   const upstream: EngineUpstream = {
