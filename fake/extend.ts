@@ -58,6 +58,8 @@ export interface FakeExtendOptions {
   memoizeLists?: boolean;
   now?: () => number;
   sleep?: (ms: number, signal: AbortSignal) => Promise<void>;
+  /** false: no GET /workflows (404), as an Extend without it would answer. */
+  listWorkflows?: boolean;
 }
 
 interface PendingFault {
@@ -98,6 +100,7 @@ const NOISY_HEADERS: Record<string, string> = {
 
 const CURSOR_MARKER = new Uint8Array([0xfb, 0xff, 0xbf]); // encodes as "+/+/" in base64
 const RUN_PATH = /\/workflow_runs\/([^/]+)$/;
+const WORKFLOWS_PATH = /\/workflows$/;
 
 function toBase64(bytes: Uint8Array): string {
   let binary = "";
@@ -194,13 +197,25 @@ export function workflowRunOf(run: FakeRun): Record<string, unknown> {
   };
 }
 
-/** Every matching run in list order; the reference the tests compare the proxy with. */
-export function listAll(runs: readonly FakeRun[], filters: ListFilters = {}): FakeRun[] {
+/** A sorted list and each run's sort key, parsed once (a million runs sort in seconds). */
+interface SortedList {
+  runs: FakeRun[];
+  keys: SortKey[];
+}
+
+function sortList(runs: readonly FakeRun[], filters: ListFilters): SortedList {
   const sortBy = filters.sortBy ?? "updatedAt";
   const dir = filters.sortDir === "asc" ? 1 : -1;
-  return runs
+  const entries = runs
     .filter((run) => matches(run, filters))
-    .sort((a, b) => compareKeys(keyOf(a, sortBy), keyOf(b, sortBy), dir));
+    .map((run) => ({ run, key: keyOf(run, sortBy) }))
+    .sort((a, b) => compareKeys(a.key, b.key, dir));
+  return { runs: entries.map((e) => e.run), keys: entries.map((e) => e.key) };
+}
+
+/** Every matching run in list order; the reference the tests compare the proxy with. */
+export function listAll(runs: readonly FakeRun[], filters: ListFilters = {}): FakeRun[] {
+  return sortList(runs, filters).runs;
 }
 
 export class FakeExtend {
@@ -209,7 +224,7 @@ export class FakeExtend {
   readonly options: FakeExtendOptions;
   private faults: PendingFault[] = [];
   private served: number[] = [];
-  private readonly sortedLists = new Map<string, FakeRun[]>();
+  private readonly sortedLists = new Map<string, SortedList>();
   private readonly now: () => number;
   private readonly sleep: (ms: number, signal: AbortSignal) => Promise<void>;
 
@@ -242,14 +257,22 @@ export class FakeExtend {
 
   /** Changes a run as Extend would: its updatedAt moves to `at` (and never backwards). */
   updateRun(id: string, change: RunChange, at = this.now()): FakeRun | undefined {
-    const index = this.runs.findIndex((run) => run.id === id);
-    const run = this.runs[index];
-    if (!run) return undefined;
-    const updatedMs = Math.max(at, Date.parse(run.updatedAt) + 1);
-    const next: FakeRun = { ...run, ...change, updatedAt: new Date(updatedMs).toISOString() };
-    this.runs = this.runs.map((r, i) => (i === index ? next : r));
+    return this.updateRuns([id], change, at)[0];
+  }
+
+  /** Changes several runs in one pass over the list (what a bulk update in Extend looks like). */
+  updateRuns(ids: readonly string[], change: RunChange, at = this.now()): FakeRun[] {
+    const wanted = new Set(ids);
+    const changed: FakeRun[] = [];
+    this.runs = this.runs.map((run) => {
+      if (!wanted.has(run.id)) return run;
+      const updatedMs = Math.max(at, Date.parse(run.updatedAt) + 1);
+      const next: FakeRun = { ...run, ...change, updatedAt: new Date(updatedMs).toISOString() };
+      changed.push(next);
+      return next;
+    });
     this.sortedLists.clear();
-    return next;
+    return changed;
   }
 
   /** A new run, created (and last updated) at `at`. */
@@ -278,7 +301,8 @@ export class FakeExtend {
     this.requests.push({ method: request.method, url, headers, at: this.now() });
 
     const runPath = RUN_PATH.exec(url.pathname);
-    if (!runPath && !url.pathname.endsWith("/workflow_runs"))
+    const workflows = WORKFLOWS_PATH.test(url.pathname) && this.options.listWorkflows !== false;
+    if (!runPath && !workflows && !url.pathname.endsWith("/workflow_runs"))
       return extendError(404, "NOT_FOUND", "Not found.");
     if (request.method !== "GET") return extendError(405, "INVALID_REQUEST", "Method not allowed.");
 
@@ -303,6 +327,10 @@ export class FakeExtend {
     }
 
     if (runPath) return this.getRun(request, decodeURIComponent(runPath[1] ?? ""));
+    if (workflows) {
+      if (this.options.latency) await this.sleep(this.options.latency.baseMs, request.signal);
+      return this.listWorkflows(request, url);
+    }
     const answer = this.list(request, url);
     if (answer instanceof Response) return answer;
     const latency = this.options.latency;
@@ -395,6 +423,24 @@ export class FakeExtend {
     return undefined;
   }
 
+  /** GET /workflows: the workflows the runs belong to, by id, paged by offset. */
+  private listWorkflows(request: FakeRequest, url: URL): Response {
+    const refused = this.refuse(request);
+    if (refused) return refused;
+    const byId = new Map<string, FakeRun["workflow"]>();
+    for (const run of this.runs) byId.set(run.workflow.id, run.workflow);
+    const all = [...byId.values()].sort((a, b) => (a.id < b.id ? -1 : 1));
+    const size = Math.min(1000, Math.max(1, Number(url.searchParams.get("maxPageSize") ?? "10") || 10));
+    const token = url.searchParams.get("nextPageToken");
+    const start = token?.startsWith("wf:") ? Number(token.slice(3)) || 0 : 0;
+    const data = all.slice(start, start + size);
+    const more = start + size < all.length;
+    return Response.json(
+      { object: "list", data, ...(more ? { nextPageToken: `wf:${start + size}` } : {}) },
+      { headers: NOISY_HEADERS },
+    );
+  }
+
   /** GET /workflow_runs/{id}: the full run, or 404 once it is deleted. */
   private getRun(request: FakeRequest, id: string): Response {
     const refused = this.refuse(request);
@@ -446,7 +492,8 @@ export class FakeExtend {
       sortDir,
     };
     const fingerprint = toBase64(queryFingerprint(JSON.stringify({ ...filters, pageSize, ws: workspace })));
-    const all = this.sortedList(filters);
+    const sorted = this.sortedList(filters);
+    const all = sorted.runs;
 
     let start = 0;
     const token = params.get("nextPageToken");
@@ -454,8 +501,16 @@ export class FakeExtend {
       const after = this.decodeCursor(token, fingerprint);
       if (!after) return extendError(400, "INVALID_REQUEST", "Invalid nextPageToken for this query.");
       const dir = sortDir === "asc" ? 1 : -1;
-      start = all.findIndex((run) => compareKeys(keyOf(run, sortBy), after, dir) > 0);
-      if (start === -1) start = all.length;
+      // The first run after the cursor's key: keyset paging, found by binary search.
+      let low = 0;
+      let high = all.length;
+      while (low < high) {
+        const middle = (low + high) >>> 1;
+        const key = sorted.keys[middle];
+        if (key && compareKeys(key, after, dir) > 0) high = middle;
+        else low = middle + 1;
+      }
+      start = low;
     }
     const data = all.slice(start, start + pageSize);
     const last = data[data.length - 1];
@@ -467,14 +522,14 @@ export class FakeExtend {
     };
   }
 
-  private sortedList(filters: ListFilters): FakeRun[] {
-    if (!this.options.memoizeLists) return listAll(this.runs, filters);
+  private sortedList(filters: ListFilters): SortedList {
+    if (!this.options.memoizeLists) return sortList(this.runs, filters);
     const key = JSON.stringify(filters);
     const cached = this.sortedLists.get(key);
     if (cached) return cached;
-    const all = listAll(this.runs, filters);
-    this.sortedLists.set(key, all);
-    return all;
+    const sorted = sortList(this.runs, filters);
+    this.sortedLists.set(key, sorted);
+    return sorted;
   }
 
   private encodeCursor(fingerprint: string, value: number, runId: string): string {

@@ -8,7 +8,7 @@ import { randomBytes } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { parseArgs } from "node:util";
-import { FakeExtend, type FakeExtendOptions } from "./extend.ts";
+import { FakeExtend, type FakeExtendOptions, type RunStatus, STATUSES } from "./extend.ts";
 import { type MutatorOptions, startMutator } from "./mutations.ts";
 
 /** Hosts the fake may bind to: it holds a key and answers anyone, so never a public interface. */
@@ -121,7 +121,7 @@ export async function startFakeServer(options: FakeServerOptions): Promise<Runni
   const server: Server = createServer((req, res) => {
     const path = (req.url ?? "/").split("?")[0] ?? "/";
     if (path.startsWith(CONTROL_PREFIX)) {
-      control(path, req, res, counters, resetCounters);
+      control(path, req, res, fake, counters, resetCounters);
       return;
     }
     const aborter = new AbortController();
@@ -187,6 +187,7 @@ function control(
   path: string,
   req: IncomingMessage,
   res: ServerResponse,
+  fake: FakeExtend,
   counters: FakeCounters,
   resetCounters: () => void,
 ): void {
@@ -196,6 +197,17 @@ function control(
   };
   if (path === `${CONTROL_PREFIX}counters` && req.method === "GET") {
     reply(200, counters);
+  } else if (path === `${CONTROL_PREFIX}update` && req.method === "POST") {
+    // Moves the `count` oldest-updated runs to `status` now: k changes for the sync-cost bench.
+    const params = new URL(req.url ?? "/", "http://fake").searchParams;
+    const count = Number(params.get("count") ?? "0");
+    const status = params.get("status") ?? "FAILED";
+    if (!Number.isSafeInteger(count) || count < 0 || !(STATUSES as readonly string[]).includes(status)) {
+      reply(400, { code: "INVALID_REQUEST", message: "count must be a whole number, status a run status." });
+      return;
+    }
+    const ids = fake.runs.slice(0, count).map((run) => run.id);
+    reply(200, { changed: fake.updateRuns(ids, { status: status as RunStatus }).length });
   } else if (path === `${CONTROL_PREFIX}reset` && req.method === "POST") {
     resetCounters();
     reply(200, counters);

@@ -79,9 +79,16 @@ export interface WorkflowRunsUpstream {
 /** GET /workflow_runs/{id}: the run as Extend sent it, or `gone` when Extend answers 404. */
 export type RunLookup = { found: Record<string, unknown> } | { gone: true };
 
-/** The Extend client: the list, and one run by id (what the run index confirms deletions with). */
+/** One page of GET /workflows: the workflows' ids; `unsupported` when Extend answers 404. */
+export type WorkflowPage = { ids: string[]; nextPageToken: string | undefined } | { unsupported: true };
+
+/**
+ * The Extend client: the list, one run by id (what the run index confirms deletions with), and
+ * the workflows (what it splits its backfill by).
+ */
 export interface ExtendUpstream extends WorkflowRunsUpstream {
   getRun(id: string, options?: ListOptions): Promise<RunLookup>;
+  listWorkflows(nextPageToken: string | undefined, options?: ListOptions): Promise<WorkflowPage>;
 }
 
 export interface UpstreamDeps {
@@ -120,6 +127,16 @@ export function runUrl(config: UpstreamConfig, id: string): URL {
   const base = new URL(config.extendApiBaseUrl);
   if (!base.pathname.endsWith("/")) base.pathname += "/";
   return new URL(`workflow_runs/${encodeURIComponent(id)}`, base);
+}
+
+/** GET /workflows, the largest pages Extend gives. */
+export function workflowsUrl(config: UpstreamConfig, nextPageToken: string | undefined): URL {
+  const base = new URL(config.extendApiBaseUrl);
+  if (!base.pathname.endsWith("/")) base.pathname += "/";
+  const url = new URL("workflows", base);
+  if (nextPageToken) url.searchParams.set("nextPageToken", nextPageToken);
+  url.searchParams.set("maxPageSize", "1000");
+  return url;
 }
 
 /** The only headers that ever go upstream. */
@@ -223,6 +240,32 @@ function parseRunBody(body: string): RunLookup | undefined {
   }
   return undefined;
 }
+
+function parseWorkflowsBody(body: string): WorkflowPage | undefined {
+  let json: unknown;
+  try {
+    json = JSON.parse(body);
+  } catch {
+    return undefined;
+  }
+  const list = json as { data?: unknown; nextPageToken?: unknown } | null;
+  if (!list || !Array.isArray(list.data)) return undefined;
+  const ids: string[] = [];
+  for (const item of list.data) {
+    const id = (item as { id?: unknown } | null)?.id;
+    if (typeof id !== "string" || id === "") return undefined;
+    ids.push(id);
+  }
+  const token =
+    typeof list.nextPageToken === "string" && list.nextPageToken !== "" ? list.nextPageToken : undefined;
+  return { ids, nextPageToken: token };
+}
+
+const WORKFLOWS: Expectation<WorkflowPage> = {
+  parse: parseWorkflowsBody,
+  invalid: "Extend answered 200 with a body that is not a list of workflows.",
+  notFound: { unsupported: true },
+};
 
 const LIST: Expectation<UpstreamPage> = {
   parse: parseListBody,
@@ -477,5 +520,6 @@ export function createExtendUpstream(config: UpstreamConfig, deps: UpstreamDeps 
   return {
     list: (query, options = {}) => call(upstreamUrl(config, query), LIST, options),
     getRun: (id, options = {}) => call(runUrl(config, id), GET_RUN, options),
+    listWorkflows: (token, options = {}) => call(workflowsUrl(config, token), WORKFLOWS, options),
   };
 }

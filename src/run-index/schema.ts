@@ -54,6 +54,7 @@ const TABLES = [
   `CREATE INDEX IF NOT EXISTS runs_by_workflow_created ON runs (workflow_id, created_at)`,
   `CREATE INDEX IF NOT EXISTS runs_by_batch ON runs (batch_id, created_at) WHERE batch_id IS NOT NULL`,
   `CREATE INDEX IF NOT EXISTS runs_pending ON runs (pending_since) WHERE pending_since IS NOT NULL`,
+  `CREATE INDEX IF NOT EXISTS runs_guessed ON runs (id) WHERE facts_known = 0`,
   // Per (workflow, status): what unfiltered and per-workflow /stats read instead of the rows.
   `CREATE TABLE IF NOT EXISTS run_totals (
     workflow_id TEXT NOT NULL,
@@ -121,11 +122,12 @@ const TABLES = [
     error_code TEXT,
     retry_at INTEGER
   )`,
-  // One cursor per (purpose, status, direction): the backfill's and the reconcile's walks.
+  // One cursor per (purpose, partition, direction); a partition is a status or a workflow.
   `CREATE TABLE IF NOT EXISTS run_walks (
     name TEXT PRIMARY KEY,
     purpose TEXT NOT NULL,
-    status TEXT NOT NULL,
+    status TEXT,
+    workflow_id TEXT,
     direction TEXT NOT NULL,
     cursor TEXT,
     edge INTEGER,

@@ -43,41 +43,53 @@ const UPSERT_LIST_ROW = `
     total_lo = CASE WHEN ${LIST_ROW_WINS} THEN excluded.total_lo ELSE runs.total_lo END,
     usage_null = CASE WHEN ${LIST_ROW_WINS} THEN excluded.usage_null ELSE runs.usage_null END,
     pending_since = CASE WHEN ${LIST_ROW_WINS} THEN NULL ELSE runs.pending_since END
-  WHERE ${LIST_ROW_WINS} OR runs.facts_known = 0
-  RETURNING facts_known`;
+  WHERE ${LIST_ROW_WINS}`;
 
 const SET_FACTS = `UPDATE runs SET workflow_id = ?2, batch_id = ?3, file_names = ?4, created_at = ?5,
   facts_known = 1 WHERE id = ?1 AND facts_known = 0`;
 
 /**
- * Writes one list row if it is newer than the stored run (or the stored run's facts were
- * guesses). Returns the rows SQLite wrote (0 when the guard kept the stored state).
+ * Writes each list row that is newer than the stored run, and the facts of runs a webhook had
+ * to guess (few: found through a partial index, so a page of known runs pays nothing for them).
+ * Returns the rows SQLite wrote (0 when the guard kept every stored state).
  */
-export function upsertListRow(sql: SqlStorage, row: RunRow): number {
-  const cursor = sql.exec<{ facts_known: number }>(
-    UPSERT_LIST_ROW,
-    row.id,
-    row.status,
-    row.workflowId,
-    row.batchId,
-    row.fileNames,
-    row.createdAt,
-    row.version,
-    ...usageColumns(row.usage),
+export function upsertListRows(sql: SqlStorage, rows: readonly RunRow[]): number {
+  const guessed = new Set(
+    sql
+      .exec<{ id: string }>(`SELECT id FROM runs WHERE facts_known = 0`)
+      .toArray()
+      .map((r) => r.id),
   );
-  const returned = cursor.toArray()[0];
-  let written = cursor.rowsWritten;
-  if (returned?.facts_known === 0) {
+  let written = 0;
+  for (const row of rows) {
     written += sql.exec(
-      SET_FACTS,
+      UPSERT_LIST_ROW,
       row.id,
+      row.status,
       row.workflowId,
       row.batchId,
       row.fileNames,
       row.createdAt,
+      row.version,
+      ...usageColumns(row.usage),
     ).rowsWritten;
+    if (guessed.has(row.id)) {
+      written += sql.exec(
+        SET_FACTS,
+        row.id,
+        row.workflowId,
+        row.batchId,
+        row.fileNames,
+        row.createdAt,
+      ).rowsWritten;
+    }
   }
   return written;
+}
+
+/** One list row (see upsertListRows). */
+export function upsertListRow(sql: SqlStorage, row: RunRow): number {
+  return upsertListRows(sql, [row]);
 }
 
 /** A webhook's view of a run, applied before any list shows it. */

@@ -1,10 +1,11 @@
 // The sync state machine of the run index. Extend's list has no time filter, so:
-// - the backfill walks every run once, by createdAt (stable positions), sixteen cursors at once
-//   (each status from both ends, meeting in the middle), each page and its cursor written in one
-//   transaction, so an interrupted walk resumes where it stopped;
+// - the backfill walks every run once, by createdAt (stable positions), each partition (a
+//   workflow, or a status when the tenant has too few or too many workflows) from both ends at
+//   once, meeting in the middle, each page and its cursor written in one transaction, so an
+//   interrupted walk resumes where it stopped;
 // - the head walk reads `sortBy=updatedAt&sortDir=desc` from the newest run down to the
 //   watermark minus a lookback: O(changes) pages, run every INDEX_SYNC_SECONDS;
-// - the reconcile re-walks everything like the backfill and diffs each page's createdAt range
+// - the reconcile re-walks everything by status and diffs each page's createdAt range
 //   against the rows, so a run missing upstream is found without marking every row (a write per
 //   run per day); each one is confirmed with GET /workflow_runs/{id} before it is removed;
 // - webhooks apply at once with a conservative version, and the next head walk that starts after
@@ -26,9 +27,9 @@ import {
   countRuns,
   deleteRun,
   recomputeTotals,
-  upsertListRow,
+  upsertListRows,
 } from "./store.ts";
-import type { IndexSettings, SyncPage, SyncUpstream } from "./upstream.ts";
+import type { IndexSettings, SyncPage, SyncUpstream, WorkflowPage } from "./upstream.ts";
 
 /** An index nobody has read for this long stops syncing; the next read wakes it up. */
 export const IDLE_AFTER_MS = 86_400_000;
@@ -43,6 +44,12 @@ export const MAX_CALLS_PER_RUN = 40;
 export const MAX_MS_PER_RUN = 20_000;
 /** Upstream connections open at once (the Workers per-invocation cap). */
 export const MAX_CONCURRENT_CALLS = 6;
+/**
+ * The backfill splits by workflow when the tenant has this many: fewer leave too few cursors
+ * (sixteen status walks spread better), more cost a partly filled page each.
+ */
+export const MIN_WORKFLOW_PARTITIONS = 4;
+export const MAX_WORKFLOW_PARTITIONS = 64;
 /** After a failed run: 30 s, doubling to at most 15 minutes. */
 const RETRY_BASE_MS = 30_000;
 const RETRY_CAP_MS = 900_000;
@@ -123,10 +130,14 @@ function writeState(sql: SqlStorage, patch: Partial<SyncState>): void {
   sql.exec(`UPDATE run_sync SET ${sets} WHERE id = 1`, ...values);
 }
 
-interface Walk {
+/** What a walk pages through: the runs of one status, or of one workflow. */
+type Partition =
+  | { status: WorkflowRunStatus; workflowId?: undefined }
+  | { status?: undefined; workflowId: string };
+
+type Walk = Partition & {
   name: string;
   purpose: Purpose;
-  status: WorkflowRunStatus;
   direction: Direction;
   cursor: string | null;
   /** createdAt of the last run the walk read (ms), null before its first page. */
@@ -134,12 +145,13 @@ interface Walk {
   done: boolean;
   pages: number;
   runs: number;
-}
+};
 
 interface WalkRow extends Record<string, SqlStorageValue> {
   name: string;
   purpose: string;
-  status: string;
+  status: string | null;
+  workflow_id: string | null;
   direction: string;
   cursor: string | null;
   edge: number | null;
@@ -149,10 +161,12 @@ interface WalkRow extends Record<string, SqlStorageValue> {
 }
 
 function toWalk(row: WalkRow): Walk {
+  const partition: Partition =
+    row.workflow_id !== null ? { workflowId: row.workflow_id } : { status: row.status as WorkflowRunStatus };
   return {
+    ...partition,
     name: row.name,
     purpose: row.purpose as Purpose,
-    status: row.status as WorkflowRunStatus,
     direction: row.direction as Direction,
     cursor: row.cursor,
     edge: row.edge,
@@ -169,16 +183,27 @@ function walks(sql: SqlStorage, purpose: Purpose): Walk[] {
     .map(toWalk);
 }
 
-function createWalks(sql: SqlStorage, purpose: Purpose): void {
+function walkName(purpose: Purpose, partition: Partition, direction: Direction): string {
+  const key =
+    partition.workflowId !== undefined ? `workflow:${partition.workflowId}` : `status:${partition.status}`;
+  return `${purpose}:${key}:${direction}`;
+}
+
+/** Two walks (both ends) per partition: the statuses, unless workflow ids are given. */
+function createWalks(sql: SqlStorage, purpose: Purpose, workflowIds?: readonly string[]): void {
   sql.exec(`DELETE FROM run_walk_tail WHERE walk IN (SELECT name FROM run_walks WHERE purpose = ?)`, purpose);
   sql.exec(`DELETE FROM run_walks WHERE purpose = ?`, purpose);
-  for (const status of WORKFLOW_RUN_STATUSES) {
+  const partitions: Partition[] = workflowIds
+    ? workflowIds.map((workflowId) => ({ workflowId }))
+    : WORKFLOW_RUN_STATUSES.map((status) => ({ status }));
+  for (const partition of partitions) {
     for (const direction of ["asc", "desc"] as const) {
       sql.exec(
-        `INSERT INTO run_walks (name, purpose, status, direction) VALUES (?, ?, ?, ?)`,
-        `${purpose}:${status}:${direction}`,
+        `INSERT INTO run_walks (name, purpose, status, workflow_id, direction) VALUES (?, ?, ?, ?, ?)`,
+        walkName(purpose, partition, direction),
         purpose,
-        status,
+        partition.status ?? null,
+        partition.workflowId ?? null,
         direction,
       );
     }
@@ -187,7 +212,8 @@ function createWalks(sql: SqlStorage, purpose: Purpose): void {
 
 function walkQuery(walk: Walk): CanonicalListQuery {
   return {
-    status: walk.status,
+    ...(walk.status !== undefined ? { status: walk.status } : {}),
+    ...(walk.workflowId !== undefined ? { workflowId: walk.workflowId } : {}),
     sortBy: "createdAt",
     sortDir: walk.direction,
     ...(walk.cursor ? { nextPageToken: walk.cursor } : {}),
@@ -231,7 +257,12 @@ interface Closed {
  * the range that neither shows are candidates for deletion. The instant the page ends at is left
  * open (the next page may continue it) and remembered in the walk's tail.
  */
-function diffPage(sql: SqlStorage, walk: Walk, page: SyncPage, cap: number): void {
+function diffPage(
+  sql: SqlStorage,
+  walk: Walk & { status: WorkflowRunStatus },
+  page: SyncPage,
+  cap: number,
+): void {
   const data = page.data;
   const last = data[data.length - 1];
   const end = page.nextPageToken === undefined;
@@ -399,7 +430,7 @@ export class RunIndexSync {
         writeState(this.sql, { lastUsedAt: now });
       }
       if (state.phase === "empty") {
-        createWalks(this.sql, "backfill");
+        // The walks are created once the workflows are known (the first task of the backfill).
         // Set before the first page: every run updated while the backfill runs is newer than
         // this, so the head walk that ends the backfill reads it again.
         writeState(this.sql, { phase: "backfill", backfillStartedAt: now, watermark: now });
@@ -578,6 +609,7 @@ export class RunIndexSync {
     const now = this.deps.now();
     if (state.retryAt !== null && state.retryAt > now) return undefined;
     if (state.phase === "backfill") {
+      if (walks(this.sql, "backfill").length === 0) return this.planTask();
       const walk = this.nextWalk("backfill");
       if (walk) return walk;
       if (this.inFlight.size > 0 && !this.inFlight.has("head")) return undefined;
@@ -639,12 +671,14 @@ export class RunIndexSync {
     const floor = state.headFloor ?? 0;
     let top = state.headTop;
     let lowest = Number.POSITIVE_INFINITY;
+    const fresh: RunRow[] = [];
     for (const row of rowsOf(page)) {
       top = top === null ? row.version : Math.max(top, row.version);
       lowest = Math.min(lowest, row.version);
       // Older rows were read by an earlier walk; skipping them keeps an idle sync free of row reads.
-      if (row.version >= floor) upsertListRow(this.sql, row);
+      if (row.version >= floor) fresh.push(row);
     }
+    upsertListRows(this.sql, fresh);
     const pages = state.headPages + 1;
     if (page.nextPageToken !== undefined && lowest >= floor && page.data.length > 0) {
       writeState(this.sql, { headCursor: page.nextPageToken, headTop: top, headPages: pages });
@@ -681,6 +715,48 @@ export class RunIndexSync {
     writeState(this.sql, patch);
   }
 
+  /**
+   * The backfill's first task: lists the tenant's workflows and creates the walks, by workflow
+   * when there are between MIN_ and MAX_WORKFLOW_PARTITIONS of them, else by status. An Extend
+   * that cannot list workflows for this key gets the status walks.
+   */
+  private planTask(): Task | undefined {
+    if (this.inFlight.has("plan")) return undefined;
+    return {
+      key: "plan",
+      run: async (signal) => {
+        const ids: string[] = [];
+        let token: string | undefined;
+        let usable = true;
+        do {
+          let page: WorkflowPage;
+          try {
+            page = await this.deps.upstream.listWorkflows(token, signal);
+          } catch (error) {
+            if (error instanceof ApiError && !error.retryable) {
+              usable = false;
+              break;
+            }
+            throw error;
+          }
+          if ("unsupported" in page) {
+            usable = false;
+            break;
+          }
+          ids.push(...page.ids);
+          token = page.nextPageToken;
+        } while (token !== undefined && ids.length <= MAX_WORKFLOW_PARTITIONS);
+        const byWorkflow =
+          usable && ids.length >= MIN_WORKFLOW_PARTITIONS && ids.length <= MAX_WORKFLOW_PARTITIONS;
+        this.deps.transaction(() => {
+          if (walks(this.sql, "backfill").length === 0) {
+            createWalks(this.sql, "backfill", byWorkflow ? [...new Set(ids)].sort() : undefined);
+          }
+        });
+      },
+    };
+  }
+
   private nextWalk(purpose: Purpose): Task | undefined {
     const walk = walks(this.sql, purpose).find((w) => !w.done && !this.inFlight.has(w.name));
     if (!walk) return undefined;
@@ -710,13 +786,18 @@ export class RunIndexSync {
     if (!row) return;
     const walk = toWalk(row);
     const rows = rowsOf(page);
-    for (const run of rows) upsertListRow(this.sql, run);
+    upsertListRows(this.sql, rows);
     // A page that lands after its partition was finished by the other end adds rows, nothing else.
     if (walk.done) return;
-    if (walk.purpose === "reconcile") {
+    if (walk.purpose === "reconcile" && walk.status !== undefined) {
       // Runs created since the reconcile began may be missing from pages read earlier; they are
       // not candidates (a later reconcile covers them), so deletions are known as of its start.
-      diffPage(this.sql, walk, page, this.state().reconcileStartedAt ?? this.deps.now());
+      diffPage(
+        this.sql,
+        { ...walk, status: walk.status },
+        page,
+        this.state().reconcileStartedAt ?? this.deps.now(),
+      );
     }
     const last = page.data[page.data.length - 1];
     const edge = last === undefined ? walk.edge : createdAtOf(last);
@@ -729,7 +810,7 @@ export class RunIndexSync {
       rows.length,
       name,
     );
-    const partnerName = `${walk.purpose}:${walk.status}:${walk.direction === "asc" ? "desc" : "asc"}`;
+    const partnerName = walkName(walk.purpose, walk, walk.direction === "asc" ? "desc" : "asc");
     const partnerRow = this.sql
       .exec<WalkRow>(`SELECT * FROM run_walks WHERE name = ?`, partnerName)
       .toArray()[0];

@@ -3,12 +3,19 @@
 // the tenant shares); in tests, the fake.
 import type { Config } from "../app/config.ts";
 import { ApiError } from "../app/errors.ts";
-import { createExtendUpstream, parseListBody, type RunLookup, type UpstreamPage } from "../extend/client.ts";
+import {
+  type AttemptReport,
+  createExtendUpstream,
+  parseListBody,
+  type RunLookup,
+  type UpstreamPage,
+  type WorkflowPage,
+} from "../extend/client.ts";
 import type { CanonicalListQuery } from "../extend/schemas.ts";
 import type { GatewaySettings, TenantGateway } from "../gateway/tenant-gateway.ts";
 import type { Clock } from "../lib/clock.ts";
 
-export type { RunLookup };
+export type { RunLookup, WorkflowPage };
 
 /** A list page as the sync needs it. */
 export type SyncPage = Pick<UpstreamPage, "data" | "nextPageToken">;
@@ -16,6 +23,7 @@ export type SyncPage = Pick<UpstreamPage, "data" | "nextPageToken">;
 export interface SyncUpstream {
   list(query: CanonicalListQuery, signal: AbortSignal): Promise<SyncPage>;
   getRun(id: string, signal: AbortSignal): Promise<RunLookup>;
+  listWorkflows(nextPageToken: string | undefined, signal: AbortSignal): Promise<WorkflowPage>;
 }
 
 /** Who the sync's calls are for, in the gateway's round-robin among callers. */
@@ -34,8 +42,8 @@ function outcomeError(outcome: { code: ApiError["code"]; message: string; retryA
 
 /**
  * The sync's calls through the tenant's gateway, at bulk priority: list pages go through its
- * `list` (budget, shared loads), and the GET of one run takes a slot of the same budget before
- * every attempt and reports each answer back to it.
+ * `list` (budget, shared loads); the GET of one run and the workflows' pages take a slot of the
+ * same budget before every attempt and report each answer back to it.
  */
 export function gatewayUpstream(
   gateway: TenantGateway,
@@ -54,6 +62,14 @@ export function gatewayUpstream(
     { clock },
   );
   const slot = { priority: "bulk" as const, caller: SYNC_CALLER, maxWaitMs: SYNC_MAX_WAIT_MS };
+  const budgeted = (signal: AbortSignal) => {
+    gateway.scheduler.configure(settings.maxRps);
+    return {
+      signal,
+      beforeAttempt: () => gateway.scheduler.acquire(slot),
+      onAttempt: (report: AttemptReport) => gateway.scheduler.observe(report.status, report.retryAfterMs),
+    };
+  };
   return {
     async list(query) {
       const outcome = await gateway.list({
@@ -69,12 +85,10 @@ export function gatewayUpstream(
       return page;
     },
     getRun(id, signal) {
-      gateway.scheduler.configure(settings.maxRps);
-      return client.getRun(id, {
-        signal,
-        beforeAttempt: () => gateway.scheduler.acquire(slot),
-        onAttempt: (report) => gateway.scheduler.observe(report.status, report.retryAfterMs),
-      });
+      return client.getRun(id, budgeted(signal));
+    },
+    listWorkflows(token, signal) {
+      return client.listWorkflows(token, budgeted(signal));
     },
   };
 }

@@ -136,6 +136,7 @@ export class TenantObject extends DurableObject<Env> {
     return {
       list: (query, signal) => current().list(query, signal),
       getRun: (id, signal) => current().getRun(id, signal),
+      listWorkflows: (token, signal) => current().listWorkflows(token, signal),
     };
   }
 

@@ -48,7 +48,7 @@ describe("GET /stats with the run index", () => {
     const index = await useIndexFake({ dataset: { size: 250, seed: 4 } });
     const { body: first } = await getStats({}, index.env);
     expect(first).toMatchObject({ source: "scan", asOf: null, lagSeconds: null, complete: true });
-    expect(first.build).toMatchObject({ state: "building", walks: 16, walksDone: 0 });
+    expect(first.build).toMatchObject({ state: "building", walksDone: 0, runsIndexed: 0 });
     expect(summary(first)).toEqual(referenceStats(index.fake.runs));
     // Started on first use: from here only the object's alarm advances it (workerd fires it, or
     // settle runs it), no further request.

@@ -78,14 +78,51 @@ describe("backfill", () => {
           referenceStats(fake.runs, filters),
         );
       }
-      // Sixteen walks (eight statuses from both ends) at createdAt, then one head walk at updatedAt.
+      // One walk from each end per workflow at createdAt, then one head walk at updatedAt.
       const walks = upstream.lists.filter((q) => q.sortBy === "createdAt");
-      expect(new Set(walks.map((q) => `${q.status}:${q.sortDir}`)).size).toBe(16);
+      const workflows = new Set(fake.runs.map((r) => r.workflow.id));
+      expect(workflows.size).toBeGreaterThanOrEqual(4);
+      expect(new Set(walks.map((q) => `${q.workflowId}:${q.sortDir}`)).size).toBe(workflows.size * 2);
+      expect(walks.every((q) => q.status === undefined && q.workflowId !== undefined)).toBe(true);
+      expect(upstream.workflowPages).toBe(1);
       expect(upstream.lists.every((q) => q.maxPageSize === 1000)).toBe(true);
       expect(upstream.lists.filter((q) => q.sortBy === "updatedAt")).toEqual([
         { sortBy: "updatedAt", sortDir: "desc", maxPageSize: 1000 },
       ]);
       expect(upstream.gets).toEqual([]);
+    });
+  });
+
+  it("walks by status when Extend cannot list the workflows", async () => {
+    const fake = new FakeExtend({
+      apiKey: TEST_UPSTREAM_KEY,
+      dataset: { size: 200, seed: 5 },
+      listWorkflows: false,
+    });
+    const upstream = engineUpstream(fake, { pageLimit: 40 });
+    const clock: EngineClock = { now: ENGINE_EPOCH };
+    await inEngine(freshObject(), upstream, clock, async ({ sync, sql }) => {
+      await build(sync, { maxCalls: 40, maxMs: 60_000, concurrency: 6 });
+      const walks = upstream.lists.filter((q) => q.sortBy === "createdAt");
+      expect(new Set(walks.map((q) => `${q.status}:${q.sortDir}`)).size).toBeGreaterThanOrEqual(8);
+      expect(walks.every((q) => q.workflowId === undefined && q.status !== undefined)).toBe(true);
+      expect(indexSummary(sql)).toEqual(referenceStats(fake.runs));
+    });
+  });
+
+  it("walks by status when the tenant has too few workflows to spread the walks", async () => {
+    const runs = generateRuns({ size: 150, seed: 8 }).map((run) => ({
+      ...run,
+      workflow: { ...run.workflow, id: "workflow_only_one" },
+    }));
+    const fake = fakeWith({ runs });
+    const upstream = engineUpstream(fake, { pageLimit: 40 });
+    await inEngine(freshObject(), upstream, { now: ENGINE_EPOCH }, async ({ sync, sql }) => {
+      await build(sync, { maxCalls: 40, maxMs: 60_000, concurrency: 6 });
+      expect(
+        upstream.lists.filter((q) => q.sortBy === "createdAt").every((q) => q.status !== undefined),
+      ).toBe(true);
+      expect(indexSummary(sql)).toEqual(referenceStats(fake.runs));
     });
   });
 

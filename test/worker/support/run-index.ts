@@ -130,6 +130,7 @@ export interface EngineUpstream extends SyncUpstream {
   /** The run ids of each list page answered, in order. */
   pageIds: string[][];
   gets: string[];
+  workflowPages: number;
   /** When set, every call after this many fails as a network error would. */
   failAfter: number | undefined;
 }
@@ -154,6 +155,7 @@ export function engineUpstream(fake: FakeExtend, options: EngineUpstreamOptions 
     lists: [],
     pageIds: [],
     gets: [],
+    workflowPages: 0,
     failAfter: undefined,
     async list(query, signal) {
       check();
@@ -171,9 +173,14 @@ export function engineUpstream(fake: FakeExtend, options: EngineUpstreamOptions 
       upstream.gets.push(id);
       return client.getRun(id, { signal });
     },
+    async listWorkflows(token, signal) {
+      check();
+      upstream.workflowPages += 1;
+      return client.listWorkflows(token, { signal });
+    },
   };
   const check = () => {
-    const calls = upstream.lists.length + upstream.gets.length;
+    const calls = upstream.lists.length + upstream.gets.length + upstream.workflowPages;
     if (upstream.failAfter !== undefined && calls >= upstream.failAfter) {
       throw new ApiError("UPSTREAM_ERROR", "Could not connect to Extend.");
     }
