@@ -34,10 +34,9 @@ function endlessPages(refuse: (call: number) => boolean): PageSource & { calls: 
       if (refuse(asked)) throw new BudgetPaused(8000);
       source.calls += 1;
       const run = { id: `run_${source.calls}`, status: "PROCESSED", createdAt: "2026-10-01T00:00:00.000Z" };
-      return {
-        cache: "MISS" as const,
-        page: { body: "", data: [run], nextPageToken: `cursor_${source.calls}` },
-      };
+      const nextPageToken = `cursor_${source.calls}`;
+      const body = JSON.stringify({ object: "list", data: [run], nextPageToken });
+      return { cache: "MISS" as const, page: { body, data: [run], nextPageToken } };
     },
   };
   return source;
@@ -74,7 +73,8 @@ describe("a scan the tenant's budget refuses", () => {
     const pages: PageSource = {
       async get(_query, options) {
         if (options) seen.push(options);
-        return { cache: "MISS", page: { body: "", data: [], nextPageToken: undefined } };
+        const body = JSON.stringify({ object: "list", data: [] });
+        return { cache: "MISS", page: { body, data: [], nextPageToken: undefined } };
       },
     };
     await advanceScan({ status: "FAILED" }, planScan({ status: "FAILED" }), {

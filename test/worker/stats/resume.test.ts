@@ -171,3 +171,58 @@ describe("GET /stats: resume tokens", () => {
     expect(body.details?.[0]?.message).toMatch(/expired/);
   });
 });
+
+describe("GET /stats: a scan's age", () => {
+  // Time keeps moving after the jump: the tenant's budget counts starts per real second.
+  const travel = (ms: number) => {
+    vi.useFakeTimers({ toFake: ["Date"], shouldAdvanceTime: true });
+    vi.setSystemTime(Date.now() + ms);
+  };
+
+  it("expires an hour after the scan started, however often it was resumed", async () => {
+    const { env } = useStatsFake({ runs: RUNS, pageLimit: 40 });
+    const limited = { ...env, STATS_MAX_PAGES: "2" };
+    const first = await partialToken({}, limited);
+    travel(59 * 60_000);
+    const second = await partialToken({ resumeToken: first }, limited);
+    travel(2 * 60_000);
+    const response = await callProxy(statsPath({ resumeToken: second }), { env: limited });
+    expect(response.status).toBe(400);
+    expect((await json<ErrorBody>(response)).details?.[0]).toMatchObject({
+      field: "resumeToken",
+      message: expect.stringMatching(/expired/),
+    });
+  });
+
+  async function finish(token: string, env: Partial<Env>): Promise<void> {
+    let next: string | null = token;
+    while (next) {
+      const { body } = await getStats({ resumeToken: next }, env);
+      next = body.resumeToken;
+    }
+  }
+
+  it("offers a completed resumed scan to the cache with the age of its oldest page", async () => {
+    const { env } = useStatsFake({ dataset: { size: 400, seed: 3 }, pageLimit: 40 });
+    const limited = { ...env, STATS_MAX_PAGES: "6" };
+    const token = await partialToken({}, limited);
+    travel(200_000);
+    await finish(token, limited);
+    const cached = await callProxy(statsPath({}), { env: limited });
+    expect(cached.status).toBe(200);
+    // Its first pages were read 200 s ago: past STATS_TTL_SECONDS (60), within the stale window.
+    expect(cached.headers.get("x-cache")).toBe("STALE");
+    expect(Number(cached.headers.get("age"))).toBeGreaterThanOrEqual(200);
+  });
+
+  it("does not offer it at all once its oldest page is past the stale window", async () => {
+    const { env } = useStatsFake({ dataset: { size: 400, seed: 3 }, pageLimit: 40 });
+    const limited = { ...env, STATS_MAX_PAGES: "6" };
+    const token = await partialToken({}, limited);
+    travel(400_000);
+    await finish(token, limited);
+    const fresh = await callProxy(statsPath({}), { env: limited });
+    expect(fresh.headers.get("x-cache"), await fresh.clone().text()).toBe("MISS");
+    await fresh.body?.cancel();
+  });
+});
