@@ -1,15 +1,15 @@
 import { describe, expect, it } from "vitest";
 import { captureConsole, requestLines } from "../support/console.ts";
 import { TEST_UPSTREAM_KEY } from "../support/constants.ts";
-import { useFakeExtend } from "../support/fake-upstream.ts";
 import { TEST_CLIENT_TOKEN, TestIssuer } from "../support/jwt-issuer.ts";
-import { type CallOptions, callProxy, json } from "../support/proxy.ts";
+import { type CallOptions, json } from "../support/proxy.ts";
+import { isolatedTenant, type Tenant } from "../support/tenant.ts";
 
 const ENV: Partial<Env> = { CLIENT_TOKENS: TEST_CLIENT_TOKEN, ALLOW_ANONYMOUS: "false" };
 const AUTH = { authorization: `Bearer ${TEST_CLIENT_TOKEN}` };
 
-async function logged(path: string, options: CallOptions = {}) {
-  const { result: response, lines } = await captureConsole(() => callProxy(path, { env: ENV, ...options }));
+async function logged(tenant: Tenant, path: string, options: CallOptions = {}) {
+  const { result: response, lines } = await captureConsole(() => tenant.call(path, { env: ENV, ...options }));
   return { response, lines, records: requestLines(lines) };
 }
 
@@ -28,8 +28,8 @@ describe("request log", () => {
     ],
     ["the health check", "/healthz", {}, 200],
   ])("writes exactly one line for %s", async (_name, path, options, status) => {
-    useFakeExtend();
-    const { response, records } = await logged(path, options);
+    const tenant = isolatedTenant();
+    const { response, records } = await logged(tenant, path, options);
     expect(response.status).toBe(status);
     expect(records).toHaveLength(1);
     const [record] = records;
@@ -44,11 +44,9 @@ describe("request log", () => {
   });
 
   it("reports cache state, upstream attempts and status, and the caller id", async () => {
-    const fake = useFakeExtend();
-    fake.inject({ type: "status", status: 503 }, 1);
-    const { records } = await logged(`/workflow_runs?maxPageSize=1&workflowId=wf_${crypto.randomUUID()}`, {
-      headers: AUTH,
-    });
+    const tenant = isolatedTenant();
+    tenant.fake.inject({ type: "status", status: 503 }, 1);
+    const { records } = await logged(tenant, "/workflow_runs?maxPageSize=1", { headers: AUTH });
     expect(records[0]).toMatchObject({
       status: 200,
       cache: "MISS",
@@ -59,14 +57,14 @@ describe("request log", () => {
   });
 
   it("names JWT callers by subject and anonymous callers by ip", async () => {
-    useFakeExtend();
+    const tenant = isolatedTenant();
     const issuer = await TestIssuer.start();
-    const jwt = await logged("/workflow_runs?maxPageSize=1", {
+    const jwt = await logged(tenant, "/workflow_runs?maxPageSize=1", {
       env: issuer.env,
       headers: { authorization: `Bearer ${await issuer.sign({ sub: "alice@example.com" })}` },
     });
     expect(jwt.records[0]?.caller).toBe("jwt:alice@example.com");
-    const anonymous = await logged("/workflow_runs?maxPageSize=1", {
+    const anonymous = await logged(tenant, "/workflow_runs?maxPageSize=1", {
       env: { ALLOW_ANONYMOUS: "true" },
       headers: { "cf-connecting-ip": "203.0.113.9" },
     });
@@ -74,13 +72,14 @@ describe("request log", () => {
   });
 
   it("logs a cursor only as a hash", async () => {
-    useFakeExtend();
+    const tenant = isolatedTenant();
     const first = await json<{ nextPageToken: string }>(
-      await callProxy("/workflow_runs?maxPageSize=2", { env: ENV, headers: AUTH }),
+      await tenant.call("/workflow_runs?maxPageSize=2", { env: ENV, headers: AUTH }),
     );
     const cursor = first.nextPageToken;
     expect(cursor).toBeTruthy();
     const { records, lines } = await logged(
+      tenant,
       `/workflow_runs?maxPageSize=2&nextPageToken=${encodeURIComponent(cursor)}`,
       {
         headers: AUTH,
@@ -94,10 +93,14 @@ describe("request log", () => {
   });
 
   it("never logs credentials: headers, credential-looking parameters, or secrets echoed elsewhere", async () => {
-    useFakeExtend();
-    const { lines } = await logged(`/workflow_runs?apiKey=${TEST_UPSTREAM_KEY}&token=hunter2hunter2`, {
-      headers: { ...AUTH, cookie: "session=cookie-secret-value", "x-request-id": TEST_CLIENT_TOKEN },
-    });
+    const tenant = isolatedTenant();
+    const { lines } = await logged(
+      tenant,
+      `/workflow_runs?apiKey=${TEST_UPSTREAM_KEY}&token=hunter2hunter2`,
+      {
+        headers: { ...AUTH, cookie: "session=cookie-secret-value", "x-request-id": TEST_CLIENT_TOKEN },
+      },
+    );
     const text = lines.join("\n");
     expect(text).not.toContain(TEST_CLIENT_TOKEN);
     expect(text).not.toContain(TEST_UPSTREAM_KEY);

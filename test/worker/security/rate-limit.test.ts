@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { captureConsole, requestLines } from "../support/console.ts";
-import { useFakeExtend } from "../support/fake-upstream.ts";
-import { callProxy, json } from "../support/proxy.ts";
+import { json } from "../support/proxy.ts";
+import { freshClientIp, isolatedTenant } from "../support/tenant.ts";
 
 /** wrangler.toml: RATE_LIMITER 120 per 60 s, STATS_RATE_LIMITER 10 per 60 s. */
 /** Over a hundred requests through the whole stack: more than the default 5 s on a busy machine. */
@@ -18,11 +18,6 @@ function freshCaller(): { id: string; env: Partial<Env>; headers: Record<string,
     env: { CLIENT_TOKENS: token, ALLOW_ANONYMOUS: "false" },
     headers: { authorization: `Bearer ${token}` },
   };
-}
-
-function randomIpv6(): string {
-  const groups = Array.from(crypto.getRandomValues(new Uint16Array(4)), (n) => n.toString(16));
-  return `2001:db8::${groups.join(":")}`;
 }
 
 async function expectRateLimited(response: Response) {
@@ -60,22 +55,22 @@ describe("per-caller rate limits", () => {
   it(
     `refuses a caller past ${GENERAL_LIMIT} requests a minute on /workflow_runs without calling Extend`,
     async () => {
-      const fake = useFakeExtend();
+      const tenant = isolatedTenant();
       const caller = freshCaller();
       // A new query each time, so no page cache can answer in Extend's place.
       const path = (i: number) => `/workflow_runs?maxPageSize=1&fileNameContains=${caller.id}-${i}`;
       const { allowed, refused } = await sendUntilRefused(
         GENERAL_LIMIT,
-        (i) => callProxy(path(i), caller),
+        (i) => tenant.call(path(i), caller),
         (response, i) => expect(response.status, `request ${i + 1}`).toBe(200),
       );
       await expectRateLimited(refused);
       // Every allowed request went upstream once; the refused one did not.
-      expect(fake.listCalls).toHaveLength(allowed);
+      expect(tenant.fake.listCalls).toHaveLength(allowed);
 
       // Another caller is unaffected.
       const other = freshCaller();
-      expect((await callProxy("/workflow_runs?maxPageSize=1", other)).status).toBe(200);
+      expect((await tenant.call("/workflow_runs?maxPageSize=1", other)).status).toBe(200);
     },
     MANY_REQUESTS_TIMEOUT_MS,
   );
@@ -83,46 +78,46 @@ describe("per-caller rate limits", () => {
   it(
     `refuses a caller past ${STATS_LIMIT} requests a minute on /stats, and leaves /workflow_runs open`,
     async () => {
-      const fake = useFakeExtend();
+      const tenant = isolatedTenant();
       const caller = freshCaller();
       let callsBefore = 0;
       const { refused } = await sendUntilRefused(
         STATS_LIMIT,
         (i) => {
-          callsBefore = fake.listCalls.length;
-          return callProxy(`/stats?fileNameContains=${caller.id}-${i}`, caller);
+          callsBefore = tenant.fake.listCalls.length;
+          return tenant.call(`/stats?fileNameContains=${caller.id}-${i}`, caller);
         },
         (response, i) => expect(response.status, `request ${i + 1}`).toBe(200),
       );
       await expectRateLimited(refused);
-      expect(fake.listCalls).toHaveLength(callsBefore);
-      expect((await callProxy("/workflow_runs?maxPageSize=1", caller)).status).toBe(200);
+      expect(tenant.fake.listCalls).toHaveLength(callsBefore);
+      expect((await tenant.call("/workflow_runs?maxPageSize=1", caller)).status).toBe(200);
     },
     MANY_REQUESTS_TIMEOUT_MS,
   );
 
   it("limits anonymous callers by client ip", async () => {
-    useFakeExtend();
-    const anonymous = { env: { ALLOW_ANONYMOUS: "true" }, headers: { "cf-connecting-ip": randomIpv6() } };
+    const tenant = isolatedTenant();
+    const anonymous = { env: { ALLOW_ANONYMOUS: "true" }, headers: { "cf-connecting-ip": freshClientIp() } };
     const { refused } = await sendUntilRefused(
       STATS_LIMIT,
-      () => callProxy("/stats", anonymous),
+      () => tenant.call("/stats", anonymous),
       (response) => expect(response.status).toBe(200),
     );
     await expectRateLimited(refused);
-    const otherIp = { ...anonymous, headers: { "cf-connecting-ip": randomIpv6() } };
-    expect((await callProxy("/stats", otherIp)).status).not.toBe(429);
+    const otherIp = { ...anonymous, headers: { "cf-connecting-ip": freshClientIp() } };
+    expect((await tenant.call("/stats", otherIp)).status).not.toBe(429);
   });
 
   it(
     `counts rejected credentials per ip: past ${GENERAL_LIMIT} attempts a minute, 429 instead of 401`,
     async () => {
-      useFakeExtend();
-      const headers = { authorization: "Bearer guessing-0000000000", "cf-connecting-ip": randomIpv6() };
+      const tenant = isolatedTenant();
+      const headers = { authorization: "Bearer guessing-0000000000", "cf-connecting-ip": freshClientIp() };
       const env = { CLIENT_TOKENS: `real_${crypto.randomUUID()}`, ALLOW_ANONYMOUS: "false" };
       const { refused } = await sendUntilRefused(
         GENERAL_LIMIT,
-        () => callProxy("/workflow_runs", { env, headers }),
+        () => tenant.call("/workflow_runs", { env, headers }),
         (response) => expect(response.status).toBe(401),
       );
       await expectRateLimited(refused);
@@ -131,24 +126,24 @@ describe("per-caller rate limits", () => {
   );
 
   it("does not limit the health check or the docs", async () => {
-    useFakeExtend();
+    const tenant = isolatedTenant();
     const failing = { limit: () => Promise.resolve({ success: false }) };
     const env = { RATE_LIMITER: failing, STATS_RATE_LIMITER: failing } as unknown as Partial<Env>;
     for (const path of ["/healthz", "/openapi.json", "/docs"]) {
-      expect((await callProxy(path, { env })).status, path).toBe(200);
+      expect((await tenant.call(path, { env })).status, path).toBe(200);
     }
   });
 
   it("fails open, and says so in the log line, when the limiter binding throws", async () => {
-    const fake = useFakeExtend();
+    const tenant = isolatedTenant();
     const broken = { limit: () => Promise.reject(new Error("limiter down")) };
     const caller = freshCaller();
     const env = { ...caller.env, RATE_LIMITER: broken } as unknown as Partial<Env>;
     const { result, lines } = await captureConsole(() =>
-      callProxy(`/workflow_runs?fileNameContains=${caller.id}`, { env, headers: caller.headers }),
+      tenant.call(`/workflow_runs?fileNameContains=${caller.id}`, { env, headers: caller.headers }),
     );
     expect(result.status).toBe(200);
-    expect(fake.listCalls).toHaveLength(1);
+    expect(tenant.fake.listCalls).toHaveLength(1);
     const [line] = requestLines(lines);
     expect(line?.warnings).toEqual(["RATE_LIMITER unavailable; request allowed"]);
   });

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { useFakeExtend } from "../support/fake-upstream.ts";
-import { callProxy, json } from "../support/proxy.ts";
+import { json } from "../support/proxy.ts";
+import { isolatedTenant, type Tenant } from "../support/tenant.ts";
 
 interface ListBody {
   object: string;
@@ -8,23 +8,18 @@ interface ListBody {
   nextPageToken?: string | null;
 }
 
-/** A query no other test uses, so each test starts with an empty page cache. */
-function freshQuery(): string {
-  return `/workflow_runs?maxPageSize=5&fileNameContains=${encodeURIComponent(".")}&sortBy=createdAt&workflowId=wf_${crypto.randomUUID().slice(0, 8)}`;
-}
-
-async function list(path: string, redact?: string) {
-  const response = await callProxy(path, { env: redact === undefined ? {} : { REDACT_FIELDS: redact } });
+async function list(tenant: Tenant, path: string, redact?: string) {
+  const response = await tenant.call(path, { env: redact === undefined ? {} : { REDACT_FIELDS: redact } });
   expect(response.status).toBe(200);
   return { response, body: await json<ListBody>(response) };
 }
 
 describe("REDACT_FIELDS", () => {
   it("removes the listed fields from every run and keeps everything else", async () => {
-    const fake = useFakeExtend();
-    const { body } = await list("/workflow_runs?maxPageSize=25", "reviewedByUser, dashboardUrl");
+    const tenant = isolatedTenant();
+    const { body } = await list(tenant, "/workflow_runs?maxPageSize=25", "reviewedByUser, dashboardUrl");
     expect(body.data).toHaveLength(25);
-    const upstream = fake.runs;
+    const upstream = tenant.fake.runs;
     for (const run of body.data) {
       expect(run).not.toHaveProperty("reviewedByUser");
       expect(run).not.toHaveProperty("dashboardUrl");
@@ -37,8 +32,8 @@ describe("REDACT_FIELDS", () => {
   });
 
   it("only touches top-level run fields, never the list envelope", async () => {
-    useFakeExtend();
-    const { body } = await list("/workflow_runs?maxPageSize=3", "object,nextPageToken,workflow.name");
+    const tenant = isolatedTenant();
+    const { body } = await list(tenant, "/workflow_runs?maxPageSize=3", "object,nextPageToken,workflow.name");
     expect(body.object).toBe("list");
     expect(typeof body.nextPageToken).toBe("string");
     for (const run of body.data) {
@@ -48,8 +43,8 @@ describe("REDACT_FIELDS", () => {
   });
 
   it("passes pages through untouched when unset", async () => {
-    useFakeExtend();
-    const { body } = await list("/workflow_runs?maxPageSize=3");
+    const tenant = isolatedTenant();
+    const { body } = await list(tenant, "/workflow_runs?maxPageSize=3");
     for (const run of body.data) {
       expect(run).toHaveProperty("dashboardUrl");
       expect(run).toHaveProperty("reviewedByUser");
@@ -57,12 +52,12 @@ describe("REDACT_FIELDS", () => {
   });
 
   it("applies on the way out: the cache keeps Extend's page, whichever setting filled it", async () => {
-    const fake = useFakeExtend();
-    const path = freshQuery();
-    const redacted = await list(path, "dashboardUrl");
-    const plain = await list(path);
-    const redactedAgain = await list(path, "dashboardUrl");
-    expect(fake.listCalls.length).toBeLessThan(3);
+    const tenant = isolatedTenant();
+    const path = "/workflow_runs?maxPageSize=5";
+    const redacted = await list(tenant, path, "dashboardUrl");
+    const plain = await list(tenant, path);
+    const redactedAgain = await list(tenant, path, "dashboardUrl");
+    expect(tenant.fake.listCalls.length).toBeLessThan(3);
     expect(redacted.body.data.every((run) => !("dashboardUrl" in run))).toBe(true);
     expect(plain.body.data.every((run) => "dashboardUrl" in run)).toBe(true);
     expect(redactedAgain.body.data.every((run) => !("dashboardUrl" in run))).toBe(true);

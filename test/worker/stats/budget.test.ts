@@ -6,8 +6,9 @@ import type { ListOptions } from "../../../src/extend/client.ts";
 import { BudgetPaused, type Clock, MAX_PAUSE_WAIT_MS, RateBudget } from "../../../src/stats/budget.ts";
 import { advanceScan, planScan } from "../../../src/stats/scan.ts";
 import { TEST_UPSTREAM_KEY } from "../support/constants.ts";
-import { callProxy, json } from "../support/proxy.ts";
-import { getStats, referenceStats, statsPath, summary, useStatsFake } from "../support/stats.ts";
+import { json } from "../support/proxy.ts";
+import { getStats, referenceStats, statsPath, summary } from "../support/stats.ts";
+import { isolatedTenant } from "../support/tenant.ts";
 
 /** A clock that only moves when someone sleeps: the budget's waits become exact and instant. */
 function manualClock(): Clock & { time: number } {
@@ -174,29 +175,29 @@ const arrivals = (fake: { listCalls: { at: number }[] }) => fake.listCalls.map((
 
 describe("GET /stats within the upstream rate budget", () => {
   it("spreads a scan's upstream calls so no second holds more than UPSTREAM_MAX_RPS", async () => {
-    const { fake, env } = useStatsFake({ dataset: { size: 400, seed: 8 }, pageLimit: 40 });
-    const { body } = await getStats({}, { ...env, UPSTREAM_MAX_RPS: "4", STATS_MAX_PAGES: "12" });
-    expect(fake.listCalls.length).toBe(12);
+    const tenant = isolatedTenant({ dataset: { size: 400, seed: 8 }, pageLimit: 40 });
+    const { body } = await getStats(tenant, {}, { UPSTREAM_MAX_RPS: "4", STATS_MAX_PAGES: "12" });
+    expect(tenant.fake.listCalls.length).toBe(12);
     expect(body.pagesFetched).toBe(12);
-    expect(busiestWindow(arrivals(fake), ARRIVAL_WINDOW_MS)).toBeLessThanOrEqual(4);
+    expect(busiestWindow(arrivals(tenant.fake), ARRIVAL_WINDOW_MS)).toBeLessThanOrEqual(4);
   }, 20_000);
 
   it("holds the upstream client's retries to UPSTREAM_MAX_RPS too", async () => {
-    const { fake, env } = useStatsFake({ dataset: { size: 400, seed: 8 }, pageLimit: 40 });
+    const tenant = isolatedTenant({ dataset: { size: 400, seed: 8 }, pageLimit: 40 });
     // Every other call fails once and is retried at once (the client's back-off is short).
-    fake.inject({ type: "status", status: 503 }, 6);
-    const { body } = await getStats({}, { ...env, UPSTREAM_MAX_RPS: "4", STATS_MAX_PAGES: "8" });
+    tenant.fake.inject({ type: "status", status: 503 }, 6);
+    const { body } = await getStats(tenant, {}, { UPSTREAM_MAX_RPS: "4", STATS_MAX_PAGES: "8" });
     expect(body.pagesFetched).toBe(8);
-    expect(fake.listCalls.length).toBe(14);
-    expect(busiestWindow(arrivals(fake), ARRIVAL_WINDOW_MS)).toBeLessThanOrEqual(4);
+    expect(tenant.fake.listCalls.length).toBe(14);
+    expect(busiestWindow(arrivals(tenant.fake), ARRIVAL_WINDOW_MS)).toBeLessThanOrEqual(4);
   }, 20_000);
 
   it("backs off when Extend answers 429 instead of hammering, and still counts everything", async () => {
     const runs = generateRuns({ size: 600, seed: 12 });
-    const { fake, env } = useStatsFake({ runs, pageLimit: 60, rateLimitPerSecond: 3 });
-    const { body } = await getStats({}, { ...env, UPSTREAM_MAX_RPS: "8", STATS_MAX_PAGES: "200" });
-    expect(summary(body)).toEqual(referenceStats(fake.runs));
-    const refused = fake.listCalls.length - body.pagesFetched;
+    const tenant = isolatedTenant({ runs, pageLimit: 60, rateLimitPerSecond: 3 });
+    const { body } = await getStats(tenant, {}, { UPSTREAM_MAX_RPS: "8", STATS_MAX_PAGES: "200" });
+    expect(summary(body)).toEqual(referenceStats(tenant.fake.runs));
+    const refused = tenant.fake.listCalls.length - body.pagesFetched;
     expect(refused).toBeGreaterThan(0);
     // Without back-off every page beyond the third in each second would be refused.
     expect(refused).toBeLessThan(body.pagesFetched / 2);
@@ -205,7 +206,7 @@ describe("GET /stats within the upstream rate budget", () => {
   it("keeps at most six upstream calls in flight", async () => {
     let open = 0;
     let most = 0;
-    const { fake, env } = useStatsFake({
+    const tenant = isolatedTenant({
       dataset: { size: 800, seed: 5 },
       pageLimit: 30,
       latency: { baseMs: 5, perRunMs: 0 },
@@ -216,8 +217,8 @@ describe("GET /stats within the upstream rate budget", () => {
         open -= 1;
       },
     });
-    const { body } = await getStats({}, { ...env, STATS_MAX_PAGES: "200" });
-    expect(summary(body)).toEqual(referenceStats(fake.runs));
+    const { body } = await getStats(tenant, {}, { STATS_MAX_PAGES: "200" });
+    expect(summary(body)).toEqual(referenceStats(tenant.fake.runs));
     expect(most).toBeGreaterThan(1);
     expect(most).toBeLessThanOrEqual(6);
   });
@@ -239,10 +240,10 @@ describe("GET /stats when Extend fails mid-scan", () => {
     ["a body cut off mid-way", { type: "truncated" } as const, 1],
     ["a short 429", { type: "rate-limit", retryAfter: "0" } as const, 1],
   ])("recovers from %s through the client's retries", async (_, fault, times) => {
-    const { fake, env } = useStatsFake({ runs, pageLimit: 50 });
-    fake.inject(fault, times, onPage(5));
-    const { body } = await getStats({}, { ...env, STATS_MAX_PAGES: "200" });
-    expect(summary(body)).toEqual(referenceStats(fake.runs));
+    const tenant = isolatedTenant({ runs, pageLimit: 50 });
+    tenant.fake.inject(fault, times, onPage(5));
+    const { body } = await getStats(tenant, {}, { STATS_MAX_PAGES: "200" });
+    expect(summary(body)).toEqual(referenceStats(tenant.fake.runs));
     expect(body.complete).toBe(true);
   });
 
@@ -255,10 +256,10 @@ describe("GET /stats when Extend fails mid-scan", () => {
   ])(
     "answers %s with a clear error, caches nothing, and succeeds once Extend recovers",
     async (_, fault, status, code) => {
-      const { fake, env } = useStatsFake({ runs, pageLimit: 50 });
-      const limited = { ...env, STATS_MAX_PAGES: "200" };
-      fake.inject(fault, 1000, onPage(6));
-      const failed = await callProxy(statsPath({}), { env: limited });
+      const tenant = isolatedTenant({ runs, pageLimit: 50 });
+      const limited = { STATS_MAX_PAGES: "200" };
+      tenant.fake.inject(fault, 1000, onPage(6));
+      const failed = await tenant.call(statsPath({}), { env: limited });
       const text = await failed.text();
       expect(failed.status).toBe(status);
       const error = JSON.parse(text) as { code: string; retryable: boolean };
@@ -267,24 +268,24 @@ describe("GET /stats when Extend fails mid-scan", () => {
       expect(text).not.toContain("boom");
       expect(failed.headers.get("cache-control")).toBe("no-store");
 
-      fake.clearFaults();
-      const retried = await callProxy(statsPath({}), { env: limited });
+      tenant.fake.clearFaults();
+      const retried = await tenant.call(statsPath({}), { env: limited });
       expect(retried.headers.get("x-cache")).toBe("MISS");
       const body = await json<Parameters<typeof summary>[0]>(retried);
-      expect(summary(body)).toEqual(referenceStats(fake.runs));
+      expect(summary(body)).toEqual(referenceStats(tenant.fake.runs));
     },
   );
 
   it("waits out short 429 pauses, then answers at once with a 503 and Retry-After while a long one runs", async () => {
-    const { fake, env } = useStatsFake({ runs, pageLimit: 50 });
+    const tenant = isolatedTenant({ runs, pageLimit: 50 });
     // Every call refused, with a Retry-After too long to retry: each /stats meets 429s and fails.
-    fake.inject({ type: "rate-limit", retryAfter: "30" }, 1000);
+    tenant.fake.inject({ type: "rate-limit", retryAfter: "30" }, 1000);
     const callsPerRequest: number[] = [];
     const answers: Response[] = [];
     for (let i = 0; i < 5; i++) {
-      const before = fake.listCalls.length;
-      answers.push(await callProxy(statsPath({}), { env }));
-      callsPerRequest.push(fake.listCalls.length - before);
+      const before = tenant.fake.listCalls.length;
+      answers.push(await tenant.call(statsPath({})));
+      callsPerRequest.push(tenant.fake.listCalls.length - before);
     }
     // The first request's six refusals paused the budget once (1 s, not 2^5 s), and the pauses of
     // 1, 2 and 4 s that followed were each waited out: requests 2-4 reached Extend again.
@@ -304,26 +305,27 @@ describe("GET /stats when Extend fails mid-scan", () => {
   }, 40_000);
 
   it("times out a hanging page with a 504 within the configured deadline", async () => {
-    const { fake, env } = useStatsFake({ runs, pageLimit: 50 });
-    fake.inject({ type: "hang" }, 1000, onPage(3));
-    const response = await callProxy(statsPath({}), {
-      env: { ...env, UPSTREAM_TIMEOUT_MS: "150", UPSTREAM_DEADLINE_MS: "400" },
+    const tenant = isolatedTenant({ runs, pageLimit: 50 });
+    tenant.fake.inject({ type: "hang" }, 1000, onPage(3));
+    const response = await tenant.call(statsPath({}), {
+      env: { UPSTREAM_TIMEOUT_MS: "150", UPSTREAM_DEADLINE_MS: "400" },
     });
     expect(response.status).toBe(504);
     expect((await json<{ code: string }>(response)).code).toBe("UPSTREAM_TIMEOUT");
   });
 
   it("keeps an earlier resume token valid after a failed continuation", async () => {
-    const { fake, env } = useStatsFake({ runs, pageLimit: 50 });
-    const limited = { ...env, STATS_MAX_PAGES: "5" };
-    const { body: first } = await getStats({}, limited);
+    const tenant = isolatedTenant({ runs, pageLimit: 50 });
+    const limited = { STATS_MAX_PAGES: "5" };
+    const { body: first } = await getStats(tenant, {}, limited);
     const token = first.resumeToken ?? "";
-    fake.inject({ type: "status", status: 503 }, 1000);
-    const failed = await callProxy(statsPath({ resumeToken: token }), { env: limited });
+    tenant.fake.inject({ type: "status", status: 503 }, 1000);
+    const failed = await tenant.call(statsPath({ resumeToken: token }), { env: limited });
     expect(failed.status).toBe(502);
-    fake.clearFaults();
-    let body = (await getStats({ resumeToken: token }, limited)).body;
-    while (!body.complete) body = (await getStats({ resumeToken: body.resumeToken ?? "" }, limited)).body;
-    expect(summary(body)).toEqual(referenceStats(fake.runs));
+    tenant.fake.clearFaults();
+    let body = (await getStats(tenant, { resumeToken: token }, limited)).body;
+    while (!body.complete)
+      body = (await getStats(tenant, { resumeToken: body.resumeToken ?? "" }, limited)).body;
+    expect(summary(body)).toEqual(referenceStats(tenant.fake.runs));
   });
 });
