@@ -5,6 +5,7 @@ import { loadConfig } from "./app/config.ts";
 import type { AppEnv } from "./app/env.ts";
 import { requestLog } from "./app/request-log.ts";
 import { createRouter, methodNotAllowed, notFound, onError, rejectMalformedQuery } from "./app/router.ts";
+import { CALLER_ROUTES } from "./routes/access.ts";
 import { registerDocs } from "./routes/docs.ts";
 import { health } from "./routes/health.ts";
 import { stats } from "./routes/stats.ts";
@@ -45,8 +46,9 @@ app.use(
 );
 
 // Data routes: the caller authenticates, then spends its rate limit (health and docs stay open).
-app.use("/workflow_runs/*", authenticate(), rateLimit("RATE_LIMITER"), rejectMalformedQuery());
-app.use("/stats/*", authenticate(), rateLimit("STATS_RATE_LIMITER"), rejectMalformedQuery());
+for (const { path, limiter } of CALLER_ROUTES) {
+  app.use(`${path}/*`, authenticate(), rateLimit(limiter), rejectMalformedQuery());
+}
 
 const routes = app.route("/", workflowRuns).route("/", stats);
 

@@ -4,13 +4,13 @@ import { describe, expect, it } from "vitest";
 import { ApiError } from "../../../src/app/errors.ts";
 import { WORKFLOW_RUN_STATUSES } from "../../../src/extend/schemas.ts";
 import { formatDecimal, type Totals } from "../../../src/stats/aggregate.ts";
+import type { StatsFilters } from "../../../src/stats/filters.ts";
 import {
   applyPage,
   type Direction,
   isComplete,
   type PartitionState,
   planScan,
-  type StatsFilters,
 } from "../../../src/stats/scan.ts";
 
 const MINUTE = 60_000;

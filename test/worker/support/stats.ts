@@ -1,7 +1,7 @@
 // Test support for the /stats suites: an independent reference fold, response types, and calls
 // that follow resume tokens.
 import { type FakeRun, listAll, STATUSES } from "../../../fake/extend.ts";
-import type { WorkflowRunStats } from "../../../src/routes/stats.ts";
+import type { WorkflowRunStats } from "../../../src/stats/schemas.ts";
 import { json } from "./proxy.ts";
 import type { Tenant } from "./tenant.ts";
 
