@@ -43,13 +43,23 @@ export function freshWorkspaceId(): string {
   return `ws_${crypto.randomUUID().replaceAll("-", "")}`;
 }
 
+/** Random groups of an IPv6 address, as hex. */
+function groups(count: number): string {
+  return Array.from(crypto.getRandomValues(new Uint16Array(count)), (n) => n.toString(16)).join(":");
+}
+
 /**
- * A client ip no other call uses, random rather than counted: the limiter's counters outlive a
- * test file, and every file counts from the start again.
+ * A /64 no other test uses, as `2001:db8:x:y`: the proxy counts an IPv6 caller by its /64.
+ * Random rather than counted: the limiters' counters outlive a test file, and every file would
+ * count from the start again.
  */
+export function freshPrefix64(): string {
+  return `2001:db8:${groups(2)}`;
+}
+
+/** A client ip (in a /64 of its own) no other call uses. */
 export function freshClientIp(): string {
-  const groups = Array.from(crypto.getRandomValues(new Uint16Array(4)), (n) => n.toString(16));
-  return `2001:db8::${groups.join(":")}`;
+  return `${freshPrefix64()}:${groups(4)}`;
 }
 
 /**
