@@ -144,7 +144,7 @@ export function isolatedTenant(options: TenantOptions = {}): Tenant {
   const env: Partial<Env> = {
     ...(workspaceId === undefined ? {} : { EXTEND_WORKSPACE_ID: workspaceId }),
     ...(origin === undefined ? {} : { EXTEND_API_BASE_URL: origin }),
-    // Only /stats scans spend the upstream budget (it has tests of its own); here it would only slow them.
+    // The tenant gateway budgets every upstream call; its tests set their own rate, elsewhere it only slows.
     UPSTREAM_MAX_RPS: "1000",
     ...extra,
   };
