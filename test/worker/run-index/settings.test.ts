@@ -3,8 +3,7 @@ import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { loadConfig } from "../../../src/app/config.ts";
 import { expectErrorEnvelope, read } from "../support/envelope.ts";
-import { useFakeExtend } from "../support/fake-upstream.ts";
-import { callAsFreshCaller, isolatedEnv } from "../support/isolated.ts";
+import { isolatedTenant } from "../support/tenant.ts";
 
 const MARK = "qX7vz";
 
@@ -41,16 +40,12 @@ describe("run index settings", () => {
     ["INDEX_LOOKBACK_SECONDS", "-1"],
     ["EXTEND_WEBHOOK_SECRET", `wss_with space${MARK}`],
   ])("%s=%j: a 500 naming the setting, never its value", async (setting, value) => {
-    const fake = useFakeExtend();
-    const res = await read(
-      await callAsFreshCaller("/workflow_runs?maxPageSize=2", {
-        env: { ...isolatedEnv(), [setting]: value },
-      }),
-    );
+    const tenant = isolatedTenant();
+    const res = await read(await tenant.call("/workflow_runs?maxPageSize=2", { env: { [setting]: value } }));
     const body = expectErrorEnvelope(res, { status: 500, code: "CONFIG_INVALID", retryable: false });
     expect(body.details?.map((d) => d.field)).toEqual([setting]);
     expect(res.text).not.toContain(MARK);
-    expect(fake.requests).toHaveLength(0);
+    expect(tenant.fake.requests).toHaveLength(0);
   });
 
   it("the test suites run with the index off unless they turn it on", () => {

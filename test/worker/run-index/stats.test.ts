@@ -18,7 +18,7 @@ import { getStats, type ReferenceFilters, referenceStats, summary } from "../sup
 
 async function built(options: Parameters<typeof useIndexFake>[0] = {}, settings: Partial<Env> = {}) {
   const index = await useIndexFake(options, settings);
-  await getStats({}, index.env);
+  await getStats(index, {});
   await settle(index.stub);
   return index;
 }
@@ -46,7 +46,7 @@ function runsWithNames(): FakeRun[] {
 describe("GET /stats with the run index", () => {
   it("scans while the index is built, saying how far it is; then answers from the index", async () => {
     const index = await useIndexFake({ dataset: { size: 250, seed: 4 } });
-    const { body: first } = await getStats({}, index.env);
+    const { body: first } = await getStats(index, {});
     expect(first).toMatchObject({ source: "scan", asOf: null, lagSeconds: null, complete: true });
     expect(first.build).toMatchObject({ state: "building", walksDone: 0, runsIndexed: 0 });
     expect(summary(first)).toEqual(referenceStats(index.fake.runs));
@@ -56,7 +56,7 @@ describe("GET /stats with the run index", () => {
     // Every sync call went through the tenant's gateway, which took this tenant's rate from them.
     expect((await index.stub.gatewayState()).maxPerSecond).toBe(1000);
     const calls = index.calls.length;
-    const { response, body } = await getStats({}, index.env);
+    const { response, body } = await getStats(index, {});
     expect(body.source).toBe("index");
     expect(body.build).toBeUndefined();
     expect(summary(body)).toEqual(referenceStats(index.fake.runs));
@@ -99,7 +99,7 @@ describe("GET /stats with the run index", () => {
     ];
     const calls = index.calls.length;
     for (const f of filters) {
-      const { body } = await getStats(f as Record<string, string>, index.env);
+      const { body } = await getStats(index, f as Record<string, string>);
       expect(body.source, JSON.stringify(f)).toBe("index");
       expect(summary(body), JSON.stringify(f)).toEqual(referenceStats(index.fake.runs, f));
     }
@@ -111,12 +111,12 @@ describe("GET /stats with the run index", () => {
 
   it("keeps resumeToken working: a resumed scan stays a scan", async () => {
     const index = await useIndexFake({ dataset: { size: 250, seed: 4 } }, { STATS_MAX_PAGES: "1" });
-    const { body: first } = await getStats({}, index.env);
+    const { body: first } = await getStats(index, {});
     expect(first).toMatchObject({ source: "scan", complete: false });
     await settle(index.stub);
     let body = first;
     while (!body.complete) {
-      body = (await getStats({ resumeToken: body.resumeToken ?? "" }, index.env)).body;
+      body = (await getStats(index, { resumeToken: body.resumeToken ?? "" })).body;
       expect(body.source).toBe("scan");
     }
     expect(summary(body)).toEqual(referenceStats(index.fake.runs));
@@ -131,9 +131,9 @@ describe("GET /stats with the run index", () => {
     await runInDurableObject(index.stub, (_i, state) => {
       state.storage.sql.exec(`UPDATE run_sync SET as_of = as_of - 120000`);
     });
-    const { body: stale } = await getStats({}, index.env);
+    const { body: stale } = await getStats(index, {});
     expect(stale.lagSeconds).toBeGreaterThanOrEqual(120);
-    const { body } = await getStats({ maxLagSeconds: "60" }, index.env);
+    const { body } = await getStats(index, { maxLagSeconds: "60" });
     expect(body.source).toBe("index");
     expect(body.lagSeconds).toBeLessThanOrEqual(60);
     expect(summary(body)).toEqual(referenceStats(index.fake.runs));
@@ -145,9 +145,9 @@ describe("GET /stats with the run index", () => {
     await stopAlarm(index.stub);
     const run = index.fake.runs.find((r) => r.status !== "FAILED") as FakeRun;
     index.fake.updateRun(run.id, { status: "FAILED" });
-    const { body: cached } = await getStats({}, index.env);
+    const { body: cached } = await getStats(index, {});
     expect(summary(cached)).not.toEqual(referenceStats(index.fake.runs));
-    const { body } = await getStats({ maxLagSeconds: "0" }, index.env);
+    const { body } = await getStats(index, { maxLagSeconds: "0" });
     expect(body.source).toBe("index");
     expect(summary(body)).toEqual(referenceStats(index.fake.runs));
     await stopAlarm(index.stub);
@@ -187,7 +187,7 @@ describe("GET /stats with the run index", () => {
 
   it("with RUN_INDEX=off scans and never touches the tenant object", async () => {
     const index = await useIndexFake({ dataset: { size: 60, seed: 5 } }, { RUN_INDEX: "off" });
-    const { body } = await getStats({}, index.env);
+    const { body } = await getStats(index, {});
     expect(body).toMatchObject({ source: "scan", asOf: null, lagSeconds: null });
     expect(body.build).toBeUndefined();
     expect(summary(body)).toEqual(referenceStats(index.fake.runs));
@@ -209,7 +209,7 @@ describe("alarm and cron", () => {
       state.storage.sql.exec(`UPDATE run_sync SET as_of = as_of - 5000`);
     });
     expect(await runDurableObjectAlarm(index.stub)).toBe(true);
-    const { body } = await getStats({}, index.env);
+    const { body } = await getStats(index, {});
     expect(summary(body)).toEqual(referenceStats(index.fake.runs));
     await stopAlarm(index.stub);
   });
@@ -231,7 +231,7 @@ describe("alarm and cron", () => {
     });
     await cron(index.env);
     expect(await alarmOf(index)).toBeNull();
-    const { body } = await getStats({}, index.env);
+    const { body } = await getStats(index, {});
     expect(body.source).toBe("index");
     expect(await alarmOf(index)).not.toBeNull();
     await stopAlarm(index.stub);
@@ -242,10 +242,10 @@ describe("alarm and cron", () => {
     await cron({ ...index.env, RUN_INDEX: "off" });
     expect(await alarmOf(index)).toBeNull();
     expect(await runInDurableObject(index.stub, (_i, state) => hasIndex(state.storage.sql))).toBe(false);
-    const { body } = await getStats({}, index.env);
+    const { body } = await getStats(index, {});
     expect(body).toMatchObject({ source: "scan", build: { walksDone: 0 } });
     await settle(index.stub);
-    expect((await getStats({}, index.env)).body.source).toBe("index");
+    expect((await getStats(index, {})).body.source).toBe("index");
     await stopAlarm(index.stub);
   });
 });

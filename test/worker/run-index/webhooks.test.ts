@@ -33,7 +33,7 @@ function post(delivery: Delivery, indexEnv: Partial<Env>, extra: Record<string, 
 /** A built index of a small fake, with webhooks on; the alarm is stopped so only the test drives it. */
 async function builtIndex(settings: Partial<Env> = SECRETS): Promise<IndexFake> {
   const index = await useIndexFake({ dataset: { size: 40, seed: 21 } }, settings);
-  await getStats({}, index.env);
+  await getStats(index, {});
   await settle(index.stub);
   await stopAlarm(index.stub);
   return index;
@@ -144,7 +144,7 @@ describe("POST /webhooks/extend", () => {
       applied: true,
     });
     const calls = index.calls.length;
-    const { body } = await getStats({}, index.env);
+    const { body } = await getStats(index, {});
     expect(body.source).toBe("index");
     expect(summary(body)).toEqual(referenceStats(index.fake.runs));
     expect(index.calls.length).toBe(calls);
@@ -204,7 +204,7 @@ describe("POST /webhooks/extend", () => {
       const response = await read(await post(delivery, index.env));
       expectErrorEnvelope(response, { status: 400, code: "INVALID_REQUEST" });
     }
-    expect(summary((await getStats({}, index.env)).body)).toEqual(referenceStats(index.fake.runs));
+    expect(summary((await getStats(index, {})).body)).toEqual(referenceStats(index.fake.runs));
   });
 
   it("refuses a body over 10 MiB with a 413, declared or streamed", async () => {
@@ -267,7 +267,7 @@ describe("POST /webhooks/extend", () => {
     const response = await post(await signedDelivery(SECRET_A, event), index.env);
     expect(response.status).toBe(200);
     expect(await json(response)).toMatchObject({ duplicate: false, applied: false });
-    expect(summary((await getStats({}, index.env)).body)).toEqual(referenceStats(index.fake.runs));
+    expect(summary((await getStats(index, {})).body)).toEqual(referenceStats(index.fake.runs));
     await stopAlarm(index.stub);
   });
 

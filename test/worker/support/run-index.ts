@@ -2,8 +2,8 @@
 // has its own tenant object), the object's stub, and ways to drive its alarm to a quiet state.
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
-import { http } from "msw";
-import { FakeExtend, type FakeExtendOptions } from "../../../fake/extend.ts";
+import { afterEach } from "vitest";
+import type { FakeExtend, FakeExtendOptions } from "../../../fake/extend.ts";
 import { loadConfig } from "../../../src/app/config.ts";
 import { ApiError } from "../../../src/app/errors.ts";
 import { tenantScope } from "../../../src/cache/keys.ts";
@@ -19,49 +19,33 @@ import {
 } from "../../../src/run-index/sync.ts";
 import type { IndexSettings, SyncUpstream } from "../../../src/run-index/upstream.ts";
 import type { TenantObject } from "../../../src/tenant/object.ts";
-import { FAKE_EXTEND_ORIGIN, TEST_UPSTREAM_KEY } from "./constants.ts";
-import { answerWithFake } from "./fake-upstream.ts";
-import { network } from "./setup.ts";
+import { FAKE_EXTEND_ORIGIN } from "./constants.ts";
+import { isolatedTenant, type Tenant } from "./tenant.ts";
 
-let tenants = 0;
-
-export interface IndexFake {
-  fake: FakeExtend;
-  env: Partial<Env>;
-  /** Upstream requests as they arrived (list and GET by id). */
-  calls: URL[];
+export interface IndexFake extends Tenant {
+  /** The tenant's object, which holds its run index. */
   stub: DurableObjectStub<TenantObject>;
 }
 
-/** A fake Extend and a tenant of its own, with the run index on. */
+/** A tenant of its own (workspace, fake Extend, object), with the run index on. */
 export async function useIndexFake(
   options: Partial<FakeExtendOptions> = {},
   settings: Partial<Env> = {},
 ): Promise<IndexFake> {
-  tenants += 1;
-  const workspaceId = `ws_index_${Date.now().toString(36)}_${tenants}`;
-  const fake = new FakeExtend({
-    apiKey: TEST_UPSTREAM_KEY,
-    dataset: { size: 120, seed: 7 },
-    workspaceId,
-    ...options,
-  });
-  const calls: URL[] = [];
-  network.use(
-    http.all(`${FAKE_EXTEND_ORIGIN}/*`, async ({ request }) => {
-      calls.push(new URL(request.url));
-      return answerWithFake(fake, request);
-    }),
-  );
-  const testEnv = {
-    EXTEND_WORKSPACE_ID: workspaceId,
-    UPSTREAM_MAX_RPS: "1000",
-    RUN_INDEX: "on",
-    STATS_RATE_LIMITER: { limit: async () => ({ success: true }) },
-    ...settings,
-  } as Partial<Env>;
-  return { fake, env: testEnv, calls, stub: await stubFor(testEnv) };
+  const tenant = isolatedTenant({ ...options, env: { RUN_INDEX: "on", ...settings } });
+  const stub = await stubFor(tenant.env);
+  objectsInUse.add(stub);
+  return { ...tenant, stub };
 }
+
+const objectsInUse = new Set<DurableObjectStub<TenantObject>>();
+
+// An alarm a test left set (a webhook's confirming head walk, the next sync) would call a fake
+// that is gone by the time it fires, in the middle of another test.
+afterEach(async () => {
+  for (const stub of objectsInUse) await stopAlarm(stub);
+  objectsInUse.clear();
+});
 
 /** The tenant object the proxy uses for these settings. */
 export async function stubFor(overrides: Partial<Env>): Promise<DurableObjectStub<TenantObject>> {
