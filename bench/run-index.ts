@@ -220,6 +220,25 @@ export async function runIndexScenarios(plan: RunIndexPlan): Promise<RunIndexRes
       results.latency.push(
         await measure(proxy, runs, "GET /healthz", "/healthz", plan.requests, plan.connections, {}),
       );
+      // The route's own cost before the index is asked: authentication, the per-caller limit, validation.
+      results.latency.push(
+        await measure(
+          proxy,
+          runs,
+          "GET /stats refused by validation (no index call)",
+          "/stats?maxLagSeconds=x",
+          plan.requests,
+          plan.connections,
+          auth,
+        ),
+      );
+      const serial = Math.max(50, Math.floor(plan.requests / 10));
+      results.latency.push(
+        await measure(proxy, runs, "GET /healthz, 1 connection", "/healthz", serial, 1, {}),
+      );
+      results.latency.push(
+        await measure(proxy, runs, "/stats, index, no filter, 1 connection", "/stats", serial, 1, auth),
+      );
       const inspector = await inspectWorkerHeap(proxy.inspectorPort);
       const heap = await sampleWorkerHeap(inspector);
       const rss = sampleWorkerdMemory(proxy);

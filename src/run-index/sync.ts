@@ -20,7 +20,6 @@ import {
 } from "../extend/schemas.ts";
 import { SlotRefused } from "../gateway/scheduler.ts";
 import { factsFromWorkflowRun, type RunFacts, type RunRow, rowFromListRun } from "./row.ts";
-import { dropIndex, migrate } from "./schema.ts";
 import {
   applyOverlay,
   confirmFromGet,
@@ -394,15 +393,6 @@ export class RunIndexSync {
 
   state(): SyncState {
     return readState(this.sql);
-  }
-
-  /** Recreates the tables if they are missing (after `drop`, or a schema change). */
-  ensureTables(): void {
-    migrate(this.sql);
-  }
-
-  drop(): void {
-    this.deps.transaction(() => dropIndex(this.sql));
   }
 
   /** Stores the settings the alarm will use, when they changed. */

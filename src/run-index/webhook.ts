@@ -72,28 +72,6 @@ export async function verifySignature(
   return valid;
 }
 
-/** The hex signature Extend would send; for the fake and the tests. */
-export async function signBody(
-  secret: string,
-  timestamp: string,
-  body: string | Uint8Array,
-): Promise<string> {
-  const key = await crypto.subtle.importKey(
-    "raw",
-    encoder.encode(secret),
-    { name: "HMAC", hash: "SHA-256" },
-    false,
-    ["sign"],
-  );
-  const bytes = typeof body === "string" ? encoder.encode(body) : body;
-  const prefix = encoder.encode(`v0:${timestamp}:`);
-  const message = new Uint8Array(prefix.length + bytes.length);
-  message.set(prefix);
-  message.set(bytes, prefix.length);
-  const mac = new Uint8Array(await crypto.subtle.sign("HMAC", key, message));
-  return [...mac].map((b) => b.toString(16).padStart(2, "0")).join("");
-}
-
 export type ParsedEvent = { ok: true; event: IndexEvent; eventType: string } | { ok: false; reason: string };
 
 const MAX_EVENT_ID_LENGTH = 255;
