@@ -1,7 +1,8 @@
 // The run index rows of the benchmark: /stats from the index over 100,000 and 1,000,000 runs
 // beside /healthz in the same run and the SDK loop; the backfill against the rate floor; the
 // sync's cost after k changes; the Worker isolate's heap while the index answers. Part of
-// `npm run bench`, or alone: `node bench/run-index.ts [--quick]` (writes bench/results-run-index.json).
+// `npm run bench`, or alone: `node bench/run-index.ts [--quick] [--runs 100000 …]` (writes
+// bench/results-run-index.json).
 import { writeFile } from "node:fs/promises";
 import { cpus, loadavg, release, totalmem } from "node:os";
 import { join } from "node:path";
@@ -445,7 +446,7 @@ export function printRunIndex(results: RunIndexResults): void {
 if (import.meta.main) {
   const { values } = parseArgs({
     args: process.argv.slice(2),
-    options: { quick: { type: "boolean", default: false } },
+    options: { quick: { type: "boolean", default: false }, runs: { type: "string", multiple: true } },
     strict: true,
   });
   const started = Date.now();
@@ -457,7 +458,11 @@ if (import.meta.main) {
     node: process.version,
     loadAverageAtStart: Number(loadavg()[0]?.toFixed(2)),
   };
-  const results = await runIndexScenarios(values.quick ? QUICK_PLAN : FULL_PLAN);
+  const plan = values.quick ? QUICK_PLAN : FULL_PLAN;
+  const datasets = values.runs?.map(Number).filter((n) => Number.isSafeInteger(n) && n > 0);
+  const results = await runIndexScenarios(
+    datasets?.length ? { ...plan, datasets, sdkUpTo: Math.max(...datasets) } : plan,
+  );
   const out = join(PROJECT_ROOT, "bench", "results-run-index.json");
   const summary = {
     machine,
