@@ -12,7 +12,7 @@ import { workflowRuns } from "./routes/workflow-runs.ts";
 import { authenticate } from "./security/auth.ts";
 import { corsPolicy } from "./security/cors.ts";
 import { securityHeaders } from "./security/headers.ts";
-import { rateLimit } from "./security/rate-limit.ts";
+import { rateLimit, rateLimitAlongside } from "./security/rate-limit.ts";
 
 const app = createRouter();
 
@@ -45,7 +45,8 @@ app.use(
 );
 
 // Data routes: the caller authenticates, then spends its rate limit (health and docs stay open).
-app.use("/workflow_runs/*", authenticate(), rateLimit("RATE_LIMITER"), rejectMalformedQuery());
+// A page's limiter round trip runs beside its cache read; nothing is served before its verdict.
+app.use("/workflow_runs/*", authenticate(), rateLimitAlongside("RATE_LIMITER"), rejectMalformedQuery());
 app.use("/stats/*", authenticate(), rateLimit("STATS_RATE_LIMITER"), rejectMalformedQuery());
 
 const routes = app.route("/", workflowRuns).route("/", stats);

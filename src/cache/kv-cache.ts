@@ -55,6 +55,11 @@ export interface CacheReadOptions<T> {
   signal?: AbortSignal;
   /** Upper bound on waiting for another request's load of the same key. */
   maxCoalesceWaitMs?: number;
+  /**
+   * Settles with the caller's admission (its rate limit), which runs while KV is read: nothing is
+   * served, loaded or refreshed for a caller until it resolves, and its rejection is the read's.
+   */
+  admission?: Promise<unknown>;
 }
 
 export interface CacheRead<T> {
@@ -65,6 +70,8 @@ export interface CacheRead<T> {
   ageSeconds?: number;
   /** Validator of the value's stored text (hex); equal text gives an equal tag. Use for ETags. */
   entryTag: string;
+  /** When the value was loaded (ms since epoch), as stored beside it (HIT only). */
+  storedAt?: number;
 }
 
 /** A generic stale-while-revalidate cache over one KV namespace. */
@@ -284,12 +291,19 @@ export function createKvCache(deps: KvCacheDeps): KvCache {
   return {
     async read<T>(key: string, options: CacheReadOptions<T>): Promise<CacheRead<T>> {
       options.signal?.throwIfAborted();
-      const found = await lookup(key, options.parse);
+      const reading = lookup(key, options.parse);
+      const found = options.admission ? (await Promise.all([reading, options.admission]))[0] : await reading;
       if (found.kind === "found") {
         const ageMs = Math.max(0, Date.now() - found.meta.at);
         const ageSeconds = Math.floor(ageMs / 1000);
         if (ageMs < options.ttlSeconds * 1000) {
-          return { value: found.value, cache: "HIT", ageSeconds, entryTag: found.meta.tag };
+          return {
+            value: found.value,
+            cache: "HIT",
+            ageSeconds,
+            entryTag: found.meta.tag,
+            storedAt: found.meta.at,
+          };
         }
         if (ageMs < (options.ttlSeconds + options.staleSeconds) * 1000) {
           if (!liveLoad(key, options.maxCoalesceWaitMs ?? DEFAULT_MAX_COALESCE_WAIT_MS)) {

@@ -24,9 +24,14 @@ export interface PageResult {
   readonly entryTag?: string;
 }
 
+export interface PageReadOptions extends ListOptions {
+  /** The caller's rate-limit verdict: nothing is served or loaded for it until this resolves. */
+  admission?: Promise<unknown>;
+}
+
 /** Where the list route and /stats get pages from (the KV page cache over Extend). */
 export interface PageSource {
-  get(query: CanonicalListQuery, options?: ListOptions): Promise<PageResult>;
+  get(query: CanonicalListQuery, options?: PageReadOptions): Promise<PageResult>;
 }
 
 function corruptPage(): ApiError {
@@ -74,7 +79,7 @@ export function cachedPages({ cache, config, upstream }: CachedPagesDeps): PageS
       const key = await pageCacheKey(config, query);
       // The load may be shared with other requests and outlive this one (a background refresh):
       // it must not die with this caller's signal. The caller still stops waiting on abort.
-      const { signal, ...shared } = options;
+      const { signal, admission, ...shared } = options;
       const result = await cache.read<UpstreamPage>(key, {
         ttlSeconds: config.cacheTtlSeconds,
         staleSeconds: config.cacheStaleSeconds,
@@ -83,6 +88,7 @@ export function cachedPages({ cache, config, upstream }: CachedPagesDeps): PageS
         parse: storedPage,
         maxCoalesceWaitMs: config.upstreamDeadlineMs + 1_000,
         ...(signal ? { signal } : {}),
+        ...(admission ? { admission } : {}),
       });
       return {
         page: result.value,
