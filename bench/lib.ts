@@ -86,14 +86,19 @@ export async function startFakeProcess(options: FakeProcessOptions): Promise<Fak
 }
 
 /** A copy of wrangler.toml whose per-caller limits cannot interfere with a benchmark's load. */
-async function benchConfig(): Promise<string> {
+async function benchConfig(withoutPageLimiter: boolean): Promise<string> {
   const dir = join(PROJECT_ROOT, ".wrangler", "bench");
   await mkdir(dir, { recursive: true });
   const source = await readFile(join(PROJECT_ROOT, "wrangler.toml"), "utf8");
-  const config = source
+  let config = source
     .replace(/^main\s*=\s*"([^"]+)"/m, (_, main: string) => `main = "${join(PROJECT_ROOT, main)}"`)
     .replace(/simple\s*=\s*\{\s*limit\s*=\s*\d+/g, "simple = { limit = 1000000");
-  const path = join(dir, "wrangler.toml");
+  if (withoutPageLimiter) {
+    const block = /^\[\[ratelimits\]\]\nname = "RATE_LIMITER"\n[^[]*/m;
+    if (!block.test(config)) throw new Error("wrangler.toml has no top-level RATE_LIMITER block to drop");
+    config = config.replace(block, "");
+  }
+  const path = join(dir, withoutPageLimiter ? "wrangler.no-limiter.toml" : "wrangler.toml");
   await writeFile(path, config);
   return path;
 }
@@ -106,12 +111,21 @@ export interface BenchProxy extends WranglerDev {
 }
 
 /** The proxy under `wrangler dev` on loopback, with a fresh (cold) local KV. */
-export async function startProxy(fake: FakeProcess, vars: Record<string, string> = {}): Promise<BenchProxy> {
+export interface ProxyOptions {
+  vars?: Record<string, string>;
+  /**
+   * Leave RATE_LIMITER unbound, an ablation: the proxy then lets every page request through
+   * (failing open, with a warning on its log line) without the limiter's round trip.
+   */
+  withoutPageLimiter?: boolean;
+}
+
+export async function startProxy(fake: FakeProcess, options: ProxyOptions = {}): Promise<BenchProxy> {
   const token = `bench_${Math.random().toString(36).slice(2)}`;
   const persistTo = await mkdtemp(join(tmpdir(), "extend-runs-proxy-bench-"));
   const inspectorPort = await freePort();
   const dev = await startWranglerDev({
-    configPath: await benchConfig(),
+    configPath: await benchConfig(options.withoutPageLimiter ?? false),
     persistTo,
     inspectorPort,
     vars: {
@@ -119,7 +133,7 @@ export async function startProxy(fake: FakeProcess, vars: Record<string, string>
       EXTEND_API_KEY: fake.apiKey,
       CLIENT_TOKENS: token,
       ALLOW_ANONYMOUS: "false",
-      ...vars,
+      ...options.vars,
     },
   });
   return {
@@ -359,6 +373,28 @@ function rssKb(pid: number): number {
   } catch {
     return 0;
   }
+}
+
+/** Clock ticks a second in /proc/<pid>/stat (USER_HZ: 100 on Linux). */
+const USER_HZ = 100;
+
+/**
+ * CPU time (user + system) used so far by every live process of a wrangler dev group: the
+ * Worker's isolate, the local KV and rate-limit emulations, wrangler's proxies and its log relay.
+ * In ms, 10 ms resolution; 0 where /proc is missing.
+ */
+export function processGroupCpuMs(pgid: number): number {
+  let ticks = 0;
+  for (const pid of processGroupMembers(pgid)) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      ticks += Number(fields[11] ?? 0) + Number(fields[12] ?? 0);
+    } catch {
+      // The process ended while we looked.
+    }
+  }
+  return (ticks * 1000) / USER_HZ;
 }
 
 function isWorkerd(pid: number): boolean {
