@@ -2,6 +2,7 @@
 // with benchmark limits, a bounded load runner with exact latencies, a /stats walker, the SDK
 // baseline and a workerd memory sampler.
 import { type ChildProcess, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { Agent, request as httpRequest } from "node:http";
@@ -38,7 +39,7 @@ export interface FakeProcessOptions {
 }
 
 export async function startFakeProcess(options: FakeProcessOptions): Promise<FakeProcess> {
-  const apiKey = `sk_bench_${Math.random().toString(36).slice(2)}`;
+  const apiKey = `sk_bench_${randomBytes(12).toString("hex")}`;
   const args = [
     join(PROJECT_ROOT, "fake", "server.ts"),
     "--port",
@@ -86,19 +87,21 @@ export async function startFakeProcess(options: FakeProcessOptions): Promise<Fak
 }
 
 /** A copy of wrangler.toml whose per-caller limits cannot interfere with a benchmark's load. */
-async function benchConfig(withoutPageLimiter: boolean): Promise<string> {
+async function benchConfig(unboundLimiters: readonly string[]): Promise<string> {
   const dir = join(PROJECT_ROOT, ".wrangler", "bench");
   await mkdir(dir, { recursive: true });
   const source = await readFile(join(PROJECT_ROOT, "wrangler.toml"), "utf8");
   let config = source
     .replace(/^main\s*=\s*"([^"]+)"/m, (_, main: string) => `main = "${join(PROJECT_ROOT, main)}"`)
     .replace(/simple\s*=\s*\{\s*limit\s*=\s*\d+/g, "simple = { limit = 1000000");
-  if (withoutPageLimiter) {
-    const block = /^\[\[ratelimits\]\]\nname = "RATE_LIMITER"\n[^[]*/m;
-    if (!block.test(config)) throw new Error("wrangler.toml has no top-level RATE_LIMITER block to drop");
+  for (const name of unboundLimiters) {
+    // The top-level block only: the environments' blocks are `[[env.<name>.ratelimits]]`.
+    const block = new RegExp(`^\\[\\[ratelimits\\]\\]\\nname = "${name}"\\n(?:(?!\\[\\[)[^\\n]*\\n)*`, "m");
+    if (!block.test(config)) throw new Error(`wrangler.toml has no top-level ${name} block to drop`);
     config = config.replace(block, "");
   }
-  const path = join(dir, withoutPageLimiter ? "wrangler.no-limiter.toml" : "wrangler.toml");
+  const suffix = unboundLimiters.length > 0 ? `.without-${unboundLimiters.join("-")}` : "";
+  const path = join(dir, `wrangler${suffix}.toml`);
   await writeFile(path, config);
   return path;
 }
@@ -114,18 +117,18 @@ export interface BenchProxy extends WranglerDev {
 export interface ProxyOptions {
   vars?: Record<string, string>;
   /**
-   * Leave RATE_LIMITER unbound, an ablation: the proxy then lets every page request through
+   * Rate Limiting bindings to leave unbound, an ablation: the proxy then lets those checks through
    * (failing open, with a warning on its log line) without the limiter's round trip.
    */
-  withoutPageLimiter?: boolean;
+  unboundLimiters?: readonly string[];
 }
 
 export async function startProxy(fake: FakeProcess, options: ProxyOptions = {}): Promise<BenchProxy> {
-  const token = `bench_${Math.random().toString(36).slice(2)}`;
+  const token = `bench_${randomBytes(24).toString("hex")}`;
   const persistTo = await mkdtemp(join(tmpdir(), "extend-runs-proxy-bench-"));
   const inspectorPort = await freePort();
   const dev = await startWranglerDev({
-    configPath: await benchConfig(options.withoutPageLimiter ?? false),
+    configPath: await benchConfig(options.unboundLimiters ?? []),
     persistTo,
     inspectorPort,
     vars: {

@@ -266,7 +266,7 @@ const ANCHOR = {
   bareFirstHit: "bare Hono + KV Worker: a page's first hit",
   bareMiss: "bare Hono + KV Worker: cache miss, distinct pages",
   hit: "proxy: cache hit (in-isolate L1)",
-  hitNoLimiter: "ablation: proxy cache hit (L1), RATE_LIMITER unbound",
+  hitNoLimiter: "ablation: proxy cache hit (L1), limiters unbound",
   kvHit: "proxy: a page's first hit (from KV)",
   miss: "proxy: cache miss, distinct pages",
 } as const;
@@ -295,7 +295,8 @@ async function freshPages(fake: FakeProcess, wanted: number): Promise<string[]> 
  * rounds later (misses do not fill the L1; a hit read from KV does).
  */
 async function anchorScenarios(run: PageRun): Promise<void> {
-  const unlimited = await startProxy(run.fake, { withoutPageLimiter: true });
+  // The limiters a page asks: AUTH_RATE_LIMITER before the credentials, RATE_LIMITER beside the read.
+  const unlimited = await startProxy(run.fake, { unboundLimiters: ["RATE_LIMITER", "AUTH_RATE_LIMITER"] });
   try {
     await anchorRounds(run, unlimited);
   } finally {

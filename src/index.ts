@@ -5,6 +5,7 @@ import { loadConfig } from "./app/config.ts";
 import type { AppEnv } from "./app/env.ts";
 import { requestLog } from "./app/request-log.ts";
 import { createRouter, methodNotAllowed, notFound, onError, rejectMalformedQuery } from "./app/router.ts";
+import { CALLER_ROUTES } from "./routes/access.ts";
 import { registerDocs } from "./routes/docs.ts";
 import { health } from "./routes/health.ts";
 import { stats } from "./routes/stats.ts";
@@ -45,9 +46,12 @@ app.use(
 );
 
 // Data routes: the caller authenticates, then spends its rate limit (health and docs stay open).
-// A page's limiter round trip runs beside its cache read; nothing is served before its verdict.
-app.use("/workflow_runs/*", authenticate(), rateLimitAlongside("RATE_LIMITER"), rejectMalformedQuery());
-app.use("/stats/*", authenticate(), rateLimit("STATS_RATE_LIMITER"), rejectMalformedQuery());
+// A page's limiter round trip runs beside its cache read, which waits for the verdict before it
+// serves, loads or writes; /stats asks before it starts.
+for (const { path, limiter } of CALLER_ROUTES) {
+  const limit = path === "/workflow_runs" ? rateLimitAlongside(limiter) : rateLimit(limiter);
+  app.use(`${path}/*`, authenticate(), limit, rejectMalformedQuery());
+}
 
 const routes = app.route("/", workflowRuns).route("/", stats);
 

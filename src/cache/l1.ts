@@ -1,3 +1,4 @@
+import { type Clock, systemClock } from "../lib/clock.ts";
 import type { CacheRead, CacheReadOptions, KvCache } from "./kv-cache.ts";
 
 /**
@@ -112,7 +113,7 @@ function namespaceOf(kv: object): number {
 export interface L1Deps {
   /** The namespace behind `cache`; without one there is nothing to mirror. */
   kv: object | undefined;
-  now?: () => number;
+  clock?: Clock;
   /** The isolate's L1 unless a test gives its own. */
   store?: ByteLru<L1Entry>;
 }
@@ -129,16 +130,16 @@ export interface L1Deps {
 export function withL1(cache: KvCache, deps: L1Deps): KvCache {
   const { kv } = deps;
   if (!kv) return cache;
-  const now = deps.now ?? (() => Date.now());
+  const clock = deps.clock ?? systemClock;
   const store = deps.store ?? l1;
   const prefix = `${namespaceOf(kv)}|`;
   return {
-    ...cache,
+    offer: (key, value, options) => cache.offer(key, value, options),
     async read<T>(key: string, options: CacheReadOptions<T>): Promise<CacheRead<T>> {
       const slot = prefix + key;
       const entry = store.get(slot);
       if (entry) {
-        const ageMs = Math.max(0, now() - entry.at);
+        const ageMs = Math.max(0, clock.now() - entry.at);
         if (ageMs < options.ttlSeconds * 1000) {
           const value = parsed(options, entry.text);
           if (value !== undefined) {

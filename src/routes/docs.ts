@@ -4,15 +4,10 @@ import type { Context } from "hono";
 import { version } from "../../package.json";
 import type { AppEnv } from "../app/env.ts";
 import { jsonText } from "../app/router.ts";
+import { PUBLIC_PATHS, type ROUTE_ACCESS } from "./access.ts";
 
-export const OPENAPI_PATH = "/openapi.json";
-export const DOCS_PATH = "/docs";
-
-/**
- * Routes every caller may use without credentials, without a rate limit and with a broken
- * configuration: liveness and the API description.
- */
-export const PUBLIC_PATHS = ["/healthz", OPENAPI_PATH, DOCS_PATH] as const;
+export const OPENAPI_PATH = "/openapi.json" satisfies keyof typeof ROUTE_ACCESS;
+export const DOCS_PATH = "/docs" satisfies keyof typeof ROUTE_ACCESS;
 
 /** How callers authenticate on data routes; any one of these is enough (see README "Security"). */
 export const SECURITY_SCHEMES = {

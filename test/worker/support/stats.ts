@@ -2,7 +2,7 @@
 // than asked for, which Extend may do), an independent reference fold, and response types.
 import { http } from "msw";
 import { FakeExtend, type FakeExtendOptions, type FakeRun, listAll, STATUSES } from "../../../fake/extend.ts";
-import type { WorkflowRunStats } from "../../../src/routes/stats.ts";
+import type { WorkflowRunStats } from "../../../src/stats/schemas.ts";
 import { FAKE_EXTEND_ORIGIN, TEST_UPSTREAM_KEY } from "./constants.ts";
 import { answerWithFake } from "./fake-upstream.ts";
 import { callProxy, json } from "./proxy.ts";
@@ -140,6 +140,7 @@ export async function scanToEnd(
   throw new Error(`scan did not complete within ${maxRequests} requests`);
 }
 
-export function summary(body: WorkflowRunStats): Reference {
+/** The counted part of an answer; `byStatus` and `usage` are absent when REDACT_FIELDS hides them. */
+export function summary(body: WorkflowRunStats): Pick<Reference, "total"> & Partial<Reference> {
   return { total: body.total, byStatus: body.byStatus, usage: body.usage };
 }
