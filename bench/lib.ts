@@ -87,20 +87,23 @@ export async function startFakeProcess(options: FakeProcessOptions): Promise<Fak
 }
 
 /** A copy of wrangler.toml whose per-caller limits cannot interfere with a benchmark's load. */
-async function benchConfig(unboundLimiters: readonly string[]): Promise<string> {
+async function benchConfig(unbound: readonly string[]): Promise<string> {
   const dir = join(PROJECT_ROOT, ".wrangler", "bench");
   await mkdir(dir, { recursive: true });
   const source = await readFile(join(PROJECT_ROOT, "wrangler.toml"), "utf8");
   let config = source
     .replace(/^main\s*=\s*"([^"]+)"/m, (_, main: string) => `main = "${join(PROJECT_ROOT, main)}"`)
     .replace(/simple\s*=\s*\{\s*limit\s*=\s*\d+/g, "simple = { limit = 1000000");
-  for (const name of unboundLimiters) {
-    // The top-level block only: the environments' blocks are `[[env.<name>.ratelimits]]`.
-    const block = new RegExp(`^\\[\\[ratelimits\\]\\]\\nname = "${name}"\\n(?:(?!\\[\\[)[^\\n]*\\n)*`, "m");
-    if (!block.test(config)) throw new Error(`wrangler.toml has no top-level ${name} block to drop`);
+  for (const name of unbound) {
+    // Top-level blocks only: the environments' are `[[env.<name>.ratelimits]]` and the like.
+    const block = new RegExp(
+      `^\\[\\[(?:ratelimits|durable_objects\\.bindings)\\]\\]\\nname = "${name}"\\n(?:(?!\\[\\[)[^\\n]*\\n)*`,
+      "m",
+    );
+    if (!block.test(config)) throw new Error(`wrangler.toml has no top-level ${name} binding to drop`);
     config = config.replace(block, "");
   }
-  const suffix = unboundLimiters.length > 0 ? `.without-${unboundLimiters.join("-")}` : "";
+  const suffix = unbound.length > 0 ? `.without-${unbound.join("-")}` : "";
   const path = join(dir, `wrangler${suffix}.toml`);
   await writeFile(path, config);
   return path;
@@ -117,10 +120,11 @@ export interface BenchProxy extends WranglerDev {
 export interface ProxyOptions {
   vars?: Record<string, string>;
   /**
-   * Rate Limiting bindings to leave unbound, an ablation: the proxy then lets those checks through
-   * (failing open, with a warning on its log line) without the limiter's round trip.
+   * Rate Limiting or Durable Object bindings to leave unbound, an ablation: the proxy then fails
+   * open (a limiter lets the request through, the gateway's calls go direct), with a warning on
+   * its log line, and skips that round trip.
    */
-  unboundLimiters?: readonly string[];
+  unbound?: readonly string[];
 }
 
 export async function startProxy(fake: FakeProcess, options: ProxyOptions = {}): Promise<BenchProxy> {
@@ -128,7 +132,7 @@ export async function startProxy(fake: FakeProcess, options: ProxyOptions = {}):
   const persistTo = await mkdtemp(join(tmpdir(), "extend-runs-proxy-bench-"));
   const inspectorPort = await freePort();
   const dev = await startWranglerDev({
-    configPath: await benchConfig(options.unboundLimiters ?? []),
+    configPath: await benchConfig(options.unbound ?? []),
     persistTo,
     inspectorPort,
     vars: {

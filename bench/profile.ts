@@ -146,11 +146,13 @@ const PARTS: Part[] = [
     matches: inModule(
       "src/security/headers.ts",
       "src/security/cors.ts",
+      "src/cache/etag.ts",
       "node_modules/hono/dist/middleware/secure-headers",
       "node_modules/hono/dist/middleware/cors",
     ),
   },
   { name: "configuration", matches: inModule("src/app/config.ts") },
+  { name: "upstream gateway hop (Durable Object)", matches: inModule("src/gateway/", "src/tenant/") },
   {
     name: "route handler and redaction",
     matches: inModule("src/routes/", "src/security/redact.ts", "src/services.ts", "src/extend/"),
