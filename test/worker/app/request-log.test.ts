@@ -3,8 +3,7 @@ import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import worker from "../../../src/index.ts";
 import { requestLines } from "../support/console.ts";
-import { useFakeExtend } from "../support/fake-upstream.ts";
-import { freshClientIp } from "../support/isolated.ts";
+import { freshClientIp, isolatedTenant } from "../support/tenant.ts";
 
 afterEach(() => {
   vi.restoreAllMocks();
@@ -25,13 +24,13 @@ describe("request log timing", () => {
     ["a page", `/workflow_runs?maxPageSize=2&fileNameContains=${crypto.randomUUID()}`],
     ["an error", "/workflow_runs?maxPageSize=0"],
   ])("writes the line for %s after the response is handed over, once, in waitUntil", async (_name, path) => {
-    useFakeExtend();
+    const tenant = isolatedTenant();
     const lines = collectLines();
     const ctx = createExecutionContext();
     const request = new Request(`https://proxy.test${path}`, {
       headers: { "cf-connecting-ip": freshClientIp() },
     });
-    const response = await worker.fetch(request, env, ctx);
+    const response = await worker.fetch(request, { ...env, ...tenant.env }, ctx);
     expect(requestLines(lines)).toHaveLength(0);
     await waitOnExecutionContext(ctx);
     const records = requestLines(lines);
