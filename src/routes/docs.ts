@@ -1,18 +1,27 @@
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import { Scalar } from "@scalar/hono-api-reference";
 import type { Context } from "hono";
+import scalarBundle from "../../node_modules/@scalar/api-reference/dist/browser/standalone.js";
+import { version as scalarVersion } from "../../node_modules/@scalar/api-reference/package.json";
 import { version } from "../../package.json";
 import type { AppEnv } from "../app/env.ts";
 import { jsonText } from "../app/router.ts";
+import { cspNonce, docsContentSecurityPolicy } from "../security/headers.ts";
 
 export const OPENAPI_PATH = "/openapi.json";
 export const DOCS_PATH = "/docs";
+/**
+ * The reference's renderer, served by this Worker so /docs loads nothing from another origin and
+ * renders offline: the pinned npm package's self-contained browser bundle, imported as text (the
+ * module rule is in wrangler.toml). The version in the path makes the file immutable.
+ */
+export const SCALAR_BUNDLE_PATH = `/docs/scalar-${scalarVersion}.js`;
 
 /**
  * Routes every caller may use without credentials, without a rate limit and with a broken
- * configuration: liveness and the API description.
+ * configuration: liveness and the API description (with its renderer).
  */
-export const PUBLIC_PATHS = ["/healthz", OPENAPI_PATH, DOCS_PATH] as const;
+export const PUBLIC_PATHS = ["/healthz", OPENAPI_PATH, DOCS_PATH, SCALAR_BUNDLE_PATH] as const;
 
 /** How callers authenticate on data routes; any one of these is enough (see README "Security"). */
 export const SECURITY_SCHEMES = {
@@ -87,7 +96,8 @@ const docsRoute = createRoute({
   method: "get",
   path: DOCS_PATH,
   summary: "API reference",
-  description: "An interactive reference (Scalar) that reads `/openapi.json`.",
+  description:
+    "An interactive reference (Scalar) that reads `/openapi.json`; its renderer is served by this Worker, so the page loads nothing from another origin.",
   responses: {
     200: { description: "An HTML page.", content: { "text/html": { schema: z.string() } } },
   },
@@ -137,42 +147,25 @@ export function buildOpenApiDocument(app: OpenAPIHono<AppEnv>, origin: string): 
   return document;
 }
 
-/**
- * Scalar's self-contained browser bundle, pinned to an exact version and file so that what
- * /docs runs cannot change under us (the renderer offers no Subresource Integrity). Checked in
- * headless Chromium under the CSP below: it renders and reports no violation.
- */
-export const SCALAR_BUNDLE_URL =
-  "https://cdn.jsdelivr.net/npm/@scalar/api-reference@1.76.0/dist/browser/standalone.js";
+/** Browsers and caches may keep the versioned bundle for a year (it never changes under its name). */
+export const SCALAR_BUNDLE_CACHE_CONTROL = "public, max-age=31536000, immutable";
 
-// The reference page runs Scalar's bundle from jsDelivr under a per-response nonce. It may fetch
-// only this origin (the document and "try it" calls), and nothing may frame it.
-function docsContentSecurityPolicy(nonce: string): string {
-  return [
-    "default-src 'none'",
-    `script-src 'nonce-${nonce}'`,
-    // Scalar renders inline style attributes, which a nonce cannot authorise.
-    "style-src 'unsafe-inline'",
-    "img-src 'self' data:",
-    "font-src data:",
-    "connect-src 'self'",
-    "base-uri 'none'",
-    "form-action 'none'",
-    "frame-ancestors 'none'",
-  ].join("; ");
-}
-
-function randomNonce(): string {
-  const bytes = crypto.getRandomValues(new Uint8Array(16));
-  return btoa(String.fromCharCode(...bytes));
-}
+const scalarBundleRoute = createRoute({
+  method: "get",
+  path: SCALAR_BUNDLE_PATH,
+  summary: "API reference renderer",
+  description: `The script \`/docs\` runs: Scalar's standalone bundle (@scalar/api-reference ${scalarVersion}), served from this Worker so the reference needs no CDN.`,
+  responses: {
+    200: { description: "JavaScript.", content: { "text/javascript": { schema: z.string() } } },
+  },
+});
 
 async function renderDocs(c: Context<AppEnv>): Promise<Response> {
-  const nonce = randomNonce();
+  const nonce = cspNonce();
   const render = Scalar<AppEnv>({
     url: OPENAPI_PATH,
     pageTitle: "extend-runs-proxy API reference",
-    cdn: SCALAR_BUNDLE_URL,
+    cdn: SCALAR_BUNDLE_PATH,
     nonce,
     // Nothing leaves this origin: no font CDN, no telemetry, no AI agent, no request proxy.
     withDefaultFonts: false,
@@ -192,7 +185,7 @@ async function renderDocs(c: Context<AppEnv>): Promise<Response> {
 
 /**
  * Serves `/openapi.json` (everything registered on `app`, read at request time so routes added
- * after this call appear too) and the `/docs` reference page.
+ * after this call appear too), the `/docs` reference page and the renderer it runs.
  */
 export function registerDocs(app: OpenAPIHono<AppEnv>): void {
   app.openapi(openApiRoute, (c) =>
@@ -205,4 +198,10 @@ export function registerDocs(app: OpenAPIHono<AppEnv>): void {
     ),
   );
   app.openapi(docsRoute, renderDocs);
+  app.openapi(scalarBundleRoute, (c) =>
+    c.body(scalarBundle, 200, {
+      "content-type": "text/javascript; charset=utf-8",
+      "cache-control": SCALAR_BUNDLE_CACHE_CONTROL,
+    }),
+  );
 }
