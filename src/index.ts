@@ -5,6 +5,7 @@ import { loadConfig } from "./app/config.ts";
 import type { AppEnv } from "./app/env.ts";
 import { requestLog } from "./app/request-log.ts";
 import { createRouter, methodNotAllowed, notFound, onError, rejectMalformedQuery } from "./app/router.ts";
+import { dashboard } from "./routes/dashboard.tsx";
 import { registerDocs } from "./routes/docs.ts";
 import { health } from "./routes/health.ts";
 import { stats } from "./routes/stats.ts";
@@ -48,6 +49,7 @@ app.use(
 app.use("/workflow_runs/*", authenticate(), rateLimit("RATE_LIMITER"), rejectMalformedQuery());
 app.use("/stats/*", authenticate(), rateLimit("STATS_RATE_LIMITER"), rejectMalformedQuery());
 
+app.route("/", dashboard);
 const routes = app.route("/", workflowRuns).route("/", stats);
 
 /** Route types for `hc<AppType>()` from `hono/client`. */

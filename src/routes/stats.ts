@@ -148,7 +148,8 @@ const statsRoute = createRoute({
   },
 });
 
-function filtersOf(query: z.output<typeof StatsQuery>): StatsFilters {
+/** The scan's filters from a validated /stats query (the dashboard reads through this too). */
+export function filtersOf(query: z.output<typeof StatsQuery>): StatsFilters {
   // Fixed key order: the filters are part of the resume-token binding and the cache key.
   return {
     ...(query.status ? { status: query.status } : {}),
@@ -238,7 +239,7 @@ function cacheOptions(
   };
 }
 
-interface Served {
+export interface Served {
   body: WorkflowRunStats;
   cache: CacheState;
   ageSeconds?: number;
@@ -250,7 +251,7 @@ interface Served {
  * results are stored. A resumed scan never reads the cache (BYPASS); once it completes, its
  * result is offered to the cache so the next caller gets it without scanning.
  */
-async function serve(
+export async function serve(
   c: Context<AppEnv>,
   filters: StatsFilters,
   resumeToken: string | undefined,
