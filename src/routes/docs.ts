@@ -149,6 +149,15 @@ export function buildOpenApiDocument(app: OpenAPIHono<AppEnv>, origin: string): 
 
 /** Browsers and caches may keep the versioned bundle for a year (it never changes under its name). */
 export const SCALAR_BUNDLE_CACHE_CONTROL = "public, max-age=31536000, immutable";
+/**
+ * Runs before the bundle. Scalar bundles zod, which probes once for `Function("")` to decide
+ * whether to compile its validators; the page's CSP refuses eval, so the probe would be reported
+ * as a violation. Zod reads its config from this global and, told to be jitless, skips the probe
+ * and interprets, as it does after a failed probe.
+ */
+export const SCALAR_BUNDLE_PREAMBLE =
+  "globalThis.__zod_globalConfig = Object.assign(globalThis.__zod_globalConfig ?? {}, { jitless: true });\n";
+const SCALAR_SCRIPT = SCALAR_BUNDLE_PREAMBLE + scalarBundle;
 
 const scalarBundleRoute = createRoute({
   method: "get",
@@ -199,7 +208,7 @@ export function registerDocs(app: OpenAPIHono<AppEnv>): void {
   );
   app.openapi(docsRoute, renderDocs);
   app.openapi(scalarBundleRoute, (c) =>
-    c.body(scalarBundle, 200, {
+    c.body(SCALAR_SCRIPT, 200, {
       "content-type": "text/javascript; charset=utf-8",
       "cache-control": SCALAR_BUNDLE_CACHE_CONTROL,
     }),
