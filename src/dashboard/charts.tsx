@@ -4,13 +4,14 @@
 import { WORKFLOW_RUN_STATUSES, type WorkflowRunStatus } from "../extend/schemas.ts";
 import type { WorkflowSummary } from "./data.ts";
 
-const WIDTH = 640;
-const LABEL_WIDTH = 150;
-/** Room right of the longest bar for its count. */
-const COUNT_WIDTH = 96;
-const PLOT_WIDTH = WIDTH - LABEL_WIDTH - COUNT_WIDTH;
-const ROW_HEIGHT = 30;
-const BAR_HEIGHT = 18;
+// Sized for the chart's card at the page's full width, so text renders near its nominal size.
+const WIDTH = 560;
+const LABEL_WIDTH = 128;
+const ROW_HEIGHT = 36;
+const BAR_HEIGHT = 22;
+/** Room right of the longest bar for its printed value: bold 14px digits are at most ~9px wide. */
+const countWidth = (displays: string[]) =>
+  Math.max(56, 16 + 9 * Math.max(0, ...displays.map((d) => d.length)));
 /**
  * Every non-zero bar is at least this wide, so a status with 3 runs stays visible next to one
  * with 98,000; its exact count is printed beside it either way.
@@ -28,7 +29,7 @@ export const formatCredits = (n: number): string => decimal.format(n);
 const tenth = (n: number) => Math.round(n * 10) / 10;
 
 /** The drawn width of `value` on a linear scale up to `max`, never thinner than MIN_BAR_WIDTH. */
-export function barWidth(value: number, max: number, span = PLOT_WIDTH): number {
+export function barWidth(value: number, max: number, span: number): number {
   if (value <= 0 || max <= 0) return 0;
   return Math.max(MIN_BAR_WIDTH, tenth((value / max) * span));
 }
@@ -50,6 +51,7 @@ function truncate(text: string, max: number): string {
 /** A horizontal bar chart: one labelled row per bar, the exact value printed at its end. */
 export function BarChart(props: { id: string; label: string; bars: Bar[]; unit: string }) {
   const max = Math.max(0, ...props.bars.map((bar) => bar.value));
+  const plot = WIDTH - LABEL_WIDTH - countWidth(props.bars.map((bar) => bar.display));
   const height = props.bars.length * ROW_HEIGHT + 6;
   const summary = props.bars.map((bar) => `${bar.label} ${bar.display}`).join(", ");
   return (
@@ -65,7 +67,7 @@ export function BarChart(props: { id: string; label: string; bars: Bar[]; unit: 
     >
       {props.bars.map((bar, row) => {
         const y = 3 + row * ROW_HEIGHT + (ROW_HEIGHT - BAR_HEIGHT) / 2;
-        const width = barWidth(bar.value, max);
+        const width = barWidth(bar.value, max, plot);
         const middle = y + BAR_HEIGHT / 2;
         return (
           <g class="bar" data-key={bar.key}>
@@ -73,7 +75,7 @@ export function BarChart(props: { id: string; label: string; bars: Bar[]; unit: 
             <text x={LABEL_WIDTH - 10} y={middle} text-anchor="end" dominant-baseline="central">
               {truncate(bar.label, 20)}
             </text>
-            <rect class="track" x={LABEL_WIDTH} y={y} width={PLOT_WIDTH} height={BAR_HEIGHT} rx="3" />
+            <rect class="track" x={LABEL_WIDTH} y={y} width={plot} height={BAR_HEIGHT} rx="3" />
             {width > 0 ? (
               <rect class={bar.className} x={LABEL_WIDTH} y={y} width={width} height={BAR_HEIGHT} rx="3" />
             ) : null}
@@ -125,6 +127,7 @@ export function CreditsChart(props: { credits: number; totalCredits: number }) {
  */
 export function WorkflowsChart(props: { workflows: WorkflowSummary[] }) {
   const max = Math.max(0, ...props.workflows.map((w) => w.total));
+  const plot = WIDTH - LABEL_WIDTH - countWidth(props.workflows.map((w) => formatCount(w.total)));
   const height = props.workflows.length * ROW_HEIGHT + 6;
   const name = (w: WorkflowSummary) => w.name ?? w.id;
   const summary = props.workflows
@@ -148,7 +151,7 @@ export function WorkflowsChart(props: { workflows: WorkflowSummary[] }) {
     >
       {props.workflows.map((workflow, row) => {
         const y = 3 + row * ROW_HEIGHT + (ROW_HEIGHT - BAR_HEIGHT) / 2;
-        const total = barWidth(workflow.total, max);
+        const total = barWidth(workflow.total, max, plot);
         const middle = y + BAR_HEIGHT / 2;
         let x = LABEL_WIDTH;
         const segments = WORKFLOW_RUN_STATUSES.filter((s) => workflow.byStatus[s] > 0).map((status) => {
@@ -167,7 +170,7 @@ export function WorkflowsChart(props: { workflows: WorkflowSummary[] }) {
             <text x={LABEL_WIDTH - 10} y={middle} text-anchor="end" dominant-baseline="central">
               {truncate(name(workflow), 20)}
             </text>
-            <rect class="track" x={LABEL_WIDTH} y={y} width={PLOT_WIDTH} height={BAR_HEIGHT} rx="3" />
+            <rect class="track" x={LABEL_WIDTH} y={y} width={plot} height={BAR_HEIGHT} rx="3" />
             {segments}
             <text class="count" x={LABEL_WIDTH + total + 8} y={middle} dominant-baseline="central">
               {formatCount(workflow.total)}

@@ -99,38 +99,38 @@ h1{font-size:1.6rem;line-height:1.2;margin:0}
 h2{font-size:1.05rem;margin:0 0 .75rem}
 .who{display:flex;gap:.75rem;align-items:center;color:var(--muted);font-size:.9rem}
 .who form{margin:0}
-.freshness{margin:0 0 1.25rem;padding:.6rem .9rem;border:1px solid var(--border);border-left:4px solid var(--accent);border-radius:6px;background:var(--surface)}
+.freshness{margin:0 0 1rem;padding:.6rem .9rem;border:1px solid var(--border);border-left:4px solid var(--accent);border-radius:6px;background:var(--surface)}
 .freshness.partial{border-left-color:var(--s-NEEDS_REVIEW)}
 .card{background:var(--surface);border:1px solid var(--border);border-radius:10px;padding:1rem 1.1rem;margin-bottom:1rem}
-.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(19rem,1fr));gap:1rem}
-.grid .card{margin-bottom:0}
-.filters{display:grid;grid-template-columns:repeat(auto-fit,minmax(11rem,1fr));gap:.75rem 1rem;align-items:start}
+.pair{display:grid;grid-template-columns:minmax(0,7fr) minmax(0,5fr);gap:1rem;margin-bottom:1rem}
+.pair .card{margin-bottom:0}
+.filters{display:grid;grid-template-columns:repeat(3,minmax(0,1fr));gap:.75rem 1rem;align-items:start}
+@media (max-width:52rem){.pair,.filters{grid-template-columns:minmax(0,1fr)}}
 .field label{display:block;font-size:.85rem;font-weight:600;margin-bottom:.25rem}
 .field input,.field select{width:100%;font:inherit;color:var(--text);background:var(--bg);border:1px solid var(--border);border-radius:6px;padding:.4rem .5rem}
 .field [aria-invalid=true]{border-color:var(--error);outline:2px solid var(--error);outline-offset:-1px}
 .field-error{color:var(--error);font-size:.85rem;margin:.25rem 0 0}
 .hint{color:var(--muted);font-size:.8rem;margin:.2rem 0 0}
-.actions{display:flex;gap:.75rem;align-items:center;align-self:end;padding-bottom:.1rem}
+.actions{grid-column:1/-1;display:flex;gap:1rem;align-items:center}
 button{font:inherit;font-weight:600;border-radius:6px;padding:.45rem .9rem;cursor:pointer;border:1px solid var(--accent)}
 button.primary{background:var(--accent);color:var(--on-accent)}
 button.quiet{background:transparent;color:var(--accent)}
 .alert{border:1px solid var(--error);border-left:4px solid var(--error);border-radius:6px;padding:.6rem .9rem;margin:0 0 1rem;background:var(--surface)}
 .alert p{margin:0}
 .alert ul{margin:.4rem 0 0;padding-left:1.2rem}
-.total{display:flex;flex-wrap:wrap;align-items:baseline;gap:.25rem 1rem;margin-bottom:1rem}
+.total{display:flex;flex-wrap:wrap;align-items:baseline;gap:.25rem 1rem}
 .total .n{font-size:2.4rem;font-weight:700;line-height:1.1;font-variant-numeric:tabular-nums}
 .total .label{color:var(--muted)}
 svg.chart{display:block;width:100%;height:auto}
-svg.chart text{fill:var(--text);font-size:13px}
+svg.chart text{fill:var(--text);font-size:14px}
 svg.chart text.count{font-weight:600;font-variant-numeric:tabular-nums}
-svg.chart text.muted{fill:var(--muted)}
 svg.chart .track{fill:var(--track)}
 svg.chart .credits{fill:var(--credits)}
 ${WORKFLOW_RUN_STATUSES.map((status) => `.s-${status}{fill:var(--s-${status});background:var(--s-${status})}`).join("\n")}
 .legend{display:flex;flex-wrap:wrap;gap:.3rem 1rem;list-style:none;margin:.5rem 0 0;padding:0;font-size:.85rem;color:var(--muted)}
 .swatch{display:inline-block;width:.8rem;height:.8rem;border-radius:2px;margin-right:.35rem;vertical-align:-.1rem}
 table{width:100%;border-collapse:collapse;font-variant-numeric:tabular-nums}
-caption{text-align:left;font-weight:600;margin-bottom:.5rem}
+caption{text-align:left;font-weight:700;font-size:1.05rem;margin-bottom:.5rem}
 th,td{padding:.35rem .5rem;border-bottom:1px solid var(--border);text-align:left}
 td.num,th.num{text-align:right}
 tfoot th,tfoot td{font-weight:700;border-bottom:0}

@@ -1,5 +1,6 @@
 // The dashboard's pages as server-rendered JSX: the status page, the sign-in page and the error
 // page. None carries a script; the one stylesheet is inline under the response's CSP nonce.
+import { raw } from "hono/html";
 import type { Child } from "hono/jsx";
 import type { JSX } from "hono/jsx/jsx-runtime";
 import type { FieldIssue } from "../app/errors.ts";
@@ -41,7 +42,7 @@ const LABELS: Record<FilterField, string> = {
   since: "Created since",
   until: "Created until",
 };
-const INSTANT_HINT = "ISO 8601 with a time zone, e.g. 2026-11-01T00:00:00Z";
+const INSTANT_HINT = "ISO 8601, with a time zone";
 
 function Document(props: { nonce: string; title: string; children: Child }) {
   return (
@@ -50,9 +51,9 @@ function Document(props: { nonce: string; title: string; children: Child }) {
         <meta charset="utf-8" />
         <meta name="viewport" content="width=device-width, initial-scale=1" />
         <meta name="color-scheme" content="light dark" />
-        <meta name="referrer" content="no-referrer" />
         <title>{props.title}</title>
-        <style nonce={props.nonce}>{STYLESHEET}</style>
+        {/* A constant of ours, so unescaped: HTML-escaping would break its quoted font names. */}
+        <style nonce={props.nonce}>{raw(STYLESHEET)}</style>
       </head>
       <body>
         <div class="wrap">{props.children}</div>
@@ -238,7 +239,7 @@ function StatusTable(props: { data: DashboardStats }) {
   const { stats } = props.data;
   return (
     <table id="table-status">
-      <caption>Runs per status</caption>
+      <caption>Runs and share per status</caption>
       <thead>
         <tr>
           <th scope="col">Status</th>
@@ -277,7 +278,7 @@ function CreditsTable(props: { data: DashboardStats }) {
   const { usage } = props.data.stats;
   return (
     <table id="table-credits">
-      <caption>Credits</caption>
+      <caption>Credit totals</caption>
       <tbody>
         <tr data-key="credits">
           <th scope="row">Credits</th>
@@ -382,26 +383,29 @@ export function DashboardPage(props: DashboardPageProps) {
             </span>
             <span class="label">{stats.complete ? "runs match these filters" : "runs counted so far"}</span>
           </div>
-          <div class="grid">
+          <div class="pair">
             <section class="card" aria-labelledby="status-heading">
               <h2 id="status-heading">Runs per status</h2>
               <StatusChart byStatus={stats.byStatus} />
+              <p class="hint">
+                One linear scale. Every status above zero keeps a visible bar, however small its share, and
+                each bar prints its exact count.
+              </p>
             </section>
+            <section class="card">
+              <StatusTable data={data} />
+            </section>
+          </div>
+          <div class="pair">
             <section class="card" aria-labelledby="credits-heading">
               <h2 id="credits-heading">Credits</h2>
               <CreditsChart credits={stats.usage.credits} totalCredits={stats.usage.totalCredits} />
-              <p class="hint">{`${formatCount(stats.usage.runsWithoutUsage)} runs report no usage.`}</p>
-            </section>
-          </div>
-          <WorkflowsSection data={data} />
-          <div class="grid">
-            <section class="card">
-              <StatusTable data={data} />
             </section>
             <section class="card">
               <CreditsTable data={data} />
             </section>
           </div>
+          <WorkflowsSection data={data} />
         </main>
       ) : null}
       <footer>

@@ -71,6 +71,9 @@ async function sendPage(
     "content-security-policy": dashboardContentSecurityPolicy(nonce),
     // A nonce must not outlive its response, and the numbers are the caller's own.
     "cache-control": "no-store",
+    // Not no-referrer: under it, browsers send `Origin: null` on the page's own form posts, and
+    // the sign-in's Origin check could not tell them from a cross-site post.
+    "referrer-policy": "same-origin",
   });
 }
 

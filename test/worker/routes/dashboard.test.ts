@@ -131,6 +131,8 @@ function expectPageHeaders(response: Response): string {
   expect(response.headers.get("cache-control")).toBe("no-store");
   expect(response.headers.get("x-frame-options")).toBe("DENY");
   expect(response.headers.get("x-content-type-options")).toBe("nosniff");
+  // Browsers send `Origin: null` on a form post from a no-referrer page; the sign-in needs the origin.
+  expect(response.headers.get("referrer-policy")).toBe("same-origin");
   const csp = response.headers.get("content-security-policy") ?? "";
   const nonce = /'nonce-([^']+)'/.exec(csp)?.[1] ?? "";
   expect(nonce).toMatch(/^[A-Za-z0-9+/]{22}==$/);
