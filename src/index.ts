@@ -5,6 +5,7 @@ import { loadConfig } from "./app/config.ts";
 import type { AppEnv } from "./app/env.ts";
 import { requestLog } from "./app/request-log.ts";
 import { createRouter, methodNotAllowed, notFound, onError, rejectMalformedQuery } from "./app/router.ts";
+import { CALLER_ROUTES } from "./routes/access.ts";
 import { dashboard } from "./routes/dashboard.tsx";
 import { registerDocs } from "./routes/docs.ts";
 import { health } from "./routes/health.ts";
@@ -46,8 +47,9 @@ app.use(
 );
 
 // Data routes: the caller authenticates, then spends its rate limit (health and docs stay open).
-app.use("/workflow_runs/*", authenticate(), rateLimit("RATE_LIMITER"), rejectMalformedQuery());
-app.use("/stats/*", authenticate(), rateLimit("STATS_RATE_LIMITER"), rejectMalformedQuery());
+for (const { path, limiter } of CALLER_ROUTES) {
+  app.use(`${path}/*`, authenticate(), rateLimit(limiter), rejectMalformedQuery());
+}
 
 app.route("/", dashboard);
 const routes = app.route("/", workflowRuns).route("/", stats);

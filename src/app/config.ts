@@ -84,6 +84,22 @@ const originList = listSetting.transform((origins, ctx) => {
   return origins;
 });
 
+/** Where the tenant's gateway object may be placed (Durable Object location hints), or "none". */
+const LOCATION_HINTS = [
+  "wnam",
+  "enam",
+  "sam",
+  "weur",
+  "eeur",
+  "apac",
+  "apac-ne",
+  "apac-se",
+  "oc",
+  "afr",
+  "me",
+  "none",
+] as const satisfies readonly (DurableObjectLocationHint | "none")[];
+
 const RawConfig = z.object({
   EXTEND_API_KEY: z
     .string({ error: "is required (a secret: wrangler secret put EXTEND_API_KEY)" })
@@ -117,6 +133,10 @@ const RawConfig = z.object({
   ALLOW_ANONYMOUS: booleanSetting,
   ALLOWED_ORIGINS: originList,
   REDACT_FIELDS: listSetting,
+  GATEWAY_LOCATION_HINT: z
+    .enum(LOCATION_HINTS, { error: `must be one of ${LOCATION_HINTS.join(", ")}` })
+    .optional()
+    .or(z.literal("").transform(() => undefined)),
 });
 
 /** Every setting, parsed and defaulted. Built once per isolate from the Worker's env. */
@@ -140,6 +160,8 @@ export interface Config {
   readonly allowAnonymous: boolean;
   readonly allowedOrigins: readonly string[];
   readonly redactFields: readonly string[];
+  /** Placement of the tenant's gateway object; undefined: guessed from the base URL's region. */
+  readonly gatewayLocationHint: DurableObjectLocationHint | "none" | undefined;
 }
 
 const parsed = new WeakMap<object, Config>();
@@ -202,6 +224,7 @@ export function loadConfig(env: Env): Config {
     allowAnonymous: raw.ALLOW_ANONYMOUS,
     allowedOrigins: raw.ALLOWED_ORIGINS,
     redactFields: raw.REDACT_FIELDS,
+    gatewayLocationHint: raw.GATEWAY_LOCATION_HINT,
   };
   parsed.set(env, config);
   return config;

@@ -1,8 +1,12 @@
-import type { Caller } from "../security/auth.ts";
+import type { CacheState } from "../cache/kv-cache.ts";
 import type { Config } from "./config.ts";
 
-/** How a response was served, sent as `x-cache` (see README "Caching"). */
-export type CacheState = "HIT" | "STALE" | "MISS" | "BYPASS";
+/** Who is calling, as far as rate limits and logs are concerned. Never holds a credential. */
+export interface Caller {
+  /** `token:<short hash>`, `jwt:<sub>` or `anon:<client ip>`. */
+  readonly id: string;
+  readonly method: "token" | "jwt" | "anonymous";
+}
 
 /** What the per-request log line reports; handlers fill it in as they go. */
 export interface RequestTelemetry {
@@ -13,6 +17,13 @@ export interface RequestTelemetry {
   callerId?: string;
   /** Degradations the request survived (e.g. a rate limiter that failed open). */
   warnings?: string[];
+  /** What lay under the error the request answered with (class and code only; never sent). */
+  cause?: string;
+}
+
+/** Records a degradation the request survived; it appears in the request's log line. */
+export function addWarning(telemetry: RequestTelemetry, warning: string): void {
+  telemetry.warnings = [...(telemetry.warnings ?? []), warning];
 }
 
 /** The one Hono environment type every app, sub-app and middleware uses. */

@@ -97,7 +97,10 @@ export const ErrorBody = z
 
 export type ErrorBody = z.infer<typeof ErrorBody>;
 
-/** The one error type handlers throw; `app.onError` turns it into the envelope. */
+/**
+ * The one error type handlers throw; `app.onError` turns it into the envelope. Its `cause` (a
+ * network error, a parse failure) is written to the request's log line and never sent.
+ */
 export class ApiError extends Error {
   readonly code: ErrorCode;
   readonly status: ContentfulStatusCode;
@@ -109,9 +112,10 @@ export class ApiError extends Error {
   constructor(
     code: ErrorCode,
     message: string,
-    options: { details?: FieldIssue[]; retryAfter?: number } = {},
+    options: { details?: FieldIssue[]; retryAfter?: number; cause?: unknown } = {},
   ) {
-    super(message);
+    // `cause` is what lay under this error: the request log names it, the response never does.
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = "ApiError";
     this.code = code;
     this.status = ERRORS[code].status;
@@ -135,4 +139,13 @@ export class ApiError extends Error {
 export function invalidQuery(details: FieldIssue[]): ApiError {
   const summary = details.map((d) => `${d.field} ${d.message}`).join("; ");
   return new ApiError("INVALID_REQUEST", `Invalid query parameter: ${summary}.`, { details });
+}
+
+/** What a log line may say about an error: its class, machine code and a bounded message. */
+export function describeError(error: unknown): string {
+  if (!(error instanceof Error)) return typeof error;
+  const code = (error as { code?: unknown }).code;
+  const name = typeof code === "string" ? `${error.name}:${code}` : error.name;
+  const message = error.message.length > 200 ? `${error.message.slice(0, 200)}…` : error.message;
+  return message ? `${name}: ${message}` : name;
 }

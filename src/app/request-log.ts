@@ -134,6 +134,7 @@ export function requestLog() {
         durationMs: Date.now() - started,
         caller: telemetry?.callerId,
         warnings: telemetry?.warnings?.length ? telemetry.warnings : undefined,
+        cause: telemetry?.cause,
       });
     }
   });

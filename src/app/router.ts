@@ -5,10 +5,15 @@ import { HTTPException } from "hono/http-exception";
 import type { JSONParsed } from "hono/utils/types";
 import type { z } from "zod";
 import type { AppEnv } from "./env.ts";
-import { ApiError, type FieldIssue, invalidQuery } from "./errors.ts";
+import { ApiError, describeError, type FieldIssue, invalidQuery } from "./errors.ts";
 
 /** Methods the proxy serves on every route; everything else is a 405. */
 export const ALLOWED_METHODS = ["GET", "HEAD", "OPTIONS"] as const;
+
+/** Whether the request reads (GET or HEAD): the methods data-route middleware acts on. */
+export function isRead(c: Context<AppEnv>): boolean {
+  return c.req.method === "GET" || c.req.method === "HEAD";
+}
 
 function describeIssue(issue: z.core.$ZodIssue): FieldIssue[] {
   if (issue.code === "unrecognized_keys") {
@@ -89,7 +94,11 @@ export function errorResponse(c: Context<AppEnv>, error: ApiError): Response {
 }
 
 export const onError: ErrorHandler<AppEnv> = (err, c) => {
-  if (err instanceof ApiError) return errorResponse(c, err);
+  if (err instanceof ApiError) {
+    const telemetry = c.get("telemetry");
+    if (err.cause !== undefined && telemetry) telemetry.cause = describeError(err.cause);
+    return errorResponse(c, err);
+  }
   if (err instanceof HTTPException && err.status < 500) {
     const code = err.status === 401 ? "UNAUTHORIZED" : err.status === 404 ? "NOT_FOUND" : "INVALID_REQUEST";
     return errorResponse(

@@ -36,4 +36,6 @@ interface Env {
   ALLOWED_ORIGINS?: string;
   /** Comma-separated run fields removed from list responses. */
   REDACT_FIELDS?: string;
+  /** Durable Object location hint for the tenant gateway (wnam, enam, weur, …, or none); guessed from EXTEND_API_BASE_URL when unset. */
+  GATEWAY_LOCATION_HINT?: string;
 }

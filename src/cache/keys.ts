@@ -1,7 +1,7 @@
 import type { Config } from "../app/config.ts";
 import { type CanonicalListQuery, UPSTREAM_PARAM_ORDER } from "../extend/schemas.ts";
 import { sha256Hex } from "../lib/digest.ts";
-import type { StatsFilters } from "../stats/scan.ts";
+import type { StatsFilters } from "../stats/filters.ts";
 
 /** Bumped when the key layout or the stored format changes, so old entries are simply never read. */
 export const CACHE_KEY_VERSION = "v1";

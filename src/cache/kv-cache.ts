@@ -1,5 +1,8 @@
-import type { CacheState } from "../app/env.ts";
+import { type Clock, systemClock } from "../lib/clock.ts";
 import { sha256Hex } from "../lib/digest.ts";
+
+/** How a read was served, sent as `x-cache` (see README "Caching"). */
+export type CacheState = "HIT" | "STALE" | "MISS" | "BYPASS";
 
 /** A KV read slower than this is abandoned and the request is served from upstream (BYPASS). */
 export const KV_READ_TIMEOUT_MS = 500;
@@ -35,15 +38,26 @@ export interface KvCacheDeps {
   waitUntil: (promise: Promise<unknown>) => void;
   /** One structured line per cache incident; never given a secret, a value or a raw key input. */
   log: (record: Record<string, unknown>) => void;
+  clock?: Clock;
 }
 
-export interface CacheReadOptions<T> {
-  /** Seconds a stored value is fresh (served as HIT). */
+/** How long a stored value is served: fresh for `ttlSeconds`, then stale for `staleSeconds`. */
+export interface CacheWindow {
   ttlSeconds: number;
-  /** Seconds past fresh a value is still served (as STALE) while it is refreshed in the background. */
   staleSeconds: number;
-  /** Produces the value on a miss or refresh. Only a resolved value is stored; a rejection never is. */
-  load: () => Promise<T>;
+}
+
+export interface CacheReadOptions<T> extends CacheWindow {
+  /**
+   * Produces the value on a miss, or in the background (`background: true`) to refresh a stale
+   * one. Only a resolved value is stored; a rejection never is.
+   */
+  load: (context: { background: boolean }) => Promise<T>;
+  /**
+   * Whether a loaded value may be stored (default: every value). A value it refuses is still
+   * given to every concurrent reader of the load, and never written.
+   */
+  store?: (value: T) => boolean;
   /** The text to store for a loaded value. */
   serialize: (value: T) => string;
   /**
@@ -51,6 +65,11 @@ export interface CacheReadOptions<T> {
    * It runs on every hit, so it should be cheap (check, don't re-validate deeply).
    */
   parse: (text: string) => T | undefined;
+  /**
+   * Errors that belong to the request that started a shared load (its own budget or wait), not
+   * to the key: a request that joined that load and sees one loads on its own instead.
+   */
+  retryAlone?: (error: unknown) => boolean;
   /** The caller's abort signal: aborting stops this caller's wait, never a load others share. */
   signal?: AbortSignal;
   /** Upper bound on waiting for another request's load of the same key. */
@@ -67,9 +86,20 @@ export interface CacheRead<T> {
   entryTag: string;
 }
 
+export interface CacheOffer<T> extends CacheWindow {
+  serialize: (value: T) => string;
+  /** When the value's oldest part was loaded (ms since epoch): its age, not the offer's. */
+  loadedAt: number;
+}
+
 /** A generic stale-while-revalidate cache over one KV namespace. */
 export interface KvCache {
   read<T>(key: string, options: CacheReadOptions<T>): Promise<CacheRead<T>>;
+  /**
+   * Stores a value produced outside `read` (a scan completed over several requests) with its
+   * real age, unless it is already past the stale window or a newer entry is stored.
+   */
+  offer<T>(key: string, value: T, options: CacheOffer<T>): Promise<void>;
 }
 
 interface Loaded<T> {
@@ -89,9 +119,9 @@ interface InFlight {
 const inFlight = new Map<string, InFlight>();
 
 /** The isolate's running load of `key`, unless it has run so long that its leader must be gone. */
-function liveLoad(key: string, maxWaitMs: number): InFlight | undefined {
+function liveLoad(key: string, maxWaitMs: number, now: number): InFlight | undefined {
   const running = inFlight.get(key);
-  return running && Date.now() - running.startedAt < maxWaitMs ? running : undefined;
+  return running && now - running.startedAt < maxWaitMs ? running : undefined;
 }
 
 type Lookup<T> =
@@ -117,7 +147,7 @@ function isMetadata(value: unknown): value is EntryMetadata {
   );
 }
 
-/** What a log line may say about an error: its class and machine code, never its message. */
+/** What a cache log line may say about an error: its class and machine code, never its message. */
 function errorName(error: unknown): string {
   if (!(error instanceof Error)) return typeof error;
   const code = (error as { code?: unknown }).code;
@@ -154,6 +184,7 @@ function abandoned(signal: AbortSignal | undefined): Promise<never> | undefined 
  */
 export function createKvCache(deps: KvCacheDeps): KvCache {
   const { kv, waitUntil, log } = deps;
+  const clock = deps.clock ?? systemClock;
 
   async function lookup<T>(key: string, parse: (text: string) => T | undefined): Promise<Lookup<T>> {
     if (!kv) return { kind: "unusable", reason: "no-binding" };
@@ -196,11 +227,7 @@ export function createKvCache(deps: KvCacheDeps): KvCache {
     return { kind: "unusable", reason: "corrupt" };
   }
 
-  function write(
-    key: string,
-    loaded: Loaded<unknown>,
-    window: { ttlSeconds: number; staleSeconds: number },
-  ): void {
+  function write(key: string, loaded: Loaded<unknown>, window: CacheWindow): void {
     if (!kv) return;
     const metadata: EntryMetadata = {
       v: METADATA_VERSION,
@@ -224,23 +251,36 @@ export function createKvCache(deps: KvCacheDeps): KvCache {
   }
 
   /** Starts (or joins) the isolate's one load of `key`; the stored entry is replaced only on success. */
-  function loadShared<T>(key: string, options: CacheReadOptions<T>, store: boolean): Promise<Loaded<T>> {
+  function loadShared<T>(
+    key: string,
+    options: CacheReadOptions<T>,
+    store: boolean,
+    background: boolean,
+  ): Promise<Loaded<T>> {
     const maxWait = options.maxCoalesceWaitMs ?? DEFAULT_MAX_COALESCE_WAIT_MS;
-    const running = liveLoad(key, maxWait);
+    const running = liveLoad(key, maxWait, clock.now());
     if (running) {
-      return withWaitBound(running.promise as Promise<Loaded<T>>, maxWait, () => loadAlone(options));
+      const joined = withWaitBound(running.promise as Promise<Loaded<T>>, maxWait, () =>
+        loadAlone(options, background),
+      );
+      const retryAlone = options.retryAlone;
+      if (!retryAlone) return joined;
+      return joined.catch((error: unknown) => {
+        if (retryAlone(error)) return loadAlone(options, background);
+        throw error;
+      });
     }
-    const promise = loadAlone(options);
-    const entry: InFlight = { promise, startedAt: Date.now() };
+    const promise = loadAlone(options, background);
+    const entry: InFlight = { promise, startedAt: clock.now() };
     inFlight.set(key, entry);
     // Others may be waiting on this load: it must outlive its leader when the leader's client
     // goes away, and workerd keeps a request's I/O running after that only for waitUntil work.
-    // waitUntil holds what it is given until the request ends, so it gets a promise of nothing:
-    // handing it `promise` itself kept every page a /stats scan loaded alive for the whole scan.
+    // waitUntil holds what it is given until the request ends, so it gets a promise of nothing
+    // (a scan's pages must not stay reachable until its request ends).
     waitUntil(settled(promise));
     promise.then(
       (loaded) => {
-        if (store) write(key, loaded, options);
+        if (store && (options.store?.(loaded.value) ?? true)) write(key, loaded, options);
       },
       () => undefined,
     );
@@ -253,10 +293,10 @@ export function createKvCache(deps: KvCacheDeps): KvCache {
     return promise;
   }
 
-  async function loadAlone<T>(options: CacheReadOptions<T>): Promise<Loaded<T>> {
-    const value = await options.load();
+  async function loadAlone<T>(options: CacheReadOptions<T>, background: boolean): Promise<Loaded<T>> {
+    const value = await options.load({ background });
     const text = options.serialize(value);
-    return { value, text, tag: await entryTag(text), at: Date.now() };
+    return { value, text, tag: await entryTag(text), at: clock.now() };
   }
 
   async function withWaitBound<T>(
@@ -282,18 +322,28 @@ export function createKvCache(deps: KvCacheDeps): KvCache {
   }
 
   return {
+    async offer<T>(key: string, value: T, options: CacheOffer<T>): Promise<void> {
+      const now = clock.now();
+      if (now - options.loadedAt >= (options.ttlSeconds + options.staleSeconds) * 1000) return;
+      const current = await lookup(key, () => true);
+      if (current.kind === "unusable" && current.reason !== "corrupt") return;
+      if (current.kind === "found" && current.meta.at >= options.loadedAt) return;
+      const text = options.serialize(value);
+      write(key, { value, text, tag: await entryTag(text), at: Math.min(options.loadedAt, now) }, options);
+    },
+
     async read<T>(key: string, options: CacheReadOptions<T>): Promise<CacheRead<T>> {
       options.signal?.throwIfAborted();
       const found = await lookup(key, options.parse);
       if (found.kind === "found") {
-        const ageMs = Math.max(0, Date.now() - found.meta.at);
+        const ageMs = Math.max(0, clock.now() - found.meta.at);
         const ageSeconds = Math.floor(ageMs / 1000);
         if (ageMs < options.ttlSeconds * 1000) {
           return { value: found.value, cache: "HIT", ageSeconds, entryTag: found.meta.tag };
         }
         if (ageMs < (options.ttlSeconds + options.staleSeconds) * 1000) {
-          if (!liveLoad(key, options.maxCoalesceWaitMs ?? DEFAULT_MAX_COALESCE_WAIT_MS)) {
-            const refresh = loadShared(key, options, true).then(
+          if (!liveLoad(key, options.maxCoalesceWaitMs ?? DEFAULT_MAX_COALESCE_WAIT_MS, clock.now())) {
+            const refresh = loadShared(key, options, true, true).then(
               () => undefined,
               (error: unknown) => {
                 log({ level: "warn", msg: "cache refresh failed", key, error: errorName(error) });
@@ -306,7 +356,7 @@ export function createKvCache(deps: KvCacheDeps): KvCache {
       }
       // Write on a plain miss, and to repair a corrupt entry; a failing or slow KV gets no write.
       const store = found.kind !== "unusable" || found.reason === "corrupt";
-      const loaded = await waitFor(loadShared(key, options, store), options.signal);
+      const loaded = await waitFor(loadShared(key, options, store, false), options.signal);
       return {
         value: loaded.value,
         cache: found.kind === "unusable" ? "BYPASS" : "MISS",
@@ -314,33 +364,4 @@ export function createKvCache(deps: KvCacheDeps): KvCache {
       };
     },
   };
-}
-
-/**
- * A weak ETag for a stored entry served through a transformation (redaction, say): the same
- * entry under a different `variant` gets a different tag, so two outputs never share one.
- */
-export function weakEtag(entryTagHex: string, variant: readonly string[] = []): string {
-  if (variant.length === 0) return `W/"${entryTagHex}"`;
-  // FNV-1a: the variant is short configuration, and a hit must not wait for a digest.
-  let hash = 0x811c9dc5;
-  for (const char of JSON.stringify(variant)) {
-    hash ^= char.charCodeAt(0);
-    hash = Math.imul(hash, 0x01000193) >>> 0;
-  }
-  return `W/"${entryTagHex}-${hash.toString(16).padStart(8, "0")}"`;
-}
-
-/**
- * Whether an `If-None-Match` header matches `etag` under the weak comparison RFC 9110 §13.1.2
- * requires for it (`W/"x"` matches `"x"`); `*` matches any current representation.
- */
-export function ifNoneMatchHits(header: string | undefined, etag: string): boolean {
-  if (!header) return false;
-  const opaque = (tag: string) => tag.trim().replace(/^W\//, "");
-  const wanted = opaque(etag);
-  return header.split(",").some((candidate) => {
-    const tag = candidate.trim();
-    return tag === "*" || opaque(tag) === wanted;
-  });
 }

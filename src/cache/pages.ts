@@ -1,15 +1,14 @@
 import type { Config } from "../app/config.ts";
-import type { CacheState } from "../app/env.ts";
-import { ApiError } from "../app/errors.ts";
 import {
   type ListOptions,
-  parseListBody,
+  pageFromText,
   type UpstreamPage,
   type WorkflowRunsUpstream,
 } from "../extend/client.ts";
 import type { CanonicalListQuery } from "../extend/schemas.ts";
+import { BudgetPaused } from "../gateway/isolate-budget.ts";
 import { pageCacheKey } from "./keys.ts";
-import type { KvCache } from "./kv-cache.ts";
+import type { CacheState, KvCache } from "./kv-cache.ts";
 
 /** A list page as the route serves it. */
 export interface PageResult {
@@ -27,34 +26,6 @@ export interface PageResult {
 /** Where the list route and /stats get pages from (the KV page cache over Extend). */
 export interface PageSource {
   get(query: CanonicalListQuery, options?: ListOptions): Promise<PageResult>;
-}
-
-function corruptPage(): ApiError {
-  return new ApiError("UPSTREAM_INVALID_RESPONSE", "A cached page could not be read.");
-}
-
-/**
- * A page rebuilt from cached text. The text was validated as a list when it was stored, and
- * the cache checked its length; the runs are parsed only if a consumer reads them (the list
- * route sends the text as is), so a hit costs no JSON parse.
- */
-export function storedPage(body: string): UpstreamPage | undefined {
-  if (!body.startsWith("{") || !body.endsWith("}")) return undefined;
-  let parsed: UpstreamPage | undefined;
-  const full = (): UpstreamPage => {
-    parsed ??= parseListBody(body);
-    if (!parsed) throw corruptPage();
-    return parsed;
-  };
-  return {
-    body,
-    get data() {
-      return full().data;
-    },
-    get nextPageToken() {
-      return full().nextPageToken;
-    },
-  };
 }
 
 export interface CachedPagesDeps {
@@ -78,9 +49,13 @@ export function cachedPages({ cache, config, upstream }: CachedPagesDeps): PageS
       const result = await cache.read<UpstreamPage>(key, {
         ttlSeconds: config.cacheTtlSeconds,
         staleSeconds: config.cacheStaleSeconds,
-        load: () => upstream.list(query, shared),
+        // A refresh is for nobody in particular: it waits behind interactive calls.
+        load: ({ background }) => upstream.list(query, background ? { ...shared, priority: "bulk" } : shared),
+        // A page another request's load produced is stored by that request.
+        store: (page) => page.shared !== true,
+        retryAlone: (error) => error instanceof BudgetPaused,
         serialize: (page) => page.body,
-        parse: storedPage,
+        parse: (text) => pageFromText(text),
         maxCoalesceWaitMs: config.upstreamDeadlineMs + 1_000,
         ...(signal ? { signal } : {}),
       });

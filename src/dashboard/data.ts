@@ -1,8 +1,11 @@
 import type { Context } from "hono";
 import { z } from "zod";
-import type { AppEnv, CacheState } from "../app/env.ts";
+import type { AppEnv } from "../app/env.ts";
+import type { CacheState } from "../cache/kv-cache.ts";
 import type { WorkflowRunStatus } from "../extend/schemas.ts";
-import { filtersOf, type StatsQuery, serve, type WorkflowRunStats } from "../routes/stats.ts";
+import { servicesFor } from "../services.ts";
+import { statsFilters } from "../stats/filters.ts";
+import type { StatsQuery, WorkflowRunStats } from "../stats/schemas.ts";
 
 /** One workflow's runs and their status mix, for the "top workflows" chart. */
 export interface WorkflowSummary {
@@ -74,14 +77,14 @@ function freshnessOf(
 }
 
 /**
- * The dashboard's numbers for a validated /stats query, through the same code path (cache,
- * resume tokens, scan) that answers `GET /stats`, so the page and the API cannot disagree.
+ * The dashboard's numbers for a validated /stats query, from the stats engine that answers
+ * `GET /stats` (cache, resume tokens, scan), so the page and the API cannot disagree.
  */
 export async function loadDashboardStats(
   c: Context<AppEnv>,
   query: z.output<typeof StatsQuery>,
 ): Promise<DashboardStats> {
-  const served = await serve(c, filtersOf(query), query.resumeToken);
+  const served = await servicesFor(c).stats.answer(statsFilters(query), query.resumeToken);
   const extra = IndexFields.safeParse(served.body);
   const fields = extra.success ? extra.data : {};
   return { stats: served.body, freshness: freshnessOf(served.body, fields, served.cache, served.ageSeconds) };

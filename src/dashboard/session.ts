@@ -6,9 +6,8 @@
 import type { Context } from "hono";
 import { deleteCookie, getSignedCookie, setSignedCookie } from "hono/cookie";
 import type { Config } from "../app/config.ts";
-import type { AppEnv } from "../app/env.ts";
+import type { AppEnv, Caller } from "../app/env.ts";
 import { SHORT_HASH_CHARS, shortHash } from "../lib/digest.ts";
-import type { Caller } from "../security/auth.ts";
 
 /** Sent as `__Host-dashboard_session`: Secure, Path=/, no Domain, so no sibling host can set it. */
 export const SESSION_COOKIE = "dashboard_session";

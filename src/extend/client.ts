@@ -1,5 +1,7 @@
 import type { Config } from "../app/config.ts";
 import { ApiError } from "../app/errors.ts";
+import type { Priority } from "../gateway/scheduler.ts";
+import { type Clock, systemClock } from "../lib/clock.ts";
 import { type CanonicalListQuery, toSearchParams } from "./schemas.ts";
 
 /** Attempts per upstream page, the first included (gRPC's `maxAttempts` sense). */
@@ -16,12 +18,28 @@ export const MAX_RETRY_AFTER_SECONDS = 3_600;
 /** Refuse bodies larger than this: 1000 runs are a few MB; more means something is wrong. */
 export const MAX_UPSTREAM_BODY_BYTES = 16 * 1024 * 1024;
 
+/** The settings the Extend client reads: where Extend is, who the proxy is there, how long to wait. */
+export type UpstreamConfig = Pick<
+  Config,
+  | "extendApiKey"
+  | "extendApiBaseUrl"
+  | "extendApiVersion"
+  | "extendWorkspaceId"
+  | "upstreamTimeoutMs"
+  | "upstreamDeadlineMs"
+>;
+
 /** One validated upstream page: the body as Extend sent it, and the parsed list. */
 export interface UpstreamPage {
   /** Extend's JSON text, unchanged. */
   readonly body: string;
   readonly data: readonly Record<string, unknown>[];
   readonly nextPageToken: string | undefined;
+  /**
+   * Set when another request's load produced this page and that request stores it, so this
+   * one must not write it again (KV takes one write per second per key).
+   */
+  readonly shared?: boolean;
 }
 
 /** What a caller learns about each upstream attempt (for logs and tests). */
@@ -29,6 +47,8 @@ export interface AttemptReport {
   attempt: number;
   status: number | "timeout" | "network-error";
   durationMs: number;
+  /** Extend's Retry-After on this answer, in ms, when it sent one. */
+  retryAfterMs?: number;
 }
 
 export interface ListOptions {
@@ -43,6 +63,12 @@ export interface ListOptions {
    * rejection ends `list` with that error.
    */
   beforeAttempt?: (attempt: number) => Promise<void>;
+  /** Scheduling for a rate-budgeted upstream (the tenant gateway); the plain client ignores it. */
+  priority?: Priority;
+  /** Who the call is for: the budget is shared fairly among callers. */
+  caller?: string;
+  /** Longest the call may wait for its turn before it is refused with a Retry-After. */
+  maxWaitMs?: number;
 }
 
 /** The narrow interface handlers use to read Extend's list of runs. */
@@ -52,9 +78,9 @@ export interface WorkflowRunsUpstream {
 
 export interface UpstreamDeps {
   fetch?: typeof fetch;
-  sleep?: (ms: number) => Promise<void>;
+  clock?: Clock;
+  /** Jitter source for back-off, in [0, 1). */
   random?: () => number;
-  now?: () => number;
 }
 
 type Outcome =
@@ -64,10 +90,8 @@ type Outcome =
 
 type AttemptStatus = AttemptReport["status"];
 
-const defaultSleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-
 /** Builds the upstream URL from configuration and validated values only. */
-export function upstreamUrl(config: Config, query: CanonicalListQuery): URL {
+export function upstreamUrl(config: UpstreamConfig, query: CanonicalListQuery): URL {
   const base = new URL(config.extendApiBaseUrl);
   if (!base.pathname.endsWith("/")) base.pathname += "/";
   const url = new URL("workflow_runs", base);
@@ -76,7 +100,7 @@ export function upstreamUrl(config: Config, query: CanonicalListQuery): URL {
 }
 
 /** The only headers that ever go upstream. */
-export function upstreamHeaders(config: Config): Headers {
+export function upstreamHeaders(config: UpstreamConfig): Headers {
   const headers = new Headers({
     accept: "application/json",
     authorization: `Bearer ${config.extendApiKey}`,
@@ -136,6 +160,32 @@ export function parseListBody(body: string): UpstreamPage | undefined {
   const token =
     typeof json.nextPageToken === "string" && json.nextPageToken !== "" ? json.nextPageToken : undefined;
   return { body, data: json.data, nextPageToken: token };
+}
+
+/**
+ * A page rebuilt from text that was validated as a list when it was first read (a cached page,
+ * or one the gateway object fetched): the runs are parsed only if a consumer reads them (the
+ * list route sends the text as is), so serving it costs no JSON parse. `undefined` when the
+ * text cannot be a list at all; a deeper fault surfaces when the runs are read.
+ */
+export function pageFromText(body: string, options: { shared?: boolean } = {}): UpstreamPage | undefined {
+  if (!body.startsWith("{") || !body.endsWith("}")) return undefined;
+  let parsed: UpstreamPage | undefined;
+  const full = (): UpstreamPage => {
+    parsed ??= parseListBody(body);
+    if (!parsed) throw new ApiError("UPSTREAM_INVALID_RESPONSE", "A stored page could not be read.");
+    return parsed;
+  };
+  return {
+    body,
+    get data() {
+      return full().data;
+    },
+    get nextPageToken() {
+      return full().nextPageToken;
+    },
+    ...(options.shared ? { shared: true } : {}),
+  };
 }
 
 function timeoutError(): ApiError {
@@ -262,25 +312,27 @@ async function readBody(response: Response, signal: AbortSignal): Promise<string
  * Extend's `GET /workflow_runs`, with per-attempt timeouts, full-jitter retries on network
  * errors, timeouts, 5xx and short 429s, and one overall deadline. Redirects are never followed.
  */
-export function createExtendUpstream(config: Config, deps: UpstreamDeps = {}): WorkflowRunsUpstream {
+export function createExtendUpstream(config: UpstreamConfig, deps: UpstreamDeps = {}): WorkflowRunsUpstream {
   const doFetch = deps.fetch ?? ((input, init) => fetch(input, init));
-  const sleep = deps.sleep ?? defaultSleep;
+  const clock = deps.clock ?? systemClock;
   const random = deps.random ?? Math.random;
-  const now = deps.now ?? Date.now;
+  const now = () => clock.now();
 
   async function attempt(
     url: URL,
     perAttemptMs: number,
     outer: AbortSignal | undefined,
-  ): Promise<Outcome & { status: AttemptStatus }> {
+  ): Promise<Outcome & { status: AttemptStatus; retryAfterMs?: number }> {
     const timeout = AbortSignal.timeout(perAttemptMs);
     const signal = outer ? AbortSignal.any([timeout, outer]) : timeout;
     let status: AttemptStatus = "network-error";
-    const outcome = await attemptOnce(url, signal, timeout, outer, (s) => {
+    let retryAfterMs: number | undefined;
+    const outcome = await attemptOnce(url, signal, timeout, outer, (s, after) => {
       status = s;
+      retryAfterMs = after;
     });
     if (outcome.kind !== "page" && outcome.error.code === "UPSTREAM_TIMEOUT") status = "timeout";
-    return { ...outcome, status };
+    return { ...outcome, status, ...(retryAfterMs !== undefined ? { retryAfterMs } : {}) };
   }
 
   async function attemptOnce(
@@ -288,7 +340,7 @@ export function createExtendUpstream(config: Config, deps: UpstreamDeps = {}): W
     signal: AbortSignal,
     timeout: AbortSignal,
     outer: AbortSignal | undefined,
-    onStatus: (status: number) => void,
+    onStatus: (status: number, retryAfterMs?: number) => void,
   ): Promise<Outcome> {
     try {
       const response = await doFetch(url.toString(), {
@@ -297,12 +349,13 @@ export function createExtendUpstream(config: Config, deps: UpstreamDeps = {}): W
         redirect: "manual",
         signal,
       });
-      onStatus(response.status);
       if (response.status !== 200) {
         const retryAfterMs = parseRetryAfter(response.headers.get("retry-after"), now());
+        onStatus(response.status, retryAfterMs);
         await response.body?.cancel().catch(() => undefined);
         return classify(response.status, retryAfterMs);
       }
+      onStatus(response.status);
       let body: string;
       try {
         body = await readBody(response, signal);
@@ -312,7 +365,9 @@ export function createExtendUpstream(config: Config, deps: UpstreamDeps = {}): W
         if (timeout.aborted) return { kind: "retry", error: timeoutError() };
         return {
           kind: "retry",
-          error: new ApiError("UPSTREAM_INVALID_RESPONSE", "Extend's response was cut off before it ended."),
+          error: new ApiError("UPSTREAM_INVALID_RESPONSE", "Extend's response was cut off before it ended.", {
+            cause: error,
+          }),
         };
       }
       const page = parseListBody(body);
@@ -329,7 +384,10 @@ export function createExtendUpstream(config: Config, deps: UpstreamDeps = {}): W
     } catch (error) {
       if (outer?.aborted) throw outer.reason ?? error;
       if (timeout.aborted) return { kind: "retry", error: timeoutError() };
-      return { kind: "retry", error: new ApiError("UPSTREAM_ERROR", "Could not connect to Extend.") };
+      return {
+        kind: "retry",
+        error: new ApiError("UPSTREAM_ERROR", "Could not connect to Extend.", { cause: error }),
+      };
     }
   }
 
@@ -351,6 +409,7 @@ export function createExtendUpstream(config: Config, deps: UpstreamDeps = {}): W
           attempt: n,
           status: outcome.status,
           durationMs: now() - started,
+          ...(outcome.retryAfterMs !== undefined ? { retryAfterMs: outcome.retryAfterMs } : {}),
         });
         if (outcome.kind === "page") return outcome.page;
         last = outcome.error;
@@ -358,7 +417,7 @@ export function createExtendUpstream(config: Config, deps: UpstreamDeps = {}): W
         const backoff = random() * Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** (n - 1));
         const wait = outcome.waitMs !== undefined ? outcome.waitMs + backoff / 4 : backoff;
         if (now() + wait >= deadline) break;
-        await sleep(wait);
+        await clock.sleep(wait, options.signal);
       }
       throw last;
     },

@@ -96,29 +96,54 @@ export const ListWorkflowRunsQuery = z
 
 export type ListWorkflowRunsQuery = z.infer<typeof ListWorkflowRunsQuery>;
 
-/** A list query with Extend's defaults applied: what the cache keys on and what goes upstream. */
-export interface CanonicalListQuery {
+/** The filters of Extend's list: the part of a query that chooses runs, not how they are paged. */
+export interface RunFilters {
   status?: WorkflowRunStatus;
   workflowId?: string;
   batchId?: string;
   fileNameContains?: string;
+}
+
+/** How a list is paged; Extend's defaults fill what is left out. */
+export interface PageRequest {
+  sortBy?: z.infer<typeof SortBy>;
+  sortDir?: z.infer<typeof SortDir>;
+  nextPageToken?: string;
+  maxPageSize?: number;
+}
+
+/** A list query with Extend's defaults applied: what the cache keys on and what goes upstream. */
+export interface CanonicalListQuery extends RunFilters {
   sortBy: z.infer<typeof SortBy>;
   sortDir: z.infer<typeof SortDir>;
   nextPageToken?: string;
   maxPageSize: number;
 }
 
-export function canonicalListQuery(query: ListWorkflowRunsQuery): CanonicalListQuery {
+/** The filters that are set, always in one key order (cache keys and token bindings rely on it). */
+export function runFilters(source: RunFilters): RunFilters {
   return {
-    ...(query.status ? { status: query.status } : {}),
-    ...(query.workflowId ? { workflowId: query.workflowId } : {}),
-    ...(query.batchId ? { batchId: query.batchId } : {}),
-    ...(query.fileNameContains ? { fileNameContains: query.fileNameContains } : {}),
-    sortBy: query.sortBy ?? "updatedAt",
-    sortDir: query.sortDir ?? "desc",
-    ...(query.nextPageToken ? { nextPageToken: query.nextPageToken } : {}),
-    maxPageSize: query.maxPageSize ?? DEFAULT_PAGE_SIZE,
+    ...(source.status ? { status: source.status } : {}),
+    ...(source.workflowId ? { workflowId: source.workflowId } : {}),
+    ...(source.batchId ? { batchId: source.batchId } : {}),
+    ...(source.fileNameContains ? { fileNameContains: source.fileNameContains } : {}),
   };
+}
+
+/** The one builder of upstream list queries: filters in their fixed order, then paging with defaults. */
+export function listQuery(filters: RunFilters, page: PageRequest = {}): CanonicalListQuery {
+  return {
+    ...runFilters(filters),
+    sortBy: page.sortBy ?? "updatedAt",
+    sortDir: page.sortDir ?? "desc",
+    ...(page.nextPageToken ? { nextPageToken: page.nextPageToken } : {}),
+    maxPageSize: page.maxPageSize ?? DEFAULT_PAGE_SIZE,
+  };
+}
+
+/** A validated `GET /workflow_runs` query as it goes upstream. */
+export function canonicalListQuery(query: ListWorkflowRunsQuery): CanonicalListQuery {
+  return listQuery(query, query);
 }
 
 /** Parameter order of the official SDK; the upstream query string always uses it. */

@@ -10,7 +10,7 @@ import type { JSX } from "hono/jsx/jsx-runtime";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type { AppEnv } from "../app/env.ts";
 import { ErrorBody } from "../app/errors.ts";
-import { createRouter, rejectMalformedQuery, validationError } from "../app/router.ts";
+import { createRouter, isRead, rejectMalformedQuery, validationError } from "../app/router.ts";
 import { loadDashboardStats } from "../dashboard/data.ts";
 import { endSession, readSession, startSession } from "../dashboard/session.ts";
 import {
@@ -26,9 +26,10 @@ import { findSecret } from "../lib/digest.ts";
 import { authenticate, CF_ACCESS_JWT_HEADER, DEFAULT_DENY_MESSAGE } from "../security/auth.ts";
 import { cspNonce, dashboardContentSecurityPolicy } from "../security/headers.ts";
 import { countFailedAuthentication, rateLimit } from "../security/rate-limit.ts";
-import { StatsQuery } from "./stats.ts";
+import { StatsQuery } from "../stats/schemas.ts";
+import { ROUTE_ACCESS } from "./access.ts";
 
-export const DASHBOARD_PATH = "/dashboard";
+export const DASHBOARD_PATH = "/dashboard" satisfies keyof typeof ROUTE_ACCESS;
 export const LOGIN_PATH = "/dashboard/login";
 export const LOGOUT_PATH = "/dashboard/logout";
 
@@ -124,7 +125,7 @@ function viewerOf(c: Context<AppEnv>): Viewer {
 function dashboardAccess() {
   const viaHeaders = authenticate();
   return createMiddleware<AppEnv>(async (c, next) => {
-    if (c.req.method !== "GET" && c.req.method !== "HEAD") return next();
+    if (!isRead(c)) return next();
     const config = c.var.config;
     const headerCredentials =
       c.req.header("authorization") !== undefined ||
@@ -379,7 +380,7 @@ dashboard.use(
   DASHBOARD_PATH,
   htmlErrors(),
   dashboardAccess(),
-  rateLimit("STATS_RATE_LIMITER"),
+  rateLimit(ROUTE_ACCESS[DASHBOARD_PATH].limiter),
   rejectMalformedQuery(),
 );
 dashboard.use(LOGIN_PATH, htmlErrors());

@@ -7,21 +7,17 @@ import { version } from "../../package.json";
 import type { AppEnv } from "../app/env.ts";
 import { jsonText } from "../app/router.ts";
 import { cspNonce, docsContentSecurityPolicy } from "../security/headers.ts";
+import { PUBLIC_PATHS, type ROUTE_ACCESS } from "./access.ts";
 
-export const OPENAPI_PATH = "/openapi.json";
-export const DOCS_PATH = "/docs";
+export const OPENAPI_PATH = "/openapi.json" satisfies keyof typeof ROUTE_ACCESS;
+export const DOCS_PATH = "/docs" satisfies keyof typeof ROUTE_ACCESS;
 /**
  * The reference's renderer, served by this Worker so /docs loads nothing from another origin and
  * renders offline: the pinned npm package's self-contained browser bundle, imported as text (the
- * module rule is in wrangler.toml). The version in the path makes the file immutable.
+ * module rule is in wrangler.toml). The version in the path makes the file immutable; a test
+ * holds it to the installed package's version.
  */
-export const SCALAR_BUNDLE_PATH = `/docs/scalar-${scalarVersion}.js`;
-
-/**
- * Routes every caller may use without credentials, without a rate limit and with a broken
- * configuration: liveness and the API description (with its renderer).
- */
-export const PUBLIC_PATHS = ["/healthz", OPENAPI_PATH, DOCS_PATH, SCALAR_BUNDLE_PATH] as const;
+export const SCALAR_BUNDLE_PATH = "/docs/scalar-1.76.0.js" satisfies keyof typeof ROUTE_ACCESS;
 
 /** How callers authenticate on data routes; any one of these is enough (see README "Security"). */
 export const SECURITY_SCHEMES = {

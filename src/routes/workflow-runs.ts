@@ -1,6 +1,6 @@
 import { createRoute } from "@hono/zod-openapi";
 import { createRouter, jsonText } from "../app/router.ts";
-import { ifNoneMatchHits, weakEtag } from "../cache/kv-cache.ts";
+import { ifNoneMatchHits, weakEtag } from "../cache/etag.ts";
 import { canonicalListQuery, ListWorkflowRunsQuery, WorkflowRunsListResponse } from "../extend/schemas.ts";
 import { redactRuns } from "../security/redact.ts";
 import { servicesFor, trackedOptions } from "../services.ts";

@@ -1,20 +1,13 @@
 import type { Context } from "hono";
 import { createMiddleware } from "hono/factory";
 import type { Config } from "../app/config.ts";
-import type { AppEnv } from "../app/env.ts";
+import { type AppEnv, addWarning, type Caller } from "../app/env.ts";
 import { ApiError } from "../app/errors.ts";
-import { errorResponse } from "../app/router.ts";
+import { errorResponse, isRead } from "../app/router.ts";
 import { findSecret, shortHash } from "../lib/digest.ts";
 import { clientIp } from "./client-ip.ts";
 import { looksLikeJwt, verifyCallerJwt } from "./jwt.ts";
 import { countFailedAuthentication } from "./rate-limit.ts";
-
-/** Who is calling, as far as rate limits and logs are concerned. Never holds a credential. */
-export interface Caller {
-  /** `token:<short hash>`, `jwt:<sub>` or `anon:<client ip>`. */
-  readonly id: string;
-  readonly method: "token" | "jwt" | "anonymous";
-}
 
 export const AUTH_REALM = "extend-runs-proxy";
 /** Cloudflare Access puts the user's JWT in this header on requests it lets through. */
@@ -76,7 +69,7 @@ function unauthorized(
  */
 export function authenticate() {
   return createMiddleware<AppEnv>(async (c, next) => {
-    if (c.req.method !== "GET" && c.req.method !== "HEAD") return next();
+    if (!isRead(c)) return next();
     const config = c.var.config;
     const hasTokens = config.clientTokens.length > 0;
     const hasJwt = config.jwt !== undefined;
@@ -124,8 +117,7 @@ export function authenticate() {
     const failures = attempts.filter((a): a is Extract<Attempt, { ok: false }> => !a.ok);
     const reasons = failures.map((f) => f.reason).join("; ");
     if (failures.some((f) => f.unavailable)) {
-      const telemetry = c.var.telemetry;
-      telemetry.warnings = [...(telemetry.warnings ?? []), "JWT key set unavailable"];
+      addWarning(c.var.telemetry, "JWT key set unavailable");
       // Not the caller's fault: the credentials could not be checked at all, so a 401 would be wrong
       // (clients would drop a valid token) and the failure is not counted against the caller.
       return errorResponse(

@@ -1,3 +1,4 @@
+import { type Clock, systemClock } from "../lib/clock.ts";
 /** A public signing key from a JWKS document. */
 export type SigningKey = JsonWebKey & { kid: string };
 
@@ -68,15 +69,15 @@ async function fetchKeys(url: URL): Promise<SigningKey[]> {
   return keys.filter(usableKey);
 }
 
-function refresh(url: URL, state: KeySetState): Promise<void> {
+function refresh(url: URL, state: KeySetState, clock: Clock): Promise<void> {
   if (state.pending) return state.pending;
   state.pending = fetchKeys(url)
     .then((keys) => {
       state.keys = keys;
-      state.fetchedAt = Date.now();
+      state.fetchedAt = clock.now();
     })
     .catch(() => {
-      state.lastFailedAt = Date.now();
+      state.lastFailedAt = clock.now();
     })
     .finally(() => {
       state.pending = undefined;
@@ -90,7 +91,7 @@ function refresh(url: URL, state: KeySetState): Promise<void> {
  * sooner than JWKS_FAILURE_BACKOFF_MS after a failure. Concurrent requests share one fetch.
  * Throws JwksUnavailableError when no usable keys are cached and the fetch failed.
  */
-export function jwksKeys(url: URL): KeyLookup {
+export function jwksKeys(url: URL, clock: Clock = systemClock): KeyLookup {
   const id = url.toString();
   let state = states.get(id);
   if (!state) {
@@ -110,16 +111,16 @@ export function jwksKeys(url: URL): KeyLookup {
 
   return {
     async key(kid) {
-      let now = Date.now();
+      let now = clock.now();
       let fetchedNow = false;
       if (current.pending) {
         await current.pending;
         fetchedNow = true;
       } else if (now - current.fetchedAt >= JWKS_TTL_MS && !inFailureBackoff(now)) {
-        await refresh(url, current);
+        await refresh(url, current, clock);
         fetchedNow = true;
       }
-      now = Date.now();
+      now = clock.now();
       if (current.fetchedAt === 0 || now - current.fetchedAt >= JWKS_MAX_STALE_MS) {
         throw new JwksUnavailableError();
       }
@@ -133,7 +134,7 @@ export function jwksKeys(url: URL): KeyLookup {
         return undefined;
       }
       current.lastKidRefetchAt = now;
-      await refresh(url, current);
+      await refresh(url, current, clock);
       return current.keys.find((k) => k.kid === kid);
     },
   };

@@ -1,7 +1,8 @@
 import type { Context } from "hono";
 import { createMiddleware } from "hono/factory";
-import type { AppEnv } from "../app/env.ts";
+import { type AppEnv, addWarning } from "../app/env.ts";
 import { ApiError } from "../app/errors.ts";
+import { isRead } from "../app/router.ts";
 import { clientIp } from "./client-ip.ts";
 
 /** The period of both limiters in wrangler.toml; Retry-After is the longest a caller may wait. */
@@ -20,8 +21,7 @@ async function withinLimit(c: Context<AppEnv>, binding: LimiterBinding, key: str
     const outcome = await c.env[binding].limit({ key });
     return outcome.success;
   } catch {
-    const telemetry = c.var.telemetry;
-    telemetry.warnings = [...(telemetry.warnings ?? []), `${binding} unavailable; request allowed`];
+    addWarning(c.var.telemetry, `${binding} unavailable; request allowed`);
     return true;
   }
 }
@@ -40,7 +40,7 @@ function rateLimited(what: string): ApiError {
  */
 export function rateLimit(binding: LimiterBinding) {
   return createMiddleware<AppEnv>(async (c, next) => {
-    if (c.req.method !== "GET" && c.req.method !== "HEAD") return next();
+    if (!isRead(c)) return next();
     const key = c.get("caller")?.id ?? `anon:${clientIp(c)}`;
     if (!(await withinLimit(c, binding, key))) throw rateLimited("requests from this caller");
     await next();

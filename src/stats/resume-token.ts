@@ -5,6 +5,7 @@
 import { z } from "zod";
 import { type ApiError, invalidQuery } from "../app/errors.ts";
 import { WORKFLOW_RUN_STATUSES, WorkflowRunStatus } from "../extend/schemas.ts";
+import { fromBase64Url, toBase64Url } from "../lib/base64url.ts";
 import { type Decimal, formatDecimal, parseDecimal, type Tally, type Totals } from "./aggregate.ts";
 import type { PartitionState, ScanState, WalkState } from "./scan.ts";
 
@@ -98,22 +99,6 @@ function walkFromWire(walk: z.output<typeof WireWalk>): WalkState {
         }
       : {}),
   };
-}
-
-function toBase64Url(bytes: Uint8Array): string {
-  let binary = "";
-  for (const byte of bytes) binary += String.fromCharCode(byte);
-  return btoa(binary).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
-}
-
-function fromBase64Url(text: string): Uint8Array | undefined {
-  if (!/^[A-Za-z0-9_-]*$/.test(text)) return undefined;
-  try {
-    const binary = atob(text.replaceAll("-", "+").replaceAll("_", "/"));
-    return Uint8Array.from(binary, (ch) => ch.charCodeAt(0));
-  } catch {
-    return undefined;
-  }
 }
 
 async function tokenKey(secret: string): Promise<CryptoKey> {

@@ -7,35 +7,29 @@ import type { PageSource } from "../cache/pages.ts";
 import type { ListOptions, UpstreamPage } from "../extend/client.ts";
 import {
   type CanonicalListQuery,
+  listQuery,
   MAX_PAGE_SIZE,
   WORKFLOW_RUN_STATUSES,
   type WorkflowRunStatus,
 } from "../extend/schemas.ts";
+import { BudgetPaused } from "../gateway/isolate-budget.ts";
+import { type Clock, systemClock } from "../lib/clock.ts";
 import { addRun, addTally, emptyTally, emptyTotals, type Tally, type Totals } from "./aggregate.ts";
-import {
-  BudgetPaused,
-  type Clock,
-  MAX_CONCURRENT_PAGES,
-  MAX_PAUSE_WAIT_MS,
-  type RateBudget,
-  realClock,
-} from "./budget.ts";
+import type { StatsFilters } from "./filters.ts";
 
 /**
  * After this long a request starts no further page and answers with a resume token, so a slow
  * or throttled upstream never holds a client past common 30-second HTTP timeouts.
  */
 export const SCAN_TIME_BUDGET_MS = 20_000;
-
-/** The filters of one scan, normalised (since/until as `toISOString()` text). */
-export interface StatsFilters {
-  status?: WorkflowRunStatus;
-  workflowId?: string;
-  batchId?: string;
-  fileNameContains?: string;
-  since?: string;
-  until?: string;
-}
+/**
+ * Longest one page waits for its turn in the tenant's budget (a 429 pause, or slots booked by
+ * others). Past that the scan stops launching and answers with what it has: a resume token, or
+ * a 503 with Retry-After when it read nothing, instead of holding the connection doing nothing.
+ */
+export const MAX_PAUSE_WAIT_MS = 5_000;
+/** Upstream connections one /stats request keeps open at once (the Workers per-request cap). */
+export const MAX_CONCURRENT_PAGES = 6;
 
 export type Direction = "asc" | "desc";
 
@@ -76,7 +70,8 @@ export interface ScanState {
 
 export interface ScanDeps {
   pages: PageSource;
-  budget: RateBudget;
+  /** Who the scan is for: its pages share the tenant's budget fairly with that caller's other calls. */
+  caller?: string;
   /** Pages this request may read (STATS_MAX_PAGES). */
   maxPages: number;
   concurrency?: number;
@@ -223,16 +218,15 @@ export function walkQuery(
   direction: Direction,
 ): CanonicalListQuery {
   const cursor = walkOf(partition, direction).cursor;
-  return {
-    status: partition.status,
-    ...(filters.workflowId ? { workflowId: filters.workflowId } : {}),
-    ...(filters.batchId ? { batchId: filters.batchId } : {}),
-    ...(filters.fileNameContains ? { fileNameContains: filters.fileNameContains } : {}),
-    sortBy: "createdAt",
-    sortDir: direction,
-    ...(cursor ? { nextPageToken: cursor } : {}),
-    maxPageSize: MAX_PAGE_SIZE,
-  };
+  return listQuery(
+    { ...filters, status: partition.status },
+    {
+      sortBy: "createdAt",
+      sortDir: direction,
+      maxPageSize: MAX_PAGE_SIZE,
+      ...(cursor ? { nextPageToken: cursor } : {}),
+    },
+  );
 }
 
 interface Runnable {
@@ -254,7 +248,7 @@ export async function advanceScan(
   state: ScanState,
   deps: ScanDeps,
 ): Promise<ScanProgress> {
-  const clock = deps.clock ?? realClock;
+  const clock = deps.clock ?? systemClock;
   const concurrency = deps.concurrency ?? MAX_CONCURRENT_PAGES;
   const stopLaunchingAt = clock.now() + (deps.timeBudgetMs ?? SCAN_TIME_BUDGET_MS);
   const abort = new AbortController();
@@ -288,10 +282,11 @@ export async function advanceScan(
   const fetchPage = async (query: CanonicalListQuery): Promise<UpstreamPage> => {
     const own: ListOptions = {
       signal: abort.signal,
-      // Every attempt that reaches Extend, retries included, takes its slot right before the
-      // call; a cache hit or a call shared with another request takes none.
-      beforeAttempt: () => deps.budget.acquire(abort.signal, mayWait()),
-      onAttempt: (report) => deps.budget.observe(report.status),
+      // Bulk work: the tenant's budget serves interactive list misses first, and this page's wait
+      // counts toward the scan's own time budget.
+      priority: "bulk",
+      maxWaitMs: mayWait(),
+      ...(deps.caller ? { caller: deps.caller } : {}),
     };
     const result = await deps.pages.get(query, deps.listOptions ? deps.listOptions(own) : own);
     return result.page;

@@ -1,6 +1,7 @@
 import { HttpResponse, http } from "msw";
 import { describe, expect, it } from "vitest";
 import type { FakeRequest, Fault } from "../../../fake/extend.ts";
+import { captureConsole, requestLines } from "../support/console.ts";
 import { FAKE_EXTEND_ORIGIN, TEST_UPSTREAM_KEY, UPSTREAM_ONLY_HEADERS } from "../support/constants.ts";
 import { expectErrorEnvelope, expectNoUpstreamKey, type ReadResponse, read } from "../support/envelope.ts";
 import { useFakeExtend } from "../support/fake-upstream.ts";
@@ -538,5 +539,20 @@ describe("the upstream key never reaches a client", () => {
     expect(res.status).toBeGreaterThanOrEqual(200);
     expectNoUpstreamKey(res);
     expect(res.text).not.toContain("Bearer");
+  });
+});
+
+describe("the cause of an upstream error", () => {
+  it("is named in the request's log line and never sent to the caller", async () => {
+    const fake = useFakeExtend();
+    fake.inject({ type: "reset" }, ALWAYS);
+    const { result, lines } = await captureConsole(() => call("/workflow_runs?maxPageSize=3"));
+    expect(result.status).toBe(502);
+    const body = JSON.parse(result.text) as Record<string, unknown>;
+    expect(Object.keys(body).sort()).toEqual(["code", "message", "requestId", "retryable"]);
+    expect(result.text).not.toMatch(/TypeError|cause/);
+    const [record] = requestLines(lines);
+    expect(record?.status).toBe(502);
+    expect(record?.cause).toEqual(expect.stringMatching(/^\w*Error/));
   });
 });

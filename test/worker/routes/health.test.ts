@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { PUBLIC_PATHS } from "../../../src/routes/docs.ts";
+import { PUBLIC_PATHS } from "../../../src/routes/access.ts";
 import { useFakeExtend } from "../support/fake-upstream.ts";
 import { callProxy, json } from "../support/proxy.ts";
 

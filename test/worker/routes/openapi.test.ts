@@ -11,15 +11,15 @@ import { ERROR_CODES, ERRORS, type ErrorCode } from "../../../src/app/errors.ts"
 import { ListWorkflowRunsQuery, WORKFLOW_RUN_STATUSES } from "../../../src/extend/schemas.ts";
 import worker from "../../../src/index.ts";
 import { sha256Hex } from "../../../src/lib/digest.ts";
+import { PUBLIC_PATHS, ROUTE_ACCESS } from "../../../src/routes/access.ts";
 import {
   DOCS_PATH,
   OPENAPI_PATH,
-  PUBLIC_PATHS,
   SCALAR_BUNDLE_PATH,
   SCALAR_BUNDLE_PREAMBLE,
   SECURITY_SCHEMES,
 } from "../../../src/routes/docs.ts";
-import { StatsQuery } from "../../../src/routes/stats.ts";
+import { StatsQuery } from "../../../src/stats/schemas.ts";
 import { callProxy, json } from "../support/proxy.ts";
 
 /** The slice of JSON Schema the proxy's parameters use. */
@@ -153,6 +153,10 @@ describe("GET /openapi.json", () => {
       .sort();
     expect(documented).toEqual(servedGetPaths());
     expect(documented).toEqual(expect.arrayContaining([...PUBLIC_PATHS, ...DATA_PATHS]));
+  });
+
+  it("declares who may use every route it serves", () => {
+    expect(servedGetPaths()).toEqual(Object.keys(ROUTE_ACCESS).sort());
   });
 
   it("requires credentials on data routes and none on public ones", async () => {

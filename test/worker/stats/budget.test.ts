@@ -3,23 +3,11 @@ import { generateRuns } from "../../../fake/extend.ts";
 import { ApiError } from "../../../src/app/errors.ts";
 import type { PageSource } from "../../../src/cache/pages.ts";
 import type { ListOptions } from "../../../src/extend/client.ts";
-import { BudgetPaused, type Clock, MAX_PAUSE_WAIT_MS, RateBudget } from "../../../src/stats/budget.ts";
-import { advanceScan, planScan } from "../../../src/stats/scan.ts";
+import { BudgetPaused } from "../../../src/gateway/isolate-budget.ts";
+import { advanceScan, MAX_PAUSE_WAIT_MS, planScan } from "../../../src/stats/scan.ts";
 import { TEST_UPSTREAM_KEY } from "../support/constants.ts";
 import { callProxy, json } from "../support/proxy.ts";
 import { getStats, referenceStats, statsPath, summary, useStatsFake } from "../support/stats.ts";
-
-/** A clock that only moves when someone sleeps: the budget's waits become exact and instant. */
-function manualClock(): Clock & { time: number } {
-  const clock = {
-    time: 1_000_000,
-    now: () => clock.time,
-    sleep: async (ms: number) => {
-      clock.time += ms;
-    },
-  };
-  return clock;
-}
 
 /** Most calls that fell into any window of `windowMs`. */
 function busiestWindow(times: number[], windowMs = 1000): number {
@@ -33,63 +21,18 @@ function busiestWindow(times: number[], windowMs = 1000): number {
   return best;
 }
 
-describe("rate budget (controllable clock)", () => {
-  it.each([1, 3, 8, 10])("never lets more than %i calls into any second", async (rps) => {
-    const clock = manualClock();
-    const budget = new RateBudget(rps, clock);
-    const starts: number[] = [];
-    await Promise.all(
-      Array.from({ length: rps * 5 + 3 }, async () => {
-        await budget.acquire();
-        starts.push(clock.now());
-      }),
-    );
-    expect(busiestWindow(starts)).toBe(rps);
-    // And no slower than it must be: call k starts exactly floor(k / rps) seconds in.
-    expect(Math.max(...starts) - Math.min(...starts)).toBe(Math.floor((rps * 5 + 2) / rps) * 1000);
-  });
-
-  it("backs off on 429: pauses everyone, doubles the pause while 429s continue, halves the rate, then recovers", async () => {
-    const clock = manualClock();
-    const budget = new RateBudget(8, clock);
-    budget.observe(429);
-    expect(budget.currentLimit).toBe(4);
-    let start = clock.now();
-    await budget.acquire();
-    expect(clock.now() - start).toBe(1000);
-    budget.observe(429);
-    expect(budget.currentLimit).toBe(2);
-    start = clock.now();
-    await budget.acquire();
-    expect(clock.now() - start).toBe(2000);
-    for (let i = 0; i < 10; i++) budget.observe(200);
-    expect(budget.currentLimit).toBe(8);
-    // A 5xx or timeout is not a rate signal: neither a pause nor a recovery.
-    budget.observe(503);
-    budget.observe("timeout");
-    expect(budget.currentLimit).toBe(8);
-  });
-});
-
-/** Drives the budget into a 429 pause of `2^(times-1)` seconds, as if Extend kept refusing. */
-function escalate(budget: RateBudget, clock: Clock & { time: number }, times: number) {
-  for (let n = 1; n <= times; n++) {
-    budget.observe(429);
-    if (n < times) clock.time += 1000 * 2 ** (n - 1) + 1;
-  }
-}
-
 /**
- * A page source of endless one-run pages that, like the upstream client, asks the budget before
- * each call; it counts the calls let through, and `onGet` runs inside each.
+ * A page source of endless one-run pages that refuses, as the tenant's budget does, every call
+ * for which `refuse(call)` holds; it counts the calls it served.
  */
-function endlessPages(onGet: (call: number) => void = () => undefined): PageSource & { calls: number } {
+function endlessPages(refuse: (call: number) => boolean): PageSource & { calls: number } {
+  let asked = 0;
   const source = {
     calls: 0,
-    async get(_query: unknown, options?: ListOptions) {
-      await options?.beforeAttempt?.(1);
+    async get(_query: unknown, _options?: ListOptions) {
+      asked += 1;
+      if (refuse(asked)) throw new BudgetPaused(8000);
       source.calls += 1;
-      onGet(source.calls);
       const run = { id: `run_${source.calls}`, status: "PROCESSED", createdAt: "2026-10-01T00:00:00.000Z" };
       return {
         cache: "MISS" as const,
@@ -100,39 +43,10 @@ function endlessPages(onGet: (call: number) => void = () => undefined): PageSour
   return source;
 }
 
-describe("rate budget pauses (controllable clock)", () => {
-  it("lengthens the pause once for a burst of 429s from calls already in flight", async () => {
-    const clock = manualClock();
-    const budget = new RateBudget(16, clock);
-    for (let i = 0; i < 3; i++) budget.observe(429);
-    // Every refusal halves the rate, but the pause stays one second, not 2^2.
-    expect(budget.currentLimit).toBe(2);
-    const start = clock.now();
-    await budget.acquire();
-    expect(clock.now() - start).toBe(1000);
-  });
-
-  it("refuses at once, rather than wait, when the pause is longer than the caller allows", async () => {
-    const clock = manualClock();
-    const budget = new RateBudget(8, clock);
-    escalate(budget, clock, 4);
-    const start = clock.now();
-    const refused = await budget.acquire(undefined, 5000).catch((error: unknown) => error);
-    expect(refused).toBeInstanceOf(BudgetPaused);
-    expect((refused as BudgetPaused).retryAfterMs).toBe(8000);
-    expect(clock.now()).toBe(start);
-    // A refusal does not jam the queue: a caller willing to wait still gets through.
-    await budget.acquire();
-    expect(clock.now() - start).toBe(8000);
-  });
-
-  it("ends a /stats scan with a 503 and Retry-After, starting no page, while a long pause runs", async () => {
-    const clock = manualClock();
-    const budget = new RateBudget(8, clock);
-    escalate(budget, clock, 4);
-    expect(MAX_PAUSE_WAIT_MS, "the premise: an 8 s pause is longer than a request waits").toBeLessThan(8000);
-    const pages = endlessPages();
-    const outcome = await advanceScan({}, planScan({}), { pages, budget, maxPages: 50, clock }).catch(
+describe("a scan the tenant's budget refuses", () => {
+  it("ends with a 503 and Retry-After, having read no page, when the first pages are refused", async () => {
+    const pages = endlessPages(() => true);
+    const outcome = await advanceScan({}, planScan({}), { pages, maxPages: 50 }).catch(
       (error: unknown) => error,
     );
     expect(outcome).toBeInstanceOf(ApiError);
@@ -140,19 +54,12 @@ describe("rate budget pauses (controllable clock)", () => {
     expect(pages.calls).toBe(0);
   });
 
-  it("returns the pages read so far, resumable, when a long pause starts mid-scan", async () => {
-    const clock = manualClock();
-    const budget = new RateBudget(8, clock);
-    // The first page comes back fine, then Extend's refusals push the pause past the wait limit.
-    const pages = endlessPages((call) => {
-      if (call === 1) escalate(budget, clock, 4);
-    });
+  it("returns the pages read so far, resumable, when refusals start mid-scan", async () => {
+    const pages = endlessPages((call) => call > 1);
     const state = planScan({ status: "PROCESSED" });
     const progress = await advanceScan({ status: "PROCESSED" }, state, {
       pages,
-      budget,
       maxPages: 50,
-      clock,
       concurrency: 1,
     });
     expect(pages.calls).toBe(1);
@@ -160,6 +67,25 @@ describe("rate budget pauses (controllable clock)", () => {
     expect(progress.state.pagesFetched).toBe(1);
     // The walk moved past the page it read, so a resume token continues from there.
     expect(progress.state.partitions[0]?.desc).toMatchObject({ phase: "active", cursor: "cursor_1" });
+  });
+
+  it("asks for bulk priority, a wait within its own time budget, and names its caller", async () => {
+    const seen: ListOptions[] = [];
+    const pages: PageSource = {
+      async get(_query, options) {
+        if (options) seen.push(options);
+        return { cache: "MISS", page: { body: "", data: [], nextPageToken: undefined } };
+      },
+    };
+    await advanceScan({ status: "FAILED" }, planScan({ status: "FAILED" }), {
+      pages,
+      maxPages: 5,
+      caller: "token:abc",
+    });
+    expect(seen).toHaveLength(1);
+    expect(seen[0]).toMatchObject({ priority: "bulk", caller: "token:abc" });
+    expect(seen[0]?.maxWaitMs).toBeGreaterThan(0);
+    expect(seen[0]?.maxWaitMs).toBeLessThanOrEqual(MAX_PAUSE_WAIT_MS);
   });
 });
 
@@ -251,7 +177,6 @@ describe("GET /stats when Extend fails mid-scan", () => {
     ["a body that is not a list", { type: "bad-shape" } as const, 502, "UPSTREAM_INVALID_RESPONSE"],
     ["a redirect", { type: "redirect" } as const, 502, "UPSTREAM_ERROR"],
     ["a rejected key", { type: "status", status: 401 } as const, 502, "UPSTREAM_AUTH_FAILED"],
-    ["a long Retry-After", { type: "rate-limit", retryAfter: "120" } as const, 503, "UPSTREAM_RATE_LIMITED"],
   ])(
     "answers %s with a clear error, caches nothing, and succeeds once Extend recovers",
     async (_, fault, status, code) => {
@@ -275,32 +200,25 @@ describe("GET /stats when Extend fails mid-scan", () => {
     },
   );
 
-  it("waits out short 429 pauses, then answers at once with a 503 and Retry-After while a long one runs", async () => {
+  it("honours Extend's Retry-After once for the tenant: later requests get a 503 at once, with the real remaining pause", async () => {
     const { fake, env } = useStatsFake({ runs, pageLimit: 50 });
-    // Every call refused, with a Retry-After too long to retry: each /stats meets 429s and fails.
+    // Every call refused with a Retry-After too long to retry: the first /stats meets 429s and fails.
     fake.inject({ type: "rate-limit", retryAfter: "30" }, 1000);
-    const callsPerRequest: number[] = [];
-    const answers: Response[] = [];
-    for (let i = 0; i < 5; i++) {
-      const before = fake.listCalls.length;
-      answers.push(await callProxy(statsPath({}), { env }));
-      callsPerRequest.push(fake.listCalls.length - before);
-    }
-    // The first request's six refusals paused the budget once (1 s, not 2^5 s), and the pauses of
-    // 1, 2 and 4 s that followed were each waited out: requests 2-4 reached Extend again.
-    expect(callsPerRequest.slice(0, 4).every((calls) => calls > 0)).toBe(true);
-    // The fourth refusal paused for 8 s, more than a request waits: the fifth never called Extend.
-    expect(callsPerRequest[4]).toBe(0);
-    const last = answers[4];
-    expect(last?.status).toBe(503);
-    expect((await json<{ code: string }>(last as Response)).code).toBe("UPSTREAM_RATE_LIMITED");
-    const retryAfter = Number(last?.headers.get("retry-after"));
-    expect(retryAfter).toBeGreaterThan(5);
-    expect(retryAfter).toBeLessThanOrEqual(8);
-    for (const answer of answers.slice(0, 4)) {
+    const first = await callProxy(statsPath({}), { env });
+    expect(first.status).toBe(503);
+    const callsOfFirst = fake.listCalls.length;
+    expect(callsOfFirst).toBeGreaterThan(0);
+    await first.body?.cancel();
+    for (let i = 0; i < 3; i++) {
+      const answer = await callProxy(statsPath({ status: "FAILED" }), { env });
       expect(answer.status).toBe(503);
-      await answer.body?.cancel();
+      expect((await json<{ code: string }>(answer)).code).toBe("UPSTREAM_RATE_LIMITED");
+      const retryAfter = Number(answer.headers.get("retry-after"));
+      expect(retryAfter).toBeGreaterThan(20);
+      expect(retryAfter).toBeLessThanOrEqual(30);
     }
+    // The pause held every later request back: none of them reached Extend.
+    expect(fake.listCalls.length).toBe(callsOfFirst);
   }, 40_000);
 
   it("times out a hanging page with a 504 within the configured deadline", async () => {

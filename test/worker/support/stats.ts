@@ -2,7 +2,7 @@
 // than asked for, which Extend may do), an independent reference fold, and response types.
 import { http } from "msw";
 import { FakeExtend, type FakeExtendOptions, type FakeRun, listAll, STATUSES } from "../../../fake/extend.ts";
-import type { WorkflowRunStats } from "../../../src/routes/stats.ts";
+import type { WorkflowRunStats } from "../../../src/stats/schemas.ts";
 import { FAKE_EXTEND_ORIGIN, TEST_UPSTREAM_KEY } from "./constants.ts";
 import { answerWithFake } from "./fake-upstream.ts";
 import { callProxy, json } from "./proxy.ts";

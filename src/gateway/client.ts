@@ -1,0 +1,144 @@
+// The Worker's side of the tenant gateway: every upstream list call goes to the tenant's Durable
+// Object, which budgets, coalesces and makes it. If the object cannot be reached the call is made
+// from this isolate under a per-isolate budget, so a coordinator outage is never a proxy outage.
+import type { Config } from "../app/config.ts";
+import { ApiError } from "../app/errors.ts";
+import { tenantScope } from "../cache/keys.ts";
+import {
+  type ListOptions,
+  pageFromText,
+  type UpstreamPage,
+  type WorkflowRunsUpstream,
+} from "../extend/client.ts";
+import type { CanonicalListQuery } from "../extend/schemas.ts";
+import type { Clock } from "../lib/clock.ts";
+import { BudgetPaused, isolateScheduler } from "./isolate-budget.ts";
+import { SlotRefused } from "./scheduler.ts";
+import type { GatewayListRequest, GatewayOutcome, GatewaySettings } from "./tenant-gateway.ts";
+
+/** Longest a list miss waits for its turn unless the caller says otherwise. */
+export const DEFAULT_MAX_WAIT_MS = 5_000;
+
+/** The part of the `TENANT` binding the gateway needs (a test may hand in one that fails). */
+export interface GatewayNamespace {
+  getByName(
+    name: string,
+    options?: DurableObjectNamespaceGetDurableObjectOptions,
+  ): { list(request: GatewayListRequest): Promise<GatewayOutcome> };
+}
+
+export interface GatewayUpstreamDeps {
+  /** The `TENANT` binding; without one every call is made directly. */
+  namespace: GatewayNamespace | undefined;
+  config: Config;
+  /** The plain Extend client, for the direct path. */
+  direct: WorkflowRunsUpstream;
+  clock: Clock;
+  /** Told when a call went direct because the object failed (never given the error's text). */
+  onFallback: (reason: string, error: unknown) => void;
+}
+
+/**
+ * Where the object is placed: near Extend, so its upstream calls are short. A setting overrides
+ * the guess from the base URL's region (`GATEWAY_LOCATION_HINT`, "none" for no hint).
+ */
+export function gatewayLocationHint(config: Config): DurableObjectLocationHint | undefined {
+  if (config.gatewayLocationHint === "none") return undefined;
+  if (config.gatewayLocationHint) return config.gatewayLocationHint;
+  const host = config.extendApiBaseUrl.hostname;
+  if (/(^|\.)eu\d*\./.test(host)) return "weur";
+  if (host === "localhost" || /^127\.|^\[?::1\]?$/.test(host)) return undefined;
+  return "enam";
+}
+
+const names = new WeakMap<Config, Promise<string>>();
+
+/** The object's name: the tenant scope (origin, version, workspace, key fingerprint), never the key. */
+export function gatewayName(config: Config): Promise<string> {
+  let name = names.get(config);
+  if (!name) {
+    name = tenantScope(config).then((scope) => `tenant:${scope}`);
+    names.set(config, name);
+  }
+  return name;
+}
+
+function settingsOf(config: Config): GatewaySettings {
+  return {
+    baseUrl: config.extendApiBaseUrl.toString(),
+    apiVersion: config.extendApiVersion,
+    workspaceId: config.extendWorkspaceId,
+    apiKey: config.extendApiKey,
+    timeoutMs: config.upstreamTimeoutMs,
+    deadlineMs: config.upstreamDeadlineMs,
+    maxRps: config.upstreamMaxRps,
+  };
+}
+
+function fromOutcome(outcome: Extract<GatewayOutcome, { ok: false }>): ApiError {
+  if (outcome.refused) return new BudgetPaused((outcome.retryAfter ?? 1) * 1000, outcome.message);
+  return new ApiError(outcome.code, outcome.message, {
+    ...(outcome.retryAfter !== undefined ? { retryAfter: outcome.retryAfter } : {}),
+    ...(outcome.cause !== undefined ? { cause: new Error(outcome.cause) } : {}),
+  });
+}
+
+/** The upstream every handler uses: the tenant gateway, with the direct path as fallback. */
+export function gatewayUpstream(deps: GatewayUpstreamDeps): WorkflowRunsUpstream {
+  const { config, clock } = deps;
+  const settings = settingsOf(config);
+  const hint = gatewayLocationHint(config);
+
+  async function direct(query: CanonicalListQuery, options: ListOptions): Promise<UpstreamPage> {
+    const scheduler = isolateScheduler(await tenantScope(config), config.upstreamMaxRps, clock);
+    const maxWaitMs = options.maxWaitMs ?? DEFAULT_MAX_WAIT_MS;
+    return deps.direct.list(query, {
+      ...options,
+      beforeAttempt: async (attempt) => {
+        try {
+          await scheduler.acquire({
+            priority: options.priority ?? "interactive",
+            caller: options.caller ?? "anonymous",
+            maxWaitMs,
+          });
+        } catch (error) {
+          if (error instanceof SlotRefused) throw new BudgetPaused(error.retryAfterMs);
+          throw error;
+        }
+        await options.beforeAttempt?.(attempt);
+      },
+      onAttempt: (report) => {
+        scheduler.observe(report.status, report.retryAfterMs);
+        options.onAttempt?.(report);
+      },
+    });
+  }
+
+  return {
+    async list(query, options = {}) {
+      if (!deps.namespace) return direct(query, options);
+      const deadlineMs =
+        options.deadline !== undefined ? options.deadline - clock.now() : config.upstreamDeadlineMs;
+      let outcome: GatewayOutcome;
+      try {
+        const stub = deps.namespace.getByName(await gatewayName(config), hint ? { locationHint: hint } : {});
+        outcome = await stub.list({
+          settings,
+          query,
+          priority: options.priority ?? "interactive",
+          caller: options.caller ?? "anonymous",
+          maxWaitMs: Math.min(options.maxWaitMs ?? DEFAULT_MAX_WAIT_MS, deadlineMs),
+          deadlineMs,
+        });
+      } catch (error) {
+        deps.onFallback("gateway unavailable; served directly", error);
+        return direct(query, options);
+      }
+      for (const report of outcome.attempts) options.onAttempt?.(report);
+      if (!outcome.ok) throw fromOutcome(outcome);
+      const page = pageFromText(outcome.body, { shared: outcome.shared });
+      if (!page) throw new ApiError("UPSTREAM_INVALID_RESPONSE", "The gateway returned an unreadable page.");
+      return page;
+    },
+  };
+}

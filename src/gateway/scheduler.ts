@@ -1,0 +1,329 @@
+// The tenant's upstream budget: which call may start next, for every isolate and location at
+// once (it lives in the tenant's Durable Object). Pure apart from the clock, so tests drive it.
+import type { Clock } from "../lib/clock.ts";
+
+/** Window over which the budget holds: any 1,000 ms contains at most `limit` starts. */
+export const RATE_WINDOW_MS = 1_000;
+/** First pause after an upstream 429 without Retry-After; doubled for each further 429 in a row. */
+export const BACKOFF_AFTER_429_MS = 1_000;
+export const MAX_BACKOFF_AFTER_429_MS = 16_000;
+/** Longest pause a Retry-After may impose; a longer one from Extend is cut to this. */
+export const MAX_HONOURED_RETRY_AFTER_MS = 300_000;
+
+/** Interactive work (list misses) always goes before bulk work (scans, sync, refreshes). */
+export type Priority = "interactive" | "bulk";
+
+export interface SlotRequest {
+  priority: Priority;
+  /** Who the call is for (a caller id, or the index sync): starts are shared round-robin among them. */
+  caller: string;
+  /** Longest this request may wait for its start; beyond that it is refused at once. */
+  maxWaitMs: number;
+}
+
+/** The call could not start within its wait: `retryAfterMs` is when a slot (or the pause's end) is due. */
+export class SlotRefused extends Error {
+  readonly retryAfterMs: number;
+  readonly reason: "paused" | "busy";
+  constructor(reason: "paused" | "busy", retryAfterMs: number) {
+    super(reason === "paused" ? "the tenant is paused after a 429" : "no slot within the wait");
+    this.name = "SlotRefused";
+    this.reason = reason;
+    this.retryAfterMs = Math.max(1, Math.ceil(retryAfterMs));
+  }
+}
+
+/** A queued request; its priority and wait can grow while it waits (a shared load gained a joiner). */
+export interface Ticket {
+  readonly started: Promise<void>;
+  /** Raises priority and extends the wait to at least `maxWaitMs` from now. */
+  promote(priority: Priority, maxWaitMs: number): void;
+}
+
+interface Waiting {
+  caller: string;
+  priority: Priority;
+  deadline: number;
+  resolve: () => void;
+  reject: (error: SlotRefused) => void;
+  done: boolean;
+}
+
+interface Start {
+  at: number;
+  caller: string;
+}
+
+export interface SchedulerStats {
+  limit: number;
+  maxPerSecond: number;
+  queued: { interactive: number; bulk: number };
+  startsInWindow: number;
+  pausedForMs: number;
+}
+
+/**
+ * A sliding-window log with two priority classes and round-robin among callers within each. At
+ * most `limit` calls start in any window; one caller may take at most `limit − 1` of them while
+ * the limit is above one, so no single caller can take the whole budget. A 429 halves the limit
+ * and pauses every caller once (Retry-After honoured, doubling while 429s keep coming); each
+ * success earns one call per second back. A request that cannot start within its wait is
+ * refused at once with the real time to its slot, instead of waiting that out.
+ */
+export class Scheduler {
+  private maxPerSecond: number;
+  private limit: number;
+  private readonly clock: Clock;
+  private starts: Start[] = [];
+  private pausedUntil = 0;
+  private streak = 0;
+  private readonly queues: Record<Priority, Map<string, Waiting[]>> = {
+    interactive: new Map(),
+    bulk: new Map(),
+  };
+  private wakeAt = Number.POSITIVE_INFINITY;
+
+  constructor(maxPerSecond: number, clock: Clock) {
+    this.maxPerSecond = maxPerSecond;
+    this.limit = maxPerSecond;
+    this.clock = clock;
+  }
+
+  /** Follows a changed UPSTREAM_MAX_RPS without forgetting the window or a pause. */
+  configure(maxPerSecond: number): void {
+    if (maxPerSecond === this.maxPerSecond) return;
+    this.maxPerSecond = maxPerSecond;
+    this.limit = Math.min(this.limit, maxPerSecond);
+    if (this.limit < 1) this.limit = 1;
+    this.pump();
+  }
+
+  stats(): SchedulerStats {
+    const now = this.clock.now();
+    this.prune(now);
+    return {
+      limit: this.limit,
+      maxPerSecond: this.maxPerSecond,
+      queued: { interactive: this.count("interactive"), bulk: this.count("bulk") },
+      startsInWindow: this.starts.length,
+      pausedForMs: Math.max(0, this.pausedUntil - now),
+    };
+  }
+
+  /** Milliseconds until a request of `priority` queued now could start (at least 1 s when it cannot now). */
+  estimateMs(priority: Priority): number {
+    const now = this.clock.now();
+    return Math.max(this.estimate(priority, now), this.pausedUntil - now, RATE_WINDOW_MS);
+  }
+
+  /** The refusal a request would get now (it cannot start within its wait), or undefined. */
+  check(priority: Priority, maxWaitMs: number): SlotRefused | undefined {
+    return this.refusalFor(priority, maxWaitMs, this.clock.now());
+  }
+
+  /** Queues a request for a start; `started` resolves when it may call, or rejects with SlotRefused. */
+  enqueue(request: SlotRequest): Ticket {
+    const now = this.clock.now();
+    let waiting: Waiting | undefined;
+    const started = new Promise<void>((resolve, reject) => {
+      const refusal = this.refusalFor(request.priority, request.maxWaitMs, now);
+      if (refusal) {
+        reject(refusal);
+        return;
+      }
+      waiting = {
+        caller: request.caller,
+        priority: request.priority,
+        deadline: now + request.maxWaitMs,
+        resolve,
+        reject,
+        done: false,
+      };
+      this.push(waiting);
+    });
+    // The caller may only look at `started` later; an early refusal must not count as unhandled.
+    started.catch(() => undefined);
+    this.pump();
+    return {
+      started,
+      promote: (priority, maxWaitMs) => {
+        const w = waiting;
+        if (!w || w.done) return;
+        w.deadline = Math.max(w.deadline, this.clock.now() + maxWaitMs);
+        if (priority === "interactive" && w.priority === "bulk") {
+          this.remove(w);
+          w.priority = "interactive";
+          this.push(w);
+        }
+        this.pump();
+      },
+    };
+  }
+
+  /** Waits for a start; rejects with SlotRefused when it cannot come within `maxWaitMs`. */
+  acquire(request: SlotRequest): Promise<void> {
+    return this.enqueue(request).started;
+  }
+
+  /** Feeds back what Extend answered: a 429 pauses and slows the tenant, a success recovers. */
+  observe(status: number | "timeout" | "network-error", retryAfterMs?: number): void {
+    const now = this.clock.now();
+    if (status === 429) {
+      this.limit = Math.max(1, Math.floor(this.limit / 2));
+      // The other calls of one burst report the same overload: the pause escalates once.
+      if (this.pausedUntil > now) return;
+      this.streak += 1;
+      const backoff = Math.min(MAX_BACKOFF_AFTER_429_MS, BACKOFF_AFTER_429_MS * 2 ** (this.streak - 1));
+      this.pausedUntil = now + Math.max(backoff, Math.min(retryAfterMs ?? 0, MAX_HONOURED_RETRY_AFTER_MS));
+      this.refuseThoseOutwaited(now);
+      this.pump();
+      return;
+    }
+    if (typeof status === "number" && status < 500) {
+      this.streak = 0;
+      if (this.limit < this.maxPerSecond) {
+        this.limit += 1;
+        this.pump();
+      }
+    }
+  }
+
+  private count(priority: Priority): number {
+    let n = 0;
+    for (const list of this.queues[priority].values()) n += list.length;
+    return n;
+  }
+
+  private push(w: Waiting): void {
+    const queue = this.queues[w.priority];
+    const list = queue.get(w.caller);
+    if (list) list.push(w);
+    else queue.set(w.caller, [w]);
+  }
+
+  private remove(w: Waiting): void {
+    const queue = this.queues[w.priority];
+    const list = queue.get(w.caller);
+    if (!list) return;
+    const index = list.indexOf(w);
+    if (index !== -1) list.splice(index, 1);
+    if (list.length === 0) queue.delete(w.caller);
+  }
+
+  private prune(now: number): void {
+    const from = this.starts.findIndex((s) => s.at > now - RATE_WINDOW_MS);
+    this.starts = from === -1 ? [] : from === 0 ? this.starts : this.starts.slice(from);
+  }
+
+  private perCallerCap(): number {
+    return Math.max(1, this.limit - 1);
+  }
+
+  /**
+   * Milliseconds until a new request of `priority` could start: the pause, then its place behind
+   * everything queued before it at that priority or above.
+   */
+  private estimate(priority: Priority, now: number): number {
+    this.prune(now);
+    const ahead = this.count("interactive") + (priority === "bulk" ? this.count("bulk") : 0);
+    const paused = Math.max(0, this.pausedUntil - now);
+    if (paused > 0) return paused + Math.floor(ahead / this.limit) * RATE_WINDOW_MS;
+    const free = this.limit - this.starts.length;
+    if (ahead < free) return 0;
+    const beyond = ahead - Math.max(0, free);
+    const rounds = Math.floor(beyond / this.limit);
+    const slot = this.starts[beyond % this.limit];
+    const first = slot ? slot.at + RATE_WINDOW_MS - now : 0;
+    return Math.max(0, first) + rounds * RATE_WINDOW_MS;
+  }
+
+  private refusalFor(priority: Priority, maxWaitMs: number, now: number): SlotRefused | undefined {
+    const paused = this.pausedUntil - now;
+    if (paused > maxWaitMs) return new SlotRefused("paused", paused);
+    const wait = this.estimate(priority, now);
+    if (wait > maxWaitMs) return new SlotRefused(paused > 0 ? "paused" : "busy", wait);
+    return undefined;
+  }
+
+  /** A pause that began while requests waited: those that cannot outlast it are told at once. */
+  private refuseThoseOutwaited(now: number): void {
+    for (const priority of ["interactive", "bulk"] as const) {
+      for (const list of [...this.queues[priority].values()]) {
+        for (const w of [...list]) {
+          if (w.deadline < this.pausedUntil)
+            this.finish(w, new SlotRefused("paused", this.pausedUntil - now));
+        }
+      }
+    }
+  }
+
+  private finish(w: Waiting, refusal?: SlotRefused): void {
+    if (w.done) return;
+    w.done = true;
+    this.remove(w);
+    if (refusal) w.reject(refusal);
+    else w.resolve();
+  }
+
+  /** The next request to start: interactive first, callers in turn, none over its share. */
+  private next(): Waiting | undefined {
+    const cap = this.perCallerCap();
+    for (const priority of ["interactive", "bulk"] as const) {
+      const queue = this.queues[priority];
+      for (const [caller, list] of queue) {
+        const used = this.starts.reduce((n, s) => (s.caller === caller ? n + 1 : n), 0);
+        if (used >= cap && this.limit > 1) continue;
+        const first = list[0];
+        if (!first) continue;
+        // Round-robin: the caller just served goes to the back of its class.
+        queue.delete(caller);
+        if (list.length > 1) queue.set(caller, list);
+        list.shift();
+        return first;
+      }
+    }
+    return undefined;
+  }
+
+  private pump(): void {
+    const now = this.clock.now();
+    if (this.pausedUntil <= now) {
+      this.prune(now);
+      while (this.starts.length < this.limit) {
+        const w = this.next();
+        if (!w) break;
+        w.done = true;
+        this.starts.push({ at: now, caller: w.caller });
+        w.resolve();
+      }
+    }
+    // Whoever could not start by its deadline is told now, with the time its slot is due.
+    for (const priority of ["interactive", "bulk"] as const) {
+      for (const list of [...this.queues[priority].values()]) {
+        for (const w of [...list]) {
+          if (w.deadline <= now) this.finish(w, new SlotRefused("busy", this.estimate(priority, now) || 1));
+        }
+      }
+    }
+    if (this.pausedUntil > now) {
+      this.wake(this.pausedUntil);
+      return;
+    }
+    if (this.count("interactive") + this.count("bulk") === 0) return;
+    const oldest = this.starts[0];
+    let at = oldest ? oldest.at + RATE_WINDOW_MS : now + 1;
+    for (const priority of ["interactive", "bulk"] as const) {
+      for (const list of this.queues[priority].values()) for (const w of list) at = Math.min(at, w.deadline);
+    }
+    this.wake(Math.max(at, now + 1));
+  }
+
+  private wake(at: number): void {
+    if (at >= this.wakeAt) return;
+    this.wakeAt = at;
+    this.clock.sleep(Math.max(0, at - this.clock.now())).then(() => {
+      if (this.wakeAt === at) this.wakeAt = Number.POSITIVE_INFINITY;
+      this.pump();
+    });
+  }
+}

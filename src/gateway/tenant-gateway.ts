@@ -1,0 +1,260 @@
+// The gateway as it runs inside the tenant's Durable Object: every upstream call of the proxy
+// for this tenant, from any isolate or location, starts here. It owns the tenant's one budget
+// (Scheduler) and its in-flight loads, and makes the upstream call itself, so concurrent
+// identical loads share one call wherever they came from.
+import { ApiError, describeError, type ErrorCode } from "../app/errors.ts";
+import {
+  type AttemptReport,
+  createExtendUpstream,
+  type UpstreamConfig,
+  type WorkflowRunsUpstream,
+} from "../extend/client.ts";
+import { type CanonicalListQuery, toSearchParams } from "../extend/schemas.ts";
+import type { Clock } from "../lib/clock.ts";
+import { type Priority, Scheduler, SlotRefused, type Ticket } from "./scheduler.ts";
+
+/** Below this much time left, a call would only time out: it is not started. */
+export const MIN_ATTEMPT_MS = 250;
+
+/** What the Worker tells the object about the upstream (structured-clone safe: no URL objects). */
+export interface GatewaySettings {
+  baseUrl: string;
+  apiVersion: string;
+  workspaceId: string | undefined;
+  apiKey: string;
+  timeoutMs: number;
+  deadlineMs: number;
+  maxRps: number;
+}
+
+export interface GatewayListRequest {
+  settings: GatewaySettings;
+  query: CanonicalListQuery;
+  priority: Priority;
+  caller: string;
+  /** Longest this request waits for the call to start. */
+  maxWaitMs: number;
+  /** Time left for this request's call, waiting included. */
+  deadlineMs: number;
+}
+
+export type GatewayOutcome =
+  | { ok: true; body: string; shared: boolean; attempts: AttemptReport[] }
+  | {
+      ok: false;
+      code: ErrorCode;
+      message: string;
+      retryAfter?: number;
+      /** Set when the tenant's budget, not Extend, refused the call (it never left). */
+      refused?: "paused" | "busy";
+      /** What lay under the error, for the request's log line (class and bounded message). */
+      cause?: string;
+      shared: boolean;
+      attempts: AttemptReport[];
+    };
+
+type LoadResult =
+  | { ok: true; body: string }
+  | {
+      ok: false;
+      code: ErrorCode;
+      message: string;
+      retryAfter?: number;
+      refused?: "paused" | "busy";
+      cause?: string;
+    };
+
+interface Load {
+  ticket: Ticket;
+  started: boolean;
+  whenStarted: Promise<void>;
+  result: Promise<LoadResult>;
+  attempts: AttemptReport[];
+  /** Whether a participant already took the body to store it; the others get `shared: true`. */
+  claimed: boolean;
+}
+
+function refusal(error: SlotRefused): LoadResult {
+  return {
+    ok: false,
+    code: "UPSTREAM_RATE_LIMITED",
+    message:
+      error.reason === "paused"
+        ? "Extend's rate limit for this organisation is exhausted; the proxy is backing off, retry later."
+        : "The proxy's upstream budget for this organisation is fully booked; retry later.",
+    retryAfter: Math.max(1, Math.ceil(error.retryAfterMs / 1000)),
+    refused: error.reason,
+  };
+}
+
+function failure(error: unknown): LoadResult {
+  if (error instanceof SlotRefused) return refusal(error);
+  if (error instanceof ApiError) {
+    return {
+      ok: false,
+      code: error.code,
+      message: error.message,
+      ...(error.retryAfter !== undefined ? { retryAfter: error.retryAfter } : {}),
+      ...(error.cause !== undefined ? { cause: describeError(error.cause) } : {}),
+    };
+  }
+  return {
+    ok: false,
+    code: "UPSTREAM_ERROR",
+    message: "The upstream call failed.",
+    cause: describeError(error),
+  };
+}
+
+function upstreamConfig(settings: GatewaySettings): UpstreamConfig {
+  return {
+    extendApiKey: settings.apiKey,
+    extendApiBaseUrl: new URL(settings.baseUrl),
+    extendApiVersion: settings.apiVersion,
+    extendWorkspaceId: settings.workspaceId,
+    upstreamTimeoutMs: settings.timeoutMs,
+    upstreamDeadlineMs: settings.deadlineMs,
+  };
+}
+
+export interface TenantGatewayDeps {
+  clock: Clock;
+  fetch?: typeof fetch;
+}
+
+/** One per tenant object. In memory only: a reset object loses its window, which only costs a burst. */
+export class TenantGateway {
+  readonly scheduler: Scheduler;
+  private readonly clock: Clock;
+  private readonly fetchImpl: typeof fetch | undefined;
+  private readonly loads = new Map<string, Load>();
+  private client: { settings: string; upstream: WorkflowRunsUpstream } | undefined;
+
+  constructor(deps: TenantGatewayDeps) {
+    this.clock = deps.clock;
+    this.fetchImpl = deps.fetch;
+    this.scheduler = new Scheduler(8, deps.clock);
+  }
+
+  /** Loads in flight (for tests and the health of the object). */
+  get inFlight(): number {
+    return this.loads.size;
+  }
+
+  async list(request: GatewayListRequest): Promise<GatewayOutcome> {
+    this.scheduler.configure(request.settings.maxRps);
+    const key = toSearchParams(request.query).toString();
+    // The wait counts toward the deadline, leaving the call some time of its own.
+    const leftForCall = Math.min(MIN_ATTEMPT_MS, request.deadlineMs / 2);
+    const maxWaitMs = Math.max(0, Math.min(request.maxWaitMs, request.deadlineMs - leftForCall));
+    const running = this.loads.get(key);
+    if (running) {
+      running.ticket.promote(request.priority, maxWaitMs);
+      return this.participate(running, request, maxWaitMs, false);
+    }
+    // Refused up front, the request leaves nothing queued behind it: no call starts for nobody.
+    const refused = this.scheduler.check(request.priority, maxWaitMs);
+    if (refused) return { ...refusal(refused), shared: false, attempts: [] };
+    const load = this.start(key, request, maxWaitMs);
+    return this.participate(load, request, maxWaitMs, true);
+  }
+
+  private upstream(settings: GatewaySettings): WorkflowRunsUpstream {
+    const fingerprint = JSON.stringify(settings);
+    if (this.client?.settings !== fingerprint) {
+      this.client = {
+        settings: fingerprint,
+        upstream: createExtendUpstream(upstreamConfig(settings), {
+          clock: this.clock,
+          ...(this.fetchImpl ? { fetch: this.fetchImpl } : {}),
+        }),
+      };
+    }
+    return this.client.upstream;
+  }
+
+  private start(key: string, request: GatewayListRequest, maxWaitMs: number): Load {
+    const ticket = this.scheduler.enqueue({ priority: request.priority, caller: request.caller, maxWaitMs });
+    const attempts: AttemptReport[] = [];
+    const deadline = this.clock.now() + request.deadlineMs;
+    const upstream = this.upstream(request.settings);
+    const load: Load = {
+      ticket,
+      started: false,
+      whenStarted: ticket.started.then(() => {
+        load.started = true;
+      }),
+      attempts,
+      claimed: false,
+      result: Promise.resolve({ ok: false, code: "UPSTREAM_ERROR", message: "" }),
+    };
+    load.whenStarted.catch(() => undefined);
+    load.result = upstream
+      .list(request.query, {
+        deadline,
+        beforeAttempt: async (attempt) => {
+          if (attempt === 1) {
+            await load.whenStarted;
+            return;
+          }
+          // A retry takes a slot like any call; it belongs to this load, whoever joined it.
+          await this.scheduler.acquire({
+            priority: request.priority,
+            caller: request.caller,
+            maxWaitMs: Math.max(0, deadline - this.clock.now() - MIN_ATTEMPT_MS),
+          });
+        },
+        onAttempt: (report) => {
+          attempts.push(report);
+          this.scheduler.observe(report.status, report.retryAfterMs);
+        },
+      })
+      .then((page): LoadResult => ({ ok: true, body: page.body }), failure);
+    this.loads.set(key, load);
+    load.result.finally(() => {
+      if (this.loads.get(key) === load) this.loads.delete(key);
+    });
+    return load;
+  }
+
+  /**
+   * Waits for the load's outcome, but only `maxWaitMs` for it to start: a participant whose wait
+   * runs out is refused at once while the load goes on for the others.
+   */
+  private async participate(
+    load: Load,
+    request: GatewayListRequest,
+    maxWaitMs: number,
+    leader: boolean,
+  ): Promise<GatewayOutcome> {
+    if (!load.started) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const turn = await Promise.race([
+        load.result.then(() => "settled" as const),
+        new Promise<"late" | "started">((resolve) => {
+          timer = setTimeout(() => resolve("late"), maxWaitMs + 1);
+          load.whenStarted.then(
+            () => resolve("started"),
+            () => undefined,
+          );
+        }),
+      ]);
+      clearTimeout(timer);
+      if (turn === "late" && !load.started) {
+        const waitMs = this.scheduler.estimateMs(request.priority);
+        const paused = this.scheduler.stats().pausedForMs > 0;
+        return {
+          ...refusal(new SlotRefused(paused ? "paused" : "busy", waitMs)),
+          shared: !leader,
+          attempts: [],
+        };
+      }
+    }
+    const result = await load.result;
+    const attempts = leader ? load.attempts : [];
+    if (!result.ok) return { ...result, shared: !leader, attempts };
+    const shared = load.claimed;
+    load.claimed = true;
+    return { ok: true, body: result.body, shared, attempts };
+  }
+}

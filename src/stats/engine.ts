@@ -1,0 +1,132 @@
+import type { Config } from "../app/config.ts";
+import { statsCacheKey, tenantScope } from "../cache/keys.ts";
+import type { CacheReadOptions, CacheState, KvCache } from "../cache/kv-cache.ts";
+import type { PageSource } from "../cache/pages.ts";
+import type { ListOptions } from "../extend/client.ts";
+import { type Clock, systemClock } from "../lib/clock.ts";
+import { decimalToNumber, totalRuns } from "./aggregate.ts";
+import type { StatsFilters } from "./filters.ts";
+import { openResumeToken, sealResumeToken } from "./resume-token.ts";
+import { advanceScan, planScan, SCAN_TIME_BUDGET_MS, type ScanState } from "./scan.ts";
+import type { WorkflowRunStats } from "./schemas.ts";
+
+/** A /stats answer and how it was served. */
+export interface StatsAnswer {
+  body: WorkflowRunStats;
+  cache: CacheState;
+  /** Seconds since the served totals were computed (cached answers only). */
+  ageSeconds?: number;
+}
+
+/** Counts and sums runs for a set of filters; owns cache policy, resume tokens and the scan. */
+export interface StatsEngine {
+  answer(filters: StatsFilters, resumeToken?: string): Promise<StatsAnswer>;
+}
+
+export interface StatsEngineDeps {
+  config: Config;
+  /** The KV cache for whole results (binding PAGE_CACHE). */
+  cache: KvCache;
+  pages: PageSource;
+  clock?: Clock;
+  /** Who asked: scan pages share the tenant's budget fairly with that caller's other calls. */
+  caller?: string;
+  /** Wraps the per-page upstream options (the request's telemetry). */
+  listOptions?: (options: ListOptions) => ListOptions;
+}
+
+function statsBody(
+  filters: StatsFilters,
+  state: ScanState,
+  complete: boolean,
+  resumeToken: string | null,
+  now: number,
+): WorkflowRunStats {
+  const totals = state.totals;
+  return {
+    object: "workflow_run_stats",
+    filters,
+    total: totalRuns(totals),
+    byStatus: { ...totals.byStatus },
+    usage: {
+      credits: decimalToNumber(totals.credits),
+      totalCredits: decimalToNumber(totals.totalCredits),
+      runsWithoutUsage: totals.runsWithoutUsage,
+    },
+    complete,
+    pagesFetched: state.pagesFetched,
+    resumeToken,
+    computedAt: new Date(now).toISOString(),
+  };
+}
+
+function storedStats(text: string): WorkflowRunStats | undefined {
+  const value: unknown = JSON.parse(text);
+  const stats = value as Partial<WorkflowRunStats> | null;
+  // Only complete results are ever written; anything else is a corrupt entry.
+  return stats?.object === "workflow_run_stats" && stats.complete === true && stats.resumeToken === null
+    ? (stats as WorkflowRunStats)
+    : undefined;
+}
+
+/**
+ * The /stats engine. A fresh scan goes through the KV cache: fresh and stale entries are served
+ * (a stale one is refreshed in the background), concurrent identical scans share one, and only
+ * complete results are stored. A resumed scan never reads the cache (BYPASS); once it completes,
+ * its result is offered to the cache so the next caller gets it without scanning.
+ */
+export function createStatsEngine(deps: StatsEngineDeps): StatsEngine {
+  const { config, cache, pages } = deps;
+  const clock = deps.clock ?? systemClock;
+  const window = { ttlSeconds: config.statsTtlSeconds, staleSeconds: config.cacheStaleSeconds };
+  const serialize = (body: WorkflowRunStats) => JSON.stringify(body);
+
+  async function scan(filters: StatsFilters, resumeToken: string | undefined): Promise<WorkflowRunStats> {
+    const account = await tenantScope(config);
+    const tokenContext = {
+      secret: config.statsSigningKey ?? config.extendApiKey,
+      binding: JSON.stringify({ filters, account }),
+      now: clock.now(),
+    };
+    const state = resumeToken ? await openResumeToken(resumeToken, tokenContext) : planScan(filters);
+    const progress = await advanceScan(filters, state, {
+      pages,
+      ...(deps.caller ? { caller: deps.caller } : {}),
+      maxPages: config.statsMaxPages,
+      clock,
+      ...(deps.listOptions ? { listOptions: deps.listOptions } : {}),
+    });
+    const now = clock.now();
+    const token = progress.complete ? null : await sealResumeToken(progress.state, { ...tokenContext, now });
+    return statsBody(filters, progress.state, progress.complete, token, now);
+  }
+
+  return {
+    async answer(filters, resumeToken) {
+      const key = await statsCacheKey(config, filters);
+      if (resumeToken) {
+        const body = await scan(filters, resumeToken);
+        if (body.complete) {
+          await cache
+            .offer(key, body, { ...window, serialize, loadedAt: clock.now() })
+            .catch(() => undefined);
+        }
+        return { body, cache: "BYPASS" };
+      }
+      const options: CacheReadOptions<WorkflowRunStats> = {
+        ...window,
+        load: () => scan(filters, undefined),
+        store: (body) => body.complete,
+        serialize,
+        parse: storedStats,
+        maxCoalesceWaitMs: SCAN_TIME_BUDGET_MS + config.upstreamDeadlineMs + 1_000,
+      };
+      const result = await cache.read(key, options);
+      return {
+        body: result.value,
+        cache: result.cache,
+        ...(result.ageSeconds !== undefined ? { ageSeconds: result.ageSeconds } : {}),
+      };
+    },
+  };
+}

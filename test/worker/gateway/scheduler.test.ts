@@ -1,0 +1,236 @@
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import {
+  MAX_HONOURED_RETRY_AFTER_MS,
+  type Priority,
+  Scheduler,
+  type SlotRefused,
+} from "../../../src/gateway/scheduler.ts";
+import type { Clock } from "../../../src/lib/clock.ts";
+
+/**
+ * A clock whose time only moves when the test says so; sleepers wake when it passes their time.
+ * The scheduler's waits become exact, and nothing depends on the machine's speed.
+ */
+function manualClock(): Clock & { advance(ms: number): Promise<void>; time: number } {
+  let sleepers: { at: number; wake: () => void }[] = [];
+  const clock = {
+    time: 1_000_000,
+    now: () => clock.time,
+    sleep: (ms: number) =>
+      new Promise<void>((resolve) => {
+        sleepers.push({ at: clock.time + ms, wake: resolve });
+      }),
+    async advance(ms: number) {
+      const until = clock.time + ms;
+      for (;;) {
+        await flush();
+        const due = sleepers.filter((s) => s.at <= until).sort((a, b) => a.at - b.at)[0];
+        if (!due) break;
+        clock.time = Math.max(clock.time, due.at);
+        sleepers = sleepers.filter((s) => s !== due);
+        due.wake();
+      }
+      clock.time = until;
+      await flush();
+    },
+  };
+  return clock;
+}
+
+async function flush(): Promise<void> {
+  for (let i = 0; i < 20; i++) await Promise.resolve();
+}
+
+/** Starts `n` requests and records when each started, or that it was refused. */
+function track(
+  scheduler: Scheduler,
+  clock: Clock,
+  requests: { caller: string; priority?: Priority; maxWaitMs?: number }[],
+) {
+  const starts: { caller: string; at: number; index: number }[] = [];
+  const refused: { index: number; error: SlotRefused }[] = [];
+  requests.forEach((r, index) => {
+    scheduler
+      .acquire({ caller: r.caller, priority: r.priority ?? "interactive", maxWaitMs: r.maxWaitMs ?? 60_000 })
+      .then(
+        () => starts.push({ caller: r.caller, at: clock.now(), index }),
+        (error: SlotRefused) => refused.push({ index, error }),
+      );
+  });
+  return { starts, refused };
+}
+
+function busiestWindow(times: number[], windowMs = 1000): number {
+  const sorted = [...times].sort((a, b) => a - b);
+  let best = 0;
+  let from = 0;
+  for (let to = 0; to < sorted.length; to++) {
+    while ((sorted[to] ?? 0) - (sorted[from] ?? 0) >= windowMs) from += 1;
+    best = Math.max(best, to - from + 1);
+  }
+  return best;
+}
+
+describe("the tenant scheduler (controllable clock)", () => {
+  it("never lets more than the limit start in any second, whatever the mix of callers and priorities", async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.integer({ min: 1, max: 10 }),
+        fc.array(
+          fc.record({
+            caller: fc.constantFrom("a", "b", "c", "d"),
+            priority: fc.constantFrom("interactive", "bulk"),
+          }),
+          { minLength: 1, maxLength: 40 },
+        ),
+        async (rps, requests) => {
+          const clock = manualClock();
+          const scheduler = new Scheduler(rps, clock);
+          const { starts, refused } = track(
+            scheduler,
+            clock,
+            requests as { caller: string; priority: Priority }[],
+          );
+          await clock.advance(60_000);
+          expect(refused).toEqual([]);
+          expect(starts).toHaveLength(requests.length);
+          expect(busiestWindow(starts.map((s) => s.at))).toBeLessThanOrEqual(rps);
+        },
+      ),
+      { numRuns: 60 },
+    );
+  });
+
+  it("starts distinct callers at the full rate, with no gap", async () => {
+    const clock = manualClock();
+    const scheduler = new Scheduler(4, clock);
+    const { starts } = track(
+      scheduler,
+      clock,
+      Array.from({ length: 12 }, (_, i) => ({ caller: `c${i}` })),
+    );
+    await clock.advance(10_000);
+    const offsets = starts.map((s) => s.at - 1_000_000);
+    expect(offsets).toEqual([0, 0, 0, 0, 1000, 1000, 1000, 1000, 2000, 2000, 2000, 2000]);
+  });
+
+  it("never gives one caller the whole budget: another caller finds a slot at once", async () => {
+    const clock = manualClock();
+    const scheduler = new Scheduler(4, clock);
+    const greedy = track(
+      scheduler,
+      clock,
+      Array.from({ length: 24 }, () => ({ caller: "greedy" })),
+    );
+    await flush();
+    expect(greedy.starts).toHaveLength(3);
+    const other = track(scheduler, clock, [{ caller: "other" }]);
+    await flush();
+    expect(other.starts).toEqual([{ caller: "other", at: clock.now(), index: 0 }]);
+  });
+
+  it("serves interactive work before bulk work that queued earlier", async () => {
+    const clock = manualClock();
+    const scheduler = new Scheduler(2, clock);
+    const bulk = track(
+      scheduler,
+      clock,
+      Array.from({ length: 10 }, (_, i) => ({ caller: `scan${i % 2}`, priority: "bulk" as const })),
+    );
+    await flush();
+    expect(bulk.starts).toHaveLength(2);
+    const list = track(scheduler, clock, [{ caller: "reader" }]);
+    await clock.advance(1000);
+    // The next slot after the window went to the list request, not to the bulk queue.
+    expect(list.starts[0]?.at).toBe(1_001_000);
+    expect(bulk.starts.filter((s) => s.at === 1_001_000)).toHaveLength(1);
+  });
+
+  it("refuses at once, with the real time to the slot, a request that could not start within its wait", async () => {
+    const clock = manualClock();
+    const scheduler = new Scheduler(2, clock);
+    track(
+      scheduler,
+      clock,
+      Array.from({ length: 6 }, (_, i) => ({ caller: `c${i}` })),
+    );
+    await flush();
+    const late = track(scheduler, clock, [{ caller: "late", maxWaitMs: 1500 }]);
+    await flush();
+    // Two start now, two at +1 s, two at +2 s: a seventh could start at +3 s, past its 1.5 s wait.
+    expect(late.refused).toHaveLength(1);
+    expect(late.refused[0]?.error.retryAfterMs).toBe(3000);
+    expect(clock.now()).toBe(1_000_000);
+  });
+
+  it("pauses every caller once for a burst of 429s, halving the rate, then recovers", async () => {
+    const clock = manualClock();
+    const scheduler = new Scheduler(16, clock);
+    for (let i = 0; i < 3; i++) scheduler.observe(429);
+    expect(scheduler.stats()).toMatchObject({ limit: 2, pausedForMs: 1000 });
+    const { starts } = track(scheduler, clock, [{ caller: "a" }, { caller: "b" }]);
+    await clock.advance(999);
+    expect(starts).toHaveLength(0);
+    await clock.advance(1);
+    expect(starts).toHaveLength(2);
+    for (let i = 0; i < 20; i++) scheduler.observe(200);
+    expect(scheduler.stats().limit).toBe(16);
+    // A 5xx or a timeout is no rate signal.
+    scheduler.observe(503);
+    scheduler.observe("timeout");
+    expect(scheduler.stats()).toMatchObject({ limit: 16, pausedForMs: 0 });
+  });
+
+  it("doubles the pause while 429s keep coming, and honours a longer Retry-After", async () => {
+    const clock = manualClock();
+    const scheduler = new Scheduler(8, clock);
+    scheduler.observe(429);
+    await clock.advance(1001);
+    scheduler.observe(429);
+    expect(scheduler.stats().pausedForMs).toBe(2000);
+    await clock.advance(2001);
+    scheduler.observe(429, 30_000);
+    expect(scheduler.stats().pausedForMs).toBe(30_000);
+    await clock.advance(30_001);
+    scheduler.observe(429, 10 * MAX_HONOURED_RETRY_AFTER_MS);
+    expect(scheduler.stats().pausedForMs).toBe(MAX_HONOURED_RETRY_AFTER_MS);
+  });
+
+  it("tells waiting requests at once when a pause outlasts their wait, with the remaining pause", async () => {
+    const clock = manualClock();
+    const scheduler = new Scheduler(1, clock);
+    const first = track(scheduler, clock, [{ caller: "a" }]);
+    await flush();
+    expect(first.starts).toHaveLength(1);
+    const waiting = track(scheduler, clock, [{ caller: "b", maxWaitMs: 5_000 }]);
+    await flush();
+    scheduler.observe(429, 20_000);
+    await flush();
+    expect(waiting.refused[0]?.error).toMatchObject({ reason: "paused", retryAfterMs: 20_000 });
+    await clock.advance(4_000);
+    const later = track(scheduler, clock, [{ caller: "c", maxWaitMs: 5_000 }]);
+    await flush();
+    expect(later.refused[0]?.error).toMatchObject({ reason: "paused", retryAfterMs: 16_000 });
+  });
+
+  it("promotes a queued bulk request that an interactive one joined", async () => {
+    const clock = manualClock();
+    const scheduler = new Scheduler(1, clock);
+    track(scheduler, clock, [{ caller: "x" }]);
+    const bulk = track(
+      scheduler,
+      clock,
+      Array.from({ length: 3 }, (_, i) => ({ caller: `b${i}`, priority: "bulk" as const })),
+    );
+    const ticket = scheduler.enqueue({ caller: "shared", priority: "bulk", maxWaitMs: 60_000 });
+    let startedAt: number | undefined;
+    ticket.started.then(() => {
+      startedAt = clock.now();
+    });
+    ticket.promote("interactive", 60_000);
+    await clock.advance(1000);
+    expect(startedAt).toBe(1_001_000);
+    expect(bulk.starts).toHaveLength(0);
+  });
+});

@@ -1,0 +1,72 @@
+import { describe, expect, it } from "vitest";
+import { FakeExtend } from "../../../fake/extend.ts";
+import { listQuery } from "../../../src/extend/schemas.ts";
+import { type GatewayListRequest, TenantGateway } from "../../../src/gateway/tenant-gateway.ts";
+import { systemClock } from "../../../src/lib/clock.ts";
+import { FAKE_EXTEND_ORIGIN, TEST_UPSTREAM_KEY } from "../support/constants.ts";
+
+function gatewayOverFake(fake: FakeExtend): TenantGateway {
+  return new TenantGateway({
+    clock: systemClock,
+    fetch: (input, init) =>
+      fake.handle({
+        url: String(input),
+        method: init?.method ?? "GET",
+        headers: new Headers(init?.headers),
+        signal: init?.signal ?? new AbortController().signal,
+      }),
+  });
+}
+
+function request(overrides: Partial<GatewayListRequest> = {}): GatewayListRequest {
+  return {
+    settings: {
+      baseUrl: FAKE_EXTEND_ORIGIN,
+      apiVersion: "2026-02-09",
+      workspaceId: undefined,
+      apiKey: TEST_UPSTREAM_KEY,
+      timeoutMs: 2_000,
+      deadlineMs: 5_000,
+      maxRps: 2,
+    },
+    query: listQuery({}, { maxPageSize: 3 }),
+    priority: "interactive",
+    caller: "a",
+    maxWaitMs: 5_000,
+    deadlineMs: 5_000,
+    ...overrides,
+  };
+}
+
+describe("shared loads in the tenant gateway", () => {
+  it("belong to no single request: a joiner that may wait longer gets the page the starter gave up on", async () => {
+    const fake = new FakeExtend({ apiKey: TEST_UPSTREAM_KEY, dataset: { size: 20, seed: 1 } });
+    const gateway = gatewayOverFake(fake);
+    // Fill this second's two slots with other calls.
+    const fillers = [1, 2].map((i) =>
+      gateway.list(request({ query: listQuery({}, { maxPageSize: i }), caller: `f${i}` })),
+    );
+    // A bulk call that will not wait, then an interactive call for the same page that will.
+    const impatient = gateway.list(request({ priority: "bulk", caller: "scan", maxWaitMs: 50 }));
+    const patient = gateway.list(request({ caller: "reader", maxWaitMs: 3_000 }));
+    const [first, second] = await Promise.all([impatient, patient]);
+    await Promise.all(fillers);
+    expect(first).toMatchObject({ ok: false, code: "UPSTREAM_RATE_LIMITED", refused: "busy" });
+    expect(second).toMatchObject({ ok: true, shared: false });
+    // Fillers, then one call for the shared page.
+    expect(fake.listCalls).toHaveLength(3);
+  });
+
+  it("tells only the first participant to store the page", async () => {
+    const fake = new FakeExtend({
+      apiKey: TEST_UPSTREAM_KEY,
+      dataset: { size: 20, seed: 1 },
+      latency: { baseMs: 100, perRunMs: 0 },
+    });
+    const gateway = gatewayOverFake(fake);
+    const outcomes = await Promise.all([1, 2, 3].map((i) => gateway.list(request({ caller: `c${i}` }))));
+    expect(outcomes.map((o) => o.ok && o.shared)).toEqual([false, true, true]);
+    expect(fake.listCalls).toHaveLength(1);
+    expect(gateway.inFlight).toBe(0);
+  });
+});
