@@ -2,6 +2,7 @@
 // with benchmark limits, a bounded load runner with exact latencies, a /stats walker, the SDK
 // baseline and a workerd memory sampler.
 import { type ChildProcess, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -37,7 +38,7 @@ export interface FakeProcessOptions {
 }
 
 export async function startFakeProcess(options: FakeProcessOptions): Promise<FakeProcess> {
-  const apiKey = `sk_bench_${Math.random().toString(36).slice(2)}`;
+  const apiKey = `sk_bench_${randomBytes(12).toString("hex")}`;
   const args = [
     join(PROJECT_ROOT, "fake", "server.ts"),
     "--port",
@@ -106,7 +107,7 @@ export interface BenchProxy extends WranglerDev {
 
 /** The proxy under `wrangler dev` on loopback, with a fresh (cold) local KV. */
 export async function startProxy(fake: FakeProcess, vars: Record<string, string> = {}): Promise<BenchProxy> {
-  const token = `bench_${Math.random().toString(36).slice(2)}`;
+  const token = `bench_${randomBytes(24).toString("hex")}`;
   const persistTo = await mkdtemp(join(tmpdir(), "extend-runs-proxy-bench-"));
   const inspectorPort = await freePort();
   const dev = await startWranglerDev({

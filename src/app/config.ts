@@ -1,10 +1,20 @@
 import { z } from "zod";
+import { normaliseRedactPaths } from "../security/redact.ts";
 import { ApiError } from "./errors.ts";
 
 /** Default upstream origin (Extend US). EU: https://api.eu1.extend.ai, US2: https://api.us2.extend.app. */
 export const DEFAULT_EXTEND_API_BASE_URL = "https://api.extend.ai";
 /** The API version whose shapes this proxy speaks (Extend docs 2026-02-09). */
 export const DEFAULT_EXTEND_API_VERSION = "2026-02-09";
+
+/**
+ * Secrets the operator makes up (client tokens, the stats signing key) are at least this long:
+ * 32 random characters cannot be guessed online or offline. `openssl rand -base64 32` makes one.
+ */
+export const MIN_OPERATOR_SECRET_LENGTH = 32;
+/** Every secret, the ones Extend issues included, is at least this long, so the log scrubber covers it. */
+export const MIN_SECRET_LENGTH = 8;
+const GENERATE_HINT = "generate one with: openssl rand -base64 32";
 
 const optionalString = z
   .string()
@@ -50,7 +60,21 @@ const listSetting = z
       .filter((s) => s !== ""),
   );
 
-const httpUrl = z
+/** Hosts that never leave the machine; only they may be reached without TLS. */
+export function isLoopbackHost(hostname: string): boolean {
+  const host = hostname.toLowerCase();
+  return host === "localhost" || host === "[::1]" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+}
+
+/** Whether a parsed URL is https, or http to a loopback host (local development and the fakes). */
+function secureTransport(url: URL): boolean {
+  return url.protocol === "https:" || (url.protocol === "http:" && isLoopbackHost(url.hostname));
+}
+
+const HTTPS_MESSAGE =
+  "must be an https URL without credentials (plain http only for a loopback host: 127.0.0.0/8, ::1 or localhost)";
+
+const httpsUrl = z
   .string()
   .trim()
   .optional()
@@ -58,13 +82,11 @@ const httpUrl = z
     if (value === undefined || value === "") return undefined;
     try {
       const url = new URL(value);
-      if ((url.protocol === "https:" || url.protocol === "http:") && !url.username && !url.password) {
-        return url;
-      }
+      if (secureTransport(url) && !url.username && !url.password) return url;
     } catch {
       // reported below
     }
-    ctx.addIssue({ code: "custom", message: "must be an http(s) URL without credentials" });
+    ctx.addIssue({ code: "custom", message: HTTPS_MESSAGE });
     return z.NEVER;
   });
 
@@ -72,12 +94,18 @@ const originList = listSetting.transform((origins, ctx) => {
   for (const origin of origins) {
     let ok = false;
     try {
-      ok = new URL(origin).origin === origin;
+      const url = new URL(origin);
+      // A page served over plain http can be rewritten on the way; it gets no data unless local.
+      ok = url.origin === origin && secureTransport(url);
     } catch {
       ok = false;
     }
     if (!ok) {
-      ctx.addIssue({ code: "custom", message: "must list exact origins such as https://app.example.com" });
+      ctx.addIssue({
+        code: "custom",
+        message:
+          "must list exact https origins such as https://app.example.com (http only for localhost, 127.0.0.0/8 or ::1)",
+      });
       return z.NEVER;
     }
   }
@@ -100,14 +128,45 @@ const LOCATION_HINTS = [
   "none",
 ] as const satisfies readonly (DurableObjectLocationHint | "none")[];
 
+const clientTokens = listSetting.superRefine((tokens, ctx) => {
+  if (tokens.some((token) => !/^[\x21-\x7e]+$/.test(token))) {
+    // A token with a space or non-ASCII character could never arrive in an Authorization header.
+    ctx.addIssue({ code: "custom", message: "must list tokens of printable ASCII without spaces" });
+  } else if (tokens.some((token) => token.length < MIN_OPERATOR_SECRET_LENGTH)) {
+    ctx.addIssue({
+      code: "custom",
+      message: `must list tokens of at least ${MIN_OPERATOR_SECRET_LENGTH} characters each (${GENERATE_HINT})`,
+    });
+  }
+});
+
+const signingKey = optionalString.refine(
+  (value) => value === undefined || value.length >= MIN_OPERATOR_SECRET_LENGTH,
+  { message: `must be at least ${MIN_OPERATOR_SECRET_LENGTH} characters (${GENERATE_HINT})` },
+);
+
+const redactPaths = listSetting.transform((paths, ctx) => {
+  const normalised = normaliseRedactPaths(paths);
+  if (normalised === undefined) {
+    ctx.addIssue({
+      code: "custom",
+      message:
+        "must list run fields or dotted paths into them, such as reviewedByUser, workflow.createdBy or files.name",
+    });
+    return z.NEVER;
+  }
+  return normalised;
+});
+
 const RawConfig = z.object({
   EXTEND_API_KEY: z
     .string({ error: "is required (a secret: wrangler secret put EXTEND_API_KEY)" })
     .trim()
     .min(1, { error: "is required (a secret: wrangler secret put EXTEND_API_KEY)" })
+    .min(MIN_SECRET_LENGTH, { error: `must be at least ${MIN_SECRET_LENGTH} characters (an Extend API key)` })
     // Anything else cannot travel in an Authorization header; fail here, not on every upstream call.
     .regex(/^[\x21-\x7e]+$/, { error: "must be printable ASCII without spaces" }),
-  EXTEND_API_BASE_URL: httpUrl,
+  EXTEND_API_BASE_URL: httpsUrl,
   EXTEND_API_VERSION: z
     .string()
     .trim()
@@ -125,14 +184,14 @@ const RawConfig = z.object({
   CACHE_STALE_SECONDS: intSetting(300, 0, 604_800),
   STATS_MAX_PAGES: intSetting(40, 1, 10_000),
   STATS_TTL_SECONDS: intSetting(60, 60, 86_400),
-  STATS_SIGNING_KEY: optionalString,
-  CLIENT_TOKENS: listSetting,
-  JWT_JWKS_URL: httpUrl,
+  STATS_SIGNING_KEY: signingKey,
+  CLIENT_TOKENS: clientTokens,
+  JWT_JWKS_URL: httpsUrl,
   JWT_ISSUER: optionalString,
   JWT_AUDIENCE: listSetting,
   ALLOW_ANONYMOUS: booleanSetting,
   ALLOWED_ORIGINS: originList,
-  REDACT_FIELDS: listSetting,
+  REDACT_FIELDS: redactPaths,
   GATEWAY_LOCATION_HINT: z
     .enum(LOCATION_HINTS, { error: `must be one of ${LOCATION_HINTS.join(", ")}` })
     .optional()
@@ -159,6 +218,7 @@ export interface Config {
     | undefined;
   readonly allowAnonymous: boolean;
   readonly allowedOrigins: readonly string[];
+  /** Normalised REDACT_FIELDS: distinct dotted paths, sorted, none inside another. */
   readonly redactFields: readonly string[];
   /** Placement of the tenant's gateway object; undefined: guessed from the base URL's region. */
   readonly gatewayLocationHint: DurableObjectLocationHint | "none" | undefined;

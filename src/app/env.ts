@@ -3,7 +3,10 @@ import type { Config } from "./config.ts";
 
 /** Who is calling, as far as rate limits and logs are concerned. Never holds a credential. */
 export interface Caller {
-  /** `token:<short hash>`, `jwt:<sub>` or `anon:<client ip>`. */
+  /**
+   * `token:<fingerprint>`, `jwt:<sub>` (`jwt:hmac:<fingerprint>` for a subject unfit for a log
+   * line) or `anon:<client address key>`; fingerprints are keyed (src/security/fingerprint.ts).
+   */
   readonly id: string;
   readonly method: "token" | "jwt" | "anonymous";
 }

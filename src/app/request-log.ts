@@ -1,5 +1,6 @@
 import { createMiddleware } from "hono/factory";
 import { shortHash } from "../lib/digest.ts";
+import { MIN_SECRET_LENGTH } from "./config.ts";
 import type { AppEnv } from "./env.ts";
 
 /** Query parameters that carry cursors or signed state: logged as a short hash, never raw. */
@@ -8,9 +9,23 @@ const CURSOR_PARAMS = new Set(["nextPageToken", "resumeToken"]);
 const SECRET_LOOKING_PARAM = /token|key|secret|passw|auth|sig|jwt|cookie|session/i;
 const MAX_LOGGED_VALUE_CHARS = 200;
 const MAX_LOGGED_PARAMS = 20;
-/** Secrets shorter than this are not scrubbed: replacing a few common characters would wreck every line. */
-export const MIN_SCRUBBED_SECRET_LENGTH = 8;
+/**
+ * Secrets shorter than this are not scrubbed: replacing a few common characters would wreck every
+ * line. The configuration refuses shorter secrets (config.ts MIN_SECRET_LENGTH), so every secret
+ * of a working proxy is scrubbed.
+ */
+export const MIN_SCRUBBED_SECRET_LENGTH = MIN_SECRET_LENGTH;
 export const REDACTED = "[redacted]";
+
+/**
+ * The settings whose values are secrets, with whether each is a comma-separated list. A new
+ * secret setting is added here, and every log line of the isolate is scrubbed of it.
+ */
+export const SECRET_SETTINGS = [
+  { name: "EXTEND_API_KEY", list: false },
+  { name: "STATS_SIGNING_KEY", list: false },
+  { name: "CLIENT_TOKENS", list: true },
+] as const satisfies readonly { name: keyof Env; list: boolean }[];
 
 const knownSecrets = new Set<string>();
 const secretsSeenFor = new WeakSet<object>();
@@ -20,27 +35,47 @@ function escapeRegExp(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }
 
+/** The values of the SECRET_SETTINGS in `env`, lists split, blanks dropped. Works on an env that does not parse. */
+export function secretValues(env: Partial<Env>): string[] {
+  const values: string[] = [];
+  for (const setting of SECRET_SETTINGS) {
+    const raw = env[setting.name];
+    if (typeof raw !== "string") continue;
+    for (const part of setting.list ? raw.split(",") : [raw]) {
+      const value = part.trim();
+      if (value !== "") values.push(value);
+    }
+  }
+  return values;
+}
+
 /**
- * Remembers the secret settings of an env (the upstream key, client tokens, the stats signing
- * key) so every later log line of this isolate is scrubbed of them. Read from the raw env, so
- * it works even when the configuration does not parse.
+ * Remembers secrets so every later log line of this isolate is scrubbed of them, also in the
+ * forms a line may carry them: percent-encoded (a token with `+`, `/` or `=` pasted into a URL)
+ * and JSON-escaped.
  */
-export function rememberSecrets(env: Partial<Env>): void {
-  if (secretsSeenFor.has(env)) return;
-  secretsSeenFor.add(env);
-  const values = [env.EXTEND_API_KEY, env.STATS_SIGNING_KEY, ...(env.CLIENT_TOKENS ?? "").split(",")];
+export function rememberSecrets(secrets: readonly string[]): void {
   let added = false;
-  for (const raw of values) {
-    const value = raw?.trim();
-    if (value && value.length >= MIN_SCRUBBED_SECRET_LENGTH && !knownSecrets.has(value)) {
-      knownSecrets.add(value);
-      added = true;
+  for (const secret of secrets) {
+    if (secret.length < MIN_SCRUBBED_SECRET_LENGTH) continue;
+    for (const form of [secret, encodeURIComponent(secret), JSON.stringify(secret).slice(1, -1)]) {
+      if (!knownSecrets.has(form)) {
+        knownSecrets.add(form);
+        added = true;
+      }
     }
   }
   if (added) {
     const longestFirst = [...knownSecrets].sort((a, b) => b.length - a.length).map(escapeRegExp);
     secretPattern = new RegExp(longestFirst.join("|"), "g");
   }
+}
+
+/** Remembers the secret settings of an env (see SECRET_SETTINGS), once per env object. */
+export function rememberSecretsOf(env: Partial<Env>): void {
+  if (secretsSeenFor.has(env)) return;
+  secretsSeenFor.add(env);
+  rememberSecrets(secretValues(env));
 }
 
 /** Replaces every remembered secret in `text` with `[redacted]`. */
@@ -114,7 +149,7 @@ export function requestLog() {
   scrubConsole();
   return createMiddleware<AppEnv>(async (c, next) => {
     const started = Date.now();
-    rememberSecrets(c.env);
+    rememberSecretsOf(c.env);
     try {
       await next();
     } finally {

@@ -20,11 +20,11 @@ interface Env {
   STATS_MAX_PAGES?: string;
   /** Seconds a /stats result is fresh. */
   STATS_TTL_SECONDS?: string;
-  /** Secret that signs /stats resume tokens; derived from EXTEND_API_KEY when unset. */
+  /** Secret (at least 32 characters) that signs /stats resume tokens and keys caller ids in logs; EXTEND_API_KEY serves when unset. */
   STATS_SIGNING_KEY?: string;
-  /** Comma-separated static bearer tokens for server-to-server callers (secret). */
+  /** Comma-separated static bearer tokens for server-to-server callers (secret), each at least 32 characters. */
   CLIENT_TOKENS?: string;
-  /** JWKS URL for caller JWTs (an IdP or Cloudflare Access certs endpoint). */
+  /** JWKS URL for caller JWTs (an IdP or Cloudflare Access certs endpoint); https unless loopback. */
   JWT_JWKS_URL?: string;
   /** Required `iss` of caller JWTs. */
   JWT_ISSUER?: string;
@@ -32,9 +32,9 @@ interface Env {
   JWT_AUDIENCE?: string;
   /** "true" serves unauthenticated callers. */
   ALLOW_ANONYMOUS?: string;
-  /** Comma-separated exact origins allowed by CORS. */
+  /** Comma-separated exact origins allowed by CORS; https unless loopback. */
   ALLOWED_ORIGINS?: string;
-  /** Comma-separated run fields removed from list responses. */
+  /** Comma-separated run fields or dotted paths (`workflow.createdBy`, `files.name`) removed from list responses. */
   REDACT_FIELDS?: string;
   /** Durable Object location hint for the tenant gateway (wnam, enam, weur, …, or none); guessed from EXTEND_API_BASE_URL when unset. */
   GATEWAY_LOCATION_HINT?: string;

@@ -3,6 +3,7 @@ import { z } from "zod";
 import type { AppEnv } from "../app/env.ts";
 import type { CacheState } from "../cache/kv-cache.ts";
 import type { WorkflowRunStatus } from "../extend/schemas.ts";
+import { redactStats } from "../security/redact.ts";
 import { servicesFor } from "../services.ts";
 import { statsFilters } from "../stats/filters.ts";
 import type { StatsQuery, WorkflowRunStats } from "../stats/schemas.ts";
@@ -78,7 +79,8 @@ function freshnessOf(
 
 /**
  * The dashboard's numbers for a validated /stats query, from the stats engine that answers
- * `GET /stats` (cache, resume tokens, scan), so the page and the API cannot disagree.
+ * `GET /stats` (cache, resume tokens, scan) and redacted as /stats redacts them, so the page and
+ * the API cannot disagree. The caller has already checked the filters against REDACT_FIELDS.
  */
 export async function loadDashboardStats(
   c: Context<AppEnv>,
@@ -87,5 +89,9 @@ export async function loadDashboardStats(
   const served = await servicesFor(c).stats.answer(statsFilters(query), query.resumeToken);
   const extra = IndexFields.safeParse(served.body);
   const fields = extra.success ? extra.data : {};
-  return { stats: served.body, freshness: freshnessOf(served.body, fields, served.cache, served.ageSeconds) };
+  return {
+    // What /stats would show: no usage or byStatus where REDACT_FIELDS hides them.
+    stats: redactStats(served.body, c.var.config.redactFields),
+    freshness: freshnessOf(served.body, fields, served.cache, served.ageSeconds),
+  };
 }

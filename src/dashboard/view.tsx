@@ -235,8 +235,11 @@ function share(part: number, total: number): string {
   return total > 0 ? `${((part / total) * 100).toFixed(1)}%` : "–";
 }
 
-function StatusTable(props: { data: DashboardStats }) {
-  const { stats } = props.data;
+type StatusCounts = NonNullable<DashboardStats["stats"]["byStatus"]>;
+type Usage = NonNullable<DashboardStats["stats"]["usage"]>;
+
+function StatusTable(props: { byStatus: StatusCounts; total: number }) {
+  const { byStatus, total } = props;
   return (
     <table id="table-status">
       <caption>Runs and share per status</caption>
@@ -258,24 +261,24 @@ function StatusTable(props: { data: DashboardStats }) {
               <span class={`swatch s-${status}`} aria-hidden="true" />
               {status}
             </th>
-            <td class="num">{formatCount(stats.byStatus[status])}</td>
-            <td class="num">{share(stats.byStatus[status], stats.total)}</td>
+            <td class="num">{formatCount(byStatus[status])}</td>
+            <td class="num">{share(byStatus[status], total)}</td>
           </tr>
         ))}
       </tbody>
       <tfoot>
         <tr data-status="total">
           <th scope="row">Total</th>
-          <td class="num">{formatCount(stats.total)}</td>
-          <td class="num">{stats.total > 0 ? "100%" : "–"}</td>
+          <td class="num">{formatCount(total)}</td>
+          <td class="num">{total > 0 ? "100%" : "–"}</td>
         </tr>
       </tfoot>
     </table>
   );
 }
 
-function CreditsTable(props: { data: DashboardStats }) {
-  const { usage } = props.data.stats;
+function CreditsTable(props: { usage: Usage }) {
+  const { usage } = props;
   return (
     <table id="table-credits">
       <caption>Credit totals</caption>
@@ -341,6 +344,19 @@ function WorkflowsSection(props: { data: DashboardStats }) {
   );
 }
 
+/** In place of numbers REDACT_FIELDS hides from /stats, and so from this page. */
+function Hidden(props: { id: string; what: string; field: string }) {
+  return (
+    <section class="card" id={props.id}>
+      <h2>{props.what}</h2>
+      <p class="hint">
+        Hidden: this proxy redacts <code>{props.field}</code> (REDACT_FIELDS), so neither <code>/stats</code>{" "}
+        nor this page shows them.
+      </p>
+    </section>
+  );
+}
+
 export interface DashboardPageProps {
   nonce: string;
   viewer: Viewer;
@@ -383,28 +399,36 @@ export function DashboardPage(props: DashboardPageProps) {
             </span>
             <span class="label">{stats.complete ? "runs match these filters" : "runs counted so far"}</span>
           </div>
-          <div class="pair">
-            <section class="card" aria-labelledby="status-heading">
-              <h2 id="status-heading">Runs per status</h2>
-              <StatusChart byStatus={stats.byStatus} />
-              <p class="hint">
-                One linear scale. Every status above zero keeps a visible bar, however small its share, and
-                each bar prints its exact count.
-              </p>
-            </section>
-            <section class="card">
-              <StatusTable data={data} />
-            </section>
-          </div>
-          <div class="pair">
-            <section class="card" aria-labelledby="credits-heading">
-              <h2 id="credits-heading">Credits</h2>
-              <CreditsChart credits={stats.usage.credits} totalCredits={stats.usage.totalCredits} />
-            </section>
-            <section class="card">
-              <CreditsTable data={data} />
-            </section>
-          </div>
+          {stats.byStatus ? (
+            <div class="pair">
+              <section class="card" aria-labelledby="status-heading">
+                <h2 id="status-heading">Runs per status</h2>
+                <StatusChart byStatus={stats.byStatus} />
+                <p class="hint">
+                  One linear scale. Every status above zero keeps a visible bar, however small its share, and
+                  each bar prints its exact count.
+                </p>
+              </section>
+              <section class="card">
+                <StatusTable byStatus={stats.byStatus} total={stats.total} />
+              </section>
+            </div>
+          ) : (
+            <Hidden id="hidden-status" what="Runs per status" field="status" />
+          )}
+          {stats.usage ? (
+            <div class="pair">
+              <section class="card" aria-labelledby="credits-heading">
+                <h2 id="credits-heading">Credits</h2>
+                <CreditsChart credits={stats.usage.credits} totalCredits={stats.usage.totalCredits} />
+              </section>
+              <section class="card">
+                <CreditsTable usage={stats.usage} />
+              </section>
+            </div>
+          ) : (
+            <Hidden id="hidden-credits" what="Credits" field="usage" />
+          )}
           <WorkflowsSection data={data} />
         </main>
       ) : null}

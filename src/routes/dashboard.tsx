@@ -9,10 +9,10 @@ import { createMiddleware } from "hono/factory";
 import type { JSX } from "hono/jsx/jsx-runtime";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type { AppEnv } from "../app/env.ts";
-import { ErrorBody } from "../app/errors.ts";
+import { ErrorBody, invalidQuery } from "../app/errors.ts";
 import { createRouter, isRead, rejectMalformedQuery, validationError } from "../app/router.ts";
 import { loadDashboardStats } from "../dashboard/data.ts";
-import { endSession, readSession, startSession } from "../dashboard/session.ts";
+import { endSession, hasSessionCookie, readSession, startSession } from "../dashboard/session.ts";
 import {
   DashboardPage,
   ErrorPage,
@@ -25,7 +25,8 @@ import {
 import { findSecret } from "../lib/digest.ts";
 import { authenticate, CF_ACCESS_JWT_HEADER, DEFAULT_DENY_MESSAGE } from "../security/auth.ts";
 import { cspNonce, dashboardContentSecurityPolicy } from "../security/headers.ts";
-import { countFailedAuthentication, rateLimit } from "../security/rate-limit.ts";
+import { chargeRejectedCredentials, rateLimit, spendCredentialAttempt } from "../security/rate-limit.ts";
+import { redactedFilterIssues } from "../security/redact.ts";
 import { StatsQuery } from "../stats/schemas.ts";
 import { ROUTE_ACCESS } from "./access.ts";
 
@@ -119,8 +120,9 @@ function viewerOf(c: Context<AppEnv>): Viewer {
 /**
  * Authentication for the page: credentials in headers (a bearer token or JWT, or Cloudflare
  * Access's header) go through authenticate() exactly as on /stats; without them, a valid session
- * cookie identifies the caller. A forged cookie counts as a rejected credential. A 401 becomes
- * the sign-in page.
+ * cookie identifies the caller. A cookie is a credential like any other: it spends a unit of the
+ * address's credential budget before it is checked, and a forged one costs what a rejected
+ * token costs. A 401 becomes the sign-in page.
  */
 function dashboardAccess() {
   const viaHeaders = authenticate();
@@ -132,6 +134,7 @@ function dashboardAccess() {
       (config.jwt !== undefined && c.req.header(CF_ACCESS_JWT_HEADER) !== undefined);
     let sessionEnded = false;
     if (!headerCredentials) {
+      if (hasSessionCookie(c)) await spendCredentialAttempt(c);
       const session = await readSession(c);
       if (session.kind === "valid") {
         c.set("caller", session.caller);
@@ -141,7 +144,7 @@ function dashboardAccess() {
       if (session.kind !== "none") {
         endSession(c);
         sessionEnded = true;
-        if (session.kind === "forged") await countFailedAuthentication(c);
+        if (session.kind === "forged") await chargeRejectedCredentials(c);
       }
     }
     const result = await viaHeaders(c, next);
@@ -231,8 +234,9 @@ async function renderDashboard(c: Context<AppEnv>): Promise<Response> {
   const form: FilterForm = { values: formValues(input), errors: [] };
   const viewer = viewerOf(c);
   const parsed = StatsQuery.safeParse(input);
-  if (!parsed.success) {
-    const error = validationError(parsed.error, c);
+  const redacted = parsed.success ? redactedFilterIssues(parsed.data, c.var.config.redactFields) : [];
+  if (!parsed.success || redacted.length > 0) {
+    const error = parsed.success ? invalidQuery(redacted) : validationError(parsed.error, c);
     const details = error.details ?? [];
     const fields: readonly string[] = FILTER_FIELDS;
     form.errors = details.filter((issue) => fields.includes(issue.field));
@@ -340,10 +344,11 @@ async function login(c: Context<AppEnv>): Promise<Response> {
   const returnTo = form?.returnTo ?? "";
   const token = form?.token?.trim() ?? "";
   if (token === "") return signIn(400, returnTo, "token is required");
+  await spendCredentialAttempt(c);
   const match = await findSecret(token, config.clientTokens);
   if (match === undefined) {
     c.var.telemetry.callerId = "rejected:dashboard-login";
-    await countFailedAuthentication(c);
+    await chargeRejectedCredentials(c);
     return signIn(401, returnTo, "This is not one of the proxy's client tokens.");
   }
   await startSession(c, match);

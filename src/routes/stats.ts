@@ -1,5 +1,6 @@
 import { createRoute } from "@hono/zod-openapi";
 import { createRouter } from "../app/router.ts";
+import { redactStats, refuseRedactedFilters } from "../security/redact.ts";
 import { servicesFor } from "../services.ts";
 import { statsFilters } from "../stats/filters.ts";
 import { StatsQuery, WorkflowRunStats } from "../stats/schemas.ts";
@@ -35,6 +36,7 @@ const statsRoute = createRoute({
 
 export const stats = createRouter().openapi(statsRoute, async (c) => {
   const query = c.req.valid("query");
+  refuseRedactedFilters(query, c.var.config.redactFields);
   const served = await servicesFor(c).stats.answer(statsFilters(query), query.resumeToken);
   c.var.telemetry.cache = served.cache;
   const headers: Record<string, string> = {
@@ -43,7 +45,7 @@ export const stats = createRouter().openapi(statsRoute, async (c) => {
     "cache-control": served.body.complete ? STATS_CACHE_CONTROL : "no-store",
   };
   if (served.ageSeconds !== undefined) headers.age = String(served.ageSeconds);
-  return c.json(served.body, 200, headers);
+  return c.json(redactStats(served.body, c.var.config.redactFields), 200, headers);
 });
 
 export type StatsRoutes = typeof stats;

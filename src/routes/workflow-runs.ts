@@ -2,7 +2,7 @@ import { createRoute } from "@hono/zod-openapi";
 import { createRouter, jsonText } from "../app/router.ts";
 import { ifNoneMatchHits, weakEtag } from "../cache/etag.ts";
 import { canonicalListQuery, ListWorkflowRunsQuery, WorkflowRunsListResponse } from "../extend/schemas.ts";
-import { redactRuns } from "../security/redact.ts";
+import { redactRuns, refuseRedactedFilters } from "../security/redact.ts";
 import { servicesFor, trackedOptions } from "../services.ts";
 import { errorResponses } from "./responses.ts";
 
@@ -32,6 +32,7 @@ const listRoute = createRoute({
 
 export const workflowRuns = createRouter().openapi(listRoute, async (c) => {
   const query = canonicalListQuery(c.req.valid("query"));
+  refuseRedactedFilters(query, c.var.config.redactFields);
   const { pages } = servicesFor(c);
   const result = await pages.get(query, trackedOptions(c));
   c.var.telemetry.cache = result.cache;

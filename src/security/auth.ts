@@ -4,16 +4,19 @@ import type { Config } from "../app/config.ts";
 import { type AppEnv, addWarning, type Caller } from "../app/env.ts";
 import { ApiError } from "../app/errors.ts";
 import { errorResponse, isRead } from "../app/router.ts";
-import { findSecret, shortHash } from "../lib/digest.ts";
+import { findSecret } from "../lib/digest.ts";
 import { clientIp } from "./client-ip.ts";
+import { fingerprint } from "./fingerprint.ts";
 import { looksLikeJwt, verifyCallerJwt } from "./jwt.ts";
-import { countFailedAuthentication } from "./rate-limit.ts";
+import { chargeRejectedCredentials, spendCredentialAttempt } from "./rate-limit.ts";
 
 export const AUTH_REALM = "extend-runs-proxy";
 /** Cloudflare Access puts the user's JWT in this header on requests it lets through. */
 export const CF_ACCESS_JWT_HEADER = "cf-access-jwt-assertion";
 /** Retry-After for a 503 caused by an unreachable key set (see JWKS_FAILURE_BACKOFF_MS). */
 const KEYS_UNAVAILABLE_RETRY_SECONDS = 10;
+/** A JWT subject goes into the caller id as itself only when it is short printable ASCII. */
+const LOGGABLE_SUBJECT = /^[\x21-\x7e]{1,128}$/;
 
 export const DEFAULT_DENY_MESSAGE =
   "This proxy has no caller authentication configured, so it refuses every data request. " +
@@ -27,7 +30,7 @@ async function tryBearer(token: string, config: Config): Promise<Attempt> {
   if (config.clientTokens.length > 0) {
     const match = await findSecret(token, config.clientTokens);
     if (match !== undefined)
-      return { ok: true, caller: { id: `token:${await shortHash(match)}`, method: "token" } };
+      return { ok: true, caller: { id: `token:${await fingerprint(config, match)}`, method: "token" } };
   }
   if (config.jwt && looksLikeJwt(token)) return tryJwt(token, config);
   return { ok: false, reason: "the bearer token is not valid" };
@@ -37,7 +40,10 @@ async function tryJwt(token: string, config: Config): Promise<Attempt> {
   if (!config.jwt) return { ok: false, reason: "JWT authentication is not configured" };
   const result = await verifyCallerJwt(token, config.jwt);
   if (!result.ok) return result;
-  return { ok: true, caller: { id: `jwt:${result.subject}`, method: "jwt" } };
+  const subject = LOGGABLE_SUBJECT.test(result.subject)
+    ? result.subject
+    : `hmac:${await fingerprint(config, result.subject)}`;
+  return { ok: true, caller: { id: `jwt:${subject}`, method: "jwt" } };
 }
 
 /** RFC 6750 §3 challenge; `error` is left out when the request carried no credentials. */
@@ -64,8 +70,10 @@ function unauthorized(
  * Accepts, in order: a static token from CLIENT_TOKENS or a JWT in `Authorization: Bearer`, then
  * a JWT in `Cf-Access-Jwt-Assertion`. With ALLOW_ANONYMOUS, a request without credentials is
  * served as `anon:<ip>`; when no method is configured at all, every request is refused (default
- * deny). Rejected credentials count against the client ip's rate limit. Sets `caller` and the
- * telemetry's caller id; credentials go nowhere else.
+ * deny). A request with credentials first spends a unit of its address's credential budget, and a
+ * rejected credential costs more (see rate-limit.ts): once the budget is spent, credentials from
+ * that address are refused unchecked. Sets `caller` and the telemetry's caller id; credentials go
+ * nowhere else.
  */
 export function authenticate() {
   return createMiddleware<AppEnv>(async (c, next) => {
@@ -96,6 +104,8 @@ export function authenticate() {
       return unauthorized(c, `Credentials are required: ${how}.`);
     }
 
+    c.var.telemetry.callerId = `rejected:${clientIp(c)}`;
+    await spendCredentialAttempt(c);
     const attempts: Attempt[] = [];
     if (authorization !== undefined) {
       const match = /^Bearer +(\S+) *$/i.exec(authorization);
@@ -113,7 +123,6 @@ export function authenticate() {
       attempts.push(attempt);
     }
 
-    c.var.telemetry.callerId = `rejected:${clientIp(c)}`;
     const failures = attempts.filter((a): a is Extract<Attempt, { ok: false }> => !a.ok);
     const reasons = failures.map((f) => f.reason).join("; ");
     if (failures.some((f) => f.unavailable)) {
@@ -127,7 +136,7 @@ export function authenticate() {
         }),
       );
     }
-    await countFailedAuthentication(c);
+    await chargeRejectedCredentials(c);
     return unauthorized(c, `The credentials were rejected: ${reasons}.`, {
       error: {
         code:

@@ -5,11 +5,18 @@ import { ApiError } from "../app/errors.ts";
 import { isRead } from "../app/router.ts";
 import { clientIp } from "./client-ip.ts";
 
-/** The period of both limiters in wrangler.toml; Retry-After is the longest a caller may wait. */
+/** The period of every limiter in wrangler.toml; Retry-After is the longest a caller may wait. */
 export const RATE_LIMIT_PERIOD_SECONDS = 60;
+/**
+ * What a rejected credential costs in AUTH_RATE_LIMITER units; a request that carries credentials
+ * costs one before they are checked. With the binding's 1200 a minute that is 120 rejected
+ * credentials a minute from one address (fewer alongside accepted ones), while an address with
+ * many honest callers behind it may still send 1200 requests with credentials.
+ */
+export const REJECTED_CREDENTIAL_COST = 10;
 
 /** The Workers Rate Limiting bindings declared in wrangler.toml. */
-export type LimiterBinding = "RATE_LIMITER" | "STATS_RATE_LIMITER";
+export type LimiterBinding = "RATE_LIMITER" | "STATS_RATE_LIMITER" | "AUTH_RATE_LIMITER";
 
 /**
  * Asks the binding whether `key` may make one more request. A binding that throws (or is not
@@ -21,7 +28,9 @@ async function withinLimit(c: Context<AppEnv>, binding: LimiterBinding, key: str
     const outcome = await c.env[binding].limit({ key });
     return outcome.success;
   } catch {
-    addWarning(c.var.telemetry, `${binding} unavailable; request allowed`);
+    const warning = `${binding} unavailable; request allowed`;
+    // A rejected credential asks the limiter several times: one warning is enough.
+    if (!c.var.telemetry.warnings?.includes(warning)) addWarning(c.var.telemetry, warning);
     return true;
   }
 }
@@ -47,12 +56,24 @@ export function rateLimit(binding: LimiterBinding) {
   });
 }
 
+const credentialsKey = (c: Context<AppEnv>) => `credentials:${clientIp(c)}`;
+
 /**
- * Counts a rejected credential against the client ip (under its own key in RATE_LIMITER), so
- * guessing tokens costs the same budget as using one.
+ * Spends one unit of the client address's credential budget, before its credentials are looked
+ * at. Throws the 429 once the budget is spent: from then until the limiter's window passes, every
+ * request with credentials from that address is refused, the right ones included, so a guesser
+ * learns nothing from the answer.
  */
-export async function countFailedAuthentication(c: Context<AppEnv>): Promise<void> {
-  if (!(await withinLimit(c, "RATE_LIMITER", `authfail:${clientIp(c)}`))) {
-    throw rateLimited("rejected credentials from this address");
+export async function spendCredentialAttempt(c: Context<AppEnv>): Promise<void> {
+  if (!(await withinLimit(c, "AUTH_RATE_LIMITER", credentialsKey(c)))) {
+    throw rateLimited("credential attempts from this address");
   }
+}
+
+/** Charges the rest of a rejected credential's cost (REJECTED_CREDENTIAL_COST) to its address. */
+export async function chargeRejectedCredentials(c: Context<AppEnv>): Promise<void> {
+  const key = credentialsKey(c);
+  await Promise.all(
+    Array.from({ length: REJECTED_CREDENTIAL_COST - 1 }, () => withinLimit(c, "AUTH_RATE_LIMITER", key)),
+  );
 }

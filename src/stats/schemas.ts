@@ -76,16 +76,19 @@ export const WorkflowRunStats = z
       })
       .openapi({ description: "The filters given, normalised (instants as UTC with milliseconds)." }),
     total: z.number().int().min(0).openapi({ description: "Matching runs counted (so far)." }),
-    byStatus: StatusCounts,
-    usage: z.object({
-      credits: z
-        .number()
-        .openapi({ description: "Sum of `usage.credits`, exact to the decimals Extend sends." }),
-      totalCredits: z
-        .number()
-        .openapi({ description: "Sum of `usage.totalCredits`, or of `usage.credits` where it is absent." }),
-      runsWithoutUsage: z.number().int().min(0).openapi({ description: "Runs whose `usage` is null." }),
-    }),
+    byStatus: StatusCounts.optional(),
+    usage: z
+      .object({
+        credits: z
+          .number()
+          .openapi({ description: "Sum of `usage.credits`, exact to the decimals Extend sends." }),
+        totalCredits: z
+          .number()
+          .openapi({ description: "Sum of `usage.totalCredits`, or of `usage.credits` where it is absent." }),
+        runsWithoutUsage: z.number().int().min(0).openapi({ description: "Runs whose `usage` is null." }),
+      })
+      .optional()
+      .openapi({ description: "Absent when REDACT_FIELDS hides `usage` or a field inside it." }),
     complete: z.boolean().openapi({
       description: "False when the page budget ran out: call again with `resumeToken` for the rest.",
     }),

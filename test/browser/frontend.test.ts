@@ -2,7 +2,6 @@
 // /workflow_runs and /stats with a bearer token (the browser sends the CORS preflight itself),
 // with plain fetch and with the `hc` client from src/client bundled by esbuild; the same page
 // on an origin that is not listed gets nothing, and its requests never reach the data routes.
-import { createHash } from "node:crypto";
 import type { Browser, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
@@ -58,8 +57,28 @@ function unique(): { maxPageSize: string; until: string } {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** The caller id the proxy logs for a client token. */
-const callerOf = (token: string) => `token:${createHash("sha256").update(token).digest("hex").slice(0, 12)}`;
+/**
+ * The caller id the proxy logs for a client token: its HMAC-SHA256 fingerprint (16 hex) under a
+ * key derived with HKDF from the upstream key, as src/security/fingerprint.ts documents it.
+ */
+async function callerOf(token: string): Promise<string> {
+  const encoder = new TextEncoder();
+  const secret = suite?.upstreamKey ?? "";
+  const base = await crypto.subtle.importKey("raw", encoder.encode(secret), "HKDF", false, ["deriveBits"]);
+  const bits = await crypto.subtle.deriveBits(
+    {
+      name: "HKDF",
+      hash: "SHA-256",
+      salt: encoder.encode("extend-runs-proxy"),
+      info: encoder.encode("caller fingerprint v1"),
+    },
+    base,
+    256,
+  );
+  const key = await crypto.subtle.importKey("raw", bits, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+  const mac = Buffer.from(await crypto.subtle.sign("HMAC", key, encoder.encode(token)));
+  return `token:${mac.subarray(0, 8).toString("hex")}`;
+}
 
 /**
  * The proxy's log lines for one route and query value from the page (preflights, which carry no
@@ -71,6 +90,7 @@ async function linesFor(
   token: string,
   expected: number,
 ): Promise<LogLine[]> {
+  const caller = await callerOf(token);
   let lines: LogLine[] = [];
   for (let i = 0; i < 40; i++) {
     if (suite === null) return [];
@@ -78,7 +98,7 @@ async function linesFor(
       (line) =>
         line.route === route &&
         matches(line.query ?? {}) &&
-        (line.method === "OPTIONS" || line.caller === callerOf(token)),
+        (line.method === "OPTIONS" || line.caller === caller),
     );
     if (lines.length >= expected) break;
     await sleep(100);

@@ -16,7 +16,7 @@ const UPSTREAM_KEY = `sk_test_CANARY_e2e_${randomBytes(6).toString("hex")}`;
 /** The proxy limits each caller to 120 requests a minute; every test gets its own caller. */
 const CLIENT_TOKENS = Array.from(
   { length: 40 },
-  (_, i) => `e2e_token_${i}_${randomBytes(8).toString("hex")}`,
+  (_, i) => `e2e_token_${i}_${randomBytes(16).toString("hex")}`,
 );
 const PAGE_SIZE = 25;
 /** Headers a real upstream sends that must never reach a client through the proxy. */

@@ -18,7 +18,7 @@ import { type BrowserSuite, CHROMIUM_ARGS, CHROMIUM_PATH, chromiumInstalled } fr
 const DATASET = { size: 3000, seed: 1 };
 
 function tokens(prefix: string, count: number): string[] {
-  return Array.from({ length: count }, (_, i) => `br_${prefix}_${i}_${randomBytes(8).toString("hex")}`);
+  return Array.from({ length: count }, (_, i) => `br_${prefix}_${i}_${randomBytes(16).toString("hex")}`);
 }
 
 /** The frontend fixture: the typed client from src/client bundled for the browser by esbuild. */

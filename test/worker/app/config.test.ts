@@ -1,4 +1,7 @@
+import { env as testEnv } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
+import { isLoopbackHost, loadConfig, MIN_OPERATOR_SECRET_LENGTH } from "../../../src/app/config.ts";
+import { ApiError } from "../../../src/app/errors.ts";
 import { TEST_UPSTREAM_KEY } from "../support/constants.ts";
 import { expectErrorEnvelope, read } from "../support/envelope.ts";
 import { useFakeExtend } from "../support/fake-upstream.ts";
@@ -6,6 +9,10 @@ import { callAsFreshCaller, isolatedEnv } from "../support/isolated.ts";
 
 /** A marker inside each bad value, so "the value is never echoed" is a precise check. */
 const MARK = "zq9Xv";
+/** A secret one character too short, marked. */
+const SHORT_SECRET = `${MARK}${"s".repeat(MIN_OPERATOR_SECRET_LENGTH - 1 - MARK.length)}`;
+const LONG_TOKEN = `tok_${"a".repeat(MIN_OPERATOR_SECRET_LENGTH)}`;
+const JWT_REST = { JWT_ISSUER: "https://idp.example.com/", JWT_AUDIENCE: "proxy" };
 
 const BROKEN: { name: string; setting: string; env: Partial<Env>; secret?: string }[] = [
   { name: "EXTEND_API_KEY missing", setting: "EXTEND_API_KEY", env: { EXTEND_API_KEY: undefined } },
@@ -29,6 +36,67 @@ const BROKEN: { name: string; setting: string; env: Partial<Env>; secret?: strin
     env: { EXTEND_API_KEY: `${TEST_UPSTREAM_KEY}é${MARK}` },
     secret: TEST_UPSTREAM_KEY,
   },
+  {
+    name: "EXTEND_API_KEY of 7 characters",
+    setting: "EXTEND_API_KEY",
+    env: { EXTEND_API_KEY: `sk_${MARK[0]}xyz` },
+  },
+  { name: "CLIENT_TOKENS of 31 characters", setting: "CLIENT_TOKENS", env: { CLIENT_TOKENS: SHORT_SECRET } },
+  { name: "CLIENT_TOKENS of three characters", setting: "CLIENT_TOKENS", env: { CLIENT_TOKENS: "abc" } },
+  {
+    name: "CLIENT_TOKENS with one short token among long ones",
+    setting: "CLIENT_TOKENS",
+    env: { CLIENT_TOKENS: `${LONG_TOKEN},${SHORT_SECRET},${LONG_TOKEN}x` },
+  },
+  {
+    name: "CLIENT_TOKENS with a space inside a token",
+    setting: "CLIENT_TOKENS",
+    env: { CLIENT_TOKENS: `${LONG_TOKEN} ${MARK}` },
+  },
+  {
+    name: "STATS_SIGNING_KEY of 31 characters",
+    setting: "STATS_SIGNING_KEY",
+    env: { STATS_SIGNING_KEY: SHORT_SECRET },
+  },
+  {
+    name: "EXTEND_API_BASE_URL over plain http",
+    setting: "EXTEND_API_BASE_URL",
+    env: { EXTEND_API_BASE_URL: `http://api.${MARK}.example` },
+  },
+  {
+    name: "EXTEND_API_BASE_URL over plain http to a private address",
+    setting: "EXTEND_API_BASE_URL",
+    env: { EXTEND_API_BASE_URL: "http://10.0.0.8:8788" },
+  },
+  {
+    name: "EXTEND_API_BASE_URL over plain http to a name that starts like loopback",
+    setting: "EXTEND_API_BASE_URL",
+    env: { EXTEND_API_BASE_URL: "http://127.0.0.1.example.com" },
+  },
+  {
+    name: "JWT_JWKS_URL over plain http",
+    setting: "JWT_JWKS_URL",
+    env: { JWT_JWKS_URL: `http://idp.example.com/${MARK}/jwks.json`, ...JWT_REST },
+  },
+  {
+    name: "ALLOWED_ORIGINS with a plain http origin",
+    setting: "ALLOWED_ORIGINS",
+    env: { ALLOWED_ORIGINS: `https://app.example.com,http://${MARK}.example.com` },
+  },
+  ...[
+    "files..name",
+    ".files",
+    "files.",
+    "files[0].name",
+    "files.*",
+    "files name",
+    "a.b.c.d.e.f.g.h.i",
+    "wörk",
+  ].map((value) => ({
+    name: `REDACT_FIELDS=${JSON.stringify(value)}`,
+    setting: "REDACT_FIELDS",
+    env: { REDACT_FIELDS: `dashboardUrl,${value}` },
+  })),
   {
     name: "EXTEND_API_BASE_URL not a URL",
     setting: "EXTEND_API_BASE_URL",
@@ -129,5 +197,76 @@ describe("valid configuration edges", () => {
     const [call] = fake.listCalls;
     expect(call?.headers.authorization).toBe(`Bearer ${TEST_UPSTREAM_KEY}`);
     expect(call?.headers["x-extend-api-version"]).toBe("2026-02-09");
+  });
+});
+
+describe("loadConfig", () => {
+  const parse = (env: Partial<Env>) => loadConfig({ ...testEnv, ...env } as Env);
+  const failure = (env: Partial<Env>) => {
+    try {
+      parse(env);
+    } catch (error) {
+      if (error instanceof ApiError) return error;
+      throw error;
+    }
+    throw new Error("the configuration parsed");
+  };
+
+  it.each([
+    "http://127.0.0.1:8788",
+    "http://127.5.6.7",
+    "http://localhost:8788",
+    "http://LOCALHOST:8788/",
+    "http://[::1]:8788",
+    "https://api.eu1.extend.ai",
+  ])("accepts EXTEND_API_BASE_URL=%s (https, or http on loopback)", (url) => {
+    expect(parse({ EXTEND_API_BASE_URL: url }).extendApiBaseUrl.href).toBe(new URL(url).href);
+  });
+
+  it.each(["http://127.0.0.1:9999/jwks.json", "http://localhost/jwks", "https://idp.example.com/jwks"])(
+    "accepts JWT_JWKS_URL=%s",
+    (url) => {
+      expect(parse({ JWT_JWKS_URL: url, ...JWT_REST }).jwt?.jwksUrl.href).toBe(new URL(url).href);
+    },
+  );
+
+  it("accepts http origins on loopback only", () => {
+    const origins = "http://localhost:5173,http://127.0.0.1:3000,http://[::1]:8080,https://app.example.com";
+    expect(parse({ ALLOWED_ORIGINS: origins }).allowedOrigins).toEqual(origins.split(","));
+  });
+
+  it.each([
+    ["localhost", true],
+    ["127.0.0.1", true],
+    ["127.255.0.9", true],
+    ["[::1]", true],
+    ["128.0.0.1", false],
+    ["localhost.example.com", false],
+    ["[::ffff:7f00:1]", false],
+    ["0.0.0.0", false],
+  ])("isLoopbackHost(%s) is %s", (host, loopback) => {
+    expect(isLoopbackHost(host)).toBe(loopback);
+  });
+
+  it(`accepts secrets of exactly ${MIN_OPERATOR_SECRET_LENGTH} characters`, () => {
+    const secret = "x".repeat(MIN_OPERATOR_SECRET_LENGTH);
+    const config = parse({ CLIENT_TOKENS: `${secret}, ${secret}y`, STATS_SIGNING_KEY: secret });
+    expect(config.clientTokens).toEqual([secret, `${secret}y`]);
+    expect(config.statsSigningKey).toBe(secret);
+  });
+
+  it("says how to make a long enough secret, naming the setting and never the value", () => {
+    const error = failure({ CLIENT_TOKENS: SHORT_SECRET });
+    expect(error.message).toContain("CLIENT_TOKENS");
+    expect(error.message).toContain(`at least ${MIN_OPERATOR_SECRET_LENGTH} characters`);
+    expect(error.message).toContain("openssl rand -base64 32");
+    expect(JSON.stringify(error.toBody("req"))).not.toContain(MARK);
+  });
+
+  it("normalises REDACT_FIELDS: duplicates and paths inside another listed path dropped, sorted", () => {
+    const config = parse({
+      REDACT_FIELDS: "workflow.createdBy, files.name,files, workflow.createdBy,usage.credits",
+    });
+    expect(config.redactFields).toEqual(["files", "usage.credits", "workflow.createdBy"]);
   });
 });

@@ -8,6 +8,7 @@ import { DARK, LIGHT, type Scheme, STYLESHEET } from "../../../src/dashboard/the
 import { DashboardPage, freshnessText, renderDocument } from "../../../src/dashboard/view.tsx";
 import worker from "../../../src/index.ts";
 import { DEFAULT_DENY_MESSAGE } from "../../../src/security/auth.ts";
+import { REJECTED_CREDENTIAL_COST } from "../../../src/security/rate-limit.ts";
 import { captureConsole } from "../support/console.ts";
 import { TEST_UPSTREAM_KEY } from "../support/constants.ts";
 import { TEST_CLIENT_TOKEN, TestIssuer } from "../support/jwt-issuer.ts";
@@ -21,7 +22,7 @@ import {
 } from "../support/stats.ts";
 
 const ORIGIN = "https://proxy.test";
-const OTHER_TOKEN = "ct_other_dashboard_token_55d1c3";
+const OTHER_TOKEN = "ct_other_dashboard_token_55d1c3a9e07b4f28";
 const TOKENS: Partial<Env> = {
   CLIENT_TOKENS: `${OTHER_TOKEN},${TEST_CLIENT_TOKEN}`,
   ALLOW_ANONYMOUS: "false",
@@ -177,11 +178,11 @@ describe("GET /dashboard: the numbers", () => {
     const bars = statusBars(html);
     expect(bars.map((b) => b.status)).toEqual([...STATUSES]);
     for (const bar of bars) {
-      expect(bar.printed, bar.status).toBe(stats.byStatus[bar.status as keyof WorkflowRunStats["byStatus"]]);
+      expect(bar.printed, bar.status).toBe(stats.byStatus?.[bar.status as (typeof STATUSES)[number]]);
       expect(bar.title).toBe(`${bar.status}: ${bar.printed.toLocaleString("en-US")} runs`);
     }
     expect(html).toContain(`id="total">${stats.total.toLocaleString("en-US")}</span>`);
-    expect(html).toContain(`${stats.usage.credits.toLocaleString("en-US", { maximumFractionDigits: 6 })}`);
+    expect(html).toContain(`${stats.usage?.credits.toLocaleString("en-US", { maximumFractionDigits: 6 })}`);
   });
 
   it("keeps a status of 1 run visible next to one of thousands, and prints both counts", async () => {
@@ -216,7 +217,7 @@ describe("GET /dashboard: the numbers", () => {
     }
     const label = /id="chart-status"[^>]*aria-label="([^"]+)"/.exec(html)?.[1] ?? "";
     expect(label).toBe(
-      `Runs per status: ${STATUSES.map((s) => `${s} ${stats.byStatus[s].toLocaleString("en-US")}`).join(", ")}`,
+      `Runs per status: ${STATUSES.map((s) => `${s} ${stats.byStatus?.[s].toLocaleString("en-US")}`).join(", ")}`,
     );
   });
 
@@ -311,6 +312,46 @@ describe("GET /dashboard: validation", () => {
   });
 });
 
+describe("GET /dashboard: redaction, as /stats applies it", () => {
+  it.each([
+    ["status", "byStatus", "hidden-status", "chart-status"],
+    ["usage", "usage", "hidden-credits", "chart-credits"],
+    ["usage.credits", "usage", "hidden-credits", "chart-credits"],
+  ] as const)("hides what REDACT_FIELDS=%s hides from /stats", async (field, key, hidden, chart) => {
+    const { env: stateEnv } = useStatsFake();
+    const settings = { ...stateEnv, REDACT_FIELDS: field };
+    const response = await call("/dashboard", { env: { ...settings, ALLOW_ANONYMOUS: "true" } });
+    const html = await response.text();
+    expect(response.status).toBe(200);
+    const api = await statsFor({}, settings);
+    expect(api[key]).toBeUndefined();
+    expect(html).toContain(`id="${hidden}"`);
+    expect(html).not.toContain(`id="${chart}"`);
+    expect(html).toContain(`id="total">${api.total.toLocaleString("en-US")}</span>`);
+    if (key === "byStatus") expect(html).not.toContain('id="table-status"');
+    else expect(html).not.toContain('id="table-credits"');
+  });
+
+  it("refuses a filter on a redacted field with the message /stats gives, and calls nobody", async () => {
+    const { fake, env: stateEnv } = useStatsFake();
+    const settings = { ...stateEnv, REDACT_FIELDS: "files.name" };
+    const query = { fileNameContains: "invoice" };
+    const response = await call(dashboardPath(query), { env: { ...settings, ALLOW_ANONYMOUS: "true" } });
+    const html = await response.text();
+    expect(response.status).toBe(400);
+    const api = await callProxy(statsPath(query), { env: settings });
+    expect(api.status).toBe(400);
+    const body = await json<{ message: string; details: { field: string; message: string }[] }>(api);
+    const detail = body.details.find((d) => d.field === "fileNameContains");
+    expect(detail).toBeDefined();
+    expect(html).toContain(
+      `<p class="field-error" id="e-fileNameContains">fileNameContains ${detail?.message}</p>`,
+    );
+    expect(html).toContain(body.message);
+    expect(fake.listCalls).toHaveLength(0);
+  });
+});
+
 describe("GET /dashboard: access, the rules of /stats", () => {
   it("refuses everyone when no authentication is configured, saying how to configure it", async () => {
     const { fake, env: stateEnv } = useStatsFake();
@@ -348,7 +389,7 @@ describe("GET /dashboard: access, the rules of /stats", () => {
     const response = await call("/dashboard", { env: { ...stateEnv, ...TOKENS }, headers: BEARER });
     expect(response.status).toBe(200);
     const html = await response.text();
-    expect(html).toMatch(/Signed in with client token token:[0-9a-f]{12}/);
+    expect(html).toMatch(/Signed in with client token token:[0-9a-f]{16}/);
     // A bearer caller has no session to end.
     expect(html).not.toContain('action="/dashboard/logout"');
   });
@@ -441,7 +482,7 @@ describe("signing in with a static token", () => {
     const page = await call("/dashboard", { env: settings, headers: { cookie: sessionCookie(response) } });
     expect(page.status).toBe(200);
     const html = await page.text();
-    expect(html).toMatch(/Signed in with client token token:[0-9a-f]{12}/);
+    expect(html).toMatch(/Signed in with client token token:[0-9a-f]{16}/);
     expect(html).toContain('<form method="post" action="/dashboard/logout">');
   });
 
@@ -462,7 +503,7 @@ describe("signing in with a static token", () => {
     await (await call("/dashboard", { env: settings, headers: { cookie } })).arrayBuffer();
     await (await call("/dashboard", { env: settings, headers: BEARER })).arrayBuffer();
     expect(keys).toHaveLength(2);
-    expect(keys[0]).toMatch(/^token:[0-9a-f]{12}$/);
+    expect(keys[0]).toMatch(/^token:[0-9a-f]{16}$/);
     expect(keys[1]).toBe(keys[0]);
   });
 
@@ -480,13 +521,13 @@ describe("signing in with a static token", () => {
     }
   });
 
-  it("refuses a wrong token without a cookie, and counts it as a rejected credential", async () => {
+  it("refuses a wrong token without a cookie, and charges it as a rejected credential", async () => {
     const { env: stateEnv } = useStatsFake();
     const keys: string[] = [];
     const settings = {
       ...stateEnv,
       ...TOKENS,
-      RATE_LIMITER: {
+      AUTH_RATE_LIMITER: {
         limit: async ({ key }: { key: string }) => {
           keys.push(key);
           return { success: true };
@@ -502,21 +543,21 @@ describe("signing in with a static token", () => {
     const html = await response.text();
     expectNoScript(html, expectPageHeaders(response));
     expect(html).toContain("This is not one of the proxy&#39;s client tokens.");
-    expect(keys).toEqual(["authfail:198.18.0.9"]);
+    expect(keys).toEqual(Array(REJECTED_CREDENTIAL_COST).fill("credentials:198.18.0.9"));
   });
 
-  it("stops guessing once the failed-credential limit is spent", async () => {
+  it("refuses every sign-in, the right token included, once the address's credential budget is spent", async () => {
     const { env: stateEnv } = useStatsFake();
     const settings = {
       ...stateEnv,
       ...TOKENS,
-      RATE_LIMITER: { limit: async () => ({ success: false }) },
+      AUTH_RATE_LIMITER: { limit: async () => ({ success: false }) },
     } as Partial<Env>;
-    const response = await login("guess", { env: settings });
+    const response = await login(TEST_CLIENT_TOKEN, { env: settings });
     expect(response.status).toBe(429);
     expect(response.headers.get("retry-after")).toBe("60");
     expect(response.headers.getSetCookie()).toEqual([]);
-    expect(await response.text()).toContain("Too many rejected credentials from this address");
+    expect(await response.text()).toContain("Too many credential attempts from this address");
   });
 
   it.each<[string, Record<string, string>]>([
@@ -627,7 +668,7 @@ describe("signing in with a static token", () => {
   });
 });
 
-// The cookie's format, built here independently of src/: `1:<12 hex of SHA-256(token)>:<issued>:<expires>`,
+// The cookie's format, built here independently of src/: `1:<the token's caller fingerprint>:<issued>:<expires>`,
 // signed with HMAC-SHA256 under HKDF-SHA256(STATS_SIGNING_KEY or EXTEND_API_KEY, "extend-runs-proxy",
 // "dashboard session v1"), as hono's signed cookies carry it: `value.base64(signature)`.
 async function forgeCookie(value: string, secret: string, info = "dashboard session v1"): Promise<string> {
@@ -643,12 +684,23 @@ async function forgeCookie(value: string, secret: string, info = "dashboard sess
   return `${COOKIE_NAME}=${encodeURIComponent(`${value}.${btoa(String.fromCharCode(...signature))}`)}`;
 }
 
-async function tokenHash(token: string): Promise<string> {
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(token)));
-  return [...digest]
-    .map((b) => b.toString(16).padStart(2, "0"))
-    .join("")
-    .slice(0, 12);
+/** The caller id's fingerprint of a token: HMAC-SHA256 under HKDF(secret, "caller fingerprint v1"), 16 hex. */
+async function tokenPrint(token: string, secret = TEST_UPSTREAM_KEY): Promise<string> {
+  const encoder = new TextEncoder();
+  const base = await crypto.subtle.importKey("raw", encoder.encode(secret), "HKDF", false, ["deriveBits"]);
+  const bits = await crypto.subtle.deriveBits(
+    {
+      name: "HKDF",
+      hash: "SHA-256",
+      salt: encoder.encode("extend-runs-proxy"),
+      info: encoder.encode("caller fingerprint v1"),
+    },
+    base,
+    256,
+  );
+  const key = await crypto.subtle.importKey("raw", bits, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+  const mac = new Uint8Array(await crypto.subtle.sign("HMAC", key, encoder.encode(token)));
+  return [...mac.subarray(0, 8)].map((b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 describe("the session cookie refuses what it must", () => {
@@ -656,7 +708,7 @@ describe("the session cookie refuses what it must", () => {
 
   it("accepts a cookie built to the documented format (the oracle below is right)", async () => {
     const { env: stateEnv } = useStatsFake();
-    const value = `1:${await tokenHash(TEST_CLIENT_TOKEN)}:${now()}:${now() + 600}`;
+    const value = `1:${await tokenPrint(TEST_CLIENT_TOKEN)}:${now()}:${now() + 600}`;
     const response = await call("/dashboard", {
       env: { ...stateEnv, ...TOKENS },
       headers: { cookie: await forgeCookie(value, TEST_UPSTREAM_KEY) },
@@ -670,7 +722,7 @@ describe("the session cookie refuses what it must", () => {
       "an expired session",
       async () =>
         forgeCookie(
-          `1:${await tokenHash(TEST_CLIENT_TOKEN)}:${now() - 4000}:${now() - 400}`,
+          `1:${await tokenPrint(TEST_CLIENT_TOKEN)}:${now() - 4000}:${now() - 400}`,
           TEST_UPSTREAM_KEY,
         ),
       /session has ended/,
@@ -679,7 +731,7 @@ describe("the session cookie refuses what it must", () => {
       "a token since removed from CLIENT_TOKENS",
       async () =>
         forgeCookie(
-          `1:${await tokenHash("ct_removed_token_000")}:${now()}:${now() + 600}`,
+          `1:${await tokenPrint("ct_removed_token_000")}:${now()}:${now() + 600}`,
           TEST_UPSTREAM_KEY,
         ),
       /session has ended/,
@@ -687,14 +739,14 @@ describe("the session cookie refuses what it must", () => {
     [
       "a lifetime longer than an hour",
       async () =>
-        forgeCookie(`1:${await tokenHash(TEST_CLIENT_TOKEN)}:${now()}:${now() + 7200}`, TEST_UPSTREAM_KEY),
+        forgeCookie(`1:${await tokenPrint(TEST_CLIENT_TOKEN)}:${now()}:${now() + 7200}`, TEST_UPSTREAM_KEY),
       /session has ended/,
     ],
     [
       "an issue time in the future",
       async () =>
         forgeCookie(
-          `1:${await tokenHash(TEST_CLIENT_TOKEN)}:${now() + 600}:${now() + 1200}`,
+          `1:${await tokenPrint(TEST_CLIENT_TOKEN)}:${now() + 600}:${now() + 1200}`,
           TEST_UPSTREAM_KEY,
         ),
       /session has ended/,
@@ -702,14 +754,14 @@ describe("the session cookie refuses what it must", () => {
     [
       "a signature under another key",
       async () =>
-        forgeCookie(`1:${await tokenHash(TEST_CLIENT_TOKEN)}:${now()}:${now() + 600}`, "some-other-key-123"),
+        forgeCookie(`1:${await tokenPrint(TEST_CLIENT_TOKEN)}:${now()}:${now() + 600}`, "some-other-key-123"),
       /session has ended/,
     ],
     [
       "a signature for another purpose (the resume-token key)",
       async () =>
         forgeCookie(
-          `1:${await tokenHash(TEST_CLIENT_TOKEN)}:${now()}:${now() + 600}`,
+          `1:${await tokenPrint(TEST_CLIENT_TOKEN)}:${now()}:${now() + 600}`,
           TEST_UPSTREAM_KEY,
           "stats resume token v1",
         ),
@@ -719,7 +771,7 @@ describe("the session cookie refuses what it must", () => {
       "an altered expiry",
       async () => {
         const good = await forgeCookie(
-          `1:${await tokenHash(TEST_CLIENT_TOKEN)}:${now()}:${now() + 600}`,
+          `1:${await tokenPrint(TEST_CLIENT_TOKEN)}:${now()}:${now() + 600}`,
           TEST_UPSTREAM_KEY,
         );
         return good.replace(`%3A${now() + 600}.`, `%3A${now() + 900}.`);
@@ -740,22 +792,22 @@ describe("the session cookie refuses what it must", () => {
     expect(fake.listCalls).toHaveLength(0);
   });
 
-  it("counts a forged cookie as a rejected credential, an expired one not", async () => {
+  it("spends a credential attempt on every cookie, and a rejected credential's cost on a forged one", async () => {
     const { env: stateEnv } = useStatsFake();
     const keys: string[] = [];
     const settings = {
       ...stateEnv,
       ...TOKENS,
-      RATE_LIMITER: {
+      AUTH_RATE_LIMITER: {
         limit: async ({ key }: { key: string }) => {
           keys.push(key);
           return { success: true };
         },
       },
     } as Partial<Env>;
-    const hash = await tokenHash(TEST_CLIENT_TOKEN);
-    const forged = await forgeCookie(`1:${hash}:${now()}:${now() + 600}`, "not-our-key-456");
-    const expired = await forgeCookie(`1:${hash}:${now() - 4000}:${now() - 400}`, TEST_UPSTREAM_KEY);
+    const print = await tokenPrint(TEST_CLIENT_TOKEN);
+    const forged = await forgeCookie(`1:${print}:${now()}:${now() + 600}`, "not-our-key-456");
+    const expired = await forgeCookie(`1:${print}:${now() - 4000}:${now() - 400}`, TEST_UPSTREAM_KEY);
     for (const [cookie, ip] of [
       [forged, "198.18.1.1"],
       [expired, "198.18.1.2"],
@@ -767,16 +819,23 @@ describe("the session cookie refuses what it must", () => {
       expect(response.status).toBe(401);
       await response.arrayBuffer();
     }
-    expect(keys).toEqual(["authfail:198.18.1.1"]);
+    expect(keys).toEqual([
+      ...Array(REJECTED_CREDENTIAL_COST).fill("credentials:198.18.1.1"),
+      "credentials:198.18.1.2",
+    ]);
   });
 
   it("follows STATS_SIGNING_KEY when it is set", async () => {
     const { env: stateEnv } = useStatsFake();
-    const settings = { ...stateEnv, ...TOKENS, STATS_SIGNING_KEY: "signing-key-for-dashboard-tests" };
-    const value = `1:${await tokenHash(TEST_CLIENT_TOKEN)}:${now()}:${now() + 600}`;
+    const settings = {
+      ...stateEnv,
+      ...TOKENS,
+      STATS_SIGNING_KEY: "signing-key-for-the-dashboard-tests-0d9f",
+    };
+    const value = `1:${await tokenPrint(TEST_CLIENT_TOKEN, "signing-key-for-the-dashboard-tests-0d9f")}:${now()}:${now() + 600}`;
     const underSigningKey = await call("/dashboard", {
       env: settings,
-      headers: { cookie: await forgeCookie(value, "signing-key-for-dashboard-tests") },
+      headers: { cookie: await forgeCookie(value, "signing-key-for-the-dashboard-tests-0d9f") },
     });
     expect(underSigningKey.status).toBe(200);
     await underSigningKey.arrayBuffer();

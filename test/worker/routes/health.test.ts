@@ -104,7 +104,7 @@ describe.each(PUBLIC_PATHS)("%s stays up when everything else is down", (path) =
 
   it("without credentials, while data routes refuse anonymous callers", async () => {
     const fake = useFakeExtend();
-    const env = { ALLOW_ANONYMOUS: "false", CLIENT_TOKENS: "tok_someone_else_3c1d" };
+    const env = { ALLOW_ANONYMOUS: "false", CLIENT_TOKENS: "tok_someone_else_3c1d9e07b2a4f6580c" };
 
     const res = await callProxy(path, { env });
     expect(res.status).toBe(200);

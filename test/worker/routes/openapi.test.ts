@@ -439,7 +439,7 @@ describe("GET /docs", () => {
 
   it("serves the renderer without credentials, like the page itself", async () => {
     const res = await callProxy(SCALAR_BUNDLE_PATH, {
-      env: { ALLOW_ANONYMOUS: "false", CLIENT_TOKENS: "a-client-token-1234" },
+      env: { ALLOW_ANONYMOUS: "false", CLIENT_TOKENS: "a-client-token-for-the-docs-test-5c1e9a" },
     });
     expect(res.status).toBe(200);
     await res.arrayBuffer();

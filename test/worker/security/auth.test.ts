@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { JWT_CLOCK_SKEW_SECONDS } from "../../../src/security/jwt.ts";
 import { TEST_UPSTREAM_KEY } from "../support/constants.ts";
 import { useFakeExtend } from "../support/fake-upstream.ts";
 import { foreignKey, TEST_CLIENT_TOKEN, TestIssuer } from "../support/jwt-issuer.ts";
@@ -7,7 +8,7 @@ import { callProxy, json } from "../support/proxy.ts";
 /** A query of its own for every call: the page cache must not answer in Extend's place. */
 const dataPath = () => `/workflow_runs?maxPageSize=2&workflowId=wf_${crypto.randomUUID().slice(0, 8)}`;
 const TOKENS_ONLY: Partial<Env> = {
-  CLIENT_TOKENS: `other_token_abcdefgh, ${TEST_CLIENT_TOKEN}`,
+  CLIENT_TOKENS: `other_token_abcdefghijklmnopqrstuvwx, ${TEST_CLIENT_TOKEN}`,
   ALLOW_ANONYMOUS: "false",
 };
 
@@ -199,10 +200,15 @@ describe("JWT", () => {
   });
 
   const now = () => Math.floor(Date.now() / 1000);
+  const SKEW = JWT_CLOCK_SKEW_SECONDS;
   const rejected: [string, (issuer: TestIssuer) => Promise<string>, RegExp][] = [
-    ["expired", (i) => i.sign({ exp: now() - 5 }), /expired/],
+    ["expired", (i) => i.sign({ exp: now() - 600 }), /expired/],
+    ["expired just past the leeway", (i) => i.sign({ exp: now() - SKEW - 5 }), /expired/],
     ["not yet valid (nbf)", (i) => i.sign({ nbf: now() + 600 }), /not valid yet/],
+    ["not yet valid just past the leeway", (i) => i.sign({ nbf: now() + SKEW + 5 }), /not valid yet/],
     ["issued in the future (iat)", (i) => i.sign({ iat: now() + 600 }), /issued in the future/],
+    ["issued just past the leeway", (i) => i.sign({ iat: now() + SKEW + 5 }), /issued in the future/],
+    ["with a non-numeric exp", (i) => i.sign({ exp: "tomorrow" }), /expired/],
     ["without exp", (i) => i.sign({ exp: undefined }), /no exp/],
     ["without sub", (i) => i.sign({ sub: undefined }), /no sub/],
     ["from another issuer", (i) => i.sign({ iss: "https://evil.test/" }), /issuer/],
@@ -218,6 +224,48 @@ describe("JWT", () => {
     ["without a kid", (i) => i.sign({}, { header: { kid: undefined } }), /no kid/],
     ["that is not a JWT at all", async () => "not.a.jwt!", /not valid/],
   ];
+
+  it.each<[string, Record<string, unknown>]>([
+    ["from an issuer whose clock is 20 s fast", { iat: now() + 20, nbf: now() + 20, exp: now() + 320 }],
+    ["from an issuer whose clock is 50 s fast", { iat: now() + 50, nbf: now() + 50 }],
+    ["that expired 30 s ago by the proxy's clock", { iat: now() - 300, nbf: now() - 300, exp: now() - 30 }],
+  ])(`accepts a token %s (${JWT_CLOCK_SKEW_SECONDS} s of clock-skew leeway)`, async (_name, claims) => {
+    useFakeExtend();
+    const issuer = await TestIssuer.start();
+    const response = await callWithJwt(issuer, await issuer.sign(claims));
+    expect(response.status, await response.clone().text()).toBe(200);
+  });
+
+  it("gives a forged token one answer whatever its claims: no hint of the accepted issuer or audience", async () => {
+    const fake = useFakeExtend();
+    const issuer = await TestIssuer.start();
+    const forger = await foreignKey();
+    const claimSets: Record<string, unknown>[] = [
+      {},
+      { aud: "someone-else" },
+      { aud: undefined },
+      { iss: "https://evil.test/" },
+      { iss: undefined },
+      { exp: now() - 3600 },
+      { exp: undefined },
+      { nbf: now() + 3600 },
+      { sub: undefined },
+    ];
+    const answers = new Set<string>();
+    for (const claims of claimSets) {
+      const forged = await issuer.sign(claims, { signingKey: forger });
+      const tampered = tamper(await issuer.sign(claims));
+      for (const token of [forged, tampered]) {
+        const response = await callWithJwt(issuer, token);
+        const body = await expectUnauthorized(response);
+        answers.add(`${body.message} | ${response.headers.get("www-authenticate")}`);
+      }
+    }
+    expect([...answers]).toEqual([
+      `The credentials were rejected: the token's signature does not verify. | Bearer realm="extend-runs-proxy", error="invalid_token", error_description="the token's signature does not verify"`,
+    ]);
+    expect(fake.listCalls).toHaveLength(0);
+  });
 
   it.each(rejected)("refuses a token %s with 401 and no upstream call", async (_name, make, message) => {
     const fake = useFakeExtend();

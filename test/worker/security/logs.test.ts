@@ -1,4 +1,7 @@
 import { describe, expect, it } from "vitest";
+import readme from "../../../README.md?raw";
+import { rememberSecrets, SECRET_SETTINGS, scrub, secretValues } from "../../../src/app/request-log.ts";
+import { sha256Hex } from "../../../src/lib/digest.ts";
 import { captureConsole, requestLines } from "../support/console.ts";
 import { TEST_UPSTREAM_KEY } from "../support/constants.ts";
 import { useFakeExtend } from "../support/fake-upstream.ts";
@@ -54,11 +57,43 @@ describe("request log", () => {
       cache: "MISS",
       upstreamAttempts: 2,
       upstreamStatus: 200,
-      caller: expect.stringMatching(/^token:[0-9a-f]{12}$/),
+      caller: expect.stringMatching(/^token:[0-9a-f]{16}$/),
     });
   });
 
-  it("names JWT callers by subject and anonymous callers by ip", async () => {
+  it("names token callers by a keyed hash: not the token's bare SHA-256, and another key gives another id", async () => {
+    useFakeExtend();
+    const path = "/workflow_runs?maxPageSize=1";
+    const callerUnder = async (env: Partial<Env>) => {
+      const { records } = await logged(path, { env: { ...ENV, ...env }, headers: AUTH });
+      return String(records[0]?.caller);
+    };
+    const byUpstreamKey = await callerUnder({});
+    const bySigningKey = await callerUnder({ STATS_SIGNING_KEY: "s".repeat(40) });
+    const byOtherSigningKey = await callerUnder({ STATS_SIGNING_KEY: "t".repeat(40) });
+    expect(new Set([byUpstreamKey, bySigningKey, byOtherSigningKey]).size).toBe(3);
+    expect(await callerUnder({ STATS_SIGNING_KEY: "s".repeat(40) })).toBe(bySigningKey);
+    const bare = await sha256Hex(TEST_CLIENT_TOKEN);
+    for (const id of [byUpstreamKey, bySigningKey]) {
+      expect(id).toMatch(/^token:[0-9a-f]{16}$/);
+      expect(bare).not.toContain(id.slice("token:".length, "token:".length + 8));
+    }
+  });
+
+  it("names a JWT caller whose subject is unfit for a log line by a keyed hash", async () => {
+    useFakeExtend();
+    const issuer = await TestIssuer.start();
+    const subject = `${"x".repeat(200)} with spaces`;
+    const { records } = await logged("/workflow_runs?maxPageSize=1", {
+      env: issuer.env,
+      headers: { authorization: `Bearer ${await issuer.sign({ sub: subject })}` },
+    });
+    const caller = String(records[0]?.caller);
+    expect(caller).toMatch(/^jwt:hmac:[0-9a-f]{16}$/);
+    expect(await sha256Hex(subject)).not.toContain(caller.slice("jwt:hmac:".length, "jwt:hmac:".length + 8));
+  });
+
+  it("names JWT callers by subject and anonymous callers by ip (IPv6 by its /64)", async () => {
     useFakeExtend();
     const issuer = await TestIssuer.start();
     const jwt = await logged("/workflow_runs?maxPageSize=1", {
@@ -71,6 +106,11 @@ describe("request log", () => {
       headers: { "cf-connecting-ip": "203.0.113.9" },
     });
     expect(anonymous.records[0]?.caller).toBe("anon:203.0.113.9");
+    const ipv6 = await logged("/workflow_runs?maxPageSize=1", {
+      env: { ALLOW_ANONYMOUS: "true" },
+      headers: { "cf-connecting-ip": "2001:db8:7:8:9:a:b:c" },
+    });
+    expect(ipv6.records[0]?.caller).toBe("anon:2001:db8:7:8::/64");
   });
 
   it("logs a cursor only as a hash", async () => {
@@ -104,5 +144,58 @@ describe("request log", () => {
     expect(text).not.toContain("hunter2hunter2");
     expect(text).not.toContain("cookie-secret-value");
     expect(text).toContain("[redacted]");
+  });
+});
+
+describe("log scrubber", () => {
+  it("scrubs every configured secret, also percent-encoded and JSON-escaped", async () => {
+    useFakeExtend();
+    // What `openssl rand -base64 32` gives: `+`, `/` and `=` change under percent-encoding.
+    const token = "q+Zr/9aXv2Lk0mW3bQ8yT1sNc4dE6fHj7gUi5oPxYw0=";
+    const signingKey = 'signing"key\\with/quotes+and-backslashes-0123456789';
+    const env = { ...ENV, CLIENT_TOKENS: `${TEST_CLIENT_TOKEN},${token}`, STATS_SIGNING_KEY: signingKey };
+    const { lines } = await captureConsole(async () => {
+      for (const path of [`/${encodeURIComponent(token)}`, `/${token}`, "/healthz"]) {
+        await callProxy(path, { env, headers: { authorization: `Bearer ${token}` } });
+      }
+    });
+    const text = lines.join("\n");
+    expect(text).toContain("[redacted]");
+    for (const form of [token, encodeURIComponent(token)]) expect(text).not.toContain(form);
+    // The request remembered them: any line, whoever writes it, is scrubbed of every form.
+    const echoed = scrub(JSON.stringify({ echoed: [token, signingKey, encodeURIComponent(signingKey)] }));
+    for (const form of [
+      token,
+      signingKey,
+      JSON.stringify(signingKey).slice(1, -1),
+      encodeURIComponent(signingKey),
+    ]) {
+      expect(echoed).not.toContain(form);
+    }
+  });
+
+  it("takes a list of secrets, so any new secret setting is scrubbed too", () => {
+    const secret = `wss_${crypto.randomUUID()}`;
+    expect(scrub(`signed with ${secret}.`)).toContain(secret);
+    rememberSecrets([secret, "short"]);
+    expect(scrub(`signed with ${secret}.`)).toBe("signed with [redacted].");
+    // Shorter than any secret the configuration accepts: scrubbing it would wreck every line.
+    expect(scrub("a short word")).toBe("a short word");
+  });
+
+  it("reads each secret setting, lists split", () => {
+    expect(
+      secretValues({
+        EXTEND_API_KEY: " key-0001 ",
+        CLIENT_TOKENS: "a-token, b-token ,",
+        STATS_SIGNING_KEY: "",
+      }),
+    ).toEqual(["key-0001", "a-token", "b-token"]);
+  });
+
+  it("covers every setting the README lists as a secret", () => {
+    const secrets = [...readme.matchAll(/^\| `([A-Z][A-Z0-9_]+)` +\| secret +\|/gm)].map((m) => m[1]);
+    expect(secrets.length).toBeGreaterThanOrEqual(3);
+    expect(SECRET_SETTINGS.map((s) => s.name).sort()).toEqual(secrets.sort());
   });
 });

@@ -1,13 +1,19 @@
 import { describe, expect, it } from "vitest";
+import { REJECTED_CREDENTIAL_COST } from "../../../src/security/rate-limit.ts";
 import { captureConsole, requestLines } from "../support/console.ts";
 import { useFakeExtend } from "../support/fake-upstream.ts";
+import { TestIssuer } from "../support/jwt-issuer.ts";
 import { callProxy, json } from "../support/proxy.ts";
 
-/** wrangler.toml: RATE_LIMITER 120 per 60 s, STATS_RATE_LIMITER 10 per 60 s. */
+/** wrangler.toml: RATE_LIMITER 120 per 60 s, STATS_RATE_LIMITER 10, AUTH_RATE_LIMITER 1200. */
 /** Over a hundred requests through the whole stack: more than the default 5 s on a busy machine. */
-const MANY_REQUESTS_TIMEOUT_MS = 60_000;
+const MANY_REQUESTS_TIMEOUT_MS = 120_000;
 const GENERAL_LIMIT = 120;
 const STATS_LIMIT = 10;
+const AUTH_LIMIT = 1200;
+/** Rejected credentials an address may send in a window before it is locked out. */
+const REJECTED_BUDGET = AUTH_LIMIT / REJECTED_CREDENTIAL_COST;
+const WINDOW_MS = 60_000;
 
 /** A caller no other test uses: the limiter's counters outlive a test. */
 function freshCaller(): { id: string; env: Partial<Env>; headers: Record<string, string> } {
@@ -20,10 +26,20 @@ function freshCaller(): { id: string; env: Partial<Env>; headers: Record<string,
   };
 }
 
+/** A /64 of its own, as `2001:db8:x:y`: the proxy counts IPv6 callers by their /64. */
+function randomPrefix64(): string {
+  const groups = Array.from(crypto.getRandomValues(new Uint16Array(2)), (n) => n.toString(16));
+  return `2001:db8:${groups.join(":")}`;
+}
+
+/** An IPv6 address in a /64 of its own. */
 function randomIpv6(): string {
   const groups = Array.from(crypto.getRandomValues(new Uint16Array(4)), (n) => n.toString(16));
-  return `2001:db8::${groups.join(":")}`;
+  return `${randomPrefix64()}:${groups.join(":")}`;
 }
+
+/** The local limiter's fixed windows are aligned to the wall clock. */
+const windowOf = (time: number) => Math.floor(time / WINDOW_MS);
 
 async function expectRateLimited(response: Response) {
   const body = await json<{ code: string; retryable: boolean }>(response);
@@ -114,21 +130,25 @@ describe("per-caller rate limits", () => {
     expect((await callProxy("/stats", otherIp)).status).not.toBe(429);
   });
 
-  it(
-    `counts rejected credentials per ip: past ${GENERAL_LIMIT} attempts a minute, 429 instead of 401`,
-    async () => {
-      useFakeExtend();
-      const headers = { authorization: "Bearer guessing-0000000000", "cf-connecting-ip": randomIpv6() };
-      const env = { CLIENT_TOKENS: `real_${crypto.randomUUID()}`, ALLOW_ANONYMOUS: "false" };
-      const { refused } = await sendUntilRefused(
-        GENERAL_LIMIT,
-        () => callProxy("/workflow_runs", { env, headers }),
-        (response) => expect(response.status).toBe(401),
-      );
-      await expectRateLimited(refused);
-    },
-    MANY_REQUESTS_TIMEOUT_MS,
-  );
+  it("counts IPv6 callers by their /64: a new address per request gains nothing", async () => {
+    useFakeExtend();
+    const prefix = randomPrefix64();
+    const env = { ALLOW_ANONYMOUS: "true" };
+    const { refused } = await sendUntilRefused(
+      STATS_LIMIT,
+      (i) =>
+        callProxy("/stats", { env, headers: { "cf-connecting-ip": `${prefix}::${(i + 1).toString(16)}` } }),
+      (response) => expect(response.status).toBe(200),
+    );
+    await expectRateLimited(refused);
+    // The same /64 however it is written; another /64 is another caller.
+    const spelledOut = `${prefix}:0:0:ffff:1`.replace("2001:db8", "2001:0DB8");
+    expect((await callProxy("/stats", { env, headers: { "cf-connecting-ip": spelledOut } })).status).toBe(
+      429,
+    );
+    const other = { env, headers: { "cf-connecting-ip": `${randomPrefix64()}::1` } };
+    expect((await callProxy("/stats", other)).status).not.toBe(429);
+  });
 
   it("does not limit the health check or the docs", async () => {
     useFakeExtend();
@@ -152,4 +172,78 @@ describe("per-caller rate limits", () => {
     const [line] = requestLines(lines);
     expect(line?.warnings).toEqual(["RATE_LIMITER unavailable; request allowed"]);
   });
+});
+
+describe("rejected credentials", () => {
+  /** Tokens, a JWT issuer and anonymous access together: every kind of caller the lockout concerns. */
+  async function setup() {
+    const fake = useFakeExtend();
+    const issuer = await TestIssuer.start();
+    const token = `real_${crypto.randomUUID()}`;
+    const env: Partial<Env> = { ...issuer.env, CLIENT_TOKENS: token, ALLOW_ANONYMOUS: "true" };
+    return { fake, issuer, token, env };
+  }
+
+  const call = (env: Partial<Env>, ip: string, authorization?: string) =>
+    callProxy(`/workflow_runs?maxPageSize=1&workflowId=wf_${crypto.randomUUID()}`, {
+      env,
+      headers: { "cf-connecting-ip": ip, ...(authorization ? { authorization } : {}) },
+    });
+
+  it(
+    `lock an address out past ${REJECTED_BUDGET} a minute: then even the right credentials get 429, unchecked`,
+    async () => {
+      const { fake, issuer, token, env } = await setup();
+      // A window that ends during the checks would unlock the address early: then lock it again.
+      for (let attempt = 1; ; attempt++) {
+        const prefix = randomPrefix64();
+        // Guesses from ever new addresses of one /64 all count against it.
+        const { refused } = await sendUntilRefused(
+          REJECTED_BUDGET,
+          (i) => call(env, `${prefix}::${(i + 1).toString(16)}`, `Bearer guess_${i}_${crypto.randomUUID()}`),
+          (response) => expect(response.status).toBe(401),
+        );
+        const lockedIn = windowOf(Date.now());
+        await expectRateLimited(refused);
+        const callsBefore = fake.listCalls.length;
+        const rightToken = await call(env, `${prefix}::1`, `Bearer ${token}`);
+        const rightJwt = await call(env, `${prefix}::2`, `Bearer ${await issuer.sign()}`);
+        const anonymous = await call(env, `${prefix}::3`);
+        const elsewhere = await call(env, `${randomPrefix64()}::1`, `Bearer ${token}`);
+        if (windowOf(Date.now()) !== lockedIn && attempt < 3) continue;
+
+        await expectRateLimited(rightToken);
+        await expectRateLimited(rightJwt);
+        // Refused before any check: the key set was never even fetched.
+        expect(issuer.fetches).toBe(0);
+        // Without credentials the address is just an anonymous caller.
+        expect(anonymous.status).toBe(200);
+        // Another address is unaffected.
+        expect(elsewhere.status).toBe(200);
+        expect(fake.listCalls).toHaveLength(callsBefore + 2);
+        return;
+      }
+    },
+    MANY_REQUESTS_TIMEOUT_MS,
+  );
+
+  it(
+    "leave an address with many accepted callers behind it its budget for mistakes",
+    async () => {
+      const { env: base } = await setup();
+      const tokens = [`real_${crypto.randomUUID()}`, `real_${crypto.randomUUID()}`];
+      const env = { ...base, CLIENT_TOKENS: tokens.join(",") };
+      const ip = randomIpv6();
+      // More accepted requests than the rejected budget, each token within its own rate limit.
+      const accepted = REJECTED_BUDGET + 10;
+      for (let i = 0; i < accepted; i++) {
+        const response = await call(env, ip, `Bearer ${tokens[i % 2]}`);
+        if (response.status === 429) throw new Error(`request ${i + 1} refused`);
+        await response.body?.cancel();
+      }
+      const wrong = await call(env, ip, "Bearer guess_0000000000000000000000000000000");
+      expect(wrong.status).toBe(401);
+    },
+    MANY_REQUESTS_TIMEOUT_MS,
+  );
 });

@@ -7,10 +7,13 @@ export function isolatedEnv(): Partial<Env> {
   return { EXTEND_WORKSPACE_ID: `ws_${crypto.randomUUID().replaceAll("-", "")}` };
 }
 
-/** A client ip no other call uses, so the per-caller rate limit never refuses a test's request. */
+/**
+ * A client ip no other call uses, so the per-caller rate limit never refuses a test's request.
+ * Distinct in its first 64 bits: the proxy counts an IPv6 caller by its /64.
+ */
 export function freshClientIp(): string {
   counter += 1;
-  return `2001:db8::${(counter >>> 16).toString(16)}:${(counter & 0xffff).toString(16)}`;
+  return `2001:db8:${(counter >>> 16).toString(16)}:${(counter & 0xffff).toString(16)}::1`;
 }
 
 /**

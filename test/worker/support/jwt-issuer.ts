@@ -2,7 +2,7 @@ import { HttpResponse, http } from "msw";
 import { network } from "./setup.ts";
 
 /** A client token as recognisable as the upstream key: a leak of either is easy to spot. */
-export const TEST_CLIENT_TOKEN = "ct_CANARY_client_token_4b1e8a90";
+export const TEST_CLIENT_TOKEN = "ct_CANARY_client_token_4b1e8a90c7d2f5";
 
 export type TestAlg = "RS256" | "ES256";
 

@@ -140,6 +140,7 @@ export async function scanToEnd(
   throw new Error(`scan did not complete within ${maxRequests} requests`);
 }
 
-export function summary(body: WorkflowRunStats): Reference {
+/** The counted part of an answer; `byStatus` and `usage` are absent when REDACT_FIELDS hides them. */
+export function summary(body: WorkflowRunStats): Pick<Reference, "total"> & Partial<Reference> {
   return { total: body.total, byStatus: body.byStatus, usage: body.usage };
 }
