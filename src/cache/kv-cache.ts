@@ -58,6 +58,11 @@ export interface CacheReadOptions<T> extends CacheWindow {
    * given to every concurrent reader of the load, and never written.
    */
   store?: (value: T) => boolean;
+  /**
+   * When a loaded value's oldest part was loaded (default: now). It is what the stored entry's
+   * age counts from, so a value built from older parts is never stored as fresh.
+   */
+  loadedAt?: (value: T) => number;
   /** The text to store for a loaded value. */
   serialize: (value: T) => string;
   /**
@@ -70,6 +75,8 @@ export interface CacheReadOptions<T> extends CacheWindow {
    * to the key: a request that joined that load and sees one loads on its own instead.
    */
   retryAlone?: (error: unknown) => boolean;
+  /** False: a stale entry is not served to this caller; it waits for the load (shared) instead. */
+  acceptStale?: boolean;
   /** The caller's abort signal: aborting stops this caller's wait, never a load others share. */
   signal?: AbortSignal;
   /** Upper bound on waiting for another request's load of the same key. */
@@ -296,7 +303,8 @@ export function createKvCache(deps: KvCacheDeps): KvCache {
   async function loadAlone<T>(options: CacheReadOptions<T>, background: boolean): Promise<Loaded<T>> {
     const value = await options.load({ background });
     const text = options.serialize(value);
-    return { value, text, tag: await entryTag(text), at: clock.now() };
+    const now = clock.now();
+    return { value, text, tag: await entryTag(text), at: Math.min(now, options.loadedAt?.(value) ?? now) };
   }
 
   async function withWaitBound<T>(
@@ -341,7 +349,7 @@ export function createKvCache(deps: KvCacheDeps): KvCache {
         if (ageMs < options.ttlSeconds * 1000) {
           return { value: found.value, cache: "HIT", ageSeconds, entryTag: found.meta.tag };
         }
-        if (ageMs < (options.ttlSeconds + options.staleSeconds) * 1000) {
+        if (options.acceptStale !== false && ageMs < (options.ttlSeconds + options.staleSeconds) * 1000) {
           if (!liveLoad(key, options.maxCoalesceWaitMs ?? DEFAULT_MAX_COALESCE_WAIT_MS, clock.now())) {
             const refresh = loadShared(key, options, true, true).then(
               () => undefined,

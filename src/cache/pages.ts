@@ -23,9 +23,14 @@ export interface PageResult {
   readonly entryTag?: string;
 }
 
+export interface PageOptions extends ListOptions {
+  /** False: a page past CACHE_TTL_SECONDS is loaded again rather than served stale. */
+  acceptStale?: boolean;
+}
+
 /** Where the list route and /stats get pages from (the KV page cache over Extend). */
 export interface PageSource {
-  get(query: CanonicalListQuery, options?: ListOptions): Promise<PageResult>;
+  get(query: CanonicalListQuery, options?: PageOptions): Promise<PageResult>;
 }
 
 export interface CachedPagesDeps {
@@ -45,7 +50,7 @@ export function cachedPages({ cache, config, upstream }: CachedPagesDeps): PageS
       const key = await pageCacheKey(config, query);
       // The load may be shared with other requests and outlive this one (a background refresh):
       // it must not die with this caller's signal. The caller still stops waiting on abort.
-      const { signal, ...shared } = options;
+      const { signal, acceptStale, ...shared } = options;
       const result = await cache.read<UpstreamPage>(key, {
         ttlSeconds: config.cacheTtlSeconds,
         staleSeconds: config.cacheStaleSeconds,
@@ -58,6 +63,7 @@ export function cachedPages({ cache, config, upstream }: CachedPagesDeps): PageS
         parse: (text) => pageFromText(text),
         maxCoalesceWaitMs: config.upstreamDeadlineMs + 1_000,
         ...(signal ? { signal } : {}),
+        ...(acceptStale === false ? { acceptStale } : {}),
       });
       return {
         page: result.value,

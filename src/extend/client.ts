@@ -192,7 +192,7 @@ function timeoutError(): ApiError {
   return new ApiError("UPSTREAM_TIMEOUT", "Extend did not answer in time.");
 }
 
-function classify(status: number, retryAfterMs: number | undefined): Outcome {
+export function classify(status: number, retryAfterMs: number | undefined): Outcome {
   if (status === 401 || status === 403) {
     return {
       kind: "fail",

@@ -67,7 +67,7 @@ export interface SchedulerStats {
  * most `limit` calls start in any window; one caller may take at most `limit − 1` of them while
  * the limit is above one, so no single caller can take the whole budget. A 429 halves the limit
  * and pauses every caller once (Retry-After honoured, doubling while 429s keep coming); each
- * success earns one call per second back. A request that cannot start within its wait is
+ * window with a success earns one call per second back. A request that cannot start within its wait is
  * refused at once with the real time to its slot, instead of waiting that out.
  */
 export class Scheduler {
@@ -77,6 +77,7 @@ export class Scheduler {
   private starts: Start[] = [];
   private pausedUntil = 0;
   private streak = 0;
+  private raisedAt = 0;
   private readonly queues: Record<Priority, Map<string, Waiting[]>> = {
     interactive: new Map(),
     bulk: new Map(),
@@ -170,6 +171,7 @@ export class Scheduler {
     const now = this.clock.now();
     if (status === 429) {
       this.limit = Math.max(1, Math.floor(this.limit / 2));
+      this.raisedAt = now;
       // The other calls of one burst report the same overload: the pause escalates once.
       if (this.pausedUntil > now) return;
       this.streak += 1;
@@ -181,8 +183,11 @@ export class Scheduler {
     }
     if (typeof status === "number" && status < 500) {
       this.streak = 0;
-      if (this.limit < this.maxPerSecond) {
+      // Additive increase once per window, not per success: a window of successes at the lowered
+      // rate is the evidence that one more call fits.
+      if (this.limit < this.maxPerSecond && now - this.raisedAt >= RATE_WINDOW_MS) {
         this.limit += 1;
+        this.raisedAt = now;
         this.pump();
       }
     }

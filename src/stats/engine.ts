@@ -81,49 +81,69 @@ export function createStatsEngine(deps: StatsEngineDeps): StatsEngine {
   const window = { ttlSeconds: config.statsTtlSeconds, staleSeconds: config.cacheStaleSeconds };
   const serialize = (body: WorkflowRunStats) => JSON.stringify(body);
 
-  async function scan(filters: StatsFilters, resumeToken: string | undefined): Promise<WorkflowRunStats> {
+  /** A scan's answer and when its oldest page was read: the age the cache must give it. */
+  interface Scanned {
+    body: WorkflowRunStats;
+    oldestPageAt: number;
+  }
+
+  async function scan(filters: StatsFilters, resumeToken: string | undefined): Promise<Scanned> {
     const account = await tenantScope(config);
     const tokenContext = {
       secret: config.statsSigningKey ?? config.extendApiKey,
       binding: JSON.stringify({ filters, account }),
       now: clock.now(),
     };
-    const state = resumeToken ? await openResumeToken(resumeToken, tokenContext) : planScan(filters);
+    const state = resumeToken
+      ? await openResumeToken(resumeToken, tokenContext)
+      : planScan(filters, tokenContext.now);
     const progress = await advanceScan(filters, state, {
       pages,
-      ...(deps.caller ? { caller: deps.caller } : {}),
       maxPages: config.statsMaxPages,
       clock,
+      ...(deps.caller ? { caller: deps.caller } : {}),
       ...(deps.listOptions ? { listOptions: deps.listOptions } : {}),
     });
     const now = clock.now();
     const token = progress.complete ? null : await sealResumeToken(progress.state, { ...tokenContext, now });
-    return statsBody(filters, progress.state, progress.complete, token, now);
+    return {
+      body: statsBody(filters, progress.state, progress.complete, token, now),
+      oldestPageAt: progress.state.oldestPageAt,
+    };
   }
+
+  /** Only complete answers are kept, and only while their oldest page is within the stale window. */
+  const storable = (scanned: Scanned) =>
+    scanned.body.complete &&
+    clock.now() - scanned.oldestPageAt < (window.ttlSeconds + window.staleSeconds) * 1000;
 
   return {
     async answer(filters, resumeToken) {
       const key = await statsCacheKey(config, filters);
       if (resumeToken) {
-        const body = await scan(filters, resumeToken);
-        if (body.complete) {
+        const scanned = await scan(filters, resumeToken);
+        if (storable(scanned)) {
           await cache
-            .offer(key, body, { ...window, serialize, loadedAt: clock.now() })
+            .offer(key, scanned.body, { ...window, serialize, loadedAt: scanned.oldestPageAt })
             .catch(() => undefined);
         }
-        return { body, cache: "BYPASS" };
+        return { body: scanned.body, cache: "BYPASS" };
       }
-      const options: CacheReadOptions<WorkflowRunStats> = {
+      const options: CacheReadOptions<Scanned> = {
         ...window,
         load: () => scan(filters, undefined),
-        store: (body) => body.complete,
-        serialize,
-        parse: storedStats,
+        store: storable,
+        loadedAt: (scanned) => scanned.oldestPageAt,
+        serialize: (scanned) => serialize(scanned.body),
+        parse: (text) => {
+          const body = storedStats(text);
+          return body ? { body, oldestPageAt: 0 } : undefined;
+        },
         maxCoalesceWaitMs: SCAN_TIME_BUDGET_MS + config.upstreamDeadlineMs + 1_000,
       };
       const result = await cache.read(key, options);
       return {
-        body: result.value,
+        body: result.value.body,
         cache: result.cache,
         ...(result.ageSeconds !== undefined ? { ageSeconds: result.ageSeconds } : {}),
       };

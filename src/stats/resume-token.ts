@@ -3,7 +3,7 @@
 // alter the totals. The key is derived with HKDF from STATS_SIGNING_KEY, or from EXTEND_API_KEY
 // when that is unset, so rotating either invalidates every outstanding token.
 import { z } from "zod";
-import { type ApiError, invalidQuery } from "../app/errors.ts";
+import { ApiError, invalidQuery } from "../app/errors.ts";
 import { WORKFLOW_RUN_STATUSES, WorkflowRunStatus } from "../extend/schemas.ts";
 import { fromBase64Url, toBase64Url } from "../lib/base64url.ts";
 import { type Decimal, formatDecimal, parseDecimal, type Tally, type Totals } from "./aggregate.ts";
@@ -11,14 +11,17 @@ import type { PartitionState, ScanState, WalkState } from "./scan.ts";
 
 /** Longest token accepted; Workers cap the whole URL at 16 KB. */
 export const MAX_RESUME_TOKEN_LENGTH = 12_000;
-/** Tokens older than this are refused: Extend's cursors may expire, and totals grow stale. */
+/**
+ * A scan is refused this long after it started, however often it was resumed: Extend's cursors
+ * may expire, and totals grow stale.
+ */
 export const RESUME_TOKEN_MAX_AGE_MS = 60 * 60 * 1000;
 
-const FORMAT_VERSION = 1;
+const FORMAT_VERSION = 2;
 const IV_BYTES = 12;
 const HKDF_SALT = new TextEncoder().encode("extend-runs-proxy");
 const HKDF_INFO = new TextEncoder().encode("stats resume token v1");
-const AAD = new TextEncoder().encode("extend-runs-proxy/stats-resume-token/v1");
+const AAD = new TextEncoder().encode("extend-runs-proxy/stats-resume-token/v2");
 
 const DecimalText = z.string().transform((text, ctx) => {
   const value = parseDecimal(text);
@@ -53,6 +56,8 @@ const WireToken = z.object({
   v: z.literal(FORMAT_VERSION),
   binding: z.string(),
   issuedAt: z.number().int(),
+  startedAt: z.number().int(),
+  oldestPageAt: z.number().int(),
   pagesFetched: Count,
   byStatus: z.array(Count).length(WORKFLOW_RUN_STATUSES.length),
   credits: DecimalText,
@@ -74,6 +79,8 @@ function tallyToWire(tally: Tally): WireTally {
 }
 
 function walkToWire(walk: WalkState): WireWalk {
+  // A finished walk needs nothing to continue: its cursor and open group would only grow the token.
+  if (walk.phase === "done") return { phase: "done" };
   return {
     phase: walk.phase,
     ...(walk.cursor ? { cursor: walk.cursor } : {}),
@@ -133,6 +140,8 @@ export async function sealResumeToken(state: ScanState, context: TokenContext): 
     v: FORMAT_VERSION,
     binding: context.binding,
     issuedAt: context.now,
+    startedAt: state.startedAt,
+    oldestPageAt: state.oldestPageAt,
     pagesFetched: state.pagesFetched,
     byStatus: WORKFLOW_RUN_STATUSES.map((status) => totals.byStatus[status]),
     credits: formatDecimal(totals.credits),
@@ -160,7 +169,15 @@ export async function sealResumeToken(state: ScanState, context: TokenContext): 
   bytes[0] = FORMAT_VERSION;
   bytes.set(iv, 1);
   bytes.set(sealed, 1 + IV_BYTES);
-  return toBase64Url(bytes);
+  const token = toBase64Url(bytes);
+  if (token.length > MAX_RESUME_TOKEN_LENGTH) {
+    // Only Extend's cursors can grow a token this far; a token the route would refuse helps nobody.
+    throw new ApiError(
+      "UPSTREAM_INVALID_RESPONSE",
+      "Extend's cursors are too long to carry in a resume token; narrow the filters (a status or a time window).",
+    );
+  }
+  return token;
 }
 
 /** Opens a token; any forgery, alteration, other filters or old age is a 400 naming resumeToken. */
@@ -191,7 +208,11 @@ export async function openResumeToken(token: string, context: TokenContext): Pro
   if (wire.binding !== context.binding) {
     throw invalidToken("belongs to a scan with other filters; repeat the filters it was issued with");
   }
-  if (context.now - wire.issuedAt > RESUME_TOKEN_MAX_AGE_MS || wire.issuedAt - context.now > 60_000) {
+  if (
+    context.now - wire.startedAt > RESUME_TOKEN_MAX_AGE_MS ||
+    wire.issuedAt - context.now > 60_000 ||
+    wire.startedAt > wire.issuedAt
+  ) {
     throw invalidToken("has expired; start a new scan without it");
   }
   const byStatus = Object.fromEntries(
@@ -200,6 +221,8 @@ export async function openResumeToken(token: string, context: TokenContext): Pro
   const credits: Decimal = wire.credits;
   return {
     pagesFetched: wire.pagesFetched,
+    startedAt: wire.startedAt,
+    oldestPageAt: wire.oldestPageAt,
     totals: {
       byStatus,
       credits,

@@ -3,8 +3,8 @@
 // since/until each partition is walked from both ends at once and the two walks stop where
 // they meet. See README "GET /stats" for the guarantees this gives.
 import { ApiError } from "../app/errors.ts";
-import type { PageSource } from "../cache/pages.ts";
-import type { ListOptions, UpstreamPage } from "../extend/client.ts";
+import type { PageOptions, PageSource } from "../cache/pages.ts";
+import { type ListOptions, parseListBody } from "../extend/client.ts";
 import {
   type CanonicalListQuery,
   listQuery,
@@ -14,6 +14,7 @@ import {
 } from "../extend/schemas.ts";
 import { BudgetPaused } from "../gateway/isolate-budget.ts";
 import { type Clock, systemClock } from "../lib/clock.ts";
+import { Semaphore } from "../lib/semaphore.ts";
 import { addRun, addTally, emptyTally, emptyTotals, type Tally, type Totals } from "./aggregate.ts";
 import type { StatsFilters } from "./filters.ts";
 
@@ -30,6 +31,14 @@ export const SCAN_TIME_BUDGET_MS = 20_000;
 export const MAX_PAUSE_WAIT_MS = 5_000;
 /** Upstream connections one /stats request keeps open at once (the Workers per-request cap). */
 export const MAX_CONCURRENT_PAGES = 6;
+/**
+ * Scan pages in flight in this isolate, whatever the number of scans: with each page's text
+ * held only until it is folded, this bounds what scans keep in memory per isolate (about this
+ * many page bodies, a few MB each at 1000 runs), not per request.
+ */
+export const MAX_SCAN_PAGES_PER_ISOLATE = 4;
+
+const isolatePages = new Semaphore(MAX_SCAN_PAGES_PER_ISOLATE);
 
 export type Direction = "asc" | "desc";
 
@@ -66,6 +75,19 @@ export interface ScanState {
   partitions: PartitionState[];
   totals: Totals;
   pagesFetched: number;
+  /** When the scan began (ms since epoch): resume tokens expire an hour after it. */
+  startedAt: number;
+  /** When the oldest page it counted was read from Extend (a cached page may be older than the scan). */
+  oldestPageAt: number;
+}
+
+/** What the fold reads of a run: its createdAt and usage; the rest of the page is let go. */
+export type FoldRun = Pick<Record<string, unknown>, "createdAt" | "usage">;
+
+/** A page reduced to what the fold needs, so its text and full parse need not be kept. */
+export interface FoldPage {
+  data: readonly FoldRun[];
+  nextPageToken: string | undefined;
 }
 
 export interface ScanDeps {
@@ -78,7 +100,7 @@ export interface ScanDeps {
   timeBudgetMs?: number;
   clock?: Clock;
   /** Wraps the per-page upstream options (the request's telemetry). */
-  listOptions?: (options: ListOptions) => ListOptions;
+  listOptions?: (options: PageOptions) => PageOptions;
 }
 
 export interface ScanProgress {
@@ -88,12 +110,25 @@ export interface ScanProgress {
   pagesThisRequest: number;
 }
 
+/**
+ * Reads a page's text down to what the fold needs. The full parse lives only for this call,
+ * so at most one page's parse exists at a time in the isolate, whatever the number of scans.
+ */
+export function foldPage(body: string): FoldPage {
+  const page = parseListBody(body);
+  if (!page) throw new ApiError("UPSTREAM_INVALID_RESPONSE", "A page could not be read as a list of runs.");
+  return {
+    data: page.data.map((run) => ({ createdAt: run.createdAt, usage: run.usage })),
+    nextPageToken: page.nextPageToken,
+  };
+}
+
 function instant(iso: string | undefined): number | undefined {
   return iso === undefined ? undefined : Date.parse(iso);
 }
 
 /** The walks a fresh scan starts with. */
-export function planScan(filters: StatsFilters): ScanState {
+export function planScan(filters: StatsFilters, startedAt = systemClock.now()): ScanState {
   const statuses = filters.status ? [filters.status] : [...WORKFLOW_RUN_STATUSES];
   const partitions = statuses.map((status): PartitionState => {
     const base = { status, ascClaimed: null, descClaimed: null, done: false };
@@ -102,7 +137,7 @@ export function planScan(filters: StatsFilters): ScanState {
     if (filters.until !== undefined) return { ...base, asc: { phase: "active" } };
     return { ...base, desc: { phase: "active" }, asc: { phase: "waiting" } };
   });
-  return { partitions, totals: emptyTotals(), pagesFetched: 0 };
+  return { partitions, totals: emptyTotals(), pagesFetched: 0, startedAt, oldestPageAt: startedAt };
 }
 
 export function isComplete(state: ScanState): boolean {
@@ -177,7 +212,7 @@ export function applyPage(
   filters: StatsFilters,
   partition: PartitionState,
   direction: Direction,
-  page: Pick<UpstreamPage, "data" | "nextPageToken">,
+  page: FoldPage,
   totals: Totals,
 ): void {
   if (partition.done) return;
@@ -279,8 +314,10 @@ export async function advanceScan(
   // A 429 pause longer than this request may still wait for ends it instead (BudgetPaused).
   const mayWait = () => Math.min(MAX_PAUSE_WAIT_MS, Math.max(0, stopLaunchingAt - clock.now()));
 
-  const fetchPage = async (query: CanonicalListQuery): Promise<UpstreamPage> => {
-    const own: ListOptions = {
+  const fetchPage = async (query: CanonicalListQuery): Promise<FoldPage> => {
+    const own: PageOptions = {
+      // Totals are as fresh as their pages: a stale page is read again, not counted.
+      acceptStale: false,
       signal: abort.signal,
       // Bulk work: the tenant's budget serves interactive list misses first, and this page's wait
       // counts toward the scan's own time budget.
@@ -288,8 +325,12 @@ export async function advanceScan(
       maxWaitMs: mayWait(),
       ...(deps.caller ? { caller: deps.caller } : {}),
     };
-    const result = await deps.pages.get(query, deps.listOptions ? deps.listOptions(own) : own);
-    return result.page;
+    return isolatePages.run(async () => {
+      const result = await deps.pages.get(query, deps.listOptions ? deps.listOptions(own) : own);
+      const readAt = clock.now() - (result.ageSeconds ?? 0) * 1000;
+      state.oldestPageAt = Math.min(state.oldestPageAt, readAt);
+      return foldPage(result.page.body);
+    });
   };
 
   const run = async (next: Runnable): Promise<void> => {

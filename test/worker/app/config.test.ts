@@ -4,8 +4,7 @@ import { isLoopbackHost, loadConfig, MIN_OPERATOR_SECRET_LENGTH } from "../../..
 import { ApiError } from "../../../src/app/errors.ts";
 import { TEST_UPSTREAM_KEY } from "../support/constants.ts";
 import { expectErrorEnvelope, read } from "../support/envelope.ts";
-import { useFakeExtend } from "../support/fake-upstream.ts";
-import { callAsFreshCaller, isolatedEnv } from "../support/isolated.ts";
+import { isolatedTenant } from "../support/tenant.ts";
 
 /** A marker inside each bad value, so "the value is never echoed" is a precise check. */
 const MARK = "zq9Xv";
@@ -151,10 +150,8 @@ const BROKEN: { name: string; setting: string; env: Partial<Env>; secret?: strin
 
 describe("broken configuration", () => {
   it.each(BROKEN)("$name: a 500 naming the setting, never its value", async ({ setting, env, secret }) => {
-    const fake = useFakeExtend();
-    const res = await read(
-      await callAsFreshCaller("/workflow_runs?maxPageSize=2", { env: { ...isolatedEnv(), ...env } }),
-    );
+    const tenant = isolatedTenant();
+    const res = await read(await tenant.call("/workflow_runs?maxPageSize=2", { env }));
     const body = expectErrorEnvelope(res, { status: 500, code: "CONFIG_INVALID", retryable: false });
     expect(body.message).toContain(setting);
     expect(body.details?.map((d) => d.field)).toEqual([setting]);
@@ -164,11 +161,11 @@ describe("broken configuration", () => {
       expect(res.text).not.toContain(JSON.stringify(value).slice(1, -1));
     if (secret) expect(res.text).not.toContain(secret);
     expect(res.headers.get("cache-control")).toMatch(/no-store/);
-    expect(fake.requests).toHaveLength(0);
+    expect(tenant.fake.requests).toHaveLength(0);
   });
 
   it.each(BROKEN)("$name: /healthz still answers", async ({ env }) => {
-    const res = await callAsFreshCaller("/healthz", { env });
+    const res = await isolatedTenant().call("/healthz", { env });
     expect(res.status).toBe(200);
     expect(await res.json()).toEqual({ ok: true });
   });
@@ -189,12 +186,10 @@ describe("valid configuration edges", () => {
     ],
     ["a key padded with whitespace (trimmed)", { EXTEND_API_KEY: `  ${TEST_UPSTREAM_KEY}\n` }],
   ] satisfies [string, Partial<Env>][])("accepts %s", async (_name, env) => {
-    const fake = useFakeExtend();
-    const res = await callAsFreshCaller("/workflow_runs?maxPageSize=2", {
-      env: { ...isolatedEnv(), ...env },
-    });
+    const tenant = isolatedTenant();
+    const res = await tenant.call("/workflow_runs?maxPageSize=2", { env });
     expect(res.status, await res.clone().text()).toBe(200);
-    const [call] = fake.listCalls;
+    const [call] = tenant.fake.listCalls;
     expect(call?.headers.authorization).toBe(`Bearer ${TEST_UPSTREAM_KEY}`);
     expect(call?.headers["x-extend-api-version"]).toBe("2026-02-09");
   });

@@ -6,14 +6,13 @@ import { loadConfig } from "../../../src/app/config.ts";
 import { pageCacheKey } from "../../../src/cache/keys.ts";
 import { canonicalListQuery, ListWorkflowRunsQuery } from "../../../src/extend/schemas.ts";
 import { TEST_UPSTREAM_KEY } from "../support/constants.ts";
-import { useFakeExtend } from "../support/fake-upstream.ts";
-import { callAsFreshCaller, isolatedEnv } from "../support/isolated.ts";
 import {
   LIST_DEFAULTS,
   LIST_PARAMS,
   type ListParam as Param,
   type ListQuery as Query,
 } from "../support/list-oracle.ts";
+import { freshWorkspaceId, isolatedTenant } from "../support/tenant.ts";
 
 // The oracle for "same query" is written here from Extend's documented defaults, not taken from
 // src/extend/schemas.ts: two queries are the same when they agree once the defaults are filled in.
@@ -79,7 +78,7 @@ function sameQuery(a: Query, b: Query): boolean {
   return LIST_PARAMS.every((p) => fa[p] === fb[p]);
 }
 
-const config = loadConfig({ ...env, ...isolatedEnv() });
+const config = loadConfig({ ...env, EXTEND_WORKSPACE_ID: freshWorkspaceId() });
 
 function keyOf(query: Query, settings = config): Promise<string> {
   return pageCacheKey(settings, canonicalListQuery(ListWorkflowRunsQuery.parse(query)));
@@ -157,7 +156,6 @@ describe("page cache keys (property)", () => {
   });
 
   it("over HTTP: a query written in another order is a hit on the first one's entry", async () => {
-    const fake = useFakeExtend();
     const httpQueryArb = queryArb.map(({ nextPageToken: _cursor, ...rest }) => rest);
     await fc.assert(
       fc.asyncProperty(
@@ -169,18 +167,13 @@ describe("page cache keys (property)", () => {
           );
         }),
         async ([entries, shuffled]) => {
-          const settings = isolatedEnv();
-          const before = fake.listCalls.length;
-          const first = await callAsFreshCaller(`/workflow_runs?${new URLSearchParams(entries)}`, {
-            env: settings,
-          });
-          const again = await callAsFreshCaller(`/workflow_runs?${new URLSearchParams(shuffled)}`, {
-            env: settings,
-          });
+          const tenant = isolatedTenant();
+          const first = await tenant.call(`/workflow_runs?${new URLSearchParams(entries)}`);
+          const again = await tenant.call(`/workflow_runs?${new URLSearchParams(shuffled)}`);
           expect(first.status).toBe(200);
           expect(again.headers.get("x-cache")).toBe("HIT");
           expect(await again.text()).toBe(await first.text());
-          expect(fake.listCalls.length - before).toBe(1);
+          expect(tenant.fake.listCalls).toHaveLength(1);
         },
       ),
       { numRuns: 15 },

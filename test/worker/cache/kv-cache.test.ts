@@ -1,12 +1,12 @@
 import { SELF } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { type Fault, generateRuns } from "../../../fake/extend.ts";
+import { type FakeExtend, type Fault, generateRuns } from "../../../fake/extend.ts";
 import { MAX_ATTEMPTS } from "../../../src/extend/client.ts";
 import { FAKE_EXTEND_ORIGIN, TEST_UPSTREAM_KEY } from "../support/constants.ts";
 import { expectErrorEnvelope, expectNoUpstreamKey, type ReadResponse, read } from "../support/envelope.ts";
-import { useFakeExtend } from "../support/fake-upstream.ts";
-import { callAsFreshCaller, freshClientIp } from "../support/isolated.ts";
+import type { CallOptions } from "../support/proxy.ts";
+import { freshClientIp, isolatedTenant, type Tenant } from "../support/tenant.ts";
 
 const T0 = Date.parse("2031-03-04T05:06:07.000Z");
 const SECOND = 1000;
@@ -15,18 +15,13 @@ const FAST_UPSTREAM: Partial<Env> = { UPSTREAM_TIMEOUT_MS: "150", UPSTREAM_DEADL
 /** A KV read that never answers; the cache gives up on it after its read timeout. */
 const NEVER = new Promise<never>(() => undefined);
 
-/** A workspace no other test uses: its cache entries are its own. */
-function tenant(extra: Partial<Env> = {}): Partial<Env> {
-  return { EXTEND_WORKSPACE_ID: `ws_${crypto.randomUUID().replaceAll("-", "")}`, ...extra };
-}
-
 function at(offsetMs: number): void {
   vi.setSystemTime(T0 + offsetMs);
 }
 
-/** One call as a caller of its own, so the per-caller rate limit never gets in the way. */
-async function get(path: string, options: { env: Partial<Env>; headers?: Record<string, string> }) {
-  return read(await callAsFreshCaller(path, options));
+/** One call as the tenant, read once. */
+async function get(tenant: Tenant, path: string, options: CallOptions = {}) {
+  return read(await tenant.call(path, options));
 }
 
 function cacheOf(response: ReadResponse): string | null {
@@ -34,7 +29,7 @@ function cacheOf(response: ReadResponse): string | null {
 }
 
 /** Replaces every run of the fake with a different dataset, so a refreshed page differs. */
-function changeUpstreamData(fake: ReturnType<typeof useFakeExtend>, seed: number): void {
+function changeUpstreamData(fake: FakeExtend, seed: number): void {
   fake.runs = generateRuns({ size: 120, seed });
 }
 
@@ -73,21 +68,20 @@ afterEach(() => {
 
 describe("page cache: hit, miss and stale", () => {
   it("serves a second identical request from KV without calling Extend", async () => {
-    const fake = useFakeExtend();
-    const settings = tenant();
-    const miss = await get("/workflow_runs?maxPageSize=5", { env: settings });
+    const tenant = isolatedTenant();
+    const miss = await get(tenant, "/workflow_runs?maxPageSize=5");
     expect(miss.status).toBe(200);
     expect(cacheOf(miss)).toBe("MISS");
     expect(miss.headers.get("age")).toBeNull();
     at(12 * SECOND);
-    const hit = await get("/workflow_runs?maxPageSize=5", { env: settings });
+    const hit = await get(tenant, "/workflow_runs?maxPageSize=5");
     expect(hit.status).toBe(200);
     expect(cacheOf(hit)).toBe("HIT");
     expect(hit.headers.get("age")).toBe("12");
     expect(hit.text).toBe(miss.text);
     expect(hit.headers.get("etag")).toBe(miss.headers.get("etag"));
     expect(hit.headers.get("content-type")).toMatch(/^application\/json/);
-    expect(fake.listCalls).toHaveLength(1);
+    expect(tenant.fake.listCalls).toHaveLength(1);
   });
 
   const defaults = [
@@ -105,16 +99,15 @@ describe("page cache: hit, miss and stale", () => {
     { name: "a clock that went backwards", offset: -5 * SECOND, cache: "HIT", age: "0", calls: 1 },
   ];
   it.each(defaults)("default windows (60 s fresh, 300 s stale): $name -> $cache", async (c) => {
-    const fake = useFakeExtend();
-    const settings = tenant();
-    expect(cacheOf(await get("/workflow_runs", { env: settings }))).toBe("MISS");
+    const tenant = isolatedTenant();
+    expect(cacheOf(await get(tenant, "/workflow_runs"))).toBe("MISS");
     at(c.offset);
-    const later = await get("/workflow_runs", { env: settings });
+    const later = await get(tenant, "/workflow_runs");
     expect(later.status).toBe(200);
     expect(cacheOf(later)).toBe(c.cache);
     expect(later.headers.get("age")).toBe(c.age);
     // A STALE answer refreshes in waitUntil, which callProxy waits for: one more call, not two.
-    expect(fake.listCalls).toHaveLength(c.calls);
+    expect(tenant.fake.listCalls).toHaveLength(c.calls);
   });
 
   const configured = [
@@ -135,54 +128,47 @@ describe("page cache: hit, miss and stale", () => {
     },
   ];
   it.each(configured)("configured windows: $name", async (c) => {
-    useFakeExtend();
-    const settings = tenant(c.vars);
-    expect(cacheOf(await get("/workflow_runs", { env: settings }))).toBe("MISS");
+    const tenant = isolatedTenant({ env: c.vars });
+    expect(cacheOf(await get(tenant, "/workflow_runs"))).toBe("MISS");
     at(c.offset * SECOND);
-    expect(cacheOf(await get("/workflow_runs", { env: settings }))).toBe(c.cache);
+    expect(cacheOf(await get(tenant, "/workflow_runs"))).toBe(c.cache);
   });
 
   it("serves the stale page at once, refreshes it once in the background, then hits the new page", async () => {
-    const fake = useFakeExtend();
-    const settings = tenant();
-    const first = await get("/workflow_runs?maxPageSize=3", { env: settings });
-    changeUpstreamData(fake, 99);
+    const tenant = isolatedTenant();
+    const first = await get(tenant, "/workflow_runs?maxPageSize=3");
+    changeUpstreamData(tenant.fake, 99);
     at(90 * SECOND);
-    const stale = await get("/workflow_runs?maxPageSize=3", { env: settings });
+    const stale = await get(tenant, "/workflow_runs?maxPageSize=3");
     expect(cacheOf(stale)).toBe("STALE");
     expect(stale.headers.get("age")).toBe("90");
     expect(stale.text).toBe(first.text);
-    expect(fake.listCalls).toHaveLength(2);
+    expect(tenant.fake.listCalls).toHaveLength(2);
     at(91 * SECOND);
-    const fresh = await get("/workflow_runs?maxPageSize=3", { env: settings });
+    const fresh = await get(tenant, "/workflow_runs?maxPageSize=3");
     expect(cacheOf(fresh)).toBe("HIT");
     expect(fresh.headers.get("age")).toBe("1");
     expect(fresh.text).not.toBe(first.text);
     expect(JSON.parse(fresh.text)).toEqual(
-      JSON.parse((await replayList(fake, "maxPageSize=3", settings)).text),
+      JSON.parse((await replayList(tenant.fake, "maxPageSize=3", tenant.env)).text),
     );
     expect(fresh.headers.get("etag")).not.toBe(first.headers.get("etag"));
-    expect(fake.listCalls).toHaveLength(2);
+    expect(tenant.fake.listCalls).toHaveLength(2);
   });
 
   it("keeps entries within KV's 512-byte key limit for the longest valid query", async () => {
-    const fake = useFakeExtend();
-    const settings = tenant();
+    const tenant = isolatedTenant();
     const path =
       `/workflow_runs?workflowId=${"w".repeat(255)}&batchId=${"b".repeat(255)}` +
       `&fileNameContains=${"f".repeat(1024)}&status=FAILED&sortBy=createdAt&sortDir=asc&maxPageSize=1000`;
-    expect(cacheOf(await get(path, { env: settings }))).toBe("MISS");
-    expect(cacheOf(await get(path, { env: settings }))).toBe("HIT");
-    expect(fake.listCalls).toHaveLength(1);
+    expect(cacheOf(await get(tenant, path))).toBe("MISS");
+    expect(cacheOf(await get(tenant, path))).toBe("HIT");
+    expect(tenant.fake.listCalls).toHaveLength(1);
   });
 });
 
 /** What the fake answers now for a query, asked directly (its answers are deterministic). */
-async function replayList(
-  fake: ReturnType<typeof useFakeExtend>,
-  query: string,
-  settings: Partial<Env>,
-): Promise<ReadResponse> {
+async function replayList(fake: FakeExtend, query: string, settings: Partial<Env>): Promise<ReadResponse> {
   const headers = new Headers({
     authorization: `Bearer ${TEST_UPSTREAM_KEY}`,
     "x-extend-api-version": "2026-02-09",
@@ -201,14 +187,13 @@ async function replayList(
 
 describe("page cache: entries are never shared across queries or tenants", () => {
   it("keys pages by cursor: each page of a walk is its own entry, and each hits on a second walk", async () => {
-    const fake = useFakeExtend();
-    const settings = tenant();
+    const tenant = isolatedTenant();
     const walk = async () => {
       const seen: ReadResponse[] = [];
       let token: string | undefined;
       do {
         const query = `maxPageSize=40${token ? `&nextPageToken=${encodeURIComponent(token)}` : ""}`;
-        const page = await get(`/workflow_runs?${query}`, { env: settings });
+        const page = await get(tenant, `/workflow_runs?${query}`);
         expect(page.status).toBe(200);
         seen.push(page);
         token = (JSON.parse(page.text) as { nextPageToken?: string }).nextPageToken;
@@ -222,7 +207,7 @@ describe("page cache: entries are never shared across queries or tenants", () =>
     const second = await walk();
     expect(second.map(cacheOf)).toEqual(second.map(() => "HIT"));
     expect(second.map((p) => p.text)).toEqual(first.map((p) => p.text));
-    expect(fake.listCalls).toHaveLength(first.length);
+    expect(tenant.fake.listCalls).toHaveLength(first.length);
   });
 
   it.each([
@@ -231,31 +216,31 @@ describe("page cache: entries are never shared across queries or tenants", () =>
     { name: "another sort direction", other: "/workflow_runs?sortDir=asc" },
     { name: "another file-name filter", other: "/workflow_runs?fileNameContains=a" },
   ])("a different query misses: $name", async ({ other }) => {
-    const fake = useFakeExtend();
-    const settings = tenant();
-    expect(cacheOf(await get("/workflow_runs", { env: settings }))).toBe("MISS");
-    expect(cacheOf(await get(other, { env: settings }))).toBe("MISS");
-    expect(fake.listCalls).toHaveLength(2);
+    const tenant = isolatedTenant();
+    expect(cacheOf(await get(tenant, "/workflow_runs"))).toBe("MISS");
+    expect(cacheOf(await get(tenant, other))).toBe("MISS");
+    expect(tenant.fake.listCalls).toHaveLength(2);
   });
 
   it.each([
     { name: "explicit defaults", other: "/workflow_runs?sortBy=updatedAt&sortDir=desc&maxPageSize=10" },
     { name: "parameters in another order", other: "/workflow_runs?maxPageSize=10&sortDir=desc" },
   ])("the same validated query hits: $name", async ({ other }) => {
-    const fake = useFakeExtend();
-    const settings = tenant();
-    expect(cacheOf(await get("/workflow_runs", { env: settings }))).toBe("MISS");
-    expect(cacheOf(await get(other, { env: settings }))).toBe("HIT");
-    expect(fake.listCalls).toHaveLength(1);
+    const tenant = isolatedTenant();
+    expect(cacheOf(await get(tenant, "/workflow_runs"))).toBe("MISS");
+    expect(cacheOf(await get(tenant, other))).toBe("HIT");
+    expect(tenant.fake.listCalls).toHaveLength(1);
   });
 
   it("gives another workspace its own entries", async () => {
-    const fake = useFakeExtend();
-    expect(cacheOf(await get("/workflow_runs", { env: tenant() }))).toBe("MISS");
-    const other = await get("/workflow_runs", { env: tenant() });
-    expect(cacheOf(other)).toBe("MISS");
-    const workspaces = fake.listCalls.map((call) => call.headers["x-extend-workspace-id"]);
-    expect(workspaces).toHaveLength(2);
+    const first = isolatedTenant();
+    const second = isolatedTenant();
+    expect(cacheOf(await get(first, "/workflow_runs"))).toBe("MISS");
+    expect(cacheOf(await get(second, "/workflow_runs"))).toBe("MISS");
+    const workspaces = [first, second].flatMap((t) =>
+      t.fake.listCalls.map((call) => call.headers["x-extend-workspace-id"]),
+    );
+    expect(workspaces).toEqual([first.env.EXTEND_WORKSPACE_ID, second.env.EXTEND_WORKSPACE_ID]);
     expect(workspaces[0]).not.toBe(workspaces[1]);
   });
 
@@ -263,42 +248,40 @@ describe("page cache: entries are never shared across queries or tenants", () =>
     { name: "another upstream key", change: { EXTEND_API_KEY: "sk_test_other_tenant_key_0001" } },
     { name: "another API version", change: { EXTEND_API_VERSION: "2025-01-01" } },
   ])("never answers for $name from the first tenant's entry", async ({ change }) => {
-    const fake = useFakeExtend();
-    const settings = tenant();
-    expect(cacheOf(await get("/workflow_runs", { env: settings }))).toBe("MISS");
+    const tenant = isolatedTenant();
+    expect(cacheOf(await get(tenant, "/workflow_runs"))).toBe("MISS");
     // The fake accepts only the first key and version: reaching it at all proves the miss.
-    const other = await get("/workflow_runs", { env: { ...settings, ...change } });
+    const other = await get(tenant, "/workflow_runs", { env: change });
     expect(other.status).not.toBe(200);
     expect(cacheOf(other)).toBeNull();
-    expect(fake.listCalls).toHaveLength(2);
+    expect(tenant.fake.listCalls).toHaveLength(2);
     expectNoUpstreamKey(other);
   });
 
   it("gives another upstream origin its own entries", async () => {
     const otherOrigin = "https://other-region.fake-extend.test";
-    const home = useFakeExtend();
-    const away = useFakeExtend({}, otherOrigin);
-    const settings = tenant();
-    expect(cacheOf(await get("/workflow_runs", { env: settings }))).toBe("MISS");
-    const moved = await get("/workflow_runs", { env: { ...settings, EXTEND_API_BASE_URL: otherOrigin } });
-    expect(cacheOf(moved)).toBe("MISS");
-    expect(home.listCalls).toHaveLength(1);
-    expect(away.listCalls).toHaveLength(1);
+    const home = isolatedTenant();
+    // The same workspace and key, served from another region's origin.
+    const away = isolatedTenant({ origin: otherOrigin, workspaceId: home.env.EXTEND_WORKSPACE_ID });
+    expect(cacheOf(await get(home, "/workflow_runs"))).toBe("MISS");
+    expect(cacheOf(await get(away, "/workflow_runs"))).toBe("MISS");
+    expect(home.fake.listCalls).toHaveLength(1);
+    expect(away.fake.listCalls).toHaveLength(1);
   });
 
   it("stores no key that holds the upstream key, a raw cursor or a filter value", async () => {
-    const fake = useFakeExtend();
-    const workspace = `ws_${crypto.randomUUID().replaceAll("-", "")}`;
-    const settings = { EXTEND_WORKSPACE_ID: workspace };
-    const first = JSON.parse((await get("/workflow_runs?maxPageSize=7", { env: settings })).text) as {
+    const tenant = isolatedTenant();
+    const workspace = tenant.env.EXTEND_WORKSPACE_ID ?? "";
+    const first = JSON.parse((await get(tenant, "/workflow_runs?maxPageSize=7")).text) as {
       nextPageToken: string;
     };
     const filter = `needle${crypto.randomUUID()}`;
-    await get(`/workflow_runs?maxPageSize=7&nextPageToken=${encodeURIComponent(first.nextPageToken)}`, {
-      env: settings,
-    });
-    await get(`/workflow_runs?fileNameContains=${filter}`, { env: settings });
-    expect(fake.listCalls).toHaveLength(3);
+    await get(
+      tenant,
+      `/workflow_runs?maxPageSize=7&nextPageToken=${encodeURIComponent(first.nextPageToken)}`,
+    );
+    await get(tenant, `/workflow_runs?fileNameContains=${filter}`);
+    expect(tenant.fake.listCalls).toHaveLength(3);
     const keys = (await env.PAGE_CACHE.list()).keys.map((k) => k.name);
     expect(keys.length).toBeGreaterThanOrEqual(3);
     for (const key of keys) {
@@ -334,25 +317,24 @@ const UPSTREAM_FAULTS: { name: string; fault: Fault; code: string }[] = [
 
 describe("page cache: only good 200s are stored", () => {
   it.each(UPSTREAM_FAULTS)("stores nothing after $name", async ({ fault, code }) => {
-    const fake = useFakeExtend();
-    const settings = tenant(FAST_UPSTREAM);
-    fake.inject(fault, 10);
-    const failed = await get("/workflow_runs", { env: settings });
+    const tenant = isolatedTenant({ env: FAST_UPSTREAM });
+    tenant.fake.inject(fault, 10);
+    const failed = await get(tenant, "/workflow_runs");
     expectErrorEnvelope(failed, { status: failed.status, code });
     expect(failed.headers.get("etag")).toBeNull();
-    fake.clearFaults();
-    const calls = fake.listCalls.length;
-    const next = await get("/workflow_runs", { env: settings });
+    tenant.fake.clearFaults();
+    const calls = tenant.fake.listCalls.length;
+    const next = await get(tenant, "/workflow_runs");
     if (fault.type === "rate-limit") {
       // Extend's long Retry-After pauses the whole tenant: the next call is refused before it leaves.
       expectErrorEnvelope(next, { status: 503, code: "UPSTREAM_RATE_LIMITED" });
       expect(Number(next.headers.get("retry-after"))).toBeGreaterThan(50);
-      expect(fake.listCalls).toHaveLength(calls);
+      expect(tenant.fake.listCalls).toHaveLength(calls);
       return;
     }
     expect(next.status).toBe(200);
     expect(cacheOf(next)).toBe("MISS");
-    expect(fake.listCalls).toHaveLength(calls + 1);
+    expect(tenant.fake.listCalls).toHaveLength(calls + 1);
   });
 });
 
@@ -364,20 +346,19 @@ describe("page cache: stale-if-error", () => {
   it.each(SERVED_STALE)(
     "serves the stale page when Extend fails with $name, and keeps it",
     async ({ fault }) => {
-      const fake = useFakeExtend();
-      const settings = tenant(FAST_UPSTREAM);
-      const good = await get("/workflow_runs", { env: settings });
-      fake.inject(fault, 100);
+      const tenant = isolatedTenant({ env: FAST_UPSTREAM });
+      const good = await get(tenant, "/workflow_runs");
+      tenant.fake.inject(fault, 100);
       at(100 * SECOND);
-      const stale = await get("/workflow_runs", { env: settings });
+      const stale = await get(tenant, "/workflow_runs");
       expect(stale.status).toBe(200);
       expect(cacheOf(stale)).toBe("STALE");
       expect(stale.headers.get("age")).toBe("100");
       expect(stale.text).toBe(good.text);
       // The failed refresh ran (in waitUntil) and did not replace the entry.
-      expect(fake.listCalls.length).toBeGreaterThan(1);
+      expect(tenant.fake.listCalls.length).toBeGreaterThan(1);
       at(200 * SECOND);
-      const still = await get("/workflow_runs", { env: settings });
+      const still = await get(tenant, "/workflow_runs");
       expect(cacheOf(still)).toBe("STALE");
       expect(still.headers.get("age")).toBe("200");
       expect(still.text).toBe(good.text);
@@ -386,12 +367,11 @@ describe("page cache: stale-if-error", () => {
   );
 
   it("answers with the error once the stale window is over", async () => {
-    const fake = useFakeExtend();
-    const settings = tenant(FAST_UPSTREAM);
-    await get("/workflow_runs", { env: settings });
-    fake.inject({ type: "status", status: 502 }, 100);
+    const tenant = isolatedTenant({ env: FAST_UPSTREAM });
+    await get(tenant, "/workflow_runs");
+    tenant.fake.inject({ type: "status", status: 502 }, 100);
     at(360 * SECOND);
-    expectErrorEnvelope(await get("/workflow_runs", { env: settings }), {
+    expectErrorEnvelope(await get(tenant, "/workflow_runs"), {
       status: 502,
       code: "UPSTREAM_ERROR",
     });
@@ -400,47 +380,37 @@ describe("page cache: stale-if-error", () => {
 
 describe("page cache: coalescing", () => {
   it("shares one upstream call among concurrent identical misses", async () => {
-    const fake = useFakeExtend({ latency: { baseMs: 40, perRunMs: 0 } });
-    const settings = tenant();
+    const tenant = isolatedTenant({ latency: { baseMs: 40, perRunMs: 0 } });
     const responses = await Promise.all(
-      Array.from({ length: 8 }, () =>
-        callAsFreshCaller("/workflow_runs?maxPageSize=4", { env: settings }).then(read),
-      ),
+      Array.from({ length: 8 }, () => get(tenant, "/workflow_runs?maxPageSize=4")),
     );
-    expect(fake.listCalls).toHaveLength(1);
+    expect(tenant.fake.listCalls).toHaveLength(1);
     expect(responses.map((r) => r.status)).toEqual(responses.map(() => 200));
     expect(new Set(responses.map((r) => r.text)).size).toBe(1);
     expect(new Set(responses.map((r) => r.headers.get("etag"))).size).toBe(1);
   });
 
   it("gives every waiter the same error, from one upstream load", async () => {
-    const fake = useFakeExtend();
-    const settings = tenant(FAST_UPSTREAM);
-    fake.inject({ type: "hang" }, 100);
-    const responses = await Promise.all(
-      Array.from({ length: 6 }, () => callAsFreshCaller("/workflow_runs", { env: settings }).then(read)),
-    );
+    const tenant = isolatedTenant({ env: FAST_UPSTREAM });
+    tenant.fake.inject({ type: "hang" }, 100);
+    const responses = await Promise.all(Array.from({ length: 6 }, () => get(tenant, "/workflow_runs")));
     // One load makes at most MAX_ATTEMPTS calls (it retries timeouts); six loads would make more.
-    expect(fake.listCalls.length).toBeGreaterThanOrEqual(1);
-    expect(fake.listCalls.length).toBeLessThanOrEqual(MAX_ATTEMPTS);
+    expect(tenant.fake.listCalls.length).toBeGreaterThanOrEqual(1);
+    expect(tenant.fake.listCalls.length).toBeLessThanOrEqual(MAX_ATTEMPTS);
     for (const response of responses)
       expectErrorEnvelope(response, { status: 504, code: "UPSTREAM_TIMEOUT" });
   });
 
   it("does not coalesce different queries", async () => {
-    const fake = useFakeExtend({ latency: { baseMs: 20, perRunMs: 0 } });
-    const settings = tenant();
-    await Promise.all(
-      [1, 2, 3].map((n) =>
-        callAsFreshCaller(`/workflow_runs?maxPageSize=${n}`, { env: settings }).then(read),
-      ),
-    );
-    expect(fake.listCalls).toHaveLength(3);
+    const tenant = isolatedTenant({ latency: { baseMs: 20, perRunMs: 0 } });
+    await Promise.all([1, 2, 3].map((n) => get(tenant, `/workflow_runs?maxPageSize=${n}`)));
+    expect(tenant.fake.listCalls).toHaveLength(3);
   });
 
   it("shares one call across separate request contexts, even when the first caller disconnects", async () => {
-    const fake = useFakeExtend({ latency: { baseMs: 150, perRunMs: 0 } });
-    // SELF runs each request in its own workerd request context, with the test's static settings.
+    // SELF runs each request in its own workerd request context, with the test's static settings:
+    // no workspace of its own, so a query of its own keeps other tests' entries out.
+    const tenant = isolatedTenant({ workspaceId: null, latency: { baseMs: 150, perRunMs: 0 } });
     const url = `https://proxy.test/workflow_runs?fileNameContains=${crypto.randomUUID()}`;
     const leaving = new AbortController();
     const leader = SELF.fetch(url, {
@@ -450,7 +420,7 @@ describe("page cache: coalescing", () => {
       (r) => r.text(),
       () => "disconnected",
     );
-    while (fake.listCalls.length === 0) await new Promise((resolve) => setTimeout(resolve, 5));
+    while (tenant.fake.listCalls.length === 0) await new Promise((resolve) => setTimeout(resolve, 5));
     const followers = Array.from({ length: 4 }, () =>
       SELF.fetch(url, { headers: { "cf-connecting-ip": freshClientIp() } }).then(read),
     );
@@ -460,7 +430,7 @@ describe("page cache: coalescing", () => {
     const answers = await Promise.all(followers);
     expect(answers.map((r) => r.status)).toEqual([200, 200, 200, 200]);
     expect(answers.map(cacheOf)).toEqual(["MISS", "MISS", "MISS", "MISS"]);
-    expect(fake.listCalls).toHaveLength(1);
+    expect(tenant.fake.listCalls).toHaveLength(1);
   });
 });
 
@@ -493,36 +463,34 @@ describe("page cache: KV trouble is never the caller's trouble", () => {
         }),
     },
   ])("serves from Extend (BYPASS) on $name", async (c) => {
-    const fake = useFakeExtend();
-    const settings = tenant();
-    await get("/workflow_runs", { env: settings });
+    const tenant = isolatedTenant();
+    await get(tenant, "/workflow_runs");
     const { kv } = wrappedKv({ getWithMetadata: c.read });
-    const bypass = await get("/workflow_runs", { env: { ...settings, PAGE_CACHE: kv } });
+    const bypass = await get(tenant, "/workflow_runs", { env: { PAGE_CACHE: kv } });
     expect(bypass.status).toBe(200);
     expect(cacheOf(bypass)).toBe("BYPASS");
     expect(JSON.parse(bypass.text)).toMatchObject({ object: "list" });
     expect(bypass.headers.get("etag")).toMatch(/^W\/"[0-9a-f]+"$/);
     expect(bypass.headers.get("age")).toBeNull();
-    expect(fake.listCalls).toHaveLength(2);
+    expect(tenant.fake.listCalls).toHaveLength(2);
   });
 
   it("repairs a corrupt entry with the page it fetched", async () => {
-    const fake = useFakeExtend();
-    const settings = tenant();
+    const tenant = isolatedTenant();
     const { kv, puts } = wrappedKv({
       getWithMetadata: () =>
         Promise.resolve({ value: "{}", metadata: { nonsense: true }, cacheStatus: null }),
     });
-    expect(cacheOf(await get("/workflow_runs", { env: { ...settings, PAGE_CACHE: kv } }))).toBe("BYPASS");
+    expect(cacheOf(await get(tenant, "/workflow_runs", { env: { PAGE_CACHE: kv } }))).toBe("BYPASS");
     expect(puts).toHaveLength(1);
-    expect(cacheOf(await get("/workflow_runs", { env: settings }))).toBe("HIT");
-    expect(fake.listCalls).toHaveLength(1);
+    expect(cacheOf(await get(tenant, "/workflow_runs"))).toBe("HIT");
+    expect(tenant.fake.listCalls).toHaveLength(1);
   });
 
   it("writes nothing when the read failed: KV in trouble gets no extra load", async () => {
-    useFakeExtend();
     const { kv, puts } = wrappedKv({ getWithMetadata: () => Promise.reject(new Error("KV down")) });
-    expect(cacheOf(await get("/workflow_runs", { env: tenant({ PAGE_CACHE: kv }) }))).toBe("BYPASS");
+    const tenant = isolatedTenant({ env: { PAGE_CACHE: kv } });
+    expect(cacheOf(await get(tenant, "/workflow_runs"))).toBe("BYPASS");
     expect(puts).toHaveLength(0);
   });
 
@@ -538,14 +506,13 @@ describe("page cache: KV trouble is never the caller's trouble", () => {
       },
     },
   ])("answers normally after $name, logs it, and stores nothing", async (c) => {
-    const fake = useFakeExtend();
-    const settings = tenant();
+    const tenant = isolatedTenant();
     const lines: string[] = [];
     vi.spyOn(console, "log").mockImplementation((line: unknown) => {
       lines.push(String(line));
     });
     const { kv, puts } = wrappedKv({ put: c.put });
-    const miss = await get("/workflow_runs", { env: { ...settings, PAGE_CACHE: kv } });
+    const miss = await get(tenant, "/workflow_runs", { env: { PAGE_CACHE: kv } });
     expect(miss.status).toBe(200);
     expect(cacheOf(miss)).toBe("MISS");
     expect(puts).toHaveLength(1);
@@ -556,25 +523,24 @@ describe("page cache: KV trouble is never the caller's trouble", () => {
     expect(record.key).toMatch(/^v1:page:/);
     expect(record.requestId).toBe(miss.headers.get("x-request-id"));
     expect(logged[0]).not.toContain(TEST_UPSTREAM_KEY);
-    expect(cacheOf(await get("/workflow_runs", { env: settings }))).toBe("MISS");
-    expect(fake.listCalls).toHaveLength(2);
+    expect(cacheOf(await get(tenant, "/workflow_runs"))).toBe("MISS");
+    expect(tenant.fake.listCalls).toHaveLength(2);
   });
 
   it("keeps serving from Extend when the binding is missing", async () => {
-    const fake = useFakeExtend();
-    const response = await get("/workflow_runs", { env: tenant({ PAGE_CACHE: undefined }) });
+    const tenant = isolatedTenant({ env: { PAGE_CACHE: undefined } });
+    const response = await get(tenant, "/workflow_runs");
     expect(response.status).toBe(200);
     expect(cacheOf(response)).toBe("BYPASS");
-    expect(fake.listCalls).toHaveLength(1);
+    expect(tenant.fake.listCalls).toHaveLength(1);
   });
 });
 
 describe("page cache: browser caching", () => {
   it("sends a weak ETag with private, no-cache on every page", async () => {
-    useFakeExtend();
-    const settings = tenant();
-    const miss = await get("/workflow_runs", { env: settings });
-    const hit = await get("/workflow_runs", { env: settings });
+    const tenant = isolatedTenant();
+    const miss = await get(tenant, "/workflow_runs");
+    const hit = await get(tenant, "/workflow_runs");
     for (const response of [miss, hit]) {
       expect(response.headers.get("cache-control")).toBe("private, no-cache");
       expect(response.headers.get("etag")).toMatch(/^W\/"[0-9a-f]{32}"$/);
@@ -589,34 +555,30 @@ describe("page cache: browser caching", () => {
     { name: "another ETag", header: () => 'W/"0123456789abcdef0123456789abcdef"', status: 200 },
     { name: "an empty header", header: () => "", status: 200 },
   ])("answers If-None-Match with $name: $status", async ({ header, status }) => {
-    const fake = useFakeExtend();
-    const settings = tenant();
-    const first = await get("/workflow_runs", { env: settings });
+    const tenant = isolatedTenant();
+    const first = await get(tenant, "/workflow_runs");
     const etag = first.headers.get("etag") ?? "";
-    const second = await get("/workflow_runs", { env: settings, headers: { "if-none-match": header(etag) } });
+    const second = await get(tenant, "/workflow_runs", { headers: { "if-none-match": header(etag) } });
     expect(second.status).toBe(status);
     expect(cacheOf(second)).toBe("HIT");
     expect(second.headers.get("etag")).toBe(etag);
     expect(second.headers.get("cache-control")).toBe("private, no-cache");
     expect(second.headers.get("age")).toBe("0");
     expect(second.text).toBe(status === 304 ? "" : first.text);
-    expect(fake.listCalls).toHaveLength(1);
+    expect(tenant.fake.listCalls).toHaveLength(1);
   });
 
   it("gives a refreshed page a new ETag, so the old one gets the new body", async () => {
-    const fake = useFakeExtend();
-    const settings = tenant();
-    const old = await get("/workflow_runs", { env: settings });
-    changeUpstreamData(fake, 123);
+    const tenant = isolatedTenant();
+    const old = await get(tenant, "/workflow_runs");
+    changeUpstreamData(tenant.fake, 123);
     at(61 * SECOND);
-    const stale = await get("/workflow_runs", {
-      env: settings,
+    const stale = await get(tenant, "/workflow_runs", {
       headers: { "if-none-match": old.headers.get("etag") ?? "" },
     });
     expect(stale.status).toBe(304);
     expect(cacheOf(stale)).toBe("STALE");
-    const fresh = await get("/workflow_runs", {
-      env: settings,
+    const fresh = await get(tenant, "/workflow_runs", {
       headers: { "if-none-match": old.headers.get("etag") ?? "" },
     });
     expect(fresh.status).toBe(200);
@@ -625,33 +587,37 @@ describe("page cache: browser caching", () => {
   });
 
   it("gives the same entry served with and without redaction different ETags", async () => {
-    const fake = useFakeExtend();
-    const settings = tenant();
-    const plain = await get("/workflow_runs", { env: settings });
-    const redacted = await get("/workflow_runs", { env: { ...settings, REDACT_FIELDS: "dashboardUrl" } });
+    const tenant = isolatedTenant();
+    const plain = await get(tenant, "/workflow_runs");
+    const redacted = await get(tenant, "/workflow_runs", { env: { REDACT_FIELDS: "dashboardUrl" } });
     expect(cacheOf(redacted)).toBe("HIT");
     expect(redacted.text).not.toBe(plain.text);
     expect(redacted.headers.get("etag")).not.toBe(plain.headers.get("etag"));
-    const notModified = await get("/workflow_runs", {
-      env: { ...settings, REDACT_FIELDS: "dashboardUrl" },
+    const notModified = await get(tenant, "/workflow_runs", {
+      env: { REDACT_FIELDS: "dashboardUrl" },
       headers: { "if-none-match": plain.headers.get("etag") ?? "" },
     });
     expect(notModified.status).toBe(200);
     expect(notModified.text).toBe(redacted.text);
-    expect(fake.listCalls).toHaveLength(1);
+    expect(tenant.fake.listCalls).toHaveLength(1);
   });
 
   it("answers a conditional request only after authenticating the caller", async () => {
-    useFakeExtend();
-    const settings = tenant();
+    const tenant = isolatedTenant();
     const token = `tok_${crypto.randomUUID()}`;
-    const locked = { ...settings, ALLOW_ANONYMOUS: "false", CLIENT_TOKENS: token };
-    const page = await get("/workflow_runs", { env: locked, headers: { authorization: `Bearer ${token}` } });
+    const locked = { ALLOW_ANONYMOUS: "false", CLIENT_TOKENS: token };
+    const page = await get(tenant, "/workflow_runs", {
+      env: locked,
+      headers: { authorization: `Bearer ${token}` },
+    });
     expect(page.status).toBe(200);
     const etag = page.headers.get("etag") ?? "";
-    const anonymous = await get("/workflow_runs", { env: locked, headers: { "if-none-match": etag } });
+    const anonymous = await get(tenant, "/workflow_runs", {
+      env: locked,
+      headers: { "if-none-match": etag },
+    });
     expectErrorEnvelope(anonymous, { status: 401, code: "UNAUTHORIZED" });
-    const allowed = await get("/workflow_runs", {
+    const allowed = await get(tenant, "/workflow_runs", {
       env: locked,
       headers: { "if-none-match": etag, authorization: `Bearer ${token}` },
     });

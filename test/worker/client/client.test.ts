@@ -1,7 +1,7 @@
 import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, expectTypeOf, it } from "vitest";
-import { listAll } from "../../../fake/extend.ts";
+import { type FakeExtend, listAll } from "../../../fake/extend.ts";
 import type { ErrorCode } from "../../../src/app/errors.ts";
 import {
   createProxyClient,
@@ -15,34 +15,38 @@ import {
 import type { WorkflowRunStatus } from "../../../src/extend/schemas.ts";
 import worker from "../../../src/index.ts";
 import { TEST_UPSTREAM_KEY } from "../support/constants.ts";
-import { useFakeExtend } from "../support/fake-upstream.ts";
+import { isolatedTenant, type Tenant } from "../support/tenant.ts";
 
 const PROXY_ORIGIN = "https://proxy.test";
 const CLIENT_TOKEN = "tok_client_typed_4b1e7c09a3d85f62e1";
 
-/** A fetch that hands every request to the Worker's own fetch inside workerd, and records it. */
-function workerFetch(overrides: Partial<Env> = {}) {
+/**
+ * A fetch that hands every request to the Worker's own fetch inside workerd, with the tenant's
+ * settings, and records it.
+ */
+function workerFetch(tenant: Tenant, overrides: Partial<Env> = {}) {
   const sent: Request[] = [];
+  const settings = { ...env, CLIENT_TOKENS: CLIENT_TOKEN, ...tenant.env, ...overrides };
   const fetcher: typeof fetch = async (input, init) => {
     const request = new Request(input, init);
     sent.push(request.clone());
     const ctx = createExecutionContext();
-    const response = await worker.fetch(request, { ...env, CLIENT_TOKENS: CLIENT_TOKEN, ...overrides }, ctx);
+    const response = await worker.fetch(request, settings, ctx);
     await waitOnExecutionContext(ctx);
     return response;
   };
   return { fetcher, sent };
 }
 
-function clientFor(overrides: Partial<Env> = {}) {
-  const { fetcher, sent } = workerFetch(overrides);
+function clientFor(tenant: Tenant, overrides: Partial<Env> = {}) {
+  const { fetcher, sent } = workerFetch(tenant, overrides);
   return { client: createProxyClient(PROXY_ORIGIN, { token: CLIENT_TOKEN, fetch: fetcher }), sent };
 }
 
 describe("typed hc client", () => {
   it("reads one page with the filters it was given, typed as the route's response", async () => {
-    const fake = useFakeExtend();
-    const { client, sent } = clientFor();
+    const tenant = isolatedTenant();
+    const { client, sent } = clientFor(tenant);
 
     const page = await unwrap(client.workflow_runs.$get({ query: { status: "FAILED", maxPageSize: "5" } }));
 
@@ -50,7 +54,7 @@ describe("typed hc client", () => {
     expectTypeOf(page.data[0]).toEqualTypeOf<WorkflowRun | undefined>();
     expectTypeOf<WorkflowRun["status"]>().toEqualTypeOf<WorkflowRunStatus>();
     expectTypeOf(page.nextPageToken).toEqualTypeOf<string | undefined>();
-    const expected = listAll(fake.runs, { status: "FAILED" }).slice(0, 5);
+    const expected = listAll(tenant.fake.runs, { status: "FAILED" }).slice(0, 5);
     expect(page.object).toBe("list");
     expect(page.data.map((run) => run.id)).toEqual(expected.map((run) => run.id));
     expect(page.data.every((run) => run.status === "FAILED")).toBe(true);
@@ -72,31 +76,31 @@ describe("typed hc client", () => {
       { fileNameContains: "invoice", sortDir: "desc", maxPageSize: "3" },
     ],
   ])("pages to the end: %s", async (_name, given) => {
-    const fake = useFakeExtend();
+    const tenant = isolatedTenant();
     // The workflow filter needs a workflow id that exists in this dataset.
     const query =
       given.workflowId === "FIRST_RUNS_WORKFLOW"
-        ? { ...given, workflowId: fake.runs[0]?.workflow.id }
+        ? { ...given, workflowId: tenant.fake.runs[0]?.workflow.id }
         : given;
-    const { client } = clientFor();
+    const { client } = clientFor(tenant);
 
     const ids: string[] = [];
     for await (const run of listAllRuns(client, query)) ids.push(run.id);
 
     const { maxPageSize, ...filters } = query;
-    const expected = listAll(fake.runs, filters).map((run) => run.id);
+    const expected = listAll(tenant.fake.runs, filters).map((run) => run.id);
     expect(expected.length).toBeGreaterThan(Number(maxPageSize));
     expect(ids).toEqual(expected);
     // One call per page; a list that ends on a full page may need one more, empty, page to say so.
     const pages = Math.ceil(expected.length / Number(maxPageSize));
-    expect(fake.listCalls.length).toBeGreaterThanOrEqual(pages);
-    expect(fake.listCalls.length).toBeLessThanOrEqual(pages + 1);
+    expect(tenant.fake.listCalls.length).toBeGreaterThanOrEqual(pages);
+    expect(tenant.fake.listCalls.length).toBeLessThanOrEqual(pages + 1);
   });
 
   it("reads /stats, following resumeToken until the scan is complete", async () => {
-    const fake = useFakeExtend({ dataset: { size: 300, seed: 11 } });
-    const { client } = clientFor({ STATS_MAX_PAGES: "1" });
-    const workflowId = fake.runs[0]?.workflow.id ?? "none";
+    const tenant = isolatedTenant({ dataset: { size: 300, seed: 11 } });
+    const { client } = clientFor(tenant, { STATS_MAX_PAGES: "1" });
+    const workflowId = tenant.fake.runs[0]?.workflow.id ?? "none";
 
     let stats = await unwrap(client.stats.$get({ query: { workflowId } }));
     let answers = 1;
@@ -107,7 +111,7 @@ describe("typed hc client", () => {
 
     expectTypeOf(stats.total).toEqualTypeOf<number>();
     expectTypeOf(stats.complete).toEqualTypeOf<boolean>();
-    const runs = listAll(fake.runs, { workflowId });
+    const runs = listAll(tenant.fake.runs, { workflowId });
     expect(stats.object).toBe("workflow_run_stats");
     expect(stats.complete).toBe(true);
     expect(stats.resumeToken).toBeNull();
@@ -117,9 +121,9 @@ describe("typed hc client", () => {
   });
 
   it("sends the token as a bearer credential and never passes it upstream", async () => {
-    const fake = useFakeExtend();
+    const tenant = isolatedTenant();
     let calls = 0;
-    const { fetcher, sent } = workerFetch();
+    const { fetcher, sent } = workerFetch(tenant);
     const client = createProxyClient(PROXY_ORIGIN, {
       token: () => {
         calls += 1;
@@ -138,8 +142,8 @@ describe("typed hc client", () => {
       `Bearer ${CLIENT_TOKEN}`,
     ]);
     expect(sent.every((r) => r.headers.get("x-client") === "dashboard")).toBe(true);
-    expect(fake.listCalls.length).toBe(2);
-    for (const call of fake.listCalls) {
+    expect(tenant.fake.listCalls.length).toBe(2);
+    for (const call of tenant.fake.listCalls) {
       expect(call.headers.authorization).toBe(`Bearer ${TEST_UPSTREAM_KEY}`);
       expect(JSON.stringify(call.headers)).not.toContain(CLIENT_TOKEN);
       expect(call.headers["x-client"]).toBeUndefined();
@@ -147,8 +151,8 @@ describe("typed hc client", () => {
   });
 
   it("sends no authorization header when it has no token", async () => {
-    useFakeExtend();
-    const { fetcher, sent } = workerFetch();
+    const tenant = isolatedTenant();
+    const { fetcher, sent } = workerFetch(tenant);
     const client = createProxyClient(PROXY_ORIGIN, { fetch: fetcher });
 
     await unwrap(client.workflow_runs.$get({ query: {} }));
@@ -158,7 +162,7 @@ describe("typed hc client", () => {
 
   it.each<{
     name: string;
-    setup: (fake: ReturnType<typeof useFakeExtend>) => void;
+    setup: (fake: FakeExtend) => void;
     query: Record<string, string>;
     status: number;
     code: ErrorCode;
@@ -179,7 +183,6 @@ describe("typed hc client", () => {
     {
       name: "Extend keeps failing",
       setup: (fake) => fake.inject({ type: "status", status: 500 }, 10),
-      // A query no other test of this file caches: KV lives as long as the file.
       query: { maxPageSize: "17" },
       status: 502,
       code: "UPSTREAM_ERROR",
@@ -198,9 +201,9 @@ describe("typed hc client", () => {
       retryAfter: true,
     },
   ])("turns an error answer into a ProxyError: $name", async (c) => {
-    const fake = useFakeExtend();
-    c.setup(fake);
-    const { client } = clientFor();
+    const tenant = isolatedTenant();
+    c.setup(tenant.fake);
+    const { client } = clientFor(tenant);
 
     const error = await unwrap(client.workflow_runs.$get({ query: c.query })).then(
       () => undefined,
@@ -214,14 +217,14 @@ describe("typed hc client", () => {
     expect(proxyError.retryable).toBe(c.retryable);
     expect(proxyError.requestId).toMatch(/\S/);
     expect(proxyError.retryAfter !== undefined).toBe(c.retryAfter);
-    expect(fake.listCalls.length).toBe(c.upstreamCalls);
+    expect(tenant.fake.listCalls.length).toBe(c.upstreamCalls);
     if (c.code === "INVALID_REQUEST")
       expect(proxyError.details?.map((d) => d.field)).toEqual(["maxPageSize"]);
   });
 
   it("types error bodies as the envelope", async () => {
-    useFakeExtend();
-    const { client } = clientFor();
+    const tenant = isolatedTenant();
+    const { client } = clientFor(tenant);
 
     const res = await client.workflow_runs.$get({ query: { sortDir: "sideways" as "asc" } });
 
@@ -235,7 +238,7 @@ describe("typed hc client", () => {
   });
 
   it("rejects undeclared query parameters and values at compile time", () => {
-    const { client } = clientFor();
+    const { client } = clientFor(isolatedTenant());
     // Only type-checked: these calls are never made.
     const compileOnly = () => {
       // @ts-expect-error: not a status Extend knows

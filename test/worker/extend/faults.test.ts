@@ -4,9 +4,8 @@ import type { FakeRequest, Fault } from "../../../fake/extend.ts";
 import { captureConsole, requestLines } from "../support/console.ts";
 import { FAKE_EXTEND_ORIGIN, TEST_UPSTREAM_KEY, UPSTREAM_ONLY_HEADERS } from "../support/constants.ts";
 import { expectErrorEnvelope, expectNoUpstreamKey, type ReadResponse, read } from "../support/envelope.ts";
-import { useFakeExtend } from "../support/fake-upstream.ts";
-import { callAsFreshCaller, isolatedEnv } from "../support/isolated.ts";
 import { network } from "../support/setup.ts";
+import { isolatedTenant, type Tenant } from "../support/tenant.ts";
 
 /** Small per-attempt timeout, generous deadline: three timed-out attempts fit with room to spare. */
 const FAST: Partial<Env> = { UPSTREAM_TIMEOUT_MS: "100", UPSTREAM_DEADLINE_MS: "5000" };
@@ -26,8 +25,8 @@ const UPSTREAM_TEXT = [
   "workflowRuns",
 ];
 
-function call(path = "/workflow_runs", env: Partial<Env> = {}): Promise<ReadResponse> {
-  return callAsFreshCaller(path, { env: { ...isolatedEnv(), ...FAST, ...env } }).then(read);
+function call(tenant: Tenant, path = "/workflow_runs", env: Partial<Env> = {}): Promise<ReadResponse> {
+  return tenant.call(path, { env: { ...FAST, ...env } }).then(read);
 }
 
 function expectNothingFromUpstream(res: ReadResponse): void {
@@ -250,10 +249,10 @@ const FAULTS: FaultCase[] = [
 
 describe("a compatible upstream that leaves out `object`", () => {
   it("still has its list passed through unchanged", async () => {
-    const fake = useFakeExtend();
+    const tenant = isolatedTenant();
     const body = '{"data":[{"id":"workflow_run_1","status":"PROCESSED"}]}';
-    fake.inject({ type: "status", status: 200, body }, ALWAYS);
-    const res = await call();
+    tenant.fake.inject({ type: "status", status: 200, body }, ALWAYS);
+    const res = await call(tenant);
     expect(res.status).toBe(200);
     expect(res.text).toBe(body);
   });
@@ -261,13 +260,13 @@ describe("a compatible upstream that leaves out `object`", () => {
 
 describe("upstream faults map to one clear error", () => {
   it.each(FAULTS)("$name", async ({ fault, times, status, code, retryable, calls, retryAfter }) => {
-    const fake = useFakeExtend();
-    fake.inject(fault, times);
-    const res = await call();
+    const tenant = isolatedTenant();
+    tenant.fake.inject(fault, times);
+    const res = await call(tenant);
     const body = expectErrorEnvelope(res, { status, code, retryable });
     expect(body.details).toBeUndefined();
-    expect(fake.requests).toHaveLength(calls);
-    expect(fake.requests.every((r) => r.url.origin === FAKE_EXTEND_ORIGIN)).toBe(true);
+    expect(tenant.fake.requests).toHaveLength(calls);
+    expect(tenant.fake.requests.every((r) => r.url.origin === FAKE_EXTEND_ORIGIN)).toBe(true);
     const header = res.headers.get("retry-after");
     if (retryAfter) {
       expect(header).toMatch(/^\d+$/);
@@ -280,27 +279,30 @@ describe("upstream faults map to one clear error", () => {
   });
 
   it("never repeats an upstream error body, even one that carries a key", async () => {
-    const fake = useFakeExtend();
+    const tenant = isolatedTenant();
     const leaky = JSON.stringify({
       code: "X",
       message: `bad key ${TEST_UPSTREAM_KEY}`,
       stack: "Error: at x.ts:1",
     });
-    fake.inject(
+    tenant.fake.inject(
       { type: "status", status: 500, body: leaky, headers: { "x-echo": TEST_UPSTREAM_KEY } },
       ALWAYS,
     );
-    const res = await call();
+    const res = await call(tenant);
     expectErrorEnvelope(res, { status: 502, code: "UPSTREAM_ERROR" });
     expect(res.headers.get("x-echo")).toBeNull();
   });
 
   it("does not follow a redirect to a URL carrying the key", async () => {
-    const fake = useFakeExtend();
-    fake.inject({ type: "redirect", location: `https://evil.example/?k=${TEST_UPSTREAM_KEY}` }, ALWAYS);
-    const res = await call();
+    const tenant = isolatedTenant();
+    tenant.fake.inject(
+      { type: "redirect", location: `https://evil.example/?k=${TEST_UPSTREAM_KEY}` },
+      ALWAYS,
+    );
+    const res = await call(tenant);
     expectErrorEnvelope(res, { status: 502, code: "UPSTREAM_ERROR", retryable: true });
-    expect(fake.requests).toHaveLength(1);
+    expect(tenant.fake.requests).toHaveLength(1);
     expectNothingFromUpstream(res);
   });
 });
@@ -335,73 +337,92 @@ describe("retries recover from transient faults", () => {
   ];
 
   it.each(cases)("$name", async ({ faults, calls }) => {
-    const fake = useFakeExtend();
-    for (const [fault, times] of faults) fake.inject(fault, times);
-    const res = await call("/workflow_runs?maxPageSize=4");
+    const tenant = isolatedTenant();
+    for (const [fault, times] of faults) tenant.fake.inject(fault, times);
+    const res = await call(tenant, "/workflow_runs?maxPageSize=4");
     expect(res.status, res.text).toBe(200);
     const body = JSON.parse(res.text) as { object: string; data: unknown[] };
     expect(body.object).toBe("list");
     expect(body.data).toHaveLength(4);
-    expect(fake.listCalls).toHaveLength(calls);
+    expect(tenant.fake.listCalls).toHaveLength(calls);
     // Every retry asks for exactly the same page.
-    expect(new Set(fake.listCalls.map((r) => r.url.toString())).size).toBe(1);
+    expect(new Set(tenant.fake.listCalls.map((r) => r.url.toString())).size).toBe(1);
     expectNoUpstreamKey(res);
   });
 });
 
 describe("the overall deadline bounds every attempt and back-off", () => {
   it("makes one attempt when the deadline equals the per-attempt timeout", async () => {
-    const fake = useFakeExtend();
-    fake.inject({ type: "hang" }, ALWAYS);
-    const res = await call("/workflow_runs", { UPSTREAM_TIMEOUT_MS: "100", UPSTREAM_DEADLINE_MS: "100" });
+    const tenant = isolatedTenant();
+    tenant.fake.inject({ type: "hang" }, ALWAYS);
+    const res = await call(tenant, "/workflow_runs", {
+      UPSTREAM_TIMEOUT_MS: "100",
+      UPSTREAM_DEADLINE_MS: "100",
+    });
     expectErrorEnvelope(res, { status: 504, code: "UPSTREAM_TIMEOUT", retryable: true });
-    expect(fake.requests).toHaveLength(1);
+    expect(tenant.fake.requests).toHaveLength(1);
   });
 
   it("never makes more than three attempts however long the deadline", async () => {
-    const fake = useFakeExtend();
-    fake.inject({ type: "hang" }, ALWAYS);
-    const res = await call("/workflow_runs", { UPSTREAM_TIMEOUT_MS: "100", UPSTREAM_DEADLINE_MS: "300000" });
+    const tenant = isolatedTenant();
+    tenant.fake.inject({ type: "hang" }, ALWAYS);
+    const res = await call(tenant, "/workflow_runs", {
+      UPSTREAM_TIMEOUT_MS: "100",
+      UPSTREAM_DEADLINE_MS: "300000",
+    });
     expectErrorEnvelope(res, { status: 504, code: "UPSTREAM_TIMEOUT" });
-    expect(fake.requests).toHaveLength(3);
+    expect(tenant.fake.requests).toHaveLength(3);
   });
 
   it("times out a slow answer that outlasts the deadline", async () => {
-    const fake = useFakeExtend();
-    fake.inject({ type: "delay", ms: 2_000 }, ALWAYS);
-    const res = await call("/workflow_runs", { UPSTREAM_TIMEOUT_MS: "150", UPSTREAM_DEADLINE_MS: "150" });
+    const tenant = isolatedTenant();
+    tenant.fake.inject({ type: "delay", ms: 2_000 }, ALWAYS);
+    const res = await call(tenant, "/workflow_runs", {
+      UPSTREAM_TIMEOUT_MS: "150",
+      UPSTREAM_DEADLINE_MS: "150",
+    });
     expectErrorEnvelope(res, { status: 504, code: "UPSTREAM_TIMEOUT" });
-    expect(fake.requests).toHaveLength(1);
+    expect(tenant.fake.requests).toHaveLength(1);
   });
 
   it("does not wait out a Retry-After that the deadline cannot fit", async () => {
-    const fake = useFakeExtend();
-    fake.inject({ type: "rate-limit", retryAfter: "2" }, ALWAYS);
-    const res = await call("/workflow_runs", { UPSTREAM_TIMEOUT_MS: "100", UPSTREAM_DEADLINE_MS: "1000" });
+    const tenant = isolatedTenant();
+    tenant.fake.inject({ type: "rate-limit", retryAfter: "2" }, ALWAYS);
+    const res = await call(tenant, "/workflow_runs", {
+      UPSTREAM_TIMEOUT_MS: "100",
+      UPSTREAM_DEADLINE_MS: "1000",
+    });
     expectErrorEnvelope(res, { status: 503, code: "UPSTREAM_RATE_LIMITED" });
     expect(res.headers.get("retry-after")).toBe("2");
-    expect(fake.requests).toHaveLength(1);
+    expect(tenant.fake.requests).toHaveLength(1);
   });
 
   it("times out a body that stops arriving after the headers", async () => {
+    const tenant = isolatedTenant();
     const stalls = stallingUpstream();
-    const res = await call("/workflow_runs", { UPSTREAM_TIMEOUT_MS: "100", UPSTREAM_DEADLINE_MS: "100" });
+    const res = await call(tenant, "/workflow_runs", {
+      UPSTREAM_TIMEOUT_MS: "100",
+      UPSTREAM_DEADLINE_MS: "100",
+    });
     expectErrorEnvelope(res, { status: 504, code: "UPSTREAM_TIMEOUT", retryable: true });
     expect(stalls.calls).toBe(1);
     expect(res.text).not.toContain("data");
   });
 
   it("retries a stalled body within the deadline and then succeeds", async () => {
-    const fake = useFakeExtend();
-    const stalls = stallingUpstream(1, (request) => fake.handle(request));
-    const res = await call("/workflow_runs?maxPageSize=2");
+    const tenant = isolatedTenant();
+    const stalls = stallingUpstream(1, (request) => tenant.fake.handle(request));
+    const res = await call(tenant, "/workflow_runs?maxPageSize=2");
     expect(res.status, res.text).toBe(200);
     expect(stalls.calls).toBe(2);
-    expect(fake.listCalls).toHaveLength(1);
+    expect(tenant.fake.listCalls).toHaveLength(1);
   });
 });
 
-/** An upstream that sends 200 headers and the start of a list, then goes silent. */
+/**
+ * An upstream that sends 200 headers and the start of a list, then goes silent. Registered after
+ * the test's tenant, it answers in the place of the tenant's fake.
+ */
 function stallingUpstream(
   times = Number.POSITIVE_INFINITY,
   after?: (request: FakeRequest) => Promise<Response>,
@@ -446,6 +467,7 @@ describe("bodies the proxy refuses to pass on", () => {
 
   it("refuses a body larger than 16 MiB without retrying", async () => {
     const chunk = new Uint8Array(1024 * 1024).fill(0x20);
+    const tenant = isolatedTenant();
     const upstream = serve(
       () =>
         new ReadableStream<Uint8Array>({
@@ -457,14 +479,15 @@ describe("bodies the proxy refuses to pass on", () => {
           },
         }),
     );
-    const res = await call();
+    const res = await call(tenant);
     expectErrorEnvelope(res, { status: 502, code: "UPSTREAM_INVALID_RESPONSE" });
     expect(upstream.calls).toBe(1);
   });
 
   it("refuses a body that is not UTF-8", async () => {
+    const tenant = isolatedTenant();
     const upstream = serve(() => new Uint8Array([0x7b, 0x22, 0xff, 0xfe, 0x22, 0x7d]));
-    const res = await call();
+    const res = await call(tenant);
     expectErrorEnvelope(res, { status: 502, code: "UPSTREAM_INVALID_RESPONSE" });
     expect(upstream.calls).toBe(1);
   });
@@ -472,16 +495,18 @@ describe("bodies the proxy refuses to pass on", () => {
   it("refuses a body that ends inside a UTF-8 sequence", async () => {
     // Valid JSON up to the last bytes, so only a decoder that flushes at the end can notice.
     const head = new TextEncoder().encode('{"object":"list","data":[]}');
+    const tenant = isolatedTenant();
     const upstream = serve(() => new Uint8Array([...head, 0xe8, 0xab]));
-    const res = await call();
+    const res = await call(tenant);
     expectErrorEnvelope(res, { status: 502, code: "UPSTREAM_INVALID_RESPONSE" });
     expect(upstream.calls).toBe(1);
   });
 
   it("passes a list body through byte for byte, whitespace and key order included", async () => {
     const text = '{ "nextPageToken" : "a+b/c=:d",\n  "data": [], "object": "list", "extra": {"é": 1.50} }';
+    const tenant = isolatedTenant();
     serve(() => text);
-    const res = await call();
+    const res = await call(tenant);
     expect(res.status).toBe(200);
     expect(res.text).toBe(text);
   });
@@ -531,11 +556,9 @@ describe("the upstream key never reaches a client", () => {
   ];
 
   it.each(scenarios)("$name", async ({ path, method, env, faults }) => {
-    const fake = useFakeExtend();
-    for (const [fault, times] of faults ?? []) fake.inject(fault, times);
-    const res = await read(
-      await callAsFreshCaller(path, { method: method ?? "GET", env: { ...isolatedEnv(), ...FAST, ...env } }),
-    );
+    const tenant = isolatedTenant();
+    for (const [fault, times] of faults ?? []) tenant.fake.inject(fault, times);
+    const res = await read(await tenant.call(path, { method: method ?? "GET", env: { ...FAST, ...env } }));
     expect(res.status).toBeGreaterThanOrEqual(200);
     expectNoUpstreamKey(res);
     expect(res.text).not.toContain("Bearer");
@@ -544,9 +567,9 @@ describe("the upstream key never reaches a client", () => {
 
 describe("the cause of an upstream error", () => {
   it("is named in the request's log line and never sent to the caller", async () => {
-    const fake = useFakeExtend();
-    fake.inject({ type: "reset" }, ALWAYS);
-    const { result, lines } = await captureConsole(() => call("/workflow_runs?maxPageSize=3"));
+    const tenant = isolatedTenant();
+    tenant.fake.inject({ type: "reset" }, ALWAYS);
+    const { result, lines } = await captureConsole(() => call(tenant, "/workflow_runs?maxPageSize=3"));
     expect(result.status).toBe(502);
     const body = JSON.parse(result.text) as Record<string, unknown>;
     expect(Object.keys(body).sort()).toEqual(["code", "message", "requestId", "retryable"]);

@@ -2,9 +2,8 @@ import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test"
 import { env } from "cloudflare:workers";
 import { describe, expect, it, vi } from "vitest";
 import { captureConsole, requestLines } from "../support/console.ts";
-import { freshClientIp } from "../support/isolated.ts";
-import { callProxy, json } from "../support/proxy.ts";
-import { useStatsFake } from "../support/stats.ts";
+import { json } from "../support/proxy.ts";
+import { freshClientIp, isolatedTenant } from "../support/tenant.ts";
 
 type Worker = { fetch(request: Request, env: Env, ctx: ExecutionContext): Promise<Response> };
 
@@ -54,12 +53,10 @@ const distinct = (i: number) =>
 
 describe("the tenant gateway", () => {
   it("holds distinct misses and a /stats scan, together, to UPSTREAM_MAX_RPS; each answers 200 or 503 with Retry-After", async () => {
-    const { fake, env: tenant } = useStatsFake({ dataset: { size: 300, seed: 3 }, pageLimit: 25 });
-    const settings = { ...tenant, UPSTREAM_MAX_RPS: "4", STATS_MAX_PAGES: "8" };
-    const scan = callProxy("/stats", { env: settings, headers: { "cf-connecting-ip": freshClientIp() } });
-    const misses = Array.from({ length: 16 }, (_, i) =>
-      callProxy(distinct(i), { env: settings, headers: { "cf-connecting-ip": freshClientIp() } }),
-    );
+    const tenant = isolatedTenant({ dataset: { size: 300, seed: 3 }, pageLimit: 25 });
+    const settings = { UPSTREAM_MAX_RPS: "4", STATS_MAX_PAGES: "8" };
+    const scan = tenant.call("/stats", { env: settings });
+    const misses = Array.from({ length: 16 }, (_, i) => tenant.call(distinct(i), { env: settings }));
     const answers = await Promise.all([scan, ...misses]);
     for (const answer of answers) {
       if (answer.status === 503) {
@@ -73,34 +70,34 @@ describe("the tenant gateway", () => {
     expect(answers.filter((a) => a.status === 200).length).toBeGreaterThan(4);
     expect(
       busiestWindow(
-        fake.listCalls.map((c) => c.at),
+        tenant.fake.listCalls.map((c) => c.at),
         ARRIVAL_WINDOW_MS,
       ),
     ).toBeLessThanOrEqual(4);
   }, 30_000);
 
   it("serves a list miss issued during a long scan within about one slot", async () => {
-    const { fake, env: tenant } = useStatsFake({ dataset: { size: 2000, seed: 4 }, pageLimit: 20 });
-    const settings = { ...tenant, UPSTREAM_MAX_RPS: "4", STATS_MAX_PAGES: "16" };
-    const scan = callProxy("/stats", { env: settings, headers: { "cf-connecting-ip": freshClientIp() } });
+    const tenant = isolatedTenant({ dataset: { size: 2000, seed: 4 }, pageLimit: 20 });
+    const settings = { UPSTREAM_MAX_RPS: "4", STATS_MAX_PAGES: "16" };
+    const scan = tenant.call("/stats", { env: settings });
     // Let the scan fill the queue with bulk pages first.
     await new Promise((resolve) => setTimeout(resolve, 1_200));
-    const before = fake.listCalls.length;
+    const before = tenant.fake.listCalls.length;
     expect(before, "the scan is under way").toBeGreaterThan(0);
     const path = distinct(0);
-    const miss = await callProxy(path, { env: settings, headers: { "cf-connecting-ip": freshClientIp() } });
+    const miss = await tenant.call(path, { env: settings });
     expect(miss.status).toBe(200);
     // The miss went ahead of the scan's queued pages: at most one window's worth of calls
     // (4) reached Extend between the miss being asked and its own call.
-    const own = fake.listCalls.findIndex((c) => c.url.searchParams.get("maxPageSize") === "5");
+    const own = tenant.fake.listCalls.findIndex((c) => c.url.searchParams.get("maxPageSize") === "5");
     expect(own).toBeGreaterThanOrEqual(before);
     expect(own - before).toBeLessThanOrEqual(4);
     await (await scan).body?.cancel();
   }, 40_000);
 
   it("keeps one budget for every isolate: two copies of the Worker share UPSTREAM_MAX_RPS", async () => {
-    const { fake, env: tenant } = useStatsFake({ dataset: { size: 50, seed: 5 } });
-    const settings = { ...tenant, UPSTREAM_MAX_RPS: "3" };
+    const tenant = isolatedTenant({ dataset: { size: 50, seed: 5 } });
+    const settings = { ...tenant.env, UPSTREAM_MAX_RPS: "3" };
     const first = (await import("../../../src/index.ts")).default as Worker;
     const second = await anotherIsolate();
     const answers = await Promise.all(
@@ -110,15 +107,15 @@ describe("the tenant gateway", () => {
     // Each copy alone would let three through in the first second; together they still get three.
     expect(
       busiestWindow(
-        fake.listCalls.map((c) => c.at),
+        tenant.fake.listCalls.map((c) => c.at),
         ARRIVAL_WINDOW_MS,
       ),
     ).toBeLessThanOrEqual(3);
-    expect(fake.listCalls.length).toBeGreaterThan(3);
+    expect(tenant.fake.listCalls.length).toBeGreaterThan(3);
   }, 30_000);
 
   it("makes one upstream call for concurrent identical misses, also from two isolates", async () => {
-    const { fake, env: tenant } = useStatsFake({
+    const tenant = isolatedTenant({
       dataset: { size: 50, seed: 6 },
       latency: { baseMs: 300, perRunMs: 0 },
     });
@@ -126,29 +123,26 @@ describe("the tenant gateway", () => {
     const second = await anotherIsolate();
     const path = distinct(1);
     const answers = await Promise.all(
-      Array.from({ length: 10 }, (_, i) => callThrough(i % 2 ? first : second, path, tenant)),
+      Array.from({ length: 10 }, (_, i) => callThrough(i % 2 ? first : second, path, tenant.env)),
     );
     const bodies = await Promise.all(answers.map((a) => a.text()));
     expect(answers.map((a) => a.status)).toEqual(Array(10).fill(200));
     expect(new Set(bodies).size).toBe(1);
-    expect(fake.listCalls).toHaveLength(1);
+    expect(tenant.fake.listCalls).toHaveLength(1);
   });
 
   it("pauses the tenant once for a 429 burst, answers with the real remaining pause, then resumes", async () => {
-    const { fake, env: tenant } = useStatsFake({ dataset: { size: 50, seed: 7 } });
-    const settings = { ...tenant, UPSTREAM_MAX_RPS: "8" };
-    fake.inject({ type: "rate-limit", retryAfter: "3" }, 4);
+    const tenant = isolatedTenant({ dataset: { size: 50, seed: 7 } });
+    const settings = { UPSTREAM_MAX_RPS: "8" };
+    tenant.fake.inject({ type: "rate-limit", retryAfter: "3" }, 4);
     const burst = await Promise.all(
-      Array.from({ length: 4 }, (_, i) =>
-        callProxy(distinct(i), { env: settings, headers: { "cf-connecting-ip": freshClientIp() } }),
-      ),
+      Array.from({ length: 4 }, (_, i) => tenant.call(distinct(i), { env: settings })),
     );
     expect(burst.map((a) => a.status)).toEqual([503, 503, 503, 503]);
-    const callsAfterBurst = fake.listCalls.length;
+    const callsAfterBurst = tenant.fake.listCalls.length;
     const started = Date.now();
-    const during = await callProxy(distinct(9), {
+    const during = await tenant.call(distinct(9), {
       env: { ...settings, UPSTREAM_TIMEOUT_MS: "500", UPSTREAM_DEADLINE_MS: "1000" },
-      headers: { "cf-connecting-ip": freshClientIp() },
     });
     expect(during.status).toBe(503);
     const retryAfter = Number(during.headers.get("retry-after"));
@@ -156,11 +150,10 @@ describe("the tenant gateway", () => {
     expect(retryAfter).toBeGreaterThanOrEqual(1);
     expect(retryAfter).toBeLessThanOrEqual(3);
     expect(Date.now() - started, "refused at once, not after waiting").toBeLessThan(900);
-    expect(fake.listCalls.length).toBe(callsAfterBurst);
+    expect(tenant.fake.listCalls.length).toBe(callsAfterBurst);
     await new Promise((resolve) => setTimeout(resolve, retryAfter * 1000 + 100));
-    const after = await callProxy(distinct(10), {
+    const after = await tenant.call(distinct(10), {
       env: settings,
-      headers: { "cf-connecting-ip": freshClientIp() },
     });
     expect(after.status).toBe(200);
   }, 30_000);
@@ -198,16 +191,15 @@ describe("the tenant gateway", () => {
   ])(
     "serves directly, under a per-isolate budget, when the object %s, and logs it",
     async (_name, broken) => {
-      const { fake, env: tenant } = useStatsFake({ dataset: { size: 50, seed: 8 } });
+      const tenant = isolatedTenant({ dataset: { size: 50, seed: 8 } });
       const { result, lines } = await captureConsole(() =>
-        callProxy("/workflow_runs?maxPageSize=3", {
-          env: { ...tenant, TENANT: broken as unknown as Env["TENANT"] },
-          headers: { "cf-connecting-ip": freshClientIp() },
+        tenant.call("/workflow_runs?maxPageSize=3", {
+          env: { TENANT: broken as unknown as Env["TENANT"] },
         }),
       );
       expect(result.status).toBe(200);
       expect((await json<{ data: unknown[] }>(result)).data).toHaveLength(3);
-      expect(fake.listCalls).toHaveLength(1);
+      expect(tenant.fake.listCalls).toHaveLength(1);
       const [record] = requestLines(lines);
       expect(record?.warnings).toEqual(["gateway unavailable; served directly"]);
     },

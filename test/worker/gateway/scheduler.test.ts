@@ -174,7 +174,14 @@ describe("the tenant scheduler (controllable clock)", () => {
     expect(starts).toHaveLength(0);
     await clock.advance(1);
     expect(starts).toHaveLength(2);
+    // One call per second back for each window with a success, not one per success.
     for (let i = 0; i < 20; i++) scheduler.observe(200);
+    expect(scheduler.stats().limit).toBe(3);
+    for (let second = 0; second < 13; second++) {
+      await clock.advance(1000);
+      scheduler.observe(200);
+      scheduler.observe(200);
+    }
     expect(scheduler.stats().limit).toBe(16);
     // A 5xx or a timeout is no rate signal.
     scheduler.observe(503);

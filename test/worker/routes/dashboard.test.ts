@@ -13,13 +13,8 @@ import { captureConsole } from "../support/console.ts";
 import { TEST_UPSTREAM_KEY } from "../support/constants.ts";
 import { TEST_CLIENT_TOKEN, TestIssuer } from "../support/jwt-issuer.ts";
 import { callProxy, json } from "../support/proxy.ts";
-import {
-  referenceStats,
-  STATUSES,
-  statsPath,
-  useStatsFake,
-  type WorkflowRunStats,
-} from "../support/stats.ts";
+import { referenceStats, STATUSES, statsPath, type WorkflowRunStats } from "../support/stats.ts";
+import { isolatedTenant, type TenantOptions } from "../support/tenant.ts";
 
 const ORIGIN = "https://proxy.test";
 const OTHER_TOKEN = "ct_other_dashboard_token_55d1c3a9e07b4f28";
@@ -29,6 +24,19 @@ const TOKENS: Partial<Env> = {
 };
 const BEARER = { authorization: `Bearer ${TEST_CLIENT_TOKEN}` };
 const COOKIE_NAME = "__Host-dashboard_session";
+
+/**
+ * A tenant of its own (workspace, fake Extend) whose /stats limiter never refuses: these tests
+ * load the page far more often than a caller may, and the limiter's own tests are below.
+ */
+function useStatsFake(options: TenantOptions = {}) {
+  const always = { limit: async () => ({ success: true }) };
+  const tenant = isolatedTenant({
+    ...options,
+    env: { STATS_RATE_LIMITER: always, ...options.env } as Partial<Env>,
+  });
+  return { fake: tenant.fake, env: tenant.env };
+}
 
 interface Call {
   method?: string;

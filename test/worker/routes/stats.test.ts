@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { type FakeRun, generateRuns } from "../../../fake/extend.ts";
 import { TEST_UPSTREAM_KEY } from "../support/constants.ts";
-import { callProxy, json } from "../support/proxy.ts";
+import { json } from "../support/proxy.ts";
 import {
   getStats,
   type ReferenceFilters,
@@ -10,8 +10,8 @@ import {
   scanToEnd,
   statsPath,
   summary,
-  useStatsFake,
 } from "../support/stats.ts";
+import { isolatedTenant } from "../support/tenant.ts";
 
 const RUNS_2000 = generateRuns({ size: 2000, seed: 11 });
 const newest = (runs: FakeRun[]) => runs[runs.length - 1]?.createdAt ?? "";
@@ -22,8 +22,8 @@ function withUsage(run: FakeRun, usage: FakeRun["usage"], status: FakeRun["statu
 
 describe("GET /stats: response contract", () => {
   it("answers the documented shape with every status, exact sums and no token when complete", async () => {
-    const { fake, env } = useStatsFake({ dataset: { size: 300, seed: 3 } });
-    const { response, body } = await getStats({}, env);
+    const tenant = isolatedTenant({ dataset: { size: 300, seed: 3 } });
+    const { response, body } = await getStats(tenant, {});
     expect(response.headers.get("content-type")).toMatch(/^application\/json/);
     expect(Object.keys(body).sort()).toEqual(
       [
@@ -45,9 +45,9 @@ describe("GET /stats: response contract", () => {
     expect(body.complete).toBe(true);
     expect(body.resumeToken).toBeNull();
     expect(new Date(body.computedAt).toISOString()).toBe(body.computedAt);
-    expect(summary(body)).toEqual(referenceStats(fake.runs));
+    expect(summary(body)).toEqual(referenceStats(tenant.fake.runs));
     expect(body.total).toBe(300);
-    expect(body.pagesFetched).toBe(fake.listCalls.length);
+    expect(body.pagesFetched).toBe(tenant.fake.listCalls.length);
   });
 
   it("sums credits exactly: 0.1 + 0.2 is 0.3, totalCredits falls back to credits, null usage is counted apart", async () => {
@@ -59,8 +59,8 @@ describe("GET /stats: response contract", () => {
       withUsage(c, null, "FAILED"),
       withUsage(d, { credits: 1.005, totalCredits: 2.105 }, "PENDING"),
     ];
-    const { env } = useStatsFake({ runs });
-    const { body } = await getStats({}, env);
+    const tenant = isolatedTenant({ runs });
+    const { body } = await getStats(tenant, {});
     expect(body.usage).toEqual({ credits: 1.305, totalCredits: 3.005, runsWithoutUsage: 1 });
     expect(body.byStatus).toMatchObject({ PROCESSED: 2, FAILED: 1, PENDING: 1, CANCELLED: 0 });
     expect(body.total).toBe(4);
@@ -71,23 +71,20 @@ describe("GET /stats: response contract", () => {
     const runs = template.map((run, i) => withUsage(run, { credits: i % 2 === 0 ? 0.1 : 0.2 }));
     const floatSum = runs.reduce((sum, run) => sum + (run.usage?.credits ?? 0), 0);
     expect(floatSum).not.toBe(450);
-    const { env } = useStatsFake({ runs });
-    const { body } = await getStats({}, env);
+    const tenant = isolatedTenant({ runs });
+    const { body } = await getStats(tenant, {});
     expect(body.usage?.credits).toBe(450);
     expect(body.usage?.totalCredits).toBe(450);
   });
 
   it("echoes the filters, instants normalised to UTC milliseconds", async () => {
-    const { env } = useStatsFake();
-    const { body } = await getStats(
-      {
-        status: "FAILED",
-        workflowId: "workflow_BMdfq_yWM3sT-ZzvCnA3f",
-        since: "2026-10-01T02:00:00+02:00",
-        until: "2026-11-01T00:00:00Z",
-      },
-      env,
-    );
+    const tenant = isolatedTenant();
+    const { body } = await getStats(tenant, {
+      status: "FAILED",
+      workflowId: "workflow_BMdfq_yWM3sT-ZzvCnA3f",
+      since: "2026-10-01T02:00:00+02:00",
+      until: "2026-11-01T00:00:00Z",
+    });
     expect(body.filters).toEqual({
       status: "FAILED",
       workflowId: "workflow_BMdfq_yWM3sT-ZzvCnA3f",
@@ -97,8 +94,8 @@ describe("GET /stats: response contract", () => {
   });
 
   it("is described in the OpenAPI document", async () => {
-    const { env } = useStatsFake();
-    const response = await callProxy("/openapi.json", { env });
+    const tenant = isolatedTenant();
+    const response = await tenant.call("/openapi.json");
     expect(response.status).toBe(200);
     const doc = await json<{
       paths: Record<string, { get?: { parameters?: { name: string }[] } }>;
@@ -123,20 +120,20 @@ describe("GET /stats: validation", () => {
     ["until before since", { since: "2026-11-02T00:00:00Z", until: "2026-11-01T00:00:00Z" }, "until"],
     ["a resume token with foreign characters", { resumeToken: "abc+/=" }, "resumeToken"],
   ])("rejects %s with a 400 naming the field, before any upstream call", async (_, params, field) => {
-    const { fake, env } = useStatsFake();
-    const response = await callProxy(statsPath(params), { env });
+    const tenant = isolatedTenant();
+    const response = await tenant.call(statsPath(params));
     const body = await json<{ code: string; details: { field: string }[] }>(response);
     expect(response.status).toBe(400);
     expect(body.code).toBe("INVALID_REQUEST");
     expect(body.details.map((d) => d.field)).toContain(field);
-    expect(fake.listCalls).toHaveLength(0);
+    expect(tenant.fake.listCalls).toHaveLength(0);
   });
 
   it("rejects a repeated parameter", async () => {
-    const { fake, env } = useStatsFake();
-    const response = await callProxy("/stats?status=FAILED&status=PENDING", { env });
+    const tenant = isolatedTenant();
+    const response = await tenant.call("/stats?status=FAILED&status=PENDING");
     expect(response.status).toBe(400);
-    expect(fake.listCalls).toHaveLength(0);
+    expect(tenant.fake.listCalls).toHaveLength(0);
   });
 });
 
@@ -165,25 +162,25 @@ describe("GET /stats: totals equal a reference fold", () => {
   ];
 
   it.each(cases)("with %s (2000 runs, pages of 37)", async (_, filters) => {
-    const { fake, env } = useStatsFake({ runs: RUNS_2000, pageLimit: 37 });
-    const answers = await scanToEnd({ ...filters }, { ...env, STATS_MAX_PAGES: "200" });
+    const tenant = isolatedTenant({ runs: RUNS_2000, pageLimit: 37 });
+    const answers = await scanToEnd(tenant, { ...filters }, { STATS_MAX_PAGES: "200" });
     expect(answers).toHaveLength(1);
     const [body] = answers;
-    expect(body && summary(body)).toEqual(referenceStats(fake.runs, filters));
+    expect(body && summary(body)).toEqual(referenceStats(tenant.fake.runs, filters));
   });
 
   it.each([0, 1, 999, 1000, 1001, 2500])("with %i runs in pages of 1000", async (size) => {
-    const { fake, env } = useStatsFake({ dataset: { size, seed: size + 1 } });
-    const { body } = await getStats({}, env);
-    expect(summary(body)).toEqual(referenceStats(fake.runs));
+    const tenant = isolatedTenant({ dataset: { size, seed: size + 1 } });
+    const { body } = await getStats(tenant, {});
+    expect(summary(body)).toEqual(referenceStats(tenant.fake.runs));
     expect(body.complete).toBe(true);
   });
 
   it("asks every page for 1000 runs in createdAt order with the same filters, never a short-page stop", async () => {
-    const { calls, env } = useStatsFake({ runs: RUNS_2000, pageLimit: 3 });
-    await getStats({ workflowId: workflow, fileNameContains: "a+b=c" }, { ...env, STATS_MAX_PAGES: "200" });
-    expect(calls.length).toBeGreaterThan(8);
-    for (const url of calls) {
+    const tenant = isolatedTenant({ runs: RUNS_2000, pageLimit: 3 });
+    await getStats(tenant, { workflowId: workflow, fileNameContains: "a+b=c" }, { STATS_MAX_PAGES: "200" });
+    expect(tenant.calls.length).toBeGreaterThan(8);
+    for (const url of tenant.calls) {
       const params = url.searchParams;
       expect(params.get("maxPageSize")).toBe("1000");
       expect(params.get("sortBy")).toBe("createdAt");
@@ -196,17 +193,17 @@ describe("GET /stats: totals equal a reference fold", () => {
   });
 
   it("never sends the upstream key anywhere but the Authorization header", async () => {
-    const { fake, env } = useStatsFake({ runs: RUNS_2000, pageLimit: 100 });
-    const response = await callProxy("/stats", { env: { ...env, STATS_MAX_PAGES: "3" } });
+    const tenant = isolatedTenant({ runs: RUNS_2000, pageLimit: 100 });
+    const response = await tenant.call("/stats", { env: { STATS_MAX_PAGES: "3" } });
     const text = await response.text();
     expect(text).not.toContain(TEST_UPSTREAM_KEY);
-    expect(fake.listCalls.every((c) => !c.url.toString().includes(TEST_UPSTREAM_KEY))).toBe(true);
+    expect(tenant.fake.listCalls.every((c) => !c.url.toString().includes(TEST_UPSTREAM_KEY))).toBe(true);
   });
 
   it("counts the newest run with since equal to its createdAt", async () => {
-    const { env, fake } = useStatsFake({ runs: RUNS_2000 });
-    const { body } = await getStats({ since: newest(RUNS_2000) }, env);
-    expect(summary(body)).toEqual(referenceStats(fake.runs, { since: newest(RUNS_2000) }));
+    const tenant = isolatedTenant({ runs: RUNS_2000 });
+    const { body } = await getStats(tenant, { since: newest(RUNS_2000) });
+    expect(summary(body)).toEqual(referenceStats(tenant.fake.runs, { since: newest(RUNS_2000) }));
     expect(body.total).toBeGreaterThan(0);
   });
 });

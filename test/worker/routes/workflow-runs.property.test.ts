@@ -4,7 +4,6 @@ import { describe, expect, it } from "vitest";
 import { STATUSES } from "../../../fake/extend.ts";
 import { FAKE_EXTEND_ORIGIN, TEST_UPSTREAM_KEY } from "../support/constants.ts";
 import type { ErrorEnvelope } from "../support/envelope.ts";
-import { callAsFreshCaller, isolatedEnv } from "../support/isolated.ts";
 import {
   LIST_DEFAULTS,
   LIST_PARAMS,
@@ -12,6 +11,7 @@ import {
   type ListQuery as Query,
 } from "../support/list-oracle.ts";
 import { network } from "../support/setup.ts";
+import { isolatedTenant } from "../support/tenant.ts";
 
 // The oracle below is written from Extend's documentation, independently of src/extend/schemas.ts.
 
@@ -116,7 +116,10 @@ interface Received {
   headers: Record<string, string>;
 }
 
-/** An upstream that records what reached it and answers every call with an empty page. */
+/**
+ * An upstream that records what reached it and answers every call with an empty page. Registered
+ * after the run's tenant, it answers in the place of the tenant's fake.
+ */
 function recordingUpstream(): Received[] {
   const received: Received[] = [];
   network.use(
@@ -136,13 +139,13 @@ describe("query parsing properties", () => {
   it(
     "any accepted query reaches Extend once, canonically, with the cursor byte-exact",
     async () => {
-      const received = recordingUpstream();
       await fc.assert(
         fc.asyncProperty(
           validQueryArb.chain((query) => fc.tuple(fc.constant(query), writtenQueryArb(query))),
           async ([query, written]) => {
-            received.length = 0;
-            const res = await callAsFreshCaller(`/workflow_runs?${written}`, { env: isolatedEnv() });
+            const tenant = isolatedTenant();
+            const received = recordingUpstream();
+            const res = await tenant.call(`/workflow_runs?${written}`);
             expect(res.status, await res.clone().text()).toBe(200);
             expect(received).toHaveLength(1);
             const [upstream] = received;
@@ -229,10 +232,10 @@ describe("query parsing properties", () => {
   it(
     "any query with an unknown, repeated or invalid parameter is a 400 naming it, with no upstream call",
     async () => {
-      const received = recordingUpstream();
       await fc.assert(
         fc.asyncProperty(validQueryArb, mutationArb, fc.boolean(), async (query, mutation, first) => {
-          received.length = 0;
+          const tenant = isolatedTenant();
+          const received = recordingUpstream();
           const entries = Object.entries(query) as Entries;
           if (mutation.kind === "invalid") {
             const index = entries.findIndex(([name]) => name === mutation.name);
@@ -245,9 +248,7 @@ describe("query parsing properties", () => {
           } else {
             entries.splice(first ? 0 : entries.length, 0, [mutation.name, mutation.value]);
           }
-          const res = await callAsFreshCaller(`/workflow_runs?${new URLSearchParams(entries)}`, {
-            env: isolatedEnv(),
-          });
+          const res = await tenant.call(`/workflow_runs?${new URLSearchParams(entries)}`);
           const text = await res.text();
           expect(res.status, text).toBe(400);
           const body = JSON.parse(text) as ErrorEnvelope;
@@ -305,18 +306,17 @@ describe("query parsing properties", () => {
   it(
     "no client header changes what Extend receives",
     async () => {
-      const received = recordingUpstream();
       await fc.assert(
         fc.asyncProperty(
           fc.dictionary(clientHeaderNameArb, headerValueArb, { maxKeys: 8 }),
           fc.boolean(),
           async (headers, withWorkspace) => {
-            received.length = 0;
-            const workspace = isolatedEnv();
-            const env = withWorkspace ? workspace : { EXTEND_API_VERSION: "2026-02-09" };
-            const res = await callAsFreshCaller(
+            // Without a workspace of its own, a query of its own keeps the cache out of the way.
+            const tenant = isolatedTenant(withWorkspace ? {} : { workspaceId: null });
+            const received = recordingUpstream();
+            const res = await tenant.call(
               `/workflow_runs?maxPageSize=7&fileNameContains=${encodeURIComponent(crypto.randomUUID())}`,
-              { env, headers },
+              { headers },
             );
             expect(res.status, await res.clone().text()).toBe(200);
             expect(received).toHaveLength(1);
@@ -327,7 +327,7 @@ describe("query parsing properties", () => {
               authorization: `Bearer ${TEST_UPSTREAM_KEY}`,
               "x-extend-api-version": "2026-02-09",
               "user-agent": "extend-runs-proxy",
-              ...(withWorkspace ? { "x-extend-workspace-id": workspace.EXTEND_WORKSPACE_ID } : {}),
+              ...(withWorkspace ? { "x-extend-workspace-id": tenant.env.EXTEND_WORKSPACE_ID } : {}),
             });
             expect([...upstream.url.searchParams.keys()]).toEqual([
               "fileNameContains",

@@ -2,9 +2,8 @@ import { describe, expect, it } from "vitest";
 import { type FakeExtend, listAll, STATUSES } from "../../../fake/extend.ts";
 import { FAKE_EXTEND_ORIGIN, TEST_UPSTREAM_KEY, UPSTREAM_ONLY_HEADERS } from "../support/constants.ts";
 import { expectErrorEnvelope, expectNoUpstreamKey, read } from "../support/envelope.ts";
-import { useFakeExtend } from "../support/fake-upstream.ts";
-import { callAsFreshCaller as callProxy, isolatedEnv } from "../support/isolated.ts";
 import { LIST_DEFAULTS, LIST_PARAMS } from "../support/list-oracle.ts";
+import { isolatedTenant } from "../support/tenant.ts";
 
 const DEFAULTS: Record<string, string> = LIST_DEFAULTS;
 /** A cursor in the shape Extend documents: base64 halves joined by ":", with + / = inside. */
@@ -126,58 +125,55 @@ describe("GET /workflow_runs: accepted parameters", () => {
   ];
 
   it.each(cases)("$name", async ({ query, upstream }) => {
-    const fake = useFakeExtend();
-    const res = await read(
-      await callProxy(`/workflow_runs${query ? `?${query}` : ""}`, { env: isolatedEnv() }),
-    );
+    const tenant = isolatedTenant();
+    const res = await read(await tenant.call(`/workflow_runs${query ? `?${query}` : ""}`));
     expect(res.status, res.text).toBe(200);
-    const call = onlyListCall(fake);
+    const call = onlyListCall(tenant.fake);
     expect([...call.url.searchParams]).toEqual(expectedUpstreamParams(upstream));
     expect(call.url.search).toBe(`?${new URLSearchParams(expectedUpstreamParams(upstream)).toString()}`);
     expectNoUpstreamKey(res);
   });
 
   it("returns the runs Extend's filters select", async () => {
-    const fake = useFakeExtend();
-    const res = await callProxy(
+    const tenant = isolatedTenant();
+    const res = await tenant.call(
       "/workflow_runs?status=PROCESSED&sortBy=createdAt&sortDir=asc&maxPageSize=4",
-      {
-        env: isolatedEnv(),
-      },
     );
     const body = (await res.json()) as { data: { id: string }[] };
-    const expected = listAll(fake.runs, { status: "PROCESSED", sortBy: "createdAt", sortDir: "asc" }).slice(
-      0,
-      4,
-    );
+    const expected = listAll(tenant.fake.runs, {
+      status: "PROCESSED",
+      sortBy: "createdAt",
+      sortDir: "asc",
+    }).slice(0, 4);
     expect(body.data.map((run) => run.id)).toEqual(expected.map((run) => run.id));
   });
 });
 
 describe("GET /workflow_runs: cursors", () => {
   it("walks every page with Extend's cursors, each forwarded byte-exact", async () => {
-    const fake = useFakeExtend();
-    const env = isolatedEnv();
+    const tenant = isolatedTenant();
     const seen: string[] = [];
     const tokens: string[] = [];
     let token: string | undefined;
     do {
       const query = new URLSearchParams({ status: "PROCESSED", maxPageSize: "3" });
       if (token) query.set("nextPageToken", token);
-      const res = await callProxy(`/workflow_runs?${query}`, { env });
+      const res = await tenant.call(`/workflow_runs?${query}`);
       expect(res.status).toBe(200);
       const page = (await res.json()) as { data: { id: string }[]; nextPageToken?: string };
       seen.push(...page.data.map((run) => run.id));
       token = page.nextPageToken;
       if (token) tokens.push(token);
     } while (token);
-    expect(seen).toEqual(listAll(fake.runs, { status: "PROCESSED" }).map((run) => run.id));
+    expect(seen).toEqual(listAll(tenant.fake.runs, { status: "PROCESSED" }).map((run) => run.id));
     // The fake's cursors carry every character that a careless encoder would mangle.
     expect(tokens.join("")).toMatch(/\+/);
     expect(tokens.join("")).toMatch(/\//);
     expect(tokens.join("")).toMatch(/=/);
     expect(tokens.join("")).toMatch(/:/);
-    const forwarded = fake.listCalls.slice(1).map((call) => call.url.searchParams.getAll("nextPageToken"));
+    const forwarded = tenant.fake.listCalls
+      .slice(1)
+      .map((call) => call.url.searchParams.getAll("nextPageToken"));
     expect(forwarded).toEqual(tokens.map((t) => [t]));
   });
 
@@ -189,11 +185,9 @@ describe("GET /workflow_runs: cursors", () => {
     ],
     ["only + and = escaped", EXTEND_STYLE_TOKEN.replaceAll("+", "%2B").replaceAll("=", "%3D")],
   ])("forwards an Extend-style cursor written with %s as one exact value", async (_name, written) => {
-    const fake = useFakeExtend();
-    const res = await read(
-      await callProxy(`/workflow_runs?nextPageToken=${written}`, { env: isolatedEnv() }),
-    );
-    const call = onlyListCall(fake);
+    const tenant = isolatedTenant();
+    const res = await read(await tenant.call(`/workflow_runs?nextPageToken=${written}`));
+    const call = onlyListCall(tenant.fake);
     expect(call.url.searchParams.getAll("nextPageToken")).toEqual([EXTEND_STYLE_TOKEN]);
     expect([...call.url.searchParams.keys()]).toEqual(["sortBy", "sortDir", "nextPageToken", "maxPageSize"]);
     // The fake did not issue this cursor, so it refuses it as Extend would; never with Extend's text.
@@ -202,11 +196,11 @@ describe("GET /workflow_runs: cursors", () => {
   });
 
   it("forwards a cursor of 2048 characters", async () => {
-    const fake = useFakeExtend();
+    const tenant = isolatedTenant();
     const token = `${"A".repeat(2000)}==:${"b/+".repeat(15)}`;
     expect(token).toHaveLength(2048);
-    await callProxy(`/workflow_runs?nextPageToken=${encodeURIComponent(token)}`, { env: isolatedEnv() });
-    expect(onlyListCall(fake).url.searchParams.get("nextPageToken")).toBe(token);
+    await tenant.call(`/workflow_runs?nextPageToken=${encodeURIComponent(token)}`);
+    expect(onlyListCall(tenant.fake).url.searchParams.get("nextPageToken")).toBe(token);
   });
 });
 
@@ -313,25 +307,23 @@ describe("GET /workflow_runs: rejected parameters (400, field named, no upstream
   ];
 
   it.each(cases)("$name", async ({ query, field }) => {
-    const fake = useFakeExtend();
-    const res = await read(await callProxy(`/workflow_runs?${query}`, { env: isolatedEnv() }));
+    const tenant = isolatedTenant();
+    const res = await read(await tenant.call(`/workflow_runs?${query}`));
     const body = expectErrorEnvelope(res, { status: 400, code: "INVALID_REQUEST", retryable: false });
     expect(body.details?.map((d) => d.field)).toContain(field);
     for (const detail of body.details ?? []) expect(detail.message).toMatch(/\S/);
-    expect(fake.requests).toHaveLength(0);
+    expect(tenant.fake.requests).toHaveLength(0);
     expect(res.headers.get("cache-control")).toMatch(/no-store/);
   });
 
   it("names every offending field at once", async () => {
-    const fake = useFakeExtend();
+    const tenant = isolatedTenant();
     const res = await read(
-      await callProxy("/workflow_runs?status=nope&maxPageSize=0&extra=1&sortDir=up&sortDir=down", {
-        env: isolatedEnv(),
-      }),
+      await tenant.call("/workflow_runs?status=nope&maxPageSize=0&extra=1&sortDir=up&sortDir=down"),
     );
     const body = expectErrorEnvelope(res, { status: 400, code: "INVALID_REQUEST" });
     expect(body.details?.map((d) => d.field).sort()).toEqual(["extra", "maxPageSize", "sortDir", "status"]);
-    expect(fake.requests).toHaveLength(0);
+    expect(tenant.fake.requests).toHaveLength(0);
   });
 });
 
@@ -374,40 +366,39 @@ describe("GET /workflow_runs: what Extend receives", () => {
   }
 
   it("sends the key, version and workspace from configuration, and no client header", async () => {
-    const fake = useFakeExtend({ workspaceId: "ws_configured_1" });
-    const res = await callProxy("/workflow_runs?maxPageSize=2", {
-      env: { EXTEND_WORKSPACE_ID: "ws_configured_1" },
-      headers: clientHeaders,
-    });
+    const tenant = isolatedTenant({ workspaceId: "ws_configured_1" });
+    const res = await tenant.call("/workflow_runs?maxPageSize=2", { headers: clientHeaders });
     expect(res.status).toBe(200);
-    expectExactUpstreamHeaders(fake, "ws_configured_1");
-    const seen = JSON.stringify({ ...onlyListCall(fake).headers, url: onlyListCall(fake).url.toString() });
+    expectExactUpstreamHeaders(tenant.fake, "ws_configured_1");
+    const seen = JSON.stringify({
+      ...onlyListCall(tenant.fake).headers,
+      url: onlyListCall(tenant.fake).url.toString(),
+    });
     for (const value of Object.values(clientHeaders)) expect(seen).not.toContain(value);
   });
 
   it("sends no workspace header when EXTEND_WORKSPACE_ID is unset", async () => {
-    const fake = useFakeExtend();
-    const res = await callProxy("/workflow_runs?maxPageSize=3&fileNameContains=no-workspace", {
+    const tenant = isolatedTenant({ workspaceId: null });
+    const res = await tenant.call("/workflow_runs?maxPageSize=3&fileNameContains=no-workspace", {
       headers: clientHeaders,
     });
     expect(res.status).toBe(200);
-    expectExactUpstreamHeaders(fake, undefined);
+    expectExactUpstreamHeaders(tenant.fake, undefined);
   });
 
   it("treats an empty EXTEND_WORKSPACE_ID as unset", async () => {
-    const fake = useFakeExtend();
-    await callProxy("/workflow_runs?maxPageSize=3&fileNameContains=empty-workspace", {
+    const tenant = isolatedTenant({ workspaceId: null });
+    await tenant.call("/workflow_runs?maxPageSize=3&fileNameContains=empty-workspace", {
       env: { EXTEND_WORKSPACE_ID: "" },
     });
-    expectExactUpstreamHeaders(fake, undefined);
+    expectExactUpstreamHeaders(tenant.fake, undefined);
   });
 
   it("sends the configured EXTEND_API_VERSION", async () => {
-    const fake = useFakeExtend({ apiVersion: "2025-04-21" });
-    const env = { ...isolatedEnv(), EXTEND_API_VERSION: "2025-04-21" };
-    const res = await callProxy("/workflow_runs", { env });
+    const tenant = isolatedTenant({ apiVersion: "2025-04-21", env: { EXTEND_API_VERSION: "2025-04-21" } });
+    const res = await tenant.call("/workflow_runs");
     expect(res.status).toBe(200);
-    expectExactUpstreamHeaders(fake, env.EXTEND_WORKSPACE_ID, "2025-04-21");
+    expectExactUpstreamHeaders(tenant.fake, tenant.env.EXTEND_WORKSPACE_ID, "2025-04-21");
   });
 
   it.each([
@@ -416,12 +407,10 @@ describe("GET /workflow_runs: what Extend receives", () => {
     ["a bare origin with a trailing slash", `${FAKE_EXTEND_ORIGIN}/`, "/workflow_runs"],
     ["a query string on the base URL (dropped)", `${FAKE_EXTEND_ORIGIN}/p?token=x`, "/p/workflow_runs"],
   ])("respects EXTEND_API_BASE_URL with %s", async (_name, base, path) => {
-    const fake = useFakeExtend();
-    const res = await callProxy("/workflow_runs?maxPageSize=2", {
-      env: { ...isolatedEnv(), EXTEND_API_BASE_URL: base },
-    });
+    const tenant = isolatedTenant();
+    const res = await tenant.call("/workflow_runs?maxPageSize=2", { env: { EXTEND_API_BASE_URL: base } });
     expect(res.status).toBe(200);
-    const call = onlyListCall(fake);
+    const call = onlyListCall(tenant.fake);
     expect(call.url.origin).toBe(FAKE_EXTEND_ORIGIN);
     expect(call.url.pathname).toBe(path);
     expect([...call.url.searchParams.keys()]).toEqual(["sortBy", "sortDir", "maxPageSize"]);
@@ -429,10 +418,10 @@ describe("GET /workflow_runs: what Extend receives", () => {
 
   it("reaches another region's origin", async () => {
     const origin = "https://api.eu1.fake-extend.test";
-    const fake = useFakeExtend({}, origin);
-    const res = await callProxy("/workflow_runs", { env: { ...isolatedEnv(), EXTEND_API_BASE_URL: origin } });
+    const tenant = isolatedTenant({ origin });
+    const res = await tenant.call("/workflow_runs");
     expect(res.status).toBe(200);
-    expect(onlyListCall(fake).url.origin).toBe(origin);
+    expect(onlyListCall(tenant.fake).url.origin).toBe(origin);
   });
 });
 
@@ -443,12 +432,12 @@ describe("GET /workflow_runs: responses", () => {
     ["an empty page", "fileNameContains=no-such-file-anywhere"],
     ["runs with non-ASCII file names", `fileNameContains=${encodeURIComponent("é")}`],
   ])("passes Extend's body through unchanged: %s", async (_name, query) => {
-    const fake = useFakeExtend();
-    const res = await read(await callProxy(`/workflow_runs?${query}`, { env: isolatedEnv() }));
+    const tenant = isolatedTenant();
+    const res = await read(await tenant.call(`/workflow_runs?${query}`));
     expect(res.status).toBe(200);
     expect(res.headers.get("content-type")).toMatch(/^application\/json/);
-    const call = onlyListCall(fake);
-    const sent = await replay(fake, call.url, call.headers);
+    const call = onlyListCall(tenant.fake);
+    const sent = await replay(tenant.fake, call.url, call.headers);
     expect(res.text).toBe(await sent.text());
     sent.headers.forEach((_value, name) => {
       if (["content-type", "content-length", "date"].includes(name)) return;
@@ -460,8 +449,8 @@ describe("GET /workflow_runs: responses", () => {
   });
 
   it("passes runs through with null usage, absent totalCredits and fractional credits intact", async () => {
-    const fake = useFakeExtend({ dataset: { size: 300, seed: 11 } });
-    const res = await callProxy("/workflow_runs?maxPageSize=300", { env: isolatedEnv() });
+    const tenant = isolatedTenant({ dataset: { size: 300, seed: 11 } });
+    const res = await tenant.call("/workflow_runs?maxPageSize=300");
     const body = (await res.json()) as {
       data: { usage: { credits: number; totalCredits?: number } | null }[];
     };
@@ -470,32 +459,34 @@ describe("GET /workflow_runs: responses", () => {
     expect(body.data.some((run) => run.usage !== null && run.usage.totalCredits === undefined)).toBe(true);
     expect(body.data.some((run) => run.usage !== null && !Number.isInteger(run.usage.credits))).toBe(true);
     expect(body).toEqual(
-      JSON.parse(JSON.stringify({ object: "list", data: listAll(fake.runs), nextPageToken: undefined })),
+      JSON.parse(
+        JSON.stringify({ object: "list", data: listAll(tenant.fake.runs), nextPageToken: undefined }),
+      ),
     );
   });
 });
 
 describe("methods and paths", () => {
   it("answers HEAD like GET, without a body", async () => {
-    const fake = useFakeExtend();
-    const res = await callProxy("/workflow_runs?maxPageSize=2", { method: "HEAD", env: isolatedEnv() });
+    const tenant = isolatedTenant();
+    const res = await tenant.call("/workflow_runs?maxPageSize=2", { method: "HEAD" });
     expect(res.status).toBe(200);
     expect(await res.text()).toBe("");
     expect(res.headers.get("content-type")).toMatch(/^application\/json/);
-    expect(onlyListCall(fake).method).toBe("GET");
+    expect(onlyListCall(tenant.fake).method).toBe("GET");
   });
 
   it("rejects a HEAD with a bad query like GET, without a body and without an upstream call", async () => {
-    const fake = useFakeExtend();
-    const res = await callProxy("/workflow_runs?maxPageSize=0", { method: "HEAD", env: isolatedEnv() });
+    const tenant = isolatedTenant();
+    const res = await tenant.call("/workflow_runs?maxPageSize=0", { method: "HEAD" });
     expect(res.status).toBe(400);
     expect(await res.text()).toBe("");
-    expect(fake.requests).toHaveLength(0);
+    expect(tenant.fake.requests).toHaveLength(0);
   });
 
   it("answers OPTIONS without calling Extend", async () => {
-    const fake = useFakeExtend();
-    const res = await callProxy("/workflow_runs", { method: "OPTIONS", env: isolatedEnv() });
+    const tenant = isolatedTenant();
+    const res = await tenant.call("/workflow_runs", { method: "OPTIONS" });
     expect([200, 204]).toContain(res.status);
     expect(await res.text()).toBe("");
     const allow = res.headers.get("allow");
@@ -503,36 +494,35 @@ describe("methods and paths", () => {
       expect(allow).toMatch(/\bGET\b/);
       expect(allow).not.toMatch(/\bPOST\b/);
     }
-    expect(fake.requests).toHaveLength(0);
+    expect(tenant.fake.requests).toHaveLength(0);
   });
 
   it.each(["POST", "PUT", "DELETE", "PATCH"])("answers %s with a JSON 405 and Allow", async (method) => {
-    const fake = useFakeExtend();
-    const res = await read(await callProxy("/workflow_runs?maxPageSize=2", { method, env: isolatedEnv() }));
+    const tenant = isolatedTenant();
+    const res = await read(await tenant.call("/workflow_runs?maxPageSize=2", { method }));
     expectErrorEnvelope(res, { status: 405, code: "METHOD_NOT_ALLOWED", retryable: false });
     const allow = (res.headers.get("allow") ?? "").split(",").map((m) => m.trim());
     expect(allow).toContain("GET");
     expect(allow).toContain("HEAD");
     expect(allow).not.toContain(method);
-    expect(fake.requests).toHaveLength(0);
+    expect(tenant.fake.requests).toHaveLength(0);
   });
 
   it.each(["/", "/nope", "/workflow_runs/run_1", "/WORKFLOW_RUNS", "/v1/workflow_runs", "/workflow_runs%00"])(
     "answers an unknown path (%s) with a JSON 404",
     async (path) => {
-      const fake = useFakeExtend();
-      const res = await read(await callProxy(path, { env: isolatedEnv() }));
+      const tenant = isolatedTenant();
+      const res = await read(await tenant.call(path));
       expectErrorEnvelope(res, { status: 404, code: "NOT_FOUND", retryable: false });
-      expect(fake.requests).toHaveLength(0);
+      expect(tenant.fake.requests).toHaveLength(0);
     },
   );
 
   it("keeps a caller's well-formed x-request-id and returns it", async () => {
-    useFakeExtend();
+    const tenant = isolatedTenant();
     const res = await read(
-      await callProxy("/workflow_runs?maxPageSize=0", {
+      await tenant.call("/workflow_runs?maxPageSize=0", {
         headers: { "x-request-id": "req_client-42" },
-        env: isolatedEnv(),
       }),
     );
     const body = expectErrorEnvelope(res, { status: 400, code: "INVALID_REQUEST" });
@@ -540,11 +530,10 @@ describe("methods and paths", () => {
   });
 
   it("replaces a malformed x-request-id with its own", async () => {
-    useFakeExtend();
+    const tenant = isolatedTenant();
     const res = await read(
-      await callProxy("/workflow_runs?maxPageSize=0", {
+      await tenant.call("/workflow_runs?maxPageSize=0", {
         headers: { "x-request-id": "bad id <script>" },
-        env: isolatedEnv(),
       }),
     );
     const body = expectErrorEnvelope(res, { status: 400, code: "INVALID_REQUEST" });

@@ -1,23 +1,15 @@
 import { describe, expect, it } from "vitest";
 import { JWT_CLOCK_SKEW_SECONDS } from "../../../src/security/jwt.ts";
 import { TEST_UPSTREAM_KEY } from "../support/constants.ts";
-import { useFakeExtend } from "../support/fake-upstream.ts";
 import { foreignKey, TEST_CLIENT_TOKEN, TestIssuer } from "../support/jwt-issuer.ts";
-import { callProxy, json } from "../support/proxy.ts";
+import { json } from "../support/proxy.ts";
+import { isolatedTenant, type Tenant } from "../support/tenant.ts";
 
-/** A query of its own for every call: the page cache must not answer in Extend's place. */
-const dataPath = () => `/workflow_runs?maxPageSize=2&workflowId=wf_${crypto.randomUUID().slice(0, 8)}`;
+const DATA_PATH = "/workflow_runs?maxPageSize=2";
 const TOKENS_ONLY: Partial<Env> = {
   CLIENT_TOKENS: `other_token_abcdefghijklmnopqrstuvwx, ${TEST_CLIENT_TOKEN}`,
   ALLOW_ANONYMOUS: "false",
 };
-
-let ipCounter = 0;
-/** A distinct client ip per request, so the failed-attempt limit of one test never touches another. */
-function freshIp(): string {
-  ipCounter += 1;
-  return `198.51.${Math.floor(ipCounter / 250)}.${ipCounter % 250}`;
-}
 
 async function expectUnauthorized(response: Response, messagePart?: RegExp) {
   const body = await json<{ code: string; message: string; requestId: string }>(response);
@@ -32,16 +24,16 @@ async function expectUnauthorized(response: Response, messagePart?: RegExp) {
 
 describe("default deny", () => {
   it("refuses every data request with a 401 that says how to configure access", async () => {
-    const fake = useFakeExtend();
-    const response = await callProxy(dataPath(), {
+    const tenant = isolatedTenant();
+    const response = await tenant.call(DATA_PATH, {
       env: { ALLOW_ANONYMOUS: "false" },
-      headers: { authorization: "Bearer anything-at-all", "cf-connecting-ip": freshIp() },
+      headers: { authorization: "Bearer anything-at-all" },
     });
     const body = await expectUnauthorized(response);
     expect(body.message).toContain("CLIENT_TOKENS");
     expect(body.message).toContain("JWT_JWKS_URL");
     expect(body.message).toContain("ALLOW_ANONYMOUS=true");
-    expect(fake.listCalls).toHaveLength(0);
+    expect(tenant.fake.listCalls).toHaveLength(0);
   });
 
   it.each([
@@ -49,14 +41,17 @@ describe("default deny", () => {
     ["/openapi.json", 200],
     ["/no-such-route", 404],
   ])("leaves %s open (status %i)", async (path, status) => {
-    useFakeExtend();
-    const response = await callProxy(path, { env: { ALLOW_ANONYMOUS: "false" } });
+    const tenant = isolatedTenant();
+    const response = await tenant.call(path, { env: { ALLOW_ANONYMOUS: "false" } });
     expect(response.status).toBe(status);
   });
 
   it("answers other methods on a data route with 405, not 401", async () => {
-    useFakeExtend();
-    const response = await callProxy("/workflow_runs", { method: "POST", env: { ALLOW_ANONYMOUS: "false" } });
+    const tenant = isolatedTenant();
+    const response = await tenant.call("/workflow_runs", {
+      method: "POST",
+      env: { ALLOW_ANONYMOUS: "false" },
+    });
     expect(response.status).toBe(405);
   });
 });
@@ -74,31 +69,31 @@ describe("path variants", () => {
     "/stats/",
     "/WORKFLOW_RUNS",
   ])("never serve data without credentials: %s", async (path) => {
-    const fake = useFakeExtend();
-    const response = await callProxy(path, { env: TOKENS_ONLY, headers: { "cf-connecting-ip": freshIp() } });
+    const tenant = isolatedTenant();
+    const response = await tenant.call(path, { env: TOKENS_ONLY });
     expect([401, 404]).toContain(response.status);
-    expect(fake.listCalls).toHaveLength(0);
+    expect(tenant.fake.listCalls).toHaveLength(0);
   });
 });
 
 describe("static client tokens", () => {
   it("serves a caller with a configured token, and never forwards it", async () => {
-    const fake = useFakeExtend();
-    const response = await callProxy(dataPath(), {
+    const tenant = isolatedTenant();
+    const response = await tenant.call(DATA_PATH, {
       env: TOKENS_ONLY,
       headers: { authorization: `Bearer ${TEST_CLIENT_TOKEN}`, cookie: "session=abc" },
     });
     expect(response.status).toBe(200);
-    expect(fake.listCalls).toHaveLength(1);
-    const sent = fake.listCalls[0]?.headers ?? {};
+    expect(tenant.fake.listCalls).toHaveLength(1);
+    const sent = tenant.fake.listCalls[0]?.headers ?? {};
     expect(sent.authorization).toBe(`Bearer ${TEST_UPSTREAM_KEY}`);
     expect(sent.cookie).toBeUndefined();
     expect(JSON.stringify(sent)).not.toContain(TEST_CLIENT_TOKEN);
   });
 
   it("accepts the scheme in any case", async () => {
-    useFakeExtend();
-    const response = await callProxy(dataPath(), {
+    const tenant = isolatedTenant();
+    const response = await tenant.call(DATA_PATH, {
       env: TOKENS_ONLY,
       headers: { authorization: `bearer ${TEST_CLIENT_TOKEN}` },
     });
@@ -114,39 +109,39 @@ describe("static client tokens", () => {
     ["another scheme", `Basic ${btoa(`user:${TEST_CLIENT_TOKEN}`)}`, /Bearer scheme/, true],
     ["the token without a scheme", TEST_CLIENT_TOKEN, /Bearer scheme/, true],
   ])("refuses %s with 401 and no upstream call", async (_name, authorization, message, hasError) => {
-    const fake = useFakeExtend();
-    const headers: Record<string, string> = { "cf-connecting-ip": freshIp() };
+    const tenant = isolatedTenant();
+    const headers: Record<string, string> = {};
     if (authorization !== undefined) headers.authorization = authorization;
-    const response = await callProxy(dataPath(), { env: TOKENS_ONLY, headers });
+    const response = await tenant.call(DATA_PATH, { env: TOKENS_ONLY, headers });
     await expectUnauthorized(response, message);
     const challenge = response.headers.get("www-authenticate") ?? "";
     expect(challenge.includes("error=")).toBe(hasError);
-    expect(fake.listCalls).toHaveLength(0);
+    expect(tenant.fake.listCalls).toHaveLength(0);
   });
 
   it("does not accept a JWT when only tokens are configured", async () => {
-    const fake = useFakeExtend();
+    const tenant = isolatedTenant();
     const issuer = await TestIssuer.start();
-    const response = await callProxy(dataPath(), {
+    const response = await tenant.call(DATA_PATH, {
       env: TOKENS_ONLY,
-      headers: { authorization: `Bearer ${await issuer.sign()}`, "cf-connecting-ip": freshIp() },
+      headers: { authorization: `Bearer ${await issuer.sign()}` },
     });
     await expectUnauthorized(response);
     expect(issuer.fetches).toBe(0);
-    expect(fake.listCalls).toHaveLength(0);
+    expect(tenant.fake.listCalls).toHaveLength(0);
   });
 });
 
 describe("anonymous callers", () => {
   it("serves callers without credentials when ALLOW_ANONYMOUS=true and nothing else is configured", async () => {
-    useFakeExtend();
-    const response = await callProxy(dataPath(), { env: { ALLOW_ANONYMOUS: "true" } });
+    const tenant = isolatedTenant();
+    const response = await tenant.call(DATA_PATH, { env: { ALLOW_ANONYMOUS: "true" } });
     expect(response.status).toBe(200);
   });
 
   it("ignores credentials when anonymous access is the only mode (an SDK always sends one)", async () => {
-    useFakeExtend();
-    const response = await callProxy(dataPath(), {
+    const tenant = isolatedTenant();
+    const response = await tenant.call(DATA_PATH, {
       env: { ALLOW_ANONYMOUS: "true" },
       headers: { authorization: "Bearer whatever-the-sdk-holds" },
     });
@@ -154,48 +149,50 @@ describe("anonymous callers", () => {
   });
 
   it("with tokens configured too, serves no credentials but refuses wrong ones", async () => {
-    useFakeExtend();
+    const tenant = isolatedTenant();
     const env = { ...TOKENS_ONLY, ALLOW_ANONYMOUS: "true" };
-    expect((await callProxy(dataPath(), { env })).status).toBe(200);
-    const wrong = await callProxy(dataPath(), {
+    expect((await tenant.call(DATA_PATH, { env })).status).toBe(200);
+    const wrong = await tenant.call(DATA_PATH, {
       env,
-      headers: { authorization: "Bearer wrong_token_1234567890", "cf-connecting-ip": freshIp() },
+      headers: { authorization: "Bearer wrong_token_1234567890" },
     });
     await expectUnauthorized(wrong);
   });
 });
 
 describe("JWT", () => {
-  async function callWithJwt(issuer: TestIssuer, token: string, extra: Partial<Env> = {}) {
-    return callProxy(dataPath(), {
+  async function callWithJwt(tenant: Tenant, issuer: TestIssuer, token: string, extra: Partial<Env> = {}) {
+    return tenant.call(DATA_PATH, {
       env: { ...issuer.env, ...extra },
-      headers: { authorization: `Bearer ${token}`, "cf-connecting-ip": freshIp() },
+      headers: { authorization: `Bearer ${token}` },
     });
   }
 
   it.each(["RS256", "ES256"] as const)("accepts a valid %s token and forwards nothing of it", async (alg) => {
-    const fake = useFakeExtend();
+    const tenant = isolatedTenant();
     const issuer = await TestIssuer.start();
     const token = await issuer.sign({}, { alg });
-    const response = await callWithJwt(issuer, token);
+    const response = await callWithJwt(tenant, issuer, token);
     expect(response.status).toBe(200);
-    const sent = JSON.stringify(fake.listCalls[0]?.headers ?? {});
+    const sent = JSON.stringify(tenant.fake.listCalls[0]?.headers ?? {});
     expect(sent).not.toContain(token.split(".")[1]);
-    expect(fake.listCalls[0]?.headers.authorization).toBe(`Bearer ${TEST_UPSTREAM_KEY}`);
+    expect(tenant.fake.listCalls[0]?.headers.authorization).toBe(`Bearer ${TEST_UPSTREAM_KEY}`);
   });
 
   it("accepts any of several configured audiences, and an aud array", async () => {
-    useFakeExtend();
+    const tenant = isolatedTenant();
     const issuer = await TestIssuer.start();
     const token = await issuer.sign({ aud: ["someone-else", "second-audience"] });
-    const response = await callWithJwt(issuer, token, { JWT_AUDIENCE: `${issuer.audience},second-audience` });
+    const response = await callWithJwt(tenant, issuer, token, {
+      JWT_AUDIENCE: `${issuer.audience},second-audience`,
+    });
     expect(response.status).toBe(200);
   });
 
   it("accepts an OAuth access token (typ at+jwt)", async () => {
-    useFakeExtend();
+    const tenant = isolatedTenant();
     const issuer = await TestIssuer.start();
-    const response = await callWithJwt(issuer, await issuer.sign({}, { header: { typ: "at+jwt" } }));
+    const response = await callWithJwt(tenant, issuer, await issuer.sign({}, { header: { typ: "at+jwt" } }));
     expect(response.status).toBe(200);
   });
 
@@ -230,14 +227,14 @@ describe("JWT", () => {
     ["from an issuer whose clock is 50 s fast", { iat: now() + 50, nbf: now() + 50 }],
     ["that expired 30 s ago by the proxy's clock", { iat: now() - 300, nbf: now() - 300, exp: now() - 30 }],
   ])(`accepts a token %s (${JWT_CLOCK_SKEW_SECONDS} s of clock-skew leeway)`, async (_name, claims) => {
-    useFakeExtend();
+    const tenant = isolatedTenant();
     const issuer = await TestIssuer.start();
-    const response = await callWithJwt(issuer, await issuer.sign(claims));
+    const response = await callWithJwt(tenant, issuer, await issuer.sign(claims));
     expect(response.status, await response.clone().text()).toBe(200);
   });
 
   it("gives a forged token one answer whatever its claims: no hint of the accepted issuer or audience", async () => {
-    const fake = useFakeExtend();
+    const tenant = isolatedTenant();
     const issuer = await TestIssuer.start();
     const forger = await foreignKey();
     const claimSets: Record<string, unknown>[] = [
@@ -256,7 +253,7 @@ describe("JWT", () => {
       const forged = await issuer.sign(claims, { signingKey: forger });
       const tampered = tamper(await issuer.sign(claims));
       for (const token of [forged, tampered]) {
-        const response = await callWithJwt(issuer, token);
+        const response = await callWithJwt(tenant, issuer, token);
         const body = await expectUnauthorized(response);
         answers.add(`${body.message} | ${response.headers.get("www-authenticate")}`);
       }
@@ -264,53 +261,52 @@ describe("JWT", () => {
     expect([...answers]).toEqual([
       `The credentials were rejected: the token's signature does not verify. | Bearer realm="extend-runs-proxy", error="invalid_token", error_description="the token's signature does not verify"`,
     ]);
-    expect(fake.listCalls).toHaveLength(0);
+    expect(tenant.fake.listCalls).toHaveLength(0);
   });
 
   it.each(rejected)("refuses a token %s with 401 and no upstream call", async (_name, make, message) => {
-    const fake = useFakeExtend();
+    const tenant = isolatedTenant();
     const issuer = await TestIssuer.start();
-    const response = await callWithJwt(issuer, await make(issuer));
+    const response = await callWithJwt(tenant, issuer, await make(issuer));
     await expectUnauthorized(response, message);
     expect(response.headers.get("www-authenticate")).toContain('error="invalid_token"');
-    expect(fake.listCalls).toHaveLength(0);
+    expect(tenant.fake.listCalls).toHaveLength(0);
   });
 
   it("verifies a Cf-Access-Jwt-Assertion header (Cloudflare Access)", async () => {
-    const fake = useFakeExtend();
+    const tenant = isolatedTenant();
     const issuer = await TestIssuer.start();
-    const response = await callProxy(dataPath(), {
+    const response = await tenant.call(DATA_PATH, {
       env: issuer.env,
       headers: { "cf-access-jwt-assertion": await issuer.sign({ sub: "", common_name: "svc.access" }) },
     });
     expect(response.status).toBe(200);
-    expect(Object.keys(fake.listCalls[0]?.headers ?? {})).not.toContain("cf-access-jwt-assertion");
+    expect(Object.keys(tenant.fake.listCalls[0]?.headers ?? {})).not.toContain("cf-access-jwt-assertion");
   });
 
   it("refuses an invalid Cf-Access-Jwt-Assertion", async () => {
-    useFakeExtend();
+    const tenant = isolatedTenant();
     const issuer = await TestIssuer.start();
-    const response = await callProxy(dataPath(), {
+    const response = await tenant.call(DATA_PATH, {
       env: issuer.env,
       headers: {
         "cf-access-jwt-assertion": await issuer.sign({ aud: "other-app" }),
-        "cf-connecting-ip": freshIp(),
       },
     });
     await expectUnauthorized(response, /audience/);
   });
 
   it("tries a bearer that is not a static token as a JWT when both are configured", async () => {
-    useFakeExtend();
+    const tenant = isolatedTenant();
     const issuer = await TestIssuer.start();
     const env = { ...issuer.env, CLIENT_TOKENS: TEST_CLIENT_TOKEN };
-    const byToken = await callProxy(dataPath(), {
+    const byToken = await tenant.call(DATA_PATH, {
       env,
       headers: { authorization: `Bearer ${TEST_CLIENT_TOKEN}` },
     });
     expect(byToken.status).toBe(200);
     expect(issuer.fetches).toBe(0);
-    const byJwt = await callProxy(dataPath(), {
+    const byJwt = await tenant.call(DATA_PATH, {
       env,
       headers: { authorization: `Bearer ${await issuer.sign()}` },
     });
@@ -319,35 +315,35 @@ describe("JWT", () => {
   });
 
   it("caches the key set across requests", async () => {
-    useFakeExtend();
+    const tenant = isolatedTenant();
     const issuer = await TestIssuer.start();
     for (let i = 0; i < 5; i++) {
-      const response = await callWithJwt(issuer, await issuer.sign({ sub: `user-${i}` }));
+      const response = await callWithJwt(tenant, issuer, await issuer.sign({ sub: `user-${i}` }));
       expect(response.status).toBe(200);
     }
     expect(issuer.fetches).toBe(1);
   });
 
   it("refetches the key set once for an unknown kid, then refuses without fetching again", async () => {
-    const fake = useFakeExtend();
+    const tenant = isolatedTenant();
     const issuer = await TestIssuer.start();
-    expect((await callWithJwt(issuer, await issuer.sign())).status).toBe(200);
+    expect((await callWithJwt(tenant, issuer, await issuer.sign())).status).toBe(200);
     expect(issuer.fetches).toBe(1);
 
     const unknown = await issuer.sign({}, { header: { kid: "rotated-away" } });
-    await expectUnauthorized(await callWithJwt(issuer, unknown), /signing key is not known/);
+    await expectUnauthorized(await callWithJwt(tenant, issuer, unknown), /signing key is not known/);
     expect(issuer.fetches).toBe(2);
-    await expectUnauthorized(await callWithJwt(issuer, unknown), /signing key is not known/);
+    await expectUnauthorized(await callWithJwt(tenant, issuer, unknown), /signing key is not known/);
     expect(issuer.fetches).toBe(2);
-    expect(fake.listCalls).toHaveLength(1);
+    expect(tenant.fake.listCalls).toHaveLength(1);
   });
 
   it("picks up a rotated key through the unknown-kid refetch", async () => {
-    useFakeExtend();
+    const tenant = isolatedTenant();
     const issuer = await TestIssuer.start();
-    expect((await callWithJwt(issuer, await issuer.sign())).status).toBe(200);
+    expect((await callWithJwt(tenant, issuer, await issuer.sign())).status).toBe(200);
     await issuer.addKey("rsa-2", "RS256");
-    expect((await callWithJwt(issuer, await issuer.sign({}, { kid: "rsa-2" }))).status).toBe(200);
+    expect((await callWithJwt(tenant, issuer, await issuer.sign({}, { kid: "rsa-2" }))).status).toBe(200);
     expect(issuer.fetches).toBe(2);
   });
 
@@ -356,12 +352,12 @@ describe("JWT", () => {
     ["HTTP 404", 404],
     ["a network error", 0],
   ])("answers a clear 503 when the key set fails with %s, and backs off", async (_name, status) => {
-    const fake = useFakeExtend();
+    const tenant = isolatedTenant();
     const issuer = await TestIssuer.start();
     issuer.failStatus = status;
     const token = await issuer.sign();
     for (let i = 0; i < 3; i++) {
-      const response = await callWithJwt(issuer, token);
+      const response = await callWithJwt(tenant, issuer, token);
       expect(response.status).toBe(503);
       const body = (await response.json()) as { code: string; message: string; retryable: boolean };
       expect(body).toMatchObject({ code: "AUTH_UNAVAILABLE", retryable: true });
@@ -370,7 +366,7 @@ describe("JWT", () => {
       expect(JSON.stringify(body)).not.toContain(issuer.jwksUrl);
     }
     expect(issuer.fetches).toBe(1);
-    expect(fake.listCalls).toHaveLength(0);
+    expect(tenant.fake.listCalls).toHaveLength(0);
   });
 });
 

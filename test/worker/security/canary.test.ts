@@ -2,10 +2,9 @@ import { describe, expect, it } from "vitest";
 import type { Fault } from "../../../fake/extend.ts";
 import { captureConsole } from "../support/console.ts";
 import { TEST_UPSTREAM_KEY } from "../support/constants.ts";
-import { useFakeExtend } from "../support/fake-upstream.ts";
-import { isolatedEnv } from "../support/isolated.ts";
 import { TEST_CLIENT_TOKEN, TestIssuer } from "../support/jwt-issuer.ts";
-import { type CallOptions, callProxy } from "../support/proxy.ts";
+import type { CallOptions } from "../support/proxy.ts";
+import { isolatedTenant, type Tenant } from "../support/tenant.ts";
 
 // Every route and every fault of the fake Extend, with a recognisable upstream key and client
 // token: neither may show up in any response (status line, header or body) or console line.
@@ -19,14 +18,19 @@ const ENV: Partial<Env> = {
   UPSTREAM_DEADLINE_MS: "700",
 };
 const AUTH = { authorization: `Bearer ${TEST_CLIENT_TOKEN}`, origin: "https://app.example.com" };
+const ALWAYS_ALLOW: RateLimit = { limit: async () => ({ success: true }) };
 
 async function render(response: Response): Promise<string> {
   const headers = [...response.headers].map(([name, value]) => `${name}: ${value}`).join("\n");
   return `${response.status} ${response.statusText}\n${headers}\n\n${await response.text()}`;
 }
 
-async function exchange(path: string, options: CallOptions): Promise<{ response: string; console: string }> {
-  const { result, lines } = await captureConsole(async () => render(await callProxy(path, options)));
+async function exchange(
+  tenant: Tenant,
+  path: string,
+  options: CallOptions = {},
+): Promise<{ response: string; console: string }> {
+  const { result, lines } = await captureConsole(async () => render(await tenant.call(path, options)));
   return { response: result, console: lines.join("\n") };
 }
 
@@ -75,11 +79,12 @@ const FAULTS: [string, Fault][] = [
 describe("canary: the upstream key and the client token never leak", () => {
   it.each(FAULTS)("under %s, on /workflow_runs and /stats", async (_name, fault) => {
     for (const path of ["/workflow_runs?maxPageSize=3", "/stats"]) {
-      const fake = useFakeExtend();
-      fake.inject(fault, 20);
-      // A workspace of its own: no cached page, and no rate-budget pause left by an earlier 429,
-      // may answer instead of the faulty upstream.
-      const seen = await exchange(path, { env: { ...ENV, ...isolatedEnv() }, headers: AUTH });
+      // A tenant of its own: no cached page, and no rate-budget pause left by an earlier 429,
+      // may answer instead of the faulty upstream; nor may the per-caller /stats limit, which
+      // every case here would otherwise spend for the one client token (it has its own tests).
+      const tenant = isolatedTenant({ env: { ...ENV, STATS_RATE_LIMITER: ALWAYS_ALLOW } });
+      tenant.fake.inject(fault, 20);
+      const seen = await exchange(tenant, path, { headers: AUTH });
       expectNoSecret(seen, [TEST_UPSTREAM_KEY, TEST_CLIENT_TOKEN]);
     }
   });
@@ -106,36 +111,32 @@ describe("canary: the upstream key and the client token never leak", () => {
       "/workflow_runs",
       { headers: { authorization: `Basic ${TEST_CLIENT_TOKEN}` } },
     ],
-    ["default deny", "/workflow_runs", { env: { ...ENV, CLIENT_TOKENS: "" }, headers: AUTH }],
-    [
-      "a broken configuration",
-      "/workflow_runs",
-      { env: { ...ENV, UPSTREAM_TIMEOUT_MS: "nope" }, headers: AUTH },
-    ],
+    ["default deny", "/workflow_runs", { env: { CLIENT_TOKENS: "" }, headers: AUTH }],
+    ["a broken configuration", "/workflow_runs", { env: { UPSTREAM_TIMEOUT_MS: "nope" }, headers: AUTH }],
   ])("on %s", async (_name, path, options) => {
-    const fake = useFakeExtend();
-    const seen = await exchange(path, { env: ENV, ...options });
+    const tenant = isolatedTenant({ env: ENV });
+    const seen = await exchange(tenant, path, options);
     expectNoSecret(seen, [TEST_UPSTREAM_KEY, TEST_CLIENT_TOKEN]);
-    for (const request of fake.requests) {
+    for (const request of tenant.fake.requests) {
       expect(JSON.stringify(request.headers)).not.toContain(TEST_CLIENT_TOKEN);
     }
   });
 
   it("keeps a secret that a caller puts in the URL out of the logs", async () => {
-    useFakeExtend();
+    const tenant = isolatedTenant({ env: ENV });
     for (const path of [
       `/workflow_runs?nextPageToken=${TEST_UPSTREAM_KEY}`,
       `/workflow_runs?fileNameContains=${TEST_CLIENT_TOKEN}`,
       `/${TEST_UPSTREAM_KEY}`,
     ]) {
-      const { console } = await exchange(path, { env: ENV, headers: AUTH });
+      const { console } = await exchange(tenant, path, { headers: AUTH });
       expect(console).not.toContain(TEST_UPSTREAM_KEY);
       expect(console).not.toContain(TEST_CLIENT_TOKEN);
     }
   });
 
   it("keeps JWTs out of responses, logs and upstream requests", async () => {
-    const fake = useFakeExtend();
+    const tenant = isolatedTenant({ env: ENV });
     const issuer = await TestIssuer.start();
     const good = await issuer.sign();
     const expired = await issuer.sign({ exp: Math.floor(Date.now() / 1000) - 60 });
@@ -145,14 +146,11 @@ describe("canary: the upstream key and the client token never leak", () => {
       { authorization: `Bearer ${expired}` },
     ];
     for (const headers of headerSets) {
-      const seen = await exchange("/workflow_runs?maxPageSize=1", {
-        env: { ...ENV, ...issuer.env },
-        headers,
-      });
+      const seen = await exchange(tenant, "/workflow_runs?maxPageSize=1", { env: issuer.env, headers });
       const [, payload = "", signature = ""] = good.split(".");
       expectNoSecret(seen, [payload, signature, expired.split(".")[2] ?? "", TEST_UPSTREAM_KEY]);
     }
-    for (const request of fake.requests)
+    for (const request of tenant.fake.requests)
       expect(JSON.stringify(request.headers)).not.toContain(good.split(".")[1]);
   });
 });

@@ -1,7 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { useFakeExtend } from "../support/fake-upstream.ts";
 import { TEST_CLIENT_TOKEN } from "../support/jwt-issuer.ts";
-import { callProxy } from "../support/proxy.ts";
+import { isolatedTenant, type Tenant } from "../support/tenant.ts";
 
 const APP = "https://app.example.com";
 const ADMIN = "https://admin.example.com:8443";
@@ -26,8 +25,8 @@ describe("CORS on actual requests", () => {
     ["the first allowed origin", APP],
     ["an allowed origin with a port", ADMIN],
   ])("grants %s exactly its own origin", async (_name, origin) => {
-    useFakeExtend();
-    const response = await callProxy("/workflow_runs?maxPageSize=1", {
+    const tenant = isolatedTenant();
+    const response = await tenant.call("/workflow_runs?maxPageSize=1", {
       env: ENV,
       headers: { ...AUTH, origin },
     });
@@ -52,8 +51,8 @@ describe("CORS on actual requests", () => {
     ["a wildcard", "*"],
     ["a list of origins", `${APP} https://evil.example`],
   ])("gives %s no CORS grant at all", async (_name, origin) => {
-    useFakeExtend();
-    const response = await callProxy("/workflow_runs?maxPageSize=1", {
+    const tenant = isolatedTenant();
+    const response = await tenant.call("/workflow_runs?maxPageSize=1", {
       env: ENV,
       headers: { ...AUTH, origin },
     });
@@ -63,8 +62,8 @@ describe("CORS on actual requests", () => {
   });
 
   it("grants nothing when ALLOWED_ORIGINS is unset", async () => {
-    useFakeExtend();
-    const response = await callProxy("/workflow_runs?maxPageSize=1", {
+    const tenant = isolatedTenant();
+    const response = await tenant.call("/workflow_runs?maxPageSize=1", {
       env: { ...ENV, ALLOWED_ORIGINS: "" },
       headers: { ...AUTH, origin: APP },
     });
@@ -78,24 +77,29 @@ describe("CORS on actual requests", () => {
     ["a 405", "/workflow_runs", { ...AUTH, "x-method": "DELETE" }, 405],
     ["the health check", "/healthz", {}, 200],
   ])("lets an allowed origin read %s", async (_name, path, headers, status) => {
-    useFakeExtend();
+    const tenant = isolatedTenant();
     const { "x-method": method, ...rest } = headers as Record<string, string>;
-    const response = await callProxy(path, { env: ENV, method, headers: { ...rest, origin: APP } });
+    const response = await tenant.call(path, { env: ENV, method, headers: { ...rest, origin: APP } });
     expect(response.status).toBe(status);
     expect(response.headers.get("access-control-allow-origin")).toBe(APP);
   });
 });
 
 describe("CORS preflights", () => {
-  function preflight(origin: string, method: string, requestHeaders?: string) {
+  function preflight(tenant: Tenant, origin: string, method: string, requestHeaders?: string) {
     const headers: Record<string, string> = { origin, "access-control-request-method": method };
     if (requestHeaders !== undefined) headers["access-control-request-headers"] = requestHeaders;
-    return callProxy("/workflow_runs", { env: ENV, method: "OPTIONS", headers });
+    return tenant.call("/workflow_runs", { env: ENV, method: "OPTIONS", headers });
   }
 
   it("answers an allowed origin without credentials, with a fixed policy and max-age", async () => {
-    const fake = useFakeExtend();
-    const response = await preflight(APP, "GET", "authorization, x-fern-sdk-name, x-extend-api-version");
+    const tenant = isolatedTenant();
+    const response = await preflight(
+      tenant,
+      APP,
+      "GET",
+      "authorization, x-fern-sdk-name, x-extend-api-version",
+    );
     expect(response.status).toBe(204);
     expect(response.headers.get("access-control-allow-origin")).toBe(APP);
     expect(response.headers.get("access-control-allow-methods")).toBe("GET,HEAD,OPTIONS");
@@ -106,7 +110,7 @@ describe("CORS preflights", () => {
     expect(response.headers.get("access-control-max-age")).toBe("600");
     expect(response.headers.get("access-control-allow-credentials")).toBeNull();
     expect(varyList(response)).toContain("origin");
-    expect(fake.requests).toHaveLength(0);
+    expect(tenant.fake.requests).toHaveLength(0);
   });
 
   it.each([
@@ -116,20 +120,24 @@ describe("CORS preflights", () => {
     ["GET with unknown headers", "GET", "x-evil, x-api-key, cookie"],
     ["GET with a huge header list", "GET", Array.from({ length: 50 }, (_, i) => `x-h${i}`).join(",")],
   ])("never widens the policy for %s", async (_name, method, requestHeaders) => {
-    const response = await preflight(APP, method, requestHeaders);
+    const tenant = isolatedTenant();
+    const response = await preflight(tenant, APP, method, requestHeaders);
     expect(response.headers.get("access-control-allow-methods")).toBe("GET,HEAD,OPTIONS");
     const allowHeaders = response.headers.get("access-control-allow-headers") ?? "";
     for (const requested of (requestHeaders ?? "").split(",").map((h) => h.trim())) {
       if (requested && requested !== "content-type") expect(allowHeaders.split(",")).not.toContain(requested);
     }
+    expect(tenant.fake.requests).toHaveLength(0);
   });
 
   it.each([
     ["another origin", "https://evil.example"],
     ["the null origin", "null"],
   ])("gives %s a preflight without any grant", async (_name, origin) => {
-    const response = await preflight(origin, "GET", "authorization");
+    const tenant = isolatedTenant();
+    const response = await preflight(tenant, origin, "GET", "authorization");
     expect(response.status).toBe(204);
     expect(accessControlHeaders(response)).toEqual([]);
+    expect(tenant.fake.requests).toHaveLength(0);
   });
 });

@@ -1,23 +1,12 @@
 import { describe, expect, it } from "vitest";
 import type { Fault } from "../../../fake/extend.ts";
 import { API_CONTENT_SECURITY_POLICY } from "../../../src/security/headers.ts";
-import { useFakeExtend } from "../support/fake-upstream.ts";
+import { UPSTREAM_ONLY_HEADERS } from "../support/constants.ts";
 import { TEST_CLIENT_TOKEN } from "../support/jwt-issuer.ts";
-import { callProxy } from "../support/proxy.ts";
+import { isolatedTenant } from "../support/tenant.ts";
 
 const ENV: Partial<Env> = { CLIENT_TOKENS: TEST_CLIENT_TOKEN, ALLOW_ANONYMOUS: "false" };
 const AUTH = { authorization: `Bearer ${TEST_CLIENT_TOKEN}` };
-
-/** Headers the fake Extend sends that must never come through (see fake/extend.ts NOISY_HEADERS). */
-const UPSTREAM_ONLY = [
-  "server",
-  "set-cookie",
-  "x-powered-by",
-  "x-ratelimit-limit",
-  "x-ratelimit-remaining",
-  "x-internal-trace",
-  "x-extend-request-id",
-];
 
 function expectSecurityHeaders(response: Response) {
   const h = response.headers;
@@ -27,7 +16,7 @@ function expectSecurityHeaders(response: Response) {
   expect(h.get("strict-transport-security")).toBe("max-age=31536000; includeSubDomains");
   expect(h.get("referrer-policy")).toBe("no-referrer");
   expect(h.get("cache-control")).toBeTruthy();
-  for (const name of UPSTREAM_ONLY) expect(h.get(name), name).toBeNull();
+  for (const name of UPSTREAM_ONLY_HEADERS) expect(h.get(name), name).toBeNull();
 }
 
 describe("security headers", () => {
@@ -50,23 +39,23 @@ describe("security headers", () => {
     ["an upstream redirect", "/workflow_runs", { headers: AUTH, fault: { type: "redirect" } }, 502],
     ["an upstream 401", "/workflow_runs", { headers: AUTH, fault: { type: "status", status: 401 } }, 502],
   ])("are on %s", async (_name, path, options, status) => {
-    const fake = useFakeExtend();
-    if (options.fault) fake.inject(options.fault, 5);
-    const response = await callProxy(path, { env: ENV, method: options.method, headers: options.headers });
+    const tenant = isolatedTenant();
+    if (options.fault) tenant.fake.inject(options.fault, 5);
+    const response = await tenant.call(path, { env: ENV, method: options.method, headers: options.headers });
     expect(response.status).toBe(status);
     expectSecurityHeaders(response);
   });
 
   it("give JSON responses the API policy and no-store on errors", async () => {
-    useFakeExtend();
-    const response = await callProxy("/nope", { env: ENV });
+    const tenant = isolatedTenant();
+    const response = await tenant.call("/nope", { env: ENV });
     expect(response.headers.get("content-security-policy")).toBe(API_CONTENT_SECURITY_POLICY);
     expect(response.headers.get("cache-control")).toBe("no-store");
   });
 
   it("keep a route's own Content-Security-Policy (the docs page's script)", async () => {
-    useFakeExtend();
-    const response = await callProxy("/docs", { env: ENV });
+    const tenant = isolatedTenant();
+    const response = await tenant.call("/docs", { env: ENV });
     expect(response.status).toBe(200);
     const csp = response.headers.get("content-security-policy") ?? "";
     expect(csp).not.toBe(API_CONTENT_SECURITY_POLICY);

@@ -4,15 +4,15 @@ import { rememberSecrets, SECRET_SETTINGS, scrub, secretValues } from "../../../
 import { sha256Hex } from "../../../src/lib/digest.ts";
 import { captureConsole, requestLines } from "../support/console.ts";
 import { TEST_UPSTREAM_KEY } from "../support/constants.ts";
-import { useFakeExtend } from "../support/fake-upstream.ts";
 import { TEST_CLIENT_TOKEN, TestIssuer } from "../support/jwt-issuer.ts";
-import { type CallOptions, callProxy, json } from "../support/proxy.ts";
+import { type CallOptions, json } from "../support/proxy.ts";
+import { isolatedTenant, type Tenant } from "../support/tenant.ts";
 
 const ENV: Partial<Env> = { CLIENT_TOKENS: TEST_CLIENT_TOKEN, ALLOW_ANONYMOUS: "false" };
 const AUTH = { authorization: `Bearer ${TEST_CLIENT_TOKEN}` };
 
-async function logged(path: string, options: CallOptions = {}) {
-  const { result: response, lines } = await captureConsole(() => callProxy(path, { env: ENV, ...options }));
+async function logged(tenant: Tenant, path: string, options: CallOptions = {}) {
+  const { result: response, lines } = await captureConsole(() => tenant.call(path, { env: ENV, ...options }));
   return { response, lines, records: requestLines(lines) };
 }
 
@@ -31,8 +31,8 @@ describe("request log", () => {
     ],
     ["the health check", "/healthz", {}, 200],
   ])("writes exactly one line for %s", async (_name, path, options, status) => {
-    useFakeExtend();
-    const { response, records } = await logged(path, options);
+    const tenant = isolatedTenant();
+    const { response, records } = await logged(tenant, path, options);
     expect(response.status).toBe(status);
     expect(records).toHaveLength(1);
     const [record] = records;
@@ -47,11 +47,9 @@ describe("request log", () => {
   });
 
   it("reports cache state, upstream attempts and status, and the caller id", async () => {
-    const fake = useFakeExtend();
-    fake.inject({ type: "status", status: 503 }, 1);
-    const { records } = await logged(`/workflow_runs?maxPageSize=1&workflowId=wf_${crypto.randomUUID()}`, {
-      headers: AUTH,
-    });
+    const tenant = isolatedTenant();
+    tenant.fake.inject({ type: "status", status: 503 }, 1);
+    const { records } = await logged(tenant, "/workflow_runs?maxPageSize=1", { headers: AUTH });
     expect(records[0]).toMatchObject({
       status: 200,
       cache: "MISS",
@@ -62,10 +60,10 @@ describe("request log", () => {
   });
 
   it("names token callers by a keyed hash: not the token's bare SHA-256, and another key gives another id", async () => {
-    useFakeExtend();
+    const tenant = isolatedTenant();
     const path = "/workflow_runs?maxPageSize=1";
     const callerUnder = async (env: Partial<Env>) => {
-      const { records } = await logged(path, { env: { ...ENV, ...env }, headers: AUTH });
+      const { records } = await logged(tenant, path, { env: { ...ENV, ...env }, headers: AUTH });
       return String(records[0]?.caller);
     };
     const byUpstreamKey = await callerUnder({});
@@ -81,10 +79,10 @@ describe("request log", () => {
   });
 
   it("names a JWT caller whose subject is unfit for a log line by a keyed hash", async () => {
-    useFakeExtend();
+    const tenant = isolatedTenant();
     const issuer = await TestIssuer.start();
     const subject = `${"x".repeat(200)} with spaces`;
-    const { records } = await logged("/workflow_runs?maxPageSize=1", {
+    const { records } = await logged(tenant, "/workflow_runs?maxPageSize=1", {
       env: issuer.env,
       headers: { authorization: `Bearer ${await issuer.sign({ sub: subject })}` },
     });
@@ -94,19 +92,19 @@ describe("request log", () => {
   });
 
   it("names JWT callers by subject and anonymous callers by ip (IPv6 by its /64)", async () => {
-    useFakeExtend();
+    const tenant = isolatedTenant();
     const issuer = await TestIssuer.start();
-    const jwt = await logged("/workflow_runs?maxPageSize=1", {
+    const jwt = await logged(tenant, "/workflow_runs?maxPageSize=1", {
       env: issuer.env,
       headers: { authorization: `Bearer ${await issuer.sign({ sub: "alice@example.com" })}` },
     });
     expect(jwt.records[0]?.caller).toBe("jwt:alice@example.com");
-    const anonymous = await logged("/workflow_runs?maxPageSize=1", {
+    const anonymous = await logged(tenant, "/workflow_runs?maxPageSize=1", {
       env: { ALLOW_ANONYMOUS: "true" },
       headers: { "cf-connecting-ip": "203.0.113.9" },
     });
     expect(anonymous.records[0]?.caller).toBe("anon:203.0.113.9");
-    const ipv6 = await logged("/workflow_runs?maxPageSize=1", {
+    const ipv6 = await logged(tenant, "/workflow_runs?maxPageSize=1", {
       env: { ALLOW_ANONYMOUS: "true" },
       headers: { "cf-connecting-ip": "2001:db8:7:8:9:a:b:c" },
     });
@@ -114,13 +112,14 @@ describe("request log", () => {
   });
 
   it("logs a cursor only as a hash", async () => {
-    useFakeExtend();
+    const tenant = isolatedTenant();
     const first = await json<{ nextPageToken: string }>(
-      await callProxy("/workflow_runs?maxPageSize=2", { env: ENV, headers: AUTH }),
+      await tenant.call("/workflow_runs?maxPageSize=2", { env: ENV, headers: AUTH }),
     );
     const cursor = first.nextPageToken;
     expect(cursor).toBeTruthy();
     const { records, lines } = await logged(
+      tenant,
       `/workflow_runs?maxPageSize=2&nextPageToken=${encodeURIComponent(cursor)}`,
       {
         headers: AUTH,
@@ -134,10 +133,14 @@ describe("request log", () => {
   });
 
   it("never logs credentials: headers, credential-looking parameters, or secrets echoed elsewhere", async () => {
-    useFakeExtend();
-    const { lines } = await logged(`/workflow_runs?apiKey=${TEST_UPSTREAM_KEY}&token=hunter2hunter2`, {
-      headers: { ...AUTH, cookie: "session=cookie-secret-value", "x-request-id": TEST_CLIENT_TOKEN },
-    });
+    const tenant = isolatedTenant();
+    const { lines } = await logged(
+      tenant,
+      `/workflow_runs?apiKey=${TEST_UPSTREAM_KEY}&token=hunter2hunter2`,
+      {
+        headers: { ...AUTH, cookie: "session=cookie-secret-value", "x-request-id": TEST_CLIENT_TOKEN },
+      },
+    );
     const text = lines.join("\n");
     expect(text).not.toContain(TEST_CLIENT_TOKEN);
     expect(text).not.toContain(TEST_UPSTREAM_KEY);
@@ -149,14 +152,14 @@ describe("request log", () => {
 
 describe("log scrubber", () => {
   it("scrubs every configured secret, also percent-encoded and JSON-escaped", async () => {
-    useFakeExtend();
+    const tenant = isolatedTenant();
     // What `openssl rand -base64 32` gives: `+`, `/` and `=` change under percent-encoding.
     const token = "q+Zr/9aXv2Lk0mW3bQ8yT1sNc4dE6fHj7gUi5oPxYw0=";
     const signingKey = 'signing"key\\with/quotes+and-backslashes-0123456789';
     const env = { ...ENV, CLIENT_TOKENS: `${TEST_CLIENT_TOKEN},${token}`, STATS_SIGNING_KEY: signingKey };
     const { lines } = await captureConsole(async () => {
       for (const path of [`/${encodeURIComponent(token)}`, `/${token}`, "/healthz"]) {
-        await callProxy(path, { env, headers: { authorization: `Bearer ${token}` } });
+        await tenant.call(path, { env, headers: { authorization: `Bearer ${token}` } });
       }
     });
     const text = lines.join("\n");

@@ -1,9 +1,9 @@
 import { describe, expect, it } from "vitest";
 import { REJECTED_CREDENTIAL_COST } from "../../../src/security/rate-limit.ts";
 import { captureConsole, requestLines } from "../support/console.ts";
-import { useFakeExtend } from "../support/fake-upstream.ts";
 import { TestIssuer } from "../support/jwt-issuer.ts";
-import { callProxy, json } from "../support/proxy.ts";
+import { json } from "../support/proxy.ts";
+import { freshClientIp, freshPrefix64, isolatedTenant, type Tenant } from "../support/tenant.ts";
 
 /** wrangler.toml: RATE_LIMITER 120 per 60 s, STATS_RATE_LIMITER 10, AUTH_RATE_LIMITER 1200. */
 /** Over a hundred requests through the whole stack: more than the default 5 s on a busy machine. */
@@ -24,18 +24,6 @@ function freshCaller(): { id: string; env: Partial<Env>; headers: Record<string,
     env: { CLIENT_TOKENS: token, ALLOW_ANONYMOUS: "false" },
     headers: { authorization: `Bearer ${token}` },
   };
-}
-
-/** A /64 of its own, as `2001:db8:x:y`: the proxy counts IPv6 callers by their /64. */
-function randomPrefix64(): string {
-  const groups = Array.from(crypto.getRandomValues(new Uint16Array(2)), (n) => n.toString(16));
-  return `2001:db8:${groups.join(":")}`;
-}
-
-/** An IPv6 address in a /64 of its own. */
-function randomIpv6(): string {
-  const groups = Array.from(crypto.getRandomValues(new Uint16Array(4)), (n) => n.toString(16));
-  return `${randomPrefix64()}:${groups.join(":")}`;
 }
 
 /** The local limiter's fixed windows are aligned to the wall clock. */
@@ -76,22 +64,22 @@ describe("per-caller rate limits", () => {
   it(
     `refuses a caller past ${GENERAL_LIMIT} requests a minute on /workflow_runs without calling Extend`,
     async () => {
-      const fake = useFakeExtend();
+      const tenant = isolatedTenant();
       const caller = freshCaller();
       // A new query each time, so no page cache can answer in Extend's place.
       const path = (i: number) => `/workflow_runs?maxPageSize=1&fileNameContains=${caller.id}-${i}`;
       const { allowed, refused } = await sendUntilRefused(
         GENERAL_LIMIT,
-        (i) => callProxy(path(i), caller),
+        (i) => tenant.call(path(i), caller),
         (response, i) => expect(response.status, `request ${i + 1}`).toBe(200),
       );
       await expectRateLimited(refused);
       // Every allowed request went upstream once; the refused one did not.
-      expect(fake.listCalls).toHaveLength(allowed);
+      expect(tenant.fake.listCalls).toHaveLength(allowed);
 
       // Another caller is unaffected.
       const other = freshCaller();
-      expect((await callProxy("/workflow_runs?maxPageSize=1", other)).status).toBe(200);
+      expect((await tenant.call("/workflow_runs?maxPageSize=1", other)).status).toBe(200);
     },
     MANY_REQUESTS_TIMEOUT_MS,
   );
@@ -99,76 +87,76 @@ describe("per-caller rate limits", () => {
   it(
     `refuses a caller past ${STATS_LIMIT} requests a minute on /stats, and leaves /workflow_runs open`,
     async () => {
-      const fake = useFakeExtend();
+      const tenant = isolatedTenant();
       const caller = freshCaller();
       let callsBefore = 0;
       const { refused } = await sendUntilRefused(
         STATS_LIMIT,
         (i) => {
-          callsBefore = fake.listCalls.length;
-          return callProxy(`/stats?fileNameContains=${caller.id}-${i}`, caller);
+          callsBefore = tenant.fake.listCalls.length;
+          return tenant.call(`/stats?fileNameContains=${caller.id}-${i}`, caller);
         },
         (response, i) => expect(response.status, `request ${i + 1}`).toBe(200),
       );
       await expectRateLimited(refused);
-      expect(fake.listCalls).toHaveLength(callsBefore);
-      expect((await callProxy("/workflow_runs?maxPageSize=1", caller)).status).toBe(200);
+      expect(tenant.fake.listCalls).toHaveLength(callsBefore);
+      expect((await tenant.call("/workflow_runs?maxPageSize=1", caller)).status).toBe(200);
     },
     MANY_REQUESTS_TIMEOUT_MS,
   );
 
   it("limits anonymous callers by client ip", async () => {
-    useFakeExtend();
-    const anonymous = { env: { ALLOW_ANONYMOUS: "true" }, headers: { "cf-connecting-ip": randomIpv6() } };
+    const tenant = isolatedTenant();
+    const anonymous = { env: { ALLOW_ANONYMOUS: "true" }, headers: { "cf-connecting-ip": freshClientIp() } };
     const { refused } = await sendUntilRefused(
       STATS_LIMIT,
-      () => callProxy("/stats", anonymous),
+      () => tenant.call("/stats", anonymous),
       (response) => expect(response.status).toBe(200),
     );
     await expectRateLimited(refused);
-    const otherIp = { ...anonymous, headers: { "cf-connecting-ip": randomIpv6() } };
-    expect((await callProxy("/stats", otherIp)).status).not.toBe(429);
+    const otherIp = { ...anonymous, headers: { "cf-connecting-ip": freshClientIp() } };
+    expect((await tenant.call("/stats", otherIp)).status).not.toBe(429);
   });
 
   it("counts IPv6 callers by their /64: a new address per request gains nothing", async () => {
-    useFakeExtend();
-    const prefix = randomPrefix64();
+    const tenant = isolatedTenant();
+    const prefix = freshPrefix64();
     const env = { ALLOW_ANONYMOUS: "true" };
     const { refused } = await sendUntilRefused(
       STATS_LIMIT,
       (i) =>
-        callProxy("/stats", { env, headers: { "cf-connecting-ip": `${prefix}::${(i + 1).toString(16)}` } }),
+        tenant.call("/stats", { env, headers: { "cf-connecting-ip": `${prefix}::${(i + 1).toString(16)}` } }),
       (response) => expect(response.status).toBe(200),
     );
     await expectRateLimited(refused);
     // The same /64 however it is written; another /64 is another caller.
     const spelledOut = `${prefix}:0:0:ffff:1`.replace("2001:db8", "2001:0DB8");
-    expect((await callProxy("/stats", { env, headers: { "cf-connecting-ip": spelledOut } })).status).toBe(
+    expect((await tenant.call("/stats", { env, headers: { "cf-connecting-ip": spelledOut } })).status).toBe(
       429,
     );
-    const other = { env, headers: { "cf-connecting-ip": `${randomPrefix64()}::1` } };
-    expect((await callProxy("/stats", other)).status).not.toBe(429);
+    const other = { env, headers: { "cf-connecting-ip": `${freshPrefix64()}::1` } };
+    expect((await tenant.call("/stats", other)).status).not.toBe(429);
   });
 
   it("does not limit the health check or the docs", async () => {
-    useFakeExtend();
+    const tenant = isolatedTenant();
     const failing = { limit: () => Promise.resolve({ success: false }) };
     const env = { RATE_LIMITER: failing, STATS_RATE_LIMITER: failing } as unknown as Partial<Env>;
     for (const path of ["/healthz", "/openapi.json", "/docs"]) {
-      expect((await callProxy(path, { env })).status, path).toBe(200);
+      expect((await tenant.call(path, { env })).status, path).toBe(200);
     }
   });
 
   it("fails open, and says so in the log line, when the limiter binding throws", async () => {
-    const fake = useFakeExtend();
+    const tenant = isolatedTenant();
     const broken = { limit: () => Promise.reject(new Error("limiter down")) };
     const caller = freshCaller();
     const env = { ...caller.env, RATE_LIMITER: broken } as unknown as Partial<Env>;
     const { result, lines } = await captureConsole(() =>
-      callProxy(`/workflow_runs?fileNameContains=${caller.id}`, { env, headers: caller.headers }),
+      tenant.call(`/workflow_runs?fileNameContains=${caller.id}`, { env, headers: caller.headers }),
     );
     expect(result.status).toBe(200);
-    expect(fake.listCalls).toHaveLength(1);
+    expect(tenant.fake.listCalls).toHaveLength(1);
     const [line] = requestLines(lines);
     expect(line?.warnings).toEqual(["RATE_LIMITER unavailable; request allowed"]);
   });
@@ -177,15 +165,16 @@ describe("per-caller rate limits", () => {
 describe("rejected credentials", () => {
   /** Tokens, a JWT issuer and anonymous access together: every kind of caller the lockout concerns. */
   async function setup() {
-    const fake = useFakeExtend();
+    const tenant = isolatedTenant();
     const issuer = await TestIssuer.start();
     const token = `real_${crypto.randomUUID()}`;
     const env: Partial<Env> = { ...issuer.env, CLIENT_TOKENS: token, ALLOW_ANONYMOUS: "true" };
-    return { fake, issuer, token, env };
+    return { tenant, issuer, token, env };
   }
 
-  const call = (env: Partial<Env>, ip: string, authorization?: string) =>
-    callProxy(`/workflow_runs?maxPageSize=1&workflowId=wf_${crypto.randomUUID()}`, {
+  /** A query of its own for every call: no cached page answers in Extend's place. */
+  const call = (tenant: Tenant, env: Partial<Env>, ip: string, authorization?: string) =>
+    tenant.call(`/workflow_runs?maxPageSize=1&workflowId=wf_${crypto.randomUUID()}`, {
       env,
       headers: { "cf-connecting-ip": ip, ...(authorization ? { authorization } : {}) },
     });
@@ -193,23 +182,29 @@ describe("rejected credentials", () => {
   it(
     `lock an address out past ${REJECTED_BUDGET} a minute: then even the right credentials get 429, unchecked`,
     async () => {
-      const { fake, issuer, token, env } = await setup();
+      const { tenant, issuer, token, env } = await setup();
       // A window that ends during the checks would unlock the address early: then lock it again.
       for (let attempt = 1; ; attempt++) {
-        const prefix = randomPrefix64();
+        const prefix = freshPrefix64();
         // Guesses from ever new addresses of one /64 all count against it.
         const { refused } = await sendUntilRefused(
           REJECTED_BUDGET,
-          (i) => call(env, `${prefix}::${(i + 1).toString(16)}`, `Bearer guess_${i}_${crypto.randomUUID()}`),
+          (i) =>
+            call(
+              tenant,
+              env,
+              `${prefix}::${(i + 1).toString(16)}`,
+              `Bearer guess_${i}_${crypto.randomUUID()}`,
+            ),
           (response) => expect(response.status).toBe(401),
         );
         const lockedIn = windowOf(Date.now());
         await expectRateLimited(refused);
-        const callsBefore = fake.listCalls.length;
-        const rightToken = await call(env, `${prefix}::1`, `Bearer ${token}`);
-        const rightJwt = await call(env, `${prefix}::2`, `Bearer ${await issuer.sign()}`);
-        const anonymous = await call(env, `${prefix}::3`);
-        const elsewhere = await call(env, `${randomPrefix64()}::1`, `Bearer ${token}`);
+        const callsBefore = tenant.fake.listCalls.length;
+        const rightToken = await call(tenant, env, `${prefix}::1`, `Bearer ${token}`);
+        const rightJwt = await call(tenant, env, `${prefix}::2`, `Bearer ${await issuer.sign()}`);
+        const anonymous = await call(tenant, env, `${prefix}::3`);
+        const elsewhere = await call(tenant, env, `${freshPrefix64()}::1`, `Bearer ${token}`);
         if (windowOf(Date.now()) !== lockedIn && attempt < 3) continue;
 
         await expectRateLimited(rightToken);
@@ -220,7 +215,7 @@ describe("rejected credentials", () => {
         expect(anonymous.status).toBe(200);
         // Another address is unaffected.
         expect(elsewhere.status).toBe(200);
-        expect(fake.listCalls).toHaveLength(callsBefore + 2);
+        expect(tenant.fake.listCalls).toHaveLength(callsBefore + 2);
         return;
       }
     },
@@ -230,18 +225,18 @@ describe("rejected credentials", () => {
   it(
     "leave an address with many accepted callers behind it its budget for mistakes",
     async () => {
-      const { env: base } = await setup();
+      const { tenant, env: base } = await setup();
       const tokens = [`real_${crypto.randomUUID()}`, `real_${crypto.randomUUID()}`];
       const env = { ...base, CLIENT_TOKENS: tokens.join(",") };
-      const ip = randomIpv6();
+      const ip = freshClientIp();
       // More accepted requests than the rejected budget, each token within its own rate limit.
       const accepted = REJECTED_BUDGET + 10;
       for (let i = 0; i < accepted; i++) {
-        const response = await call(env, ip, `Bearer ${tokens[i % 2]}`);
+        const response = await call(tenant, env, ip, `Bearer ${tokens[i % 2]}`);
         if (response.status === 429) throw new Error(`request ${i + 1} refused`);
         await response.body?.cancel();
       }
-      const wrong = await call(env, ip, "Bearer guess_0000000000000000000000000000000");
+      const wrong = await call(tenant, env, ip, "Bearer guess_0000000000000000000000000000000");
       expect(wrong.status).toBe(401);
     },
     MANY_REQUESTS_TIMEOUT_MS,

@@ -1,9 +1,8 @@
 import { describe, expect, it } from "vitest";
 import { normaliseRedactPaths, redactedFilterIssues, redactRuns } from "../../../src/security/redact.ts";
-import { useFakeExtend } from "../support/fake-upstream.ts";
-import { isolatedEnv } from "../support/isolated.ts";
-import { callProxy, json } from "../support/proxy.ts";
-import { getStats, referenceStats, useStatsFake, type WorkflowRunStats } from "../support/stats.ts";
+import { json } from "../support/proxy.ts";
+import { getStats, referenceStats, type WorkflowRunStats } from "../support/stats.ts";
+import { isolatedTenant, type Tenant } from "../support/tenant.ts";
 
 interface ListBody {
   object: string;
@@ -11,10 +10,8 @@ interface ListBody {
   nextPageToken?: string | null;
 }
 
-async function list(path: string, redact?: string, env: Partial<Env> = {}) {
-  const response = await callProxy(path, {
-    env: { ...env, ...(redact === undefined ? {} : { REDACT_FIELDS: redact }) },
-  });
+async function list(tenant: Tenant, path: string, redact?: string) {
+  const response = await tenant.call(path, { env: redact === undefined ? {} : { REDACT_FIELDS: redact } });
   expect(response.status).toBe(200);
   const body = await json<ListBody>(response);
   expect(body.data.length, "a page with runs to redact").toBeGreaterThan(0);
@@ -41,10 +38,10 @@ function without(run: unknown, path: string): unknown {
 
 describe("REDACT_FIELDS", () => {
   it("removes the listed fields from every run and keeps everything else", async () => {
-    const fake = useFakeExtend();
-    const { body } = await list("/workflow_runs?maxPageSize=25", "reviewedByUser, dashboardUrl");
+    const tenant = isolatedTenant();
+    const { body } = await list(tenant, "/workflow_runs?maxPageSize=25", "reviewedByUser, dashboardUrl");
     expect(body.data).toHaveLength(25);
-    const upstream = fake.runs;
+    const upstream = tenant.fake.runs;
     for (const run of body.data) {
       expect(run).not.toHaveProperty("reviewedByUser");
       expect(run).not.toHaveProperty("dashboardUrl");
@@ -57,12 +54,12 @@ describe("REDACT_FIELDS", () => {
   });
 
   it("follows dotted paths into nested objects and into arrays of objects", async () => {
-    const fake = useFakeExtend();
+    const tenant = isolatedTenant();
     const paths = ["workflow.createdBy", "workflowVersion.createdBy.email", "files.name"];
-    const { body } = await list("/workflow_runs?maxPageSize=25", paths.join(","));
+    const { body } = await list(tenant, "/workflow_runs?maxPageSize=25", paths.join(","));
     expect(body.data).toHaveLength(25);
     for (const run of body.data) {
-      const original = fake.runs.find((r) => r.id === run.id);
+      const original = tenant.fake.runs.find((r) => r.id === run.id);
       expect(run).toEqual(paths.reduce<unknown>((value, path) => without(value, path), original));
       expect(run.workflow).not.toHaveProperty("createdBy");
       expect(run.workflow).toHaveProperty("name");
@@ -75,8 +72,8 @@ describe("REDACT_FIELDS", () => {
   });
 
   it("never touches the list envelope: top-level paths are fields of each run", async () => {
-    useFakeExtend();
-    const { body } = await list("/workflow_runs?maxPageSize=3", "object,nextPageToken,data");
+    const tenant = isolatedTenant();
+    const { body } = await list(tenant, "/workflow_runs?maxPageSize=3", "object,nextPageToken,data");
     expect(body.object).toBe("list");
     expect(typeof body.nextPageToken).toBe("string");
     expect(body.data).toHaveLength(3);
@@ -84,8 +81,8 @@ describe("REDACT_FIELDS", () => {
   });
 
   it("passes pages through untouched when unset", async () => {
-    useFakeExtend();
-    const { body } = await list("/workflow_runs?maxPageSize=3");
+    const tenant = isolatedTenant();
+    const { body } = await list(tenant, "/workflow_runs?maxPageSize=3");
     for (const run of body.data) {
       expect(run).toHaveProperty("dashboardUrl");
       expect(run).toHaveProperty("reviewedByUser");
@@ -93,14 +90,13 @@ describe("REDACT_FIELDS", () => {
   });
 
   it("applies on the way out: the cache keeps Extend's page, whichever setting filled it", async () => {
-    const fake = useFakeExtend();
-    // A workspace of its own: the first call fills the page cache.
-    const env = isolatedEnv();
+    // A tenant of its own: the first call fills the page cache.
+    const tenant = isolatedTenant();
     const path = "/workflow_runs?maxPageSize=20";
-    const redacted = await list(path, "dashboardUrl,workflow.createdBy", env);
-    const plain = await list(path, undefined, env);
-    const redactedAgain = await list(path, "dashboardUrl,workflow.createdBy", env);
-    expect(fake.listCalls.length).toBeLessThan(3);
+    const redacted = await list(tenant, path, "dashboardUrl,workflow.createdBy");
+    const plain = await list(tenant, path);
+    const redactedAgain = await list(tenant, path, "dashboardUrl,workflow.createdBy");
+    expect(tenant.fake.listCalls.length).toBeLessThan(3);
     expect(redacted.body.data.every((run) => !("dashboardUrl" in run))).toBe(true);
     expect(plain.body.data.every((run) => "dashboardUrl" in run)).toBe(true);
     expect(plain.body.data.some((run) => "createdBy" in (run.workflow as object))).toBe(true);
@@ -108,10 +104,10 @@ describe("REDACT_FIELDS", () => {
   });
 
   it("gives every setting its own ETag, and equal settings the same one", async () => {
-    useFakeExtend();
-    const env = isolatedEnv();
+    const tenant = isolatedTenant();
     const path = "/workflow_runs?maxPageSize=5";
-    const etagUnder = async (redact?: string) => (await list(path, redact, env)).response.headers.get("etag");
+    const etagUnder = async (redact?: string) =>
+      (await list(tenant, path, redact)).response.headers.get("etag");
     const tags = [
       await etagUnder(),
       await etagUnder("files"),
@@ -122,8 +118,8 @@ describe("REDACT_FIELDS", () => {
     expect(new Set(tags).size).toBe(tags.length);
     expect(await etagUnder(" workflow.createdBy, files.name,files.name")).toBe(tags[4]);
     // A tag taken under one setting does not revalidate a body served under another.
-    const revalidated = await callProxy(path, {
-      env: { ...env, REDACT_FIELDS: "files.name" },
+    const revalidated = await tenant.call(path, {
+      env: { REDACT_FIELDS: "files.name" },
       headers: { "if-none-match": tags[3] ?? "" },
     });
     expect(revalidated.status).toBe(200);
@@ -148,16 +144,16 @@ describe("filters on redacted fields", () => {
   ])(
     "REDACT_FIELDS=%s: %s?%s is a 400 naming %s, with no upstream call",
     async (redact, route, query, field) => {
-      const fake = useFakeExtend();
-      const response = await callProxy(`${route}?${query}`, {
-        env: { ...isolatedEnv(), REDACT_FIELDS: `dashboardUrl,${redact}` },
+      const tenant = isolatedTenant();
+      const response = await tenant.call(`${route}?${query}`, {
+        env: { REDACT_FIELDS: `dashboardUrl,${redact}` },
       });
       const body = await json<{ code: string; details: { field: string; message: string }[] }>(response);
       expect(response.status).toBe(400);
       expect(body.code).toBe("INVALID_REQUEST");
       expect(body.details.map((d) => d.field)).toEqual([field]);
       expect(body.details[0]?.message).toMatch(/redacted/);
-      expect(fake.requests).toHaveLength(0);
+      expect(tenant.fake.requests).toHaveLength(0);
     },
   );
 
@@ -175,15 +171,20 @@ describe("filters on redacted fields", () => {
     ["workflow.name", "/stats?workflowId=wf_1"],
     ["usage", "/stats?status=FAILED&since=2026-01-01T00:00:00Z"],
   ])("REDACT_FIELDS=%s leaves %s open: the filter reads no redacted field", async (redact, path) => {
-    useFakeExtend();
-    const response = await callProxy(path, { env: { ...isolatedEnv(), REDACT_FIELDS: redact } });
+    const tenant = isolatedTenant();
+    const response = await tenant.call(path, { env: { REDACT_FIELDS: redact } });
     expect(response.status).toBe(200);
   });
 });
 
 describe("/stats under REDACT_FIELDS", () => {
-  const statsUnder = async (env: Partial<Env>, redact: string | undefined, params = {}) => {
-    const { response, body } = await getStats(params, {
+  const statsUnder = async (
+    tenant: Tenant,
+    redact: string | undefined,
+    params = {},
+    env: Partial<Env> = {},
+  ) => {
+    const { response, body } = await getStats(tenant, params, {
       ...env,
       ...(redact === undefined ? {} : { REDACT_FIELDS: redact }),
     });
@@ -197,46 +198,46 @@ describe("/stats under REDACT_FIELDS", () => {
     ["status", ["byStatus"]],
     ["status,usage", ["usage", "byStatus"]],
   ])("REDACT_FIELDS=%s leaves out %j", async (redact, absent) => {
-    const { env, fake } = useStatsFake();
-    const { body } = await statsUnder(env, redact);
+    const tenant = isolatedTenant();
+    const { body } = await statsUnder(tenant, redact);
     for (const field of absent) expect(body).not.toHaveProperty(field);
-    const reference = referenceStats(fake.runs);
+    const reference = referenceStats(tenant.fake.runs);
     expect(body.total).toBe(reference.total);
     if (!absent.includes("usage")) expect(body.usage).toEqual(reference.usage);
     if (!absent.includes("byStatus")) expect(body.byStatus).toEqual(reference.byStatus);
   });
 
   it("keeps usage and byStatus when only other fields are redacted", async () => {
-    const { env, fake } = useStatsFake();
-    const { body } = await statsUnder(env, "files,workflow.createdBy,dashboardUrl");
-    const reference = referenceStats(fake.runs);
+    const tenant = isolatedTenant();
+    const { body } = await statsUnder(tenant, "files,workflow.createdBy,dashboardUrl");
+    const reference = referenceStats(tenant.fake.runs);
     expect(body.usage).toEqual(reference.usage);
     expect(body.byStatus).toEqual(reference.byStatus);
   });
 
   it("serves one cached result to every setting, redacted on the way out", async () => {
-    const { env, fake } = useStatsFake();
-    const reference = referenceStats(fake.runs);
-    const plain = await statsUnder(env, undefined);
-    const redacted = await statsUnder(env, "usage");
-    const plainAgain = await statsUnder(env, undefined);
+    const tenant = isolatedTenant();
+    const reference = referenceStats(tenant.fake.runs);
+    const plain = await statsUnder(tenant, undefined);
+    const redacted = await statsUnder(tenant, "usage");
+    const plainAgain = await statsUnder(tenant, undefined);
     expect([plain.cache, redacted.cache, plainAgain.cache]).toEqual(["MISS", "HIT", "HIT"]);
     expect(redacted.body).not.toHaveProperty("usage");
     expect(plainAgain.body.usage).toEqual(reference.usage);
   });
 
   it("never stores a redacted answer: a result first computed under redaction still has usage for others", async () => {
-    const { env, fake } = useStatsFake();
-    const redacted = await statsUnder(env, "usage", { status: "PROCESSED" });
-    const plain = await statsUnder(env, undefined, { status: "PROCESSED" });
+    const tenant = isolatedTenant();
+    const redacted = await statsUnder(tenant, "usage", { status: "PROCESSED" });
+    const plain = await statsUnder(tenant, undefined, { status: "PROCESSED" });
     expect([redacted.cache, plain.cache]).toEqual(["MISS", "HIT"]);
     expect(redacted.body).not.toHaveProperty("usage");
-    expect(plain.body.usage).toEqual(referenceStats(fake.runs, { status: "PROCESSED" }).usage);
+    expect(plain.body.usage).toEqual(referenceStats(tenant.fake.runs, { status: "PROCESSED" }).usage);
   });
 
   it("leaves out usage from a partial answer too", async () => {
-    const { env } = useStatsFake({ dataset: { size: 3000, seed: 3 } });
-    const { body } = await statsUnder({ ...env, STATS_MAX_PAGES: "1" }, "usage");
+    const tenant = isolatedTenant({ dataset: { size: 3000, seed: 3 } });
+    const { body } = await statsUnder(tenant, "usage", {}, { STATS_MAX_PAGES: "1" });
     expect(body.complete).toBe(false);
     expect(body).not.toHaveProperty("usage");
     expect((body as WorkflowRunStats).resumeToken).toEqual(expect.any(String));

@@ -6,8 +6,9 @@ import type { ListOptions } from "../../../src/extend/client.ts";
 import { BudgetPaused } from "../../../src/gateway/isolate-budget.ts";
 import { advanceScan, MAX_PAUSE_WAIT_MS, planScan } from "../../../src/stats/scan.ts";
 import { TEST_UPSTREAM_KEY } from "../support/constants.ts";
-import { callProxy, json } from "../support/proxy.ts";
-import { getStats, referenceStats, statsPath, summary, useStatsFake } from "../support/stats.ts";
+import { json } from "../support/proxy.ts";
+import { getStats, referenceStats, statsPath, summary } from "../support/stats.ts";
+import { isolatedTenant } from "../support/tenant.ts";
 
 /** Most calls that fell into any window of `windowMs`. */
 function busiestWindow(times: number[], windowMs = 1000): number {
@@ -34,10 +35,9 @@ function endlessPages(refuse: (call: number) => boolean): PageSource & { calls: 
       if (refuse(asked)) throw new BudgetPaused(8000);
       source.calls += 1;
       const run = { id: `run_${source.calls}`, status: "PROCESSED", createdAt: "2026-10-01T00:00:00.000Z" };
-      return {
-        cache: "MISS" as const,
-        page: { body: "", data: [run], nextPageToken: `cursor_${source.calls}` },
-      };
+      const nextPageToken = `cursor_${source.calls}`;
+      const body = JSON.stringify({ object: "list", data: [run], nextPageToken });
+      return { cache: "MISS" as const, page: { body, data: [run], nextPageToken } };
     },
   };
   return source;
@@ -74,7 +74,8 @@ describe("a scan the tenant's budget refuses", () => {
     const pages: PageSource = {
       async get(_query, options) {
         if (options) seen.push(options);
-        return { cache: "MISS", page: { body: "", data: [], nextPageToken: undefined } };
+        const body = JSON.stringify({ object: "list", data: [] });
+        return { cache: "MISS", page: { body, data: [], nextPageToken: undefined } };
       },
     };
     await advanceScan({ status: "FAILED" }, planScan({ status: "FAILED" }), {
@@ -100,29 +101,29 @@ const arrivals = (fake: { listCalls: { at: number }[] }) => fake.listCalls.map((
 
 describe("GET /stats within the upstream rate budget", () => {
   it("spreads a scan's upstream calls so no second holds more than UPSTREAM_MAX_RPS", async () => {
-    const { fake, env } = useStatsFake({ dataset: { size: 400, seed: 8 }, pageLimit: 40 });
-    const { body } = await getStats({}, { ...env, UPSTREAM_MAX_RPS: "4", STATS_MAX_PAGES: "12" });
-    expect(fake.listCalls.length).toBe(12);
+    const tenant = isolatedTenant({ dataset: { size: 400, seed: 8 }, pageLimit: 40 });
+    const { body } = await getStats(tenant, {}, { UPSTREAM_MAX_RPS: "4", STATS_MAX_PAGES: "12" });
+    expect(tenant.fake.listCalls.length).toBe(12);
     expect(body.pagesFetched).toBe(12);
-    expect(busiestWindow(arrivals(fake), ARRIVAL_WINDOW_MS)).toBeLessThanOrEqual(4);
+    expect(busiestWindow(arrivals(tenant.fake), ARRIVAL_WINDOW_MS)).toBeLessThanOrEqual(4);
   }, 20_000);
 
   it("holds the upstream client's retries to UPSTREAM_MAX_RPS too", async () => {
-    const { fake, env } = useStatsFake({ dataset: { size: 400, seed: 8 }, pageLimit: 40 });
+    const tenant = isolatedTenant({ dataset: { size: 400, seed: 8 }, pageLimit: 40 });
     // Every other call fails once and is retried at once (the client's back-off is short).
-    fake.inject({ type: "status", status: 503 }, 6);
-    const { body } = await getStats({}, { ...env, UPSTREAM_MAX_RPS: "4", STATS_MAX_PAGES: "8" });
+    tenant.fake.inject({ type: "status", status: 503 }, 6);
+    const { body } = await getStats(tenant, {}, { UPSTREAM_MAX_RPS: "4", STATS_MAX_PAGES: "8" });
     expect(body.pagesFetched).toBe(8);
-    expect(fake.listCalls.length).toBe(14);
-    expect(busiestWindow(arrivals(fake), ARRIVAL_WINDOW_MS)).toBeLessThanOrEqual(4);
+    expect(tenant.fake.listCalls.length).toBe(14);
+    expect(busiestWindow(arrivals(tenant.fake), ARRIVAL_WINDOW_MS)).toBeLessThanOrEqual(4);
   }, 20_000);
 
   it("backs off when Extend answers 429 instead of hammering, and still counts everything", async () => {
     const runs = generateRuns({ size: 600, seed: 12 });
-    const { fake, env } = useStatsFake({ runs, pageLimit: 60, rateLimitPerSecond: 3 });
-    const { body } = await getStats({}, { ...env, UPSTREAM_MAX_RPS: "8", STATS_MAX_PAGES: "200" });
-    expect(summary(body)).toEqual(referenceStats(fake.runs));
-    const refused = fake.listCalls.length - body.pagesFetched;
+    const tenant = isolatedTenant({ runs, pageLimit: 60, rateLimitPerSecond: 3 });
+    const { body } = await getStats(tenant, {}, { UPSTREAM_MAX_RPS: "8", STATS_MAX_PAGES: "200" });
+    expect(summary(body)).toEqual(referenceStats(tenant.fake.runs));
+    const refused = tenant.fake.listCalls.length - body.pagesFetched;
     expect(refused).toBeGreaterThan(0);
     // Without back-off every page beyond the third in each second would be refused.
     expect(refused).toBeLessThan(body.pagesFetched / 2);
@@ -131,7 +132,7 @@ describe("GET /stats within the upstream rate budget", () => {
   it("keeps at most six upstream calls in flight", async () => {
     let open = 0;
     let most = 0;
-    const { fake, env } = useStatsFake({
+    const tenant = isolatedTenant({
       dataset: { size: 800, seed: 5 },
       pageLimit: 30,
       latency: { baseMs: 5, perRunMs: 0 },
@@ -142,8 +143,8 @@ describe("GET /stats within the upstream rate budget", () => {
         open -= 1;
       },
     });
-    const { body } = await getStats({}, { ...env, STATS_MAX_PAGES: "200" });
-    expect(summary(body)).toEqual(referenceStats(fake.runs));
+    const { body } = await getStats(tenant, {}, { STATS_MAX_PAGES: "200" });
+    expect(summary(body)).toEqual(referenceStats(tenant.fake.runs));
     expect(most).toBeGreaterThan(1);
     expect(most).toBeLessThanOrEqual(6);
   });
@@ -165,10 +166,10 @@ describe("GET /stats when Extend fails mid-scan", () => {
     ["a body cut off mid-way", { type: "truncated" } as const, 1],
     ["a short 429", { type: "rate-limit", retryAfter: "0" } as const, 1],
   ])("recovers from %s through the client's retries", async (_, fault, times) => {
-    const { fake, env } = useStatsFake({ runs, pageLimit: 50 });
-    fake.inject(fault, times, onPage(5));
-    const { body } = await getStats({}, { ...env, STATS_MAX_PAGES: "200" });
-    expect(summary(body)).toEqual(referenceStats(fake.runs));
+    const tenant = isolatedTenant({ runs, pageLimit: 50 });
+    tenant.fake.inject(fault, times, onPage(5));
+    const { body } = await getStats(tenant, {}, { STATS_MAX_PAGES: "200" });
+    expect(summary(body)).toEqual(referenceStats(tenant.fake.runs));
     expect(body.complete).toBe(true);
   });
 
@@ -180,10 +181,10 @@ describe("GET /stats when Extend fails mid-scan", () => {
   ])(
     "answers %s with a clear error, caches nothing, and succeeds once Extend recovers",
     async (_, fault, status, code) => {
-      const { fake, env } = useStatsFake({ runs, pageLimit: 50 });
-      const limited = { ...env, STATS_MAX_PAGES: "200" };
-      fake.inject(fault, 1000, onPage(6));
-      const failed = await callProxy(statsPath({}), { env: limited });
+      const tenant = isolatedTenant({ runs, pageLimit: 50 });
+      const limited = { STATS_MAX_PAGES: "200" };
+      tenant.fake.inject(fault, 1000, onPage(6));
+      const failed = await tenant.call(statsPath({}), { env: limited });
       const text = await failed.text();
       expect(failed.status).toBe(status);
       const error = JSON.parse(text) as { code: string; retryable: boolean };
@@ -192,25 +193,25 @@ describe("GET /stats when Extend fails mid-scan", () => {
       expect(text).not.toContain("boom");
       expect(failed.headers.get("cache-control")).toBe("no-store");
 
-      fake.clearFaults();
-      const retried = await callProxy(statsPath({}), { env: limited });
+      tenant.fake.clearFaults();
+      const retried = await tenant.call(statsPath({}), { env: limited });
       expect(retried.headers.get("x-cache")).toBe("MISS");
       const body = await json<Parameters<typeof summary>[0]>(retried);
-      expect(summary(body)).toEqual(referenceStats(fake.runs));
+      expect(summary(body)).toEqual(referenceStats(tenant.fake.runs));
     },
   );
 
   it("honours Extend's Retry-After once for the tenant: later requests get a 503 at once, with the real remaining pause", async () => {
-    const { fake, env } = useStatsFake({ runs, pageLimit: 50 });
+    const tenant = isolatedTenant({ runs, pageLimit: 50 });
     // Every call refused with a Retry-After too long to retry: the first /stats meets 429s and fails.
-    fake.inject({ type: "rate-limit", retryAfter: "30" }, 1000);
-    const first = await callProxy(statsPath({}), { env });
+    tenant.fake.inject({ type: "rate-limit", retryAfter: "30" }, 1000);
+    const first = await tenant.call(statsPath({}));
     expect(first.status).toBe(503);
-    const callsOfFirst = fake.listCalls.length;
+    const callsOfFirst = tenant.fake.listCalls.length;
     expect(callsOfFirst).toBeGreaterThan(0);
     await first.body?.cancel();
     for (let i = 0; i < 3; i++) {
-      const answer = await callProxy(statsPath({ status: "FAILED" }), { env });
+      const answer = await tenant.call(statsPath({ status: "FAILED" }));
       expect(answer.status).toBe(503);
       expect((await json<{ code: string }>(answer)).code).toBe("UPSTREAM_RATE_LIMITED");
       const retryAfter = Number(answer.headers.get("retry-after"));
@@ -218,30 +219,31 @@ describe("GET /stats when Extend fails mid-scan", () => {
       expect(retryAfter).toBeLessThanOrEqual(30);
     }
     // The pause held every later request back: none of them reached Extend.
-    expect(fake.listCalls.length).toBe(callsOfFirst);
+    expect(tenant.fake.listCalls.length).toBe(callsOfFirst);
   }, 40_000);
 
   it("times out a hanging page with a 504 within the configured deadline", async () => {
-    const { fake, env } = useStatsFake({ runs, pageLimit: 50 });
-    fake.inject({ type: "hang" }, 1000, onPage(3));
-    const response = await callProxy(statsPath({}), {
-      env: { ...env, UPSTREAM_TIMEOUT_MS: "150", UPSTREAM_DEADLINE_MS: "400" },
+    const tenant = isolatedTenant({ runs, pageLimit: 50 });
+    tenant.fake.inject({ type: "hang" }, 1000, onPage(3));
+    const response = await tenant.call(statsPath({}), {
+      env: { UPSTREAM_TIMEOUT_MS: "150", UPSTREAM_DEADLINE_MS: "400" },
     });
     expect(response.status).toBe(504);
     expect((await json<{ code: string }>(response)).code).toBe("UPSTREAM_TIMEOUT");
   });
 
   it("keeps an earlier resume token valid after a failed continuation", async () => {
-    const { fake, env } = useStatsFake({ runs, pageLimit: 50 });
-    const limited = { ...env, STATS_MAX_PAGES: "5" };
-    const { body: first } = await getStats({}, limited);
+    const tenant = isolatedTenant({ runs, pageLimit: 50 });
+    const limited = { STATS_MAX_PAGES: "5" };
+    const { body: first } = await getStats(tenant, {}, limited);
     const token = first.resumeToken ?? "";
-    fake.inject({ type: "status", status: 503 }, 1000);
-    const failed = await callProxy(statsPath({ resumeToken: token }), { env: limited });
+    tenant.fake.inject({ type: "status", status: 503 }, 1000);
+    const failed = await tenant.call(statsPath({ resumeToken: token }), { env: limited });
     expect(failed.status).toBe(502);
-    fake.clearFaults();
-    let body = (await getStats({ resumeToken: token }, limited)).body;
-    while (!body.complete) body = (await getStats({ resumeToken: body.resumeToken ?? "" }, limited)).body;
-    expect(summary(body)).toEqual(referenceStats(fake.runs));
+    tenant.fake.clearFaults();
+    let body = (await getStats(tenant, { resumeToken: token }, limited)).body;
+    while (!body.complete)
+      body = (await getStats(tenant, { resumeToken: body.resumeToken ?? "" }, limited)).body;
+    expect(summary(body)).toEqual(referenceStats(tenant.fake.runs));
   });
 });

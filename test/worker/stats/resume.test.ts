@@ -1,8 +1,9 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { generateRuns } from "../../../fake/extend.ts";
 import { TEST_UPSTREAM_KEY } from "../support/constants.ts";
-import { callProxy, json } from "../support/proxy.ts";
-import { getStats, referenceStats, scanToEnd, statsPath, summary, useStatsFake } from "../support/stats.ts";
+import { json } from "../support/proxy.ts";
+import { getStats, referenceStats, scanToEnd, statsPath, summary } from "../support/stats.ts";
+import { isolatedTenant, type Tenant } from "../support/tenant.ts";
 
 const RUNS = generateRuns({ size: 3000, seed: 17 });
 
@@ -12,8 +13,12 @@ interface ErrorBody {
   details?: { field: string; message: string }[];
 }
 
-async function partialToken(params: Record<string, string>, env: Partial<Env>): Promise<string> {
-  const { body } = await getStats(params, env);
+async function partialToken(
+  tenant: Tenant,
+  params: Record<string, string>,
+  env: Partial<Env>,
+): Promise<string> {
+  const { body } = await getStats(tenant, params, env);
   expect(body.complete).toBe(false);
   if (body.resumeToken === null) throw new Error("expected a resume token");
   return body.resumeToken;
@@ -30,10 +35,11 @@ afterEach(() => {
 
 describe("GET /stats: resume tokens", () => {
   it("continues to completion with cumulative totals equal to a one-shot scan", async () => {
-    const { fake, env } = useStatsFake({ runs: RUNS, pageLimit: 40 });
+    const tenant = isolatedTenant({ runs: RUNS, pageLimit: 40 });
     const answers = await scanToEnd(
+      tenant,
       { workflowId: "workflow_BMdfq_yWM3sT-ZzvCnA3f" },
-      { ...env, STATS_MAX_PAGES: "4" },
+      { STATS_MAX_PAGES: "4" },
     );
     expect(answers.length).toBeGreaterThan(3);
     for (const [i, answer] of answers.entries()) {
@@ -48,35 +54,36 @@ describe("GET /stats: resume tokens", () => {
       }
     }
     const final = answers[answers.length - 1];
-    const reference = referenceStats(fake.runs, { workflowId: "workflow_BMdfq_yWM3sT-ZzvCnA3f" });
+    const reference = referenceStats(tenant.fake.runs, { workflowId: "workflow_BMdfq_yWM3sT-ZzvCnA3f" });
     expect(final && summary(final)).toEqual(reference);
 
-    const oneShot = useStatsFake({ runs: RUNS, pageLimit: 40 });
+    const oneShot = isolatedTenant({ runs: RUNS, pageLimit: 40 });
     const { body } = await getStats(
+      oneShot,
       { workflowId: "workflow_BMdfq_yWM3sT-ZzvCnA3f" },
-      { ...oneShot.env, STATS_MAX_PAGES: "1000" },
+      { STATS_MAX_PAGES: "1000" },
     );
     expect(body.complete).toBe(true);
     expect(summary(body)).toEqual(reference);
   });
 
   it("marks partial answers uncacheable and resumed ones as cache bypasses", async () => {
-    const { env } = useStatsFake({ runs: RUNS, pageLimit: 40 });
-    const first = await callProxy(statsPath({}), { env: { ...env, STATS_MAX_PAGES: "3" } });
+    const tenant = isolatedTenant({ runs: RUNS, pageLimit: 40 });
+    const first = await tenant.call(statsPath({}), { env: { STATS_MAX_PAGES: "3" } });
     const body = await json<{ resumeToken: string }>(first);
     expect(first.headers.get("x-cache")).toBe("MISS");
     expect(first.headers.get("cache-control")).toBe("no-store");
-    const second = await callProxy(statsPath({ resumeToken: body.resumeToken }), {
-      env: { ...env, STATS_MAX_PAGES: "3" },
+    const second = await tenant.call(statsPath({ resumeToken: body.resumeToken }), {
+      env: { STATS_MAX_PAGES: "3" },
     });
     expect(second.status).toBe(200);
     expect(second.headers.get("x-cache")).toBe("BYPASS");
   });
 
   it("is opaque: neither Extend's cursors nor the filters can be read from it", async () => {
-    const { fake, env } = useStatsFake({ runs: RUNS, pageLimit: 40 });
-    const token = await partialToken({ status: "PROCESSED" }, { ...env, STATS_MAX_PAGES: "2" });
-    const cursor = fake.listCalls.map((c) => c.url.searchParams.get("nextPageToken")).find(Boolean);
+    const tenant = isolatedTenant({ runs: RUNS, pageLimit: 40 });
+    const token = await partialToken(tenant, { status: "PROCESSED" }, { STATS_MAX_PAGES: "2" });
+    const cursor = tenant.fake.listCalls.map((c) => c.url.searchParams.get("nextPageToken")).find(Boolean);
     const decoded = atob(token.replaceAll("-", "+").replaceAll("_", "/"));
     for (const secret of ["PROCESSED", "cursor", "createdAt", TEST_UPSTREAM_KEY, cursor ?? "none"]) {
       expect(token).not.toContain(secret);
@@ -85,10 +92,10 @@ describe("GET /stats: resume tokens", () => {
   });
 
   it("stays small whatever the dataset size (the state is a cursor and a tally per walk)", async () => {
-    const small = useStatsFake({ dataset: { size: 2500, seed: 1 }, pageLimit: 50 });
-    const a = await partialToken({}, { ...small.env, STATS_MAX_PAGES: "20" });
-    const large = useStatsFake({ dataset: { size: 20000, seed: 1 }, pageLimit: 50 });
-    const b = await partialToken({}, { ...large.env, STATS_MAX_PAGES: "20" });
+    const small = isolatedTenant({ dataset: { size: 2500, seed: 1 }, pageLimit: 50 });
+    const a = await partialToken(small, {}, { STATS_MAX_PAGES: "20" });
+    const large = isolatedTenant({ dataset: { size: 20000, seed: 1 }, pageLimit: 50 });
+    const b = await partialToken(large, {}, { STATS_MAX_PAGES: "20" });
     // Sixteen walks' cursors and tallies, far inside the URL limit, and not growing with the data.
     expect(a.length).toBeLessThan(8000);
     expect(b.length).toBeLessThan(a.length * 1.2);
@@ -103,16 +110,16 @@ describe("GET /stats: resume tokens", () => {
     ["a forged token", () => "AQ".padEnd(200, "x")],
     ["a tiny token", () => "abc"],
   ])("refuses %s with a 400 naming resumeToken and no upstream call", async (_, alter) => {
-    const { fake, env } = useStatsFake({ runs: RUNS, pageLimit: 40 });
-    const limited = { ...env, STATS_MAX_PAGES: "2" };
-    const token = await partialToken({}, limited);
-    const before = fake.listCalls.length;
-    const response = await callProxy(statsPath({ resumeToken: alter(token) }), { env: limited });
+    const tenant = isolatedTenant({ runs: RUNS, pageLimit: 40 });
+    const limited = { STATS_MAX_PAGES: "2" };
+    const token = await partialToken(tenant, {}, limited);
+    const before = tenant.fake.listCalls.length;
+    const response = await tenant.call(statsPath({ resumeToken: alter(token) }), { env: limited });
     const body = await json<ErrorBody>(response);
     expect(response.status).toBe(400);
     expect(body.code).toBe("INVALID_REQUEST");
     expect(body.details?.map((d) => d.field)).toEqual(["resumeToken"]);
-    expect(fake.listCalls.length).toBe(before);
+    expect(tenant.fake.listCalls.length).toBe(before);
   });
 
   it.each([
@@ -121,16 +128,16 @@ describe("GET /stats: resume tokens", () => {
     ["an added filter", { status: "PROCESSED", fileNameContains: "pdf" }],
     ["a since bound", { status: "PROCESSED", since: "2026-01-01T00:00:00Z" }],
   ])("refuses a token used with %s", async (_, otherFilters: Record<string, string>) => {
-    const { fake, env } = useStatsFake({ runs: RUNS, pageLimit: 40 });
-    const limited = { ...env, STATS_MAX_PAGES: "2" };
-    const token = await partialToken({ status: "PROCESSED" }, limited);
-    const before = fake.listCalls.length;
-    const response = await callProxy(statsPath({ ...otherFilters, resumeToken: token }), { env: limited });
+    const tenant = isolatedTenant({ runs: RUNS, pageLimit: 40 });
+    const limited = { STATS_MAX_PAGES: "2" };
+    const token = await partialToken(tenant, { status: "PROCESSED" }, limited);
+    const before = tenant.fake.listCalls.length;
+    const response = await tenant.call(statsPath({ ...otherFilters, resumeToken: token }), { env: limited });
     const body = await json<ErrorBody>(response);
     expect(response.status).toBe(400);
     expect(body.details?.[0]?.field).toBe("resumeToken");
     expect(body.details?.[0]?.message).toMatch(/other filters/);
-    expect(fake.listCalls.length).toBe(before);
+    expect(tenant.fake.listCalls.length).toBe(before);
   });
 
   it.each([
@@ -142,32 +149,87 @@ describe("GET /stats: resume tokens", () => {
     ],
     ["the workspace changes", {}, { EXTEND_WORKSPACE_ID: "ws_other" }],
   ])("refuses a token once %s", async (_, before: Partial<Env>, after: Partial<Env>) => {
-    const { env } = useStatsFake({ runs: RUNS, pageLimit: 40 });
-    const token = await partialToken({}, { ...env, STATS_MAX_PAGES: "2", ...before });
-    const response = await callProxy(statsPath({ resumeToken: token }), {
-      env: { ...env, STATS_MAX_PAGES: "2", ...before, ...after },
+    const tenant = isolatedTenant({ runs: RUNS, pageLimit: 40 });
+    const token = await partialToken(tenant, {}, { STATS_MAX_PAGES: "2", ...before });
+    const response = await tenant.call(statsPath({ resumeToken: token }), {
+      env: { STATS_MAX_PAGES: "2", ...before, ...after },
     });
     expect(response.status).toBe(400);
     expect((await json<ErrorBody>(response)).details?.[0]?.field).toBe("resumeToken");
   });
 
   it("accepts a token under the same STATS_SIGNING_KEY", async () => {
-    const { env } = useStatsFake({ runs: RUNS, pageLimit: 40 });
-    const signed = { ...env, STATS_MAX_PAGES: "2", STATS_SIGNING_KEY: "s".repeat(40) };
-    const token = await partialToken({}, signed);
-    const response = await callProxy(statsPath({ resumeToken: token }), { env: signed });
+    const tenant = isolatedTenant({ runs: RUNS, pageLimit: 40 });
+    const signed = { STATS_MAX_PAGES: "2", STATS_SIGNING_KEY: "s".repeat(40) };
+    const token = await partialToken(tenant, {}, signed);
+    const response = await tenant.call(statsPath({ resumeToken: token }), { env: signed });
     expect(response.status).toBe(200);
   });
 
   it("refuses a token older than an hour", async () => {
-    const { env } = useStatsFake({ runs: RUNS, pageLimit: 40 });
-    const limited = { ...env, STATS_MAX_PAGES: "2" };
-    const token = await partialToken({}, limited);
+    const tenant = isolatedTenant({ runs: RUNS, pageLimit: 40 });
+    const limited = { STATS_MAX_PAGES: "2" };
+    const token = await partialToken(tenant, {}, limited);
     vi.useFakeTimers({ toFake: ["Date"] });
     vi.setSystemTime(Date.now() + 61 * 60_000);
-    const response = await callProxy(statsPath({ resumeToken: token }), { env: limited });
+    const response = await tenant.call(statsPath({ resumeToken: token }), { env: limited });
     const body = await json<ErrorBody>(response);
     expect(response.status).toBe(400);
     expect(body.details?.[0]?.message).toMatch(/expired/);
+  });
+});
+
+describe("GET /stats: a scan's age", () => {
+  // Time keeps moving after the jump: the tenant's budget counts starts per real second.
+  const travel = (ms: number) => {
+    vi.useFakeTimers({ toFake: ["Date"], shouldAdvanceTime: true });
+    vi.setSystemTime(Date.now() + ms);
+  };
+
+  it("expires an hour after the scan started, however often it was resumed", async () => {
+    const { env } = useStatsFake({ runs: RUNS, pageLimit: 40 });
+    const limited = { ...env, STATS_MAX_PAGES: "2" };
+    const first = await partialToken({}, limited);
+    travel(59 * 60_000);
+    const second = await partialToken({ resumeToken: first }, limited);
+    travel(2 * 60_000);
+    const response = await callProxy(statsPath({ resumeToken: second }), { env: limited });
+    expect(response.status).toBe(400);
+    expect((await json<ErrorBody>(response)).details?.[0]).toMatchObject({
+      field: "resumeToken",
+      message: expect.stringMatching(/expired/),
+    });
+  });
+
+  async function finish(token: string, env: Partial<Env>): Promise<void> {
+    let next: string | null = token;
+    while (next) {
+      const { body } = await getStats({ resumeToken: next }, env);
+      next = body.resumeToken;
+    }
+  }
+
+  it("offers a completed resumed scan to the cache with the age of its oldest page", async () => {
+    const { env } = useStatsFake({ dataset: { size: 400, seed: 3 }, pageLimit: 40 });
+    const limited = { ...env, STATS_MAX_PAGES: "6" };
+    const token = await partialToken({}, limited);
+    travel(200_000);
+    await finish(token, limited);
+    const cached = await callProxy(statsPath({}), { env: limited });
+    expect(cached.status).toBe(200);
+    // Its first pages were read 200 s ago: past STATS_TTL_SECONDS (60), within the stale window.
+    expect(cached.headers.get("x-cache")).toBe("STALE");
+    expect(Number(cached.headers.get("age"))).toBeGreaterThanOrEqual(200);
+  });
+
+  it("does not offer it at all once its oldest page is past the stale window", async () => {
+    const { env } = useStatsFake({ dataset: { size: 400, seed: 3 }, pageLimit: 40 });
+    const limited = { ...env, STATS_MAX_PAGES: "6" };
+    const token = await partialToken({}, limited);
+    travel(400_000);
+    await finish(token, limited);
+    const fresh = await callProxy(statsPath({}), { env: limited });
+    expect(fresh.headers.get("x-cache"), await fresh.clone().text()).toBe("MISS");
+    await fresh.body?.cancel();
   });
 });

@@ -1,14 +1,8 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { type FakeRun, generateRuns, listAll } from "../../../fake/extend.ts";
-import {
-  getStats,
-  type ReferenceFilters,
-  referenceStats,
-  scanToEnd,
-  summary,
-  useStatsFake,
-} from "../support/stats.ts";
+import { getStats, type ReferenceFilters, referenceStats, scanToEnd, summary } from "../support/stats.ts";
+import { isolatedTenant } from "../support/tenant.ts";
 
 /** Runs where a share of neighbours share one createdAt instant, so equal instants cross pages. */
 function withTies(runs: FakeRun[], tieRate: number, seed: number): FakeRun[] {
@@ -56,17 +50,17 @@ describe("GET /stats: the scan counts every matching run exactly once", () => {
             range: { since: at(cut / 2), until: at(cut) },
             file: { fileNameContains: "pdf" },
           }[filter];
-          const { fake, env } = useStatsFake({ runs, pageLimit });
-          const answers = await scanToEnd({ ...filters }, { ...env, STATS_MAX_PAGES: String(maxPages) });
+          const tenant = isolatedTenant({ runs, pageLimit });
+          const answers = await scanToEnd(tenant, { ...filters }, { STATS_MAX_PAGES: String(maxPages) });
           const last = answers[answers.length - 1];
-          expect(last && summary(last)).toEqual(referenceStats(fake.runs, filters));
+          expect(last && summary(last)).toEqual(referenceStats(tenant.fake.runs, filters));
           // Each request stays within its page budget, and pagesFetched adds up across requests.
           let previous = 0;
           for (const answer of answers) {
             expect(answer.pagesFetched - previous).toBeLessThanOrEqual(maxPages);
             previous = answer.pagesFetched;
           }
-          expect(last?.pagesFetched).toBe(fake.listCalls.length);
+          expect(last?.pagesFetched).toBe(tenant.fake.listCalls.length);
         },
       ),
       { numRuns: 30 },
@@ -77,34 +71,34 @@ describe("GET /stats: the scan counts every matching run exactly once", () => {
     const base = generateRuns({ size: 400, seed: 9 });
     const instant = base[0]?.createdAt ?? "";
     const runs = base.map((run) => ({ ...run, status: "FAILED" as const, createdAt: instant }));
-    const { fake, env } = useStatsFake({ runs, pageLimit: 7 });
-    const [answer, ...rest] = await scanToEnd({}, { ...env, STATS_MAX_PAGES: "200" });
+    const tenant = isolatedTenant({ runs, pageLimit: 7 });
+    const [answer, ...rest] = await scanToEnd(tenant, {}, { STATS_MAX_PAGES: "200" });
     expect(rest).toHaveLength(0);
-    expect(answer && summary(answer)).toEqual(referenceStats(fake.runs));
+    expect(answer && summary(answer)).toEqual(referenceStats(tenant.fake.runs));
     expect(answer?.byStatus?.FAILED).toBe(400);
   });
 
   it("walks a large partition from both ends and stops where the walks meet", async () => {
     const runs = generateRuns({ size: 3000, seed: 21 });
     const processed = listAll(runs, { status: "PROCESSED" }).length;
-    const { calls, env } = useStatsFake({ runs, pageLimit: 100 });
-    const { body } = await getStats({ status: "PROCESSED" }, { ...env, STATS_MAX_PAGES: "200" });
+    const tenant = isolatedTenant({ runs, pageLimit: 100 });
+    const { body } = await getStats(tenant, { status: "PROCESSED" }, { STATS_MAX_PAGES: "200" });
     expect(body.byStatus?.PROCESSED).toBe(processed);
-    const dirs = directions(calls);
+    const dirs = directions(tenant.calls);
     const pagesNeeded = Math.ceil(processed / 100);
     expect(dirs.filter((d) => d === "desc").length).toBeGreaterThan(pagesNeeded / 3);
     expect(dirs.filter((d) => d === "asc").length).toBeGreaterThan(pagesNeeded / 3);
     // At most one page per walk is read past the meeting point.
-    expect(calls.length).toBeLessThanOrEqual(pagesNeeded + 2);
+    expect(tenant.calls.length).toBeLessThanOrEqual(pagesNeeded + 2);
   });
 
   it("reads a partition that fits one page once, without opening its ascending end", async () => {
-    const { calls, env } = useStatsFake({ dataset: { size: 900, seed: 4 } });
-    const { body } = await getStats({}, env);
+    const tenant = isolatedTenant({ dataset: { size: 900, seed: 4 } });
+    const { body } = await getStats(tenant, {});
     expect(body.total).toBe(900);
-    expect(calls).toHaveLength(8);
-    expect(new Set(directions(calls))).toEqual(new Set(["desc"]));
-    expect(new Set(calls.map((u) => u.searchParams.get("status"))).size).toBe(8);
+    expect(tenant.calls).toHaveLength(8);
+    expect(new Set(directions(tenant.calls))).toEqual(new Set(["desc"]));
+    expect(new Set(tenant.calls.map((u) => u.searchParams.get("status"))).size).toBe(8);
   });
 });
 
@@ -126,30 +120,30 @@ describe("GET /stats: since and until stop the walk early", () => {
     ],
   ] as const)("%s", async (_, filtersOf, pages) => {
     const filters = filtersOf();
-    const { fake, calls, env } = useStatsFake({ runs, pageLimit: 100 });
-    const { body } = await getStats({ status: "PROCESSED", ...filters }, { ...env, STATS_MAX_PAGES: "200" });
-    expect(summary(body)).toEqual(referenceStats(fake.runs, { status: "PROCESSED", ...filters }));
-    expect(calls).toHaveLength(pages);
+    const tenant = isolatedTenant({ runs, pageLimit: 100 });
+    const { body } = await getStats(tenant, { status: "PROCESSED", ...filters }, { STATS_MAX_PAGES: "200" });
+    expect(summary(body)).toEqual(referenceStats(tenant.fake.runs, { status: "PROCESSED", ...filters }));
+    expect(tenant.calls).toHaveLength(pages);
     expect(body.pagesFetched).toBe(pages);
-    expect(new Set(directions(calls))).toEqual(new Set(["desc"]));
+    expect(new Set(directions(tenant.calls))).toEqual(new Set(["desc"]));
   });
 
   it("walks oldest first with only until, and stops after it", async () => {
     const oldestFirst = [...processed].reverse();
     const until = oldestFirst[130]?.createdAt ?? "";
-    const { fake, calls, env } = useStatsFake({ runs, pageLimit: 100 });
-    const { body } = await getStats({ status: "PROCESSED", until }, { ...env, STATS_MAX_PAGES: "200" });
-    expect(summary(body)).toEqual(referenceStats(fake.runs, { status: "PROCESSED", until }));
-    expect(calls).toHaveLength(2);
-    expect(new Set(directions(calls))).toEqual(new Set(["asc"]));
+    const tenant = isolatedTenant({ runs, pageLimit: 100 });
+    const { body } = await getStats(tenant, { status: "PROCESSED", until }, { STATS_MAX_PAGES: "200" });
+    expect(summary(body)).toEqual(referenceStats(tenant.fake.runs, { status: "PROCESSED", until }));
+    expect(tenant.calls).toHaveLength(2);
+    expect(new Set(directions(tenant.calls))).toEqual(new Set(["asc"]));
   });
 
   it("reads one page per status for since in the last hour, whatever the dataset size", async () => {
     const big = generateRuns({ size: 6000, seed: 2 });
     const since = new Date(Date.parse(big[big.length - 1]?.createdAt ?? "") - 3_600_000).toISOString();
-    const { fake, calls, env } = useStatsFake({ runs: big });
-    const { body } = await getStats({ since }, env);
-    expect(summary(body)).toEqual(referenceStats(fake.runs, { since }));
-    expect(calls).toHaveLength(8);
+    const tenant = isolatedTenant({ runs: big });
+    const { body } = await getStats(tenant, { since });
+    expect(summary(body)).toEqual(referenceStats(tenant.fake.runs, { since }));
+    expect(tenant.calls).toHaveLength(8);
   });
 });

@@ -1,63 +1,13 @@
-// Test support for the /stats suites: a fake Extend per test (optionally answering smaller pages
-// than asked for, which Extend may do), an independent reference fold, and response types.
-import { http } from "msw";
-import { FakeExtend, type FakeExtendOptions, type FakeRun, listAll, STATUSES } from "../../../fake/extend.ts";
+// Test support for the /stats suites: an independent reference fold, response types, and calls
+// that follow resume tokens.
+import { type FakeRun, listAll, STATUSES } from "../../../fake/extend.ts";
 import type { WorkflowRunStats } from "../../../src/stats/schemas.ts";
-import { FAKE_EXTEND_ORIGIN, TEST_UPSTREAM_KEY } from "./constants.ts";
-import { answerWithFake } from "./fake-upstream.ts";
-import { callProxy, json } from "./proxy.ts";
-import { network } from "./setup.ts";
+import { json } from "./proxy.ts";
+import type { Tenant } from "./tenant.ts";
 
 export type { WorkflowRunStats };
 
 export { STATUSES };
-
-export interface StatsFakeOptions extends Partial<FakeExtendOptions> {
-  /** Answer at most this many runs per page whatever maxPageSize asks for. */
-  pageLimit?: number;
-}
-
-export interface StatsFake {
-  fake: FakeExtend;
-  /** Settings for callProxy: a workspace of its own, so no cache or budget is shared between tests. */
-  env: Partial<Env>;
-  /** List calls as the proxy sent them (before any page limit was applied). */
-  calls: URL[];
-}
-
-let workspaces = 0;
-
-export function useStatsFake(options: StatsFakeOptions = {}): StatsFake {
-  const { pageLimit, ...fakeOptions } = options;
-  workspaces += 1;
-  const workspaceId = `ws_stats_${Date.now().toString(36)}_${workspaces}`;
-  const fake = new FakeExtend({
-    apiKey: TEST_UPSTREAM_KEY,
-    dataset: { size: 120, seed: 7 },
-    workspaceId,
-    ...fakeOptions,
-  });
-  const calls: URL[] = [];
-  network.use(
-    http.all(`${FAKE_EXTEND_ORIGIN}/*`, async ({ request }) => {
-      const url = new URL(request.url);
-      calls.push(new URL(url));
-      const size = Number(url.searchParams.get("maxPageSize") ?? "10");
-      if (pageLimit !== undefined && size > pageLimit) url.searchParams.set("maxPageSize", String(pageLimit));
-      return answerWithFake(fake, request, url.toString());
-    }),
-  );
-  return {
-    fake,
-    calls,
-    env: {
-      EXTEND_WORKSPACE_ID: workspaceId,
-      UPSTREAM_MAX_RPS: "1000",
-      // These suites call /stats far more often than a caller may; the limiter has its own tests.
-      STATS_RATE_LIMITER: { limit: async () => ({ success: true }) },
-    } as Partial<Env>,
-  };
-}
 
 export interface ReferenceFilters {
   status?: string;
@@ -111,11 +61,13 @@ export function statsPath(params: Record<string, string | undefined> = {}): stri
   return text ? `/stats?${text}` : "/stats";
 }
 
+/** GET /stats as the tenant (with `env` over its settings); anything but a 200 throws. */
 export async function getStats(
+  tenant: Pick<Tenant, "call">,
   params: Record<string, string | undefined>,
-  env: Partial<Env>,
+  env: Partial<Env> = {},
 ): Promise<{ response: Response; body: WorkflowRunStats }> {
-  const response = await callProxy(statsPath(params), { env });
+  const response = await tenant.call(statsPath(params), { env });
   const body = await json<WorkflowRunStats>(response);
   if (response.status !== 200)
     throw new Error(`GET /stats answered ${response.status}: ${JSON.stringify(body)}`);
@@ -124,14 +76,15 @@ export async function getStats(
 
 /** Follows resume tokens until the scan completes; returns every answer in order. */
 export async function scanToEnd(
+  tenant: Pick<Tenant, "call">,
   params: Record<string, string | undefined>,
-  env: Partial<Env>,
+  env: Partial<Env> = {},
   maxRequests = 200,
 ): Promise<WorkflowRunStats[]> {
   const answers: WorkflowRunStats[] = [];
   let token: string | undefined;
   for (let i = 0; i < maxRequests; i++) {
-    const { body } = await getStats({ ...params, resumeToken: token }, env);
+    const { body } = await getStats(tenant, { ...params, resumeToken: token }, env);
     answers.push(body);
     if (body.complete) return answers;
     if (body.resumeToken === null) throw new Error("incomplete answer without a resume token");
