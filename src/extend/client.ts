@@ -60,9 +60,10 @@ export interface ListOptions {
   /**
    * Awaited right before every attempt (retries after their back-off; the first before the
    * deadline starts): a shared rate budget holds the call back, or refuses it, and then the
-   * rejection ends `list` with that error.
+   * rejection ends `list` with that error. Resolving `"skip"` for a retry ends `list` with the
+   * last attempt's own error instead (the budget has no room for a retry in time).
    */
-  beforeAttempt?: (attempt: number) => Promise<void>;
+  beforeAttempt?: (attempt: number) => Promise<void | "skip">;
   /** Scheduling for a rate-budgeted upstream (the tenant gateway); the plain client ignores it. */
   priority?: Priority;
   /** Who the call is for: the budget is shared fairly among callers. */
@@ -398,7 +399,7 @@ export function createExtendUpstream(config: UpstreamConfig, deps: UpstreamDeps 
       const deadline = options.deadline ?? now() + config.upstreamDeadlineMs;
       let last: ApiError = timeoutError();
       for (let n = 1; n <= MAX_ATTEMPTS; n++) {
-        if (n > 1) await options.beforeAttempt?.(n);
+        if (n > 1 && (await options.beforeAttempt?.(n)) === "skip") break;
         // The caller gave up (its own budget, or the client left): no further attempt is wanted.
         options.signal?.throwIfAborted();
         const remaining = deadline - now();
