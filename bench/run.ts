@@ -26,6 +26,7 @@ import {
   walkStats,
   walkWithSdk,
 } from "./lib.ts";
+import { FULL_PLAN, printRunIndex, QUICK_PLAN, runIndexScenarios } from "./run-index.ts";
 
 const { values: flags } = parseArgs({
   args: process.argv.slice(2),
@@ -67,6 +68,8 @@ const RATE_LIMIT = 10;
 /** 100 runs a page: 50 + 100 × 0.5 = 100 ms upstream, the latency the cache-hit target names. */
 const PAGE_SIZE = 100;
 const CONNECTIONS = 8;
+/** The page and scan rows run without the run index, whose backfill would share Extend's budget. */
+const SCAN_ONLY = { RUN_INDEX: "off" };
 
 interface Row {
   scenario: string;
@@ -135,7 +138,8 @@ async function pageScenarios(): Promise<{ fake: FakeProcess; proxy: BenchProxy; 
     `fake Extend with ${PLAN.pageDataset} runs, ${LATENCY.latencyBaseMs} ms + ${LATENCY.latencyPerRunMs} ms/run`,
   );
   const fake = await startFakeProcess({ size: PLAN.pageDataset, ...LATENCY });
-  const proxy = await startProxy(fake);
+  // These rows measure the cache and the live scan; the run index has rows of its own (run-index.ts).
+  const proxy = await startProxy(fake, SCAN_ONLY);
   log(`proxy under wrangler dev at ${proxy.url}; collecting distinct page cursors`);
   // Distinct pages: every sort order, every cursor. Each is requested once per row.
   const paths: string[] = [];
@@ -254,7 +258,7 @@ async function statsScenarios(): Promise<void> {
   for (const size of [...PLAN.statsDatasets, ...PLAN.memoryOnlyDatasets]) {
     log(`/stats over ${size} runs with the fake's ${RATE_LIMIT}/s rate limit`);
     const fake = await startFakeProcess({ size, ...LATENCY, rateLimitPerSecond: RATE_LIMIT });
-    const proxy = await startProxy(fake);
+    const proxy = await startProxy(fake, SCAN_ONLY);
     try {
       if (!(await statsAvailable(proxy))) {
         notes.push("/stats is not served by this build: the /stats rows were skipped.");
@@ -453,6 +457,7 @@ async function main(): Promise<void> {
     await fake.stop();
   }
   await statsScenarios();
+  const runIndex = await runIndexScenarios(QUICK ? QUICK_PLAN : FULL_PLAN);
 
   const results = {
     command: `npm run bench${QUICK ? " -- --quick" : ""}`,
@@ -472,6 +477,7 @@ async function main(): Promise<void> {
     stats: statsRows,
     memory: memoryRows,
     targets: targets(),
+    runIndex,
     notes,
   };
   const out = flags.out ?? join(PROJECT_ROOT, "bench", "results.json");
@@ -561,6 +567,7 @@ async function main(): Promise<void> {
     ),
   );
   for (const note of notes) console.log(`\nnote: ${note}`);
+  printRunIndex(runIndex);
   console.log(`\nwritten to ${out} in ${fmt(results.durationS, 0)} s`);
 }
 

@@ -3,9 +3,7 @@ import { z } from "zod";
 import type { AppEnv } from "../app/env.ts";
 import type { CacheState } from "../cache/kv-cache.ts";
 import type { WorkflowRunStatus } from "../extend/schemas.ts";
-import { redactStats } from "../security/redact.ts";
-import { servicesFor } from "../services.ts";
-import { statsFilters } from "../stats/filters.ts";
+import { serveStats } from "../stats/answer.ts";
 import type { StatsQuery, WorkflowRunStats } from "../stats/schemas.ts";
 
 /** One workflow's runs and their status mix, for the "top workflows" chart. */
@@ -45,15 +43,9 @@ export interface DashboardStats {
 // has none of them) and an index answer both map onto the freshness line.
 const IndexFields = z.object({
   source: z.enum(["scan", "index"]).optional(),
-  asOf: z.string().optional(),
-  lagSeconds: z.number().min(0).optional(),
-  sync: z
-    .object({
-      backfill: z
-        .object({ state: z.string().optional(), runsIndexed: z.number().int().min(0).optional() })
-        .optional(),
-    })
-    .optional(),
+  asOf: z.string().nullish(),
+  lagSeconds: z.number().min(0).nullish(),
+  build: z.object({ state: z.string(), runsIndexed: z.number().int().min(0).optional() }).optional(),
 });
 
 function freshnessOf(
@@ -63,14 +55,14 @@ function freshnessOf(
   ageSeconds: number | undefined,
 ): Freshness {
   const source = extra.source ?? "scan";
-  const backfill = extra.sync?.backfill;
-  const building = source === "scan" && backfill !== undefined && backfill.state !== "done";
+  const build = extra.build;
+  const building = source === "scan" && build !== undefined;
   return {
     source,
     asOf: extra.asOf ?? body.computedAt,
-    ...(extra.lagSeconds !== undefined ? { lagSeconds: extra.lagSeconds } : {}),
+    ...(typeof extra.lagSeconds === "number" ? { lagSeconds: extra.lagSeconds } : {}),
     ...(building
-      ? { indexBuilding: backfill.runsIndexed !== undefined ? { runsIndexed: backfill.runsIndexed } : {} }
+      ? { indexBuilding: build.runsIndexed !== undefined ? { runsIndexed: build.runsIndexed } : {} }
       : {}),
     cache,
     ...(ageSeconds !== undefined ? { ageSeconds } : {}),
@@ -86,12 +78,12 @@ export async function loadDashboardStats(
   c: Context<AppEnv>,
   query: z.output<typeof StatsQuery>,
 ): Promise<DashboardStats> {
-  const served = await servicesFor(c).stats.answer(statsFilters(query), query.resumeToken);
+  // Exactly what GET /stats answers (index or scan, redacted), so the page and the API agree.
+  const served = await serveStats(c, query);
   const extra = IndexFields.safeParse(served.body);
   const fields = extra.success ? extra.data : {};
   return {
-    // What /stats would show: no usage or byStatus where REDACT_FIELDS hides them.
-    stats: redactStats(served.body, c.var.config.redactFields),
+    stats: served.body,
     freshness: freshnessOf(served.body, fields, served.cache, served.ageSeconds),
   };
 }

@@ -115,7 +115,7 @@ export function buildOpenApiDocument(app: OpenAPIHono<AppEnv>, origin: string): 
   });
   const publicPaths: readonly string[] = PUBLIC_PATHS;
   for (const [path, item] of Object.entries(document.paths ?? {})) {
-    for (const operation of [item.get, item.head, item.options]) {
+    for (const operation of [item.get, item.head, item.options, item.post]) {
       if (!operation) continue;
       if (publicPaths.includes(path)) operation.security = [];
       // Set by the request-id middleware on every response, errors included.

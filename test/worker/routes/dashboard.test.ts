@@ -929,6 +929,9 @@ describe("the page with run-index data", () => {
     pagesFetched: 0,
     resumeToken: null,
     computedAt: "2026-12-01T10:00:00.000Z",
+    source: "index",
+    asOf: "2026-12-01T09:59:30.000Z",
+    lagSeconds: 30,
   };
   const render = (data: Omit<DashboardStats, "stats" | "freshness">, values = {}) =>
     renderDocument(

@@ -9,7 +9,7 @@ import readme from "../../../README.md?raw";
 import configSource from "../../../src/app/config.ts?raw";
 import { ERROR_CODES, ERRORS, type ErrorCode } from "../../../src/app/errors.ts";
 import { ListWorkflowRunsQuery, WORKFLOW_RUN_STATUSES } from "../../../src/extend/schemas.ts";
-import worker from "../../../src/index.ts";
+import { app as worker } from "../../../src/index.ts";
 import { sha256Hex } from "../../../src/lib/digest.ts";
 import { PUBLIC_PATHS, ROUTE_ACCESS } from "../../../src/routes/access.ts";
 import {
