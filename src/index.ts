@@ -16,7 +16,7 @@ import { watchdog } from "./run-index/client.ts";
 import { authenticate } from "./security/auth.ts";
 import { corsPolicy } from "./security/cors.ts";
 import { securityHeaders } from "./security/headers.ts";
-import { rateLimit } from "./security/rate-limit.ts";
+import { rateLimit, rateLimitAlongside } from "./security/rate-limit.ts";
 
 const app = createRouter();
 
@@ -51,8 +51,11 @@ app.use(
 );
 
 // Data routes: the caller authenticates, then spends its rate limit (health and docs stay open).
+// A page's limiter round trip runs beside its cache read, which waits for the verdict before it
+// serves, loads or writes; /stats asks before it starts.
 for (const { path, limiter } of CALLER_ROUTES) {
-  app.use(`${path}/*`, authenticate(), rateLimit(limiter), rejectMalformedQuery());
+  const limit = path === "/workflow_runs" ? rateLimitAlongside(limiter) : rateLimit(limiter);
+  app.use(`${path}/*`, authenticate(), limit, rejectMalformedQuery());
 }
 
 app.route("/", dashboard);
