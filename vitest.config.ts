@@ -16,6 +16,10 @@ export default defineConfig({
                 EXTEND_API_KEY: TEST_UPSTREAM_KEY,
                 EXTEND_API_BASE_URL: FAKE_EXTEND_ORIGIN,
                 ALLOW_ANONYMOUS: "true",
+                // The suites test the live scan unless they turn the run index on themselves
+                // (test/worker/support/run-index.ts): a backfill started by every /stats call
+                // would keep calling a fake that belongs to a finished test.
+                RUN_INDEX: "off",
               },
             },
           }),
@@ -35,6 +39,18 @@ export default defineConfig({
           include: ["test/e2e/**/*.test.ts"],
           environment: "node",
           testTimeout: 120_000,
+          hookTimeout: 120_000,
+        },
+      },
+      {
+        test: {
+          // Real Chromium (the Debian package) against the proxy under `wrangler dev`; skipped,
+          // with a line saying so, on a machine without Chromium.
+          name: "browser",
+          include: ["test/browser/**/*.test.ts"],
+          environment: "node",
+          globalSetup: ["./test/browser/support/global-setup.ts"],
+          testTimeout: 60_000,
           hookTimeout: 120_000,
         },
       },

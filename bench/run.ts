@@ -33,6 +33,7 @@ import {
   walkWithSdk,
 } from "./lib.ts";
 import { attribute, type Breakdown, moduleMap, profileWhile } from "./profile.ts";
+import { FULL_PLAN, printRunIndex, QUICK_PLAN, runIndexScenarios } from "./run-index.ts";
 
 const { values: flags } = parseArgs({
   args: process.argv.slice(2),
@@ -87,6 +88,8 @@ const RATE_LIMIT = 10;
 /** 100 runs a page: 50 + 100 × 0.5 = 100 ms upstream, the latency the cache-hit target names. */
 const PAGE_SIZE = 100;
 const CONNECTIONS = 8;
+/** The page and scan rows run without the run index, whose backfill would share Extend's budget. */
+const SCAN_ONLY = { RUN_INDEX: "off" };
 /**
  * The page rows fire distinct misses far faster than Extend's 10 GET/s: under the default
  * UPSTREAM_MAX_RPS they would measure the gateway's budget (a lone caller at 7 calls a second),
@@ -168,7 +171,8 @@ async function pageScenarios(): Promise<PageRun> {
     `fake Extend with ${PLAN.pageDataset} runs, ${LATENCY.latencyBaseMs} ms + ${LATENCY.latencyPerRunMs} ms/run`,
   );
   const fake = await startFakeProcess({ size: PLAN.pageDataset, ...LATENCY });
-  const proxy = await startProxy(fake, { vars: PAGE_VARS });
+  // These rows measure the cache and the live scan; the run index has rows of its own (run-index.ts).
+  const proxy = await startProxy(fake, { vars: { ...SCAN_ONLY, ...PAGE_VARS } });
   const bare = await startBareWorker(fake);
   log(
     `proxy under wrangler dev at ${proxy.url}, bare Worker at ${bare.url}; collecting distinct page cursors`,
@@ -305,7 +309,7 @@ async function anchorScenarios(run: PageRun): Promise<void> {
   // The round trips a page makes besides KV: AUTH_RATE_LIMITER before the credentials are
   // checked, RATE_LIMITER beside the cache read, and on a miss the tenant's gateway object.
   const unlimited = await startProxy(run.fake, {
-    vars: PAGE_VARS,
+    vars: { ...SCAN_ONLY, ...PAGE_VARS },
     unbound: ["RATE_LIMITER", "AUTH_RATE_LIMITER", "TENANT"],
   });
   try {
@@ -497,7 +501,7 @@ async function statsScenarios(): Promise<void> {
   for (const size of [...PLAN.statsDatasets, ...PLAN.memoryOnlyDatasets]) {
     log(`/stats over ${size} runs with the fake's ${RATE_LIMIT}/s rate limit`);
     const fake = await startFakeProcess({ size, ...LATENCY, rateLimitPerSecond: RATE_LIMIT });
-    const proxy = await startProxy(fake);
+    const proxy = await startProxy(fake, { vars: SCAN_ONLY });
     try {
       if (!(await statsAvailable(proxy))) {
         notes.push("/stats is not served by this build: the /stats rows were skipped.");
@@ -738,7 +742,7 @@ const PROFILE_MISSES = 150;
  */
 async function profileRequests(): Promise<{ kind: string; breakdown: Breakdown }[]> {
   const fake = await startFakeProcess({ size: 5_000, ...LATENCY });
-  const proxy = await startProxy(fake, { vars: PAGE_VARS });
+  const proxy = await startProxy(fake, { vars: { ...SCAN_ONLY, ...PAGE_VARS } });
   try {
     const pages: string[] = [];
     for (const sortBy of ["updatedAt", "createdAt"]) {
@@ -840,6 +844,7 @@ async function main(): Promise<void> {
     await run.fake.stop();
   }
   if (!flags.pages) await statsScenarios();
+  const runIndex = flags.pages ? undefined : await runIndexScenarios(QUICK ? QUICK_PLAN : FULL_PLAN);
 
   const results = {
     command: `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(" ")}` : ""}`,
@@ -860,6 +865,7 @@ async function main(): Promise<void> {
     stats: statsRows,
     memory: memoryRows,
     targets: targets(),
+    runIndex,
     notes,
   };
   const out = flags.out ?? join(PROJECT_ROOT, "bench", "results.json");
@@ -984,6 +990,7 @@ async function main(): Promise<void> {
     ),
   );
   for (const note of notes) console.log(`\nnote: ${note}`);
+  if (runIndex) printRunIndex(runIndex);
   console.log(`\nwritten to ${out} in ${fmt(results.durationS, 0)} s`);
 }
 

@@ -51,12 +51,15 @@ export interface FakeExtendOptions {
   /** Requests per second beyond which the fake answers 429 with Retry-After. */
   rateLimitPerSecond?: number;
   /**
-   * Keep each query's sorted list between calls. Only for runs that never change after the first
-   * call (benchmarks over 100,000 runs, where sorting on every page would swamp the latency model).
+   * Keep each query's sorted list between calls, until a run changes through updateRun, addRun
+   * or deleteRun (benchmarks over 100,000 runs, where sorting on every page would swamp the
+   * latency model). Assigning `runs` directly does not clear it.
    */
   memoizeLists?: boolean;
   now?: () => number;
   sleep?: (ms: number, signal: AbortSignal) => Promise<void>;
+  /** false: no GET /workflows (404), as an Extend without it would answer. */
+  listWorkflows?: boolean;
 }
 
 interface PendingFault {
@@ -96,6 +99,8 @@ const NOISY_HEADERS: Record<string, string> = {
 };
 
 const CURSOR_MARKER = new Uint8Array([0xfb, 0xff, 0xbf]); // encodes as "+/+/" in base64
+const RUN_PATH = /\/workflow_runs\/([^/]+)$/;
+const WORKFLOWS_PATH = /\/workflows$/;
 
 function toBase64(bytes: Uint8Array): string {
   let binary = "";
@@ -156,7 +161,8 @@ export function matches(run: FakeRun, filters: ListFilters): boolean {
   return true;
 }
 
-type SortKey = { value: string; id: string };
+/** A run's place in a sorted list: the instant (ms, never the ISO text) and the id breaking ties. */
+type SortKey = { value: number; id: string };
 
 function compareKeys(a: SortKey, b: SortKey, dir: 1 | -1): number {
   const byField = a.value < b.value ? -1 : a.value > b.value ? 1 : 0;
@@ -165,17 +171,51 @@ function compareKeys(a: SortKey, b: SortKey, dir: 1 | -1): number {
 }
 
 const keyOf = (run: FakeRun, sortBy: "updatedAt" | "createdAt"): SortKey => ({
-  value: run[sortBy],
+  value: Date.parse(run[sortBy]),
   id: run.id,
 });
 
-/** Every matching run in list order; the reference the tests compare the proxy with. */
-export function listAll(runs: readonly FakeRun[], filters: ListFilters = {}): FakeRun[] {
+/** What can change about a run after it was created. */
+export interface RunChange {
+  status?: RunStatus;
+  usage?: FakeRun["usage"];
+}
+
+/**
+ * The run as GET /workflow_runs/{id} returns it (Extend's WorkflowRun): the summary's fields
+ * without createdAt and updatedAt, plus the ones only the full run has.
+ */
+export function workflowRunOf(run: FakeRun): Record<string, unknown> {
+  const { createdAt: _created, updatedAt: _updated, ...rest } = run;
+  return {
+    ...rest,
+    metadata: {},
+    failureReason: run.status === "FAILED" ? "EXTRACTION_FAILED" : null,
+    failureMessage: run.status === "FAILED" ? "The document could not be read." : null,
+    reviewed: run.reviewedAt !== null,
+    stepRuns: [],
+  };
+}
+
+/** A sorted list and each run's sort key, parsed once (a million runs sort in seconds). */
+interface SortedList {
+  runs: FakeRun[];
+  keys: SortKey[];
+}
+
+function sortList(runs: readonly FakeRun[], filters: ListFilters): SortedList {
   const sortBy = filters.sortBy ?? "updatedAt";
   const dir = filters.sortDir === "asc" ? 1 : -1;
-  return runs
+  const entries = runs
     .filter((run) => matches(run, filters))
-    .sort((a, b) => compareKeys(keyOf(a, sortBy), keyOf(b, sortBy), dir));
+    .map((run) => ({ run, key: keyOf(run, sortBy) }))
+    .sort((a, b) => compareKeys(a.key, b.key, dir));
+  return { runs: entries.map((e) => e.run), keys: entries.map((e) => e.key) };
+}
+
+/** Every matching run in list order; the reference the tests compare the proxy with. */
+export function listAll(runs: readonly FakeRun[], filters: ListFilters = {}): FakeRun[] {
+  return sortList(runs, filters).runs;
 }
 
 export class FakeExtend {
@@ -184,7 +224,7 @@ export class FakeExtend {
   readonly options: FakeExtendOptions;
   private faults: PendingFault[] = [];
   private served: number[] = [];
-  private readonly sortedLists = new Map<string, FakeRun[]>();
+  private readonly sortedLists = new Map<string, SortedList>();
   private readonly now: () => number;
   private readonly sleep: (ms: number, signal: AbortSignal) => Promise<void>;
 
@@ -210,6 +250,48 @@ export class FakeExtend {
     return this.requests.filter((r) => r.url.pathname.endsWith("/workflow_runs"));
   }
 
+  /** Requests for one run (GET /workflow_runs/{id}). */
+  get getCalls(): RecordedRequest[] {
+    return this.requests.filter((r) => RUN_PATH.test(r.url.pathname));
+  }
+
+  /** Changes a run as Extend would: its updatedAt moves to `at` (and never backwards). */
+  updateRun(id: string, change: RunChange, at = this.now()): FakeRun | undefined {
+    return this.updateRuns([id], change, at)[0];
+  }
+
+  /** Changes several runs in one pass over the list (what a bulk update in Extend looks like). */
+  updateRuns(ids: readonly string[], change: RunChange, at = this.now()): FakeRun[] {
+    const wanted = new Set(ids);
+    const changed: FakeRun[] = [];
+    this.runs = this.runs.map((run) => {
+      if (!wanted.has(run.id)) return run;
+      const updatedMs = Math.max(at, Date.parse(run.updatedAt) + 1);
+      const next: FakeRun = { ...run, ...change, updatedAt: new Date(updatedMs).toISOString() };
+      changed.push(next);
+      return next;
+    });
+    this.sortedLists.clear();
+    return changed;
+  }
+
+  /** A new run, created (and last updated) at `at`. */
+  addRun(run: FakeRun, at = this.now()): FakeRun {
+    const iso = new Date(at).toISOString();
+    const created: FakeRun = { ...run, createdAt: iso, updatedAt: iso };
+    this.runs = [...this.runs, created];
+    this.sortedLists.clear();
+    return created;
+  }
+
+  /** DELETE /workflow_runs/{id}: the run disappears from the list and GET answers 404. */
+  deleteRun(id: string): boolean {
+    const before = this.runs.length;
+    this.runs = this.runs.filter((run) => run.id !== id);
+    this.sortedLists.clear();
+    return this.runs.length < before;
+  }
+
   async handle(request: FakeRequest): Promise<Response> {
     const url = new URL(request.url);
     const headers: Record<string, string> = {};
@@ -218,7 +300,10 @@ export class FakeExtend {
     });
     this.requests.push({ method: request.method, url, headers, at: this.now() });
 
-    if (!url.pathname.endsWith("/workflow_runs")) return extendError(404, "NOT_FOUND", "Not found.");
+    const runPath = RUN_PATH.exec(url.pathname);
+    const workflows = WORKFLOWS_PATH.test(url.pathname) && this.options.listWorkflows !== false;
+    if (!runPath && !workflows && !url.pathname.endsWith("/workflow_runs"))
+      return extendError(404, "NOT_FOUND", "Not found.");
     if (request.method !== "GET") return extendError(405, "INVALID_REQUEST", "Method not allowed.");
 
     const fault = this.takeFault(url);
@@ -241,6 +326,11 @@ export class FakeExtend {
       this.served.push(now);
     }
 
+    if (runPath) return this.getRun(request, decodeURIComponent(runPath[1] ?? ""));
+    if (workflows) {
+      if (this.options.latency) await this.sleep(this.options.latency.baseMs, request.signal);
+      return this.listWorkflows(request, url);
+    }
     const answer = this.list(request, url);
     if (answer instanceof Response) return answer;
     const latency = this.options.latency;
@@ -317,11 +407,8 @@ export class FakeExtend {
     }
   }
 
-  /** The list endpoint proper: auth, version, workspace, validation, filters, keyset cursor. */
-  private list(
-    request: FakeRequest,
-    url: URL,
-  ): Response | { object: "list"; data: FakeRun[]; nextPageToken?: string } {
+  /** Auth, API version and workspace, as every endpoint checks them; undefined when all is well. */
+  private refuse(request: FakeRequest): Response | undefined {
     if (request.headers.get("authorization") !== `Bearer ${this.options.apiKey}`) {
       return extendError(401, "UNAUTHORIZED", "Invalid API key.");
     }
@@ -333,6 +420,46 @@ export class FakeExtend {
     if (this.options.workspaceId !== undefined && workspace !== this.options.workspaceId) {
       return extendError(403, "FORBIDDEN", "This key needs x-extend-workspace-id for its workspace.");
     }
+    return undefined;
+  }
+
+  /** GET /workflows: the workflows the runs belong to, by id, paged by offset. */
+  private listWorkflows(request: FakeRequest, url: URL): Response {
+    const refused = this.refuse(request);
+    if (refused) return refused;
+    const byId = new Map<string, FakeRun["workflow"]>();
+    for (const run of this.runs) byId.set(run.workflow.id, run.workflow);
+    const all = [...byId.values()].sort((a, b) => (a.id < b.id ? -1 : 1));
+    const size = Math.min(1000, Math.max(1, Number(url.searchParams.get("maxPageSize") ?? "10") || 10));
+    const token = url.searchParams.get("nextPageToken");
+    const start = token?.startsWith("wf:") ? Number(token.slice(3)) || 0 : 0;
+    const data = all.slice(start, start + size);
+    const more = start + size < all.length;
+    return Response.json(
+      { object: "list", data, ...(more ? { nextPageToken: `wf:${start + size}` } : {}) },
+      { headers: NOISY_HEADERS },
+    );
+  }
+
+  /** GET /workflow_runs/{id}: the full run, or 404 once it is deleted. */
+  private getRun(request: FakeRequest, id: string): Response {
+    const refused = this.refuse(request);
+    if (refused) return refused;
+    const run = this.runs.find((r) => r.id === id);
+    if (!run) return extendError(404, "NOT_FOUND", `Workflow run ${id} not found.`);
+    return Response.json(workflowRunOf(run), {
+      headers: { ...NOISY_HEADERS, "x-extend-request-id": "req_fake_ok" },
+    });
+  }
+
+  /** The list endpoint proper: auth, version, workspace, validation, filters, keyset cursor. */
+  private list(
+    request: FakeRequest,
+    url: URL,
+  ): Response | { object: "list"; data: FakeRun[]; nextPageToken?: string } {
+    const refused = this.refuse(request);
+    if (refused) return refused;
+    const workspace = request.headers.get("x-extend-workspace-id");
 
     const params = url.searchParams;
     for (const name of new Set(params.keys())) {
@@ -365,7 +492,8 @@ export class FakeExtend {
       sortDir,
     };
     const fingerprint = toBase64(queryFingerprint(JSON.stringify({ ...filters, pageSize, ws: workspace })));
-    const all = this.sortedList(filters);
+    const sorted = this.sortedList(filters);
+    const all = sorted.runs;
 
     let start = 0;
     const token = params.get("nextPageToken");
@@ -373,8 +501,16 @@ export class FakeExtend {
       const after = this.decodeCursor(token, fingerprint);
       if (!after) return extendError(400, "INVALID_REQUEST", "Invalid nextPageToken for this query.");
       const dir = sortDir === "asc" ? 1 : -1;
-      start = all.findIndex((run) => compareKeys(keyOf(run, sortBy), after, dir) > 0);
-      if (start === -1) start = all.length;
+      // The first run after the cursor's key: keyset paging, found by binary search.
+      let low = 0;
+      let high = all.length;
+      while (low < high) {
+        const middle = (low + high) >>> 1;
+        const key = sorted.keys[middle];
+        if (key && compareKeys(key, after, dir) > 0) high = middle;
+        else low = middle + 1;
+      }
+      start = low;
     }
     const data = all.slice(start, start + pageSize);
     const last = data[data.length - 1];
@@ -382,21 +518,21 @@ export class FakeExtend {
     return {
       object: "list",
       data,
-      ...(more ? { nextPageToken: this.encodeCursor(fingerprint, last[sortBy], last.id) } : {}),
+      ...(more ? { nextPageToken: this.encodeCursor(fingerprint, Date.parse(last[sortBy]), last.id) } : {}),
     };
   }
 
-  private sortedList(filters: ListFilters): FakeRun[] {
-    if (!this.options.memoizeLists) return listAll(this.runs, filters);
+  private sortedList(filters: ListFilters): SortedList {
+    if (!this.options.memoizeLists) return sortList(this.runs, filters);
     const key = JSON.stringify(filters);
     const cached = this.sortedLists.get(key);
     if (cached) return cached;
-    const all = listAll(this.runs, filters);
-    this.sortedLists.set(key, all);
-    return all;
+    const sorted = sortList(this.runs, filters);
+    this.sortedLists.set(key, sorted);
+    return sorted;
   }
 
-  private encodeCursor(fingerprint: string, value: string, runId: string): string {
+  private encodeCursor(fingerprint: string, value: number, runId: string): string {
     const payload = new TextEncoder().encode(JSON.stringify({ v: value, id: runId }));
     const bytes = new Uint8Array(CURSOR_MARKER.length + payload.length);
     bytes.set(CURSOR_MARKER);
@@ -412,7 +548,7 @@ export class FakeExtend {
       const parsed: unknown = JSON.parse(new TextDecoder().decode(bytes));
       if (typeof parsed === "object" && parsed !== null && "v" in parsed && "id" in parsed) {
         const { v, id } = parsed as { v: unknown; id: unknown };
-        if (typeof v === "string" && typeof id === "string") return { value: v, id };
+        if (typeof v === "number" && typeof id === "string") return { value: v, id };
       }
     } catch {
       return undefined;

@@ -8,7 +8,8 @@ import { randomBytes } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { parseArgs } from "node:util";
-import { FakeExtend, type FakeExtendOptions } from "./extend.ts";
+import { FakeExtend, type FakeExtendOptions, type RunStatus, STATUSES } from "./extend.ts";
+import { type MutatorOptions, startMutator } from "./mutations.ts";
 
 /** Hosts the fake may bind to: it holds a key and answers anyone, so never a public interface. */
 export const LOOPBACK_HOSTS = ["127.0.0.1", "::1", "localhost"] as const;
@@ -120,7 +121,7 @@ export async function startFakeServer(options: FakeServerOptions): Promise<Runni
   const server: Server = createServer((req, res) => {
     const path = (req.url ?? "/").split("?")[0] ?? "/";
     if (path.startsWith(CONTROL_PREFIX)) {
-      control(path, req, res, counters, resetCounters);
+      control(path, req, res, fake, counters, resetCounters);
       return;
     }
     const aborter = new AbortController();
@@ -186,6 +187,7 @@ function control(
   path: string,
   req: IncomingMessage,
   res: ServerResponse,
+  fake: FakeExtend,
   counters: FakeCounters,
   resetCounters: () => void,
 ): void {
@@ -195,6 +197,17 @@ function control(
   };
   if (path === `${CONTROL_PREFIX}counters` && req.method === "GET") {
     reply(200, counters);
+  } else if (path === `${CONTROL_PREFIX}update` && req.method === "POST") {
+    // Moves the `count` oldest-updated runs to `status` now: k changes for the sync-cost bench.
+    const params = new URL(req.url ?? "/", "http://fake").searchParams;
+    const count = Number(params.get("count") ?? "0");
+    const status = params.get("status") ?? "FAILED";
+    if (!Number.isSafeInteger(count) || count < 0 || !(STATUSES as readonly string[]).includes(status)) {
+      reply(400, { code: "INVALID_REQUEST", message: "count must be a whole number, status a run status." });
+      return;
+    }
+    const ids = fake.runs.slice(0, count).map((run) => run.id);
+    reply(200, { changed: fake.updateRuns(ids, { status: status as RunStatus }).length });
   } else if (path === `${CONTROL_PREFIX}reset` && req.method === "POST") {
     resetCounters();
     reply(200, counters);
@@ -214,6 +227,9 @@ const CLI_OPTIONS = {
   "latency-base": { type: "string", default: "0" },
   "latency-per-run": { type: "string", default: "0" },
   "rate-limit": { type: "string" },
+  "mutate-every": { type: "string", default: "0" },
+  "webhook-url": { type: "string" },
+  "webhook-secret": { type: "string" },
   help: { type: "boolean", default: false },
 } as const;
 
@@ -227,7 +243,10 @@ const USAGE = `Usage: node fake/server.ts [options]
   --workspace-id <id>    x-extend-workspace-id to require (default: none)
   --latency-base <ms>    latency per list call (default 0)
   --latency-per-run <ms> extra latency per run returned (default 0)
-  --rate-limit <n>       list calls per second before answering 429 with Retry-After (default: none)`;
+  --rate-limit <n>       list calls per second before answering 429 with Retry-After (default: none)
+  --mutate-every <ms>    change one run (create, status change, delete) this often (default 0: never)
+  --webhook-url <url>    POST each change's signed run event here (with --webhook-secret)
+  --webhook-secret <s>   signing secret for those webhooks (wss_…)`;
 
 function number(name: string, text: string, min: number): number {
   const value = Number(text);
@@ -238,7 +257,9 @@ function number(name: string, text: string, min: number): number {
 }
 
 /** Parses the CLI flags into server options; exported for scripts that spawn the fake. */
-export function parseFakeServerArgs(args: string[]): FakeServerOptions & { fake: FakeExtendOptions } {
+export function parseFakeServerArgs(
+  args: string[],
+): FakeServerOptions & { fake: FakeExtendOptions; mutator: Omit<MutatorOptions, "onChange"> } {
   const { values } = parseArgs({ args, options: CLI_OPTIONS, strict: true });
   if (values.help) {
     console.log(USAGE);
@@ -263,7 +284,17 @@ export function parseFakeServerArgs(args: string[]): FakeServerOptions & { fake:
     ...(base > 0 || perRun > 0 ? { latency: { baseMs: base, perRunMs: perRun } } : {}),
     ...(values["rate-limit"] ? { rateLimitPerSecond: number("rate-limit", values["rate-limit"], 1) } : {}),
   };
-  return { fake, port: Math.floor(number("port", values.port, 0)), host: host as FakeServerOptions["host"] };
+  const mutator: Omit<MutatorOptions, "onChange"> = {
+    everyMs: number("mutate-every", values["mutate-every"], 0),
+    ...(values["webhook-url"] ? { webhookUrl: values["webhook-url"] } : {}),
+    ...(values["webhook-secret"] ? { webhookSecret: values["webhook-secret"] } : {}),
+  };
+  return {
+    fake,
+    mutator,
+    port: Math.floor(number("port", values.port, 0)),
+    host: host as FakeServerOptions["host"],
+  };
 }
 
 async function main(): Promise<void> {
@@ -283,7 +314,19 @@ async function main(): Promise<void> {
       (latency ? `, latency ${latency.baseMs} ms + ${latency.perRunMs} ms/run` : "") +
       (rateLimitPerSecond ? `, rate limit ${rateLimitPerSecond}/s` : ""),
   );
+  const mutating =
+    options.mutator.everyMs > 0
+      ? startMutator(server.fake, {
+          ...options.mutator,
+          onChange: (mutation, status) =>
+            console.log(
+              `changed: ${mutation.kind} ${mutation.run.id} ${mutation.run.status}` +
+                (status === undefined ? "" : ` (webhook ${status})`),
+            ),
+        })
+      : undefined;
   const stop = () => {
+    mutating?.stop();
     server.close().then(
       () => process.exit(0),
       () => process.exit(1),

@@ -5,6 +5,7 @@
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { startMutator } from "../fake/mutations.ts";
 import { startFakeServer } from "../fake/server.ts";
 import { PROJECT_ROOT, processGroupMembers, startWranglerDev } from "./wrangler-dev.ts";
 
@@ -16,6 +17,8 @@ const USAGE = `Usage: npm start -- [options]
   --latency-base <ms>    fake Extend latency per call (default 50)
   --latency-per-run <ms> extra latency per run returned (default 0.5)
   --rate-limit <n>       fake Extend calls per second before 429 (default: none; Extend PAYG is 10)
+  --mutate-every <ms>    the fake changes one run this often and sends its signed webhook to the
+                         proxy, so the run index can be watched converging (default 3000; 0: never)
   --var NAME:value       extra proxy setting, repeatable (e.g. --var REDACT_FIELDS:reviewedByUser)
   --quiet                do not echo wrangler's request log`;
 
@@ -42,6 +45,7 @@ function parse() {
         "latency-base": { type: "string" },
         "latency-per-run": { type: "string" },
         "rate-limit": { type: "string" },
+        "mutate-every": { type: "string" },
         var: { type: "string", multiple: true },
         quiet: { type: "boolean", default: false },
         help: { type: "boolean", default: false },
@@ -72,6 +76,7 @@ async function main(): Promise<void> {
   // Fresh local secrets on every start: they only unlock a fake on loopback.
   const apiKey = `sk_local_${randomBytes(12).toString("hex")}`;
   const clientToken = `local_${randomBytes(16).toString("hex")}`;
+  const webhookSecret = `wss_local_${randomBytes(16).toString("hex")}`;
   const rateLimit = numberFlag("rate-limit", flags["rate-limit"], 0);
   const fake = await startFakeServer({
     port: numberFlag("fake-port", flags["fake-port"], 0),
@@ -100,6 +105,7 @@ async function main(): Promise<void> {
         EXTEND_API_KEY: apiKey,
         CLIENT_TOKENS: clientToken,
         ALLOW_ANONYMOUS: "true",
+        EXTEND_WEBHOOK_SECRET: webhookSecret,
         ...extraVars,
       },
       onLine: (line) => {
@@ -114,11 +120,26 @@ async function main(): Promise<void> {
   }
 
   ready = true;
+  const mutateEvery = numberFlag("mutate-every", flags["mutate-every"], 3000);
+  const mutator =
+    mutateEvery > 0
+      ? startMutator(fake.fake, {
+          everyMs: mutateEvery,
+          webhookUrl: `${proxy.url}/webhooks/extend`,
+          webhookSecret,
+          onChange: (mutation, status) => {
+            if (flags.quiet) return;
+            const webhook = status === undefined ? "no webhook" : `webhook ${status}`;
+            console.log(`  [fake] ${mutation.kind} ${mutation.run.id} → ${mutation.run.status} (${webhook})`);
+          },
+        })
+      : undefined;
   let stopping = false;
   const shutdown = async (reason: string, code: number) => {
     if (stopping) return;
     stopping = true;
     console.log(`\n${reason}: stopping the proxy and the fake Extend…`);
+    mutator?.stop();
     await proxy.stop();
     await fake.close();
     const left = processGroupMembers(proxy.pid);
@@ -137,13 +158,16 @@ async function main(): Promise<void> {
 extend-runs-proxy is running at ${u}
   upstream:     fake Extend at ${fake.url} (${fake.fake.runs.length} runs, seed ${flags.seed ?? 1})
   client token: ${clientToken}   (anonymous calls are allowed too: ALLOW_ANONYMOUS=true)
-  local KV:     .wrangler/state
+  local KV:     .wrangler/state (and the run index's Durable Object storage)
+  run index:    /stats scans until the index is built, then answers from it ("source": "index");
+                ${mutateEvery > 0 ? `the fake changes a run every ${mutateEvery} ms and POSTs its signed webhook` : "the fake's runs do not change (--mutate-every 0)"}
 
 Try:
   curl -s "${u}/workflow_runs?maxPageSize=3"
   curl -si -H "Authorization: Bearer ${clientToken}" "${u}/workflow_runs?status=FAILED&maxPageSize=5"
   curl -s "${u}/workflow_runs?fileNameContains=report%20%26%20summary&sortBy=createdAt&sortDir=asc"
   curl -s "${u}/stats?workflowId=${workflowId}"
+  watch -n 2 'curl -s "${u}/stats" | jq -c "{source, total, lagSeconds, build}"'   # the run index converging
   curl -s "${u}/workflow_runs?maxPageSize=5000"        # a validation error
   open ${u}/docs                                      # API reference (OpenAPI at ${u}/openapi.json)
 

@@ -6,10 +6,13 @@ import type { AppEnv } from "./app/env.ts";
 import { requestLog } from "./app/request-log.ts";
 import { createRouter, methodNotAllowed, notFound, onError, rejectMalformedQuery } from "./app/router.ts";
 import { CALLER_ROUTES } from "./routes/access.ts";
+import { dashboard } from "./routes/dashboard.tsx";
 import { registerDocs } from "./routes/docs.ts";
 import { health } from "./routes/health.ts";
 import { stats } from "./routes/stats.ts";
+import { webhooks } from "./routes/webhooks.ts";
 import { workflowRuns } from "./routes/workflow-runs.ts";
+import { watchdog } from "./run-index/client.ts";
 import { authenticate } from "./security/auth.ts";
 import { corsPolicy } from "./security/cors.ts";
 import { securityHeaders } from "./security/headers.ts";
@@ -29,6 +32,8 @@ app.use(
 // Every response, errors and 404s included: one log line, security headers, CORS (preflights too).
 app.use(requestLog());
 app.use(securityHeaders());
+// Extend's webhooks, server to server and signed: before CORS, the 405s and caller auth.
+app.route("/", webhooks);
 app.use(corsPolicy());
 app.use(methodNotAllowedMiddleware({ app, onMethodNotAllowed: methodNotAllowed }));
 app.onError(onError);
@@ -53,11 +58,18 @@ for (const { path, limiter } of CALLER_ROUTES) {
   app.use(`${path}/*`, authenticate(), limit, rejectMalformedQuery());
 }
 
+app.route("/", dashboard);
 const routes = app.route("/", workflowRuns).route("/", stats);
 
 /** Route types for `hc<AppType>()` from `hono/client`. */
 export type AppType = typeof routes;
 
-export default app;
+export { app };
+
+/** The Worker: HTTP requests, and the Cron Trigger that watches over the run index's alarm. */
+export default {
+  fetch: app.fetch,
+  scheduled: (controller, env) => watchdog(controller, env),
+} satisfies ExportedHandler<Env>;
 
 export { TenantObject } from "./tenant/object.ts";

@@ -158,6 +158,21 @@ const redactPaths = listSetting.transform((paths, ctx) => {
   return normalised;
 });
 
+const onOffSetting = z
+  .union([z.string(), z.boolean()])
+  .optional()
+  .transform((value, ctx) => {
+    if (value === undefined || value === "" || value === "on" || value === true) return true;
+    if (value === "off" || value === false) return false;
+    ctx.addIssue({ code: "custom", message: 'must be "on" or "off"' });
+    return z.NEVER;
+  });
+
+// Each signing secret is used as issued (`wss_…`, prefix included), as the SDK does.
+const webhookSecrets = listSetting.refine((secrets) => secrets.every((s) => /^[\x21-\x7e]+$/.test(s)), {
+  message: "must list printable ASCII secrets without spaces, comma-separated",
+});
+
 const RawConfig = z.object({
   EXTEND_API_KEY: z
     .string({ error: "is required (a secret: wrangler secret put EXTEND_API_KEY)" })
@@ -196,6 +211,11 @@ const RawConfig = z.object({
     .enum(LOCATION_HINTS, { error: `must be one of ${LOCATION_HINTS.join(", ")}` })
     .optional()
     .or(z.literal("").transform(() => undefined)),
+  RUN_INDEX: onOffSetting,
+  INDEX_SYNC_SECONDS: intSetting(30, 5, 3_600),
+  INDEX_RECONCILE_SECONDS: intSetting(86_400, 30, 2_592_000),
+  INDEX_LOOKBACK_SECONDS: intSetting(180, 0, 3_600),
+  EXTEND_WEBHOOK_SECRET: webhookSecrets,
 });
 
 /** Every setting, parsed and defaulted. Built once per isolate from the Worker's env. */
@@ -222,6 +242,13 @@ export interface Config {
   readonly redactFields: readonly string[];
   /** Placement of the tenant's gateway object; undefined: guessed from the base URL's region. */
   readonly gatewayLocationHint: DurableObjectLocationHint | "none" | undefined;
+  /** The run index in the tenant's Durable Object (RUN_INDEX=on). */
+  readonly runIndex: boolean;
+  readonly indexSyncSeconds: number;
+  readonly indexReconcileSeconds: number;
+  readonly indexLookbackSeconds: number;
+  /** Signing secrets accepted on POST /webhooks/extend; none means the route does not exist. */
+  readonly webhookSecrets: readonly string[];
 }
 
 const parsed = new WeakMap<object, Config>();
@@ -285,6 +312,11 @@ export function loadConfig(env: Env): Config {
     allowedOrigins: raw.ALLOWED_ORIGINS,
     redactFields: raw.REDACT_FIELDS,
     gatewayLocationHint: raw.GATEWAY_LOCATION_HINT,
+    runIndex: raw.RUN_INDEX,
+    indexSyncSeconds: raw.INDEX_SYNC_SECONDS,
+    indexReconcileSeconds: raw.INDEX_RECONCILE_SECONDS,
+    indexLookbackSeconds: raw.INDEX_LOOKBACK_SECONDS,
+    webhookSecrets: raw.EXTEND_WEBHOOK_SECRET,
   };
   parsed.set(env, config);
   return config;

@@ -20,7 +20,12 @@ export const ERRORS = {
   METHOD_NOT_ALLOWED: {
     status: 405,
     retryable: false,
-    description: "Only GET, HEAD and OPTIONS are served.",
+    description: "Only GET, HEAD and OPTIONS are served (POST only on /webhooks/extend).",
+  },
+  PAYLOAD_TOO_LARGE: {
+    status: 413,
+    retryable: false,
+    description: "The request body is larger than the route accepts (10 MiB for webhooks).",
   },
   RATE_LIMIT_EXCEEDED: {
     status: 429,
@@ -62,6 +67,12 @@ export const ERRORS = {
     status: 503,
     retryable: true,
     description: "Extend's organisation-wide rate limit is exhausted; wait for `Retry-After` seconds.",
+  },
+  INDEX_LAGGING: {
+    status: 503,
+    retryable: true,
+    description:
+      "The run index is older than `maxLagSeconds` and could not sync in time; wait for `Retry-After` seconds.",
   },
   UPSTREAM_TIMEOUT: {
     status: 504,

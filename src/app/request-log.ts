@@ -26,6 +26,7 @@ export const SECRET_SETTINGS = [
   { name: "EXTEND_API_KEY", list: false },
   { name: "STATS_SIGNING_KEY", list: false },
   { name: "CLIENT_TOKENS", list: true },
+  { name: "EXTEND_WEBHOOK_SECRET", list: true },
 ] as const satisfies readonly { name: keyof Env; list: boolean }[];
 
 const knownSecrets = new Set<string>();

@@ -38,4 +38,14 @@ interface Env {
   REDACT_FIELDS?: string;
   /** Durable Object location hint for the tenant gateway (wnam, enam, weur, …, or none); guessed from EXTEND_API_BASE_URL when unset. */
   GATEWAY_LOCATION_HINT?: string;
+  /** "on" (default) keeps a run index in the tenant's Durable Object for /stats; "off" scans. */
+  RUN_INDEX?: string;
+  /** Seconds between head walks of the run index while it is in use. */
+  INDEX_SYNC_SECONDS?: string;
+  /** Seconds between reconciles of the run index (deleted runs). */
+  INDEX_RECONCILE_SECONDS?: string;
+  /** Seconds each head walk reads below the last one (clock skew, late commits). */
+  INDEX_LOOKBACK_SECONDS?: string;
+  /** Extend webhook signing secrets (`wss_…`), comma-separated during a rotation (secret). */
+  EXTEND_WEBHOOK_SECRET?: string;
 }

@@ -60,9 +60,10 @@ export interface ListOptions {
   /**
    * Awaited right before every attempt (retries after their back-off; the first before the
    * deadline starts): a shared rate budget holds the call back, or refuses it, and then the
-   * rejection ends `list` with that error.
+   * rejection ends `list` with that error. Resolving `"skip"` for a retry ends `list` with the
+   * last attempt's own error instead (the budget has no room for a retry in time).
    */
-  beforeAttempt?: (attempt: number) => Promise<void>;
+  beforeAttempt?: (attempt: number) => Promise<void | "skip">;
   /** Scheduling for a rate-budgeted upstream (the tenant gateway); the plain client ignores it. */
   priority?: Priority;
   /** Who the call is for: the budget is shared fairly among callers. */
@@ -76,6 +77,21 @@ export interface WorkflowRunsUpstream {
   list(query: CanonicalListQuery, options?: ListOptions): Promise<UpstreamPage>;
 }
 
+/** GET /workflow_runs/{id}: the run as Extend sent it, or `gone` when Extend answers 404. */
+export type RunLookup = { found: Record<string, unknown> } | { gone: true };
+
+/** One page of GET /workflows: the workflows' ids; `unsupported` when Extend answers 404. */
+export type WorkflowPage = { ids: string[]; nextPageToken: string | undefined } | { unsupported: true };
+
+/**
+ * The Extend client: the list, one run by id (what the run index confirms deletions with), and
+ * the workflows (what it splits its backfill by).
+ */
+export interface ExtendUpstream extends WorkflowRunsUpstream {
+  getRun(id: string, options?: ListOptions): Promise<RunLookup>;
+  listWorkflows(nextPageToken: string | undefined, options?: ListOptions): Promise<WorkflowPage>;
+}
+
 export interface UpstreamDeps {
   fetch?: typeof fetch;
   clock?: Clock;
@@ -83,10 +99,18 @@ export interface UpstreamDeps {
   random?: () => number;
 }
 
-type Outcome =
-  | { kind: "page"; page: UpstreamPage }
+type Outcome<T> =
+  | { kind: "ok"; value: T }
   | { kind: "retry"; error: ApiError; waitMs?: number }
   | { kind: "fail"; error: ApiError };
+
+/** How one endpoint's answer is read: its 200 body, and optionally a 404 that is an answer too. */
+interface Expectation<T> {
+  parse(body: string): T | undefined;
+  /** Said when a 200 body does not parse. */
+  invalid: string;
+  notFound?: T;
+}
 
 type AttemptStatus = AttemptReport["status"];
 
@@ -96,6 +120,23 @@ export function upstreamUrl(config: UpstreamConfig, query: CanonicalListQuery): 
   if (!base.pathname.endsWith("/")) base.pathname += "/";
   const url = new URL("workflow_runs", base);
   url.search = toSearchParams(query).toString();
+  return url;
+}
+
+/** GET /workflow_runs/{id}, the id path-encoded. */
+export function runUrl(config: UpstreamConfig, id: string): URL {
+  const base = new URL(config.extendApiBaseUrl);
+  if (!base.pathname.endsWith("/")) base.pathname += "/";
+  return new URL(`workflow_runs/${encodeURIComponent(id)}`, base);
+}
+
+/** GET /workflows, the largest pages Extend gives. */
+export function workflowsUrl(config: UpstreamConfig, nextPageToken: string | undefined): URL {
+  const base = new URL(config.extendApiBaseUrl);
+  if (!base.pathname.endsWith("/")) base.pathname += "/";
+  const url = new URL("workflows", base);
+  if (nextPageToken) url.searchParams.set("nextPageToken", nextPageToken);
+  url.searchParams.set("maxPageSize", "1000");
   return url;
 }
 
@@ -188,11 +229,61 @@ export function pageFromText(body: string, options: { shared?: boolean } = {}): 
   };
 }
 
+function parseRunBody(body: string): RunLookup | undefined {
+  try {
+    const json: unknown = JSON.parse(body);
+    if (typeof json === "object" && json !== null && !Array.isArray(json)) {
+      if (typeof (json as { id?: unknown }).id === "string")
+        return { found: json as Record<string, unknown> };
+    }
+  } catch {
+    return undefined;
+  }
+  return undefined;
+}
+
+function parseWorkflowsBody(body: string): WorkflowPage | undefined {
+  let json: unknown;
+  try {
+    json = JSON.parse(body);
+  } catch {
+    return undefined;
+  }
+  const list = json as { data?: unknown; nextPageToken?: unknown } | null;
+  if (!list || !Array.isArray(list.data)) return undefined;
+  const ids: string[] = [];
+  for (const item of list.data) {
+    const id = (item as { id?: unknown } | null)?.id;
+    if (typeof id !== "string" || id === "") return undefined;
+    ids.push(id);
+  }
+  const token =
+    typeof list.nextPageToken === "string" && list.nextPageToken !== "" ? list.nextPageToken : undefined;
+  return { ids, nextPageToken: token };
+}
+
+const WORKFLOWS: Expectation<WorkflowPage> = {
+  parse: parseWorkflowsBody,
+  invalid: "Extend answered 200 with a body that is not a list of workflows.",
+  notFound: { unsupported: true },
+};
+
+const LIST: Expectation<UpstreamPage> = {
+  parse: parseListBody,
+  invalid: "Extend answered 200 with a body that is not a list of runs.",
+};
+
+const GET_RUN: Expectation<RunLookup> = {
+  parse: parseRunBody,
+  invalid: "Extend answered 200 with a body that is not a workflow run.",
+  notFound: { gone: true },
+};
+
 function timeoutError(): ApiError {
   return new ApiError("UPSTREAM_TIMEOUT", "Extend did not answer in time.");
 }
 
-export function classify(status: number, retryAfterMs: number | undefined): Outcome {
+export function classify(status: number, retryAfterMs: number | undefined): Outcome<never> {
   if (status === 401 || status === 403) {
     return {
       kind: "fail",
@@ -309,39 +400,42 @@ async function readBody(response: Response, signal: AbortSignal): Promise<string
 }
 
 /**
- * Extend's `GET /workflow_runs`, with per-attempt timeouts, full-jitter retries on network
- * errors, timeouts, 5xx and short 429s, and one overall deadline. Redirects are never followed.
+ * Extend's `GET /workflow_runs` and `GET /workflow_runs/{id}`, with per-attempt timeouts,
+ * full-jitter retries on network errors, timeouts, 5xx and short 429s, and one overall deadline.
+ * Redirects are never followed.
  */
-export function createExtendUpstream(config: UpstreamConfig, deps: UpstreamDeps = {}): WorkflowRunsUpstream {
+export function createExtendUpstream(config: UpstreamConfig, deps: UpstreamDeps = {}): ExtendUpstream {
   const doFetch = deps.fetch ?? ((input, init) => fetch(input, init));
   const clock = deps.clock ?? systemClock;
   const random = deps.random ?? Math.random;
   const now = () => clock.now();
 
-  async function attempt(
+  async function attempt<T>(
     url: URL,
+    expect: Expectation<T>,
     perAttemptMs: number,
     outer: AbortSignal | undefined,
-  ): Promise<Outcome & { status: AttemptStatus; retryAfterMs?: number }> {
+  ): Promise<Outcome<T> & { status: AttemptStatus; retryAfterMs?: number }> {
     const timeout = AbortSignal.timeout(perAttemptMs);
     const signal = outer ? AbortSignal.any([timeout, outer]) : timeout;
     let status: AttemptStatus = "network-error";
     let retryAfterMs: number | undefined;
-    const outcome = await attemptOnce(url, signal, timeout, outer, (s, after) => {
+    const outcome = await attemptOnce(url, expect, signal, timeout, outer, (s, after) => {
       status = s;
       retryAfterMs = after;
     });
-    if (outcome.kind !== "page" && outcome.error.code === "UPSTREAM_TIMEOUT") status = "timeout";
+    if (outcome.kind !== "ok" && outcome.error.code === "UPSTREAM_TIMEOUT") status = "timeout";
     return { ...outcome, status, ...(retryAfterMs !== undefined ? { retryAfterMs } : {}) };
   }
 
-  async function attemptOnce(
+  async function attemptOnce<T>(
     url: URL,
+    expect: Expectation<T>,
     signal: AbortSignal,
     timeout: AbortSignal,
     outer: AbortSignal | undefined,
     onStatus: (status: number, retryAfterMs?: number) => void,
-  ): Promise<Outcome> {
+  ): Promise<Outcome<T>> {
     try {
       const response = await doFetch(url.toString(), {
         method: "GET",
@@ -349,6 +443,11 @@ export function createExtendUpstream(config: UpstreamConfig, deps: UpstreamDeps 
         redirect: "manual",
         signal,
       });
+      if (response.status === 404 && expect.notFound !== undefined) {
+        onStatus(response.status);
+        await response.body?.cancel().catch(() => undefined);
+        return { kind: "ok", value: expect.notFound };
+      }
       if (response.status !== 200) {
         const retryAfterMs = parseRetryAfter(response.headers.get("retry-after"), now());
         onStatus(response.status, retryAfterMs);
@@ -370,17 +469,11 @@ export function createExtendUpstream(config: UpstreamConfig, deps: UpstreamDeps 
           }),
         };
       }
-      const page = parseListBody(body);
-      if (!page) {
-        return {
-          kind: "fail",
-          error: new ApiError(
-            "UPSTREAM_INVALID_RESPONSE",
-            "Extend answered 200 with a body that is not a list of runs.",
-          ),
-        };
+      const value = expect.parse(body);
+      if (value === undefined) {
+        return { kind: "fail", error: new ApiError("UPSTREAM_INVALID_RESPONSE", expect.invalid) };
       }
-      return { kind: "page", page };
+      return { kind: "ok", value };
     } catch (error) {
       if (outer?.aborted) throw outer.reason ?? error;
       if (timeout.aborted) return { kind: "retry", error: timeoutError() };
@@ -391,35 +484,43 @@ export function createExtendUpstream(config: UpstreamConfig, deps: UpstreamDeps 
     }
   }
 
+  async function call<T>(url: URL, expect: Expectation<T>, options: ListOptions): Promise<T> {
+    await options.beforeAttempt?.(1);
+    const deadline = options.deadline ?? now() + config.upstreamDeadlineMs;
+    let last: ApiError = timeoutError();
+    for (let n = 1; n <= MAX_ATTEMPTS; n++) {
+      if (n > 1 && (await options.beforeAttempt?.(n)) === "skip") break;
+      // The caller gave up (its own budget, or the client left): no further attempt is wanted.
+      options.signal?.throwIfAborted();
+      const remaining = deadline - now();
+      if (remaining <= 0) break;
+      const started = now();
+      const outcome = await attempt(
+        url,
+        expect,
+        Math.min(config.upstreamTimeoutMs, remaining),
+        options.signal,
+      );
+      options.onAttempt?.({
+        attempt: n,
+        status: outcome.status,
+        durationMs: now() - started,
+        ...(outcome.retryAfterMs !== undefined ? { retryAfterMs: outcome.retryAfterMs } : {}),
+      });
+      if (outcome.kind === "ok") return outcome.value;
+      last = outcome.error;
+      if (outcome.kind === "fail" || n === MAX_ATTEMPTS) break;
+      const backoff = random() * Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** (n - 1));
+      const wait = outcome.waitMs !== undefined ? outcome.waitMs + backoff / 4 : backoff;
+      if (now() + wait >= deadline) break;
+      await clock.sleep(wait, options.signal);
+    }
+    throw last;
+  }
+
   return {
-    async list(query, options = {}) {
-      const url = upstreamUrl(config, query);
-      await options.beforeAttempt?.(1);
-      const deadline = options.deadline ?? now() + config.upstreamDeadlineMs;
-      let last: ApiError = timeoutError();
-      for (let n = 1; n <= MAX_ATTEMPTS; n++) {
-        if (n > 1) await options.beforeAttempt?.(n);
-        // The caller gave up (its own budget, or the client left): no further attempt is wanted.
-        options.signal?.throwIfAborted();
-        const remaining = deadline - now();
-        if (remaining <= 0) break;
-        const started = now();
-        const outcome = await attempt(url, Math.min(config.upstreamTimeoutMs, remaining), options.signal);
-        options.onAttempt?.({
-          attempt: n,
-          status: outcome.status,
-          durationMs: now() - started,
-          ...(outcome.retryAfterMs !== undefined ? { retryAfterMs: outcome.retryAfterMs } : {}),
-        });
-        if (outcome.kind === "page") return outcome.page;
-        last = outcome.error;
-        if (outcome.kind === "fail" || n === MAX_ATTEMPTS) break;
-        const backoff = random() * Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** (n - 1));
-        const wait = outcome.waitMs !== undefined ? outcome.waitMs + backoff / 4 : backoff;
-        if (now() + wait >= deadline) break;
-        await clock.sleep(wait, options.signal);
-      }
-      throw last;
-    },
+    list: (query, options = {}) => call(upstreamUrl(config, query), LIST, options),
+    getRun: (id, options = {}) => call(runUrl(config, id), GET_RUN, options),
+    listWorkflows: (token, options = {}) => call(workflowsUrl(config, token), WORKFLOWS, options),
   };
 }

@@ -102,10 +102,12 @@ export function gatewayUpstream(deps: GatewayUpstreamDeps): WorkflowRunsUpstream
             maxWaitMs,
           });
         } catch (error) {
-          if (error instanceof SlotRefused) throw new BudgetPaused(error.retryAfterMs);
-          throw error;
+          if (!(error instanceof SlotRefused)) throw error;
+          // A retry with no room in time ends with what Extend last said, not a budget refusal.
+          if (attempt > 1) return "skip";
+          throw new BudgetPaused(error.retryAfterMs);
         }
-        await options.beforeAttempt?.(attempt);
+        return options.beforeAttempt?.(attempt);
       },
       onAttempt: (report) => {
         scheduler.observe(report.status, report.retryAfterMs);

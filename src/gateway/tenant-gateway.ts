@@ -197,12 +197,19 @@ export class TenantGateway {
             await load.whenStarted;
             return;
           }
-          // A retry takes a slot like any call; it belongs to this load, whoever joined it.
-          await this.scheduler.acquire({
-            priority: request.priority,
-            caller: request.caller,
-            maxWaitMs: Math.max(0, deadline - this.clock.now() - MIN_ATTEMPT_MS),
-          });
+          // A retry takes a slot like any call; it belongs to this load, whoever joined it. With no
+          // room for it in time, the load ends with what Extend last said, not a budget refusal.
+          try {
+            await this.scheduler.acquire({
+              priority: request.priority,
+              caller: request.caller,
+              maxWaitMs: Math.max(0, deadline - this.clock.now() - MIN_ATTEMPT_MS),
+            });
+          } catch (error) {
+            if (error instanceof SlotRefused) return "skip";
+            throw error;
+          }
+          return undefined;
         },
         onAttempt: (report) => {
           attempts.push(report);

@@ -57,6 +57,9 @@ function statsBody(
     pagesFetched: state.pagesFetched,
     resumeToken,
     computedAt: new Date(now).toISOString(),
+    source: "scan",
+    asOf: null,
+    lagSeconds: null,
   };
 }
 

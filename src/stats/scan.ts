@@ -82,7 +82,7 @@ export interface ScanState {
 }
 
 /** What the fold reads of a run: its createdAt and usage; the rest of the page is let go. */
-export type FoldRun = Pick<Record<string, unknown>, "createdAt" | "usage">;
+export type FoldRun = { readonly createdAt?: unknown; readonly usage?: unknown };
 
 /** A page reduced to what the fold needs, so its text and full parse need not be kept. */
 export interface FoldPage {

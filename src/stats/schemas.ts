@@ -12,6 +12,9 @@ const InstantParam = z
 
 const list = ListWorkflowRunsQuery.shape;
 
+/** Longest `maxLagSeconds` accepted: a day. */
+export const MAX_LAG_SECONDS = 86_400;
+
 export const StatsQuery = z
   .strictObject({
     status: list.status,
@@ -38,6 +41,28 @@ export const StatsQuery = z
         param: {
           description:
             "`resumeToken` of an incomplete answer: continues that scan. Repeat the same filters with it.",
+        },
+      }),
+    maxLagSeconds: z
+      .string()
+      .regex(/^(0|[1-9]\d{0,4})$/, { error: "must be a whole number of seconds, written plainly" })
+      .transform(Number)
+      .pipe(
+        z
+          .number()
+          .int()
+          .max(MAX_LAG_SECONDS, { error: `must be at most ${MAX_LAG_SECONDS}` }),
+      )
+      .optional()
+      .openapi({
+        type: "integer",
+        minimum: 0,
+        maximum: MAX_LAG_SECONDS,
+        param: {
+          description:
+            "Answer from the run index only if it counts every change made up to this many seconds " +
+            "before the request: an older index syncs first, or the answer is a 503 with `Retry-After` " +
+            "if it cannot in time.",
         },
       }),
   })
@@ -101,6 +126,34 @@ export const WorkflowRunStats = z
       description: "Opaque; pass it back with the same filters to continue. Null once complete.",
     }),
     computedAt: z.string().openapi({ format: "date-time", description: "When these totals were computed." }),
+    source: z.enum(["index", "scan"]).openapi({
+      description: "`index`: read from the run index; `scan`: counted by paging Extend's list live.",
+    }),
+    asOf: z
+      .string()
+      .nullable()
+      .openapi({
+        format: "date-time",
+        description:
+          "Index answers: the start of the last completed sync. Every change made in Extend before it is " +
+          "counted; deletions as of the last reconcile. Null for a scan.",
+      }),
+    lagSeconds: z
+      .number()
+      .min(0)
+      .nullable()
+      .openapi({ description: "Seconds between `asOf` and `computedAt`. Null for a scan." }),
+    build: z
+      .object({
+        state: z.literal("building"),
+        startedAt: z.string().nullable().openapi({ format: "date-time" }),
+        runsIndexed: z.number().int().min(0),
+        pagesFetched: z.number().int().min(0),
+        walksDone: z.number().int().min(0),
+        walks: z.number().int().min(0),
+      })
+      .optional()
+      .openapi({ description: "While the run index is being built (this answer is a scan): how far it is." }),
   })
   .openapi("WorkflowRunStats");
 

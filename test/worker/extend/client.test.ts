@@ -155,7 +155,7 @@ describe("classify: every upstream status but 200", () => {
   ])("%s", (_name, status, expected) => {
     const outcome = classify(status, undefined);
     expect(outcome.kind).toBe(expected.kind);
-    if (outcome.kind === "page") throw new Error("a status is never a page");
+    if (outcome.kind === "ok") throw new Error("a status is never an answer");
     expect(outcome.error.code).toBe(expected.code);
     expect(outcome.error.status).toBe(ERRORS[expected.code].status);
     expect(outcome.error.message).not.toMatch(/Bearer|sk_/);
@@ -167,14 +167,14 @@ describe("classify: every upstream status but 200", () => {
       const outcome = classify(status, undefined);
       const expected = expectedFor(status);
       expect(outcome.kind, `HTTP ${status}`).toBe(expected.kind);
-      if (outcome.kind !== "page") expect(outcome.error.code, `HTTP ${status}`).toBe(expected.code);
+      if (outcome.kind !== "ok") expect(outcome.error.code, `HTTP ${status}`).toBe(expected.code);
     }
   });
 
   it("sends no Retry-After with anything but a 429", () => {
     for (const status of [400, 401, 402, 403, 404, 418, 500, 503, 302]) {
       const outcome = classify(status, 5 * SECOND);
-      if (outcome.kind === "page") throw new Error("a status is never a page");
+      if (outcome.kind === "ok") throw new Error("a status is never an answer");
       expect(outcome.error.retryAfter, `HTTP ${status}`).toBeUndefined();
       expect("waitMs" in outcome && outcome.waitMs !== undefined, `HTTP ${status}`).toBe(false);
     }
@@ -194,7 +194,7 @@ describe("classify: a 429 and its Retry-After", () => {
   ] as const)("%s", (_name, retryAfterMs, kind, waitMs, seconds) => {
     const outcome = classify(429, retryAfterMs);
     expect(outcome.kind).toBe(kind);
-    if (outcome.kind === "page") throw new Error("a status is never a page");
+    if (outcome.kind === "ok") throw new Error("a status is never an answer");
     expect(outcome.error.code).toBe("UPSTREAM_RATE_LIMITED");
     expect(outcome.error.retryAfter).toBe(seconds);
     expect(outcome.kind === "retry" ? outcome.waitMs : undefined).toBe(waitMs);
@@ -204,7 +204,7 @@ describe("classify: a 429 and its Retry-After", () => {
     fc.assert(
       fc.property(fc.integer({ min: 0, max: HOUR_MS }), (ms) => {
         const outcome = classify(429, ms);
-        if (outcome.kind === "page") throw new Error("a status is never a page");
+        if (outcome.kind === "ok") throw new Error("a status is never an answer");
         const seconds = outcome.error.retryAfter ?? 0;
         expect(Number.isInteger(seconds)).toBe(true);
         expect(seconds).toBeGreaterThanOrEqual(1);

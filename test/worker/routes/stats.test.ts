@@ -36,9 +36,14 @@ describe("GET /stats: response contract", () => {
         "pagesFetched",
         "resumeToken",
         "computedAt",
+        "source",
+        "asOf",
+        "lagSeconds",
       ].sort(),
     );
     expect(body.object).toBe("workflow_run_stats");
+    // RUN_INDEX is off in this suite: a live scan, with no index freshness to report.
+    expect(body).toMatchObject({ source: "scan", asOf: null, lagSeconds: null });
     expect(body.filters).toEqual({});
     expect(Object.keys(body.byStatus ?? {})).toEqual([...STATUSES]);
     expect(Object.keys(body.usage ?? {}).sort()).toEqual(["credits", "runsWithoutUsage", "totalCredits"]);
@@ -103,7 +108,16 @@ describe("GET /stats: response contract", () => {
     }>(response);
     const names = (doc.paths["/stats"]?.get?.parameters ?? []).map((p) => p.name).sort();
     expect(names).toEqual(
-      ["batchId", "fileNameContains", "resumeToken", "since", "status", "until", "workflowId"].sort(),
+      [
+        "batchId",
+        "fileNameContains",
+        "maxLagSeconds",
+        "resumeToken",
+        "since",
+        "status",
+        "until",
+        "workflowId",
+      ].sort(),
     );
     expect(Object.keys(doc.components.schemas.WorkflowRunStats?.properties ?? {})).toContain("resumeToken");
   });

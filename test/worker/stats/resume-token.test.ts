@@ -30,6 +30,8 @@ function midScan(): ScanState {
   const byStatus = Object.fromEntries(WORKFLOW_RUN_STATUSES.map((s, i) => [s, i * 7])) as Totals["byStatus"];
   return {
     pagesFetched: 17,
+    startedAt: ISSUED,
+    oldestPageAt: ISSUED - 900_000,
     totals: {
       byStatus,
       credits: decimal(123456789n, 4),
@@ -102,13 +104,17 @@ const tallyArb: fc.Arbitrary<Tally> = fc.record({
   totalCredits: decimalArb,
   runsWithoutUsage: countArb,
 });
-const walkArb: fc.Arbitrary<WalkState> = fc.record(
-  {
-    phase: fc.constantFrom("waiting", "active", "done"),
-    cursor: fc.string({ minLength: 1, maxLength: 120 }),
-    open: fc.record({ at: instantArb, tally: tallyArb }),
-  },
-  { requiredKeys: ["phase"] },
+// A finished walk carries nothing on the wire (its cursor could only grow the token).
+const walkArb: fc.Arbitrary<WalkState> = fc.oneof(
+  fc.constant<WalkState>({ phase: "done" }),
+  fc.record(
+    {
+      phase: fc.constantFrom("waiting", "active"),
+      cursor: fc.string({ minLength: 1, maxLength: 120 }),
+      open: fc.record({ at: instantArb, tally: tallyArb }),
+    },
+    { requiredKeys: ["phase"] },
+  ),
 );
 const partitionArb: fc.Arbitrary<PartitionState> = fc.record(
   {
@@ -135,6 +141,8 @@ const stateArb: fc.Arbitrary<ScanState> = fc.record({
     runsWithoutUsage: countArb,
   }),
   pagesFetched: countArb,
+  startedAt: fc.integer({ min: ISSUED - 3_599_000, max: ISSUED }),
+  oldestPageAt: fc.integer({ min: ISSUED - 86_400_000, max: ISSUED - 3_599_000 }),
 });
 
 describe("resume token: seal and open", () => {
@@ -248,6 +256,8 @@ describe("resume token: size", () => {
     });
     return {
       pagesFetched: big,
+      startedAt: ISSUED,
+      oldestPageAt: ISSUED,
       totals: {
         byStatus: Object.fromEntries(WORKFLOW_RUN_STATUSES.map((s) => [s, big])) as Totals["byStatus"],
         credits: sum,

@@ -187,13 +187,13 @@ describe("GET /stats: a scan's age", () => {
   };
 
   it("expires an hour after the scan started, however often it was resumed", async () => {
-    const { env } = useStatsFake({ runs: RUNS, pageLimit: 40 });
-    const limited = { ...env, STATS_MAX_PAGES: "2" };
-    const first = await partialToken({}, limited);
+    const tenant = isolatedTenant({ runs: RUNS, pageLimit: 40 });
+    const limited = { STATS_MAX_PAGES: "2" };
+    const first = await partialToken(tenant, {}, limited);
     travel(59 * 60_000);
-    const second = await partialToken({ resumeToken: first }, limited);
+    const second = await partialToken(tenant, { resumeToken: first }, limited);
     travel(2 * 60_000);
-    const response = await callProxy(statsPath({ resumeToken: second }), { env: limited });
+    const response = await tenant.call(statsPath({ resumeToken: second }), { env: limited });
     expect(response.status).toBe(400);
     expect((await json<ErrorBody>(response)).details?.[0]).toMatchObject({
       field: "resumeToken",
@@ -201,21 +201,21 @@ describe("GET /stats: a scan's age", () => {
     });
   });
 
-  async function finish(token: string, env: Partial<Env>): Promise<void> {
+  async function finish(tenant: Tenant, token: string, env: Partial<Env>): Promise<void> {
     let next: string | null = token;
     while (next) {
-      const { body } = await getStats({ resumeToken: next }, env);
+      const { body } = await getStats(tenant, { resumeToken: next }, env);
       next = body.resumeToken;
     }
   }
 
   it("offers a completed resumed scan to the cache with the age of its oldest page", async () => {
-    const { env } = useStatsFake({ dataset: { size: 400, seed: 3 }, pageLimit: 40 });
-    const limited = { ...env, STATS_MAX_PAGES: "6" };
-    const token = await partialToken({}, limited);
+    const tenant = isolatedTenant({ dataset: { size: 400, seed: 3 }, pageLimit: 40 });
+    const limited = { STATS_MAX_PAGES: "6" };
+    const token = await partialToken(tenant, {}, limited);
     travel(200_000);
-    await finish(token, limited);
-    const cached = await callProxy(statsPath({}), { env: limited });
+    await finish(tenant, token, limited);
+    const cached = await tenant.call(statsPath({}), { env: limited });
     expect(cached.status).toBe(200);
     // Its first pages were read 200 s ago: past STATS_TTL_SECONDS (60), within the stale window.
     expect(cached.headers.get("x-cache")).toBe("STALE");
@@ -223,12 +223,12 @@ describe("GET /stats: a scan's age", () => {
   });
 
   it("does not offer it at all once its oldest page is past the stale window", async () => {
-    const { env } = useStatsFake({ dataset: { size: 400, seed: 3 }, pageLimit: 40 });
-    const limited = { ...env, STATS_MAX_PAGES: "6" };
-    const token = await partialToken({}, limited);
+    const tenant = isolatedTenant({ dataset: { size: 400, seed: 3 }, pageLimit: 40 });
+    const limited = { STATS_MAX_PAGES: "6" };
+    const token = await partialToken(tenant, {}, limited);
     travel(400_000);
-    await finish(token, limited);
-    const fresh = await callProxy(statsPath({}), { env: limited });
+    await finish(tenant, token, limited);
+    const fresh = await tenant.call(statsPath({}), { env: limited });
     expect(fresh.headers.get("x-cache"), await fresh.clone().text()).toBe("MISS");
     await fresh.body?.cancel();
   });

@@ -7,6 +7,7 @@ export interface CallOptions {
   env?: Partial<Env>;
   headers?: Record<string, string>;
   method?: string;
+  body?: BodyInit;
 }
 
 /** Calls the proxy's HTTP entry point inside workerd and waits for its background work. */
@@ -14,6 +15,7 @@ export async function callProxy(path: string, options: CallOptions = {}): Promis
   const request = new Request(`https://proxy.test${path}`, {
     method: options.method ?? "GET",
     headers: options.headers ?? {},
+    ...(options.body !== undefined ? { body: options.body } : {}),
   });
   const ctx = createExecutionContext();
   const response = await worker.fetch(request, { ...env, ...options.env }, ctx);

@@ -1,0 +1,455 @@
+// The run index rows of the benchmark: /stats from the index over 100,000 and 1,000,000 runs
+// beside /healthz in the same run and the SDK loop; the backfill against the rate floor; the
+// sync's cost after k changes; the Worker isolate's heap while the index answers. Part of
+// `npm run bench`, or alone: `node bench/run-index.ts [--quick]` (writes bench/results-run-index.json).
+import { writeFile } from "node:fs/promises";
+import { cpus, loadavg, release, totalmem } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { PROJECT_ROOT } from "../scripts/wrangler-dev.ts";
+import {
+  type BenchProxy,
+  type FakeProcess,
+  inspectWorkerHeap,
+  isStats,
+  load,
+  sampleWorkerdMemory,
+  sampleWorkerHeap,
+  startFakeProcess,
+  startProxy,
+  walkWithSdk,
+} from "./lib.ts";
+
+/** Extend's pay-as-you-go read limit, and the proxy's default budget below it. */
+const RATE_LIMIT = 10;
+const UPSTREAM_MAX_RPS = 8;
+const LATENCY = { latencyBaseMs: 50, latencyPerRunMs: 0.5 };
+const PAGE_SIZE = 1000;
+
+export interface RunIndexPlan {
+  datasets: number[];
+  /** The SDK loop runs for datasets up to this size; above it, its time is extrapolated per page. */
+  sdkUpTo: number;
+  requests: number;
+  connections: number;
+  /** Changes made before each measured sync. */
+  changes: number[];
+  buildLimitMs: number;
+}
+
+export const FULL_PLAN: RunIndexPlan = {
+  datasets: [100_000, 1_000_000],
+  sdkUpTo: 100_000,
+  requests: 2_000,
+  connections: 8,
+  changes: [0, 10, 1_000, 2_500],
+  buildLimitMs: 900_000,
+};
+
+export const QUICK_PLAN: RunIndexPlan = {
+  datasets: [5_000, 20_000],
+  sdkUpTo: 20_000,
+  requests: 300,
+  connections: 8,
+  changes: [0, 10, 1_000],
+  buildLimitMs: 300_000,
+};
+
+export interface IndexLatencyRow {
+  runs: number;
+  scenario: string;
+  requests: number;
+  p50Ms: number;
+  p99Ms: number;
+  errors: number;
+  malformed: number;
+}
+
+export interface BackfillRow {
+  runs: number;
+  wallS: number;
+  pages: number;
+  /** pages ÷ UPSTREAM_MAX_RPS: no walk can finish sooner within the budget. */
+  floorS: number;
+  ratio: number;
+  upstream429: number;
+}
+
+export interface SyncCostRow {
+  runs: number;
+  changes: number;
+  pages: number;
+  expected: number;
+}
+
+export interface SdkRow {
+  runs: number;
+  wallS: number;
+  pages: number;
+  extrapolated: boolean;
+}
+
+export interface IndexMemoryRow {
+  runs: number;
+  heapBaseMb: number;
+  heapPeakMb: number;
+  heapAfterMb: number;
+  rssPeakMb: number;
+}
+
+export interface RunIndexResults {
+  latency: IndexLatencyRow[];
+  backfill: BackfillRow[];
+  syncCost: SyncCostRow[];
+  sdk: SdkRow[];
+  memory: IndexMemoryRow[];
+  notes: string[];
+}
+
+function log(message: string): void {
+  process.stderr.write(`[bench:run-index] ${message}\n`);
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function getJson(
+  proxy: BenchProxy,
+  path: string,
+): Promise<{ status: number; body: Record<string, unknown> }> {
+  const response = await fetch(`${proxy.url}${path}`, {
+    headers: { authorization: `Bearer ${proxy.token}` },
+  });
+  return { status: response.status, body: (await response.json()) as Record<string, unknown> };
+}
+
+/**
+ * Starts the backfill with one /stats call and waits until /stats answers from the index. The
+ * probe is a filter whose scan is one empty page, cached for a minute, so polling costs Extend
+ * almost nothing; the bench proxy reads one page per scan.
+ */
+async function build(proxy: BenchProxy, limitMs: number): Promise<number> {
+  const started = performance.now();
+  const probe = "/stats?status=CANCELLING&batchId=batch_bench_probe";
+  for (;;) {
+    const { status, body } = await getJson(proxy, probe);
+    if (status === 200 && body.source === "index") return performance.now() - started;
+    if (performance.now() - started > limitMs) throw new Error(`index not built within ${limitMs} ms`);
+    await sleep(500);
+  }
+}
+
+async function update(fake: FakeProcess, count: number): Promise<void> {
+  const response = await fetch(`${fake.url}/__fake/update?count=${count}&status=FAILED`, { method: "POST" });
+  if (!response.ok) throw new Error(`the fake refused the update: ${response.status}`);
+  await response.arrayBuffer();
+}
+
+async function measure(
+  proxy: BenchProxy,
+  runs: number,
+  scenario: string,
+  path: string,
+  requests: number,
+  connections: number,
+  headers: Record<string, string>,
+): Promise<IndexLatencyRow> {
+  const check = (p: string, body: string) =>
+    p.startsWith("/stats") ? isStats(body) && body.includes('"index"') : true;
+  const result = await load({
+    origin: proxy.url,
+    paths: [path],
+    amount: requests,
+    connections,
+    headers,
+    check,
+  });
+  const row = {
+    runs,
+    scenario,
+    requests: result.requests,
+    p50Ms: result.p50,
+    p99Ms: result.p99,
+    errors: result.errors + result.non2xx,
+    malformed: result.malformed,
+  };
+  log(`${runs} runs, ${scenario}: p50 ${row.p50Ms.toFixed(2)} ms, p99 ${row.p99Ms.toFixed(2)} ms`);
+  return row;
+}
+
+export async function runIndexScenarios(plan: RunIndexPlan): Promise<RunIndexResults> {
+  const results: RunIndexResults = {
+    latency: [],
+    backfill: [],
+    syncCost: [],
+    sdk: [],
+    memory: [],
+    notes: [],
+  };
+  // A million fake runs need a few GB in the fake's own process (inherited by the child).
+  process.env.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ""} --max-old-space-size=8192`.trim();
+  let msPerSdkPage: number | undefined;
+  for (const runs of plan.datasets) {
+    log(`fake Extend with ${runs} runs, rate limit ${RATE_LIMIT}/s`);
+    const fake = await startFakeProcess({ size: runs, ...LATENCY, rateLimitPerSecond: RATE_LIMIT });
+    // One page per scan while the index builds; no timed head walk to muddle the sync-cost rows.
+    const proxy = await startProxy(fake, {
+      vars: { STATS_MAX_PAGES: "1", UPSTREAM_MAX_RPS: String(UPSTREAM_MAX_RPS), INDEX_SYNC_SECONDS: "3600" },
+    });
+    const auth = { authorization: `Bearer ${proxy.token}` };
+    try {
+      await sleep(1_100);
+      await fake.reset();
+      log(`backfill of ${runs} runs`);
+      const wallMs = await build(proxy, plan.buildLimitMs);
+      const counters = await fake.counters();
+      const floorS = counters.listCalls / UPSTREAM_MAX_RPS;
+      results.backfill.push({
+        runs,
+        wallS: wallMs / 1000,
+        pages: counters.listCalls,
+        floorS,
+        ratio: wallMs / 1000 / floorS,
+        upstream429: counters.byStatus["429"] ?? 0,
+      });
+      log(
+        `backfill: ${(wallMs / 1000).toFixed(1)} s for ${counters.listCalls} pages (floor ${floorS.toFixed(1)} s)`,
+      );
+
+      results.latency.push(
+        await measure(proxy, runs, "GET /healthz", "/healthz", plan.requests, plan.connections, {}),
+      );
+      const inspector = await inspectWorkerHeap(proxy.inspectorPort);
+      const heap = await sampleWorkerHeap(inspector);
+      const rss = sampleWorkerdMemory(proxy);
+      results.latency.push(
+        await measure(
+          proxy,
+          runs,
+          "/stats, index, no filter",
+          "/stats",
+          plan.requests,
+          plan.connections,
+          auth,
+        ),
+      );
+      const { peakMb: rssPeakMb } = rss.stop();
+      const { baseMb, peakMb, afterMb } = await heap.stop();
+      inspector.close();
+      results.memory.push({ runs, heapBaseMb: baseMb, heapPeakMb: peakMb, heapAfterMb: afterMb, rssPeakMb });
+      results.latency.push(
+        await measure(
+          proxy,
+          runs,
+          "/stats, index, workflowId + status",
+          "/stats?workflowId=workflow_BMdfq_yWM3sT-ZzvCnA3f&status=PROCESSED",
+          plan.requests,
+          plan.connections,
+          auth,
+        ),
+      );
+      const scans = Math.max(20, Math.floor(plan.requests / 20));
+      results.latency.push(
+        await measure(
+          proxy,
+          runs,
+          "/stats, index, since (row scan)",
+          "/stats?since=2026-10-01T00:00:00Z",
+          scans,
+          1,
+          auth,
+        ),
+      );
+      results.latency.push(
+        await measure(
+          proxy,
+          runs,
+          "/stats, index, fileNameContains (row scan)",
+          "/stats?fileNameContains=invoice",
+          scans,
+          1,
+          auth,
+        ),
+      );
+
+      for (const k of plan.changes) {
+        await update(fake, k);
+        await sleep(1_100);
+        await fake.reset();
+        const { status, body } = await getJson(proxy, "/stats?maxLagSeconds=0");
+        if (status !== 200 || body.source !== "index")
+          throw new Error(`sync after ${k} changes answered ${status}`);
+        const pages = (await fake.counters()).listCalls;
+        results.syncCost.push({ runs, changes: k, pages, expected: Math.ceil(k / PAGE_SIZE) + 1 });
+        log(`sync after ${k} changes: ${pages} pages`);
+      }
+
+      if (runs <= plan.sdkUpTo) {
+        await sleep(1_100);
+        log(`SDK loop, maxPageSize 1000, over ${runs} runs`);
+        const walk = await walkWithSdk(fake, PAGE_SIZE, plan.buildLimitMs);
+        msPerSdkPage = walk.wallMs / Math.max(1, walk.pages);
+        results.sdk.push({ runs, wallS: walk.wallMs / 1000, pages: walk.pages, extrapolated: false });
+      } else if (msPerSdkPage !== undefined) {
+        const pages = Math.ceil(runs / PAGE_SIZE);
+        results.sdk.push({ runs, wallS: (pages * msPerSdkPage) / 1000, pages, extrapolated: true });
+        results.notes.push(
+          `The SDK loop over ${runs} runs is extrapolated from the measured time per page at ${plan.sdkUpTo} runs ` +
+            "(it is sequential and latency-bound, so linear in pages).",
+        );
+      }
+    } finally {
+      await proxy.close();
+      await fake.stop();
+    }
+  }
+  return results;
+}
+
+const fmt = (n: number, digits = 2) => (Number.isFinite(n) ? n.toFixed(digits) : "n/a");
+
+function table(header: string[], body: (string | number)[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...body.map((row) => String(row[i] ?? "").length)));
+  const line = (cells: (string | number)[]) =>
+    `| ${cells.map((cell, i) => String(cell).padEnd(widths[i] ?? 0)).join(" | ")} |`;
+  return [line(header), `| ${widths.map((w) => "-".repeat(w)).join(" | ")} |`, ...body.map(line)].join("\n");
+}
+
+/** The tables README "Run index" reproduces, and the targets checked against them. */
+export function printRunIndex(results: RunIndexResults): void {
+  console.log("\nRun index: /stats from the index beside /healthz in the same run\n");
+  console.log(
+    table(
+      ["runs", "scenario", "requests", "p50 ms", "p99 ms", "errors", "malformed"],
+      results.latency.map((r) => [
+        r.runs,
+        r.scenario,
+        r.requests,
+        fmt(r.p50Ms),
+        fmt(r.p99Ms),
+        r.errors,
+        r.malformed,
+      ]),
+    ),
+  );
+  console.log(`\nBackfill against the rate floor (pages ÷ UPSTREAM_MAX_RPS = ${UPSTREAM_MAX_RPS})\n`);
+  console.log(
+    table(
+      ["runs", "wall s", "pages", "floor s", "wall ÷ floor", "upstream 429s"],
+      results.backfill.map((r) => [
+        r.runs,
+        fmt(r.wallS, 1),
+        r.pages,
+        fmt(r.floorS, 1),
+        fmt(r.ratio),
+        r.upstream429,
+      ]),
+    ),
+  );
+  console.log("\nSync after k changes (pages read; ⌈k/1000⌉ + 1 expected)\n");
+  console.log(
+    table(
+      ["runs", "changes", "pages", "⌈k/1000⌉ + 1"],
+      results.syncCost.map((r) => [r.runs, r.changes, r.pages, r.expected]),
+    ),
+  );
+  console.log(
+    "\nMemory while the index answers (Worker isolate heap, which hosts the object locally; workerd RSS)\n",
+  );
+  console.log(
+    table(
+      ["runs", "heap before MB", "heap peak MB", "heap after MB", "RSS peak MB"],
+      results.memory.map((m) => [
+        m.runs,
+        fmt(m.heapBaseMb, 1),
+        fmt(m.heapPeakMb, 1),
+        fmt(m.heapAfterMb, 1),
+        fmt(m.rssPeakMb, 0),
+      ]),
+    ),
+  );
+  console.log("\nTargets\n");
+  const rows: [string, string, boolean][] = [];
+  for (const runs of new Set(results.latency.map((r) => r.runs))) {
+    const health = results.latency.find((r) => r.runs === runs && r.scenario === "GET /healthz");
+    const stats = results.latency.find((r) => r.runs === runs && r.scenario === "/stats, index, no filter");
+    const sdk = results.sdk.find((r) => r.runs === runs);
+    if (health && stats) {
+      const gap = stats.p50Ms - health.p50Ms;
+      rows.push([
+        `${runs} runs: /stats p50 within a few ms of /healthz`,
+        `${fmt(gap)} ms above (${fmt(stats.p50Ms)} vs ${fmt(health.p50Ms)})`,
+        gap <= 5,
+      ]);
+    }
+    if (stats && sdk) {
+      const speedup = (sdk.wallS * 1000) / stats.p50Ms;
+      rows.push([
+        `${runs} runs: /stats ≥ 1000× faster than the SDK loop (maxPageSize 1000)`,
+        `${fmt(speedup, 0)}× (${fmt(sdk.wallS, 1)} s${sdk.extrapolated ? ", extrapolated" : ""} vs ${fmt(stats.p50Ms)} ms)`,
+        speedup >= 1000,
+      ]);
+    }
+  }
+  for (const b of results.backfill) {
+    rows.push([
+      `backfill of ${b.runs} runs within 1.5× of the rate floor`,
+      `${fmt(b.ratio)}× (${fmt(b.wallS, 1)} s vs ${fmt(b.floorS, 1)} s)`,
+      b.ratio <= 1.5,
+    ]);
+  }
+  const worst = results.syncCost.filter((r) => r.pages > r.expected);
+  rows.push([
+    "sync after k changes ≈ ⌈k/1000⌉ + 1 pages",
+    worst.length === 0 ? "all within" : worst.map((r) => `${r.changes}: ${r.pages}`).join(", "),
+    worst.length === 0,
+  ]);
+  const [small, large] = [results.memory[0], results.memory[results.memory.length - 1]];
+  if (small && large && small !== large) {
+    const growth = large.heapPeakMb / small.heapPeakMb;
+    rows.push([
+      "object's memory flat in the number of runs while answering",
+      `heap peak ${fmt(small.heapPeakMb, 1)} MB at ${small.runs}, ${fmt(large.heapPeakMb, 1)} MB at ${large.runs} (×${fmt(growth)})`,
+      growth <= 1.25,
+    ]);
+  }
+  console.log(
+    table(
+      ["target", "measured", "met"],
+      rows.map(([t, m, ok]) => [t, m, ok ? "yes" : "NO"]),
+    ),
+  );
+  for (const note of results.notes) console.log(`\nnote: ${note}`);
+}
+
+if (import.meta.main) {
+  const { values } = parseArgs({
+    args: process.argv.slice(2),
+    options: { quick: { type: "boolean", default: false } },
+    strict: true,
+  });
+  const started = Date.now();
+  const cpu = cpus();
+  const machine = {
+    cpu: `${cpu[0]?.model ?? "unknown"} × ${cpu.length}`,
+    memoryGb: Math.round(totalmem() / 2 ** 30),
+    os: `${process.platform} ${release()}`,
+    node: process.version,
+    loadAverageAtStart: Number(loadavg()[0]?.toFixed(2)),
+  };
+  const results = await runIndexScenarios(values.quick ? QUICK_PLAN : FULL_PLAN);
+  const out = join(PROJECT_ROOT, "bench", "results-run-index.json");
+  const summary = {
+    machine,
+    durationS: (Date.now() - started) / 1000,
+    loadAverageAtEnd: Number(loadavg()[0]?.toFixed(2)),
+    ...results,
+  };
+  await writeFile(out, `${JSON.stringify(summary, null, 2)}\n`);
+  console.log(
+    `\n${machine.cpu}, ${machine.memoryGb} GB, ${machine.os}, Node ${machine.node}, load average ` +
+      `${machine.loadAverageAtStart} → ${summary.loadAverageAtEnd}`,
+  );
+  printRunIndex(results);
+  console.log(`\nwritten to ${out} in ${fmt(summary.durationS, 0)} s`);
+  process.exit(0);
+}

@@ -1,0 +1,148 @@
+// What the index keeps of a run, mapped from Extend's list summary (sync) and from its full
+// WorkflowRun (webhook payloads, GET /workflow_runs/{id}).
+import { ApiError } from "../app/errors.ts";
+import { WORKFLOW_RUN_STATUSES, type WorkflowRunStatus } from "../extend/schemas.ts";
+import { addDecimal, type Decimal, MAX_CREDIT_SCALE, runUsage, ZERO } from "../stats/aggregate.ts";
+
+/** Credits are stored as twelve-decimal integers split here: value = hi / 10^6 + lo / 10^12. */
+const LOW_DIGITS = 6;
+const LOW_BASE = 10n ** BigInt(LOW_DIGITS);
+const SCALE = MAX_CREDIT_SCALE;
+/** Joins a run's file names; the filter's validation refuses control characters, so no match spans two. */
+export const FILE_NAME_SEPARATOR = "\n";
+
+/** One credit amount as the two exact integers the table stores. */
+export interface SplitAmount {
+  hi: number;
+  lo: number;
+}
+
+export interface RowUsage {
+  credits: SplitAmount;
+  totalCredits: SplitAmount;
+}
+
+/** A run as one row of `runs` (see schema.ts). */
+export interface RunRow {
+  id: string;
+  status: WorkflowRunStatus;
+  workflowId: string;
+  batchId: string | null;
+  /** Lowercased names joined by FILE_NAME_SEPARATOR. */
+  fileNames: string;
+  createdAt: number;
+  /** Date.parse(updatedAt) for list rows. */
+  version: number;
+  /** null: Extend reported no usage for the run. */
+  usage: RowUsage | null;
+}
+
+/** What a webhook payload or a GET tells about a run; undefined fields are unknown. */
+export interface RunFacts {
+  id: string;
+  status?: WorkflowRunStatus;
+  workflowId?: string;
+  batchId?: string | null;
+  fileNames?: string;
+  usage?: RowUsage | null;
+}
+
+const STATUSES: ReadonlySet<string> = new Set(WORKFLOW_RUN_STATUSES);
+
+export function isStatus(value: unknown): value is WorkflowRunStatus {
+  return typeof value === "string" && STATUSES.has(value);
+}
+
+function floorDiv(a: bigint, b: bigint): bigint {
+  const q = a / b;
+  return a % b !== 0n && a < 0n !== b < 0n ? q - 1n : q;
+}
+
+function safe(n: bigint): number {
+  const value = Number(n);
+  if (!Number.isSafeInteger(value)) {
+    throw new ApiError("UPSTREAM_INVALID_RESPONSE", "Extend returned a credit amount out of range.");
+  }
+  return value;
+}
+
+/** Splits an exact decimal (scale at most 12) into the stored pair. */
+export function splitAmount(value: Decimal): SplitAmount {
+  const units = value.units * 10n ** BigInt(SCALE - value.scale);
+  const hi = floorDiv(units, LOW_BASE);
+  return { hi: safe(hi), lo: safe(units - hi * LOW_BASE) };
+}
+
+/** The exact decimal of summed pairs (SQLite returns the sums as text, so 64 bits survive). */
+export function joinAmount(hiSum: string | number | bigint, loSum: string | number | bigint): Decimal {
+  return addDecimal({ units: BigInt(hiSum) * LOW_BASE + BigInt(loSum), scale: SCALE }, ZERO);
+}
+
+function usageOf(run: Record<string, unknown>): RowUsage | null {
+  const usage = runUsage(run);
+  return usage && { credits: splitAmount(usage.credits), totalCredits: splitAmount(usage.totalCredits) };
+}
+
+function fileNamesOf(files: unknown): string | undefined {
+  if (!Array.isArray(files)) return undefined;
+  return files
+    .map((file) =>
+      typeof file === "object" && file !== null && typeof (file as { name?: unknown }).name === "string"
+        ? (file as { name: string }).name.toLowerCase()
+        : "",
+    )
+    .join(FILE_NAME_SEPARATOR);
+}
+
+function workflowIdOf(run: Record<string, unknown>): string | undefined {
+  const workflow = run.workflow;
+  if (typeof workflow !== "object" || workflow === null) return undefined;
+  const id = (workflow as { id?: unknown }).id;
+  return typeof id === "string" ? id : undefined;
+}
+
+function instant(value: unknown): number {
+  return typeof value === "string" ? Date.parse(value) : Number.NaN;
+}
+
+/**
+ * Maps one run of a list page. Undefined for a run whose status is none of the eight (the scan
+ * does not count those either); a run without id or valid timestamps is an invalid response.
+ */
+export function rowFromListRun(run: Record<string, unknown>): RunRow | undefined {
+  const createdAt = instant(run.createdAt);
+  const updatedAt = instant(run.updatedAt);
+  if (typeof run.id !== "string" || run.id === "" || Number.isNaN(createdAt) || Number.isNaN(updatedAt)) {
+    throw new ApiError(
+      "UPSTREAM_INVALID_RESPONSE",
+      "Extend returned a run without an id or valid createdAt/updatedAt.",
+    );
+  }
+  if (!isStatus(run.status)) return undefined;
+  return {
+    id: run.id,
+    status: run.status,
+    workflowId: workflowIdOf(run) ?? "",
+    batchId: typeof run.batchId === "string" ? run.batchId : null,
+    fileNames: fileNamesOf(run.files) ?? "",
+    createdAt,
+    version: updatedAt,
+    usage: usageOf(run),
+  };
+}
+
+/**
+ * What a full WorkflowRun (an inline webhook payload, or GET /workflow_runs/{id}) tells: it has
+ * no createdAt or updatedAt, and a field it leaves out stays unknown rather than cleared.
+ */
+export function factsFromWorkflowRun(run: Record<string, unknown>, id: string): RunFacts {
+  const facts: RunFacts = { id };
+  if (isStatus(run.status)) facts.status = run.status;
+  const workflowId = workflowIdOf(run);
+  if (workflowId !== undefined) facts.workflowId = workflowId;
+  if (typeof run.batchId === "string" || run.batchId === null) facts.batchId = run.batchId;
+  const fileNames = fileNamesOf(run.files);
+  if (fileNames !== undefined) facts.fileNames = fileNames;
+  if ("usage" in run) facts.usage = usageOf(run);
+  return facts;
+}

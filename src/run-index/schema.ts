@@ -1,0 +1,188 @@
+// The run index's tables in the tenant object's SQLite database. Every statement is idempotent
+// (`IF NOT EXISTS`), so the constructor runs them on every start; a change of layout bumps
+// SCHEMA_VERSION, and an index built under another version is dropped and rebuilt (it is a cache
+// of Extend, never the only copy of anything).
+
+/** Bumped whenever a table, column, index or trigger below changes meaning. */
+export const SCHEMA_VERSION = 1;
+
+/** Every table the index owns, for `dropIndex` (the gateway's tables are not among them). */
+export const INDEX_TABLES = [
+  "run_meta",
+  "runs",
+  "run_totals",
+  "run_sync",
+  "run_walks",
+  "run_walk_tail",
+  "run_candidates",
+  "run_events",
+] as const;
+
+const TRIGGERS = ["runs_totals_insert", "runs_totals_delete", "runs_totals_update"] as const;
+
+/**
+ * One row per run, holding only what /stats filters and sums:
+ * - times as epoch milliseconds (INTEGER), never ISO text;
+ * - credits as exact integers split at the sixth decimal: value = hi / 10^6 + lo / 10^12 with
+ *   0 <= lo < 10^6, so sums of millions of rows stay exact to twelve decimals and fit 64 bits;
+ * - file names lowercased and joined by "\n" (a character a filter can never contain), searched
+ *   with instr(), which has none of LIKE's wildcards or its 50-byte pattern limit;
+ * - `version` guards every write: a row only moves forward (list rows carry `updatedAt`, webhook
+ *   rows a conservative stamp); `pending_since` marks state taken from a webhook that a list
+ *   walk has not confirmed yet; `facts_known = 0` marks a run known only from a webhook, whose
+ *   createdAt (and maybe workflow, batch and files) are guesses until the list shows it.
+ */
+const TABLES = [
+  `CREATE TABLE IF NOT EXISTS run_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID`,
+  `CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    workflow_id TEXT NOT NULL,
+    batch_id TEXT,
+    file_names TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    credits_hi INTEGER NOT NULL,
+    credits_lo INTEGER NOT NULL,
+    total_hi INTEGER NOT NULL,
+    total_lo INTEGER NOT NULL,
+    usage_null INTEGER NOT NULL,
+    facts_known INTEGER NOT NULL,
+    pending_since INTEGER
+  ) WITHOUT ROWID`,
+  `CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_at)`,
+  `CREATE INDEX IF NOT EXISTS runs_by_workflow_created ON runs (workflow_id, created_at)`,
+  `CREATE INDEX IF NOT EXISTS runs_by_batch ON runs (batch_id, created_at) WHERE batch_id IS NOT NULL`,
+  `CREATE INDEX IF NOT EXISTS runs_pending ON runs (pending_since) WHERE pending_since IS NOT NULL`,
+  `CREATE INDEX IF NOT EXISTS runs_guessed ON runs (id) WHERE facts_known = 0`,
+  // Per (workflow, status): what unfiltered and per-workflow /stats read instead of the rows.
+  `CREATE TABLE IF NOT EXISTS run_totals (
+    workflow_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    runs INTEGER NOT NULL,
+    credits_hi INTEGER NOT NULL,
+    credits_lo INTEGER NOT NULL,
+    total_hi INTEGER NOT NULL,
+    total_lo INTEGER NOT NULL,
+    usage_null INTEGER NOT NULL,
+    PRIMARY KEY (workflow_id, status)
+  ) WITHOUT ROWID`,
+  `CREATE TRIGGER IF NOT EXISTS runs_totals_insert AFTER INSERT ON runs BEGIN
+    INSERT INTO run_totals VALUES (NEW.workflow_id, NEW.status, 1, NEW.credits_hi, NEW.credits_lo,
+      NEW.total_hi, NEW.total_lo, NEW.usage_null)
+    ON CONFLICT (workflow_id, status) DO UPDATE SET runs = runs + 1,
+      credits_hi = credits_hi + excluded.credits_hi, credits_lo = credits_lo + excluded.credits_lo,
+      total_hi = total_hi + excluded.total_hi, total_lo = total_lo + excluded.total_lo,
+      usage_null = usage_null + excluded.usage_null;
+  END`,
+  `CREATE TRIGGER IF NOT EXISTS runs_totals_delete AFTER DELETE ON runs BEGIN
+    UPDATE run_totals SET runs = runs - 1,
+      credits_hi = credits_hi - OLD.credits_hi, credits_lo = credits_lo - OLD.credits_lo,
+      total_hi = total_hi - OLD.total_hi, total_lo = total_lo - OLD.total_lo,
+      usage_null = usage_null - OLD.usage_null
+    WHERE workflow_id = OLD.workflow_id AND status = OLD.status;
+  END`,
+  // Only the columns the totals depend on: a version or pending flag alone writes no total.
+  `CREATE TRIGGER IF NOT EXISTS runs_totals_update
+    AFTER UPDATE OF workflow_id, status, credits_hi, credits_lo, total_hi, total_lo, usage_null ON runs
+  BEGIN
+    UPDATE run_totals SET runs = runs - 1,
+      credits_hi = credits_hi - OLD.credits_hi, credits_lo = credits_lo - OLD.credits_lo,
+      total_hi = total_hi - OLD.total_hi, total_lo = total_lo - OLD.total_lo,
+      usage_null = usage_null - OLD.usage_null
+    WHERE workflow_id = OLD.workflow_id AND status = OLD.status;
+    INSERT INTO run_totals VALUES (NEW.workflow_id, NEW.status, 1, NEW.credits_hi, NEW.credits_lo,
+      NEW.total_hi, NEW.total_lo, NEW.usage_null)
+    ON CONFLICT (workflow_id, status) DO UPDATE SET runs = runs + 1,
+      credits_hi = credits_hi + excluded.credits_hi, credits_lo = credits_lo + excluded.credits_lo,
+      total_hi = total_hi + excluded.total_hi, total_lo = total_lo + excluded.total_lo,
+      usage_null = usage_null + excluded.usage_null;
+  END`,
+  // The sync state machine: one row (see sync.ts for what each column means).
+  `CREATE TABLE IF NOT EXISTS run_sync (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    phase TEXT NOT NULL,
+    settings TEXT,
+    backfill_started_at INTEGER,
+    watermark INTEGER,
+    as_of INTEGER,
+    head_started_at INTEGER,
+    head_floor INTEGER,
+    head_top INTEGER,
+    head_cursor TEXT,
+    head_pages INTEGER NOT NULL DEFAULT 0,
+    last_head_pages INTEGER NOT NULL DEFAULT 0,
+    head_requested_at INTEGER,
+    reconcile_started_at INTEGER,
+    last_reconcile_at INTEGER,
+    last_used_at INTEGER,
+    last_webhook_at INTEGER,
+    error_count INTEGER NOT NULL DEFAULT 0,
+    error_at INTEGER,
+    error_code TEXT,
+    retry_at INTEGER
+  )`,
+  // One cursor per (purpose, partition, direction); a partition is a status or a workflow.
+  `CREATE TABLE IF NOT EXISTS run_walks (
+    name TEXT PRIMARY KEY,
+    purpose TEXT NOT NULL,
+    status TEXT,
+    workflow_id TEXT,
+    direction TEXT NOT NULL,
+    cursor TEXT,
+    edge INTEGER,
+    done INTEGER NOT NULL DEFAULT 0,
+    pages INTEGER NOT NULL DEFAULT 0,
+    runs INTEGER NOT NULL DEFAULT 0
+  ) WITHOUT ROWID`,
+  // Runs a reconcile walk saw at its current edge instant, which the next page may continue.
+  `CREATE TABLE IF NOT EXISTS run_walk_tail (walk TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (walk, id)) WITHOUT ROWID`,
+  // Runs to look up one by one with GET /workflow_runs/{id}: 404 deletes, anything else confirms.
+  `CREATE TABLE IF NOT EXISTS run_candidates (id TEXT PRIMARY KEY, reason TEXT NOT NULL) WITHOUT ROWID`,
+  // Webhook event ids already applied (Extend may deliver one event more than once).
+  `CREATE TABLE IF NOT EXISTS run_events (event_id TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID`,
+  `CREATE INDEX IF NOT EXISTS run_events_by_at ON run_events (at)`,
+];
+
+/** Drops every table and trigger of the index (its rows, cursors and state). */
+export function dropIndex(sql: SqlStorage): void {
+  for (const trigger of TRIGGERS) sql.exec(`DROP TRIGGER IF EXISTS ${trigger}`);
+  for (const table of INDEX_TABLES) sql.exec(`DROP TABLE IF EXISTS ${table}`);
+}
+
+function storedVersion(sql: SqlStorage): number | undefined {
+  const exists = sql
+    .exec<{ n: number }>(`SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name = 'run_meta'`)
+    .one().n;
+  if (exists === 0) return undefined;
+  const row = sql
+    .exec<{ value: string }>(`SELECT value FROM run_meta WHERE key = 'schema_version'`)
+    .toArray()[0];
+  return row ? Number(row.value) : undefined;
+}
+
+/**
+ * Creates the index's tables if they are missing. An index written under another schema
+ * version is dropped first: the next use rebuilds it from Extend.
+ */
+export function migrate(sql: SqlStorage): void {
+  const version = storedVersion(sql);
+  if (version !== undefined && version !== SCHEMA_VERSION) dropIndex(sql);
+  for (const statement of TABLES) sql.exec(statement);
+  sql.exec(
+    `INSERT INTO run_meta (key, value) VALUES ('schema_version', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value WHERE value <> excluded.value`,
+    String(SCHEMA_VERSION),
+  );
+  sql.exec(`INSERT INTO run_sync (id, phase) VALUES (1, 'empty') ON CONFLICT (id) DO NOTHING`);
+}
+
+/** Whether the index's tables exist (false after `dropIndex`, or with RUN_INDEX=off from the start). */
+export function hasIndex(sql: SqlStorage): boolean {
+  return (
+    sql
+      .exec<{ n: number }>(
+        `SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name = 'run_sync'`,
+      )
+      .one().n > 0
+  );
+}

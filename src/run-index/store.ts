@@ -1,0 +1,264 @@
+// Reads and writes of the `runs` table and its totals. Every write is guarded by version, so a
+// replayed page, a page fetched before a change, or an event delivered twice or out of order
+// never moves a run back; the caller wraps writes that belong together in one transaction.
+import { WORKFLOW_RUN_STATUSES, type WorkflowRunStatus } from "../extend/schemas.ts";
+import { addDecimal, emptyTotals, type Totals } from "../stats/aggregate.ts";
+import { FILE_NAME_SEPARATOR, joinAmount, type RowUsage, type RunFacts, type RunRow } from "./row.ts";
+
+/** /stats filters in the index's terms: instants as epoch milliseconds. */
+export interface IndexFilters {
+  status?: WorkflowRunStatus;
+  workflowId?: string;
+  batchId?: string;
+  fileNameContains?: string;
+  since?: number;
+  until?: number;
+}
+
+const NO_USAGE: RowUsage = { credits: { hi: 0, lo: 0 }, totalCredits: { hi: 0, lo: 0 } };
+
+function usageColumns(usage: RowUsage | null): [number, number, number, number, number] {
+  const u = usage ?? NO_USAGE;
+  return [u.credits.hi, u.credits.lo, u.totalCredits.hi, u.totalCredits.lo, usage === null ? 1 : 0];
+}
+
+// A list row is the truth for its version: it replaces a state of a lower version, and also one
+// of an equal version taken from a webhook (still pending). Facts (createdAt, workflow, batch,
+// files) never change in Extend, so they are written only where a webhook had to guess them,
+// by a second statement: assigning indexed columns, even to their own values, rewrites their
+// index entries.
+const LIST_ROW_WINS =
+  "(excluded.version > runs.version OR (runs.pending_since IS NOT NULL AND excluded.version >= runs.version))";
+
+const UPSERT_LIST_ROW = `
+  INSERT INTO runs (id, status, workflow_id, batch_id, file_names, created_at, version,
+    credits_hi, credits_lo, total_hi, total_lo, usage_null, facts_known, pending_since)
+  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 1, NULL)
+  ON CONFLICT (id) DO UPDATE SET
+    status = CASE WHEN ${LIST_ROW_WINS} THEN excluded.status ELSE runs.status END,
+    version = CASE WHEN ${LIST_ROW_WINS} THEN excluded.version ELSE runs.version END,
+    credits_hi = CASE WHEN ${LIST_ROW_WINS} THEN excluded.credits_hi ELSE runs.credits_hi END,
+    credits_lo = CASE WHEN ${LIST_ROW_WINS} THEN excluded.credits_lo ELSE runs.credits_lo END,
+    total_hi = CASE WHEN ${LIST_ROW_WINS} THEN excluded.total_hi ELSE runs.total_hi END,
+    total_lo = CASE WHEN ${LIST_ROW_WINS} THEN excluded.total_lo ELSE runs.total_lo END,
+    usage_null = CASE WHEN ${LIST_ROW_WINS} THEN excluded.usage_null ELSE runs.usage_null END,
+    pending_since = CASE WHEN ${LIST_ROW_WINS} THEN NULL ELSE runs.pending_since END
+  WHERE ${LIST_ROW_WINS}`;
+
+const SET_FACTS = `UPDATE runs SET workflow_id = ?2, batch_id = ?3, file_names = ?4, created_at = ?5,
+  facts_known = 1 WHERE id = ?1 AND facts_known = 0`;
+
+/**
+ * Writes each list row that is newer than the stored run, and the facts of runs a webhook had
+ * to guess (few: found through a partial index, so a page of known runs pays nothing for them).
+ * Returns the rows SQLite wrote (0 when the guard kept every stored state).
+ */
+export function upsertListRows(sql: SqlStorage, rows: readonly RunRow[]): number {
+  const guessed = new Set(
+    sql
+      .exec<{ id: string }>(`SELECT id FROM runs WHERE facts_known = 0`)
+      .toArray()
+      .map((r) => r.id),
+  );
+  let written = 0;
+  for (const row of rows) {
+    written += sql.exec(
+      UPSERT_LIST_ROW,
+      row.id,
+      row.status,
+      row.workflowId,
+      row.batchId,
+      row.fileNames,
+      row.createdAt,
+      row.version,
+      ...usageColumns(row.usage),
+    ).rowsWritten;
+    if (guessed.has(row.id)) {
+      written += sql.exec(
+        SET_FACTS,
+        row.id,
+        row.workflowId,
+        row.batchId,
+        row.fileNames,
+        row.createdAt,
+      ).rowsWritten;
+    }
+  }
+  return written;
+}
+
+/** One list row (see upsertListRows). */
+export function upsertListRow(sql: SqlStorage, row: RunRow): number {
+  return upsertListRows(sql, [row]);
+}
+
+/** A webhook's view of a run, applied before any list shows it. */
+export interface Overlay {
+  facts: RunFacts & { status: WorkflowRunStatus };
+  /** Conservative version: any list row of the same change or a later one is at least this. */
+  version: number;
+  /** When it arrived (worker clock); a head walk that starts later must confirm it. */
+  receivedAt: number;
+  /** createdAt to assume for a run the index has never seen (the event's timestamp). */
+  createdAtGuess: number;
+}
+
+// Applied only over an older state. Known fields replace, unknown ones stay; facts of a run the
+// list has shown are never overwritten by a webhook.
+const APPLY_OVERLAY = `
+  INSERT INTO runs (id, status, workflow_id, batch_id, file_names, created_at, version,
+    credits_hi, credits_lo, total_hi, total_lo, usage_null, facts_known, pending_since)
+  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 0, ?13)
+  ON CONFLICT (id) DO UPDATE SET
+    status = excluded.status,
+    version = excluded.version,
+    pending_since = excluded.pending_since,
+    credits_hi = CASE WHEN ?14 THEN excluded.credits_hi ELSE runs.credits_hi END,
+    credits_lo = CASE WHEN ?14 THEN excluded.credits_lo ELSE runs.credits_lo END,
+    total_hi = CASE WHEN ?14 THEN excluded.total_hi ELSE runs.total_hi END,
+    total_lo = CASE WHEN ?14 THEN excluded.total_lo ELSE runs.total_lo END,
+    usage_null = CASE WHEN ?14 THEN excluded.usage_null ELSE runs.usage_null END,
+    workflow_id = CASE WHEN runs.facts_known = 0 AND ?15 THEN excluded.workflow_id ELSE runs.workflow_id END,
+    batch_id = CASE WHEN runs.facts_known = 0 AND ?16 THEN excluded.batch_id ELSE runs.batch_id END,
+    file_names = CASE WHEN runs.facts_known = 0 AND ?17 THEN excluded.file_names ELSE runs.file_names END
+  WHERE excluded.version > runs.version`;
+
+/** Applies a webhook's state if it is newer than the stored one; true when it changed the run. */
+export function applyOverlay(sql: SqlStorage, overlay: Overlay): boolean {
+  const { facts } = overlay;
+  const cursor = sql.exec(
+    APPLY_OVERLAY,
+    facts.id,
+    facts.status,
+    facts.workflowId ?? "",
+    facts.batchId ?? null,
+    facts.fileNames ?? "",
+    overlay.createdAtGuess,
+    overlay.version,
+    ...usageColumns(facts.usage ?? null),
+    overlay.receivedAt,
+    facts.usage !== undefined ? 1 : 0,
+    facts.workflowId !== undefined ? 1 : 0,
+    facts.batchId !== undefined ? 1 : 0,
+    facts.fileNames !== undefined ? 1 : 0,
+  );
+  return cursor.rowsWritten > 0;
+}
+
+const CONFIRM_FROM_GET = `
+  UPDATE runs SET
+    status = CASE WHEN ?2 IS NOT NULL THEN ?2 ELSE status END,
+    credits_hi = CASE WHEN ?8 THEN ?3 ELSE credits_hi END,
+    credits_lo = CASE WHEN ?8 THEN ?4 ELSE credits_lo END,
+    total_hi = CASE WHEN ?8 THEN ?5 ELSE total_hi END,
+    total_lo = CASE WHEN ?8 THEN ?6 ELSE total_lo END,
+    usage_null = CASE WHEN ?8 THEN ?7 ELSE usage_null END,
+    workflow_id = CASE WHEN facts_known = 0 AND ?9 IS NOT NULL THEN ?9 ELSE workflow_id END,
+    batch_id = CASE WHEN facts_known = 0 AND ?10 THEN ?11 ELSE batch_id END,
+    file_names = CASE WHEN facts_known = 0 AND ?12 IS NOT NULL THEN ?12 ELSE file_names END,
+    pending_since = NULL
+  WHERE id = ?1`;
+
+/**
+ * Takes a run's current state from GET /workflow_runs/{id}: Extend's answer now, so it settles a
+ * webhook's state that no list walk confirmed. The version stays (GET has no updatedAt): the
+ * next list row that is newer still wins.
+ */
+export function confirmFromGet(sql: SqlStorage, facts: RunFacts): void {
+  sql.exec(
+    CONFIRM_FROM_GET,
+    facts.id,
+    facts.status ?? null,
+    ...usageColumns(facts.usage ?? null),
+    facts.usage !== undefined ? 1 : 0,
+    facts.workflowId ?? null,
+    facts.batchId !== undefined ? 1 : 0,
+    facts.batchId ?? null,
+    facts.fileNames ?? null,
+  );
+}
+
+export function deleteRun(sql: SqlStorage, id: string): void {
+  sql.exec(`DELETE FROM runs WHERE id = ?`, id);
+}
+
+/** Rebuilds the totals from the rows (the reconcile does it, so nothing can drift for long). */
+export function recomputeTotals(sql: SqlStorage): void {
+  sql.exec(`DELETE FROM run_totals`);
+  sql.exec(`INSERT INTO run_totals
+    SELECT workflow_id, status, count(*), sum(credits_hi), sum(credits_lo), sum(total_hi), sum(total_lo),
+      sum(usage_null)
+    FROM runs GROUP BY workflow_id, status`);
+}
+
+interface TotalsRow extends Record<string, SqlStorageValue> {
+  status: string;
+  runs: number;
+  c_hi: string;
+  c_lo: string;
+  t_hi: string;
+  t_lo: string;
+  no_usage: number;
+}
+
+const SUMS = `status, sum(%runs%) AS runs, CAST(sum(credits_hi) AS TEXT) AS c_hi,
+  CAST(sum(credits_lo) AS TEXT) AS c_lo, CAST(sum(total_hi) AS TEXT) AS t_hi,
+  CAST(sum(total_lo) AS TEXT) AS t_lo, sum(usage_null) AS no_usage`;
+
+/** Whether the filters can be answered from the totals alone (no row is read). */
+export function usesTotalsOnly(filters: IndexFilters): boolean {
+  return (
+    filters.batchId === undefined &&
+    filters.fileNameContains === undefined &&
+    filters.since === undefined &&
+    filters.until === undefined
+  );
+}
+
+/**
+ * Counts and exact sums per status for the filters. Status and workflow alone read the totals
+ * (workflows × 8 rows); any other filter reads the matching rows through an index. Memory is
+ * one row per status whatever the number of runs.
+ */
+export function queryTotals(sql: SqlStorage, filters: IndexFilters): Totals {
+  const where: string[] = [];
+  const bindings: (string | number)[] = [];
+  const add = (clause: string, value: string | number) => {
+    where.push(clause);
+    bindings.push(value);
+  };
+  if (filters.status !== undefined) add("status = ?", filters.status);
+  if (filters.workflowId !== undefined) add("workflow_id = ?", filters.workflowId);
+  let query: string;
+  if (usesTotalsOnly(filters)) {
+    query = `SELECT ${SUMS.replace("%runs%", "runs")} FROM run_totals`;
+  } else {
+    if (filters.batchId !== undefined) add("batch_id = ?", filters.batchId);
+    if (filters.since !== undefined) add("created_at >= ?", filters.since);
+    if (filters.until !== undefined) add("created_at <= ?", filters.until);
+    if (filters.fileNameContains !== undefined) {
+      const needle = filters.fileNameContains.toLowerCase();
+      // instr(), not LIKE: no wildcard in the needle means anything, and no length limit applies.
+      if (needle.includes(FILE_NAME_SEPARATOR)) throw new RangeError("fileNameContains holds a line break");
+      add("instr(file_names, ?) > 0", needle);
+    }
+    query = `SELECT ${SUMS.replace("%runs%", "1")} FROM runs`;
+  }
+  if (where.length > 0) query += ` WHERE ${where.join(" AND ")}`;
+  query += " GROUP BY status";
+  const totals = emptyTotals();
+  const known = new Set<string>(WORKFLOW_RUN_STATUSES);
+  for (const row of sql.exec<TotalsRow>(query, ...bindings)) {
+    if (!known.has(row.status) || row.runs === 0) continue;
+    totals.byStatus[row.status as WorkflowRunStatus] += row.runs;
+    totals.credits = addDecimal(totals.credits, joinAmount(row.c_hi, row.c_lo));
+    totals.totalCredits = addDecimal(totals.totalCredits, joinAmount(row.t_hi, row.t_lo));
+    totals.runsWithoutUsage += row.no_usage;
+  }
+  return totals;
+}
+
+/** Number of runs in the index. */
+export function countRuns(sql: SqlStorage): number {
+  return sql.exec<{ n: number | null }>(`SELECT sum(runs) AS n FROM run_totals`).one().n ?? 0;
+}

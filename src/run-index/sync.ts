@@ -1,0 +1,883 @@
+// The sync state machine of the run index. Extend's list has no time filter, so:
+// - the backfill walks every run once, by createdAt (stable positions), each partition (a
+//   workflow, or a status when the tenant has too few or too many workflows) from both ends at
+//   once, meeting in the middle, each page and its cursor written in one transaction, so an
+//   interrupted walk resumes where it stopped;
+// - the head walk reads `sortBy=updatedAt&sortDir=desc` from the newest run down to the
+//   watermark minus a lookback: O(changes) pages, run every INDEX_SYNC_SECONDS;
+// - the reconcile re-walks everything by status and diffs each page's createdAt range
+//   against the rows, so a run missing upstream is found without marking every row (a write per
+//   run per day); each one is confirmed with GET /workflow_runs/{id} before it is removed;
+// - webhooks apply at once with a conservative version, and the next head walk that starts after
+//   one confirms it (or a GET settles it).
+// Everything here is idempotent: alarms are delivered at least once and may overlap a request.
+import { ApiError } from "../app/errors.ts";
+import {
+  type CanonicalListQuery,
+  MAX_PAGE_SIZE,
+  WORKFLOW_RUN_STATUSES,
+  type WorkflowRunStatus,
+} from "../extend/schemas.ts";
+import { SlotRefused } from "../gateway/scheduler.ts";
+import { factsFromWorkflowRun, type RunFacts, type RunRow, rowFromListRun } from "./row.ts";
+import { dropIndex, migrate } from "./schema.ts";
+import {
+  applyOverlay,
+  confirmFromGet,
+  countRuns,
+  deleteRun,
+  recomputeTotals,
+  upsertListRows,
+} from "./store.ts";
+import type { IndexSettings, SyncPage, SyncUpstream, WorkflowPage } from "./upstream.ts";
+
+/** An index nobody has read for this long stops syncing; the next read wakes it up. */
+export const IDLE_AFTER_MS = 86_400_000;
+/** A webhook asks for a confirming head walk this soon (later ones in the meantime share it). */
+export const WEBHOOK_DEBOUNCE_MS = 2_000;
+/** Webhook rows are stamped this far before the event's signing time (a list row of the same change wins). */
+export const WEBHOOK_SKEW_MS = 5_000;
+/** Event ids are remembered this long (Extend refuses signatures older than 300 s anyway). */
+export const EVENT_MEMORY_MS = 86_400_000;
+/** Work one alarm or request may do: below the Free plan's 50 subrequests, and well within an alarm's time. */
+export const MAX_CALLS_PER_RUN = 40;
+export const MAX_MS_PER_RUN = 20_000;
+/** Upstream connections open at once (the Workers per-invocation cap). */
+export const MAX_CONCURRENT_CALLS = 6;
+/**
+ * The backfill splits by workflow when the tenant has this many: fewer leave too few cursors
+ * (sixteen status walks spread better), more cost a partly filled page each.
+ */
+export const MIN_WORKFLOW_PARTITIONS = 4;
+export const MAX_WORKFLOW_PARTITIONS = 64;
+/** After a failed run: 30 s, doubling to at most 15 minutes. */
+const RETRY_BASE_MS = 30_000;
+const RETRY_CAP_MS = 900_000;
+/** last_used_at is written at most this often: a /stats read must not cost a row write each. */
+const USE_WRITE_INTERVAL_MS = 3_600_000;
+
+export type Phase = "empty" | "backfill" | "ready";
+export type Purpose = "backfill" | "reconcile";
+type Direction = "asc" | "desc";
+
+/** The one row of `run_sync`, as the code uses it. */
+export interface SyncState {
+  phase: Phase;
+  settings: IndexSettings | null;
+  backfillStartedAt: number | null;
+  /** Head walks read down to watermark − lookback (Extend's updatedAt clock, ms). */
+  watermark: number | null;
+  /** Start of the last completed head walk: every change made before it is counted. */
+  asOf: number | null;
+  headStartedAt: number | null;
+  headFloor: number | null;
+  headTop: number | null;
+  headCursor: string | null;
+  headPages: number;
+  lastHeadPages: number;
+  headRequestedAt: number | null;
+  reconcileStartedAt: number | null;
+  lastReconcileAt: number | null;
+  lastUsedAt: number | null;
+  lastWebhookAt: number | null;
+  errorCount: number;
+  errorAt: number | null;
+  errorCode: string | null;
+  retryAt: number | null;
+}
+
+const COLUMNS: Record<keyof SyncState, string> = {
+  phase: "phase",
+  settings: "settings",
+  backfillStartedAt: "backfill_started_at",
+  watermark: "watermark",
+  asOf: "as_of",
+  headStartedAt: "head_started_at",
+  headFloor: "head_floor",
+  headTop: "head_top",
+  headCursor: "head_cursor",
+  headPages: "head_pages",
+  lastHeadPages: "last_head_pages",
+  headRequestedAt: "head_requested_at",
+  reconcileStartedAt: "reconcile_started_at",
+  lastReconcileAt: "last_reconcile_at",
+  lastUsedAt: "last_used_at",
+  lastWebhookAt: "last_webhook_at",
+  errorCount: "error_count",
+  errorAt: "error_at",
+  errorCode: "error_code",
+  retryAt: "retry_at",
+};
+
+export function readState(sql: SqlStorage): SyncState {
+  const row = sql.exec(`SELECT * FROM run_sync WHERE id = 1`).one();
+  const state = {} as Record<keyof SyncState, unknown>;
+  for (const [key, column] of Object.entries(COLUMNS) as [keyof SyncState, string][]) {
+    state[key] = row[column] ?? null;
+  }
+  const settings = row.settings;
+  state.settings = typeof settings === "string" ? (JSON.parse(settings) as IndexSettings) : null;
+  return state as unknown as SyncState;
+}
+
+function writeState(sql: SqlStorage, patch: Partial<SyncState>): void {
+  const entries = Object.entries(patch) as [keyof SyncState, unknown][];
+  if (entries.length === 0) return;
+  const sets = entries.map(([key]) => `${COLUMNS[key]} = ?`).join(", ");
+  const values = entries.map(([key, value]) =>
+    key === "settings" ? (value === null ? null : JSON.stringify(value)) : (value as SqlStorageValue),
+  );
+  sql.exec(`UPDATE run_sync SET ${sets} WHERE id = 1`, ...values);
+}
+
+/** What a walk pages through: the runs of one status, or of one workflow. */
+type Partition =
+  | { status: WorkflowRunStatus; workflowId?: undefined }
+  | { status?: undefined; workflowId: string };
+
+type Walk = Partition & {
+  name: string;
+  purpose: Purpose;
+  direction: Direction;
+  cursor: string | null;
+  /** createdAt of the last run the walk read (ms), null before its first page. */
+  edge: number | null;
+  done: boolean;
+  pages: number;
+  runs: number;
+};
+
+interface WalkRow extends Record<string, SqlStorageValue> {
+  name: string;
+  purpose: string;
+  status: string | null;
+  workflow_id: string | null;
+  direction: string;
+  cursor: string | null;
+  edge: number | null;
+  done: number;
+  pages: number;
+  runs: number;
+}
+
+function toWalk(row: WalkRow): Walk {
+  const partition: Partition =
+    row.workflow_id !== null ? { workflowId: row.workflow_id } : { status: row.status as WorkflowRunStatus };
+  return {
+    ...partition,
+    name: row.name,
+    purpose: row.purpose as Purpose,
+    direction: row.direction as Direction,
+    cursor: row.cursor,
+    edge: row.edge,
+    done: row.done === 1,
+    pages: row.pages,
+    runs: row.runs,
+  };
+}
+
+function walks(sql: SqlStorage, purpose: Purpose): Walk[] {
+  return sql
+    .exec<WalkRow>(`SELECT * FROM run_walks WHERE purpose = ? ORDER BY name`, purpose)
+    .toArray()
+    .map(toWalk);
+}
+
+function walkName(purpose: Purpose, partition: Partition, direction: Direction): string {
+  const key =
+    partition.workflowId !== undefined ? `workflow:${partition.workflowId}` : `status:${partition.status}`;
+  return `${purpose}:${key}:${direction}`;
+}
+
+/** Two walks (both ends) per partition: the statuses, unless workflow ids are given. */
+function createWalks(sql: SqlStorage, purpose: Purpose, workflowIds?: readonly string[]): void {
+  sql.exec(`DELETE FROM run_walk_tail WHERE walk IN (SELECT name FROM run_walks WHERE purpose = ?)`, purpose);
+  sql.exec(`DELETE FROM run_walks WHERE purpose = ?`, purpose);
+  const partitions: Partition[] = workflowIds
+    ? workflowIds.map((workflowId) => ({ workflowId }))
+    : WORKFLOW_RUN_STATUSES.map((status) => ({ status }));
+  for (const partition of partitions) {
+    for (const direction of ["asc", "desc"] as const) {
+      sql.exec(
+        `INSERT INTO run_walks (name, purpose, status, workflow_id, direction) VALUES (?, ?, ?, ?, ?)`,
+        walkName(purpose, partition, direction),
+        purpose,
+        partition.status ?? null,
+        partition.workflowId ?? null,
+        direction,
+      );
+    }
+  }
+}
+
+function walkQuery(walk: Walk): CanonicalListQuery {
+  return {
+    ...(walk.status !== undefined ? { status: walk.status } : {}),
+    ...(walk.workflowId !== undefined ? { workflowId: walk.workflowId } : {}),
+    sortBy: "createdAt",
+    sortDir: walk.direction,
+    ...(walk.cursor ? { nextPageToken: walk.cursor } : {}),
+    maxPageSize: MAX_PAGE_SIZE,
+  };
+}
+
+function headQuery(cursor: string | null): CanonicalListQuery {
+  return {
+    sortBy: "updatedAt",
+    sortDir: "desc",
+    ...(cursor ? { nextPageToken: cursor } : {}),
+    maxPageSize: MAX_PAGE_SIZE,
+  };
+}
+
+function rowsOf(page: SyncPage): RunRow[] {
+  const rows: RunRow[] = [];
+  for (const run of page.data) {
+    const row = rowFromListRun(run);
+    if (row) rows.push(row);
+  }
+  return rows;
+}
+
+function createdAtOf(run: Record<string, unknown>): number {
+  return typeof run.createdAt === "string" ? Date.parse(run.createdAt) : Number.NaN;
+}
+
+/** How a page closes part of a reconcile walk's range (see `diffPage`). */
+interface Closed {
+  /** Rows with created_at in [from, to) (asc) or (to, from] (desc) must have been on the walk's pages. */
+  from: number | null;
+  to: number | null;
+}
+
+/**
+ * A reconcile walk's page, compared with the rows of its status: every run upstream whose
+ * createdAt lies strictly between the page's first and last instants is on this page, and the
+ * instant where the previous page ended is covered by that page's tail plus this one. Rows in
+ * the range that neither shows are candidates for deletion. The instant the page ends at is left
+ * open (the next page may continue it) and remembered in the walk's tail.
+ */
+function diffPage(
+  sql: SqlStorage,
+  walk: Walk & { status: WorkflowRunStatus },
+  page: SyncPage,
+  cap: number,
+): void {
+  const data = page.data;
+  const last = data[data.length - 1];
+  const end = page.nextPageToken === undefined;
+  const newEdge = last === undefined ? null : createdAtOf(last);
+  const tail = new Set(
+    sql
+      .exec<{ id: string }>(`SELECT id FROM run_walk_tail WHERE walk = ?`, walk.name)
+      .toArray()
+      .map((r) => r.id),
+  );
+  const seen = new Set<string>(tail);
+  for (const run of data) if (typeof run.id === "string") seen.add(run.id);
+  sql.exec(`DELETE FROM run_walk_tail WHERE walk = ?`, walk.name);
+  if (!end && newEdge !== null && newEdge === walk.edge) {
+    // The whole page sits at the instant the last one ended at: nothing closes yet.
+    for (const id of seen) sql.exec(`INSERT INTO run_walk_tail (walk, id) VALUES (?, ?)`, walk.name, id);
+    return;
+  }
+  const closed: Closed = { from: walk.edge, to: end ? null : newEdge };
+  const asc = walk.direction === "asc";
+  const where = ["status = ?", "created_at < ?"];
+  const bindings: (string | number)[] = [walk.status, cap];
+  const bound = (clause: string, value: number | null) => {
+    if (value === null) return;
+    where.push(clause);
+    bindings.push(value);
+  };
+  bound(asc ? "created_at >= ?" : "created_at <= ?", closed.from);
+  bound(asc ? "created_at < ?" : "created_at > ?", closed.to);
+  for (const row of sql.exec<{ id: string }>(
+    `SELECT id FROM runs WHERE ${where.join(" AND ")}`,
+    ...bindings,
+  )) {
+    if (!seen.has(row.id)) {
+      sql.exec(
+        `INSERT INTO run_candidates (id, reason) VALUES (?, 'reconcile') ON CONFLICT (id) DO NOTHING`,
+        row.id,
+      );
+    }
+  }
+  if (!end && newEdge !== null) {
+    for (const run of data) {
+      if (typeof run.id === "string" && createdAtOf(run) === newEdge) {
+        sql.exec(
+          `INSERT INTO run_walk_tail (walk, id) VALUES (?, ?) ON CONFLICT DO NOTHING`,
+          walk.name,
+          run.id,
+        );
+      }
+    }
+  }
+}
+
+/** What a verified webhook tells the index. */
+export interface IndexEvent {
+  eventId: string;
+  /** x-extend-request-timestamp, in ms. */
+  signedAt: number;
+  /** A run's new state, or nothing (an event the index only takes as a hint to sync soon). */
+  run?: RunFacts & { status: WorkflowRunStatus };
+}
+
+export interface EventOutcome {
+  duplicate: boolean;
+  /** The event changed a run the index holds (or added one). */
+  applied: boolean;
+}
+
+/** How far the backfill is, for /stats answers served by scan meanwhile. */
+export interface BuildProgress {
+  state: "building";
+  startedAt: string | null;
+  runsIndexed: number;
+  pagesFetched: number;
+  walksDone: number;
+  walks: number;
+}
+
+export interface SyncDeps {
+  sql: SqlStorage;
+  /** ctx.storage.transactionSync: the callback's writes commit together or not at all. */
+  transaction<T>(fn: () => T): T;
+  upstream: SyncUpstream;
+  now(): number;
+}
+
+export interface RunLimits {
+  maxCalls: number;
+  maxMs: number;
+  concurrency: number;
+}
+
+export const DEFAULT_LIMITS: RunLimits = {
+  maxCalls: MAX_CALLS_PER_RUN,
+  maxMs: MAX_MS_PER_RUN,
+  concurrency: MAX_CONCURRENT_CALLS,
+};
+
+export interface RunResult {
+  calls: number;
+  /** Code of the error that ended the run early, if one did. */
+  error?: string;
+}
+
+interface Task {
+  key: string;
+  run(signal: AbortSignal): Promise<void>;
+}
+
+function isRejectedCursor(error: unknown): boolean {
+  return error instanceof ApiError && error.code === "INVALID_REQUEST";
+}
+
+/**
+ * The index's sync over one SQLite database. It holds no state of its own beyond which calls
+ * are in flight; everything else is read from storage when needed.
+ */
+export class RunIndexSync {
+  private readonly deps: SyncDeps;
+  private readonly inFlight = new Map<string, Promise<void>>();
+
+  constructor(deps: SyncDeps) {
+    this.deps = deps;
+  }
+
+  private get sql(): SqlStorage {
+    return this.deps.sql;
+  }
+
+  state(): SyncState {
+    return readState(this.sql);
+  }
+
+  /** Recreates the tables if they are missing (after `drop`, or a schema change). */
+  ensureTables(): void {
+    migrate(this.sql);
+  }
+
+  drop(): void {
+    this.deps.transaction(() => dropIndex(this.sql));
+  }
+
+  /** Stores the settings the alarm will use, when they changed. */
+  configure(settings: IndexSettings): void {
+    const current = this.state().settings;
+    if (JSON.stringify(current) !== JSON.stringify(settings)) writeState(this.sql, { settings });
+  }
+
+  private settings(): IndexSettings {
+    const settings = this.state().settings;
+    if (!settings) throw new Error("the run index has no settings yet");
+    return settings;
+  }
+
+  private lookbackMs(): number {
+    return this.settings().lookbackSeconds * 1000;
+  }
+
+  /** Records a read of the index; starts the backfill on first use. */
+  use(): void {
+    const now = this.deps.now();
+    const state = this.state();
+    this.deps.transaction(() => {
+      if (state.lastUsedAt === null || now - state.lastUsedAt >= USE_WRITE_INTERVAL_MS) {
+        writeState(this.sql, { lastUsedAt: now });
+      }
+      if (state.phase === "empty") {
+        // The walks are created once the workflows are known (the first task of the backfill).
+        // Set before the first page: every run updated while the backfill runs is newer than
+        // this, so the head walk that ends the backfill reads it again.
+        writeState(this.sql, { phase: "backfill", backfillStartedAt: now, watermark: now });
+      }
+    });
+  }
+
+  inUse(now = this.deps.now()): boolean {
+    const used = this.state().lastUsedAt;
+    return used !== null && now - used < IDLE_AFTER_MS;
+  }
+
+  progress(): BuildProgress {
+    const state = this.state();
+    const list = walks(this.sql, "backfill");
+    return {
+      state: "building",
+      startedAt: state.backfillStartedAt === null ? null : new Date(state.backfillStartedAt).toISOString(),
+      runsIndexed: countRuns(this.sql),
+      pagesFetched: list.reduce((sum, w) => sum + w.pages, 0),
+      walksDone: list.filter((w) => w.done).length,
+      walks: list.length,
+    };
+  }
+
+  /** Applies a verified webhook event once: at once to the run, then a head walk confirms it. */
+  applyEvent(event: IndexEvent): EventOutcome {
+    const now = this.deps.now();
+    return this.deps.transaction(() => {
+      this.sql.exec(
+        `DELETE FROM run_events WHERE event_id IN (SELECT event_id FROM run_events WHERE at < ? LIMIT 100)`,
+        now - EVENT_MEMORY_MS,
+      );
+      const seen = this.sql.exec(`SELECT 1 FROM run_events WHERE event_id = ?`, event.eventId).toArray();
+      if (seen.length > 0) return { duplicate: true, applied: false };
+      this.sql.exec(`INSERT INTO run_events (event_id, at) VALUES (?, ?)`, event.eventId, now);
+      const applied = event.run
+        ? applyOverlay(this.sql, {
+            facts: event.run,
+            version: event.signedAt - WEBHOOK_SKEW_MS,
+            receivedAt: now,
+            createdAtGuess: event.signedAt,
+          })
+        : false;
+      const state = this.state();
+      writeState(this.sql, {
+        lastWebhookAt: now,
+        ...(state.headRequestedAt === null ? { headRequestedAt: now } : {}),
+      });
+      return { duplicate: false, applied };
+    });
+  }
+
+  /**
+   * When the object should next wake up, or null when nothing is due (an idle index, an empty
+   * one, or one without settings).
+   */
+  nextWakeAt(now = this.deps.now()): number | null {
+    const state = this.state();
+    if (state.phase === "empty" || state.settings === null || !this.inUse(now)) return null;
+    const earliest = state.retryAt !== null && state.retryAt > now ? state.retryAt : now;
+    if (state.phase === "backfill") return earliest;
+    if (state.headStartedAt !== null || state.reconcileStartedAt !== null || this.candidateCount() > 0) {
+      return earliest;
+    }
+    const due = [
+      (state.asOf ?? now) + state.settings.syncSeconds * 1000,
+      (state.lastReconcileAt ?? now) + state.settings.reconcileSeconds * 1000,
+    ];
+    if (state.headRequestedAt !== null) due.push(state.headRequestedAt + WEBHOOK_DEBOUNCE_MS);
+    return Math.max(earliest, Math.min(...due));
+  }
+
+  private candidateCount(): number {
+    return this.sql.exec<{ n: number }>(`SELECT count(*) AS n FROM run_candidates`).one().n;
+  }
+
+  /** One bounded unit of whatever is due: backfill pages, a head walk, GET checks, reconcile pages. */
+  tick(limits: RunLimits = DEFAULT_LIMITS): Promise<RunResult> {
+    return this.runTasks(() => this.nextTask(), limits);
+  }
+
+  /**
+   * Runs head walks until one that began at most `maxLagMs` before this call has completed, so
+   * every change made before that instant is counted; within the limits. True when it got there.
+   * Only for a built index.
+   */
+  async catchUp(maxLagMs: number, limits: RunLimits = DEFAULT_LIMITS): Promise<boolean> {
+    const started = this.deps.now();
+    const deadline = started + limits.maxMs;
+    const fresh = () => (this.state().asOf ?? Number.NEGATIVE_INFINITY) >= started - maxLagMs;
+    let calls = 0;
+    while (!fresh()) {
+      if (this.deps.now() >= deadline || calls >= limits.maxCalls) return false;
+      const running = this.inFlight.get("head");
+      if (running) {
+        await running.catch(() => undefined);
+        continue;
+      }
+      const task = this.headTask(true);
+      if (!task) return false;
+      calls += 1;
+      try {
+        await this.launch(task, new AbortController().signal);
+      } catch (error) {
+        this.recordFailure(error);
+        return false;
+      }
+    }
+    return true;
+  }
+
+  private async runTasks(next: () => Task | undefined, limits: RunLimits): Promise<RunResult> {
+    const stopAt = this.deps.now() + limits.maxMs;
+    const abort = new AbortController();
+    const running = new Set<Promise<void>>();
+    let calls = 0;
+    let failure: unknown;
+    let failed = false;
+    for (;;) {
+      while (!failed && running.size < limits.concurrency && calls < limits.maxCalls) {
+        if (this.deps.now() >= stopAt) break;
+        const task = next();
+        if (!task) break;
+        calls += 1;
+        const promise: Promise<void> = this.launch(task, abort.signal)
+          .catch((error: unknown) => {
+            if (!failed) {
+              failed = true;
+              failure = error;
+              abort.abort(error);
+            }
+          })
+          .finally(() => running.delete(promise));
+        running.add(promise);
+      }
+      if (running.size === 0) break;
+      await Promise.race(running);
+    }
+    if (failed) return { calls, error: this.recordFailure(failure) };
+    if (calls > 0) this.recordSuccess();
+    return { calls };
+  }
+
+  private launch(task: Task, signal: AbortSignal): Promise<void> {
+    const promise = task.run(signal).finally(() => this.inFlight.delete(task.key));
+    this.inFlight.set(task.key, promise);
+    return promise;
+  }
+
+  private recordFailure(error: unknown): string {
+    const now = this.deps.now();
+    const state = this.state();
+    const count = state.errorCount + 1;
+    const code = error instanceof ApiError ? error.code : "INTERNAL_ERROR";
+    // The budget's or Extend's own Retry-After, when there is one; else an exponential back-off.
+    const told =
+      error instanceof SlotRefused
+        ? error.retryAfterMs
+        : error instanceof ApiError && error.retryAfter !== undefined
+          ? error.retryAfter * 1000
+          : undefined;
+    const wait = told ?? Math.min(RETRY_CAP_MS, RETRY_BASE_MS * 2 ** Math.min(count - 1, 10));
+    writeState(this.sql, { errorCount: count, errorAt: now, errorCode: code, retryAt: now + wait });
+    return code;
+  }
+
+  private recordSuccess(): void {
+    if (this.state().errorCount > 0) writeState(this.sql, { errorCount: 0, errorCode: null, retryAt: null });
+  }
+
+  /** The next thing worth an upstream call, freshness first: head walk, GET checks, walk pages. */
+  private nextTask(): Task | undefined {
+    const state = this.state();
+    if (state.phase === "empty" || state.settings === null) return undefined;
+    const now = this.deps.now();
+    if (state.retryAt !== null && state.retryAt > now) return undefined;
+    if (state.phase === "backfill") {
+      if (walks(this.sql, "backfill").length === 0) return this.planTask();
+      const walk = this.nextWalk("backfill");
+      if (walk) return walk;
+      if (this.inFlight.size > 0 && !this.inFlight.has("head")) return undefined;
+      return this.headTask(true);
+    }
+    const head = this.headTask(this.headDue(state, now));
+    if (head) return head;
+    const check = this.nextCandidate();
+    if (check) return check;
+    return this.nextReconcile(state, now);
+  }
+
+  private headDue(state: SyncState, now: number): boolean {
+    if (state.headStartedAt !== null) return true;
+    const settings = state.settings;
+    if (settings === null) return false;
+    if (state.headRequestedAt !== null && now >= state.headRequestedAt + WEBHOOK_DEBOUNCE_MS) return true;
+    return state.asOf === null || now >= state.asOf + settings.syncSeconds * 1000;
+  }
+
+  /** The head walk's next page, starting a walk if `start` and none is running. */
+  private headTask(start: boolean): Task | undefined {
+    if (this.inFlight.has("head")) return undefined;
+    const state = this.state();
+    if (state.headStartedAt === null) {
+      if (!start) return undefined;
+      const now = this.deps.now();
+      const floor = (state.watermark ?? now) - this.lookbackMs();
+      writeState(this.sql, {
+        headStartedAt: now,
+        headFloor: floor,
+        headTop: null,
+        headCursor: null,
+        headPages: 0,
+      });
+    }
+    return {
+      key: "head",
+      run: async (signal) => {
+        const cursor = this.state().headCursor;
+        let page: SyncPage;
+        try {
+          page = await this.deps.upstream.list(headQuery(cursor), signal);
+        } catch (error) {
+          if (cursor !== null && isRejectedCursor(error)) {
+            // An expired cursor: start the walk again from the newest run (upserts are idempotent).
+            writeState(this.sql, { headCursor: null, headPages: 0, headTop: null });
+            return;
+          }
+          throw error;
+        }
+        this.deps.transaction(() => this.applyHeadPage(page));
+      },
+    };
+  }
+
+  private applyHeadPage(page: SyncPage): void {
+    const state = this.state();
+    const floor = state.headFloor ?? 0;
+    let top = state.headTop;
+    let lowest = Number.POSITIVE_INFINITY;
+    const fresh: RunRow[] = [];
+    for (const row of rowsOf(page)) {
+      top = top === null ? row.version : Math.max(top, row.version);
+      lowest = Math.min(lowest, row.version);
+      // Older rows were read by an earlier walk; skipping them keeps an idle sync free of row reads.
+      if (row.version >= floor) fresh.push(row);
+    }
+    upsertListRows(this.sql, fresh);
+    const pages = state.headPages + 1;
+    if (page.nextPageToken !== undefined && lowest >= floor && page.data.length > 0) {
+      writeState(this.sql, { headCursor: page.nextPageToken, headTop: top, headPages: pages });
+      return;
+    }
+    this.completeHead(state, top, pages);
+  }
+
+  private completeHead(state: SyncState, top: number | null, pages: number): void {
+    const startedAt = state.headStartedAt ?? this.deps.now();
+    // A webhook's state that this walk (begun after it arrived) did not replace with a list row
+    // is either stale or not yet listed: GET settles it.
+    this.sql.exec(
+      `INSERT INTO run_candidates (id, reason) SELECT id, 'pending' FROM runs WHERE pending_since < ?
+       ON CONFLICT (id) DO NOTHING`,
+      startedAt,
+    );
+    const patch: Partial<SyncState> = {
+      asOf: startedAt,
+      watermark: top === null ? state.watermark : Math.max(state.watermark ?? top, top),
+      headStartedAt: null,
+      headFloor: null,
+      headTop: null,
+      headCursor: null,
+      headPages: 0,
+      lastHeadPages: pages,
+    };
+    if (state.headRequestedAt !== null && state.headRequestedAt <= startedAt) patch.headRequestedAt = null;
+    if (state.phase === "backfill") {
+      patch.phase = "ready";
+      // The backfill read every run that existed when it started: deletions are known as of then.
+      patch.lastReconcileAt = state.backfillStartedAt;
+    }
+    writeState(this.sql, patch);
+  }
+
+  /**
+   * The backfill's first task: lists the tenant's workflows and creates the walks, by workflow
+   * when there are between MIN_ and MAX_WORKFLOW_PARTITIONS of them, else by status. An Extend
+   * that cannot list workflows for this key gets the status walks.
+   */
+  private planTask(): Task | undefined {
+    if (this.inFlight.has("plan")) return undefined;
+    return {
+      key: "plan",
+      run: async (signal) => {
+        const ids: string[] = [];
+        let token: string | undefined;
+        let usable = true;
+        do {
+          let page: WorkflowPage;
+          try {
+            page = await this.deps.upstream.listWorkflows(token, signal);
+          } catch (error) {
+            if (error instanceof ApiError && !error.retryable) {
+              usable = false;
+              break;
+            }
+            throw error;
+          }
+          if ("unsupported" in page) {
+            usable = false;
+            break;
+          }
+          ids.push(...page.ids);
+          token = page.nextPageToken;
+        } while (token !== undefined && ids.length <= MAX_WORKFLOW_PARTITIONS);
+        const byWorkflow =
+          usable && ids.length >= MIN_WORKFLOW_PARTITIONS && ids.length <= MAX_WORKFLOW_PARTITIONS;
+        this.deps.transaction(() => {
+          if (walks(this.sql, "backfill").length === 0) {
+            createWalks(this.sql, "backfill", byWorkflow ? [...new Set(ids)].sort() : undefined);
+          }
+        });
+      },
+    };
+  }
+
+  private nextWalk(purpose: Purpose): Task | undefined {
+    const walk = walks(this.sql, purpose).find((w) => !w.done && !this.inFlight.has(w.name));
+    if (!walk) return undefined;
+    return {
+      key: walk.name,
+      run: async (signal) => {
+        let page: SyncPage;
+        try {
+          page = await this.deps.upstream.list(walkQuery(walk), signal);
+        } catch (error) {
+          if (walk.cursor !== null && isRejectedCursor(error)) {
+            this.deps.transaction(() => {
+              this.sql.exec(`UPDATE run_walks SET cursor = NULL, edge = NULL WHERE name = ?`, walk.name);
+              this.sql.exec(`DELETE FROM run_walk_tail WHERE walk = ?`, walk.name);
+            });
+            return;
+          }
+          throw error;
+        }
+        this.deps.transaction(() => this.applyWalkPage(walk.name, page));
+      },
+    };
+  }
+
+  private applyWalkPage(name: string, page: SyncPage): void {
+    const row = this.sql.exec<WalkRow>(`SELECT * FROM run_walks WHERE name = ?`, name).toArray()[0];
+    if (!row) return;
+    const walk = toWalk(row);
+    const rows = rowsOf(page);
+    upsertListRows(this.sql, rows);
+    // A page that lands after its partition was finished by the other end adds rows, nothing else.
+    if (walk.done) return;
+    if (walk.purpose === "reconcile" && walk.status !== undefined) {
+      // Runs created since the reconcile began may be missing from pages read earlier; they are
+      // not candidates (a later reconcile covers them), so deletions are known as of its start.
+      diffPage(
+        this.sql,
+        { ...walk, status: walk.status },
+        page,
+        this.state().reconcileStartedAt ?? this.deps.now(),
+      );
+    }
+    const last = page.data[page.data.length - 1];
+    const edge = last === undefined ? walk.edge : createdAtOf(last);
+    const end = page.nextPageToken === undefined;
+    this.sql.exec(
+      `UPDATE run_walks SET cursor = ?, edge = ?, done = ?, pages = pages + 1, runs = runs + ? WHERE name = ?`,
+      end ? null : (page.nextPageToken ?? null),
+      edge,
+      end ? 1 : 0,
+      rows.length,
+      name,
+    );
+    const partnerName = walkName(walk.purpose, walk, walk.direction === "asc" ? "desc" : "asc");
+    const partnerRow = this.sql
+      .exec<WalkRow>(`SELECT * FROM run_walks WHERE name = ?`, partnerName)
+      .toArray()[0];
+    const partner = partnerRow ? toWalk(partnerRow) : undefined;
+    if (!partner || partner.done) return;
+    const asc = walk.direction === "asc" ? edge : partner.edge;
+    const desc = walk.direction === "desc" ? edge : partner.edge;
+    // One end reached the other end of the list, or the two walks passed each other: every run
+    // of the status lies before one walk's edge or after the other's. Equal edges are not enough
+    // (the runs at that one instant may continue on both walks' next pages).
+    const crossed = asc !== null && desc !== null && asc > desc;
+    if (end || crossed) {
+      this.sql.exec(`UPDATE run_walks SET done = 1 WHERE name IN (?, ?)`, walk.name, partnerName);
+    }
+  }
+
+  private nextCandidate(): Task | undefined {
+    const busy = [...this.inFlight.keys()].filter((k) => k.startsWith("get:")).map((k) => k.slice(4));
+    const rows = this.sql
+      .exec<{ id: string }>(`SELECT id FROM run_candidates ORDER BY reason, id LIMIT ?`, busy.length + 1)
+      .toArray();
+    const candidate = rows.find((r) => !busy.includes(r.id));
+    if (!candidate) return undefined;
+    const id = candidate.id;
+    return {
+      key: `get:${id}`,
+      run: async (signal) => {
+        const lookup = await this.deps.upstream.getRun(id, signal);
+        this.deps.transaction(() => {
+          if ("gone" in lookup) deleteRun(this.sql, id);
+          else confirmFromGet(this.sql, factsFromWorkflowRun(lookup.found, id));
+          this.sql.exec(`DELETE FROM run_candidates WHERE id = ?`, id);
+        });
+      },
+    };
+  }
+
+  private nextReconcile(state: SyncState, now: number): Task | undefined {
+    const settings = state.settings;
+    if (settings === null) return undefined;
+    if (state.reconcileStartedAt === null) {
+      if (state.lastReconcileAt !== null && now < state.lastReconcileAt + settings.reconcileSeconds * 1000) {
+        return undefined;
+      }
+      this.deps.transaction(() => {
+        createWalks(this.sql, "reconcile");
+        writeState(this.sql, { reconcileStartedAt: now });
+      });
+    }
+    const walk = this.nextWalk("reconcile");
+    if (walk) return walk;
+    const list = walks(this.sql, "reconcile");
+    if (list.every((w) => w.done) && this.candidateCount() === 0 && this.inFlight.size === 0) {
+      this.finishReconcile();
+    }
+    return undefined;
+  }
+
+  private finishReconcile(): void {
+    this.deps.transaction(() => {
+      const startedAt = this.state().reconcileStartedAt;
+      recomputeTotals(this.sql);
+      this.sql.exec(
+        `DELETE FROM run_walk_tail WHERE walk IN (SELECT name FROM run_walks WHERE purpose = 'reconcile')`,
+      );
+      this.sql.exec(`DELETE FROM run_walks WHERE purpose = 'reconcile'`);
+      writeState(this.sql, { reconcileStartedAt: null, lastReconcileAt: startedAt });
+    });
+  }
+}

@@ -1,0 +1,251 @@
+// GET /stats with the run index on: scans while the index is built, then answers from it; the
+// alarm that drives it, the cron that watches the alarm, and RUN_INDEX=off.
+import {
+  createScheduledController,
+  listDurableObjectIds,
+  runDurableObjectAlarm,
+  runInDurableObject,
+} from "cloudflare:test";
+import { env } from "cloudflare:workers";
+import { describe, expect, it } from "vitest";
+import { type FakeRun, generateRuns } from "../../../fake/extend.ts";
+import worker from "../../../src/index.ts";
+import { hasIndex } from "../../../src/run-index/schema.ts";
+import { expectErrorEnvelope, read } from "../support/envelope.ts";
+import { callProxy } from "../support/proxy.ts";
+import { type IndexFake, settle, stopAlarm, syncState, useIndexFake } from "../support/run-index.ts";
+import { getStats, type ReferenceFilters, referenceStats, summary } from "../support/stats.ts";
+
+async function built(options: Parameters<typeof useIndexFake>[0] = {}, settings: Partial<Env> = {}) {
+  const index = await useIndexFake(options, settings);
+  await getStats(index, {});
+  await settle(index.stub);
+  return index;
+}
+
+function alarmOf(index: IndexFake): Promise<number | null> {
+  return runInDurableObject(index.stub, (_i, state) => state.storage.getAlarm());
+}
+
+/** The Worker's scheduled handler, as the Cron Trigger calls it. */
+async function cron(overrides: Partial<Env>): Promise<void> {
+  await worker.scheduled(createScheduledController({ cron: "*/5 * * * *" }), { ...env, ...overrides } as Env);
+}
+
+/** File names LIKE would misread, case and non-ASCII, and one longer than LIKE's 50-byte limit. */
+const LONG_NAME = `quarterly-report-${"ab".repeat(28)}-final.pdf`;
+const NAMES = ["100% done_v2.pdf", "back\\slash [1].pdf", "Rechnung MÄRZ.pdf", "請求書 第3期.pdf", LONG_NAME];
+
+function runsWithNames(): FakeRun[] {
+  return generateRuns({ size: 60, seed: 31 }).map((run, i) => ({
+    ...run,
+    files: run.files.map((file) => ({ ...file, name: NAMES[i % NAMES.length] ?? file.name })),
+  }));
+}
+
+describe("GET /stats with the run index", () => {
+  it("scans while the index is built, saying how far it is; then answers from the index", async () => {
+    const index = await useIndexFake({ dataset: { size: 250, seed: 4 } });
+    const { body: first } = await getStats(index, {});
+    expect(first).toMatchObject({ source: "scan", asOf: null, lagSeconds: null, complete: true });
+    expect(first.build).toMatchObject({ state: "building", walksDone: 0, runsIndexed: 0 });
+    expect(summary(first)).toEqual(referenceStats(index.fake.runs));
+    // Started on first use: from here only the object's alarm advances it (workerd fires it, or
+    // settle runs it), no further request.
+    await settle(index.stub);
+    // Every sync call went through the tenant's gateway, which took this tenant's rate from them.
+    expect((await index.stub.gatewayState()).maxPerSecond).toBe(1000);
+    const calls = index.calls.length;
+    const { response, body } = await getStats(index, {});
+    expect(body.source).toBe("index");
+    expect(body.build).toBeUndefined();
+    expect(summary(body)).toEqual(referenceStats(index.fake.runs));
+    expect(body.lagSeconds).toBeGreaterThanOrEqual(0);
+    expect(body.asOf).toBe(
+      new Date(Date.parse(body.computedAt) - (body.lagSeconds ?? 0) * 1000).toISOString(),
+    );
+    expect(response.headers.get("x-cache")).toBe("BYPASS");
+    expect(response.headers.get("last-modified")).toBe(new Date(body.asOf ?? "").toUTCString());
+    expect(index.calls.length).toBe(calls);
+    await stopAlarm(index.stub);
+  });
+
+  it("answers every filter from the index as a fold over Extend's runs, with no upstream call", async () => {
+    const runs = runsWithNames();
+    const index = await built({ runs });
+    const middle = runs[30] as FakeRun;
+    const filters: ReferenceFilters[] = [
+      { status: "PROCESSED" },
+      { workflowId: middle.workflow.id },
+      { workflowId: middle.workflow.id, status: middle.status },
+      { batchId: runs.find((r) => r.batchId)?.batchId ?? "batch_none" },
+      { since: middle.createdAt },
+      { until: middle.createdAt },
+      { since: runs[10]?.createdAt, until: middle.createdAt, status: "PROCESSED" },
+      // LIKE's wildcards and escape are plain characters here; case folds; beyond 50 bytes works.
+      ...[
+        "%",
+        "_",
+        "\\",
+        "100%",
+        "e_v",
+        "[1]",
+        "märz",
+        "請求書",
+        LONG_NAME,
+        LONG_NAME.toUpperCase(),
+        "zz%",
+      ].map((fileNameContains) => ({ fileNameContains })),
+    ];
+    const calls = index.calls.length;
+    for (const f of filters) {
+      const { body } = await getStats(index, f as Record<string, string>);
+      expect(body.source, JSON.stringify(f)).toBe("index");
+      expect(summary(body), JSON.stringify(f)).toEqual(referenceStats(index.fake.runs, f));
+    }
+    expect(LONG_NAME.length).toBeGreaterThan(70);
+    expect(referenceStats(runs, { fileNameContains: LONG_NAME }).total).toBeGreaterThan(0);
+    expect(index.calls.length).toBe(calls);
+    await stopAlarm(index.stub);
+  });
+
+  it("keeps resumeToken working: a resumed scan stays a scan", async () => {
+    const index = await useIndexFake({ dataset: { size: 250, seed: 4 } }, { STATS_MAX_PAGES: "1" });
+    const { body: first } = await getStats(index, {});
+    expect(first).toMatchObject({ source: "scan", complete: false });
+    await settle(index.stub);
+    let body = first;
+    while (!body.complete) {
+      body = (await getStats(index, { resumeToken: body.resumeToken ?? "" })).body;
+      expect(body.source).toBe("scan");
+    }
+    expect(summary(body)).toEqual(referenceStats(index.fake.runs));
+    await stopAlarm(index.stub);
+  });
+
+  it("syncs first when older than maxLagSeconds", async () => {
+    const index = await built({ dataset: { size: 80, seed: 2 } });
+    await stopAlarm(index.stub);
+    const run = index.fake.runs[3] as FakeRun;
+    index.fake.updateRun(run.id, { status: "CANCELLED" });
+    await runInDurableObject(index.stub, (_i, state) => {
+      state.storage.sql.exec(`UPDATE run_sync SET as_of = as_of - 120000`);
+    });
+    const { body: stale } = await getStats(index, {});
+    expect(stale.lagSeconds).toBeGreaterThanOrEqual(120);
+    const { body } = await getStats(index, { maxLagSeconds: "60" });
+    expect(body.source).toBe("index");
+    expect(body.lagSeconds).toBeLessThanOrEqual(60);
+    expect(summary(body)).toEqual(referenceStats(index.fake.runs));
+    await stopAlarm(index.stub);
+  });
+
+  it("with maxLagSeconds=0 counts a change made just before the request", async () => {
+    const index = await built({ dataset: { size: 50, seed: 6 } });
+    await stopAlarm(index.stub);
+    const run = index.fake.runs.find((r) => r.status !== "FAILED") as FakeRun;
+    index.fake.updateRun(run.id, { status: "FAILED" });
+    const { body: cached } = await getStats(index, {});
+    expect(summary(cached)).not.toEqual(referenceStats(index.fake.runs));
+    const { body } = await getStats(index, { maxLagSeconds: "0" });
+    expect(body.source).toBe("index");
+    expect(summary(body)).toEqual(referenceStats(index.fake.runs));
+    await stopAlarm(index.stub);
+  });
+
+  it("answers 503 with Retry-After when it cannot catch up in time", async () => {
+    const index = await built(
+      { dataset: { size: 40, seed: 2 } },
+      { UPSTREAM_TIMEOUT_MS: "200", UPSTREAM_DEADLINE_MS: "400" },
+    );
+    await stopAlarm(index.stub);
+    await runInDurableObject(index.stub, (_i, state) => {
+      state.storage.sql.exec(`UPDATE run_sync SET as_of = as_of - 120000`);
+    });
+    index.fake.inject({ type: "status", status: 503 }, 1_000);
+    const response = await read(await callProxy("/stats?maxLagSeconds=30", { env: index.env }));
+    expectErrorEnvelope(response, { status: 503, code: "INDEX_LAGGING", retryable: true });
+    expect(Number(response.headers.get("retry-after"))).toBeGreaterThan(0);
+    index.fake.clearFaults();
+    await stopAlarm(index.stub);
+  });
+
+  it.each([
+    ["not a number", "soon"],
+    ["negative", "-1"],
+    ["more than a day", "86401"],
+    ["with a sign", "+5"],
+  ])("refuses a maxLagSeconds that is %s, naming it", async (_name, value) => {
+    const index = await useIndexFake();
+    const response = await read(
+      await callProxy(`/stats?maxLagSeconds=${encodeURIComponent(value)}`, { env: index.env }),
+    );
+    const body = expectErrorEnvelope(response, { status: 400, code: "INVALID_REQUEST" });
+    expect(body.details?.map((d) => d.field)).toEqual(["maxLagSeconds"]);
+    expect(index.calls).toEqual([]);
+  });
+
+  it("with RUN_INDEX=off scans and never touches the tenant object", async () => {
+    const index = await useIndexFake({ dataset: { size: 60, seed: 5 } }, { RUN_INDEX: "off" });
+    const { body } = await getStats(index, {});
+    expect(body).toMatchObject({ source: "scan", asOf: null, lagSeconds: null });
+    expect(body.build).toBeUndefined();
+    expect(summary(body)).toEqual(referenceStats(index.fake.runs));
+    const ids = (await listDurableObjectIds(env.TENANT)).map((id) => id.toString());
+    expect(ids).not.toContain(index.stub.id.toString());
+  });
+});
+
+describe("alarm and cron", () => {
+  it("keeps syncing on its alarm: a change in Extend shows after the next head walk", async () => {
+    const index = await built({ dataset: { size: 60, seed: 9 } }, { INDEX_SYNC_SECONDS: "5" });
+    const alarm = await alarmOf(index);
+    const { asOf } = await syncState(index.stub);
+    expect(alarm).toBe((asOf ?? 0) + 5_000);
+    const run = index.fake.runs[0] as FakeRun;
+    index.fake.updateRun(run.id, { status: "REJECTED" });
+    // The alarm is due in 5 s; run it now, as workerd would then.
+    await runInDurableObject(index.stub, (_i, state) => {
+      state.storage.sql.exec(`UPDATE run_sync SET as_of = as_of - 5000`);
+    });
+    expect(await runDurableObjectAlarm(index.stub)).toBe(true);
+    const { body } = await getStats(index, {});
+    expect(summary(body)).toEqual(referenceStats(index.fake.runs));
+    await stopAlarm(index.stub);
+  });
+
+  it("re-arms a lost alarm from the Cron Trigger, for an index in use", async () => {
+    const index = await built({ dataset: { size: 30, seed: 3 } });
+    await stopAlarm(index.stub);
+    expect(await alarmOf(index)).toBeNull();
+    await cron(index.env);
+    expect(await alarmOf(index)).not.toBeNull();
+    await stopAlarm(index.stub);
+  });
+
+  it("lets an index nobody read for a day sleep, and wakes it on the next read", async () => {
+    const index = await built({ dataset: { size: 30, seed: 3 } });
+    await stopAlarm(index.stub);
+    await runInDurableObject(index.stub, (_i, state) => {
+      state.storage.sql.exec(`UPDATE run_sync SET last_used_at = last_used_at - 90000000`);
+    });
+    await cron(index.env);
+    expect(await alarmOf(index)).toBeNull();
+    const { body } = await getStats(index, {});
+    expect(body.source).toBe("index");
+    expect(await alarmOf(index)).not.toBeNull();
+    await stopAlarm(index.stub);
+  });
+
+  it("with RUN_INDEX=off, the cron removes the index and its alarm; turning it on rebuilds", async () => {
+    const index = await built({ dataset: { size: 30, seed: 3 } });
+    await cron({ ...index.env, RUN_INDEX: "off" });
+    expect(await alarmOf(index)).toBeNull();
+    expect(await runInDurableObject(index.stub, (_i, state) => hasIndex(state.storage.sql))).toBe(false);
+    const { body } = await getStats(index, {});
+    expect(body).toMatchObject({ source: "scan", build: { walksDone: 0 } });
+    await settle(index.stub);
+    expect((await getStats(index, {})).body.source).toBe("index");
+    await stopAlarm(index.stub);
+  });
+});

@@ -1,0 +1,401 @@
+// The sync engine inside a real Durable Object (its SQLite storage), against the fake Extend
+// through the real client, with a clock the test moves.
+import { describe, expect, it } from "vitest";
+import { FakeExtend, type FakeRun, generateRuns } from "../../../fake/extend.ts";
+import { indexFilters, indexStatsBody } from "../../../src/run-index/answer.ts";
+import { factsFromWorkflowRun, rowFromListRun } from "../../../src/run-index/row.ts";
+import { queryTotals, upsertListRow } from "../../../src/run-index/store.ts";
+import type { RunIndexSync } from "../../../src/run-index/sync.ts";
+import type { StatsFilters } from "../../../src/stats/filters.ts";
+import { TEST_UPSTREAM_KEY } from "../support/constants.ts";
+import {
+  drain,
+  ENGINE_EPOCH,
+  ENGINE_SETTINGS,
+  type EngineClock,
+  engineUpstream,
+  freshObject,
+  inEngine,
+} from "../support/run-index.ts";
+import { type Reference, type ReferenceFilters, referenceStats, summary } from "../support/stats.ts";
+
+const ONE_AT_A_TIME = { maxCalls: 1, maxMs: 60_000, concurrency: 1 };
+/** Reconciles are due 30 s after the last one (the shortest INDEX_RECONCILE_SECONDS allows). */
+const RECONCILING = { ...ENGINE_SETTINGS, reconcileSeconds: 30 };
+
+function fakeWith(options: { runs?: FakeRun[]; size?: number; seed?: number }): FakeExtend {
+  return new FakeExtend({
+    apiKey: TEST_UPSTREAM_KEY,
+    ...(options.runs
+      ? { runs: options.runs }
+      : { dataset: { size: options.size ?? 300, seed: options.seed ?? 3 } }),
+  });
+}
+
+function indexSummary(sql: SqlStorage, filters: ReferenceFilters = {}): Partial<Reference> {
+  const stats = filters as StatsFilters;
+  return summary(indexStatsBody(stats, queryTotals(sql, indexFilters(stats)), 0, 0));
+}
+
+function rowCount(sql: SqlStorage): number {
+  return sql.exec<{ n: number }>(`SELECT count(*) AS n FROM runs`).one().n;
+}
+
+/** A spread of filters over the fake's own values. */
+function sampleFilters(runs: readonly FakeRun[]): ReferenceFilters[] {
+  const middle = runs[Math.floor(runs.length / 2)];
+  const batch = runs.find((r) => r.batchId !== null)?.batchId ?? undefined;
+  return [
+    {},
+    { status: "PROCESSED" },
+    { status: "CANCELLING" },
+    { workflowId: runs[0]?.workflow.id },
+    { workflowId: runs[0]?.workflow.id, status: "FAILED" },
+    { batchId: batch },
+    { fileNameContains: "invoice" },
+    { fileNameContains: "März" },
+    { since: middle?.createdAt },
+    { until: middle?.createdAt, status: "PROCESSED" },
+  ];
+}
+
+async function build(sync: RunIndexSync, limits = ONE_AT_A_TIME): Promise<void> {
+  sync.use();
+  await drain(sync, limits, 5_000);
+  expect(sync.state().phase).toBe("ready");
+}
+
+describe("backfill", () => {
+  it("indexes every run once; every filter answers as a fold over Extend's runs", async () => {
+    const fake = fakeWith({ size: 400, seed: 5 });
+    const upstream = engineUpstream(fake, { pageLimit: 40 });
+    const clock: EngineClock = { now: ENGINE_EPOCH };
+    await inEngine(freshObject(), upstream, clock, async ({ sync, sql }) => {
+      await build(sync, { maxCalls: 40, maxMs: 60_000, concurrency: 6 });
+      expect(rowCount(sql)).toBe(400);
+      for (const filters of sampleFilters(fake.runs)) {
+        expect(indexSummary(sql, filters), JSON.stringify(filters)).toEqual(
+          referenceStats(fake.runs, filters),
+        );
+      }
+      // One walk from each end per workflow at createdAt, then one head walk at updatedAt.
+      const walks = upstream.lists.filter((q) => q.sortBy === "createdAt");
+      const workflows = new Set(fake.runs.map((r) => r.workflow.id));
+      expect(workflows.size).toBeGreaterThanOrEqual(4);
+      expect(new Set(walks.map((q) => `${q.workflowId}:${q.sortDir}`)).size).toBe(workflows.size * 2);
+      expect(walks.every((q) => q.status === undefined && q.workflowId !== undefined)).toBe(true);
+      expect(upstream.workflowPages).toBe(1);
+      expect(upstream.lists.every((q) => q.maxPageSize === 1000)).toBe(true);
+      expect(upstream.lists.filter((q) => q.sortBy === "updatedAt")).toEqual([
+        { sortBy: "updatedAt", sortDir: "desc", maxPageSize: 1000 },
+      ]);
+      expect(upstream.gets).toEqual([]);
+    });
+  });
+
+  it("walks by status when Extend cannot list the workflows", async () => {
+    const fake = new FakeExtend({
+      apiKey: TEST_UPSTREAM_KEY,
+      dataset: { size: 200, seed: 5 },
+      listWorkflows: false,
+    });
+    const upstream = engineUpstream(fake, { pageLimit: 40 });
+    const clock: EngineClock = { now: ENGINE_EPOCH };
+    await inEngine(freshObject(), upstream, clock, async ({ sync, sql }) => {
+      await build(sync, { maxCalls: 40, maxMs: 60_000, concurrency: 6 });
+      const walks = upstream.lists.filter((q) => q.sortBy === "createdAt");
+      expect(new Set(walks.map((q) => `${q.status}:${q.sortDir}`)).size).toBeGreaterThanOrEqual(8);
+      expect(walks.every((q) => q.workflowId === undefined && q.status !== undefined)).toBe(true);
+      expect(indexSummary(sql)).toEqual(referenceStats(fake.runs));
+    });
+  });
+
+  it("walks by status when the tenant has too few workflows to spread the walks", async () => {
+    const runs = generateRuns({ size: 150, seed: 8 }).map((run) => ({
+      ...run,
+      workflow: { ...run.workflow, id: "workflow_only_one" },
+    }));
+    const fake = fakeWith({ runs });
+    const upstream = engineUpstream(fake, { pageLimit: 40 });
+    await inEngine(freshObject(), upstream, { now: ENGINE_EPOCH }, async ({ sync, sql }) => {
+      await build(sync, { maxCalls: 40, maxMs: 60_000, concurrency: 6 });
+      expect(
+        upstream.lists.filter((q) => q.sortBy === "createdAt").every((q) => q.status !== undefined),
+      ).toBe(true);
+      expect(indexSummary(sql)).toEqual(referenceStats(fake.runs));
+    });
+  });
+
+  it("interrupted at every page boundary, resumes with nothing lost or doubled", async () => {
+    const fake = fakeWith({ size: 300, seed: 9 });
+    const clock: EngineClock = { now: ENGINE_EPOCH };
+    const clean = engineUpstream(fake, { pageLimit: 50 });
+    await inEngine(freshObject(), clean, clock, async ({ sync }) => build(sync));
+    const pages = clean.lists.length;
+    expect(pages).toBeGreaterThanOrEqual(10);
+    const reference = referenceStats(fake.runs);
+    for (let boundary = 0; boundary < pages; boundary++) {
+      const stub = freshObject();
+      const crashing = engineUpstream(fake, { pageLimit: 50 });
+      crashing.failAfter = boundary;
+      await inEngine(stub, crashing, clock, async ({ sync }) => {
+        sync.use();
+        const result = await sync.tick({ ...ONE_AT_A_TIME, maxCalls: pages });
+        expect(result.error).toBe("UPSTREAM_ERROR");
+      });
+      // A new engine over the same storage: what an evicted object restarts with. It waits out
+      // the failure's retry time first.
+      clock.now += 3_600_000;
+      const resumed = engineUpstream(fake, { pageLimit: 50 });
+      await inEngine(stub, resumed, clock, async ({ sync, sql }) => {
+        await build(sync);
+        expect(rowCount(sql), `boundary ${boundary}`).toBe(300);
+        expect(indexSummary(sql), `boundary ${boundary}`).toEqual(reference);
+      });
+      // Each page's rows and cursor were written together: no backfill page was read twice.
+      const walked = (u: typeof clean) => u.lists.filter((q) => q.sortBy === "createdAt").length;
+      expect(walked(crashing) + walked(resumed), `boundary ${boundary}`).toBe(walked(clean));
+    }
+  });
+
+  it("writes a page's rows and its cursor together: a crash before the commit leaves neither", async () => {
+    const fake = fakeWith({ size: 200, seed: 2 });
+    const clock: EngineClock = { now: ENGINE_EPOCH };
+    const stub = freshObject();
+    const upstream = engineUpstream(fake, { pageLimit: 20 });
+    let crashAt: number | undefined = 3;
+    const crash = () => {
+      if (upstream.lists.length === crashAt) {
+        crashAt = undefined;
+        throw new Error("evicted mid-write");
+      }
+    };
+    const read = (sql: SqlStorage) => ({
+      ids: new Set(
+        sql
+          .exec<{ id: string }>(`SELECT id FROM runs`)
+          .toArray()
+          .map((r) => r.id),
+      ),
+      pages: sql.exec<{ n: number }>(`SELECT sum(pages) AS n FROM run_walks`).one().n,
+    });
+    await inEngine(
+      stub,
+      upstream,
+      clock,
+      async ({ sync, sql }) => {
+        sync.use();
+        const result = await sync.tick({ ...ONE_AT_A_TIME, maxCalls: 100 });
+        expect(result.error).toBe("INTERNAL_ERROR");
+        const { ids, pages } = read(sql);
+        // Two pages committed; the third page's runs are not in, and no walk moved past it.
+        expect(pages).toBe(2);
+        const third = upstream.pageIds[2] ?? [];
+        expect(third.length).toBeGreaterThan(0);
+        expect(third.filter((id) => ids.has(id) && !(upstream.pageIds[0] ?? []).includes(id))).toEqual([]);
+      },
+      ENGINE_SETTINGS,
+      crash,
+    );
+    clock.now += 3_600_000;
+    await inEngine(stub, engineUpstream(fake, { pageLimit: 20 }), clock, async ({ sync, sql }) => {
+      await build(sync);
+      expect(rowCount(sql)).toBe(200);
+      expect(indexSummary(sql)).toEqual(referenceStats(fake.runs));
+    });
+  });
+});
+
+describe("head walk", () => {
+  it("reads about ceil(k / 1000) + 1 pages after k changes, not the whole list", async () => {
+    const fake = fakeWith({ size: 3_000, seed: 4 });
+    const upstream = engineUpstream(fake);
+    const clock: EngineClock = { now: ENGINE_EPOCH };
+    await inEngine(freshObject(), upstream, clock, async ({ sync, sql }) => {
+      await build(sync, { maxCalls: 40, maxMs: 60_000, concurrency: 6 });
+      for (const k of [0, 1, 999, 1_000, 2_500]) {
+        clock.now += 31_000;
+        for (let i = 0; i < k; i++) {
+          const run = fake.runs[(i * 7) % fake.runs.length] as FakeRun;
+          fake.updateRun(run.id, { status: i % 2 === 0 ? "FAILED" : "PROCESSED" }, clock.now - 60_000 + i);
+        }
+        const before = upstream.lists.length;
+        await drain(sync);
+        const pages = upstream.lists.length - before;
+        expect(pages, `k = ${k}`).toBeLessThanOrEqual(Math.ceil(k / 1000) + 1);
+        expect(pages, `k = ${k}`).toBeGreaterThanOrEqual(Math.floor(k / 1000) + 1);
+        expect(indexSummary(sql), `k = ${k}`).toEqual(referenceStats(fake.runs));
+      }
+    });
+  });
+
+  it("never moves a run back: an older list row after a newer one changes nothing", async () => {
+    const fake = fakeWith({ size: 50, seed: 8 });
+    const clock: EngineClock = { now: ENGINE_EPOCH };
+    await inEngine(freshObject(), engineUpstream(fake), clock, async ({ sync, sql }) => {
+      await build(sync);
+      const run = fake.runs[10] as FakeRun;
+      const old = { ...run };
+      fake.updateRun(run.id, { status: "REJECTED" }, clock.now + 1_000);
+      clock.now += 60_000;
+      await drain(sync);
+      expect(indexSummary(sql)).toEqual(referenceStats(fake.runs));
+      // The page fetched before the change, replayed: the guard keeps the newer state.
+      const stale = rowFromListRun(old as unknown as Record<string, unknown>);
+      if (!stale) throw new Error("no row");
+      const written = upsertListRow(sql, stale);
+      expect(written).toBe(0);
+      expect(sql.exec(`SELECT status FROM runs WHERE id = ?`, run.id).one()).toEqual({ status: "REJECTED" });
+      expect(indexSummary(sql)).toEqual(referenceStats(fake.runs));
+    });
+  });
+});
+
+describe("reconcile", () => {
+  it("removes a run missing from the list only when GET answers 404, and recomputes the totals", async () => {
+    const fake = fakeWith({ size: 200, seed: 6 });
+    const hidden = new Set<string>();
+    const upstream = engineUpstream(fake, { pageLimit: 30, hiddenFromList: hidden });
+    const clock: EngineClock = { now: ENGINE_EPOCH };
+    await inEngine(
+      freshObject(),
+      upstream,
+      clock,
+      async ({ sync, sql }) => {
+        await build(sync, { maxCalls: 40, maxMs: 60_000, concurrency: 6 });
+        const deleted = [3, 50, 120, 121, 199].map((i) => (fake.runs[i] as FakeRun).id);
+        const skipped = [7, 88].map((i) => (fake.runs[i] as FakeRun).id);
+        for (const id of deleted) fake.deleteRun(id);
+        for (const id of skipped) hidden.add(id);
+        // Totals that drifted (as a float sum or a lost trigger would make them) are rebuilt.
+        sql.exec(`UPDATE run_totals SET runs = runs + 5 WHERE status = 'PROCESSED'`);
+        clock.now += 31_000;
+        await drain(sync, { maxCalls: 40, maxMs: 60_000, concurrency: 6 });
+        expect(sync.state().lastReconcileAt).toBe(ENGINE_EPOCH + 31_000);
+        expect([...upstream.gets].sort()).toEqual([...deleted, ...skipped].sort());
+        expect(rowCount(sql)).toBe(fake.runs.length);
+        expect(indexSummary(sql)).toEqual(referenceStats(fake.runs));
+      },
+      RECONCILING,
+    );
+  });
+
+  it("with many runs at one instant across pages, finds exactly the deleted ones", async () => {
+    const at = "2026-10-20T10:00:00.000Z";
+    const runs = generateRuns({ size: 130, seed: 12 }).map((run) => ({
+      ...run,
+      status: "PROCESSED" as const,
+      createdAt: at,
+    }));
+    const fake = fakeWith({ runs });
+    const upstream = engineUpstream(fake, { pageLimit: 50 });
+    const clock: EngineClock = { now: ENGINE_EPOCH };
+    await inEngine(
+      freshObject(),
+      upstream,
+      clock,
+      async ({ sync, sql }) => {
+        await build(sync);
+        const deleted = [0, 49, 50, 99, 129].map((i) => (fake.runs[i] as FakeRun).id);
+        for (const id of deleted) fake.deleteRun(id);
+        clock.now += 31_000;
+        await drain(sync, ONE_AT_A_TIME, 2_000);
+        expect([...upstream.gets].sort()).toEqual([...deleted].sort());
+        expect(rowCount(sql)).toBe(125);
+        expect(indexSummary(sql)).toEqual(referenceStats(fake.runs));
+      },
+      RECONCILING,
+    );
+  });
+});
+
+describe("webhook events", () => {
+  const eventFor = (run: FakeRun, eventId: string, signedAt: number) => ({
+    eventId,
+    signedAt,
+    run: { ...factsFromWorkflowRun(run as unknown as Record<string, unknown>, run.id), status: run.status },
+  });
+
+  it("apply at once, once per eventId, and an older event never undoes a newer one", async () => {
+    const fake = fakeWith({ size: 40, seed: 1 });
+    const clock: EngineClock = { now: ENGINE_EPOCH };
+    await inEngine(freshObject(), engineUpstream(fake), clock, async ({ sync, sql }) => {
+      await build(sync);
+      const run = fake.runs[5] as FakeRun;
+      const review = fake.updateRun(run.id, { status: "NEEDS_REVIEW" }, clock.now + 1_000) as FakeRun;
+      const done = fake.updateRun(run.id, { status: "PROCESSED" }, clock.now + 2_000) as FakeRun;
+      clock.now += 3_000;
+      // Delivered out of order, and the later one twice.
+      expect(sync.applyEvent(eventFor(done, "evt_2", clock.now))).toEqual({
+        duplicate: false,
+        applied: true,
+      });
+      expect(sync.applyEvent(eventFor(review, "evt_1", clock.now - 1_500))).toEqual({
+        duplicate: false,
+        applied: false,
+      });
+      expect(sync.applyEvent(eventFor(done, "evt_2", clock.now))).toEqual({
+        duplicate: true,
+        applied: false,
+      });
+      // Seen before any sync: the index already agrees with Extend.
+      expect(indexSummary(sql)).toEqual(referenceStats(fake.runs));
+      expect(sync.nextWakeAt()).toBe(clock.now + 2_000);
+      clock.now += 2_000;
+      await drain(sync);
+      expect(indexSummary(sql)).toEqual(referenceStats(fake.runs));
+    });
+  });
+
+  it("a stale event (an old status in a fresh delivery) is settled by GET after the next head walk", async () => {
+    const fake = fakeWith({ size: 40, seed: 2 });
+    const upstream = engineUpstream(fake);
+    const clock: EngineClock = { now: ENGINE_EPOCH };
+    await inEngine(freshObject(), upstream, clock, async ({ sync, sql }) => {
+      await build(sync);
+      const run = fake.runs[9] as FakeRun;
+      const failed = fake.updateRun(run.id, { status: "FAILED" }, clock.now - 600_000) as FakeRun;
+      fake.updateRun(run.id, { status: "PROCESSED" }, clock.now - 500_000);
+      clock.now += 10_000;
+      await drain(sync);
+      // A retry of the old FAILED event, signed now: it wins for now (it looks newer)…
+      expect(sync.applyEvent(eventFor(failed, "evt_old", clock.now)).applied).toBe(true);
+      expect(indexSummary(sql, { status: "FAILED" }).total).toBe(
+        referenceStats(fake.runs, { status: "FAILED" }).total + 1,
+      );
+      // …until the head walk that follows, which does not see the run change, and GET says PROCESSED.
+      clock.now += 2_000;
+      await drain(sync);
+      expect(upstream.gets).toEqual([run.id]);
+      expect(indexSummary(sql)).toEqual(referenceStats(fake.runs));
+    });
+  });
+
+  it("counts a run first seen in a signed-URL event at once; the head walk fills in the rest", async () => {
+    const fake = fakeWith({ size: 30, seed: 3 });
+    const clock: EngineClock = { now: ENGINE_EPOCH };
+    await inEngine(freshObject(), engineUpstream(fake), clock, async ({ sync, sql }) => {
+      await build(sync);
+      const template = generateRuns({ size: 1, seed: 99 })[0] as FakeRun;
+      const created = fake.addRun(
+        { ...template, id: "workflow_run_from_webhook", status: "PROCESSED" },
+        clock.now,
+      );
+      clock.now += 1_000;
+      sync.applyEvent({
+        eventId: "evt_url",
+        signedAt: clock.now,
+        run: { id: created.id, status: "PROCESSED" },
+      });
+      expect(indexSummary(sql).byStatus?.PROCESSED).toBe(referenceStats(fake.runs).byStatus.PROCESSED);
+      clock.now += 2_000;
+      await drain(sync);
+      expect(indexSummary(sql)).toEqual(referenceStats(fake.runs));
+      for (const filters of sampleFilters(fake.runs)) {
+        expect(indexSummary(sql, filters), JSON.stringify(filters)).toEqual(
+          referenceStats(fake.runs, filters),
+        );
+      }
+    });
+  });
+});
