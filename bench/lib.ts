@@ -5,6 +5,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { Agent, request as httpRequest } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -86,14 +87,24 @@ export async function startFakeProcess(options: FakeProcessOptions): Promise<Fak
 }
 
 /** A copy of wrangler.toml whose per-caller limits cannot interfere with a benchmark's load. */
-async function benchConfig(): Promise<string> {
+async function benchConfig(unbound: readonly string[]): Promise<string> {
   const dir = join(PROJECT_ROOT, ".wrangler", "bench");
   await mkdir(dir, { recursive: true });
   const source = await readFile(join(PROJECT_ROOT, "wrangler.toml"), "utf8");
-  const config = source
+  let config = source
     .replace(/^main\s*=\s*"([^"]+)"/m, (_, main: string) => `main = "${join(PROJECT_ROOT, main)}"`)
     .replace(/simple\s*=\s*\{\s*limit\s*=\s*\d+/g, "simple = { limit = 1000000");
-  const path = join(dir, "wrangler.toml");
+  for (const name of unbound) {
+    // Top-level blocks only: the environments' are `[[env.<name>.ratelimits]]` and the like.
+    const block = new RegExp(
+      `^\\[\\[(?:ratelimits|durable_objects\\.bindings)\\]\\]\\nname = "${name}"\\n(?:(?!\\[\\[)[^\\n]*\\n)*`,
+      "m",
+    );
+    if (!block.test(config)) throw new Error(`wrangler.toml has no top-level ${name} binding to drop`);
+    config = config.replace(block, "");
+  }
+  const suffix = unbound.length > 0 ? `.without-${unbound.join("-")}` : "";
+  const path = join(dir, `wrangler${suffix}.toml`);
   await writeFile(path, config);
   return path;
 }
@@ -106,12 +117,22 @@ export interface BenchProxy extends WranglerDev {
 }
 
 /** The proxy under `wrangler dev` on loopback, with a fresh (cold) local KV. */
-export async function startProxy(fake: FakeProcess, vars: Record<string, string> = {}): Promise<BenchProxy> {
+export interface ProxyOptions {
+  vars?: Record<string, string>;
+  /**
+   * Rate Limiting or Durable Object bindings to leave unbound, an ablation: the proxy then fails
+   * open (a limiter lets the request through, the gateway's calls go direct), with a warning on
+   * its log line, and skips that round trip.
+   */
+  unbound?: readonly string[];
+}
+
+export async function startProxy(fake: FakeProcess, options: ProxyOptions = {}): Promise<BenchProxy> {
   const token = `bench_${randomBytes(24).toString("hex")}`;
   const persistTo = await mkdtemp(join(tmpdir(), "extend-runs-proxy-bench-"));
   const inspectorPort = await freePort();
   const dev = await startWranglerDev({
-    configPath: await benchConfig(),
+    configPath: await benchConfig(options.unbound ?? []),
     persistTo,
     inspectorPort,
     vars: {
@@ -119,7 +140,7 @@ export async function startProxy(fake: FakeProcess, vars: Record<string, string>
       EXTEND_API_KEY: fake.apiKey,
       CLIENT_TOKENS: token,
       ALLOW_ANONYMOUS: "false",
-      ...vars,
+      ...options.vars,
     },
   });
   return {
@@ -133,8 +154,31 @@ export async function startProxy(fake: FakeProcess, vars: Record<string, string>
   };
 }
 
+/** The benchmark's anchor, bench/bare/worker.ts under `wrangler dev`, with a fresh local KV. */
+export async function startBareWorker(fake: FakeProcess): Promise<BenchProxy> {
+  const persistTo = await mkdtemp(join(tmpdir(), "extend-runs-proxy-bench-bare-"));
+  const inspectorPort = await freePort();
+  const dev = await startWranglerDev({
+    configPath: join(PROJECT_ROOT, "bench", "bare", "wrangler.toml"),
+    persistTo,
+    inspectorPort,
+    vars: { UPSTREAM_URL: fake.url, UPSTREAM_KEY: fake.apiKey },
+  });
+  return {
+    ...dev,
+    token: "",
+    inspectorPort,
+    close: async () => {
+      await dev.stop();
+      await rm(persistTo, { recursive: true, force: true });
+    },
+  };
+}
+
 export interface LoadResult {
   requests: number;
+  /** Every response's latency in ms, sorted. */
+  latencies: number[];
   p50: number;
   p99: number;
   rps: number;
@@ -143,7 +187,7 @@ export interface LoadResult {
   malformed: number;
 }
 
-function percentile(sorted: number[], p: number): number {
+export function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return Number.NaN;
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? Number.NaN;
 }
@@ -192,6 +236,7 @@ export async function load(options: LoadOptions): Promise<LoadResult> {
   latencies.sort((a, b) => a - b);
   return {
     requests: result.requests.total,
+    latencies,
     p50: percentile(latencies, 50),
     p99: percentile(latencies, 99),
     rps: result.duration > 0 ? result.requests.total / result.duration : Number.NaN,
@@ -337,6 +382,28 @@ function rssKb(pid: number): number {
   }
 }
 
+/** Clock ticks a second in /proc/<pid>/stat (USER_HZ: 100 on Linux). */
+const USER_HZ = 100;
+
+/**
+ * CPU time (user + system) used so far by every live process of a wrangler dev group: the
+ * Worker's isolate, the local KV and rate-limit emulations, wrangler's proxies and its log relay.
+ * In ms, 10 ms resolution; 0 where /proc is missing.
+ */
+export function processGroupCpuMs(pgid: number): number {
+  let ticks = 0;
+  for (const pid of processGroupMembers(pgid)) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      ticks += Number(fields[11] ?? 0) + Number(fields[12] ?? 0);
+    } catch {
+      // The process ended while we looked.
+    }
+  }
+  return (ticks * 1000) / USER_HZ;
+}
+
 function isWorkerd(pid: number): boolean {
   try {
     return readFileSync(`/proc/${pid}/comm`, "utf8").trim() === "workerd";
@@ -368,23 +435,19 @@ export function sampleWorkerdMemory(proxy: WranglerDev, everyMs = 25) {
   };
 }
 
-export interface WorkerHeap {
-  /** V8 heap in use by the Worker's isolate, garbage not yet collected included, in MB. */
-  usedMb(): Promise<number>;
-  close(): void;
-}
-
 /** How long one DevTools call may take before the measurement is given up. */
 const INSPECTOR_CALL_TIMEOUT_MS = 5_000;
 
-/**
- * The Worker isolate's own V8 heap, read through wrangler's DevTools inspector (Chrome DevTools
- * Protocol, `Runtime.getHeapUsage`). Unlike workerd's RSS it leaves out local KV, the runtime and
- * memory V8 has not handed back to the system: what the proxy's code holds, plus garbage not yet
- * collected. (workerd does not answer `HeapProfiler.collectGarbage`, so the live set alone is not
- * measured.)
- */
-export async function inspectWorkerHeap(inspectorPort: number): Promise<WorkerHeap> {
+/** A DevTools (Chrome DevTools Protocol) session with the Worker's isolate. */
+export interface Inspector {
+  call<T = unknown>(method: string, params?: Record<string, unknown>, timeoutMs?: number): Promise<T>;
+  /** Calls `listener` with the params of every `method` event from now on. */
+  on(method: string, listener: (params: unknown) => void): void;
+  close(): void;
+}
+
+/** Attaches to the Worker through wrangler's DevTools inspector proxy. */
+export async function attachInspector(inspectorPort: number): Promise<Inspector> {
   const listing = await fetch(`http://127.0.0.1:${inspectorPort}/json`);
   const targets = (await listing.json()) as { webSocketDebuggerUrl?: string }[];
   const url = targets.find((t) => t.webSocketDebuggerUrl)?.webSocketDebuggerUrl;
@@ -397,29 +460,67 @@ export async function inspectWorkerHeap(inspectorPort: number): Promise<WorkerHe
     socket.addEventListener("error", () => reject(new Error(`cannot attach to ${url}`)), { once: true });
   });
   let lastId = 0;
-  const pending = new Map<number, (result: unknown) => void>();
+  const pending = new Map<number, { resolve: (result: unknown) => void; reject: (error: Error) => void }>();
+  const listeners = new Map<string, ((params: unknown) => void)[]>();
   socket.addEventListener("message", (event) => {
-    const message = JSON.parse(String(event.data)) as { id?: number; result?: unknown };
-    if (message.id === undefined) return;
-    pending.get(message.id)?.(message.result);
+    const message = JSON.parse(String(event.data)) as {
+      id?: number;
+      result?: unknown;
+      error?: { message?: string };
+      method?: string;
+      params?: unknown;
+    };
+    if (message.id === undefined) {
+      for (const listener of listeners.get(message.method ?? "") ?? []) listener(message.params);
+      return;
+    }
+    const waiter = pending.get(message.id);
     pending.delete(message.id);
+    if (message.error) waiter?.reject(new Error(`inspector: ${message.error.message ?? "error"}`));
+    else waiter?.resolve(message.result);
   });
-  const call = (method: string) => {
-    lastId += 1;
-    const id = lastId;
-    const answer = new Promise<unknown>((resolve) => pending.set(id, resolve));
-    socket.send(JSON.stringify({ id, method, params: {} }));
-    const timeout = new Promise<never>((_, reject) =>
-      setTimeout(
-        () => reject(new Error(`${method}: no answer from the inspector`)),
-        INSPECTOR_CALL_TIMEOUT_MS,
-      ),
-    );
-    return Promise.race([answer, timeout]);
-  };
   return {
-    usedMb: async () => ((await call("Runtime.getHeapUsage")) as { usedSize: number }).usedSize / 2 ** 20,
+    call: <T>(
+      method: string,
+      params: Record<string, unknown> = {},
+      timeoutMs = INSPECTOR_CALL_TIMEOUT_MS,
+    ) => {
+      lastId += 1;
+      const id = lastId;
+      const answer = new Promise<unknown>((resolve, reject) => pending.set(id, { resolve, reject }));
+      socket.send(JSON.stringify({ id, method, params }));
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`${method}: no answer from the inspector`)), timeoutMs);
+      });
+      return Promise.race([answer, timeout]).finally(() => clearTimeout(timer)) as Promise<T>;
+    },
+    on: (method, listener) => {
+      listeners.set(method, [...(listeners.get(method) ?? []), listener]);
+    },
     close: () => socket.close(),
+  };
+}
+
+export interface WorkerHeap {
+  /** V8 heap in use by the Worker's isolate, garbage not yet collected included, in MB. */
+  usedMb(): Promise<number>;
+  close(): void;
+}
+
+/**
+ * The Worker isolate's own V8 heap, read through wrangler's DevTools inspector (Chrome DevTools
+ * Protocol, `Runtime.getHeapUsage`). Unlike workerd's RSS it leaves out local KV, the runtime and
+ * memory V8 has not handed back to the system: what the proxy's code holds, plus garbage not yet
+ * collected. (workerd does not answer `HeapProfiler.collectGarbage`, so the live set alone is not
+ * measured.)
+ */
+export async function inspectWorkerHeap(inspectorPort: number): Promise<WorkerHeap> {
+  const inspector = await attachInspector(inspectorPort);
+  return {
+    usedMb: async () =>
+      (await inspector.call<{ usedSize: number }>("Runtime.getHeapUsage")).usedSize / 2 ** 20,
+    close: () => inspector.close(),
   };
 }
 
@@ -472,4 +573,113 @@ export async function pagePaths(
 
 export function upstreamHeaders(fake: FakeProcess): Record<string, string> {
   return { authorization: `Bearer ${fake.apiKey}`, "x-extend-api-version": API_VERSION };
+}
+
+/** One kind of request in an interleaved comparison. */
+export interface Target {
+  name: string;
+  origin: string;
+  /** Each request takes the next path, cycling (distinct pages for misses, one page for hits). */
+  paths: string[];
+  headers: Record<string, string>;
+  /** Checks a 200's body; a false counts as malformed. */
+  check?: (body: string) => boolean;
+  /** The `x-cache` every answer must carry; another counts as a mismatch. */
+  expectCache?: string;
+}
+
+export interface TargetResult {
+  name: string;
+  requests: number;
+  p50: number;
+  p99: number;
+  errors: number;
+  malformed: number;
+  /** Answers whose `x-cache` was not the expected one. */
+  mismatches: number;
+}
+
+interface Timed {
+  ms: number;
+  status: number;
+  cache: string | undefined;
+  body: string;
+}
+
+/** One GET on a kept-alive connection, timed from the request's start to the body's last byte. */
+function timedGet(
+  agent: Agent,
+  origin: string,
+  path: string,
+  headers: Record<string, string>,
+): Promise<Timed> {
+  return new Promise((resolve, reject) => {
+    const started = performance.now();
+    const req = httpRequest(new URL(path, origin), { agent, headers }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on("data", (chunk: Buffer) => chunks.push(chunk));
+      res.on("end", () => {
+        const cache = res.headers["x-cache"];
+        resolve({
+          ms: performance.now() - started,
+          status: res.statusCode ?? 0,
+          cache: typeof cache === "string" ? cache : undefined,
+          body: Buffer.concat(chunks).toString("utf8"),
+        });
+      });
+      res.on("error", reject);
+    });
+    req.on("error", reject);
+    req.end();
+  });
+}
+
+/**
+ * Sequential requests to several targets, interleaved one by one (the order rotates every
+ * round), so a machine whose load drifts during the run shifts every target alike: their ratios
+ * are what such a run measures.
+ */
+export async function interleaved(targets: Target[], rounds: number): Promise<TargetResult[]> {
+  const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+  const results = targets.map((target) => ({
+    target,
+    latencies: [] as number[],
+    errors: 0,
+    malformed: 0,
+    mismatches: 0,
+    next: 0,
+  }));
+  try {
+    for (let round = 0; round < rounds; round++) {
+      for (let i = 0; i < results.length; i++) {
+        const result = results[(i + round) % results.length];
+        if (!result) continue;
+        const { target } = result;
+        const path = target.paths[result.next++ % target.paths.length] ?? "/";
+        try {
+          const answer = await timedGet(agent, target.origin, path, target.headers);
+          result.latencies.push(answer.ms);
+          if (answer.status !== 200) result.errors += 1;
+          else if (target.check && !target.check(answer.body)) result.malformed += 1;
+          if (target.expectCache !== undefined && answer.cache !== target.expectCache) result.mismatches += 1;
+        } catch {
+          result.errors += 1;
+        }
+      }
+    }
+  } finally {
+    agent.destroy();
+  }
+  return results.map(({ target, latencies, errors, malformed, mismatches }) => {
+    const sorted = latencies.sort((a, b) => a - b);
+    return {
+      name: target.name,
+      requests: sorted.length,
+      p50: percentile(sorted, 50),
+      p99: percentile(sorted, 99),
+      errors,
+      malformed,
+      mismatches,
+    };
+  });
 }

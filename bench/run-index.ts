@@ -194,9 +194,7 @@ export async function runIndexScenarios(plan: RunIndexPlan): Promise<RunIndexRes
     const fake = await startFakeProcess({ size: runs, ...LATENCY, rateLimitPerSecond: RATE_LIMIT });
     // One page per scan while the index builds; no timed head walk to muddle the sync-cost rows.
     const proxy = await startProxy(fake, {
-      STATS_MAX_PAGES: "1",
-      UPSTREAM_MAX_RPS: String(UPSTREAM_MAX_RPS),
-      INDEX_SYNC_SECONDS: "3600",
+      vars: { STATS_MAX_PAGES: "1", UPSTREAM_MAX_RPS: String(UPSTREAM_MAX_RPS), INDEX_SYNC_SECONDS: "3600" },
     });
     const auth = { authorization: `Bearer ${proxy.token}` };
     try {

@@ -8,29 +8,42 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { PROJECT_ROOT } from "../scripts/wrangler-dev.ts";
 import {
+  attachInspector,
   type BenchProxy,
   type FakeProcess,
   inspectWorkerHeap,
+  interleaved,
   isList,
   isStats,
   type LoadResult,
   load,
   pagePaths,
+  percentile,
+  processGroupCpuMs,
   type SdkWalk,
   type StatsWalk,
   sampleWorkerdMemory,
   sampleWorkerHeap,
+  startBareWorker,
   startFakeProcess,
   startProxy,
+  type Target,
   upstreamHeaders,
   walkStats,
   walkWithSdk,
 } from "./lib.ts";
+import { attribute, type Breakdown, moduleMap, profileWhile } from "./profile.ts";
 import { FULL_PLAN, printRunIndex, QUICK_PLAN, runIndexScenarios } from "./run-index.ts";
 
 const { values: flags } = parseArgs({
   args: process.argv.slice(2),
-  options: { quick: { type: "boolean", default: false }, out: { type: "string" } },
+  options: {
+    quick: { type: "boolean", default: false },
+    profile: { type: "boolean", default: false },
+    /** Page rows and the anchor comparison only: no load run, no /stats. */
+    pages: { type: "boolean", default: false },
+    out: { type: "string" },
+  },
   strict: true,
 });
 const QUICK = flags.quick;
@@ -48,6 +61,9 @@ const PLAN = QUICK
       loadRequests: 500,
       loadConnections: 16,
       walkLimitMs: 120_000,
+      anchorRounds: 20,
+      anchorConcurrentRounds: 3,
+      anchorConcurrentRequests: 100,
     }
   : {
       pageDataset: 5_000,
@@ -61,6 +77,10 @@ const PLAN = QUICK
       loadRequests: 10_000,
       loadConnections: 64,
       walkLimitMs: 600_000,
+      /** Sequential rounds of the anchor comparison; each takes one distinct page per miss row. */
+      anchorRounds: 100,
+      anchorConcurrentRounds: 6,
+      anchorConcurrentRequests: 300,
     };
 const LATENCY = { latencyBaseMs: 50, latencyPerRunMs: 0.5 };
 /** Extend's pay-as-you-go plan: 10 GET requests per second. */
@@ -70,6 +90,12 @@ const PAGE_SIZE = 100;
 const CONNECTIONS = 8;
 /** The page and scan rows run without the run index, whose backfill would share Extend's budget. */
 const SCAN_ONLY = { RUN_INDEX: "off" };
+/**
+ * The page rows fire distinct misses far faster than Extend's 10 GET/s: under the default
+ * UPSTREAM_MAX_RPS they would measure the gateway's budget (a lone caller at 7 calls a second),
+ * not the proxy. The fake of these rows has no rate limit; the /stats rows keep the default.
+ */
+const PAGE_VARS = { UPSTREAM_MAX_RPS: "1000" };
 
 interface Row {
   scenario: string;
@@ -133,14 +159,24 @@ async function measured(fake: FakeProcess, scenario: string, run: () => Promise<
 
 const proxyHeaders = (proxy: BenchProxy) => ({ authorization: `Bearer ${proxy.token}` });
 
-async function pageScenarios(): Promise<{ fake: FakeProcess; proxy: BenchProxy; paths: string[] }> {
+interface PageRun {
+  fake: FakeProcess;
+  proxy: BenchProxy;
+  bare: BenchProxy;
+  paths: string[];
+}
+
+async function pageScenarios(): Promise<PageRun> {
   log(
     `fake Extend with ${PLAN.pageDataset} runs, ${LATENCY.latencyBaseMs} ms + ${LATENCY.latencyPerRunMs} ms/run`,
   );
   const fake = await startFakeProcess({ size: PLAN.pageDataset, ...LATENCY });
   // These rows measure the cache and the live scan; the run index has rows of its own (run-index.ts).
-  const proxy = await startProxy(fake, SCAN_ONLY);
-  log(`proxy under wrangler dev at ${proxy.url}; collecting distinct page cursors`);
+  const proxy = await startProxy(fake, { vars: { ...SCAN_ONLY, ...PAGE_VARS } });
+  const bare = await startBareWorker(fake);
+  log(
+    `proxy under wrangler dev at ${proxy.url}, bare Worker at ${bare.url}; collecting distinct page cursors`,
+  );
   // Distinct pages: every sort order, every cursor. Each is requested once per row.
   const paths: string[] = [];
   for (const sortBy of ["updatedAt", "createdAt"]) {
@@ -190,6 +226,17 @@ async function pageScenarios(): Promise<{ fake: FakeProcess; proxy: BenchProxy; 
       check,
     }),
   );
+  await (await fetch(`${bare.url}${hot[0]}`)).arrayBuffer();
+  await measured(fake, "bare Hono + KV Worker, cache hit: the same page", () =>
+    load({
+      origin: bare.url,
+      paths: hot,
+      amount: PLAN.hitRequests,
+      connections: CONNECTIONS,
+      headers: {},
+      check,
+    }),
+  );
   const cold = [`/workflow_runs?status=PENDING&maxPageSize=${PAGE_SIZE}&sortBy=createdAt&sortDir=asc`];
   await measured(fake, `cold burst: ${PLAN.burst} concurrent identical requests`, () =>
     load({
@@ -201,7 +248,203 @@ async function pageScenarios(): Promise<{ fake: FakeProcess; proxy: BenchProxy; 
       check,
     }),
   );
-  return { fake, proxy, paths };
+  return { fake, proxy, bare, paths };
+}
+
+interface AnchorRow {
+  scenario: string;
+  connections: number;
+  requests: number;
+  p50Ms: number;
+  p99Ms: number;
+  errors: number;
+  malformed: number;
+  /** Answers whose `x-cache` was not the one the row is about. */
+  cacheMismatches: number;
+  /** CPU of the serving wrangler dev group (all its processes) per request; concurrent rows only. */
+  cpuMsPerRequest?: number;
+}
+
+const anchorRows: AnchorRow[] = [];
+
+/** Rows of the anchor comparison, by what they measure. */
+const ANCHOR = {
+  direct: "direct: fake Extend, distinct pages",
+  floor: "runtime floor: GET /healthz via wrangler dev",
+  bareFloor: "bare Worker: GET /healthz",
+  bareHit: "bare Hono + KV Worker: cache hit",
+  bareFirstHit: "bare Hono + KV Worker: a page's first hit",
+  bareMiss: "bare Hono + KV Worker: cache miss, distinct pages",
+  hit: "proxy: cache hit (in-isolate L1)",
+  hitNoLimiter: "ablation: proxy cache hit (L1), limiters unbound",
+  missUnbound: "ablation: proxy cache miss, limiters and gateway unbound",
+  kvHit: "proxy: a page's first hit (from KV)",
+  miss: "proxy: cache miss, distinct pages",
+} as const;
+
+/** Full 100-run pages the other rows never ask for: a fresh miss for every round. */
+async function freshPages(fake: FakeProcess, wanted: number): Promise<string[]> {
+  const paths: string[] = [];
+  for (const sortBy of ["updatedAt", "createdAt"]) {
+    for (const sortDir of ["desc", "asc"]) {
+      const walk = await pagePaths(
+        fake,
+        { status: "PROCESSED", maxPageSize: String(PAGE_SIZE), sortBy, sortDir },
+        1_000,
+      );
+      // The last page of a walk is short, and a short page is a faster upstream call.
+      paths.push(...walk.slice(0, -1));
+    }
+  }
+  return paths.slice(0, wanted);
+}
+
+/**
+ * The issue's anchor, in one run: the fake called directly, the runtime floor, a bare Hono + KV
+ * Worker (bench/bare/) and the proxy, sequential requests interleaved one by one; then hits at
+ * 8 connections in interleaved autocannon rounds. A KV hit is each miss page's first hit two
+ * rounds later (misses do not fill the L1; a hit read from KV does).
+ */
+async function anchorScenarios(run: PageRun): Promise<void> {
+  // The round trips a page makes besides KV: AUTH_RATE_LIMITER before the credentials are
+  // checked, RATE_LIMITER beside the cache read, and on a miss the tenant's gateway object.
+  const unlimited = await startProxy(run.fake, {
+    vars: { ...SCAN_ONLY, ...PAGE_VARS },
+    unbound: ["RATE_LIMITER", "AUTH_RATE_LIMITER", "TENANT"],
+  });
+  try {
+    await anchorRounds(run, unlimited);
+  } finally {
+    await unlimited.close();
+  }
+}
+
+async function anchorRounds({ fake, proxy, bare }: PageRun, unlimited: BenchProxy): Promise<void> {
+  const LAG = 2;
+  const pages = await freshPages(fake, PLAN.anchorRounds + LAG);
+  const rounds = pages.length - LAG;
+  if (rounds < 1) {
+    notes.push("not enough distinct pages for the anchor comparison: its rows were skipped.");
+    return;
+  }
+  log(`anchor: ${rounds} sequential rounds, interleaved`);
+  const [hot = "/workflow_runs"] = await pagePaths(fake, { maxPageSize: String(PAGE_SIZE) }, 1);
+  for (const path of [hot, ...pages.slice(0, LAG)]) {
+    await (await fetch(`${proxy.url}${path}`, { headers: proxyHeaders(proxy) })).arrayBuffer();
+    await (await fetch(`${bare.url}${path}`)).arrayBuffer();
+  }
+  // The hot page again: now from KV, so from here on it is an L1 hit.
+  for (const instance of [proxy, unlimited, unlimited]) {
+    await (await fetch(`${instance.url}${hot}`, { headers: proxyHeaders(instance) })).arrayBuffer();
+  }
+  await (await fetch(`${bare.url}${hot}`)).arrayBuffer();
+  // The warm-up misses' KV writes land in waitUntil.
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  const list = (body: string) => isList(body);
+  const misses = pages.slice(LAG);
+  const auth = proxyHeaders(proxy);
+  const targets: Target[] = [
+    { name: ANCHOR.direct, origin: fake.url, paths: misses, headers: upstreamHeaders(fake), check: list },
+    { name: ANCHOR.floor, origin: proxy.url, paths: ["/healthz"], headers: {} },
+    { name: ANCHOR.bareFloor, origin: bare.url, paths: ["/healthz"], headers: {} },
+    { name: ANCHOR.bareHit, origin: bare.url, paths: [hot], headers: {}, check: list },
+    { name: ANCHOR.hit, origin: proxy.url, paths: [hot], headers: auth, check: list, expectCache: "HIT" },
+    {
+      name: ANCHOR.hitNoLimiter,
+      origin: unlimited.url,
+      paths: [hot],
+      headers: proxyHeaders(unlimited),
+      check: list,
+      expectCache: "HIT",
+    },
+    {
+      name: ANCHOR.kvHit,
+      origin: proxy.url,
+      paths: pages.slice(0, rounds),
+      headers: auth,
+      check: list,
+      expectCache: "HIT",
+    },
+    { name: ANCHOR.bareFirstHit, origin: bare.url, paths: pages.slice(0, rounds), headers: {}, check: list },
+    { name: ANCHOR.bareMiss, origin: bare.url, paths: misses, headers: {}, check: list },
+    { name: ANCHOR.miss, origin: proxy.url, paths: misses, headers: auth, check: list, expectCache: "MISS" },
+    {
+      name: ANCHOR.missUnbound,
+      origin: unlimited.url,
+      paths: misses,
+      headers: proxyHeaders(unlimited),
+      check: list,
+      expectCache: "MISS",
+    },
+  ];
+  for (const result of await interleaved(targets, rounds)) {
+    anchorRows.push({
+      scenario: result.name,
+      connections: 1,
+      requests: result.requests,
+      p50Ms: result.p50,
+      p99Ms: result.p99,
+      errors: result.errors,
+      malformed: result.malformed,
+      cacheMismatches: result.mismatches,
+    });
+  }
+
+  log(`anchor: ${PLAN.anchorConcurrentRounds} rounds at ${CONNECTIONS} connections`);
+  const concurrent = [
+    { name: ANCHOR.floor, server: proxy, path: "/healthz", headers: {} },
+    { name: ANCHOR.bareFloor, server: bare, path: "/healthz", headers: {} },
+    { name: ANCHOR.bareHit, server: bare, path: hot, headers: {} },
+    { name: ANCHOR.hit, server: proxy, path: hot, headers: auth },
+    { name: ANCHOR.hitNoLimiter, server: unlimited, path: hot, headers: proxyHeaders(unlimited) },
+  ];
+  const pooled = concurrent.map(() => ({ latencies: [] as number[], errors: 0, malformed: 0, cpuMs: 0 }));
+  for (let round = 0; round < PLAN.anchorConcurrentRounds; round++) {
+    for (let i = 0; i < concurrent.length; i++) {
+      const index = (i + round) % concurrent.length;
+      const kind = concurrent[index];
+      const into = pooled[index];
+      if (!kind || !into) continue;
+      const cpuBefore = processGroupCpuMs(kind.server.pid);
+      const result = await load({
+        origin: kind.server.url,
+        paths: [kind.path],
+        amount: PLAN.anchorConcurrentRequests,
+        connections: CONNECTIONS,
+        headers: kind.headers,
+        check: (path, body) => path === "/healthz" || isList(body),
+      });
+      // Work left after the responses (log lines, KV writes) belongs to these requests too.
+      await new Promise((resolve) => setTimeout(resolve, 250));
+      into.cpuMs += processGroupCpuMs(kind.server.pid) - cpuBefore;
+      into.latencies.push(...result.latencies);
+      into.errors += result.errors + result.non2xx;
+      into.malformed += result.malformed;
+    }
+  }
+  concurrent.forEach((kind, index) => {
+    const into = pooled[index];
+    if (!into) return;
+    const sorted = into.latencies.sort((a, b) => a - b);
+    anchorRows.push({
+      scenario: kind.name,
+      connections: CONNECTIONS,
+      requests: sorted.length,
+      p50Ms: percentile(sorted, 50),
+      p99Ms: percentile(sorted, 99),
+      errors: into.errors,
+      malformed: into.malformed,
+      cacheMismatches: 0,
+      cpuMsPerRequest: sorted.length > 0 ? into.cpuMs / sorted.length : Number.NaN,
+    });
+  });
+  for (const row of anchorRows) {
+    log(`anchor ${row.scenario} (${row.connections}): p50 ${fmt(row.p50Ms)} ms, p99 ${fmt(row.p99Ms)} ms`);
+  }
+}
+
+function anchor(scenario: string, connections = 1): AnchorRow | undefined {
+  return anchorRows.find((r) => r.scenario === scenario && r.connections === connections);
 }
 
 /** Whether this build serves /stats, asked with an invalid query so no scan (and no cache) starts. */
@@ -258,7 +501,7 @@ async function statsScenarios(): Promise<void> {
   for (const size of [...PLAN.statsDatasets, ...PLAN.memoryOnlyDatasets]) {
     log(`/stats over ${size} runs with the fake's ${RATE_LIMIT}/s rate limit`);
     const fake = await startFakeProcess({ size, ...LATENCY, rateLimitPerSecond: RATE_LIMIT });
-    const proxy = await startProxy(fake, SCAN_ONLY);
+    const proxy = await startProxy(fake, { vars: SCAN_ONLY });
     try {
       if (!(await statsAvailable(proxy))) {
         notes.push("/stats is not served by this build: the /stats rows were skipped.");
@@ -371,6 +614,56 @@ function targets(): { target: string; measured: string; met: boolean | null }[] 
       met: own <= 3,
     });
   }
+  const seqDirect = anchor(ANCHOR.direct);
+  const seqFloor = anchor(ANCHOR.floor);
+  const seqBareHit = anchor(ANCHOR.bareHit);
+  const seqHit = anchor(ANCHOR.hit);
+  const seqKvHit = anchor(ANCHOR.kvHit);
+  const seqMiss = anchor(ANCHOR.miss);
+  const seqBareMiss = anchor(ANCHOR.bareMiss);
+  const seqBareFloor = anchor(ANCHOR.bareFloor);
+  const conBareHit = anchor(ANCHOR.bareHit, CONNECTIONS);
+  const conHit = anchor(ANCHOR.hit, CONNECTIONS);
+  const versusBare = (ours: AnchorRow | undefined, bare: AnchorRow | undefined, what: string) => {
+    if (!ours || !bare) return;
+    const ratio = ours.p50Ms / bare.p50Ms;
+    out.push({
+      target: `${what} p50 ≤ 1.0× the bare Worker's hit`,
+      measured: `${fmt(ratio, 2)}× (${fmt(ours.p50Ms)} vs ${fmt(bare.p50Ms)} ms)`,
+      met: ratio <= 1,
+    });
+  };
+  versusBare(seqHit, seqBareHit, "hit (L1), sequential,");
+  const seqBareFirstHit = anchor(ANCHOR.bareFirstHit);
+  if (seqKvHit && seqBareFirstHit) {
+    const ratio = seqKvHit.p50Ms / seqBareFirstHit.p50Ms;
+    out.push({
+      target: "a page's first hit (from KV), sequential, p50 ≤ 1.0× the bare Worker's first hit",
+      measured: `${fmt(ratio, 2)}× (${fmt(seqKvHit.p50Ms)} vs ${fmt(seqBareFirstHit.p50Ms)} ms)`,
+      met: ratio <= 1,
+    });
+  }
+  versusBare(conHit, conBareHit, `hit (L1), ${CONNECTIONS} connections,`);
+  if (seqHit && seqDirect) {
+    const ratio = seqHit.p50Ms / seqDirect.p50Ms;
+    out.push({
+      target: "hit p50 ≤ 0.1× direct, sequential, 100 ms upstream",
+      measured: `${fmt(ratio, 3)}× (${fmt(seqHit.p50Ms)} vs ${fmt(seqDirect.p50Ms)} ms)`,
+      met: ratio <= 0.1,
+    });
+  }
+  if (seqMiss && seqDirect && seqFloor) {
+    const own = seqMiss.p50Ms - seqDirect.p50Ms - seqFloor.p50Ms;
+    const bareOwn =
+      seqBareMiss && seqBareFloor ? seqBareMiss.p50Ms - seqDirect.p50Ms - seqBareFloor.p50Ms : Number.NaN;
+    out.push({
+      target: "miss own work ≤ 3 ms beyond direct + floor (p50), sequential",
+      measured:
+        `${fmt(own)} ms (${fmt(seqMiss.p50Ms)} − ${fmt(seqDirect.p50Ms)} − ${fmt(seqFloor.p50Ms)}); ` +
+        `the bare Worker's: ${fmt(bareOwn)} ms`,
+      met: own <= 3,
+    });
+  }
   if (burst) {
     const calls = burst.upstreamPerRequest * burst.requests;
     out.push({
@@ -438,6 +731,94 @@ function targets(): { target: string; measured: string; met: boolean | null }[] 
   return out;
 }
 
+/** Requests of a profiled run; sequential, like the issue's measurement. */
+const PROFILE_HITS = 600;
+const PROFILE_MISSES = 150;
+
+/**
+ * CPU profiles of the isolate while one connection asks for one cached page again and again
+ * (hits), then for distinct pages (misses), each charged to the parts of a request; the raw
+ * profiles go to .wrangler/bench/{hit,miss}.cpuprofile (open them in Chrome DevTools).
+ */
+async function profileRequests(): Promise<{ kind: string; breakdown: Breakdown }[]> {
+  const fake = await startFakeProcess({ size: 5_000, ...LATENCY });
+  const proxy = await startProxy(fake, { vars: { ...SCAN_ONLY, ...PAGE_VARS } });
+  try {
+    const pages: string[] = [];
+    for (const sortBy of ["updatedAt", "createdAt"]) {
+      for (const sortDir of ["desc", "asc"]) {
+        pages.push(...(await pagePaths(fake, { maxPageSize: String(PAGE_SIZE), sortBy, sortDir }, 1_000)));
+      }
+    }
+    const [hot = "/workflow_runs"] = pages;
+    for (let i = 0; i < 2; i++) {
+      await (await fetch(`${proxy.url}${hot}`, { headers: proxyHeaders(proxy) })).arrayBuffer();
+    }
+    const run = (paths: string[], amount: number) =>
+      load({
+        origin: proxy.url,
+        paths,
+        amount,
+        connections: 1,
+        headers: proxyHeaders(proxy),
+        check: (_, body) => isList(body),
+      });
+    // Warms the JIT (and the miss path on pages the profiled misses do not use).
+    await run([hot], PROFILE_HITS);
+    await run(pages.slice(1, 21), 20);
+    const misses = pages.slice(21, 21 + PROFILE_MISSES);
+    const inspector = await attachInspector(proxy.inspectorPort);
+    try {
+      const moduleOf = await moduleMap(inspector);
+      const out: { kind: string; breakdown: Breakdown }[] = [];
+      for (const [kind, paths, amount] of [
+        ["hit", [hot], PROFILE_HITS],
+        ["miss", misses, misses.length],
+      ] as const) {
+        let result: LoadResult | undefined;
+        const profile = await profileWhile(inspector, async () => {
+          result = await run([...paths], amount);
+        });
+        await writeFile(
+          join(PROJECT_ROOT, ".wrangler", "bench", `${kind}.cpuprofile`),
+          JSON.stringify(profile),
+        );
+        const breakdown = attribute(profile, moduleOf, result?.requests ?? amount);
+        log(
+          `profiled ${breakdown.requests} ${kind}s: p50 ${fmt(result?.p50 ?? Number.NaN)} ms while profiling`,
+        );
+        out.push({ kind, breakdown });
+      }
+      return out;
+    } finally {
+      inspector.close();
+    }
+  } finally {
+    await proxy.close();
+    await fake.stop();
+  }
+}
+
+function printBreakdown(kind: string, breakdown: Breakdown): void {
+  console.log(
+    `\nCPU profile of ${breakdown.requests} sequential cache ${kind}s: ${fmt(breakdown.wallMs, 0)} ms sampled, ` +
+      `isolate busy ${fmt(breakdown.busyMs, 0)} ms (${fmt(breakdown.busyMs / breakdown.requests, 3)} ms a ${kind})\n`,
+  );
+  console.log(
+    table(
+      [`part of a ${kind}`, `sampled ms a ${kind}`, "share of non-idle samples"],
+      breakdown.parts.map((p) => [p.name, fmt(p.msPerRequest, 3), `${fmt(p.share * 100, 1)}%`]),
+    ),
+  );
+  console.log("\nHeaviest functions by self time\n");
+  console.log(
+    table(
+      ["function", "module", "ms"],
+      breakdown.topFunctions.map((f) => [f.name, f.module, fmt(f.ms, 1)]),
+    ),
+  );
+}
+
 async function main(): Promise<void> {
   const started = Date.now();
   const cpu = cpus();
@@ -449,18 +830,24 @@ async function main(): Promise<void> {
     /** 1-minute load average at the start: other work on the machine shifts every row. */
     loadAverageAtStart: Number(loadavg()[0]?.toFixed(2)),
   };
-  const { fake, proxy, paths } = await pageScenarios();
-  try {
-    await loadRun(fake, proxy, paths);
-  } finally {
-    await proxy.close();
-    await fake.stop();
+  if (flags.profile) {
+    for (const { kind, breakdown } of await profileRequests()) printBreakdown(kind, breakdown);
+    return;
   }
-  await statsScenarios();
-  const runIndex = await runIndexScenarios(QUICK ? QUICK_PLAN : FULL_PLAN);
+  const run = await pageScenarios();
+  try {
+    await anchorScenarios(run);
+    if (!flags.pages) await loadRun(run.fake, run.proxy, run.paths);
+  } finally {
+    await run.proxy.close();
+    await run.bare.close();
+    await run.fake.stop();
+  }
+  if (!flags.pages) await statsScenarios();
+  const runIndex = flags.pages ? undefined : await runIndexScenarios(QUICK ? QUICK_PLAN : FULL_PLAN);
 
   const results = {
-    command: `npm run bench${QUICK ? " -- --quick" : ""}`,
+    command: `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(" ")}` : ""}`,
     mode: QUICK ? "quick" : "full",
     machine,
     finishedAt: new Date().toISOString(),
@@ -474,6 +861,7 @@ async function main(): Promise<void> {
       plan: PLAN,
     },
     rows,
+    anchor: anchorRows,
     stats: statsRows,
     memory: memoryRows,
     targets: targets(),
@@ -514,6 +902,41 @@ async function main(): Promise<void> {
       ]),
     ),
   );
+  if (anchorRows.length > 0) {
+    console.log(
+      "\nAgainst the anchor: sequential requests interleaved one by one, then hits in interleaved " +
+        `rounds at ${CONNECTIONS} connections\n`,
+    );
+    console.log(
+      table(
+        [
+          "scenario",
+          "connections",
+          "requests",
+          "p50 ms",
+          "p99 ms",
+          "errors",
+          "x-cache mismatches",
+          "p50 ÷ bare hit",
+          "CPU ms / request",
+        ],
+        anchorRows.map((r) => {
+          const bareHit = anchor(ANCHOR.bareHit, r.connections);
+          return [
+            r.scenario,
+            r.connections,
+            r.requests,
+            fmt(r.p50Ms),
+            fmt(r.p99Ms),
+            r.errors + r.malformed,
+            r.cacheMismatches,
+            bareHit ? fmt(r.p50Ms / bareHit.p50Ms) : "",
+            r.cpuMsPerRequest === undefined ? "" : fmt(r.cpuMsPerRequest),
+          ];
+        }),
+      ),
+    );
+  }
   if (statsRows.length > 0) {
     console.log(`\nWhole-list statistics, fake Extend rate limit ${RATE_LIMIT}/s\n`);
     console.log(
@@ -567,7 +990,7 @@ async function main(): Promise<void> {
     ),
   );
   for (const note of notes) console.log(`\nnote: ${note}`);
-  printRunIndex(runIndex);
+  if (runIndex) printRunIndex(runIndex);
   console.log(`\nwritten to ${out} in ${fmt(results.durationS, 0)} s`);
 }
 

@@ -36,6 +36,11 @@ export interface WranglerDevOptions {
   hermetic?: boolean;
   /** Where wrangler's output goes, line by line (default: dropped, but kept for error reports). */
   onLine?: (line: string) => void;
+  /**
+   * wrangler's `--log-level` (default `info`). The Worker's own console lines, such as the
+   * request log, are printed from `log` up.
+   */
+  logLevel?: "info" | "log" | "debug";
   readyTimeoutMs?: number;
 }
 
@@ -149,7 +154,7 @@ export async function startWranglerDev(options: WranglerDevOptions): Promise<Wra
     String(options.inspectorPort ?? 0),
     "--show-interactive-dev-session=false",
     "--log-level",
-    "info",
+    options.logLevel ?? "info",
   ];
   if (options.configPath) args.push("--config", options.configPath);
   if (options.persistTo) args.push("--persist-to", options.persistTo);

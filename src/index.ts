@@ -6,6 +6,7 @@ import type { AppEnv } from "./app/env.ts";
 import { requestLog } from "./app/request-log.ts";
 import { createRouter, methodNotAllowed, notFound, onError, rejectMalformedQuery } from "./app/router.ts";
 import { CALLER_ROUTES } from "./routes/access.ts";
+import { dashboard } from "./routes/dashboard.tsx";
 import { registerDocs } from "./routes/docs.ts";
 import { health } from "./routes/health.ts";
 import { stats } from "./routes/stats.ts";
@@ -15,7 +16,7 @@ import { watchdog } from "./run-index/client.ts";
 import { authenticate } from "./security/auth.ts";
 import { corsPolicy } from "./security/cors.ts";
 import { securityHeaders } from "./security/headers.ts";
-import { rateLimit } from "./security/rate-limit.ts";
+import { rateLimit, rateLimitAlongside } from "./security/rate-limit.ts";
 
 const app = createRouter();
 
@@ -50,10 +51,14 @@ app.use(
 );
 
 // Data routes: the caller authenticates, then spends its rate limit (health and docs stay open).
+// A page's limiter round trip runs beside its cache read, which waits for the verdict before it
+// serves, loads or writes; /stats asks before it starts.
 for (const { path, limiter } of CALLER_ROUTES) {
-  app.use(`${path}/*`, authenticate(), rateLimit(limiter), rejectMalformedQuery());
+  const limit = path === "/workflow_runs" ? rateLimitAlongside(limiter) : rateLimit(limiter);
+  app.use(`${path}/*`, authenticate(), limit, rejectMalformedQuery());
 }
 
+app.route("/", dashboard);
 const routes = app.route("/", workflowRuns).route("/", stats);
 
 /** Route types for `hc<AppType>()` from `hono/client`. */

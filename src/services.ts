@@ -3,6 +3,7 @@ import { type AppEnv, addWarning } from "./app/env.ts";
 import { describeError } from "./app/errors.ts";
 import { logLine } from "./app/request-log.ts";
 import { createKvCache, type KvCache } from "./cache/kv-cache.ts";
+import { withL1 } from "./cache/l1.ts";
 import { cachedPages, type PageSource } from "./cache/pages.ts";
 import { createExtendUpstream, type ListOptions, type WorkflowRunsUpstream } from "./extend/client.ts";
 import { gatewayUpstream } from "./gateway/client.ts";
@@ -13,7 +14,10 @@ import { createStatsEngine, type StatsEngine } from "./stats/engine.ts";
 export interface Services {
   /** Extend's list through the tenant's gateway object (budget, shared loads), direct as fallback. */
   upstream: WorkflowRunsUpstream;
-  /** The KV cache (binding PAGE_CACHE) for whole results such as /stats; pages go through `pages`. */
+  /**
+   * The KV cache (binding PAGE_CACHE), behind the isolate's L1, for whole results such as /stats;
+   * pages go through `pages`.
+   */
   cache: KvCache;
   pages: PageSource;
   stats: StatsEngine;
@@ -32,12 +36,14 @@ export function servicesFor(c: Context<AppEnv>): Services {
       logLine({ level: "warn", msg: reason, requestId: c.var.requestId, error: describeError(error) });
     },
   });
-  const cache = createKvCache({
-    kv: c.env.PAGE_CACHE,
+  const kv = c.env.PAGE_CACHE;
+  const kvCache = createKvCache({
+    kv,
     waitUntil: (promise) => c.executionCtx.waitUntil(promise),
     log: (record) => logLine({ ...record, requestId: c.var.requestId }),
     clock,
   });
+  const cache = withL1(kvCache, { kv, clock });
   const pages = cachedPages({ cache, config, upstream });
   const stats = createStatsEngine({
     config,

@@ -38,5 +38,7 @@ export interface AppEnv {
     telemetry: RequestTelemetry;
     /** Set by authenticate() on data routes. */
     caller: Caller;
+    /** The caller's rate-limit verdict, pending while the handler starts (rateLimitAlongside). */
+    admission: Promise<void>;
   };
 }

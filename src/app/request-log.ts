@@ -1,3 +1,4 @@
+import type { Context } from "hono";
 import { createMiddleware } from "hono/factory";
 import { shortHash } from "../lib/digest.ts";
 import { MIN_SECRET_LENGTH } from "./config.ts";
@@ -142,6 +143,23 @@ export function logLine(record: Record<string, unknown>): void {
 }
 
 /**
+ * Runs `write` once the response has been handed to the runtime, in `waitUntil`, so no caller
+ * waits for its own log line (under `wrangler dev` a console line is a round trip through the
+ * inspector, milliseconds a request). Without an execution context it runs at once.
+ */
+async function afterResponse(c: Context<AppEnv>, write: () => Promise<void>): Promise<void> {
+  let ctx: Context<AppEnv>["executionCtx"] | undefined;
+  try {
+    ctx = c.executionCtx;
+  } catch {
+    ctx = undefined;
+  }
+  if (!ctx) return write();
+  const later = new Promise((resolve) => setTimeout(resolve, 0)).then(write);
+  ctx.waitUntil(later.catch(() => undefined));
+}
+
+/**
  * Exactly one JSON line per request, written when the response is ready: request id, method,
  * route, query (cursors hashed), status, cache state, upstream attempts and last status,
  * duration and caller id. Never a header, a credential or a raw cursor.
@@ -156,21 +174,27 @@ export function requestLog() {
     } finally {
       const telemetry = c.get("telemetry");
       const status = c.res.status;
-      logLine({
+      const url = c.req.url;
+      // Everything is read now, as the response leaves; only the query's hashing waits.
+      const record: Record<string, unknown> = {
         level: status >= 500 ? "error" : status >= 400 ? "warn" : "info",
         msg: "request",
         requestId: c.get("requestId"),
         method: c.req.method,
         route: truncate(telemetry?.route ?? c.req.path),
-        query: await loggableQuery(new URL(c.req.url)),
+        query: undefined,
         status,
         cache: telemetry?.cache,
         upstreamAttempts: telemetry?.upstreamAttempts ?? 0,
         upstreamStatus: telemetry?.upstreamStatus,
         durationMs: Date.now() - started,
         caller: telemetry?.callerId,
-        warnings: telemetry?.warnings?.length ? telemetry.warnings : undefined,
+        warnings: telemetry?.warnings?.length ? [...telemetry.warnings] : undefined,
         cause: telemetry?.cause,
+      };
+      await afterResponse(c, async () => {
+        record.query = await loggableQuery(new URL(url));
+        logLine(record);
       });
     }
   });

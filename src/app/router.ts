@@ -122,17 +122,19 @@ export const notFound: NotFoundHandler<AppEnv> = (c) =>
 
 /**
  * Answers a method the route does not serve: a plain OPTIONS (no CORS preflight reached it) gets
- * 204 with `Allow`, anything else a 405 with `Allow`.
+ * 204 with `Allow`, anything else a 405 with `Allow`. `methods` are the ones the path serves
+ * (hono's method-not-allowed middleware passes them); OPTIONS is always among them.
  */
-export const methodNotAllowed = (c: Context<AppEnv>) => {
+export const methodNotAllowed = (c: Context<AppEnv>, methods: readonly string[] = ALLOWED_METHODS) => {
+  const allow = [...new Set([...methods, "OPTIONS"])].join(", ");
   if (c.req.method === "OPTIONS") {
-    return c.body(null, 204, { allow: ALLOWED_METHODS.join(", "), "cache-control": "no-store" });
+    return c.body(null, 204, { allow, "cache-control": "no-store" });
   }
   const response = errorResponse(
     c,
-    new ApiError("METHOD_NOT_ALLOWED", `${c.req.method} is not allowed; use ${ALLOWED_METHODS.join(", ")}.`),
+    new ApiError("METHOD_NOT_ALLOWED", `${c.req.method} is not allowed; use ${allow}.`),
   );
-  response.headers.set("allow", ALLOWED_METHODS.join(", "));
+  response.headers.set("allow", allow);
   return response;
 };
 

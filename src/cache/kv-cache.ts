@@ -81,6 +81,11 @@ export interface CacheReadOptions<T> extends CacheWindow {
   signal?: AbortSignal;
   /** Upper bound on waiting for another request's load of the same key. */
   maxCoalesceWaitMs?: number;
+  /**
+   * Settles with the caller's admission (its rate limit), which runs while KV is read: nothing is
+   * served, loaded or refreshed for a caller until it resolves, and its rejection is the read's.
+   */
+  admission?: Promise<unknown>;
 }
 
 export interface CacheRead<T> {
@@ -91,6 +96,8 @@ export interface CacheRead<T> {
   ageSeconds?: number;
   /** Validator of the value's stored text (hex); equal text gives an equal tag. Use for ETags. */
   entryTag: string;
+  /** When the value was loaded (ms since epoch), as stored beside it (HIT only). */
+  storedAt?: number;
 }
 
 export interface CacheOffer<T> extends CacheWindow {
@@ -342,12 +349,19 @@ export function createKvCache(deps: KvCacheDeps): KvCache {
 
     async read<T>(key: string, options: CacheReadOptions<T>): Promise<CacheRead<T>> {
       options.signal?.throwIfAborted();
-      const found = await lookup(key, options.parse);
+      const reading = lookup(key, options.parse);
+      const found = options.admission ? (await Promise.all([reading, options.admission]))[0] : await reading;
       if (found.kind === "found") {
         const ageMs = Math.max(0, clock.now() - found.meta.at);
         const ageSeconds = Math.floor(ageMs / 1000);
         if (ageMs < options.ttlSeconds * 1000) {
-          return { value: found.value, cache: "HIT", ageSeconds, entryTag: found.meta.tag };
+          return {
+            value: found.value,
+            cache: "HIT",
+            ageSeconds,
+            entryTag: found.meta.tag,
+            storedAt: found.meta.at,
+          };
         }
         if (options.acceptStale !== false && ageMs < (options.ttlSeconds + options.staleSeconds) * 1000) {
           if (!liveLoad(key, options.maxCoalesceWaitMs ?? DEFAULT_MAX_COALESCE_WAIT_MS, clock.now())) {

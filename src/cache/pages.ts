@@ -26,6 +26,8 @@ export interface PageResult {
 export interface PageOptions extends ListOptions {
   /** False: a page past CACHE_TTL_SECONDS is loaded again rather than served stale. */
   acceptStale?: boolean;
+  /** The caller's rate-limit verdict: nothing is served or loaded for it until this resolves. */
+  admission?: Promise<unknown>;
 }
 
 /** Where the list route and /stats get pages from (the KV page cache over Extend). */
@@ -50,7 +52,7 @@ export function cachedPages({ cache, config, upstream }: CachedPagesDeps): PageS
       const key = await pageCacheKey(config, query);
       // The load may be shared with other requests and outlive this one (a background refresh):
       // it must not die with this caller's signal. The caller still stops waiting on abort.
-      const { signal, acceptStale, ...shared } = options;
+      const { signal, acceptStale, admission, ...shared } = options;
       const result = await cache.read<UpstreamPage>(key, {
         ttlSeconds: config.cacheTtlSeconds,
         staleSeconds: config.cacheStaleSeconds,
@@ -64,6 +66,7 @@ export function cachedPages({ cache, config, upstream }: CachedPagesDeps): PageS
         maxCoalesceWaitMs: config.upstreamDeadlineMs + 1_000,
         ...(signal ? { signal } : {}),
         ...(acceptStale === false ? { acceptStale } : {}),
+        ...(admission ? { admission } : {}),
       });
       return {
         page: result.value,

@@ -1,9 +1,14 @@
 import type { LimiterBinding } from "../security/rate-limit.ts";
 
-/** How a route is reached: by anyone (liveness, the API description) or by an authenticated caller. */
+/**
+ * How a route is reached: by anyone (liveness, the API description), by an authenticated caller,
+ * or by a caller who may also be a browser signed in with the dashboard's session cookie (the
+ * route authenticates itself, with the same rules plus the cookie, and spends the limiter).
+ */
 export type RouteAccess =
   | { readonly access: "public" }
-  | { readonly access: "caller"; readonly limiter: LimiterBinding };
+  | { readonly access: "caller"; readonly limiter: LimiterBinding }
+  | { readonly access: "caller-or-session"; readonly limiter: LimiterBinding };
 
 /**
  * Who may use each route, declared once: src/index.ts mounts caller authentication and the
@@ -14,8 +19,10 @@ export const ROUTE_ACCESS = {
   "/healthz": { access: "public" },
   "/openapi.json": { access: "public" },
   "/docs": { access: "public" },
+  "/docs/scalar-1.76.0.js": { access: "public" },
   "/workflow_runs": { access: "caller", limiter: "RATE_LIMITER" },
   "/stats": { access: "caller", limiter: "STATS_RATE_LIMITER" },
+  "/dashboard": { access: "caller-or-session", limiter: "STATS_RATE_LIMITER" },
 } as const satisfies Record<string, RouteAccess>;
 
 type Routes = typeof ROUTE_ACCESS;

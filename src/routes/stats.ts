@@ -1,14 +1,10 @@
 import { createRoute } from "@hono/zod-openapi";
 import { createRouter } from "../app/router.ts";
-import { indexHeaders, indexLagging, scanSource, statsFromIndex } from "../run-index/client.ts";
-import { redactStats, refuseRedactedFilters } from "../security/redact.ts";
-import { servicesFor } from "../services.ts";
-import { statsFilters } from "../stats/filters.ts";
+import { serveStats } from "../stats/answer.ts";
 import { StatsQuery, WorkflowRunStats } from "../stats/schemas.ts";
 import { errorResponses } from "./responses.ts";
 
-/** Browsers may keep a complete result but must ask again before using it. */
-export const STATS_CACHE_CONTROL = "private, no-cache";
+export { STATS_CACHE_CONTROL } from "../stats/answer.ts";
 
 const statsRoute = createRoute({
   method: "get",
@@ -39,28 +35,9 @@ const statsRoute = createRoute({
 });
 
 export const stats = createRouter().openapi(statsRoute, async (c) => {
-  const query = c.req.valid("query");
-  refuseRedactedFilters(query, c.var.config.redactFields);
-  const filters = statsFilters(query);
-  // A resumed scan stays a scan; otherwise a built run index answers, and the scan is the fallback.
-  const indexed = query.resumeToken
-    ? undefined
-    : await statsFromIndex(c.env, c.var.config, filters, query.maxLagSeconds, c.var.requestId);
-  if (indexed?.kind === "lagging") throw indexLagging(indexed);
-  if (indexed?.kind === "ready") {
-    c.var.telemetry.cache = "BYPASS";
-    return c.json(redactStats(indexed.body, c.var.config.redactFields), 200, indexHeaders(indexed.body));
-  }
-  const served = await servicesFor(c).stats.answer(filters, query.resumeToken);
+  const served = await serveStats(c, c.req.valid("query"));
   c.var.telemetry.cache = served.cache;
-  const headers: Record<string, string> = {
-    "x-cache": served.cache,
-    // A partial answer carries a token that continues someone's scan: no cache may keep it.
-    "cache-control": served.body.complete ? STATS_CACHE_CONTROL : "no-store",
-  };
-  if (served.ageSeconds !== undefined) headers.age = String(served.ageSeconds);
-  const body = { ...served.body, ...scanSource(indexed) };
-  return c.json(redactStats(body, c.var.config.redactFields), 200, headers);
+  return c.json(served.body, 200, served.headers);
 });
 
 export type StatsRoutes = typeof stats;

@@ -34,7 +34,7 @@ export const workflowRuns = createRouter().openapi(listRoute, async (c) => {
   const query = canonicalListQuery(c.req.valid("query"));
   refuseRedactedFilters(query, c.var.config.redactFields);
   const { pages } = servicesFor(c);
-  const result = await pages.get(query, trackedOptions(c));
+  const result = await pages.get(query, { ...trackedOptions(c), admission: c.var.admission });
   c.var.telemetry.cache = result.cache;
   const headers: Record<string, string> = { "x-cache": result.cache, "cache-control": LIST_CACHE_CONTROL };
   if (result.ageSeconds !== undefined) headers.age = String(result.ageSeconds);

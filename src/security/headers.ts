@@ -42,3 +42,42 @@ export function securityHeaders() {
     if (!c.res.headers.has("cache-control")) c.res.headers.set("cache-control", "no-store");
   });
 }
+
+/** A fresh CSP nonce (128 random bits, base64) for one HTML response; it must not outlive it. */
+export function cspNonce(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return btoa(String.fromCharCode(...bytes));
+}
+
+/**
+ * /docs: the reference page runs the renderer this Worker serves, under a per-response nonce. It
+ * may fetch only this origin (the document and "try it" calls), and nothing may frame it.
+ */
+export function docsContentSecurityPolicy(nonce: string): string {
+  return [
+    "default-src 'none'",
+    `script-src 'nonce-${nonce}'`,
+    // Scalar renders inline style attributes, which a nonce cannot authorise.
+    "style-src 'unsafe-inline'",
+    "img-src 'self' data:",
+    "font-src data:",
+    "connect-src 'self'",
+    "base-uri 'none'",
+    "form-action 'none'",
+    "frame-ancestors 'none'",
+  ].join("; ");
+}
+
+/**
+ * /dashboard: server-rendered HTML with inline SVG and no script at all. Its one stylesheet is
+ * inline under the nonce, its forms post only to this origin, and nothing may frame it.
+ */
+export function dashboardContentSecurityPolicy(nonce: string): string {
+  return [
+    "default-src 'none'",
+    `style-src 'nonce-${nonce}'`,
+    "base-uri 'none'",
+    "form-action 'self'",
+    "frame-ancestors 'none'",
+  ].join("; ");
+}

@@ -43,6 +43,14 @@ function rateLimited(what: string): ApiError {
   );
 }
 
+/** Asks the limiter about this caller now: resolves when allowed, rejects with the 429 when not. */
+function admit(c: Context<AppEnv>, binding: LimiterBinding): Promise<void> {
+  const key = c.get("caller")?.id ?? `anon:${clientIp(c)}`;
+  return withinLimit(c, binding, key).then((allowed) => {
+    if (!allowed) throw rateLimited("requests from this caller");
+  });
+}
+
 /**
  * Per-caller limit on data routes (GET and HEAD), keyed by the authenticated caller id. Runs
  * after `authenticate()` and before the handler, so a refused request never reaches Extend.
@@ -50,9 +58,26 @@ function rateLimited(what: string): ApiError {
 export function rateLimit(binding: LimiterBinding) {
   return createMiddleware<AppEnv>(async (c, next) => {
     if (!isRead(c)) return next();
-    const key = c.get("caller")?.id ?? `anon:${clientIp(c)}`;
-    if (!(await withinLimit(c, binding, key))) throw rateLimited("requests from this caller");
+    await admit(c, binding);
     await next();
+  });
+}
+
+/**
+ * The same per-caller limit, asked while the handler starts (the limiter is a round trip; a
+ * cache read can run beside it). The handler gets the verdict as `c.var.admission` and must
+ * await it before it serves, loads or writes anything: the page source hands it to the cache,
+ * which awaits it before any of these. Whatever the handler answered, a refused caller gets the
+ * 429, and an error (a 400, say) is answered only once the caller is known to be within its limit.
+ */
+export function rateLimitAlongside(binding: LimiterBinding) {
+  return createMiddleware<AppEnv>(async (c, next) => {
+    if (!isRead(c)) return next();
+    const admission = admit(c, binding);
+    admission.catch(() => undefined);
+    c.set("admission", admission);
+    await next();
+    await admission;
   });
 }
 

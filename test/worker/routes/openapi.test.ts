@@ -2,13 +2,23 @@ import { createExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
+import scalarStandalone from "../../../node_modules/@scalar/api-reference/dist/browser/standalone.js?raw";
+import scalarPackage from "../../../node_modules/@scalar/api-reference/package.json";
+import packageJson from "../../../package.json";
 import readme from "../../../README.md?raw";
 import configSource from "../../../src/app/config.ts?raw";
 import { ERROR_CODES, ERRORS, type ErrorCode } from "../../../src/app/errors.ts";
 import { ListWorkflowRunsQuery, WORKFLOW_RUN_STATUSES } from "../../../src/extend/schemas.ts";
 import { app as worker } from "../../../src/index.ts";
+import { sha256Hex } from "../../../src/lib/digest.ts";
 import { PUBLIC_PATHS, ROUTE_ACCESS } from "../../../src/routes/access.ts";
-import { DOCS_PATH, OPENAPI_PATH, SECURITY_SCHEMES } from "../../../src/routes/docs.ts";
+import {
+  DOCS_PATH,
+  OPENAPI_PATH,
+  SCALAR_BUNDLE_PATH,
+  SCALAR_BUNDLE_PREAMBLE,
+  SECURITY_SCHEMES,
+} from "../../../src/routes/docs.ts";
 import { StatsQuery } from "../../../src/stats/schemas.ts";
 import { callProxy, json } from "../support/proxy.ts";
 
@@ -393,17 +403,46 @@ describe("GET /docs", () => {
     ]);
   });
 
-  it("puts the CSP nonce on every script, and loads only Scalar's pinned bundle from jsDelivr", async () => {
+  it("puts the CSP nonce on every script, and loads only the renderer this Worker serves", async () => {
     const { html, nonce } = await fetchDocs();
     const scripts = [...html.matchAll(/<script\b([^>]*)>/g)].map((m) => m[1] ?? "");
     expect(scripts.length).toBeGreaterThan(0);
     for (const attributes of scripts) expect(attributes).toContain(`nonce="${nonce}"`);
     const sources = scripts.flatMap((a) => /\bsrc="([^"]+)"/.exec(a)?.[1] ?? []);
-    // One exact version and file, never "latest".
-    expect(sources).toEqual([
-      "https://cdn.jsdelivr.net/npm/@scalar/api-reference@1.76.0/dist/browser/standalone.js",
-    ]);
+    // One exact version, on this origin: nothing for a CDN or a blocked network to withhold.
+    expect(sources).toEqual([`/docs/scalar-${scalarPackage.version}.js`]);
+    expect(SCALAR_BUNDLE_PATH).toBe(sources[0]);
+    expect(html).not.toMatch(/https?:\/\//);
     expect(html).not.toMatch(/\son[a-z]+=/i);
+  });
+
+  it("serves the pinned npm package's standalone bundle, byte for byte, as an immutable script", async () => {
+    expect(packageJson.dependencies["@scalar/api-reference"]).toBe(scalarPackage.version);
+    const res = await callProxy(SCALAR_BUNDLE_PATH);
+    expect(res.status).toBe(200);
+    expect(res.headers.get("content-type")).toBe("text/javascript; charset=utf-8");
+    expect(res.headers.get("cache-control")).toBe("public, max-age=31536000, immutable");
+    expect(res.headers.get("x-content-type-options")).toBe("nosniff");
+    const served = await res.text();
+    // One line that keeps zod (inside the bundle) from probing for eval, then the file itself.
+    expect(served.startsWith(SCALAR_BUNDLE_PREAMBLE)).toBe(true);
+    expect(SCALAR_BUNDLE_PREAMBLE).toMatch(/^globalThis\.__zod_globalConfig = .*\{ jitless: true \}\);\n$/);
+    const bundle = served.slice(SCALAR_BUNDLE_PREAMBLE.length);
+    expect(bundle.length).toBe(scalarStandalone.length);
+    expect(await sha256Hex(bundle)).toBe(await sha256Hex(scalarStandalone));
+    // The bundle reads zod's config from that global (so the preamble is not a no-op).
+    expect(bundle).toContain("globalThis.__zod_globalConfig");
+    // The UMD build that defines window.Scalar, not the ESM build that would fetch its chunks.
+    expect(served).toContain("Scalar");
+    expect(served).not.toMatch(/\bimport\s*\(\s*["'`]\.\//);
+  });
+
+  it("serves the renderer without credentials, like the page itself", async () => {
+    const res = await callProxy(SCALAR_BUNDLE_PATH, {
+      env: { ALLOW_ANONYMOUS: "false", CLIENT_TOKENS: "a-client-token-for-the-docs-test-5c1e9a" },
+    });
+    expect(res.status).toBe(200);
+    await res.arrayBuffer();
   });
 
   it("uses a fresh nonce for every response and lets no cache keep it", async () => {

@@ -1,0 +1,183 @@
+// Inline SVG bar charts, rendered on the server: no script, no external image, readable by a
+// screen reader (`role="img"` with the whole series in `aria-label`) and by pointer (a `<title>`
+// per bar). Colours come from the stylesheet's classes, so light and dark schemes both apply.
+import { WORKFLOW_RUN_STATUSES, type WorkflowRunStatus } from "../extend/schemas.ts";
+import type { WorkflowSummary } from "./data.ts";
+
+// Sized for the chart's card at the page's full width, so text renders near its nominal size.
+const WIDTH = 560;
+const LABEL_WIDTH = 128;
+const ROW_HEIGHT = 36;
+const BAR_HEIGHT = 22;
+/** Room right of the longest bar for its printed value: bold 14px digits are at most ~9px wide. */
+const countWidth = (displays: string[]) =>
+  Math.max(56, 16 + 9 * Math.max(0, ...displays.map((d) => d.length)));
+/**
+ * Every non-zero bar is at least this wide, so a status with 3 runs stays visible next to one
+ * with 98,000; its exact count is printed beside it either way.
+ */
+export const MIN_BAR_WIDTH = 4;
+
+const integer = new Intl.NumberFormat("en-US");
+const decimal = new Intl.NumberFormat("en-US", { maximumFractionDigits: 6 });
+
+/** An exact count, grouped by thousands ("98,211"). */
+export const formatCount = (n: number): string => integer.format(n);
+/** A credit sum as exact as Extend's decimals allow ("26,573.5"). */
+export const formatCredits = (n: number): string => decimal.format(n);
+
+const tenth = (n: number) => Math.round(n * 10) / 10;
+
+/** The drawn width of `value` on a linear scale up to `max`, never thinner than MIN_BAR_WIDTH. */
+export function barWidth(value: number, max: number, span: number): number {
+  if (value <= 0 || max <= 0) return 0;
+  return Math.max(MIN_BAR_WIDTH, tenth((value / max) * span));
+}
+
+export interface Bar {
+  key: string;
+  label: string;
+  value: number;
+  /** The value as printed beside the bar. */
+  display: string;
+  /** Stylesheet class that colours the bar. */
+  className: string;
+}
+
+function truncate(text: string, max: number): string {
+  return text.length > max ? `${text.slice(0, max - 1)}…` : text;
+}
+
+/** A horizontal bar chart: one labelled row per bar, the exact value printed at its end. */
+export function BarChart(props: { id: string; label: string; bars: Bar[]; unit: string }) {
+  const max = Math.max(0, ...props.bars.map((bar) => bar.value));
+  const plot = WIDTH - LABEL_WIDTH - countWidth(props.bars.map((bar) => bar.display));
+  const height = props.bars.length * ROW_HEIGHT + 6;
+  const summary = props.bars.map((bar) => `${bar.label} ${bar.display}`).join(", ");
+  return (
+    <svg
+      class="chart"
+      id={props.id}
+      role="img"
+      aria-label={`${props.label}: ${summary}`}
+      viewBox={`0 0 ${WIDTH} ${height}`}
+      width={WIDTH}
+      height={height}
+      xmlns="http://www.w3.org/2000/svg"
+    >
+      {props.bars.map((bar, row) => {
+        const y = 3 + row * ROW_HEIGHT + (ROW_HEIGHT - BAR_HEIGHT) / 2;
+        const width = barWidth(bar.value, max, plot);
+        const middle = y + BAR_HEIGHT / 2;
+        return (
+          <g class="bar" data-key={bar.key}>
+            <title>{`${bar.label}: ${bar.display} ${props.unit}`}</title>
+            <text x={LABEL_WIDTH - 10} y={middle} text-anchor="end" dominant-baseline="central">
+              {truncate(bar.label, 20)}
+            </text>
+            <rect class="track" x={LABEL_WIDTH} y={y} width={plot} height={BAR_HEIGHT} rx="3" />
+            {width > 0 ? (
+              <rect class={bar.className} x={LABEL_WIDTH} y={y} width={width} height={BAR_HEIGHT} rx="3" />
+            ) : null}
+            <text class="count" x={LABEL_WIDTH + width + 8} y={middle} dominant-baseline="central">
+              {bar.display}
+            </text>
+          </g>
+        );
+      })}
+    </svg>
+  );
+}
+
+/** Runs per status: all eight statuses, zeros included, in Extend's order. */
+export function StatusChart(props: { byStatus: Record<WorkflowRunStatus, number> }) {
+  const bars = WORKFLOW_RUN_STATUSES.map((status) => ({
+    key: status,
+    label: status,
+    value: props.byStatus[status],
+    display: formatCount(props.byStatus[status]),
+    className: `s-${status}`,
+  }));
+  return <BarChart id="chart-status" label="Runs per status" bars={bars} unit="runs" />;
+}
+
+export function CreditsChart(props: { credits: number; totalCredits: number }) {
+  const bars = [
+    {
+      key: "credits",
+      label: "Credits",
+      value: props.credits,
+      display: formatCredits(props.credits),
+      className: "credits",
+    },
+    {
+      key: "totalCredits",
+      label: "Total credits",
+      value: props.totalCredits,
+      display: formatCredits(props.totalCredits),
+      className: "credits",
+    },
+  ];
+  return <BarChart id="chart-credits" label="Credits used" bars={bars} unit="credits" />;
+}
+
+/**
+ * The top workflows by runs, each bar split by status. Bars share one scale, so their lengths
+ * compare workflows; each segment's `<title>` gives its exact count.
+ */
+export function WorkflowsChart(props: { workflows: WorkflowSummary[] }) {
+  const max = Math.max(0, ...props.workflows.map((w) => w.total));
+  const plot = WIDTH - LABEL_WIDTH - countWidth(props.workflows.map((w) => formatCount(w.total)));
+  const height = props.workflows.length * ROW_HEIGHT + 6;
+  const name = (w: WorkflowSummary) => w.name ?? w.id;
+  const summary = props.workflows
+    .map((w) => {
+      const mix = WORKFLOW_RUN_STATUSES.filter((s) => w.byStatus[s] > 0)
+        .map((s) => `${s} ${formatCount(w.byStatus[s])}`)
+        .join(", ");
+      return `${name(w)} ${formatCount(w.total)} (${mix})`;
+    })
+    .join("; ");
+  return (
+    <svg
+      class="chart"
+      id="chart-workflows"
+      role="img"
+      aria-label={`Top workflows by runs: ${summary}`}
+      viewBox={`0 0 ${WIDTH} ${height}`}
+      width={WIDTH}
+      height={height}
+      xmlns="http://www.w3.org/2000/svg"
+    >
+      {props.workflows.map((workflow, row) => {
+        const y = 3 + row * ROW_HEIGHT + (ROW_HEIGHT - BAR_HEIGHT) / 2;
+        const total = barWidth(workflow.total, max, plot);
+        const middle = y + BAR_HEIGHT / 2;
+        let x = LABEL_WIDTH;
+        const segments = WORKFLOW_RUN_STATUSES.filter((s) => workflow.byStatus[s] > 0).map((status) => {
+          const width = workflow.total > 0 ? (workflow.byStatus[status] / workflow.total) * total : 0;
+          const segment = (
+            <rect class={`s-${status}`} x={tenth(x)} y={y} width={tenth(width)} height={BAR_HEIGHT}>
+              <title>{`${name(workflow)}: ${status} ${formatCount(workflow.byStatus[status])} runs`}</title>
+            </rect>
+          );
+          x += width;
+          return segment;
+        });
+        return (
+          <g class="bar" data-key={workflow.id}>
+            <title>{`${name(workflow)}: ${formatCount(workflow.total)} runs`}</title>
+            <text x={LABEL_WIDTH - 10} y={middle} text-anchor="end" dominant-baseline="central">
+              {truncate(name(workflow), 20)}
+            </text>
+            <rect class="track" x={LABEL_WIDTH} y={y} width={plot} height={BAR_HEIGHT} rx="3" />
+            {segments}
+            <text class="count" x={LABEL_WIDTH + total + 8} y={middle} dominant-baseline="central">
+              {formatCount(workflow.total)}
+            </text>
+          </g>
+        );
+      })}
+    </svg>
+  );
+}

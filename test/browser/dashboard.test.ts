@@ -1,0 +1,207 @@
+// The dashboard in real Chromium, served by `wrangler dev` from the fake Extend's data: signing
+// in with a static token, the counts against /stats with JavaScript on and off, the SVG charts,
+// the page's CSP and origin discipline, and the screenshot in the README.
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import type { Browser, Page } from "playwright-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { STATUSES } from "../../fake/extend.ts";
+import { PROJECT_ROOT } from "../../scripts/wrangler-dev.ts";
+import {
+  connect,
+  statsFromApi,
+  tokenTaker,
+  violations,
+  type Watched,
+  watchedPage,
+} from "./support/browser.ts";
+import { browserSuite } from "./support/context.ts";
+
+const suite = browserSuite();
+/** Set to regenerate docs/dashboard.png (README); CI leaves the committed file alone. */
+const UPDATE_SCREENSHOT = process.env.UPDATE_SCREENSHOTS === "1";
+
+describe.skipIf(suite === null)("the dashboard in Chromium", () => {
+  if (suite === null) return;
+  const takeToken = tokenTaker(suite.tokens.dashboard);
+  const oracle = tokenTaker(suite.tokens.oracle);
+  let browser: Browser;
+  const opened: Watched[] = [];
+
+  beforeAll(async () => {
+    browser = await connect(suite);
+  });
+  afterAll(async () => {
+    for (const watched of opened) await watched.context.close();
+    await browser?.close();
+  });
+
+  const open = async (options: { javaScriptEnabled?: boolean; colorScheme?: "light" | "dark" } = {}) => {
+    const watched = await watchedPage(browser, [suite.proxyUrl], options);
+    opened.push(watched);
+    return watched;
+  };
+
+  const signIn = async (page: Page, token: string) => {
+    await page.goto(`${suite.proxyUrl}/dashboard`);
+    await expect.poll(() => page.title()).toMatch(/^Sign in/);
+    await page.getByLabel("Client token").fill(token);
+    await page.getByRole("button", { name: "Sign in" }).click();
+    await page.waitForURL((url) => url.pathname === "/dashboard");
+    await expect.poll(() => page.title()).toMatch(/^Workflow runs/);
+  };
+
+  /** What the page's table says, as numbers. */
+  const tableCounts = async (page: Page): Promise<Record<string, number>> => {
+    const rows = await page
+      .locator("#table-status tr[data-status]")
+      .evaluateAll((trs) =>
+        trs.map((tr) => [tr.getAttribute("data-status") ?? "", tr.querySelector("td")?.textContent ?? ""]),
+      );
+    return Object.fromEntries(rows.map(([status, count]) => [status, Number(count?.replaceAll(",", ""))]));
+  };
+
+  /** What each bar of the status chart prints. */
+  const chartCounts = async (page: Page): Promise<Record<string, number>> => {
+    const bars = await page
+      .locator("svg#chart-status g.bar")
+      .evaluateAll((groups) =>
+        groups.map((g) => [
+          g.getAttribute("data-key") ?? "",
+          g.querySelector("text.count")?.textContent ?? "",
+        ]),
+      );
+    return Object.fromEntries(bars.map(([status, count]) => [status, Number(count?.replaceAll(",", ""))]));
+  };
+
+  const expectClean = async (watched: Watched) => {
+    expect(watched.foreign, "requests outside the origin").toEqual([]);
+    for (const url of watched.requests) expect(new URL(url).origin).toBe(suite.proxyUrl);
+    expect(await violations(watched), "CSP violations").toEqual([]);
+    expect(watched.errors, "console errors").toEqual([]);
+  };
+
+  it.each([
+    ["on", true],
+    ["off", false],
+  ])(
+    "signs in with a token and shows exactly /stats's counts, JavaScript %s",
+    async (_name, javaScriptEnabled) => {
+      const watched = await open({ javaScriptEnabled });
+      const { page, context } = watched;
+      const token = takeToken();
+      await signIn(page, token);
+
+      const cookies = await context.cookies(suite.proxyUrl);
+      expect(cookies.map((c) => c.name)).toEqual(["__Host-dashboard_session"]);
+      const [cookie] = cookies;
+      expect(cookie).toMatchObject({ httpOnly: true, secure: true, sameSite: "Strict", path: "/" });
+      expect(cookie?.value).not.toContain(token);
+      expect(page.url()).not.toContain(token);
+
+      const stats = await statsFromApi(suite, oracle());
+      expect(await tableCounts(page)).toEqual({ ...stats.byStatus, total: stats.total });
+      expect(await chartCounts(page)).toEqual(stats.byStatus);
+      expect(stats.total).toBe(suite.dataset.size);
+
+      // Filters go through the plain GET form.
+      await page.getByRole("combobox", { name: "Status" }).selectOption("FAILED");
+      await page.getByLabel("Created since").fill("2026-01-01T00:00:00Z");
+      await page.getByRole("button", { name: "Apply filters" }).click();
+      await page.waitForURL((url) => url.searchParams.get("status") === "FAILED");
+      const url = new URL(page.url());
+      expect(url.searchParams.get("since")).toBe("2026-01-01T00:00:00Z");
+      const filtered = await statsFromApi(suite, oracle(), {
+        status: "FAILED",
+        since: "2026-01-01T00:00:00Z",
+      });
+      expect(await tableCounts(page)).toEqual({ ...filtered.byStatus, total: filtered.total });
+      expect(filtered.total).toBeGreaterThan(0);
+      expect(filtered.total).toBeLessThan(stats.total);
+      await expectClean(watched);
+    },
+  );
+
+  it("draws its charts as inline SVG that a screen reader can name", async () => {
+    const watched = await open();
+    const { page } = watched;
+    await signIn(page, takeToken());
+    const status = page.getByRole("img", { name: /^Runs per status: PENDING \d/ });
+    await expect.poll(() => status.count()).toBe(1);
+    expect(await status.evaluate((svg) => svg.namespaceURI)).toBe("http://www.w3.org/2000/svg");
+    expect(await page.locator("svg#chart-status g.bar > title").count()).toBe(STATUSES.length);
+    expect(
+      await page.getByRole("img", { name: /^Credits used: Credits [\d,.]+, Total credits/ }).count(),
+    ).toBe(1);
+    // Every non-zero status has a visible bar, however small its share.
+    const widths = await page
+      .locator("svg#chart-status g.bar")
+      .evaluateAll((groups) =>
+        groups.map((g) => [
+          g.querySelector("text.count")?.textContent,
+          g.querySelector("rect:not(.track)")?.getBoundingClientRect().width ?? 0,
+        ]),
+      );
+    for (const [count, width] of widths)
+      if (count !== "0") expect(width, String(count)).toBeGreaterThanOrEqual(2);
+    await expectClean(watched);
+  });
+
+  it("shows a bad filter next to its field with the API's message", async () => {
+    const watched = await open({ javaScriptEnabled: false });
+    const { page } = watched;
+    await signIn(page, takeToken());
+    await page.getByLabel("Created until").fill("2026-11-01");
+    await page.getByRole("button", { name: "Apply filters" }).click();
+    await page.waitForURL((url) => url.searchParams.get("until") === "2026-11-01");
+    const api = await fetch(`${suite.proxyUrl}/stats?until=2026-11-01`, {
+      headers: { authorization: `Bearer ${oracle()}` },
+    });
+    const body = (await api.json()) as { details: { field: string; message: string }[] };
+    const detail = body.details.find((d) => d.field === "until");
+    const field = page.getByLabel("Created until");
+    expect(await field.getAttribute("aria-invalid")).toBe("true");
+    expect(await page.locator("#e-until").textContent()).toBe(`until ${detail?.message}`);
+    expect(await field.inputValue()).toBe("2026-11-01");
+    expect(await page.locator("svg").count()).toBe(0);
+    await expectClean(watched);
+  });
+
+  it("refuses a wrong token, then signs out and forgets the session", async () => {
+    const watched = await open();
+    const { page, context } = watched;
+    await page.goto(`${suite.proxyUrl}/dashboard`);
+    await page.getByLabel("Client token").fill("not-a-client-token");
+    await page.getByRole("button", { name: "Sign in" }).click();
+    await expect.poll(() => page.locator("#e-token").textContent()).toContain("not one of the proxy");
+    expect(await context.cookies(suite.proxyUrl)).toEqual([]);
+
+    await signIn(page, takeToken());
+    await page.getByRole("button", { name: "Sign out" }).click();
+    await expect.poll(() => page.title()).toMatch(/^Sign in/);
+    expect(await context.cookies(suite.proxyUrl)).toEqual([]);
+    await expectClean(watched);
+  });
+
+  it("follows prefers-color-scheme", async () => {
+    const light = await open({ colorScheme: "light" });
+    const dark = await open({ colorScheme: "dark" });
+    const background = async (watched: Watched) => {
+      await signIn(watched.page, takeToken());
+      return watched.page.evaluate(() => getComputedStyle(document.documentElement).backgroundColor);
+    };
+    expect(await background(light)).toBe("rgb(243, 245, 248)");
+    expect(await background(dark)).toBe("rgb(14, 17, 22)");
+  });
+
+  it("renders the README's screenshot from the fake's data", async () => {
+    const watched = await open({ colorScheme: "light" });
+    const { page } = watched;
+    await page.setViewportSize({ width: 1200, height: 900 });
+    await signIn(page, takeToken());
+    const png = await page.screenshot({ fullPage: true, animations: "disabled" });
+    expect(png.subarray(1, 4).toString()).toBe("PNG");
+    if (UPDATE_SCREENSHOT) writeFileSync(join(PROJECT_ROOT, "docs", "dashboard.png"), png);
+    await expectClean(watched);
+  });
+});

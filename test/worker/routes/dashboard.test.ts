@@ -1,0 +1,1030 @@
+import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
+import { env } from "cloudflare:workers";
+import { describe, expect, it } from "vitest";
+import { type FakeRun, generateRuns } from "../../../fake/extend.ts";
+import { MIN_BAR_WIDTH } from "../../../src/dashboard/charts.tsx";
+import type { DashboardStats } from "../../../src/dashboard/data.ts";
+import { DARK, LIGHT, type Scheme, STYLESHEET } from "../../../src/dashboard/theme.ts";
+import { DashboardPage, freshnessText, renderDocument } from "../../../src/dashboard/view.tsx";
+import worker from "../../../src/index.ts";
+import { DEFAULT_DENY_MESSAGE } from "../../../src/security/auth.ts";
+import { REJECTED_CREDENTIAL_COST } from "../../../src/security/rate-limit.ts";
+import { captureConsole } from "../support/console.ts";
+import { TEST_UPSTREAM_KEY } from "../support/constants.ts";
+import { TEST_CLIENT_TOKEN, TestIssuer } from "../support/jwt-issuer.ts";
+import { callProxy, json } from "../support/proxy.ts";
+import { referenceStats, STATUSES, statsPath, type WorkflowRunStats } from "../support/stats.ts";
+import { isolatedTenant, type TenantOptions } from "../support/tenant.ts";
+
+const ORIGIN = "https://proxy.test";
+const OTHER_TOKEN = "ct_other_dashboard_token_55d1c3a9e07b4f28";
+const TOKENS: Partial<Env> = {
+  CLIENT_TOKENS: `${OTHER_TOKEN},${TEST_CLIENT_TOKEN}`,
+  ALLOW_ANONYMOUS: "false",
+};
+const BEARER = { authorization: `Bearer ${TEST_CLIENT_TOKEN}` };
+const COOKIE_NAME = "__Host-dashboard_session";
+
+/**
+ * A tenant of its own (workspace, fake Extend) whose /stats limiter never refuses: these tests
+ * load the page far more often than a caller may, and the limiter's own tests are below.
+ */
+function useStatsFake(options: TenantOptions = {}) {
+  const always = { limit: async () => ({ success: true }) };
+  const tenant = isolatedTenant({
+    ...options,
+    env: { STATS_RATE_LIMITER: always, ...options.env } as Partial<Env>,
+  });
+  return { fake: tenant.fake, env: tenant.env };
+}
+
+interface Call {
+  method?: string;
+  headers?: Record<string, string>;
+  body?: string;
+  env?: Partial<Env>;
+}
+
+/** The Worker's entry point with a body (callProxy sends none); background work included. */
+async function call(path: string, options: Call = {}): Promise<Response> {
+  const request = new Request(`${ORIGIN}${path}`, {
+    method: options.method ?? "GET",
+    headers: options.headers ?? {},
+    ...(options.body !== undefined ? { body: options.body } : {}),
+  });
+  const ctx = createExecutionContext();
+  const response = await worker.fetch(request, { ...env, ...options.env }, ctx);
+  await waitOnExecutionContext(ctx);
+  return response;
+}
+
+let ipCounter = 0;
+/** A client ip of its own per call, so the failed-credential limit of one test touches no other. */
+function freshIp(): string {
+  ipCounter += 1;
+  return `203.0.${Math.floor(ipCounter / 250)}.${ipCounter % 250}`;
+}
+
+function loginForm(token: string, returnTo = ""): string {
+  return new URLSearchParams({ token, returnTo }).toString();
+}
+
+function login(
+  token: string,
+  options: { env: Partial<Env>; headers?: Record<string, string>; returnTo?: string },
+) {
+  return call("/dashboard/login", {
+    method: "POST",
+    env: options.env,
+    headers: {
+      "content-type": "application/x-www-form-urlencoded",
+      origin: ORIGIN,
+      "sec-fetch-site": "same-origin",
+      "cf-connecting-ip": freshIp(),
+      ...options.headers,
+    },
+    body: loginForm(token, options.returnTo),
+  });
+}
+
+/** The `name=value` part of the session cookie a response sets. */
+function sessionCookie(response: Response): string {
+  const cookie = response.headers.getSetCookie().find((c) => c.startsWith(`${COOKIE_NAME}=`));
+  if (!cookie) throw new Error("no session cookie was set");
+  return cookie.split(";")[0] ?? "";
+}
+
+/** Counts of the page's table: what a person reads, parsed back into numbers. */
+function tableCounts(html: string): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const m of html.matchAll(
+    /<tr data-status="([A-Z_]+|total)">[\s\S]*?<td class="num">([\d,]+)<\/td>/g,
+  )) {
+    counts[m[1] ?? ""] = Number((m[2] ?? "").replaceAll(",", ""));
+  }
+  return counts;
+}
+
+/** The runs-per-status chart's bars: printed count, `<title>` and drawn width. */
+function statusBars(html: string) {
+  const chart = /<svg[^>]*id="chart-status"[\s\S]*?<\/svg>/.exec(html)?.[0] ?? "";
+  return [...chart.matchAll(/<g class="bar" data-key="([A-Z_]+)">([\s\S]*?)<\/g>/g)].map((m) => {
+    const body = m[2] ?? "";
+    const bar = new RegExp(`<rect class="s-${m[1]}"[^>]*width="([\\d.]+)"`).exec(body);
+    return {
+      status: m[1] ?? "",
+      title: /<title>([^<]*)<\/title>/.exec(body)?.[1] ?? "",
+      printed: Number((/<text class="count"[^>]*>([^<]*)<\/text>/.exec(body)?.[1] ?? "").replaceAll(",", "")),
+      width: bar ? Number(bar[1]) : 0,
+    };
+  });
+}
+
+function withStatus(run: FakeRun, status: FakeRun["status"]): FakeRun {
+  return { ...run, status };
+}
+
+async function statsFor(query: Record<string, string>, stateEnv: Partial<Env>): Promise<WorkflowRunStats> {
+  const response = await callProxy(statsPath(query), { env: stateEnv });
+  expect(response.status).toBe(200);
+  return json<WorkflowRunStats>(response);
+}
+
+function dashboardPath(query: Record<string, string> = {}): string {
+  const search = new URLSearchParams(query).toString();
+  return search ? `/dashboard?${search}` : "/dashboard";
+}
+
+function expectPageHeaders(response: Response): string {
+  expect(response.headers.get("content-type")).toMatch(/^text\/html; charset=utf-8/i);
+  expect(response.headers.get("cache-control")).toBe("no-store");
+  expect(response.headers.get("x-frame-options")).toBe("DENY");
+  expect(response.headers.get("x-content-type-options")).toBe("nosniff");
+  // Browsers send `Origin: null` on a form post from a no-referrer page; the sign-in needs the origin.
+  expect(response.headers.get("referrer-policy")).toBe("same-origin");
+  const csp = response.headers.get("content-security-policy") ?? "";
+  const nonce = /'nonce-([^']+)'/.exec(csp)?.[1] ?? "";
+  expect(nonce).toMatch(/^[A-Za-z0-9+/]{22}==$/);
+  expect(csp.split("; ")).toEqual([
+    "default-src 'none'",
+    `style-src 'nonce-${nonce}'`,
+    "base-uri 'none'",
+    "form-action 'self'",
+    "frame-ancestors 'none'",
+  ]);
+  return nonce;
+}
+
+function expectNoScript(html: string, nonce: string) {
+  expect(html.startsWith('<!DOCTYPE html><html lang="en">')).toBe(true);
+  expect(html).not.toMatch(/<script\b/i);
+  expect(html).not.toMatch(/\son[a-z]+=/i);
+  // Inline style attributes would need 'unsafe-inline'; the only style is the nonce'd sheet.
+  expect(html).not.toMatch(/\sstyle=/i);
+  expect([...html.matchAll(/<style\b([^>]*)>/g)].map((m) => m[1])).toEqual([` nonce="${nonce}"`]);
+  expect(html).not.toMatch(/(src|href)="https?:/i);
+}
+
+describe("GET /dashboard: the numbers", () => {
+  it.each<[string, Record<string, string>]>([
+    ["no filter", {}],
+    ["a status", { status: "FAILED" }],
+    ["a workflow", { workflowId: "workflow_BMdfq_yWM3sT-ZzvCnA3f" }],
+    ["a time window", { since: "2026-01-01T00:00:00Z", until: "2026-10-01T00:00:00+02:00" }],
+    ["a file name", { fileNameContains: "invoice" }],
+  ])("shows exactly what /stats answers for %s, in the table and on every bar", async (_name, query) => {
+    const { fake, env: stateEnv } = useStatsFake({ dataset: { size: 400, seed: 21 } });
+    const response = await call(dashboardPath(query), { env: { ...stateEnv, ALLOW_ANONYMOUS: "true" } });
+    const html = await response.text();
+    expect(response.status).toBe(200);
+    const stats = await statsFor(query, stateEnv);
+    const counts = tableCounts(html);
+    expect(counts).toEqual({ ...stats.byStatus, total: stats.total });
+    // The independent fold over the fake agrees too: the page is right, not just consistent.
+    const reference = referenceStats(fake.runs, query);
+    expect(counts).toEqual({ ...reference.byStatus, total: reference.total });
+    const bars = statusBars(html);
+    expect(bars.map((b) => b.status)).toEqual([...STATUSES]);
+    for (const bar of bars) {
+      expect(bar.printed, bar.status).toBe(stats.byStatus?.[bar.status as (typeof STATUSES)[number]]);
+      expect(bar.title).toBe(`${bar.status}: ${bar.printed.toLocaleString("en-US")} runs`);
+    }
+    expect(html).toContain(`id="total">${stats.total.toLocaleString("en-US")}</span>`);
+    expect(html).toContain(`${stats.usage?.credits.toLocaleString("en-US", { maximumFractionDigits: 6 })}`);
+  });
+
+  it("keeps a status of 1 run visible next to one of thousands, and prints both counts", async () => {
+    const runs = generateRuns({ size: 3001, seed: 2 }).map((run, i) =>
+      withStatus(run, i === 0 ? "FAILED" : "PROCESSED"),
+    );
+    const { env: stateEnv } = useStatsFake({ runs });
+    const html = await (await call("/dashboard", { env: { ...stateEnv, ALLOW_ANONYMOUS: "true" } })).text();
+    const bars = Object.fromEntries(statusBars(html).map((b) => [b.status, b]));
+    expect(bars.PROCESSED?.printed).toBe(3000);
+    expect(bars.FAILED?.printed).toBe(1);
+    expect(bars.FAILED?.width).toBe(MIN_BAR_WIDTH);
+    expect(bars.PROCESSED?.width).toBeGreaterThan(50 * MIN_BAR_WIDTH);
+    expect(bars.PENDING?.printed).toBe(0);
+    expect(bars.PENDING?.width).toBe(0);
+  });
+
+  it("draws accessible SVG charts: role img, the whole series in aria-label, a title per bar", async () => {
+    const { env: stateEnv } = useStatsFake();
+    const html = await (await call("/dashboard", { env: { ...stateEnv, ALLOW_ANONYMOUS: "true" } })).text();
+    const stats = await statsFor({}, stateEnv);
+    const charts = [...html.matchAll(/<svg([^>]*)>([\s\S]*?)<\/svg>/g)];
+    expect(charts.map((m) => /id="([^"]+)"/.exec(m[1] ?? "")?.[1])).toEqual([
+      "chart-status",
+      "chart-credits",
+    ]);
+    for (const [, attributes = "", body = ""] of charts) {
+      expect(attributes).toContain('role="img"');
+      expect(attributes).toMatch(/aria-label="[^"]+"/);
+      const bars = body.match(/<g class="bar"/g) ?? [];
+      expect((body.match(/<title>/g) ?? []).length).toBe(bars.length);
+    }
+    const label = /id="chart-status"[^>]*aria-label="([^"]+)"/.exec(html)?.[1] ?? "";
+    expect(label).toBe(
+      `Runs per status: ${STATUSES.map((s) => `${s} ${stats.byStatus?.[s].toLocaleString("en-US")}`).join(", ")}`,
+    );
+  });
+
+  it("ignores empty form fields, as a GET form sends them", async () => {
+    const { env: stateEnv } = useStatsFake();
+    const response = await call("/dashboard?workflowId=&batchId=&status=&fileNameContains=&since=&until=", {
+      env: { ...stateEnv, ALLOW_ANONYMOUS: "true" },
+    });
+    expect(response.status).toBe(200);
+    const stats = await statsFor({}, stateEnv);
+    expect(tableCounts(await response.text()).total).toBe(stats.total);
+  });
+
+  it("says the numbers come from a live scan, when and how they were served", async () => {
+    const { env: stateEnv } = useStatsFake();
+    const settings = { ...stateEnv, ALLOW_ANONYMOUS: "true" };
+    const first = await (await call("/dashboard", { env: settings })).text();
+    expect(first).toMatch(
+      /id="freshness">Live scan of Extend, counted \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \(/,
+    );
+    const second = await (await call("/dashboard", { env: settings })).text();
+    expect(second).toContain("served from the proxy&#39;s cache");
+  });
+
+  it("offers to continue a scan that stopped at its page budget, with the same filters", async () => {
+    const { env: stateEnv } = useStatsFake({ dataset: { size: 2500, seed: 4 } });
+    const settings = { ...stateEnv, ALLOW_ANONYMOUS: "true", STATS_MAX_PAGES: "1" };
+    const html = await (await call("/dashboard?status=PROCESSED", { env: settings })).text();
+    expect(html).toContain("Partial: the scan stopped after");
+    const href =
+      /<a href="(\/dashboard\?[^"]*resumeToken=[^"]+)">Continue counting<\/a>/.exec(html)?.[1] ?? "";
+    const next = new URL(href.replaceAll("&amp;", "&"), ORIGIN);
+    expect(next.searchParams.get("status")).toBe("PROCESSED");
+    const resumed = await call(`${next.pathname}${next.search}`, { env: settings });
+    expect(resumed.status).toBe(200);
+  });
+});
+
+describe("GET /dashboard: validation", () => {
+  it.each<[string, Record<string, string>, string]>([
+    ["a date without a time", { since: "2026-11-01" }, "since"],
+    ["an instant without a zone", { until: "2026-11-01T00:00:00" }, "until"],
+    ["until before since", { since: "2026-11-02T00:00:00Z", until: "2026-11-01T00:00:00Z" }, "until"],
+    ["an unknown status", { status: "DONE" }, "status"],
+    ["a workflow id with a space", { workflowId: "wf 1" }, "workflowId"],
+  ])(
+    "shows %s next to its field with the message /stats gives, and calls nobody",
+    async (_name, query, field) => {
+      const { fake, env: stateEnv } = useStatsFake();
+      const response = await call(dashboardPath(query), { env: { ...stateEnv, ALLOW_ANONYMOUS: "true" } });
+      const html = await response.text();
+      expect(response.status).toBe(400);
+      const nonce = expectPageHeaders(response);
+      expectNoScript(html, nonce);
+      const api = await json<{ message: string; details: { field: string; message: string }[] }>(
+        await callProxy(statsPath(query), { env: stateEnv }),
+      );
+      const detail = api.details.find((d) => d.field === field);
+      if (!detail) throw new Error(`/stats names no ${field}`);
+      const escaped = `${detail.field} ${detail.message}`.replaceAll("'", "&#39;");
+      expect(html).toContain(`<p class="field-error" id="e-${field}">${escaped}</p>`);
+      expect(html).toMatch(
+        new RegExp(`id="f-${field}" name="${field}" aria-invalid="true" aria-describedby="e-${field}"`),
+      );
+      expect(html).toContain(api.message.replaceAll("'", "&#39;"));
+      // The submitted value stays in the form, so the person can correct it.
+      const value = query[field];
+      if (value && field !== "status") expect(html).toContain(`value="${value}"`);
+      expect(fake.listCalls).toHaveLength(0);
+      expect(html).not.toContain('id="chart-status"');
+    },
+  );
+
+  it("names a parameter the form does not have, as /stats does", async () => {
+    const { fake, env: stateEnv } = useStatsFake();
+    const response = await call("/dashboard?maxPageSize=5", {
+      env: { ...stateEnv, ALLOW_ANONYMOUS: "true" },
+    });
+    expect(response.status).toBe(400);
+    expect(await response.text()).toContain("<li>maxPageSize is not a known query parameter</li>");
+    expect(fake.listCalls).toHaveLength(0);
+  });
+
+  it("answers malformed percent-encoding with an HTML 400 naming the parameter", async () => {
+    const { fake, env: stateEnv } = useStatsFake();
+    const response = await call("/dashboard?batchId=%ZZ", { env: { ...stateEnv, ALLOW_ANONYMOUS: "true" } });
+    const html = await response.text();
+    expect(response.status).toBe(400);
+    expectNoScript(html, expectPageHeaders(response));
+    expect(html).toContain("batchId is not valid percent-encoded UTF-8");
+    expect(fake.listCalls).toHaveLength(0);
+  });
+});
+
+describe("GET /dashboard: redaction, as /stats applies it", () => {
+  it.each([
+    ["status", "byStatus", "hidden-status", "chart-status"],
+    ["usage", "usage", "hidden-credits", "chart-credits"],
+    ["usage.credits", "usage", "hidden-credits", "chart-credits"],
+  ] as const)("hides what REDACT_FIELDS=%s hides from /stats", async (field, key, hidden, chart) => {
+    const { env: stateEnv } = useStatsFake();
+    const settings = { ...stateEnv, REDACT_FIELDS: field };
+    const response = await call("/dashboard", { env: { ...settings, ALLOW_ANONYMOUS: "true" } });
+    const html = await response.text();
+    expect(response.status).toBe(200);
+    const api = await statsFor({}, settings);
+    expect(api[key]).toBeUndefined();
+    expect(html).toContain(`id="${hidden}"`);
+    expect(html).not.toContain(`id="${chart}"`);
+    expect(html).toContain(`id="total">${api.total.toLocaleString("en-US")}</span>`);
+    if (key === "byStatus") expect(html).not.toContain('id="table-status"');
+    else expect(html).not.toContain('id="table-credits"');
+  });
+
+  it("refuses a filter on a redacted field with the message /stats gives, and calls nobody", async () => {
+    const { fake, env: stateEnv } = useStatsFake();
+    const settings = { ...stateEnv, REDACT_FIELDS: "files.name" };
+    const query = { fileNameContains: "invoice" };
+    const response = await call(dashboardPath(query), { env: { ...settings, ALLOW_ANONYMOUS: "true" } });
+    const html = await response.text();
+    expect(response.status).toBe(400);
+    const api = await callProxy(statsPath(query), { env: settings });
+    expect(api.status).toBe(400);
+    const body = await json<{ message: string; details: { field: string; message: string }[] }>(api);
+    const detail = body.details.find((d) => d.field === "fileNameContains");
+    expect(detail).toBeDefined();
+    expect(html).toContain(
+      `<p class="field-error" id="e-fileNameContains">fileNameContains ${detail?.message}</p>`,
+    );
+    expect(html).toContain(body.message);
+    expect(fake.listCalls).toHaveLength(0);
+  });
+});
+
+describe("GET /dashboard: access, the rules of /stats", () => {
+  it("refuses everyone when no authentication is configured, saying how to configure it", async () => {
+    const { fake, env: stateEnv } = useStatsFake();
+    const response = await call("/dashboard", { env: { ...stateEnv, ALLOW_ANONYMOUS: "false" } });
+    const html = await response.text();
+    expect(response.status).toBe(401);
+    expectNoScript(html, expectPageHeaders(response));
+    expect(html).toContain(DEFAULT_DENY_MESSAGE.replaceAll("'", "&#39;"));
+    expect(html).not.toContain('action="/dashboard/login"');
+    expect(fake.listCalls).toHaveLength(0);
+  });
+
+  it("serves anonymous callers with ALLOW_ANONYMOUS", async () => {
+    const { env: stateEnv } = useStatsFake();
+    const response = await call("/dashboard", { env: { ...stateEnv, ALLOW_ANONYMOUS: "true" } });
+    expect(response.status).toBe(200);
+    expect(await response.text()).toContain("Anonymous access");
+  });
+
+  it("asks for a token, with a form that posts it, when static tokens are configured", async () => {
+    const { fake, env: stateEnv } = useStatsFake();
+    const response = await call("/dashboard?status=FAILED", { env: { ...stateEnv, ...TOKENS } });
+    const html = await response.text();
+    expect(response.status).toBe(401);
+    expect(response.headers.get("www-authenticate")).toMatch(/^Bearer realm="extend-runs-proxy"/);
+    expectNoScript(html, expectPageHeaders(response));
+    expect(html).toContain('<form method="post" action="/dashboard/login">');
+    expect(html).toContain('name="token" type="password"');
+    expect(html).toContain('name="returnTo" value="?status=FAILED"');
+    expect(fake.listCalls).toHaveLength(0);
+  });
+
+  it("accepts a client token as a bearer header, like /stats", async () => {
+    const { env: stateEnv } = useStatsFake();
+    const response = await call("/dashboard", { env: { ...stateEnv, ...TOKENS }, headers: BEARER });
+    expect(response.status).toBe(200);
+    const html = await response.text();
+    expect(html).toMatch(/Signed in with client token token:[0-9a-f]{16}/);
+    // A bearer caller has no session to end.
+    expect(html).not.toContain('action="/dashboard/logout"');
+  });
+
+  it("refuses a wrong bearer token with the API's reason", async () => {
+    const { fake, env: stateEnv } = useStatsFake();
+    const response = await call("/dashboard", {
+      env: { ...stateEnv, ...TOKENS },
+      headers: { authorization: "Bearer not-a-token", "cf-connecting-ip": freshIp() },
+    });
+    expect(response.status).toBe(401);
+    expect(await response.text()).toContain("The credentials were rejected: the bearer token is not valid.");
+    expect(fake.listCalls).toHaveLength(0);
+  });
+
+  it("works behind Cloudflare Access: the Cf-Access-Jwt-Assertion header is enough", async () => {
+    const { env: stateEnv } = useStatsFake();
+    const issuer = await TestIssuer.start();
+    const settings = { ...stateEnv, ...issuer.env };
+    const response = await call("/dashboard", {
+      env: settings,
+      headers: { "cf-access-jwt-assertion": await issuer.sign({ sub: "ada@example.com" }) },
+    });
+    expect(response.status).toBe(200);
+    expect(await response.text()).toContain("Signed in as jwt:ada@example.com");
+    const without = await call("/dashboard", { env: settings });
+    expect(without.status).toBe(401);
+    const html = await without.text();
+    expect(html).toContain("open it through Cloudflare Access");
+    expect(html).not.toContain('action="/dashboard/login"');
+  });
+
+  it("spends the /stats rate limit and answers its 429 as a page with Retry-After", async () => {
+    const { fake, env: stateEnv } = useStatsFake();
+    const keys: string[] = [];
+    const response = await call("/dashboard", {
+      env: {
+        ...stateEnv,
+        ALLOW_ANONYMOUS: "true",
+        STATS_RATE_LIMITER: {
+          limit: async ({ key }: { key: string }) => {
+            keys.push(key);
+            return { success: false };
+          },
+        },
+      } as Partial<Env>,
+      headers: { "cf-connecting-ip": "198.18.0.7" },
+    });
+    const html = await response.text();
+    expect(response.status).toBe(429);
+    expect(response.headers.get("retry-after")).toBe("60");
+    expectNoScript(html, expectPageHeaders(response));
+    expect(html).toContain("Too many requests from this caller; retry after 60 seconds.");
+    expect(keys).toEqual(["anon:198.18.0.7"]);
+    expect(fake.listCalls).toHaveLength(0);
+  });
+
+  it("uses a fresh nonce for every page", async () => {
+    const { env: stateEnv } = useStatsFake();
+    const settings = { ...stateEnv, ALLOW_ANONYMOUS: "true" };
+    const first = await call("/dashboard", { env: settings });
+    const second = await call("/dashboard", { env: settings });
+    const nonce = expectPageHeaders(first);
+    expectNoScript(await first.text(), nonce);
+    expect(expectPageHeaders(second)).not.toBe(nonce);
+    await second.arrayBuffer();
+  });
+});
+
+describe("signing in with a static token", () => {
+  it("exchanges the token for a short-lived, HttpOnly, Secure, SameSite=Strict cookie that holds no token", async () => {
+    const { env: stateEnv } = useStatsFake();
+    const settings = { ...stateEnv, ...TOKENS };
+    const { result: response, lines } = await captureConsole(() =>
+      login(TEST_CLIENT_TOKEN, { env: settings, returnTo: "?status=FAILED&since=" }),
+    );
+    expect(response.status).toBe(303);
+    expect(response.headers.get("location")).toBe("/dashboard?status=FAILED");
+    expect(response.headers.get("cache-control")).toBe("no-store");
+    const [cookie = ""] = response.headers.getSetCookie();
+    const attributes = cookie.split("; ").slice(1).sort();
+    expect(attributes).toEqual(["HttpOnly", "Max-Age=3600", "Path=/", "SameSite=Strict", "Secure"]);
+    expect(cookie.startsWith(`${COOKIE_NAME}=`)).toBe(true);
+    const seen = `${[...response.headers].join("\n")}\n${await response.text()}\n${lines.join("\n")}`;
+    for (const form of [TEST_CLIENT_TOKEN, encodeURIComponent(TEST_CLIENT_TOKEN), btoa(TEST_CLIENT_TOKEN)]) {
+      expect(seen).not.toContain(form);
+    }
+    expect(seen).not.toContain(TEST_UPSTREAM_KEY);
+
+    const page = await call("/dashboard", { env: settings, headers: { cookie: sessionCookie(response) } });
+    expect(page.status).toBe(200);
+    const html = await page.text();
+    expect(html).toMatch(/Signed in with client token token:[0-9a-f]{16}/);
+    expect(html).toContain('<form method="post" action="/dashboard/logout">');
+  });
+
+  it("names the caller by the token's hash, so the cookie and the bearer token share one rate limit", async () => {
+    const { env: stateEnv } = useStatsFake();
+    const keys: string[] = [];
+    const settings = {
+      ...stateEnv,
+      ...TOKENS,
+      STATS_RATE_LIMITER: {
+        limit: async ({ key }: { key: string }) => {
+          keys.push(key);
+          return { success: true };
+        },
+      },
+    } as Partial<Env>;
+    const cookie = sessionCookie(await login(TEST_CLIENT_TOKEN, { env: settings }));
+    await (await call("/dashboard", { env: settings, headers: { cookie } })).arrayBuffer();
+    await (await call("/dashboard", { env: settings, headers: BEARER })).arrayBuffer();
+    expect(keys).toHaveLength(2);
+    expect(keys[0]).toMatch(/^token:[0-9a-f]{16}$/);
+    expect(keys[1]).toBe(keys[0]);
+  });
+
+  it("never leads back anywhere but the dashboard", async () => {
+    const { env: stateEnv } = useStatsFake();
+    for (const returnTo of [
+      "https://evil.example/x",
+      "//evil.example",
+      "/\\evil.example",
+      "?a=1#https://x",
+    ]) {
+      const response = await login(TEST_CLIENT_TOKEN, { env: { ...stateEnv, ...TOKENS }, returnTo });
+      expect(response.headers.get("location")?.startsWith("/dashboard"), returnTo).toBe(true);
+      expect(response.headers.get("location"), returnTo).not.toMatch(/^\/dashboard[^?]/);
+    }
+  });
+
+  it("refuses a wrong token without a cookie, and charges it as a rejected credential", async () => {
+    const { env: stateEnv } = useStatsFake();
+    const keys: string[] = [];
+    const settings = {
+      ...stateEnv,
+      ...TOKENS,
+      AUTH_RATE_LIMITER: {
+        limit: async ({ key }: { key: string }) => {
+          keys.push(key);
+          return { success: true };
+        },
+      },
+    } as Partial<Env>;
+    const response = await login("not-the-token", {
+      env: settings,
+      headers: { "cf-connecting-ip": "198.18.0.9" },
+    });
+    expect(response.status).toBe(401);
+    expect(response.headers.getSetCookie()).toEqual([]);
+    const html = await response.text();
+    expectNoScript(html, expectPageHeaders(response));
+    expect(html).toContain("This is not one of the proxy&#39;s client tokens.");
+    expect(keys).toEqual(Array(REJECTED_CREDENTIAL_COST).fill("credentials:198.18.0.9"));
+  });
+
+  it("refuses every sign-in, the right token included, once the address's credential budget is spent", async () => {
+    const { env: stateEnv } = useStatsFake();
+    const settings = {
+      ...stateEnv,
+      ...TOKENS,
+      AUTH_RATE_LIMITER: { limit: async () => ({ success: false }) },
+    } as Partial<Env>;
+    const response = await login(TEST_CLIENT_TOKEN, { env: settings });
+    expect(response.status).toBe(429);
+    expect(response.headers.get("retry-after")).toBe("60");
+    expect(response.headers.getSetCookie()).toEqual([]);
+    expect(await response.text()).toContain("Too many credential attempts from this address");
+  });
+
+  it.each<[string, Record<string, string>]>([
+    ["no Origin", {}],
+    ["another site's Origin", { origin: "https://evil.example" }],
+    ["a cross-site fetch", { origin: ORIGIN, "sec-fetch-site": "cross-site" }],
+    ["the null Origin of a sandboxed page", { origin: "null" }],
+  ])("refuses a sign-in with %s (CSRF), right token or not", async (_name, headers) => {
+    const { env: stateEnv } = useStatsFake();
+    const response = await call("/dashboard/login", {
+      method: "POST",
+      env: { ...stateEnv, ...TOKENS },
+      headers: { "content-type": "application/x-www-form-urlencoded", ...headers },
+      body: loginForm(TEST_CLIENT_TOKEN),
+    });
+    expect(response.status).toBe(403);
+    expect(response.headers.getSetCookie()).toEqual([]);
+    expectNoScript(await response.text(), expectPageHeaders(response));
+  });
+
+  it.each<[string, number, Call]>([
+    [
+      "no token",
+      400,
+      { body: "returnTo=", headers: { "content-type": "application/x-www-form-urlencoded" } },
+    ],
+    [
+      "a JSON body",
+      400,
+      { body: `{"token":"${TEST_CLIENT_TOKEN}"}`, headers: { "content-type": "application/json" } },
+    ],
+    [
+      "a body over 8 KiB",
+      413,
+      { body: `token=${"x".repeat(9000)}`, headers: { "content-type": "application/x-www-form-urlencoded" } },
+    ],
+  ])("answers a sign-in with %s with %i and no cookie", async (_name, status, options) => {
+    const { env: stateEnv } = useStatsFake();
+    const response = await call("/dashboard/login", {
+      method: "POST",
+      env: { ...stateEnv, ...TOKENS },
+      body: options.body ?? "",
+      headers: { origin: ORIGIN, "cf-connecting-ip": freshIp(), ...options.headers },
+    });
+    expect(response.status).toBe(status);
+    expect(response.headers.getSetCookie()).toEqual([]);
+    await response.arrayBuffer();
+  });
+
+  it("has nothing to sign in with when CLIENT_TOKENS is unset", async () => {
+    const { env: stateEnv } = useStatsFake();
+    const response = await login(TEST_CLIENT_TOKEN, { env: { ...stateEnv, ALLOW_ANONYMOUS: "false" } });
+    expect(response.status).toBe(404);
+    expect(response.headers.getSetCookie()).toEqual([]);
+    await response.arrayBuffer();
+  });
+
+  it("signs out: the cookie is cleared, from this origin only", async () => {
+    const { env: stateEnv } = useStatsFake();
+    const settings = { ...stateEnv, ...TOKENS };
+    const cross = await call("/dashboard/logout", {
+      method: "POST",
+      env: settings,
+      headers: { origin: "https://evil.example", "content-type": "application/x-www-form-urlencoded" },
+      body: "",
+    });
+    expect(cross.status).toBe(403);
+    expect(cross.headers.getSetCookie()).toEqual([]);
+    const response = await call("/dashboard/logout", {
+      method: "POST",
+      env: settings,
+      headers: { origin: ORIGIN, "content-type": "application/x-www-form-urlencoded" },
+      body: "",
+    });
+    expect(response.status).toBe(303);
+    expect(response.headers.get("location")).toBe("/dashboard");
+    const [cleared = ""] = response.headers.getSetCookie();
+    expect(cleared).toMatch(new RegExp(`^${COOKIE_NAME}=; `));
+    expect(cleared).toContain("Max-Age=0");
+    expect(cleared).toContain("Secure");
+  });
+
+  it("is the dashboard's alone: /stats and /workflow_runs ignore the cookie", async () => {
+    const { fake, env: stateEnv } = useStatsFake();
+    const settings = { ...stateEnv, ...TOKENS };
+    const cookie = sessionCookie(await login(TEST_CLIENT_TOKEN, { env: settings }));
+    for (const path of ["/stats", "/workflow_runs?maxPageSize=1"]) {
+      const response = await call(path, {
+        env: settings,
+        headers: { cookie, "cf-connecting-ip": freshIp() },
+      });
+      expect(response.status, path).toBe(401);
+      await response.arrayBuffer();
+    }
+    expect(fake.listCalls).toHaveLength(0);
+  });
+
+  it("lets credentials in headers win over a cookie", async () => {
+    const { env: stateEnv } = useStatsFake();
+    const settings = { ...stateEnv, ...TOKENS };
+    const cookie = sessionCookie(await login(TEST_CLIENT_TOKEN, { env: settings }));
+    const response = await call("/dashboard", {
+      env: settings,
+      headers: { cookie, authorization: "Bearer wrong-token", "cf-connecting-ip": freshIp() },
+    });
+    expect(response.status).toBe(401);
+    await response.arrayBuffer();
+  });
+});
+
+// The cookie's format, built here independently of src/: `1:<the token's caller fingerprint>:<issued>:<expires>`,
+// signed with HMAC-SHA256 under HKDF-SHA256(STATS_SIGNING_KEY or EXTEND_API_KEY, "extend-runs-proxy",
+// "dashboard session v1"), as hono's signed cookies carry it: `value.base64(signature)`.
+async function forgeCookie(value: string, secret: string, info = "dashboard session v1"): Promise<string> {
+  const encoder = new TextEncoder();
+  const base = await crypto.subtle.importKey("raw", encoder.encode(secret), "HKDF", false, ["deriveBits"]);
+  const bits = await crypto.subtle.deriveBits(
+    { name: "HKDF", hash: "SHA-256", salt: encoder.encode("extend-runs-proxy"), info: encoder.encode(info) },
+    base,
+    256,
+  );
+  const key = await crypto.subtle.importKey("raw", bits, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+  const signature = new Uint8Array(await crypto.subtle.sign("HMAC", key, encoder.encode(value)));
+  return `${COOKIE_NAME}=${encodeURIComponent(`${value}.${btoa(String.fromCharCode(...signature))}`)}`;
+}
+
+/** The caller id's fingerprint of a token: HMAC-SHA256 under HKDF(secret, "caller fingerprint v1"), 16 hex. */
+async function tokenPrint(token: string, secret = TEST_UPSTREAM_KEY): Promise<string> {
+  const encoder = new TextEncoder();
+  const base = await crypto.subtle.importKey("raw", encoder.encode(secret), "HKDF", false, ["deriveBits"]);
+  const bits = await crypto.subtle.deriveBits(
+    {
+      name: "HKDF",
+      hash: "SHA-256",
+      salt: encoder.encode("extend-runs-proxy"),
+      info: encoder.encode("caller fingerprint v1"),
+    },
+    base,
+    256,
+  );
+  const key = await crypto.subtle.importKey("raw", bits, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+  const mac = new Uint8Array(await crypto.subtle.sign("HMAC", key, encoder.encode(token)));
+  return [...mac.subarray(0, 8)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+describe("the session cookie refuses what it must", () => {
+  const now = () => Math.floor(Date.now() / 1000);
+
+  it("accepts a cookie built to the documented format (the oracle below is right)", async () => {
+    const { env: stateEnv } = useStatsFake();
+    const value = `1:${await tokenPrint(TEST_CLIENT_TOKEN)}:${now()}:${now() + 600}`;
+    const response = await call("/dashboard", {
+      env: { ...stateEnv, ...TOKENS },
+      headers: { cookie: await forgeCookie(value, TEST_UPSTREAM_KEY) },
+    });
+    expect(response.status).toBe(200);
+    await response.arrayBuffer();
+  });
+
+  it.each<[string, () => Promise<string>, RegExp]>([
+    [
+      "an expired session",
+      async () =>
+        forgeCookie(
+          `1:${await tokenPrint(TEST_CLIENT_TOKEN)}:${now() - 4000}:${now() - 400}`,
+          TEST_UPSTREAM_KEY,
+        ),
+      /session has ended/,
+    ],
+    [
+      "a token since removed from CLIENT_TOKENS",
+      async () =>
+        forgeCookie(
+          `1:${await tokenPrint("ct_removed_token_000")}:${now()}:${now() + 600}`,
+          TEST_UPSTREAM_KEY,
+        ),
+      /session has ended/,
+    ],
+    [
+      "a lifetime longer than an hour",
+      async () =>
+        forgeCookie(`1:${await tokenPrint(TEST_CLIENT_TOKEN)}:${now()}:${now() + 7200}`, TEST_UPSTREAM_KEY),
+      /session has ended/,
+    ],
+    [
+      "an issue time in the future",
+      async () =>
+        forgeCookie(
+          `1:${await tokenPrint(TEST_CLIENT_TOKEN)}:${now() + 600}:${now() + 1200}`,
+          TEST_UPSTREAM_KEY,
+        ),
+      /session has ended/,
+    ],
+    [
+      "a signature under another key",
+      async () =>
+        forgeCookie(`1:${await tokenPrint(TEST_CLIENT_TOKEN)}:${now()}:${now() + 600}`, "some-other-key-123"),
+      /session has ended/,
+    ],
+    [
+      "a signature for another purpose (the resume-token key)",
+      async () =>
+        forgeCookie(
+          `1:${await tokenPrint(TEST_CLIENT_TOKEN)}:${now()}:${now() + 600}`,
+          TEST_UPSTREAM_KEY,
+          "stats resume token v1",
+        ),
+      /session has ended/,
+    ],
+    [
+      "an altered expiry",
+      async () => {
+        const good = await forgeCookie(
+          `1:${await tokenPrint(TEST_CLIENT_TOKEN)}:${now()}:${now() + 600}`,
+          TEST_UPSTREAM_KEY,
+        );
+        return good.replace(`%3A${now() + 600}.`, `%3A${now() + 900}.`);
+      },
+      /session has ended/,
+    ],
+    ["a garbage signature", async () => `${COOKIE_NAME}=1%3Aabc.${"A".repeat(43)}%3D`, /session has ended/],
+  ])("refuses %s and clears it", async (_name, cookie, message) => {
+    const { fake, env: stateEnv } = useStatsFake();
+    const response = await call("/dashboard", {
+      env: { ...stateEnv, ...TOKENS },
+      headers: { cookie: await cookie(), "cf-connecting-ip": freshIp() },
+    });
+    expect(response.status).toBe(401);
+    expect(await response.text()).toMatch(message);
+    const [cleared = ""] = response.headers.getSetCookie();
+    expect(cleared).toMatch(new RegExp(`^${COOKIE_NAME}=; .*Max-Age=0`));
+    expect(fake.listCalls).toHaveLength(0);
+  });
+
+  it("spends a credential attempt on every cookie, and a rejected credential's cost on a forged one", async () => {
+    const { env: stateEnv } = useStatsFake();
+    const keys: string[] = [];
+    const settings = {
+      ...stateEnv,
+      ...TOKENS,
+      AUTH_RATE_LIMITER: {
+        limit: async ({ key }: { key: string }) => {
+          keys.push(key);
+          return { success: true };
+        },
+      },
+    } as Partial<Env>;
+    const print = await tokenPrint(TEST_CLIENT_TOKEN);
+    const forged = await forgeCookie(`1:${print}:${now()}:${now() + 600}`, "not-our-key-456");
+    const expired = await forgeCookie(`1:${print}:${now() - 4000}:${now() - 400}`, TEST_UPSTREAM_KEY);
+    for (const [cookie, ip] of [
+      [forged, "198.18.1.1"],
+      [expired, "198.18.1.2"],
+    ] as const) {
+      const response = await call("/dashboard", {
+        env: settings,
+        headers: { cookie, "cf-connecting-ip": ip },
+      });
+      expect(response.status).toBe(401);
+      await response.arrayBuffer();
+    }
+    expect(keys).toEqual([
+      ...Array(REJECTED_CREDENTIAL_COST).fill("credentials:198.18.1.1"),
+      "credentials:198.18.1.2",
+    ]);
+  });
+
+  it("follows STATS_SIGNING_KEY when it is set", async () => {
+    const { env: stateEnv } = useStatsFake();
+    const settings = {
+      ...stateEnv,
+      ...TOKENS,
+      STATS_SIGNING_KEY: "signing-key-for-the-dashboard-tests-0d9f",
+    };
+    const value = `1:${await tokenPrint(TEST_CLIENT_TOKEN, "signing-key-for-the-dashboard-tests-0d9f")}:${now()}:${now() + 600}`;
+    const underSigningKey = await call("/dashboard", {
+      env: settings,
+      headers: { cookie: await forgeCookie(value, "signing-key-for-the-dashboard-tests-0d9f") },
+    });
+    expect(underSigningKey.status).toBe(200);
+    await underSigningKey.arrayBuffer();
+    const underUpstreamKey = await call("/dashboard", {
+      env: settings,
+      headers: { cookie: await forgeCookie(value, TEST_UPSTREAM_KEY), "cf-connecting-ip": freshIp() },
+    });
+    expect(underUpstreamKey.status).toBe(401);
+    await underUpstreamKey.arrayBuffer();
+  });
+});
+
+describe("methods", () => {
+  it.each<[string, string, number, string]>([
+    ["GET", "/dashboard/login", 405, "POST, OPTIONS"],
+    ["PUT", "/dashboard/login", 405, "POST, OPTIONS"],
+    ["OPTIONS", "/dashboard/login", 204, "POST, OPTIONS"],
+    ["POST", "/dashboard", 405, "GET, HEAD, OPTIONS"],
+    ["DELETE", "/dashboard", 405, "GET, HEAD, OPTIONS"],
+    ["OPTIONS", "/dashboard", 204, "GET, HEAD, OPTIONS"],
+    ["GET", "/dashboard/logout", 405, "POST, OPTIONS"],
+    ["POST", "/workflow_runs", 405, "GET, HEAD, OPTIONS"],
+    ["POST", "/stats", 405, "GET, HEAD, OPTIONS"],
+  ])("%s %s is %i with Allow: %s", async (method, path, status, allow) => {
+    const response = await call(path, { method, env: TOKENS });
+    expect(response.status).toBe(status);
+    expect(response.headers.get("allow")).toBe(allow);
+    if (status === 405) expect((await json<{ code: string }>(response)).code).toBe("METHOD_NOT_ALLOWED");
+  });
+
+  it("answers HEAD like GET, without a body", async () => {
+    const { env: stateEnv } = useStatsFake();
+    const response = await call("/dashboard", {
+      method: "HEAD",
+      env: { ...stateEnv, ALLOW_ANONYMOUS: "true" },
+    });
+    expect(response.status).toBe(200);
+    expectPageHeaders(response);
+    expect(await response.text()).toBe("");
+  });
+});
+
+describe("the page's parts", () => {
+  it("says plainly where numbers come from: a live scan, the index, or a scan while the index is built", () => {
+    const now = Date.parse("2026-12-01T10:00:30Z");
+    const asOf = "2026-12-01T10:00:00.000Z";
+    expect(freshnessText({ source: "scan", asOf, cache: "MISS" }, now)).toBe(
+      "Live scan of Extend, counted 2026-12-01 10:00:00 UTC (30 s ago).",
+    );
+    expect(freshnessText({ source: "index", asOf, lagSeconds: 42, cache: "MISS" }, now)).toBe(
+      "From the run index, as of 2026-12-01 10:00:00 UTC (30 s ago), 42 s behind Extend.",
+    );
+    expect(
+      freshnessText(
+        { source: "scan", asOf, cache: "HIT", ageSeconds: 30, indexBuilding: { runsIndexed: 12000 } },
+        now,
+      ),
+    ).toBe(
+      "Live scan of Extend, counted 2026-12-01 10:00:00 UTC (30 s ago), served from the proxy's cache. " +
+        "The run index is still being built (12,000 runs indexed so far), so these numbers come from a live scan.",
+    );
+  });
+});
+
+describe("the page with run-index data", () => {
+  const byStatus = (processed: number, failed: number) => ({
+    PENDING: 0,
+    PROCESSING: 2,
+    NEEDS_REVIEW: 0,
+    REJECTED: 0,
+    PROCESSED: processed,
+    FAILED: failed,
+    CANCELLED: 0,
+    CANCELLING: 0,
+  });
+  const stats: WorkflowRunStats = {
+    object: "workflow_run_stats",
+    filters: {},
+    total: 1300,
+    byStatus: byStatus(1200, 98),
+    usage: { credits: 10.5, totalCredits: 12, runsWithoutUsage: 3 },
+    complete: true,
+    pagesFetched: 0,
+    resumeToken: null,
+    computedAt: "2026-12-01T10:00:00.000Z",
+    source: "index",
+    asOf: "2026-12-01T09:59:30.000Z",
+    lagSeconds: 30,
+  };
+  const render = (data: Omit<DashboardStats, "stats" | "freshness">, values = {}) =>
+    renderDocument(
+      DashboardPage({
+        nonce: "bm9uY2Vub25jZW5vbmNlMQ==",
+        viewer: { callerId: "anon:1", method: "anonymous", session: false },
+        form: { values, errors: [] },
+        data: {
+          stats,
+          freshness: { source: "index", asOf: stats.computedAt, lagSeconds: 5, cache: "MISS" },
+          ...data,
+        },
+        now: Date.parse(stats.computedAt),
+      }),
+    );
+
+  it("draws the top workflows with their status mix, and lists them in a table", async () => {
+    const html = await render({
+      topWorkflows: [
+        { id: "wf_a", name: "Invoices", total: 1002, byStatus: byStatus(950, 50) },
+        { id: "wf_b", total: 300, byStatus: byStatus(250, 48) },
+      ],
+    });
+    const chart = /<svg[^>]*id="chart-workflows"[\s\S]*?<\/svg>/.exec(html)?.[0] ?? "";
+    expect(chart).toContain('role="img"');
+    expect(chart).toContain(
+      'aria-label="Top workflows by runs: Invoices 1,002 (PROCESSING 2, PROCESSED 950, FAILED 50); wf_b 300 (PROCESSING 2, PROCESSED 250, FAILED 48)"',
+    );
+    expect(chart).toContain("<title>Invoices: FAILED 50 runs</title>");
+    expect(chart).toContain("<title>wf_b: PROCESSING 2 runs</title>");
+    expect(html).toContain(
+      '<tr data-workflow="wf_a"><th scope="row">Invoices</th><td class="num">1,002</td>',
+    );
+  });
+
+  it("offers the workflows in a select when the index lists them, else a text field", async () => {
+    const withChoices = await render(
+      { workflowChoices: [{ id: "wf_a", name: "Invoices" }, { id: "wf_b" }] },
+      { workflowId: "wf_b" },
+    );
+    expect(withChoices).toContain('<select id="f-workflowId" name="workflowId">');
+    expect(withChoices).toContain('<option value="wf_a">Invoices (wf_a)</option>');
+    expect(withChoices).toContain('<option value="wf_b" selected="">wf_b</option>');
+    const without = await render({});
+    expect(without).toContain('<input type="text" id="f-workflowId" name="workflowId"');
+    expect(without).not.toContain('id="chart-workflows"');
+  });
+});
+
+/** WCAG 2.2 relative luminance and contrast ratio, written out here as the oracle. */
+function contrast(a: string, b: string): number {
+  const luminance = (hex: string) => {
+    const [r, g, bl] = [1, 3, 5].map((i) => {
+      const c = Number.parseInt(hex.slice(i, i + 2), 16) / 255;
+      return c <= 0.04045 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
+    }) as [number, number, number];
+    return 0.2126 * r + 0.7152 * g + 0.0722 * bl;
+  };
+  const [hi, lo] = [luminance(a), luminance(b)].sort((x, y) => y - x) as [number, number];
+  return (hi + 0.05) / (lo + 0.05);
+}
+
+describe.each([
+  ["light", LIGHT],
+  ["dark", DARK],
+])("the %s colours meet WCAG AA", (_name, scheme) => {
+  it.each<[string, keyof Scheme, keyof Scheme]>([
+    ["text on cards", "text", "surface"],
+    ["text on the page", "text", "background"],
+    ["secondary text on cards", "muted", "surface"],
+    ["secondary text on the page", "muted", "background"],
+    ["links on cards", "accent", "surface"],
+    ["the primary button's label", "onAccent", "accent"],
+    ["error messages", "error", "surface"],
+    ["input text on the input's background", "text", "background"],
+  ])("4.5:1 for %s", (_what, foreground, background) => {
+    expect(contrast(scheme[foreground] as string, scheme[background] as string)).toBeGreaterThanOrEqual(4.5);
+  });
+
+  it.each([...STATUSES])("3:1 for the %s bar against its card and its track", (status) => {
+    expect(contrast(scheme.status[status], scheme.surface)).toBeGreaterThanOrEqual(3);
+    expect(contrast(scheme.status[status], scheme.track)).toBeGreaterThanOrEqual(3);
+  });
+
+  it("3:1 for the credits bars, the input borders' error outline and the focusable border", () => {
+    expect(contrast(scheme.credits, scheme.surface)).toBeGreaterThanOrEqual(3);
+    expect(contrast(scheme.credits, scheme.track)).toBeGreaterThanOrEqual(3);
+    expect(contrast(scheme.error, scheme.background)).toBeGreaterThanOrEqual(3);
+  });
+
+  it("is the palette the stylesheet uses", () => {
+    for (const colour of [scheme.text, scheme.surface, scheme.accent, ...Object.values(scheme.status)]) {
+      expect(STYLESHEET).toContain(colour);
+    }
+  });
+});
