@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import autocannon, { type AutocannonRequest } from "autocannon";
 import { ExtendClient } from "extend-ai";
-import type { FakeCounters } from "../fake/server.ts";
+import type { FakeCounters, FakeListTimes } from "../fake/server.ts";
 import {
   freePort,
   PROJECT_ROOT,
@@ -27,6 +27,8 @@ export interface FakeProcess {
   url: string;
   apiKey: string;
   counters(): Promise<FakeCounters>;
+  /** Arrival times (the fake's clock, ms) of the list requests since the last reset. */
+  listTimes(): Promise<number[]>;
   reset(): Promise<void>;
   stop(): Promise<void>;
 }
@@ -73,6 +75,7 @@ export async function startFakeProcess(options: FakeProcessOptions): Promise<Fak
     url,
     apiKey,
     counters: async () => (await (await fetch(`${url}/__fake/counters`)).json()) as FakeCounters,
+    listTimes: async () => ((await (await fetch(`${url}/__fake/list-times`)).json()) as FakeListTimes).at,
     reset: async () => {
       await (await fetch(`${url}/__fake/reset`, { method: "POST" })).arrayBuffer();
     },
@@ -125,6 +128,9 @@ export interface ProxyOptions {
    * its log line, and skips that round trip.
    */
   unbound?: readonly string[];
+  /** wrangler's output line by line, at `logLevel` (the request log needs "log"). */
+  onLine?: (line: string) => void;
+  logLevel?: "info" | "log";
 }
 
 export async function startProxy(fake: FakeProcess, options: ProxyOptions = {}): Promise<BenchProxy> {
@@ -135,6 +141,8 @@ export async function startProxy(fake: FakeProcess, options: ProxyOptions = {}):
     configPath: await benchConfig(options.unbound ?? []),
     persistTo,
     inspectorPort,
+    ...(options.onLine ? { onLine: options.onLine } : {}),
+    ...(options.logLevel ? { logLevel: options.logLevel } : {}),
     vars: {
       EXTEND_API_BASE_URL: fake.url,
       EXTEND_API_KEY: fake.apiKey,

@@ -27,6 +27,11 @@ export interface FakeCounters {
   peakInFlight: number;
 }
 
+/** Arrival times of the list requests since the last reset, in arrival order. */
+export interface FakeListTimes {
+  at: number[];
+}
+
 export interface FakeServerOptions {
   /** An existing fake (tests inject faults into it), or options to build one. */
   fake: FakeExtend | FakeExtendOptions;
@@ -197,6 +202,11 @@ function control(
   };
   if (path === `${CONTROL_PREFIX}counters` && req.method === "GET") {
     reply(200, counters);
+  } else if (path === `${CONTROL_PREFIX}list-times` && req.method === "GET") {
+    // When each list request since the last reset arrived (ms since the epoch, the fake's clock):
+    // the benchmarks count upstream calls in any one-second window from the upstream's own view.
+    const times: FakeListTimes = { at: fake.listCalls.map((r) => r.at) };
+    reply(200, times);
   } else if (path === `${CONTROL_PREFIX}update` && req.method === "POST") {
     // Moves the `count` oldest-updated runs to `status` now: k changes for the sync-cost bench.
     const params = new URL(req.url ?? "/", "http://fake").searchParams;
