@@ -4,6 +4,14 @@ import type { Clock } from "../lib/clock.ts";
 
 /** Window over which the budget holds: any 1,000 ms contains at most `limit` starts. */
 export const RATE_WINDOW_MS = 1_000;
+/**
+ * How much later than its predecessor a call may reach Extend and still be counted in its own
+ * second there: Extend counts arrivals, and a slot taken again the instant it frees would put two
+ * windows' calls into one of Extend's seconds whenever the earlier call's transit was the slower.
+ */
+export const ARRIVAL_GUARD_MS = 100;
+/** How long a start holds its slot: the window, plus the guard for transit jitter. */
+const SLOT_HOLD_MS = RATE_WINDOW_MS + ARRIVAL_GUARD_MS;
 /** First pause after an upstream 429 without Retry-After; doubled for each further 429 in a row. */
 export const BACKOFF_AFTER_429_MS = 1_000;
 export const MAX_BACKOFF_AFTER_429_MS = 16_000;
@@ -216,7 +224,7 @@ export class Scheduler {
   }
 
   private prune(now: number): void {
-    const from = this.starts.findIndex((s) => s.at > now - RATE_WINDOW_MS);
+    const from = this.starts.findIndex((s) => s.at > now - SLOT_HOLD_MS);
     this.starts = from === -1 ? [] : from === 0 ? this.starts : this.starts.slice(from);
   }
 
@@ -232,14 +240,14 @@ export class Scheduler {
     this.prune(now);
     const ahead = this.count("interactive") + (priority === "bulk" ? this.count("bulk") : 0);
     const paused = Math.max(0, this.pausedUntil - now);
-    if (paused > 0) return paused + Math.floor(ahead / this.limit) * RATE_WINDOW_MS;
+    if (paused > 0) return paused + Math.floor(ahead / this.limit) * SLOT_HOLD_MS;
     const free = this.limit - this.starts.length;
     if (ahead < free) return 0;
     const beyond = ahead - Math.max(0, free);
     const rounds = Math.floor(beyond / this.limit);
     const slot = this.starts[beyond % this.limit];
-    const first = slot ? slot.at + RATE_WINDOW_MS - now : 0;
-    return Math.max(0, first) + rounds * RATE_WINDOW_MS;
+    const first = slot ? slot.at + SLOT_HOLD_MS - now : 0;
+    return Math.max(0, first) + rounds * SLOT_HOLD_MS;
   }
 
   private refusalFor(priority: Priority, maxWaitMs: number, now: number): SlotRefused | undefined {
@@ -316,7 +324,7 @@ export class Scheduler {
     }
     if (this.count("interactive") + this.count("bulk") === 0) return;
     const oldest = this.starts[0];
-    let at = oldest ? oldest.at + RATE_WINDOW_MS : now + 1;
+    let at = oldest ? oldest.at + SLOT_HOLD_MS : now + 1;
     for (const priority of ["interactive", "bulk"] as const) {
       for (const list of this.queues[priority].values()) for (const w of list) at = Math.min(at, w.deadline);
     }

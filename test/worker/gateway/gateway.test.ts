@@ -1,9 +1,12 @@
 import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
+import { http } from "msw";
 import { describe, expect, it, vi } from "vitest";
 import { captureConsole, requestLines } from "../support/console.ts";
+import { FAKE_EXTEND_ORIGIN } from "../support/constants.ts";
 import { json } from "../support/proxy.ts";
-import { freshClientIp, isolatedTenant } from "../support/tenant.ts";
+import { network } from "../support/setup.ts";
+import { answerWithFake, freshClientIp, isolatedTenant } from "../support/tenant.ts";
 
 type Worker = { fetch(request: Request, env: Env, ctx: ExecutionContext): Promise<Response> };
 
@@ -74,6 +77,30 @@ describe("the tenant gateway", () => {
         ARRIVAL_WINDOW_MS,
       ),
     ).toBeLessThanOrEqual(4);
+  }, 30_000);
+
+  it("keeps UPSTREAM_MAX_RPS in every second as Extend counts arrivals, when the first calls reach it late", async () => {
+    const tenant = isolatedTenant({ dataset: { size: 40, seed: 5 } });
+    const settings = { UPSTREAM_MAX_RPS: "4" };
+    let arrived = 0;
+    // The first window's calls are held up on their way to Extend; the next window's are not.
+    network.use(
+      http.get(`${FAKE_EXTEND_ORIGIN}/workflow_runs`, async ({ request }) => {
+        arrived += 1;
+        if (arrived <= 4) await new Promise((resolve) => setTimeout(resolve, 60));
+        return answerWithFake(tenant.fake, request);
+      }),
+    );
+    const answers = await Promise.all(
+      Array.from({ length: 8 }, (_, i) => tenant.call(distinct(i), { env: settings })),
+    );
+    for (const answer of answers) {
+      expect(answer.status).toBe(200);
+      await answer.body?.cancel();
+    }
+    const arrivals = tenant.fake.listCalls.map((c) => c.at);
+    expect(arrivals).toHaveLength(8);
+    expect(busiestWindow(arrivals, 1_000)).toBeLessThanOrEqual(4);
   }, 30_000);
 
   it("serves a list miss issued during a long scan within about one slot", async () => {

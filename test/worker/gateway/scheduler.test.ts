@@ -1,12 +1,17 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import {
+  ARRIVAL_GUARD_MS,
   MAX_HONOURED_RETRY_AFTER_MS,
   type Priority,
+  RATE_WINDOW_MS,
   Scheduler,
   type SlotRefused,
 } from "../../../src/gateway/scheduler.ts";
 import type { Clock } from "../../../src/lib/clock.ts";
+
+/** A start frees its slot one window and the arrival guard after it. */
+const HOLD = RATE_WINDOW_MS + ARRIVAL_GUARD_MS;
 
 /**
  * A clock whose time only moves when the test says so; sleepers wake when it passes their time.
@@ -102,7 +107,30 @@ describe("the tenant scheduler (controllable clock)", () => {
     );
   });
 
-  it("starts distinct callers at the full rate, with no gap", async () => {
+  it("keeps the limit in any second as Extend counts arrivals, each call late by up to the guard", async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.integer({ min: 1, max: 10 }),
+        fc.array(fc.integer({ min: 0, max: ARRIVAL_GUARD_MS }), { minLength: 1, maxLength: 40 }),
+        async (rps, transit) => {
+          const clock = manualClock();
+          const scheduler = new Scheduler(rps, clock);
+          const { starts } = track(
+            scheduler,
+            clock,
+            transit.map((_, i) => ({ caller: `c${i % 3}` })),
+          );
+          await clock.advance(120_000);
+          expect(starts).toHaveLength(transit.length);
+          const arrivals = starts.map((s) => s.at + (transit[s.index] ?? 0));
+          expect(busiestWindow(arrivals)).toBeLessThanOrEqual(rps);
+        },
+      ),
+      { numRuns: 60 },
+    );
+  });
+
+  it("starts distinct callers at the full rate, a slot again as soon as it frees", async () => {
     const clock = manualClock();
     const scheduler = new Scheduler(4, clock);
     const { starts } = track(
@@ -112,7 +140,7 @@ describe("the tenant scheduler (controllable clock)", () => {
     );
     await clock.advance(10_000);
     const offsets = starts.map((s) => s.at - 1_000_000);
-    expect(offsets).toEqual([0, 0, 0, 0, 1000, 1000, 1000, 1000, 2000, 2000, 2000, 2000]);
+    expect(offsets).toEqual([0, 0, 0, 0, HOLD, HOLD, HOLD, HOLD, 2 * HOLD, 2 * HOLD, 2 * HOLD, 2 * HOLD]);
   });
 
   it("never gives one caller the whole budget: another caller finds a slot at once", async () => {
@@ -141,10 +169,10 @@ describe("the tenant scheduler (controllable clock)", () => {
     await flush();
     expect(bulk.starts).toHaveLength(2);
     const list = track(scheduler, clock, [{ caller: "reader" }]);
-    await clock.advance(1000);
+    await clock.advance(HOLD);
     // The next slot after the window went to the list request, not to the bulk queue.
-    expect(list.starts[0]?.at).toBe(1_001_000);
-    expect(bulk.starts.filter((s) => s.at === 1_001_000)).toHaveLength(1);
+    expect(list.starts[0]?.at).toBe(1_000_000 + HOLD);
+    expect(bulk.starts.filter((s) => s.at === 1_000_000 + HOLD)).toHaveLength(1);
   });
 
   it("refuses at once, with the real time to the slot, a request that could not start within its wait", async () => {
@@ -158,9 +186,10 @@ describe("the tenant scheduler (controllable clock)", () => {
     await flush();
     const late = track(scheduler, clock, [{ caller: "late", maxWaitMs: 1500 }]);
     await flush();
-    // Two start now, two at +1 s, two at +2 s: a seventh could start at +3 s, past its 1.5 s wait.
+    // Two start now, two a slot's hold later, two after another: a seventh could start after
+    // three holds, past its 1.5 s wait.
     expect(late.refused).toHaveLength(1);
-    expect(late.refused[0]?.error.retryAfterMs).toBe(3000);
+    expect(late.refused[0]?.error.retryAfterMs).toBe(3 * HOLD);
     expect(clock.now()).toBe(1_000_000);
   });
 
@@ -236,8 +265,8 @@ describe("the tenant scheduler (controllable clock)", () => {
       startedAt = clock.now();
     });
     ticket.promote("interactive", 60_000);
-    await clock.advance(1000);
-    expect(startedAt).toBe(1_001_000);
+    await clock.advance(HOLD);
+    expect(startedAt).toBe(1_000_000 + HOLD);
     expect(bulk.starts).toHaveLength(0);
   });
 });
