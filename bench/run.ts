@@ -8,6 +8,13 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { PROJECT_ROOT } from "../scripts/wrangler-dev.ts";
 import {
+  GATEWAY_FULL,
+  GATEWAY_QUICK,
+  type GatewayResults,
+  gatewayScenarios,
+  printGateway,
+} from "./gateway.ts";
+import {
   attachInspector,
   type BenchProxy,
   type FakeProcess,
@@ -42,6 +49,8 @@ const { values: flags } = parseArgs({
     profile: { type: "boolean", default: false },
     /** Page rows and the anchor comparison only: no load run, no /stats. */
     pages: { type: "boolean", default: false },
+    /** The gateway's rows alone (bench/gateway.ts): the burst, the hop, the ablation at 8 connections. */
+    gateway: { type: "boolean", default: false },
     out: { type: "string" },
   },
   strict: true,
@@ -834,6 +843,20 @@ async function main(): Promise<void> {
     for (const { kind, breakdown } of await profileRequests()) printBreakdown(kind, breakdown);
     return;
   }
+  let gateway: GatewayResults | undefined;
+  if (flags.gateway) {
+    gateway = await gatewayScenarios(QUICK ? GATEWAY_QUICK : GATEWAY_FULL);
+    const command = `npm run bench -- ${process.argv.slice(2).join(" ")}`;
+    await writeFile(
+      flags.out ?? join(PROJECT_ROOT, "bench", "results.gateway.json"),
+      `${JSON.stringify({ command, machine, finishedAt: new Date().toISOString(), gateway }, null, 2)}\n`,
+    );
+    console.log(
+      `\n${command} on ${machine.cpu}, ${machine.memoryGb} GB, ${machine.os}, Node ${machine.node}, load average ${machine.loadAverageAtStart} → ${loadavg()[0]?.toFixed(2)}`,
+    );
+    printGateway(gateway);
+    return;
+  }
   const run = await pageScenarios();
   try {
     await anchorScenarios(run);
@@ -845,6 +868,7 @@ async function main(): Promise<void> {
   }
   if (!flags.pages) await statsScenarios();
   const runIndex = flags.pages ? undefined : await runIndexScenarios(QUICK ? QUICK_PLAN : FULL_PLAN);
+  if (!flags.pages) gateway = await gatewayScenarios(QUICK ? GATEWAY_QUICK : GATEWAY_FULL);
 
   const results = {
     command: `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(" ")}` : ""}`,
@@ -866,6 +890,7 @@ async function main(): Promise<void> {
     memory: memoryRows,
     targets: targets(),
     runIndex,
+    gateway,
     notes,
   };
   const out = flags.out ?? join(PROJECT_ROOT, "bench", "results.json");
@@ -991,6 +1016,7 @@ async function main(): Promise<void> {
   );
   for (const note of notes) console.log(`\nnote: ${note}`);
   if (runIndex) printRunIndex(runIndex);
+  if (gateway) printGateway(gateway);
   console.log(`\nwritten to ${out} in ${fmt(results.durationS, 0)} s`);
 }
 
