@@ -7,6 +7,7 @@ import { FAKE_EXTEND_ORIGIN } from "../support/constants.ts";
 import { json } from "../support/proxy.ts";
 import { network } from "../support/setup.ts";
 import { answerWithFake, freshClientIp, isolatedTenant } from "../support/tenant.ts";
+import { busiestWindow } from "../support/windows.ts";
 
 type Worker = { fetch(request: Request, env: Env, ctx: ExecutionContext): Promise<Response> };
 
@@ -30,18 +31,6 @@ async function callThrough(worker: Worker, path: string, overrides: Partial<Env>
   );
   await waitOnExecutionContext(ctx);
   return response;
-}
-
-/** Most list calls the fake saw start in any window of `windowMs`. */
-function busiestWindow(times: number[], windowMs: number): number {
-  const sorted = [...times].sort((a, b) => a - b);
-  let best = 0;
-  let from = 0;
-  for (let to = 0; to < sorted.length; to++) {
-    while ((sorted[to] ?? 0) - (sorted[from] ?? 0) >= windowMs) from += 1;
-    best = Math.max(best, to - from + 1);
-  }
-  return best;
 }
 
 /**

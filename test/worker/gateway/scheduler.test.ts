@@ -9,6 +9,7 @@ import {
   type SlotRefused,
 } from "../../../src/gateway/scheduler.ts";
 import type { Clock } from "../../../src/lib/clock.ts";
+import { busiestWindow } from "../support/windows.ts";
 
 /** A start frees its slot one window and the arrival guard after it. */
 const HOLD = RATE_WINDOW_MS + ARRIVAL_GUARD_MS;
@@ -64,17 +65,6 @@ function track(
       );
   });
   return { starts, refused };
-}
-
-function busiestWindow(times: number[], windowMs = 1000): number {
-  const sorted = [...times].sort((a, b) => a - b);
-  let best = 0;
-  let from = 0;
-  for (let to = 0; to < sorted.length; to++) {
-    while ((sorted[to] ?? 0) - (sorted[from] ?? 0) >= windowMs) from += 1;
-    best = Math.max(best, to - from + 1);
-  }
-  return best;
 }
 
 describe("the tenant scheduler (controllable clock)", () => {
