@@ -121,9 +121,17 @@ export function CreditsChart(props: { credits: number; totalCredits: number }) {
   return <BarChart id="chart-credits" label="Credits used" bars={bars} unit="credits" />;
 }
 
+/** "PROCESSED 950, FAILED 50": the statuses a workflow has runs in, in Extend's order. */
+export function statusMix(byStatus: Record<WorkflowRunStatus, number>): string {
+  return WORKFLOW_RUN_STATUSES.filter((s) => byStatus[s] > 0)
+    .map((s) => `${s} ${formatCount(byStatus[s])}`)
+    .join(", ");
+}
+
 /**
  * The top workflows by runs, each bar split by status. Bars share one scale, so their lengths
- * compare workflows; each segment's `<title>` gives its exact count.
+ * compare workflows; each segment's `<title>` gives its exact count. Without a status mix
+ * (REDACT_FIELDS hides `status`) each bar is one plain segment.
  */
 export function WorkflowsChart(props: { workflows: WorkflowSummary[] }) {
   const max = Math.max(0, ...props.workflows.map((w) => w.total));
@@ -131,12 +139,7 @@ export function WorkflowsChart(props: { workflows: WorkflowSummary[] }) {
   const height = props.workflows.length * ROW_HEIGHT + 6;
   const name = (w: WorkflowSummary) => w.name ?? w.id;
   const summary = props.workflows
-    .map((w) => {
-      const mix = WORKFLOW_RUN_STATUSES.filter((s) => w.byStatus[s] > 0)
-        .map((s) => `${s} ${formatCount(w.byStatus[s])}`)
-        .join(", ");
-      return `${name(w)} ${formatCount(w.total)} (${mix})`;
-    })
+    .map((w) => `${name(w)} ${formatCount(w.total)}${w.byStatus ? ` (${statusMix(w.byStatus)})` : ""}`)
     .join("; ");
   return (
     <svg
@@ -153,17 +156,20 @@ export function WorkflowsChart(props: { workflows: WorkflowSummary[] }) {
         const y = 3 + row * ROW_HEIGHT + (ROW_HEIGHT - BAR_HEIGHT) / 2;
         const total = barWidth(workflow.total, max, plot);
         const middle = y + BAR_HEIGHT / 2;
+        const byStatus = workflow.byStatus;
         let x = LABEL_WIDTH;
-        const segments = WORKFLOW_RUN_STATUSES.filter((s) => workflow.byStatus[s] > 0).map((status) => {
-          const width = workflow.total > 0 ? (workflow.byStatus[status] / workflow.total) * total : 0;
-          const segment = (
-            <rect class={`s-${status}`} x={tenth(x)} y={y} width={tenth(width)} height={BAR_HEIGHT}>
-              <title>{`${name(workflow)}: ${status} ${formatCount(workflow.byStatus[status])} runs`}</title>
-            </rect>
-          );
-          x += width;
-          return segment;
-        });
+        const segments = byStatus
+          ? WORKFLOW_RUN_STATUSES.filter((s) => byStatus[s] > 0).map((status) => {
+              const width = workflow.total > 0 ? (byStatus[status] / workflow.total) * total : 0;
+              const segment = (
+                <rect class={`s-${status}`} x={tenth(x)} y={y} width={tenth(width)} height={BAR_HEIGHT}>
+                  <title>{`${name(workflow)}: ${status} ${formatCount(byStatus[status])} runs`}</title>
+                </rect>
+              );
+              x += width;
+              return segment;
+            })
+          : [<rect class="runs" x={LABEL_WIDTH} y={y} width={total} height={BAR_HEIGHT} rx="3" />];
         return (
           <g class="bar" data-key={workflow.id}>
             <title>{`${name(workflow)}: ${formatCount(workflow.total)} runs`}</title>
