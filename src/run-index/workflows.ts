@@ -42,15 +42,11 @@ export type DashboardIndexAnswer =
 
 const bound = (n: number, max: number) => Math.max(0, Math.min(max, Math.floor(n)));
 
-/**
- * Runs per (workflow, status) under the filters, for the `limit` workflows with the most runs.
- * Without row filters it reads the trigger-kept totals (workflows × 8 rows); with them, the
- * matching rows through the index on created_at, batch_id or (workflow_id, created_at). Runs a
- * webhook knew no workflow for (an empty id) are left out: no /stats filter selects them.
- */
-export function topWorkflows(sql: SqlStorage, filters: IndexFilters, limit: number): WorkflowCounts[] {
-  const top = bound(limit, MAX_TOP_WORKFLOWS);
-  if (top === 0) return [];
+/** The statement behind topWorkflows (exported so a test can read its query plan). */
+export function topWorkflowsStatement(
+  filters: IndexFilters,
+  limit: number,
+): { query: string; bindings: (string | number)[] } {
   const { where, bindings } = runConditions(filters);
   const fromTotals = usesTotalsOnly(filters);
   const conditions = ["workflow_id <> ''", ...where].join(" AND ");
@@ -70,12 +66,20 @@ export function topWorkflows(sql: SqlStorage, filters: IndexFilters, limit: numb
     FROM counts JOIN top USING (workflow_id)
     WHERE counts.runs > 0
     ORDER BY top.total DESC, counts.workflow_id`;
-  const rows = sql.exec<{ id: string; status: string; runs: number; total: number }>(
-    query,
-    ...bindings,
-    ...WORKFLOW_RUN_STATUSES,
-    top,
-  );
+  return { query, bindings: [...bindings, ...WORKFLOW_RUN_STATUSES, limit] };
+}
+
+/**
+ * Runs per (workflow, status) under the filters, for the `limit` workflows with the most runs.
+ * Without row filters it reads the trigger-kept totals (workflows × 8 rows); with them, the
+ * matching rows through the index on created_at, batch_id or (workflow_id, created_at). Runs a
+ * webhook knew no workflow for (an empty id) are left out: no /stats filter selects them.
+ */
+export function topWorkflows(sql: SqlStorage, filters: IndexFilters, limit: number): WorkflowCounts[] {
+  const top = bound(limit, MAX_TOP_WORKFLOWS);
+  if (top === 0) return [];
+  const { query, bindings } = topWorkflowsStatement(filters, top);
+  const rows = sql.exec<{ id: string; status: string; runs: number; total: number }>(query, ...bindings);
   const known = new Set<string>(WORKFLOW_RUN_STATUSES);
   const workflows: WorkflowCounts[] = [];
   for (const row of rows) {
