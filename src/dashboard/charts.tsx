@@ -28,6 +28,12 @@ export const formatCredits = (n: number): string => decimal.format(n);
 
 const tenth = (n: number) => Math.round(n * 10) / 10;
 
+// The workflows chart spans the page's full width, with room for a workflow id (about 30
+// characters of 14px text) left of its bar.
+const WIDE_WIDTH = 960;
+const WIDE_LABEL_WIDTH = 272;
+const WIDE_LABEL_CHARS = 32;
+
 /** The drawn width of `value` on a linear scale up to `max`, never thinner than MIN_BAR_WIDTH. */
 export function barWidth(value: number, max: number, span: number): number {
   if (value <= 0 || max <= 0) return 0;
@@ -135,7 +141,7 @@ export function statusMix(byStatus: Record<WorkflowRunStatus, number>): string {
  */
 export function WorkflowsChart(props: { workflows: WorkflowSummary[] }) {
   const max = Math.max(0, ...props.workflows.map((w) => w.total));
-  const plot = WIDTH - LABEL_WIDTH - countWidth(props.workflows.map((w) => formatCount(w.total)));
+  const plot = WIDE_WIDTH - WIDE_LABEL_WIDTH - countWidth(props.workflows.map((w) => formatCount(w.total)));
   const height = props.workflows.length * ROW_HEIGHT + 6;
   const name = (w: WorkflowSummary) => w.name ?? w.id;
   const summary = props.workflows
@@ -147,8 +153,8 @@ export function WorkflowsChart(props: { workflows: WorkflowSummary[] }) {
       id="chart-workflows"
       role="img"
       aria-label={`Top workflows by runs: ${summary}`}
-      viewBox={`0 0 ${WIDTH} ${height}`}
-      width={WIDTH}
+      viewBox={`0 0 ${WIDE_WIDTH} ${height}`}
+      width={WIDE_WIDTH}
       height={height}
       xmlns="http://www.w3.org/2000/svg"
     >
@@ -157,7 +163,7 @@ export function WorkflowsChart(props: { workflows: WorkflowSummary[] }) {
         const total = barWidth(workflow.total, max, plot);
         const middle = y + BAR_HEIGHT / 2;
         const byStatus = workflow.byStatus;
-        let x = LABEL_WIDTH;
+        let x = WIDE_LABEL_WIDTH;
         const segments = byStatus
           ? WORKFLOW_RUN_STATUSES.filter((s) => byStatus[s] > 0).map((status) => {
               const width = workflow.total > 0 ? (byStatus[status] / workflow.total) * total : 0;
@@ -169,16 +175,16 @@ export function WorkflowsChart(props: { workflows: WorkflowSummary[] }) {
               x += width;
               return segment;
             })
-          : [<rect class="runs" x={LABEL_WIDTH} y={y} width={total} height={BAR_HEIGHT} rx="3" />];
+          : [<rect class="runs" x={WIDE_LABEL_WIDTH} y={y} width={total} height={BAR_HEIGHT} rx="3" />];
         return (
           <g class="bar" data-key={workflow.id}>
             <title>{`${name(workflow)}: ${formatCount(workflow.total)} runs`}</title>
-            <text x={LABEL_WIDTH - 10} y={middle} text-anchor="end" dominant-baseline="central">
-              {truncate(name(workflow), 20)}
+            <text x={WIDE_LABEL_WIDTH - 10} y={middle} text-anchor="end" dominant-baseline="central">
+              {truncate(name(workflow), WIDE_LABEL_CHARS)}
             </text>
-            <rect class="track" x={LABEL_WIDTH} y={y} width={plot} height={BAR_HEIGHT} rx="3" />
+            <rect class="track" x={WIDE_LABEL_WIDTH} y={y} width={plot} height={BAR_HEIGHT} rx="3" />
             {segments}
-            <text class="count" x={LABEL_WIDTH + total + 8} y={middle} dominant-baseline="central">
+            <text class="count" x={WIDE_LABEL_WIDTH + total + 8} y={middle} dominant-baseline="central">
               {formatCount(workflow.total)}
             </text>
           </g>
