@@ -91,6 +91,8 @@ export interface BurstRow {
   busiestSecond: number;
   /** Log lines saying a call went direct because the gateway object failed. */
   servedDirectly: number;
+  /** Request log lines seen in wrangler's output: that the count above saw the log at all. */
+  requestLines: number;
   /** p50 and p99 of the 200s and of the 503s, in ms. */
   okP50Ms: number;
   okP99Ms: number;
@@ -212,11 +214,13 @@ async function burstRow(plan: GatewayPlan): Promise<BurstRow> {
   const tokens = Array.from({ length: plan.burstCallers }, () => `bench_${randomBytes(24).toString("hex")}`);
   const upstreamMaxRps = 8;
   let servedDirectly = 0;
+  let requestLines = 0;
   const proxy = await startProxy(fake, {
     vars: { ...SCAN_ONLY, CLIENT_TOKENS: tokens.join(","), UPSTREAM_MAX_RPS: String(upstreamMaxRps) },
     logLevel: "log",
     onLine: (line) => {
       if (line.includes("gateway unavailable; served directly")) servedDirectly += 1;
+      if (line.includes('"msg":"request"')) requestLines += 1;
     },
   });
   try {
@@ -232,6 +236,7 @@ async function burstRow(plan: GatewayPlan): Promise<BurstRow> {
     await new Promise((resolve) => setTimeout(resolve, 1_100));
     await fake.reset();
     servedDirectly = 0;
+    requestLines = 0;
     const salt = randomBytes(4).toString("hex");
     const requests = Array.from({ length: plan.burstQueries }, (_, i) => ({
       path: `/workflow_runs?maxPageSize=${PAGE_SIZE}&fileNameContains=burst-${salt}-${i}`,
@@ -268,6 +273,7 @@ async function burstRow(plan: GatewayPlan): Promise<BurstRow> {
       upstream429: counters.byStatus["429"] ?? 0,
       busiestSecond: busiestWindow(times),
       servedDirectly,
+      requestLines,
       okP50Ms: percentile(okMs, 50),
       okP99Ms: percentile(okMs, 99),
       refusedP50Ms: percentile(refusedMs, 50),
@@ -512,7 +518,10 @@ export function printGateway(results: GatewayResults): void {
           `${b.busiestSecond} (UPSTREAM_MAX_RPS ${b.upstreamMaxRps})`,
         ],
         ["upstream calls, of them 429", `${b.upstreamCalls}, ${b.upstream429}`],
-        ["calls served directly (gateway unavailable)", b.servedDirectly],
+        [
+          "calls served directly (gateway unavailable)",
+          `${b.servedDirectly} (of ${b.requestLines} request log lines read)`,
+        ],
         ["answered 200", `${b.ok} (p50 ${fmt(b.okP50Ms)} ms, p99 ${fmt(b.okP99Ms)} ms)`],
         [
           "answered 503 UPSTREAM_RATE_LIMITED",
