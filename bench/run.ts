@@ -778,7 +778,12 @@ async function profileRequests(): Promise<{ kind: string; breakdown: Breakdown }
         let result: LoadResult | undefined;
         const profile = await profileWhile(inspector, async () => {
           result = await run([...paths], amount);
+        }).catch((error: unknown) => {
+          // One failed profile (the inspector dropped it) must not cost the others.
+          log(`profile of ${kind}s failed: ${error instanceof Error ? error.message : String(error)}`);
+          return undefined;
         });
+        if (!profile) continue;
         await writeFile(
           join(PROJECT_ROOT, ".wrangler", "bench", `${kind}.cpuprofile`),
           JSON.stringify(profile),
@@ -787,6 +792,7 @@ async function profileRequests(): Promise<{ kind: string; breakdown: Breakdown }
         log(
           `profiled ${breakdown.requests} ${kind}s: p50 ${fmt(result?.p50 ?? Number.NaN)} ms while profiling`,
         );
+        printBreakdown(kind, breakdown);
         out.push({ kind, breakdown });
       }
       return out;
@@ -831,7 +837,7 @@ async function main(): Promise<void> {
     loadAverageAtStart: Number(loadavg()[0]?.toFixed(2)),
   };
   if (flags.profile) {
-    for (const { kind, breakdown } of await profileRequests()) printBreakdown(kind, breakdown);
+    await profileRequests();
     return;
   }
   const run = await pageScenarios();
