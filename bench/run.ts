@@ -42,6 +42,9 @@ const { values: flags } = parseArgs({
     profile: { type: "boolean", default: false },
     /** Page rows and the anchor comparison only: no load run, no /stats. */
     pages: { type: "boolean", default: false },
+    /** The run index rows only (with `--runs N`, repeatable, for the dataset sizes). */
+    index: { type: "boolean", default: false },
+    runs: { type: "string", multiple: true },
     out: { type: "string" },
   },
   strict: true,
@@ -838,6 +841,16 @@ async function main(): Promise<void> {
   };
   if (flags.profile) {
     await profileRequests();
+    return;
+  }
+  if (flags.index) {
+    const plan = QUICK ? QUICK_PLAN : FULL_PLAN;
+    const datasets = flags.runs?.map(Number).filter((n) => Number.isSafeInteger(n) && n > 0);
+    const results = await runIndexScenarios(
+      datasets?.length ? { ...plan, datasets, sdkUpTo: Math.max(...datasets) } : plan,
+    );
+    console.log(`\n${machine.cpu}, load average ${machine.loadAverageAtStart} → ${loadavg()[0]?.toFixed(2)}`);
+    printRunIndex(results);
     return;
   }
   const run = await pageScenarios();

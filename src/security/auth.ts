@@ -4,7 +4,7 @@ import type { Config } from "../app/config.ts";
 import { type AppEnv, addWarning, type Caller } from "../app/env.ts";
 import { ApiError } from "../app/errors.ts";
 import { errorResponse, isRead } from "../app/router.ts";
-import { findSecret } from "../lib/digest.ts";
+import { sha256 } from "../lib/digest.ts";
 import { clientIp } from "./client-ip.ts";
 import { fingerprint } from "./fingerprint.ts";
 import { looksLikeJwt, verifyCallerJwt } from "./jwt.ts";
@@ -32,12 +32,41 @@ export const DEFAULT_DENY_MESSAGE =
 
 type Attempt = { ok: true; caller: Caller } | { ok: false; reason: string; unavailable?: boolean };
 
-/** The caller a static token names, or undefined when it is none of CLIENT_TOKENS. */
+interface TokenEntry {
+  readonly digest: ArrayBuffer;
+  readonly caller: Caller;
+}
+
+const tokenTables = new WeakMap<Config, Promise<TokenEntry[]>>();
+
+/** Each client token's SHA-256 and caller id, computed once per parsed configuration. */
+function tokenTable(config: Config): Promise<TokenEntry[]> {
+  let table = tokenTables.get(config);
+  if (!table) {
+    table = Promise.all(
+      config.clientTokens.map(async (token) => ({
+        digest: await sha256(token),
+        caller: { id: `token:${await fingerprint(config, token)}`, method: "token" as const },
+      })),
+    );
+    tokenTables.set(config, table);
+  }
+  return table;
+}
+
+/**
+ * The caller a static token names, or undefined when it is none of CLIENT_TOKENS. Compared as
+ * `findSecret` does: digests of equal length, every token compared, in time independent of
+ * where they differ.
+ */
 async function callerOfToken(token: string, config: Config): Promise<Caller | undefined> {
-  const match = await findSecret(token, config.clientTokens);
-  return match === undefined
-    ? undefined
-    : { id: `token:${await fingerprint(config, match)}`, method: "token" };
+  const [digest, table] = await Promise.all([sha256(token), tokenTable(config)]);
+  let match: Caller | undefined;
+  for (const entry of table) {
+    const equal = crypto.subtle.timingSafeEqual(digest, entry.digest);
+    if (equal && match === undefined) match = entry.caller;
+  }
+  return match;
 }
 
 async function tryJwt(token: string, config: Config): Promise<Attempt> {
