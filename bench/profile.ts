@@ -101,9 +101,10 @@ export async function profileWhile(
     await stop().catch(() => undefined);
     throw error;
   }
-  const { profile } = await stop();
+  const stopped = await stop();
   await inspector.call("Profiler.disable");
-  return profile;
+  if (!stopped?.profile) throw new Error("Profiler.stop answered without a profile");
+  return stopped.profile;
 }
 
 /** A part of a request, as the issue names them, and how to recognise its frames. */

@@ -51,6 +51,9 @@ const { values: flags } = parseArgs({
     pages: { type: "boolean", default: false },
     /** The gateway's rows alone (bench/gateway.ts): the burst, the hop, the ablation at 8 connections. */
     gateway: { type: "boolean", default: false },
+    /** The run index rows only (with `--runs N`, repeatable, for the dataset sizes). */
+    index: { type: "boolean", default: false },
+    runs: { type: "string", multiple: true },
     out: { type: "string" },
   },
   strict: true,
@@ -787,7 +790,12 @@ async function profileRequests(): Promise<{ kind: string; breakdown: Breakdown }
         let result: LoadResult | undefined;
         const profile = await profileWhile(inspector, async () => {
           result = await run([...paths], amount);
+        }).catch((error: unknown) => {
+          // One failed profile (the inspector dropped it) must not cost the others.
+          log(`profile of ${kind}s failed: ${error instanceof Error ? error.message : String(error)}`);
+          return undefined;
         });
+        if (!profile) continue;
         await writeFile(
           join(PROJECT_ROOT, ".wrangler", "bench", `${kind}.cpuprofile`),
           JSON.stringify(profile),
@@ -796,6 +804,7 @@ async function profileRequests(): Promise<{ kind: string; breakdown: Breakdown }
         log(
           `profiled ${breakdown.requests} ${kind}s: p50 ${fmt(result?.p50 ?? Number.NaN)} ms while profiling`,
         );
+        printBreakdown(kind, breakdown);
         out.push({ kind, breakdown });
       }
       return out;
@@ -840,7 +849,17 @@ async function main(): Promise<void> {
     loadAverageAtStart: Number(loadavg()[0]?.toFixed(2)),
   };
   if (flags.profile) {
-    for (const { kind, breakdown } of await profileRequests()) printBreakdown(kind, breakdown);
+    await profileRequests();
+    return;
+  }
+  if (flags.index) {
+    const plan = QUICK ? QUICK_PLAN : FULL_PLAN;
+    const datasets = flags.runs?.map(Number).filter((n) => Number.isSafeInteger(n) && n > 0);
+    const results = await runIndexScenarios(
+      datasets?.length ? { ...plan, datasets, sdkUpTo: Math.max(...datasets) } : plan,
+    );
+    console.log(`\n${machine.cpu}, load average ${machine.loadAverageAtStart} → ${loadavg()[0]?.toFixed(2)}`);
+    printRunIndex(results);
     return;
   }
   let gateway: GatewayResults | undefined;

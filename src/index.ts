@@ -16,7 +16,6 @@ import { watchdog } from "./run-index/client.ts";
 import { authenticate } from "./security/auth.ts";
 import { corsPolicy } from "./security/cors.ts";
 import { securityHeaders } from "./security/headers.ts";
-import { rateLimit, rateLimitAlongside } from "./security/rate-limit.ts";
 
 const app = createRouter();
 
@@ -50,12 +49,12 @@ app.use(
   }),
 );
 
-// Data routes: the caller authenticates, then spends its rate limit (health and docs stay open).
-// A page's limiter round trip runs beside its cache read, which waits for the verdict before it
-// serves, loads or writes; /stats asks before it starts.
+// Data routes: the caller authenticates and spends its rate limit, the two limiter round trips
+// side by side (health and docs stay open). A page's cache read also runs beside its caller's
+// verdict, which it awaits before it serves, loads or writes; /stats waits for it before it starts.
 for (const { path, limiter } of CALLER_ROUTES) {
-  const limit = path === "/workflow_runs" ? rateLimitAlongside(limiter) : rateLimit(limiter);
-  app.use(`${path}/*`, authenticate(), limit, rejectMalformedQuery());
+  const alongside = path === "/workflow_runs";
+  app.use(`${path}/*`, authenticate({ limiter, alongside }), rejectMalformedQuery());
 }
 
 app.route("/", dashboard);

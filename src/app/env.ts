@@ -38,7 +38,7 @@ export interface AppEnv {
     telemetry: RequestTelemetry;
     /** Set by authenticate() on data routes. */
     caller: Caller;
-    /** The caller's rate-limit verdict, pending while the handler starts (rateLimitAlongside). */
+    /** The caller's rate-limit verdict, pending while the handler starts (`authenticate({ alongside })`). */
     admission: Promise<void>;
   };
 }

@@ -487,7 +487,8 @@ export function createExtendUpstream(config: UpstreamConfig, deps: UpstreamDeps 
   async function call<T>(url: URL, expect: Expectation<T>, options: ListOptions): Promise<T> {
     await options.beforeAttempt?.(1);
     const deadline = options.deadline ?? now() + config.upstreamDeadlineMs;
-    let last: ApiError = timeoutError();
+    // Built only when it is thrown: an Error captures its stack, and most calls never fail.
+    let last: ApiError | undefined;
     for (let n = 1; n <= MAX_ATTEMPTS; n++) {
       if (n > 1 && (await options.beforeAttempt?.(n)) === "skip") break;
       // The caller gave up (its own budget, or the client left): no further attempt is wanted.
@@ -515,7 +516,7 @@ export function createExtendUpstream(config: UpstreamConfig, deps: UpstreamDeps 
       if (now() + wait >= deadline) break;
       await clock.sleep(wait, options.signal);
     }
-    throw last;
+    throw last ?? timeoutError();
   }
 
   return {

@@ -10,12 +10,24 @@ import type { WorkflowRunStats } from "../stats/schemas.ts";
 import type { TenantObject } from "../tenant/object.ts";
 import type { IndexAnswer } from "./answer.ts";
 import type { EventOutcome, IndexEvent } from "./sync.ts";
-import { indexSettings } from "./upstream.ts";
+import { type IndexSettings, indexSettings } from "./upstream.ts";
 import type { DashboardIndexAnswer, IndexWorkflows, WorkflowsQuery } from "./workflows.ts";
 
 /** The tenant's object, by the same non-secret name every part of the proxy uses for it. */
 export async function tenantObject(env: Env, config: Config): Promise<DurableObjectStub<TenantObject>> {
   return env.TENANT.getByName(await tenantScope(config));
+}
+
+const settings = new WeakMap<Config, IndexSettings>();
+
+/** The index settings of a parsed configuration, built once per isolate. */
+function settingsOf(config: Config): IndexSettings {
+  let built = settings.get(config);
+  if (!built) {
+    built = indexSettings(config);
+    settings.set(config, built);
+  }
+  return built;
 }
 
 /** The index's answer, with the dashboard's per-workflow view when it was asked for. */
@@ -39,11 +51,11 @@ export async function statsFromIndex(
     const stub = await tenantObject(env, config);
     const options = maxLagSeconds === undefined ? {} : { maxLagSeconds };
     if (workflows === undefined) {
-      return (await stub.indexStats(filters, indexSettings(config), options)) as IndexAnswer;
+      return (await stub.indexStats(filters, settingsOf(config), options)) as IndexAnswer;
     }
     const answer = (await stub.indexDashboard(
       filters,
-      indexSettings(config),
+      settingsOf(config),
       options,
       workflows,
     )) as DashboardIndexAnswer;

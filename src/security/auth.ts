@@ -4,11 +4,17 @@ import type { Config } from "../app/config.ts";
 import { type AppEnv, addWarning, type Caller } from "../app/env.ts";
 import { ApiError } from "../app/errors.ts";
 import { errorResponse, isRead } from "../app/router.ts";
-import { findSecret } from "../lib/digest.ts";
+import { sha256 } from "../lib/digest.ts";
 import { clientIp } from "./client-ip.ts";
 import { fingerprint } from "./fingerprint.ts";
 import { looksLikeJwt, verifyCallerJwt } from "./jwt.ts";
-import { chargeRejectedCredentials, spendCredentialAttempt } from "./rate-limit.ts";
+import {
+  admitCaller,
+  chargeRejectedCredentials,
+  isSuspect,
+  type LimiterBinding,
+  spendCredentialAttempt,
+} from "./rate-limit.ts";
 
 export const AUTH_REALM = "extend-runs-proxy";
 /** Cloudflare Access puts the user's JWT in this header on requests it lets through. */
@@ -26,14 +32,41 @@ export const DEFAULT_DENY_MESSAGE =
 
 type Attempt = { ok: true; caller: Caller } | { ok: false; reason: string; unavailable?: boolean };
 
-async function tryBearer(token: string, config: Config): Promise<Attempt> {
-  if (config.clientTokens.length > 0) {
-    const match = await findSecret(token, config.clientTokens);
-    if (match !== undefined)
-      return { ok: true, caller: { id: `token:${await fingerprint(config, match)}`, method: "token" } };
+interface TokenEntry {
+  readonly digest: ArrayBuffer;
+  readonly caller: Caller;
+}
+
+const tokenTables = new WeakMap<Config, Promise<TokenEntry[]>>();
+
+/** Each client token's SHA-256 and caller id, computed once per parsed configuration. */
+function tokenTable(config: Config): Promise<TokenEntry[]> {
+  let table = tokenTables.get(config);
+  if (!table) {
+    table = Promise.all(
+      config.clientTokens.map(async (token) => ({
+        digest: await sha256(token),
+        caller: { id: `token:${await fingerprint(config, token)}`, method: "token" as const },
+      })),
+    );
+    tokenTables.set(config, table);
   }
-  if (config.jwt && looksLikeJwt(token)) return tryJwt(token, config);
-  return { ok: false, reason: "the bearer token is not valid" };
+  return table;
+}
+
+/**
+ * The caller a static token names, or undefined when it is none of CLIENT_TOKENS. Compared as
+ * `findSecret` does: digests of equal length, every token compared, in time independent of
+ * where they differ.
+ */
+async function callerOfToken(token: string, config: Config): Promise<Caller | undefined> {
+  const [digest, table] = await Promise.all([sha256(token), tokenTable(config)]);
+  let match: Caller | undefined;
+  for (const entry of table) {
+    const equal = crypto.subtle.timingSafeEqual(digest, entry.digest);
+    if (equal && match === undefined) match = entry.caller;
+  }
+  return match;
 }
 
 async function tryJwt(token: string, config: Config): Promise<Attempt> {
@@ -65,27 +98,59 @@ function unauthorized(
   return response;
 }
 
+/** What `authenticate()` does beyond identifying the caller. */
+export interface AuthenticateOptions {
+  /** The per-caller limiter the route spends (keyed by the caller id), asked beside the lockout check. */
+  limiter?: LimiterBinding;
+  /**
+   * Hand the per-caller verdict to the handler as `c.var.admission` rather than waiting for it
+   * first. The handler must await it before it serves, loads or writes anything (the page source
+   * hands it to the cache); whatever the handler answered, a refused caller gets the 429, and an
+   * error (a 400, say) is answered only once the caller is known to be within its limit.
+   */
+  alongside?: boolean;
+}
+
 /**
  * Caller authentication for data routes (GET and HEAD; other methods fall through to the 405).
  * Accepts, in order: a static token from CLIENT_TOKENS or a JWT in `Authorization: Bearer`, then
  * a JWT in `Cf-Access-Jwt-Assertion`. With ALLOW_ANONYMOUS, a request without credentials is
  * served as `anon:<ip>`; when no method is configured at all, every request is refused (default
- * deny). A request with credentials first spends a unit of its address's credential budget, and a
+ * deny). A request with credentials spends a unit of its address's credential budget, and a
  * rejected credential costs more (see rate-limit.ts): once the budget is spent, credentials from
- * that address are refused unchecked. Sets `caller` and the telemetry's caller id; credentials go
- * nowhere else.
+ * that address are refused, right or wrong, with one answer. Sets `caller` and the telemetry's
+ * caller id; credentials go nowhere else.
+ *
+ * With `limiter`, it also spends the caller's own budget, and the two Rate Limiting round trips
+ * overlap instead of following each other: a static token is compared (a local digest) while the
+ * lockout verdict is on its way, the caller's budget is asked as soon as the token is known, and
+ * the lockout verdict is awaited before anything else is decided. A locked-out address therefore
+ * gets its 429 when its lockout verdict arrives, whatever its credentials, and without waiting for
+ * the caller's verdict. A JWT is verified only once the address is known not to be locked out (its
+ * check may fetch the key set), and an address this isolate recently saw locked out or rejected
+ * (rate-limit.ts `isSuspect`) waits for its lockout verdict before its caller's budget is asked.
  */
-export function authenticate() {
+export function authenticate(options: AuthenticateOptions = {}) {
+  const { limiter, alongside = false } = options;
   return createMiddleware<AppEnv>(async (c, next) => {
     if (!isRead(c)) return next();
     const config = c.var.config;
     const hasTokens = config.clientTokens.length > 0;
     const hasJwt = config.jwt !== undefined;
 
-    const accept = (caller: Caller) => {
+    const accept = async (caller: Caller, asked?: Promise<void>) => {
       c.set("caller", caller);
       c.var.telemetry.callerId = caller.id;
-      return next();
+      if (!limiter) return next();
+      const admission = asked ?? admitCaller(c, limiter, caller.id);
+      if (!alongside) {
+        await admission;
+        return next();
+      }
+      admission.catch(() => undefined);
+      c.set("admission", admission);
+      await next();
+      await admission;
     };
 
     if (!hasTokens && !hasJwt) {
@@ -105,16 +170,33 @@ export function authenticate() {
     }
 
     c.var.telemetry.callerId = `rejected:${clientIp(c)}`;
-    await spendCredentialAttempt(c);
+    const suspect = isSuspect(c);
+    const lockout = spendCredentialAttempt(c);
+    lockout.catch(() => undefined);
+    if (suspect) await lockout;
+
     const attempts: Attempt[] = [];
     if (authorization !== undefined) {
-      const match = /^Bearer +(\S+) *$/i.exec(authorization);
-      attempts.push(
-        match?.[1]
-          ? await tryBearer(match[1], config)
-          : { ok: false, reason: "the Authorization header must use the Bearer scheme" },
-      );
+      const bearer = /^Bearer +(\S+) *$/i.exec(authorization)?.[1];
+      if (bearer === undefined) {
+        attempts.push({ ok: false, reason: "the Authorization header must use the Bearer scheme" });
+      } else {
+        const tokenCaller = hasTokens ? await callerOfToken(bearer, config) : undefined;
+        if (tokenCaller) {
+          const asked = limiter && !suspect ? admitCaller(c, limiter, tokenCaller.id) : undefined;
+          asked?.catch(() => undefined);
+          await lockout;
+          return accept(tokenCaller, asked);
+        }
+        if (hasJwt && looksLikeJwt(bearer)) {
+          await lockout;
+          attempts.push(await tryJwt(bearer, config));
+        } else {
+          attempts.push({ ok: false, reason: "the bearer token is not valid" });
+        }
+      }
     }
+    await lockout;
     const first = attempts[0];
     if (first?.ok) return accept(first.caller);
     if (accessJwt !== undefined) {

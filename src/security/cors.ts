@@ -60,14 +60,28 @@ export function corsPolicy() {
       c.header("vary", "Origin", { append: true });
       return;
     }
+    if (c.req.method !== "OPTIONS") {
+      const origin = c.req.header("origin");
+      if (origin === undefined || !allowedOrigins(c.env).includes(origin)) {
+        // What the policy would do for an origin it refuses, without touching the response before
+        // the handler (hono would build it twice, and then strip what it added).
+        await next();
+        c.header("vary", "Origin", { append: true });
+        stripCorsHeaders(c.res.headers);
+        return;
+      }
+    }
     // A preflight is answered by the policy itself, without reaching the routes.
     const preflight = await policy(c, next);
     if (preflight) c.res = preflight;
-    const headers = c.res.headers;
-    if (!headers.has("access-control-allow-origin")) {
-      for (const name of [...headers.keys()]) {
-        if (name.startsWith("access-control-")) headers.delete(name);
-      }
-    }
+    stripCorsHeaders(c.res.headers);
   });
+}
+
+/** A response that grants no origin carries no `Access-Control-*` header at all. */
+function stripCorsHeaders(headers: Headers): void {
+  if (headers.has("access-control-allow-origin")) return;
+  for (const name of [...headers.keys()]) {
+    if (name.startsWith("access-control-")) headers.delete(name);
+  }
 }

@@ -43,10 +43,12 @@ function rateLimited(what: string): ApiError {
   );
 }
 
-/** Asks the limiter about this caller now: resolves when allowed, rejects with the 429 when not. */
-function admit(c: Context<AppEnv>, binding: LimiterBinding): Promise<void> {
-  const key = c.get("caller")?.id ?? `anon:${clientIp(c)}`;
-  return withinLimit(c, binding, key).then((allowed) => {
+/**
+ * Asks `binding` whether the caller `callerId` may make one more request: resolves when allowed,
+ * rejects with the 429 when not. One call spends one unit of the caller's budget.
+ */
+export function admitCaller(c: Context<AppEnv>, binding: LimiterBinding, callerId: string): Promise<void> {
+  return withinLimit(c, binding, callerId).then((allowed) => {
     if (!allowed) throw rateLimited("requests from this caller");
   });
 }
@@ -54,34 +56,45 @@ function admit(c: Context<AppEnv>, binding: LimiterBinding): Promise<void> {
 /**
  * Per-caller limit on data routes (GET and HEAD), keyed by the authenticated caller id. Runs
  * after `authenticate()` and before the handler, so a refused request never reaches Extend.
+ * The data routes ask it inside `authenticate({ limiter })` instead, beside the lockout check.
  */
 export function rateLimit(binding: LimiterBinding) {
   return createMiddleware<AppEnv>(async (c, next) => {
     if (!isRead(c)) return next();
-    await admit(c, binding);
+    await admitCaller(c, binding, c.get("caller")?.id ?? `anon:${clientIp(c)}`);
     await next();
-  });
-}
-
-/**
- * The same per-caller limit, asked while the handler starts (the limiter is a round trip; a
- * cache read can run beside it). The handler gets the verdict as `c.var.admission` and must
- * await it before it serves, loads or writes anything: the page source hands it to the cache,
- * which awaits it before any of these. Whatever the handler answered, a refused caller gets the
- * 429, and an error (a 400, say) is answered only once the caller is known to be within its limit.
- */
-export function rateLimitAlongside(binding: LimiterBinding) {
-  return createMiddleware<AppEnv>(async (c, next) => {
-    if (!isRead(c)) return next();
-    const admission = admit(c, binding);
-    admission.catch(() => undefined);
-    c.set("admission", admission);
-    await next();
-    await admission;
   });
 }
 
 const credentialsKey = (c: Context<AppEnv>) => `credentials:${clientIp(c)}`;
+
+/** Addresses an isolate remembers as suspect; the oldest is forgotten first. */
+const MAX_SUSPECT_ADDRESSES = 10_000;
+const suspectUntil = new Map<string, number>();
+
+function markSuspect(key: string): void {
+  suspectUntil.delete(key);
+  suspectUntil.set(key, Date.now() + RATE_LIMIT_PERIOD_SECONDS * 1000);
+  if (suspectUntil.size > MAX_SUSPECT_ADDRESSES) {
+    const oldest = suspectUntil.keys().next();
+    if (!oldest.done) suspectUntil.delete(oldest.value);
+  }
+}
+
+/**
+ * Whether this isolate saw the address locked out, or one of its credentials rejected, within the
+ * last limiter period. Such an address waits for its lockout verdict before its caller's budget is
+ * asked (see authenticate()), so a locked-out caller is not charged for the refused request. It
+ * only orders the round trips: no answer depends on it.
+ */
+export function isSuspect(c: Context<AppEnv>): boolean {
+  const key = credentialsKey(c);
+  const until = suspectUntil.get(key);
+  if (until === undefined) return false;
+  if (until > Date.now()) return true;
+  suspectUntil.delete(key);
+  return false;
+}
 
 /**
  * Spends one unit of the client address's credential budget, before its credentials are looked
@@ -90,7 +103,9 @@ const credentialsKey = (c: Context<AppEnv>) => `credentials:${clientIp(c)}`;
  * learns nothing from the answer.
  */
 export async function spendCredentialAttempt(c: Context<AppEnv>): Promise<void> {
-  if (!(await withinLimit(c, "AUTH_RATE_LIMITER", credentialsKey(c)))) {
+  const key = credentialsKey(c);
+  if (!(await withinLimit(c, "AUTH_RATE_LIMITER", key))) {
+    markSuspect(key);
     throw rateLimited("credential attempts from this address");
   }
 }
@@ -98,6 +113,7 @@ export async function spendCredentialAttempt(c: Context<AppEnv>): Promise<void> 
 /** Charges the rest of a rejected credential's cost (REJECTED_CREDENTIAL_COST) to its address. */
 export async function chargeRejectedCredentials(c: Context<AppEnv>): Promise<void> {
   const key = credentialsKey(c);
+  markSuspect(key);
   await Promise.all(
     Array.from({ length: REJECTED_CREDENTIAL_COST - 1 }, () => withinLimit(c, "AUTH_RATE_LIMITER", key)),
   );

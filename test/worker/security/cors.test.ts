@@ -61,6 +61,16 @@ describe("CORS on actual requests", () => {
     expect(varyList(response)).toContain("origin");
   });
 
+  it.each(["/workflow_runs?maxPageSize=1", "/healthz", "/nowhere"])(
+    "answers %s without an Origin header with Vary: Origin and no CORS header",
+    async (path) => {
+      const tenant = isolatedTenant();
+      const response = await tenant.call(path, { env: ENV, headers: AUTH });
+      expect(accessControlHeaders(response)).toEqual([]);
+      expect(varyList(response)).toContain("origin");
+    },
+  );
+
   it("grants nothing when ALLOWED_ORIGINS is unset", async () => {
     const tenant = isolatedTenant();
     const response = await tenant.call("/workflow_runs?maxPageSize=1", {
