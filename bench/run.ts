@@ -33,7 +33,7 @@ import {
   walkWithSdk,
 } from "./lib.ts";
 import { attribute, type Breakdown, moduleMap, profileWhile } from "./profile.ts";
-import { FULL_PLAN, printRunIndex, QUICK_PLAN, runIndexScenarios } from "./run-index.ts";
+import { FULL_PLAN, printRunIndex, QUICK_PLAN, runIndexPlan, runIndexScenarios } from "./run-index.ts";
 
 const { values: flags } = parseArgs({
   args: process.argv.slice(2),
@@ -42,6 +42,9 @@ const { values: flags } = parseArgs({
     profile: { type: "boolean", default: false },
     /** Page rows and the anchor comparison only: no load run, no /stats. */
     pages: { type: "boolean", default: false },
+    /** The run index's backfill rows only (with `--runs N`, repeatable, for the dataset sizes). */
+    backfill: { type: "boolean", default: false },
+    runs: { type: "string", multiple: true },
     out: { type: "string" },
   },
   strict: true,
@@ -833,6 +836,17 @@ async function main(): Promise<void> {
   if (flags.profile) {
     for (const { kind, breakdown } of await profileRequests()) printBreakdown(kind, breakdown);
     return;
+  }
+  if (flags.backfill) {
+    const backfill = await runIndexScenarios(
+      runIndexPlan({ quick: QUICK, runs: flags.runs, backfillOnly: true }),
+    );
+    console.log(
+      `\n${machine.cpu}, ${machine.memoryGb} GB, ${machine.os}, Node ${machine.node}, load average ` +
+        `${machine.loadAverageAtStart} → ${Number(loadavg()[0]?.toFixed(2))}`,
+    );
+    printRunIndex(backfill);
+    process.exit(0);
   }
   const run = await pageScenarios();
   try {
