@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { PROJECT_ROOT } from "../scripts/wrangler-dev.ts";
 import {
+  attachInspector,
   type BenchProxy,
   type FakeProcess,
   inspectWorkerHeap,
@@ -22,6 +23,7 @@ import {
   startProxy,
   walkWithSdk,
 } from "./lib.ts";
+import { type CpuProfile, type ModuleOf, moduleMap, profileWhile } from "./profile.ts";
 
 /** Extend's pay-as-you-go read limit, and the proxy's default budget below it. */
 const RATE_LIMIT = 10;
@@ -40,6 +42,8 @@ export interface RunIndexPlan {
   buildLimitMs: number;
   /** Only the backfill rows: no latency, sync-cost, SDK or memory rows. */
   backfillOnly?: boolean;
+  /** Takes a CPU profile of the isolate (which hosts the object locally) during each backfill. */
+  profileBackfill?: boolean;
 }
 
 export const FULL_PLAN: RunIndexPlan = {
@@ -91,6 +95,53 @@ export interface BackfillRow {
   /** pages ÷ the fake's span: the rate the budget allowed in practice. */
   pagesPerSecond: number;
   peakStartsPerSecond: number;
+  /** With a profile: share of the backfill the isolate was busy, and its time by module per page. */
+  profile?: BackfillProfile;
+}
+
+export interface BackfillProfile {
+  busyShare: number;
+  busyMsPerPage: number;
+  modules: { module: string; msPerPage: number }[];
+  functions: { name: string; module: string; msPerPage: number }[];
+}
+
+/** Self time of each sample, by the module of its frame and by function, per page. */
+function backfillProfile(profile: CpuProfile, moduleOf: ModuleOf, pages: number): BackfillProfile {
+  const byId = new Map(profile.nodes.map((node) => [node.id, node]));
+  const modules = new Map<string, number>();
+  const functions = new Map<string, { name: string; module: string; us: number }>();
+  let wallUs = 0;
+  let idleUs = 0;
+  profile.samples.forEach((id, index) => {
+    const us = profile.timeDeltas[index + 1] ?? 0;
+    wallUs += us;
+    const frame = byId.get(id)?.callFrame;
+    const name = frame?.functionName || "(anonymous)";
+    if (name === "(idle)") {
+      idleUs += us;
+      return;
+    }
+    const module = (frame && moduleOf(frame)) ?? (frame?.url || "(runtime)");
+    modules.set(module, (modules.get(module) ?? 0) + us);
+    const key = `${module} ${name}`;
+    const entry = functions.get(key) ?? { name, module, us: 0 };
+    entry.us += us;
+    functions.set(key, entry);
+  });
+  const perPage = (us: number) => us / 1000 / Math.max(1, pages);
+  return {
+    busyShare: wallUs > 0 ? (wallUs - idleUs) / wallUs : 0,
+    busyMsPerPage: perPage(wallUs - idleUs),
+    modules: [...modules]
+      .map(([module, us]) => ({ module, msPerPage: perPage(us) }))
+      .sort((a, b) => b.msPerPage - a.msPerPage)
+      .slice(0, 12),
+    functions: [...functions.values()]
+      .map((f) => ({ name: f.name, module: f.module, msPerPage: perPage(f.us) }))
+      .sort((a, b) => b.msPerPage - a.msPerPage)
+      .slice(0, 15),
+  };
 }
 
 export interface SyncCostRow {
@@ -218,9 +269,16 @@ export async function runIndexScenarios(plan: RunIndexPlan): Promise<RunIndexRes
       await sleep(1_100);
       await fake.reset();
       log(`backfill of ${runs} runs`);
+      const profiler = plan.profileBackfill ? await attachInspector(proxy.inspectorPort) : undefined;
+      const moduleOf = profiler ? await moduleMap(profiler) : undefined;
       const cpuBefore = processGroupCpuMs(proxy.pid);
-      const wallMs = await build(proxy, plan.buildLimitMs);
+      let wallMs = 0;
+      const measureBuild = async () => {
+        wallMs = await build(proxy, plan.buildLimitMs);
+      };
+      const profile = profiler ? await profileWhile(profiler, measureBuild, 1000) : await measureBuild();
       const proxyCpuMs = processGroupCpuMs(proxy.pid) - cpuBefore;
+      profiler?.close();
       const counters = await fake.counters();
       const pages = counters.listCalls;
       const floorS = pages / UPSTREAM_MAX_RPS;
@@ -239,6 +297,7 @@ export async function runIndexScenarios(plan: RunIndexPlan): Promise<RunIndexRes
         longestIdleMs: counters.longestIdleMs,
         pagesPerSecond: pages / (counters.spanMs / 1000),
         peakStartsPerSecond: counters.peakStartsPerSecond,
+        ...(profile && moduleOf ? { profile: backfillProfile(profile, moduleOf, pages) } : {}),
       };
       results.backfill.push(row);
       log(
@@ -247,6 +306,15 @@ export async function runIndexScenarios(plan: RunIndexPlan): Promise<RunIndexRes
           `${fmt(row.pagesPerSecond)} pages/s, ${fmt(row.meanInFlight)} in flight (peak ${row.peakInFlight}), ` +
           `idle ${fmt(row.idleS, 1)} s (longest ${fmt(row.longestIdleMs, 0)} ms)`,
       );
+      if (row.profile) {
+        log(
+          `isolate busy ${fmt(row.profile.busyShare * 100, 0)}% of the backfill, ` +
+            `${fmt(row.profile.busyMsPerPage, 1)} ms a page: ` +
+            row.profile.modules.map((m) => `${m.module} ${fmt(m.msPerPage, 1)}`).join(", "),
+        );
+        for (const f of row.profile.functions)
+          log(`  ${fmt(f.msPerPage, 2)} ms/page ${f.name} (${f.module})`);
+      }
       if (plan.backfillOnly) continue;
 
       results.latency.push(
@@ -363,6 +431,7 @@ export function runIndexPlan(flags: {
   quick: boolean;
   runs?: string[];
   backfillOnly: boolean;
+  profileBackfill?: boolean;
 }): RunIndexPlan {
   const plan = flags.quick ? QUICK_PLAN : FULL_PLAN;
   const datasets = flags.runs?.map(Number).filter((n) => Number.isSafeInteger(n) && n > 0);
@@ -370,6 +439,7 @@ export function runIndexPlan(flags: {
     ...plan,
     ...(datasets?.length ? { datasets, sdkUpTo: Math.max(...datasets) } : {}),
     backfillOnly: flags.backfillOnly,
+    profileBackfill: flags.profileBackfill ?? false,
   };
 }
 

@@ -42,7 +42,10 @@ const { values: flags } = parseArgs({
     profile: { type: "boolean", default: false },
     /** Page rows and the anchor comparison only: no load run, no /stats. */
     pages: { type: "boolean", default: false },
-    /** The run index's backfill rows only (with `--runs N`, repeatable, for the dataset sizes). */
+    /**
+     * The run index's backfill rows only (with `--runs N`, repeatable, for the dataset sizes;
+     * with `--profile`, a CPU profile of the isolate during each backfill).
+     */
     backfill: { type: "boolean", default: false },
     runs: { type: "string", multiple: true },
     out: { type: "string" },
@@ -833,13 +836,14 @@ async function main(): Promise<void> {
     /** 1-minute load average at the start: other work on the machine shifts every row. */
     loadAverageAtStart: Number(loadavg()[0]?.toFixed(2)),
   };
-  if (flags.profile) {
-    for (const { kind, breakdown } of await profileRequests()) printBreakdown(kind, breakdown);
-    return;
-  }
   if (flags.backfill) {
     const backfill = await runIndexScenarios(
-      runIndexPlan({ quick: QUICK, runs: flags.runs, backfillOnly: true }),
+      runIndexPlan({
+        quick: QUICK,
+        runs: flags.runs,
+        backfillOnly: true,
+        profileBackfill: flags.profile,
+      }),
     );
     console.log(
       `\n${machine.cpu}, ${machine.memoryGb} GB, ${machine.os}, Node ${machine.node}, load average ` +
@@ -847,6 +851,10 @@ async function main(): Promise<void> {
     );
     printRunIndex(backfill);
     process.exit(0);
+  }
+  if (flags.profile) {
+    for (const { kind, breakdown } of await profileRequests()) printBreakdown(kind, breakdown);
+    return;
   }
   const run = await pageScenarios();
   try {
