@@ -1,25 +1,29 @@
 // The run index rows of the benchmark: /stats from the index over 100,000 and 1,000,000 runs
 // beside /healthz in the same run and the SDK loop; the backfill against the rate floor; the
 // sync's cost after k changes; the Worker isolate's heap while the index answers. Part of
-// `npm run bench`, or alone: `node bench/run-index.ts [--quick] [--runs 100000 …]` (writes
-// bench/results-run-index.json).
+// `npm run bench`, or alone: `node bench/run-index.ts [--quick] [--runs 100000 …] [--backfill]`
+// (writes bench/results-run-index.json); `npm run bench -- --backfill [--runs …]` runs only the
+// backfill rows.
 import { writeFile } from "node:fs/promises";
 import { cpus, loadavg, release, totalmem } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { PROJECT_ROOT } from "../scripts/wrangler-dev.ts";
 import {
+  attachInspector,
   type BenchProxy,
   type FakeProcess,
   inspectWorkerHeap,
   isStats,
   load,
+  processGroupCpuMs,
   sampleWorkerdMemory,
   sampleWorkerHeap,
   startFakeProcess,
   startProxy,
   walkWithSdk,
 } from "./lib.ts";
+import { type CpuProfile, type ModuleOf, moduleMap, profileWhile } from "./profile.ts";
 
 /** Extend's pay-as-you-go read limit, and the proxy's default budget below it. */
 const RATE_LIMIT = 10;
@@ -36,6 +40,10 @@ export interface RunIndexPlan {
   /** Changes made before each measured sync. */
   changes: number[];
   buildLimitMs: number;
+  /** Only the backfill rows: no latency, sync-cost, SDK or memory rows. */
+  backfillOnly?: boolean;
+  /** Takes a CPU profile of the isolate (which hosts the object locally) during each backfill. */
+  profileBackfill?: boolean;
 }
 
 export const FULL_PLAN: RunIndexPlan = {
@@ -74,6 +82,66 @@ export interface BackfillRow {
   floorS: number;
   ratio: number;
   upstream429: number;
+  /** Where the time goes: CPU of wrangler's process group (the Worker and the object) per page. */
+  proxyCpuMsPerPage: number;
+  /** The fake's own CPU per page (its process: HTTP, filters, JSON). */
+  fakeCpuMsPerPage: number;
+  /** List calls in flight on average over the fake's span, and the most seen. */
+  meanInFlight: number;
+  peakInFlight: number;
+  /** Time in that span with no list call in flight (between alarms, or waiting for the budget). */
+  idleS: number;
+  longestIdleMs: number;
+  /** pages ÷ the fake's span: the rate the budget allowed in practice. */
+  pagesPerSecond: number;
+  peakStartsPerSecond: number;
+  /** With a profile: share of the backfill the isolate was busy, and its time by module per page. */
+  profile?: BackfillProfile;
+}
+
+export interface BackfillProfile {
+  busyShare: number;
+  busyMsPerPage: number;
+  modules: { module: string; msPerPage: number }[];
+  functions: { name: string; module: string; msPerPage: number }[];
+}
+
+/** Self time of each sample, by the module of its frame and by function, per page. */
+function backfillProfile(profile: CpuProfile, moduleOf: ModuleOf, pages: number): BackfillProfile {
+  const byId = new Map(profile.nodes.map((node) => [node.id, node]));
+  const modules = new Map<string, number>();
+  const functions = new Map<string, { name: string; module: string; us: number }>();
+  let wallUs = 0;
+  let idleUs = 0;
+  profile.samples.forEach((id, index) => {
+    const us = profile.timeDeltas[index + 1] ?? 0;
+    wallUs += us;
+    const frame = byId.get(id)?.callFrame;
+    const name = frame?.functionName || "(anonymous)";
+    if (name === "(idle)") {
+      idleUs += us;
+      return;
+    }
+    const module = (frame && moduleOf(frame)) ?? (frame?.url || "(runtime)");
+    modules.set(module, (modules.get(module) ?? 0) + us);
+    const key = `${module} ${name}`;
+    const entry = functions.get(key) ?? { name, module, us: 0 };
+    entry.us += us;
+    functions.set(key, entry);
+  });
+  const perPage = (us: number) => us / 1000 / Math.max(1, pages);
+  return {
+    busyShare: wallUs > 0 ? (wallUs - idleUs) / wallUs : 0,
+    busyMsPerPage: perPage(wallUs - idleUs),
+    modules: [...modules]
+      .map(([module, us]) => ({ module, msPerPage: perPage(us) }))
+      .sort((a, b) => b.msPerPage - a.msPerPage)
+      .slice(0, 12),
+    functions: [...functions.values()]
+      .map((f) => ({ name: f.name, module: f.module, msPerPage: perPage(f.us) }))
+      .sort((a, b) => b.msPerPage - a.msPerPage)
+      .slice(0, 15),
+  };
 }
 
 export interface SyncCostRow {
@@ -201,20 +269,53 @@ export async function runIndexScenarios(plan: RunIndexPlan): Promise<RunIndexRes
       await sleep(1_100);
       await fake.reset();
       log(`backfill of ${runs} runs`);
-      const wallMs = await build(proxy, plan.buildLimitMs);
+      const profiler = plan.profileBackfill ? await attachInspector(proxy.inspectorPort) : undefined;
+      const moduleOf = profiler ? await moduleMap(profiler) : undefined;
+      const cpuBefore = processGroupCpuMs(proxy.pid);
+      let wallMs = 0;
+      const measureBuild = async () => {
+        wallMs = await build(proxy, plan.buildLimitMs);
+      };
+      const profile = profiler ? await profileWhile(profiler, measureBuild, 1000) : await measureBuild();
+      const proxyCpuMs = processGroupCpuMs(proxy.pid) - cpuBefore;
+      profiler?.close();
       const counters = await fake.counters();
-      const floorS = counters.listCalls / UPSTREAM_MAX_RPS;
-      results.backfill.push({
+      const pages = counters.listCalls;
+      const floorS = pages / UPSTREAM_MAX_RPS;
+      const row: BackfillRow = {
         runs,
         wallS: wallMs / 1000,
-        pages: counters.listCalls,
+        pages,
         floorS,
         ratio: wallMs / 1000 / floorS,
         upstream429: counters.byStatus["429"] ?? 0,
-      });
+        proxyCpuMsPerPage: proxyCpuMs / pages,
+        fakeCpuMsPerPage: counters.cpuMs / pages,
+        meanInFlight: counters.inFlightMs / counters.spanMs,
+        peakInFlight: counters.peakInFlight,
+        idleS: counters.idleMs / 1000,
+        longestIdleMs: counters.longestIdleMs,
+        pagesPerSecond: pages / (counters.spanMs / 1000),
+        peakStartsPerSecond: counters.peakStartsPerSecond,
+        ...(profile && moduleOf ? { profile: backfillProfile(profile, moduleOf, pages) } : {}),
+      };
+      results.backfill.push(row);
       log(
-        `backfill: ${(wallMs / 1000).toFixed(1)} s for ${counters.listCalls} pages (floor ${floorS.toFixed(1)} s)`,
+        `backfill: ${fmt(row.wallS, 1)} s for ${pages} pages (floor ${fmt(floorS, 1)} s, ${fmt(row.ratio)}×); ` +
+          `proxy CPU ${fmt(row.proxyCpuMsPerPage, 0)} ms/page, fake ${fmt(row.fakeCpuMsPerPage, 0)} ms/page; ` +
+          `${fmt(row.pagesPerSecond)} pages/s, ${fmt(row.meanInFlight)} in flight (peak ${row.peakInFlight}), ` +
+          `idle ${fmt(row.idleS, 1)} s (longest ${fmt(row.longestIdleMs, 0)} ms)`,
       );
+      if (row.profile) {
+        log(
+          `isolate busy ${fmt(row.profile.busyShare * 100, 0)}% of the backfill, ` +
+            `${fmt(row.profile.busyMsPerPage, 1)} ms a page: ` +
+            row.profile.modules.map((m) => `${m.module} ${fmt(m.msPerPage, 1)}`).join(", "),
+        );
+        for (const f of row.profile.functions)
+          log(`  ${fmt(f.msPerPage, 2)} ms/page ${f.name} (${f.module})`);
+      }
+      if (plan.backfillOnly) continue;
 
       results.latency.push(
         await measure(proxy, runs, "GET /healthz", "/healthz", plan.requests, plan.connections, {}),
@@ -325,6 +426,23 @@ export async function runIndexScenarios(plan: RunIndexPlan): Promise<RunIndexRes
   return results;
 }
 
+/** The plan for command-line flags: `--quick`, `--runs N` (repeatable), `--backfill`. */
+export function runIndexPlan(flags: {
+  quick: boolean;
+  runs?: string[];
+  backfillOnly: boolean;
+  profileBackfill?: boolean;
+}): RunIndexPlan {
+  const plan = flags.quick ? QUICK_PLAN : FULL_PLAN;
+  const datasets = flags.runs?.map(Number).filter((n) => Number.isSafeInteger(n) && n > 0);
+  return {
+    ...plan,
+    ...(datasets?.length ? { datasets, sdkUpTo: Math.max(...datasets) } : {}),
+    backfillOnly: flags.backfillOnly,
+    profileBackfill: flags.profileBackfill ?? false,
+  };
+}
+
 const fmt = (n: number, digits = 2) => (Number.isFinite(n) ? n.toFixed(digits) : "n/a");
 
 function table(header: string[], body: (string | number)[][]): string {
@@ -354,7 +472,19 @@ export function printRunIndex(results: RunIndexResults): void {
   console.log(`\nBackfill against the rate floor (pages ÷ UPSTREAM_MAX_RPS = ${UPSTREAM_MAX_RPS})\n`);
   console.log(
     table(
-      ["runs", "wall s", "pages", "floor s", "wall ÷ floor", "upstream 429s"],
+      [
+        "runs",
+        "wall s",
+        "pages",
+        "floor s",
+        "wall ÷ floor",
+        "429s",
+        "pages/s",
+        "in flight",
+        "idle s",
+        "proxy CPU ms/page",
+        "fake CPU ms/page",
+      ],
       results.backfill.map((r) => [
         r.runs,
         fmt(r.wallS, 1),
@@ -362,6 +492,11 @@ export function printRunIndex(results: RunIndexResults): void {
         fmt(r.floorS, 1),
         fmt(r.ratio),
         r.upstream429,
+        fmt(r.pagesPerSecond),
+        `${fmt(r.meanInFlight)} (${r.peakInFlight})`,
+        `${fmt(r.idleS, 1)} (${fmt(r.longestIdleMs, 0)} ms)`,
+        fmt(r.proxyCpuMsPerPage, 0),
+        fmt(r.fakeCpuMsPerPage, 0),
       ]),
     ),
   );
@@ -444,7 +579,11 @@ export function printRunIndex(results: RunIndexResults): void {
 if (import.meta.main) {
   const { values } = parseArgs({
     args: process.argv.slice(2),
-    options: { quick: { type: "boolean", default: false }, runs: { type: "string", multiple: true } },
+    options: {
+      quick: { type: "boolean", default: false },
+      runs: { type: "string", multiple: true },
+      backfill: { type: "boolean", default: false },
+    },
     strict: true,
   });
   const started = Date.now();
@@ -456,10 +595,8 @@ if (import.meta.main) {
     node: process.version,
     loadAverageAtStart: Number(loadavg()[0]?.toFixed(2)),
   };
-  const plan = values.quick ? QUICK_PLAN : FULL_PLAN;
-  const datasets = values.runs?.map(Number).filter((n) => Number.isSafeInteger(n) && n > 0);
   const results = await runIndexScenarios(
-    datasets?.length ? { ...plan, datasets, sdkUpTo: Math.max(...datasets) } : plan,
+    runIndexPlan({ quick: values.quick, runs: values.runs, backfillOnly: values.backfill }),
   );
   const out = join(PROJECT_ROOT, "bench", "results-run-index.json");
   const summary = {

@@ -40,7 +40,7 @@ import {
   walkWithSdk,
 } from "./lib.ts";
 import { attribute, type Breakdown, moduleMap, profileWhile } from "./profile.ts";
-import { FULL_PLAN, printRunIndex, QUICK_PLAN, runIndexScenarios } from "./run-index.ts";
+import { FULL_PLAN, printRunIndex, QUICK_PLAN, runIndexPlan, runIndexScenarios } from "./run-index.ts";
 
 const { values: flags } = parseArgs({
   args: process.argv.slice(2),
@@ -53,6 +53,11 @@ const { values: flags } = parseArgs({
     gateway: { type: "boolean", default: false },
     /** The run index rows only (with `--runs N`, repeatable, for the dataset sizes). */
     index: { type: "boolean", default: false },
+    /**
+     * The run index's backfill rows only (with `--runs N`, repeatable, for the dataset sizes;
+     * with `--profile`, a CPU profile of the isolate during each backfill).
+     */
+    backfill: { type: "boolean", default: false },
     runs: { type: "string", multiple: true },
     out: { type: "string" },
   },
@@ -848,6 +853,22 @@ async function main(): Promise<void> {
     /** 1-minute load average at the start: other work on the machine shifts every row. */
     loadAverageAtStart: Number(loadavg()[0]?.toFixed(2)),
   };
+  if (flags.backfill) {
+    const backfill = await runIndexScenarios(
+      runIndexPlan({
+        quick: QUICK,
+        runs: flags.runs,
+        backfillOnly: true,
+        profileBackfill: flags.profile,
+      }),
+    );
+    console.log(
+      `\n${machine.cpu}, ${machine.memoryGb} GB, ${machine.os}, Node ${machine.node}, load average ` +
+        `${machine.loadAverageAtStart} → ${Number(loadavg()[0]?.toFixed(2))}`,
+    );
+    printRunIndex(backfill);
+    process.exit(0);
+  }
   if (flags.profile) {
     await profileRequests();
     return;

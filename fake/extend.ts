@@ -527,7 +527,24 @@ export class FakeExtend {
     const key = JSON.stringify(filters);
     const cached = this.sortedLists.get(key);
     if (cached) return cached;
-    const sorted = sortList(this.runs, filters);
+    const order = { sortBy: filters.sortBy, sortDir: filters.sortDir };
+    const unfiltered = JSON.stringify(order);
+    let sorted: SortedList;
+    if (key === unfiltered) {
+      sorted = sortList(this.runs, filters);
+    } else {
+      // A filtered list keeps the order of the whole one: filtering it is linear, where sorting
+      // each partition again (a backfill asks for ten of them over a million runs) is not.
+      const all = this.sortedList(order);
+      sorted = { runs: [], keys: [] };
+      all.runs.forEach((run, i) => {
+        const runKey = all.keys[i];
+        if (runKey && matches(run, filters)) {
+          sorted.runs.push(run);
+          sorted.keys.push(runKey);
+        }
+      });
+    }
     this.sortedLists.set(key, sorted);
     return sorted;
   }

@@ -25,6 +25,18 @@ export interface FakeCounters {
   byStatus: Record<string, number>;
   /** Most list requests in flight at once. */
   peakInFlight: number;
+  /** The fake process's own CPU (user + system) since the last reset, in ms. */
+  cpuMs: number;
+  /** Between the first list request since the reset and the last answer: time with none in flight. */
+  idleMs: number;
+  /** The longest such stretch. */
+  longestIdleMs: number;
+  /** Sum over time of the list requests in flight (÷ the span: the mean concurrency), in ms. */
+  inFlightMs: number;
+  /** From the first list request since the reset to the last list answer, in ms. */
+  spanMs: number;
+  /** Most list requests started within any one second. */
+  peakStartsPerSecond: number;
 }
 
 /** Arrival times of the list requests since the last reset, in arrival order. */
@@ -109,15 +121,64 @@ export async function startFakeServer(options: FakeServerOptions): Promise<Runni
     throw new Error(`The fake Extend only binds to loopback (${LOOPBACK_HOSTS.join(", ")}), not ${host}.`);
   }
   const fake = options.fake instanceof FakeExtend ? options.fake : new FakeExtend(options.fake);
-  const counters: FakeCounters = { listCalls: 0, byStatus: {}, peakInFlight: 0 };
+  const counters: FakeCounters = {
+    listCalls: 0,
+    byStatus: {},
+    peakInFlight: 0,
+    cpuMs: 0,
+    idleMs: 0,
+    longestIdleMs: 0,
+    inFlightMs: 0,
+    spanMs: 0,
+    peakStartsPerSecond: 0,
+  };
   let inFlight = 0;
+  let cpuAtReset = process.cpuUsage();
+  // When the in-flight count last changed, the first list request since the reset, the recent starts.
+  let changedAt = 0;
+  let firstAt: number | undefined;
+  let recentStarts: number[] = [];
   const count = (status: string) => {
     counters.byStatus[status] = (counters.byStatus[status] ?? 0) + 1;
+  };
+  const track = (delta: 1 | -1) => {
+    const now = performance.now();
+    if (firstAt === undefined) {
+      firstAt = now;
+    } else {
+      counters.inFlightMs += inFlight * (now - changedAt);
+      if (inFlight === 0) {
+        counters.idleMs += now - changedAt;
+        counters.longestIdleMs = Math.max(counters.longestIdleMs, now - changedAt);
+      }
+    }
+    changedAt = now;
+    inFlight += delta;
+    if (delta === 1) {
+      recentStarts = recentStarts.filter((t) => now - t < 1000);
+      recentStarts.push(now);
+      counters.peakStartsPerSecond = Math.max(counters.peakStartsPerSecond, recentStarts.length);
+    } else {
+      counters.spanMs = now - firstAt;
+    }
+  };
+  const readCounters = (): FakeCounters => {
+    const cpu = process.cpuUsage(cpuAtReset);
+    return { ...counters, cpuMs: (cpu.user + cpu.system) / 1000 };
   };
   const resetCounters = () => {
     counters.listCalls = 0;
     counters.byStatus = {};
     counters.peakInFlight = inFlight;
+    counters.idleMs = 0;
+    counters.longestIdleMs = 0;
+    counters.inFlightMs = 0;
+    counters.spanMs = 0;
+    counters.peakStartsPerSecond = 0;
+    cpuAtReset = process.cpuUsage();
+    firstAt = inFlight > 0 ? performance.now() : undefined;
+    changedAt = performance.now();
+    recentStarts = [];
     // The fake records every request; long benchmark runs must not grow it without bound.
     fake.requests.length = 0;
   };
@@ -126,7 +187,7 @@ export async function startFakeServer(options: FakeServerOptions): Promise<Runni
   const server: Server = createServer((req, res) => {
     const path = (req.url ?? "/").split("?")[0] ?? "/";
     if (path.startsWith(CONTROL_PREFIX)) {
-      control(path, req, res, fake, counters, resetCounters);
+      control(path, req, res, fake, readCounters, resetCounters);
       return;
     }
     const aborter = new AbortController();
@@ -137,11 +198,11 @@ export async function startFakeServer(options: FakeServerOptions): Promise<Runni
     const isList = path.endsWith("/workflow_runs");
     if (isList) {
       counters.listCalls += 1;
-      inFlight += 1;
+      track(1);
       counters.peakInFlight = Math.max(counters.peakInFlight, inFlight);
     }
     const done = () => {
-      if (isList) inFlight -= 1;
+      if (isList) track(-1);
     };
     fake
       .handle(toWebRequest(req, origin, aborter.signal))
@@ -193,7 +254,7 @@ function control(
   req: IncomingMessage,
   res: ServerResponse,
   fake: FakeExtend,
-  counters: FakeCounters,
+  counters: () => FakeCounters,
   resetCounters: () => void,
 ): void {
   const reply = (status: number, body: unknown) => {
@@ -201,7 +262,7 @@ function control(
     res.end(JSON.stringify(body));
   };
   if (path === `${CONTROL_PREFIX}counters` && req.method === "GET") {
-    reply(200, counters);
+    reply(200, counters());
   } else if (path === `${CONTROL_PREFIX}list-times` && req.method === "GET") {
     // When each list request since the last reset arrived (ms since the epoch, the fake's clock):
     // the benchmarks count upstream calls in any one-second window from the upstream's own view.
@@ -220,7 +281,7 @@ function control(
     reply(200, { changed: fake.updateRuns(ids, { status: status as RunStatus }).length });
   } else if (path === `${CONTROL_PREFIX}reset` && req.method === "POST") {
     resetCounters();
-    reply(200, counters);
+    reply(200, counters());
   } else {
     reply(404, { code: "NOT_FOUND", message: "Unknown control route." });
   }

@@ -18,7 +18,12 @@ export const INDEX_TABLES = [
   "run_events",
 ] as const;
 
-const TRIGGERS = ["runs_totals_insert", "runs_totals_delete", "runs_totals_update"] as const;
+/**
+ * Triggers that kept `run_totals` before the writes in store.ts did it themselves (one delta
+ * per page rather than a totals write per run). The totals they kept are exact, so an index
+ * built with them stays: only the triggers go, or every write would be counted twice.
+ */
+const RETIRED_TRIGGERS = ["runs_totals_insert", "runs_totals_delete", "runs_totals_update"] as const;
 
 /**
  * One row per run, holding only what /stats filters and sums:
@@ -55,7 +60,8 @@ const TABLES = [
   `CREATE INDEX IF NOT EXISTS runs_by_batch ON runs (batch_id, created_at) WHERE batch_id IS NOT NULL`,
   `CREATE INDEX IF NOT EXISTS runs_pending ON runs (pending_since) WHERE pending_since IS NOT NULL`,
   `CREATE INDEX IF NOT EXISTS runs_guessed ON runs (id) WHERE facts_known = 0`,
-  // Per (workflow, status): what unfiltered and per-workflow /stats read instead of the rows.
+  // Per (workflow, status): what unfiltered and per-workflow /stats read instead of the rows,
+  // moved by every write of store.ts in the same statement group, rebuilt by the reconcile.
   `CREATE TABLE IF NOT EXISTS run_totals (
     workflow_id TEXT NOT NULL,
     status TEXT NOT NULL,
@@ -67,37 +73,6 @@ const TABLES = [
     usage_null INTEGER NOT NULL,
     PRIMARY KEY (workflow_id, status)
   ) WITHOUT ROWID`,
-  `CREATE TRIGGER IF NOT EXISTS runs_totals_insert AFTER INSERT ON runs BEGIN
-    INSERT INTO run_totals VALUES (NEW.workflow_id, NEW.status, 1, NEW.credits_hi, NEW.credits_lo,
-      NEW.total_hi, NEW.total_lo, NEW.usage_null)
-    ON CONFLICT (workflow_id, status) DO UPDATE SET runs = runs + 1,
-      credits_hi = credits_hi + excluded.credits_hi, credits_lo = credits_lo + excluded.credits_lo,
-      total_hi = total_hi + excluded.total_hi, total_lo = total_lo + excluded.total_lo,
-      usage_null = usage_null + excluded.usage_null;
-  END`,
-  `CREATE TRIGGER IF NOT EXISTS runs_totals_delete AFTER DELETE ON runs BEGIN
-    UPDATE run_totals SET runs = runs - 1,
-      credits_hi = credits_hi - OLD.credits_hi, credits_lo = credits_lo - OLD.credits_lo,
-      total_hi = total_hi - OLD.total_hi, total_lo = total_lo - OLD.total_lo,
-      usage_null = usage_null - OLD.usage_null
-    WHERE workflow_id = OLD.workflow_id AND status = OLD.status;
-  END`,
-  // Only the columns the totals depend on: a version or pending flag alone writes no total.
-  `CREATE TRIGGER IF NOT EXISTS runs_totals_update
-    AFTER UPDATE OF workflow_id, status, credits_hi, credits_lo, total_hi, total_lo, usage_null ON runs
-  BEGIN
-    UPDATE run_totals SET runs = runs - 1,
-      credits_hi = credits_hi - OLD.credits_hi, credits_lo = credits_lo - OLD.credits_lo,
-      total_hi = total_hi - OLD.total_hi, total_lo = total_lo - OLD.total_lo,
-      usage_null = usage_null - OLD.usage_null
-    WHERE workflow_id = OLD.workflow_id AND status = OLD.status;
-    INSERT INTO run_totals VALUES (NEW.workflow_id, NEW.status, 1, NEW.credits_hi, NEW.credits_lo,
-      NEW.total_hi, NEW.total_lo, NEW.usage_null)
-    ON CONFLICT (workflow_id, status) DO UPDATE SET runs = runs + 1,
-      credits_hi = credits_hi + excluded.credits_hi, credits_lo = credits_lo + excluded.credits_lo,
-      total_hi = total_hi + excluded.total_hi, total_lo = total_lo + excluded.total_lo,
-      usage_null = usage_null + excluded.usage_null;
-  END`,
   // The sync state machine: one row (see sync.ts for what each column means).
   `CREATE TABLE IF NOT EXISTS run_sync (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -144,9 +119,8 @@ const TABLES = [
   `CREATE INDEX IF NOT EXISTS run_events_by_at ON run_events (at)`,
 ];
 
-/** Drops every table and trigger of the index (its rows, cursors and state). */
+/** Drops every table of the index (its rows, cursors and state). */
 export function dropIndex(sql: SqlStorage): void {
-  for (const trigger of TRIGGERS) sql.exec(`DROP TRIGGER IF EXISTS ${trigger}`);
   for (const table of INDEX_TABLES) sql.exec(`DROP TABLE IF EXISTS ${table}`);
 }
 
@@ -168,6 +142,7 @@ function storedVersion(sql: SqlStorage): number | undefined {
 export function migrate(sql: SqlStorage): void {
   const version = storedVersion(sql);
   if (version !== undefined && version !== SCHEMA_VERSION) dropIndex(sql);
+  for (const trigger of RETIRED_TRIGGERS) sql.exec(`DROP TRIGGER IF EXISTS ${trigger}`);
   for (const statement of TABLES) sql.exec(statement);
   sql.exec(
     `INSERT INTO run_meta (key, value) VALUES ('schema_version', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value WHERE value <> excluded.value`,

@@ -1,6 +1,8 @@
 // Reads and writes of the `runs` table and its totals. Every write is guarded by version, so a
 // replayed page, a page fetched before a change, or an event delivered twice or out of order
 // never moves a run back; the caller wraps writes that belong together in one transaction.
+// Every write here also moves `run_totals` by exactly what it changed (no trigger does it: a
+// trigger writes a totals row per run, the list path writes one per workflow and status).
 import { WORKFLOW_RUN_STATUSES, type WorkflowRunStatus } from "../extend/schemas.ts";
 import { addDecimal, emptyTotals, type Totals } from "../stats/aggregate.ts";
 import { FILE_NAME_SEPARATOR, joinAmount, type RowUsage, type RunFacts, type RunRow } from "./row.ts";
@@ -35,33 +37,171 @@ const UPSERT_LIST_ROW = `
     credits_hi, credits_lo, total_hi, total_lo, usage_null, facts_known, pending_since)
   VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 1, NULL)
   ON CONFLICT (id) DO UPDATE SET
-    status = CASE WHEN ${LIST_ROW_WINS} THEN excluded.status ELSE runs.status END,
-    version = CASE WHEN ${LIST_ROW_WINS} THEN excluded.version ELSE runs.version END,
-    credits_hi = CASE WHEN ${LIST_ROW_WINS} THEN excluded.credits_hi ELSE runs.credits_hi END,
-    credits_lo = CASE WHEN ${LIST_ROW_WINS} THEN excluded.credits_lo ELSE runs.credits_lo END,
-    total_hi = CASE WHEN ${LIST_ROW_WINS} THEN excluded.total_hi ELSE runs.total_hi END,
-    total_lo = CASE WHEN ${LIST_ROW_WINS} THEN excluded.total_lo ELSE runs.total_lo END,
-    usage_null = CASE WHEN ${LIST_ROW_WINS} THEN excluded.usage_null ELSE runs.usage_null END,
-    pending_since = CASE WHEN ${LIST_ROW_WINS} THEN NULL ELSE runs.pending_since END
+    status = excluded.status,
+    version = excluded.version,
+    credits_hi = excluded.credits_hi,
+    credits_lo = excluded.credits_lo,
+    total_hi = excluded.total_hi,
+    total_lo = excluded.total_lo,
+    usage_null = excluded.usage_null,
+    pending_since = NULL
   WHERE ${LIST_ROW_WINS}`;
+
+const ADD_TO_TOTALS = `
+  INSERT INTO run_totals (workflow_id, status, runs, credits_hi, credits_lo, total_hi, total_lo, usage_null)
+  VALUES (?1, ?2, ?3, CAST(?4 AS INTEGER), CAST(?5 AS INTEGER), CAST(?6 AS INTEGER), CAST(?7 AS INTEGER),
+    CAST(?8 AS INTEGER))
+  ON CONFLICT (workflow_id, status) DO UPDATE SET runs = runs + excluded.runs,
+    credits_hi = credits_hi + excluded.credits_hi, credits_lo = credits_lo + excluded.credits_lo,
+    total_hi = total_hi + excluded.total_hi, total_lo = total_lo + excluded.total_lo,
+    usage_null = usage_null + excluded.usage_null`;
+
+/** What a stored run contributes to the totals, and what decides whether a list row replaces it. */
+interface StoredRun extends Record<string, SqlStorageValue> {
+  id: string;
+  workflow_id: string;
+  status: string;
+  version: number;
+  pending_since: number | null;
+  credits_hi: number;
+  credits_lo: number;
+  total_hi: number;
+  total_lo: number;
+  usage_null: number;
+  facts_known: number;
+}
+
+const STORED_COLUMNS = `id, workflow_id, status, version, pending_since, credits_hi, credits_lo, total_hi,
+  total_lo, usage_null, facts_known`;
+
+/** Ids per lookup: one JSON array bound to one parameter (DO SQLite allows 100 per statement). */
+const LOOKUP_CHUNK = 1000;
+
+function storedRuns(sql: SqlStorage, ids: readonly string[]): Map<string, StoredRun> {
+  const found = new Map<string, StoredRun>();
+  for (let i = 0; i < ids.length; i += LOOKUP_CHUNK) {
+    const chunk = JSON.stringify(ids.slice(i, i + LOOKUP_CHUNK));
+    for (const row of sql.exec<StoredRun>(
+      `SELECT ${STORED_COLUMNS} FROM runs WHERE id IN (SELECT value FROM json_each(?))`,
+      chunk,
+    )) {
+      found.set(row.id, row);
+    }
+  }
+  return found;
+}
+
+/** The same rule as LIST_ROW_WINS, so the totals move exactly for the rows the upsert writes. */
+function listRowWins(row: RunRow, stored: StoredRun | undefined): boolean {
+  if (stored === undefined) return true;
+  return row.version > stored.version || (stored.pending_since !== null && row.version >= stored.version);
+}
+
+/** Exact sums to add to one (workflow, status) row of the totals (negative to take away). */
+interface Delta {
+  workflowId: string;
+  status: string;
+  runs: number;
+  amounts: [bigint, bigint, bigint, bigint, bigint];
+}
+
+/** Per (workflow, status): the one write of the totals a batch of run changes makes. */
+class TotalsDeltas {
+  private readonly byKey = new Map<string, Delta>();
+
+  add(workflowId: string, status: string, sign: 1 | -1, columns: readonly number[]): void {
+    const key = `${workflowId}\n${status}`;
+    let delta = this.byKey.get(key);
+    if (!delta) {
+      delta = { workflowId, status, runs: 0, amounts: [0n, 0n, 0n, 0n, 0n] };
+      this.byKey.set(key, delta);
+    }
+    delta.runs += sign;
+    for (let i = 0; i < 5; i++)
+      delta.amounts[i] = (delta.amounts[i] ?? 0n) + BigInt(sign * (columns[i] ?? 0));
+  }
+
+  addStored(run: StoredRun, sign: 1 | -1): void {
+    this.add(run.workflow_id, run.status, sign, [
+      run.credits_hi,
+      run.credits_lo,
+      run.total_hi,
+      run.total_lo,
+      run.usage_null,
+    ]);
+  }
+
+  /** Writes every delta that changes something; returns the rows written. */
+  write(sql: SqlStorage): number {
+    let written = 0;
+    for (const d of this.byKey.values()) {
+      if (d.runs === 0 && d.amounts.every((a) => a === 0n)) continue;
+      // Sums travel as decimal text: exact past 2^53, and the INTEGER columns store them as integers.
+      written += sql.exec(
+        ADD_TO_TOTALS,
+        d.workflowId,
+        d.status,
+        d.runs,
+        ...d.amounts.map(String),
+      ).rowsWritten;
+    }
+    this.byKey.clear();
+    return written;
+  }
+}
 
 const SET_FACTS = `UPDATE runs SET workflow_id = ?2, batch_id = ?3, file_names = ?4, created_at = ?5,
   facts_known = 1 WHERE id = ?1 AND facts_known = 0`;
 
+/** One row per id: the highest version, the first of equals (as writing them in turn would keep). */
+function newestPerId(rows: readonly RunRow[]): RunRow[] {
+  const byId = new Map<string, RunRow>();
+  for (const row of rows) {
+    const kept = byId.get(row.id);
+    if (kept === undefined || row.version > kept.version) byId.set(row.id, row);
+  }
+  return [...byId.values()];
+}
+
+function storedRun(sql: SqlStorage, id: string): StoredRun | undefined {
+  return sql.exec<StoredRun>(`SELECT ${STORED_COLUMNS} FROM runs WHERE id = ?`, id).toArray()[0];
+}
+
+/**
+ * Runs one write to a single run and moves the totals by what it changed: the run's old state
+ * out, its new state in, nothing when the write left the run as it was. Returns the rows
+ * written, the write's own first.
+ */
+function withTotals(sql: SqlStorage, id: string, write: () => number): number {
+  const before = storedRun(sql, id);
+  const written = write();
+  if (written === 0) return 0;
+  const after = storedRun(sql, id);
+  const deltas = new TotalsDeltas();
+  if (before) deltas.addStored(before, -1);
+  if (after) deltas.addStored(after, 1);
+  return written + deltas.write(sql);
+}
+
 /**
  * Writes each list row that is newer than the stored run, and the facts of runs a webhook had
- * to guess (few: found through a partial index, so a page of known runs pays nothing for them).
- * Returns the rows SQLite wrote (0 when the guard kept every stored state).
+ * to guess, and moves the totals by one write per (workflow, status) the rows change. One
+ * lookup reads the stored versions of the whole batch, so rows the guard keeps out are never
+ * sent to SQLite. Returns the rows SQLite wrote (0 when the guard kept every
+ * stored state).
  */
 export function upsertListRows(sql: SqlStorage, rows: readonly RunRow[]): number {
-  const guessed = new Set(
-    sql
-      .exec<{ id: string }>(`SELECT id FROM runs WHERE facts_known = 0`)
-      .toArray()
-      .map((r) => r.id),
+  const unique = newestPerId(rows);
+  const stored = storedRuns(
+    sql,
+    unique.map((row) => row.id),
   );
+  const deltas = new TotalsDeltas();
   let written = 0;
-  for (const row of rows) {
+  for (const row of unique) {
+    const old = stored.get(row.id);
+    if (!listRowWins(row, old)) continue;
+    const usage = usageColumns(row.usage);
     written += sql.exec(
       UPSERT_LIST_ROW,
       row.id,
@@ -71,18 +211,21 @@ export function upsertListRows(sql: SqlStorage, rows: readonly RunRow[]): number
       row.fileNames,
       row.createdAt,
       row.version,
-      ...usageColumns(row.usage),
+      ...usage,
     ).rowsWritten;
-    if (guessed.has(row.id)) {
-      written += sql.exec(
-        SET_FACTS,
-        row.id,
-        row.workflowId,
-        row.batchId,
-        row.fileNames,
-        row.createdAt,
-      ).rowsWritten;
-    }
+    // A stored run keeps its workflow (facts are never rewritten by this statement).
+    if (old) deltas.addStored(old, -1);
+    deltas.add(old?.workflow_id ?? row.workflowId, row.status, 1, usage);
+  }
+  written += deltas.write(sql);
+  for (const row of unique) {
+    if (stored.get(row.id)?.facts_known !== 0) continue;
+    written += withTotals(
+      sql,
+      row.id,
+      () =>
+        sql.exec(SET_FACTS, row.id, row.workflowId, row.batchId, row.fileNames, row.createdAt).rowsWritten,
+    );
   }
   return written;
 }
@@ -126,23 +269,24 @@ const APPLY_OVERLAY = `
 /** Applies a webhook's state if it is newer than the stored one; true when it changed the run. */
 export function applyOverlay(sql: SqlStorage, overlay: Overlay): boolean {
   const { facts } = overlay;
-  const cursor = sql.exec(
-    APPLY_OVERLAY,
-    facts.id,
-    facts.status,
-    facts.workflowId ?? "",
-    facts.batchId ?? null,
-    facts.fileNames ?? "",
-    overlay.createdAtGuess,
-    overlay.version,
-    ...usageColumns(facts.usage ?? null),
-    overlay.receivedAt,
-    facts.usage !== undefined ? 1 : 0,
-    facts.workflowId !== undefined ? 1 : 0,
-    facts.batchId !== undefined ? 1 : 0,
-    facts.fileNames !== undefined ? 1 : 0,
-  );
-  return cursor.rowsWritten > 0;
+  const write = () =>
+    sql.exec(
+      APPLY_OVERLAY,
+      facts.id,
+      facts.status,
+      facts.workflowId ?? "",
+      facts.batchId ?? null,
+      facts.fileNames ?? "",
+      overlay.createdAtGuess,
+      overlay.version,
+      ...usageColumns(facts.usage ?? null),
+      overlay.receivedAt,
+      facts.usage !== undefined ? 1 : 0,
+      facts.workflowId !== undefined ? 1 : 0,
+      facts.batchId !== undefined ? 1 : 0,
+      facts.fileNames !== undefined ? 1 : 0,
+    ).rowsWritten;
+  return withTotals(sql, facts.id, write) > 0;
 }
 
 const CONFIRM_FROM_GET = `
@@ -165,21 +309,26 @@ const CONFIRM_FROM_GET = `
  * next list row that is newer still wins.
  */
 export function confirmFromGet(sql: SqlStorage, facts: RunFacts): void {
-  sql.exec(
-    CONFIRM_FROM_GET,
+  withTotals(
+    sql,
     facts.id,
-    facts.status ?? null,
-    ...usageColumns(facts.usage ?? null),
-    facts.usage !== undefined ? 1 : 0,
-    facts.workflowId ?? null,
-    facts.batchId !== undefined ? 1 : 0,
-    facts.batchId ?? null,
-    facts.fileNames ?? null,
+    () =>
+      sql.exec(
+        CONFIRM_FROM_GET,
+        facts.id,
+        facts.status ?? null,
+        ...usageColumns(facts.usage ?? null),
+        facts.usage !== undefined ? 1 : 0,
+        facts.workflowId ?? null,
+        facts.batchId !== undefined ? 1 : 0,
+        facts.batchId ?? null,
+        facts.fileNames ?? null,
+      ).rowsWritten,
   );
 }
 
 export function deleteRun(sql: SqlStorage, id: string): void {
-  sql.exec(`DELETE FROM runs WHERE id = ?`, id);
+  withTotals(sql, id, () => sql.exec(`DELETE FROM runs WHERE id = ?`, id).rowsWritten);
 }
 
 /** Rebuilds the totals from the rows (the reconcile does it, so nothing can drift for long). */

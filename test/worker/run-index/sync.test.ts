@@ -23,9 +23,15 @@ const ONE_AT_A_TIME = { maxCalls: 1, maxMs: 60_000, concurrency: 1 };
 /** Reconciles are due 30 s after the last one (the shortest INDEX_RECONCILE_SECONDS allows). */
 const RECONCILING = { ...ENGINE_SETTINGS, reconcileSeconds: 30 };
 
-function fakeWith(options: { runs?: FakeRun[]; size?: number; seed?: number }): FakeExtend {
+function fakeWith(options: {
+  runs?: FakeRun[];
+  size?: number;
+  seed?: number;
+  memoizeLists?: boolean;
+}): FakeExtend {
   return new FakeExtend({
     apiKey: TEST_UPSTREAM_KEY,
+    memoizeLists: options.memoizeLists ?? false,
     ...(options.runs
       ? { runs: options.runs }
       : { dataset: { size: options.size ?? 300, seed: options.seed ?? 3 } }),
@@ -64,6 +70,55 @@ async function build(sync: RunIndexSync, limits = ONE_AT_A_TIME): Promise<void> 
   await drain(sync, limits, 5_000);
   expect(sync.state().phase).toBe("ready");
 }
+
+/** Every run of one list query, page by page through the fake's HTTP handler. */
+async function pagedIds(fake: FakeExtend, query: Record<string, string>): Promise<string[]> {
+  const ids: string[] = [];
+  let token: string | undefined;
+  do {
+    const params = new URLSearchParams({
+      ...query,
+      maxPageSize: "37",
+      ...(token ? { nextPageToken: token } : {}),
+    });
+    const response = await fake.handle(
+      new Request(`https://fake-extend.test/workflow_runs?${params}`, {
+        headers: { authorization: `Bearer ${TEST_UPSTREAM_KEY}`, "x-extend-api-version": "2026-02-09" },
+      }),
+    );
+    const page = (await response.json()) as { data: { id: string }[]; nextPageToken?: string };
+    ids.push(...page.data.map((run) => run.id));
+    token = page.nextPageToken;
+  } while (token !== undefined);
+  return ids;
+}
+
+describe("the fake with memoized lists (as the benchmarks and npm start run it)", () => {
+  it("pages every partition exactly as the fake that sorts on every call", async () => {
+    const runs = generateRuns({ size: 600, seed: 12 });
+    const plain = fakeWith({ runs });
+    const memoized = fakeWith({ runs, memoizeLists: true });
+    const workflows = [...new Set(runs.map((run) => run.workflow.id))];
+    const statuses = [...new Set(runs.map((run) => run.status))];
+    const partitions = [
+      {},
+      ...workflows.map((workflowId) => ({ workflowId })),
+      ...statuses.map((status) => ({ status })),
+    ];
+    for (const partition of partitions) {
+      for (const sortBy of ["createdAt", "updatedAt"]) {
+        for (const sortDir of ["asc", "desc"]) {
+          const query = { ...partition, sortBy, sortDir };
+          const expected = await pagedIds(plain, query);
+          expect(expected.length).toBeGreaterThan(0);
+          // Twice: the second walk is served from the lists the first one kept.
+          expect(await pagedIds(memoized, query), JSON.stringify(query)).toEqual(expected);
+          expect(await pagedIds(memoized, query), JSON.stringify(query)).toEqual(expected);
+        }
+      }
+    }
+  });
+});
 
 describe("backfill", () => {
   it("indexes every run once; every filter answers as a fold over Extend's runs", async () => {
