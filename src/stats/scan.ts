@@ -14,7 +14,7 @@ import {
 } from "../extend/schemas.ts";
 import { BudgetPaused } from "../gateway/isolate-budget.ts";
 import { type Clock, systemClock } from "../lib/clock.ts";
-import { Semaphore } from "../lib/semaphore.ts";
+import { Semaphore, SemaphoreTimeout } from "../lib/semaphore.ts";
 import { addRun, addTally, emptyTally, emptyTotals, type Tally, type Totals } from "./aggregate.ts";
 import type { StatsFilters } from "./filters.ts";
 
@@ -39,6 +39,8 @@ export const MAX_CONCURRENT_PAGES = 6;
 export const MAX_SCAN_PAGES_PER_ISOLATE = 4;
 
 const isolatePages = new Semaphore(MAX_SCAN_PAGES_PER_ISOLATE);
+/** Retry-After for a request that read nothing because other scans held the isolate's places. */
+const ISOLATE_BUSY_RETRY_MS = 1_000;
 
 export type Direction = "asc" | "desc";
 
@@ -325,12 +327,16 @@ export async function advanceScan(
       maxWaitMs: mayWait(),
       ...(deps.caller ? { caller: deps.caller } : {}),
     };
-    return isolatePages.run(async () => {
-      const result = await deps.pages.get(query, deps.listOptions ? deps.listOptions(own) : own);
-      const readAt = clock.now() - (result.ageSeconds ?? 0) * 1000;
-      state.oldestPageAt = Math.min(state.oldestPageAt, readAt);
-      return foldPage(result.page.body);
-    });
+    // A place held by another request's scan may not come free before this one stops launching.
+    return isolatePages.run(
+      async () => {
+        const result = await deps.pages.get(query, deps.listOptions ? deps.listOptions(own) : own);
+        const readAt = clock.now() - (result.ageSeconds ?? 0) * 1000;
+        state.oldestPageAt = Math.min(state.oldestPageAt, readAt);
+        return foldPage(result.page.body);
+      },
+      Math.max(0, stopLaunchingAt - clock.now()),
+    );
   };
 
   const run = async (next: Runnable): Promise<void> => {
@@ -344,6 +350,12 @@ export async function advanceScan(
       if (error instanceof BudgetPaused) {
         // Refused before its first attempt or a retry: not read, so the walk stays where it was.
         paused ??= error;
+      } else if (error instanceof SemaphoreTimeout) {
+        // The isolate's other scans held every place until this request's time ran out.
+        paused ??= new BudgetPaused(
+          ISOLATE_BUSY_RETRY_MS,
+          "The proxy is busy with other statistics scans; retry later.",
+        );
       } else if (!failure) {
         failure = { error };
         abort.abort(error);
