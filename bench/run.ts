@@ -32,6 +32,14 @@ import {
   walkStats,
   walkWithSdk,
 } from "./lib.ts";
+import {
+  FULL_MEMORY_PLAN,
+  type MemoryResult,
+  memoryScenarios,
+  memoryTarget,
+  printMemory,
+  QUICK_MEMORY_PLAN,
+} from "./memory.ts";
 import { attribute, type Breakdown, moduleMap, profileWhile } from "./profile.ts";
 import { FULL_PLAN, printRunIndex, QUICK_PLAN, runIndexScenarios } from "./run-index.ts";
 
@@ -42,6 +50,10 @@ const { values: flags } = parseArgs({
     profile: { type: "boolean", default: false },
     /** Page rows and the anchor comparison only: no load run, no /stats. */
     pages: { type: "boolean", default: false },
+    /** The scan memory rows only (bench/memory.ts): idle, one cold scan, three concurrent. */
+    memory: { type: "boolean", default: false },
+    /** With the memory rows: charge the scans' heap to source modules (sampling heap profiler). */
+    "heap-profile": { type: "boolean", default: false },
     out: { type: "string" },
   },
   strict: true,
@@ -132,6 +144,7 @@ interface MemoryRow {
 const rows: Row[] = [];
 const statsRows: StatsRow[] = [];
 const memoryRows: MemoryRow[] = [];
+let memory: MemoryResult | undefined;
 const notes: string[] = [];
 
 function log(message: string): void {
@@ -721,6 +734,8 @@ function targets(): { target: string; measured: string; met: boolean | null }[] 
       });
     }
   }
+  const memoryGoal = memory ? memoryTarget(memory) : undefined;
+  if (memoryGoal) out.push(memoryGoal);
   if (loadRow) {
     out.push({
       target: "load run: 0 errors, 0 malformed",
@@ -834,17 +849,25 @@ async function main(): Promise<void> {
     for (const { kind, breakdown } of await profileRequests()) printBreakdown(kind, breakdown);
     return;
   }
-  const run = await pageScenarios();
-  try {
-    await anchorScenarios(run);
-    if (!flags.pages) await loadRun(run.fake, run.proxy, run.paths);
-  } finally {
-    await run.proxy.close();
-    await run.bare.close();
-    await run.fake.stop();
+  const memoryPlan = {
+    ...(QUICK ? QUICK_MEMORY_PLAN : FULL_MEMORY_PLAN),
+    attribute: flags["heap-profile"],
+  };
+  if (!flags.memory) {
+    const run = await pageScenarios();
+    try {
+      await anchorScenarios(run);
+      if (!flags.pages) await loadRun(run.fake, run.proxy, run.paths);
+    } finally {
+      await run.proxy.close();
+      await run.bare.close();
+      await run.fake.stop();
+    }
+    if (!flags.pages) await statsScenarios();
   }
-  if (!flags.pages) await statsScenarios();
-  const runIndex = flags.pages ? undefined : await runIndexScenarios(QUICK ? QUICK_PLAN : FULL_PLAN);
+  if (!flags.pages) memory = await memoryScenarios(memoryPlan);
+  const runIndex =
+    flags.pages || flags.memory ? undefined : await runIndexScenarios(QUICK ? QUICK_PLAN : FULL_PLAN);
 
   const results = {
     command: `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(" ")}` : ""}`,
@@ -864,11 +887,12 @@ async function main(): Promise<void> {
     anchor: anchorRows,
     stats: statsRows,
     memory: memoryRows,
+    scanMemory: memory,
     targets: targets(),
     runIndex,
     notes,
   };
-  const out = flags.out ?? join(PROJECT_ROOT, "bench", "results.json");
+  const out = flags.out ?? join(PROJECT_ROOT, "bench", flags.memory ? "results-memory.json" : "results.json");
   await writeFile(out, `${JSON.stringify(results, null, 2)}\n`);
 
   console.log(
@@ -982,6 +1006,7 @@ async function main(): Promise<void> {
       ),
     );
   }
+  if (memory) printMemory(memory, table);
   console.log("\nTargets\n");
   console.log(
     table(
