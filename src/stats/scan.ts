@@ -4,7 +4,6 @@
 // they meet. See README "GET /stats" for the guarantees this gives.
 import { ApiError } from "../app/errors.ts";
 import type { PageOptions, PageSource } from "../cache/pages.ts";
-import { type ListOptions, parseListBody } from "../extend/client.ts";
 import {
   type CanonicalListQuery,
   listQuery,
@@ -17,6 +16,7 @@ import { type Clock, systemClock } from "../lib/clock.ts";
 import { Semaphore, SemaphoreTimeout } from "../lib/semaphore.ts";
 import { addRun, addTally, emptyTally, emptyTotals, type Tally, type Totals } from "./aggregate.ts";
 import type { StatsFilters } from "./filters.ts";
+import { foldPageText } from "./fold-text.ts";
 
 /**
  * After this long a request starts no further page and answers with a resume token, so a slow
@@ -113,16 +113,13 @@ export interface ScanProgress {
 }
 
 /**
- * Reads a page's text down to what the fold needs. The full parse lives only for this call,
- * so at most one page's parse exists at a time in the isolate, whatever the number of scans.
+ * Reads a page's text down to what the fold needs, without building the page's object tree (see
+ * fold-text.ts): what a page costs in memory is its text and one small record per run.
  */
 export function foldPage(body: string): FoldPage {
-  const page = parseListBody(body);
+  const page = foldPageText(body);
   if (!page) throw new ApiError("UPSTREAM_INVALID_RESPONSE", "A page could not be read as a list of runs.");
-  return {
-    data: page.data.map((run) => ({ createdAt: run.createdAt, usage: run.usage })),
-    nextPageToken: page.nextPageToken,
-  };
+  return page;
 }
 
 function instant(iso: string | undefined): number | undefined {
