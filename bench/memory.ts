@@ -67,6 +67,15 @@ export interface ScanMemoryRow {
   requests: number;
   /** With `attribute`: the sampled live heap at its largest, by where it was allocated (MB). */
   heldBy?: { where: string; mb: number }[];
+  /** With `attribute`, idle only: a heap snapshot (taken after a full collection). */
+  snapshot?: HeapSnapshotSummary;
+}
+
+export interface HeapSnapshotSummary {
+  /** Everything reachable, in MB: the idle heap without its garbage. */
+  liveMb: number;
+  /** The largest single objects (the Scalar bundle's text, if it is on the heap, is one). */
+  largest: { mb: number; type: string; what: string }[];
 }
 
 export interface MemoryResult {
@@ -263,6 +272,7 @@ async function measureIdle(
   await sleep(plan.idleMs);
   const { peakMb: rssPeakMb } = rss.stop();
   const { baseMb, peakMb, afterMb } = await heap.stop();
+  const snapshot = plan.attribute ? await snapshotSummary(inspector) : undefined;
   inspector.close();
   return {
     scenario,
@@ -278,6 +288,48 @@ async function measureIdle(
     pages: 0,
     upstreamCalls: (await fake.counters()).listCalls,
     requests: 0,
+    ...(snapshot ? { snapshot } : {}),
+  };
+}
+
+interface RawSnapshot {
+  snapshot: { meta: { node_fields: string[]; node_types: [string[], ...unknown[]] } };
+  nodes: number[];
+  strings: string[];
+}
+
+/** A heap snapshot of the isolate (V8 collects garbage first), reduced to its size and largest objects. */
+async function snapshotSummary(inspector: Inspector): Promise<HeapSnapshotSummary> {
+  const chunks: string[] = [];
+  inspector.on("HeapProfiler.addHeapSnapshotChunk", (params) => {
+    chunks.push((params as { chunk: string }).chunk);
+  });
+  await inspector.call("HeapProfiler.enable");
+  await inspector.call("HeapProfiler.takeHeapSnapshot", { reportProgress: false }, 120_000);
+  const raw = JSON.parse(chunks.join("")) as RawSnapshot;
+  const fields = raw.snapshot.meta.node_fields;
+  const types = raw.snapshot.meta.node_types[0];
+  const width = fields.length;
+  const typeAt = fields.indexOf("type");
+  const nameAt = fields.indexOf("name");
+  const sizeAt = fields.indexOf("self_size");
+  let total = 0;
+  const largest: { bytes: number; type: string; what: string }[] = [];
+  for (let i = 0; i < raw.nodes.length; i += width) {
+    const bytes = raw.nodes[i + sizeAt] ?? 0;
+    total += bytes;
+    if (bytes < 256 * 1024) continue;
+    const name = raw.strings[raw.nodes[i + nameAt] ?? 0] ?? "";
+    largest.push({
+      bytes,
+      type: types[raw.nodes[i + typeAt] ?? 0] ?? "?",
+      what: name.slice(0, 60).replace(/\s+/g, " "),
+    });
+  }
+  largest.sort((a, b) => b.bytes - a.bytes);
+  return {
+    liveMb: total / 2 ** 20,
+    largest: largest.slice(0, 6).map(({ bytes, type, what }) => ({ mb: bytes / 2 ** 20, type, what })),
   };
 }
 
@@ -318,6 +370,17 @@ export function printMemory(result: MemoryResult, table: (h: string[], b: (strin
     ),
   );
   for (const row of result.rows) {
+    if (row.snapshot) {
+      console.log(
+        `\nHeap snapshot, ${row.scenario}: ${fmt(row.snapshot.liveMb)} MB reachable; the largest objects:\n`,
+      );
+      console.log(
+        table(
+          ["MB", "type", "starts with"],
+          row.snapshot.largest.map((o) => [fmt(o.mb, 2), o.type, JSON.stringify(o.what)]),
+        ),
+      );
+    }
     if (!row.heldBy) continue;
     console.log(`\nLive sampled heap at its largest, ${row.scenario}, by where it was allocated:\n`);
     console.log(
