@@ -39,6 +39,25 @@ const CLOSE_BRACKET = 0x5d;
 const OPEN_BRACE = 0x7b;
 const CLOSE_BRACE = 0x7d;
 
+/**
+ * A copy of `text[start, end)` that does not keep `text` alive. V8 represents a substring of 13 or
+ * more characters as a view into its parent, so a createdAt or a cursor sliced from a page would
+ * hold the page's whole text for as long as the fold (or the scan's state) keeps it.
+ */
+function detached(text: string, start: number, end: number): string {
+  let copy = "";
+  for (let from = start; from < end; from += DETACH_CHUNK) {
+    const to = Math.min(end, from + DETACH_CHUNK);
+    const codes = new Array<number>(to - from);
+    for (let i = from; i < to; i++) codes[i - from] = text.charCodeAt(i);
+    copy += String.fromCharCode(...codes);
+  }
+  return copy;
+}
+
+/** Characters copied per call of String.fromCharCode (its arguments go on the stack). */
+const DETACH_CHUNK = 4_096;
+
 /** What a member's value turned out to be, for the fields whose type decides the outcome. */
 type Kind = "string" | "number" | "object" | "array" | "null" | "other";
 
@@ -95,7 +114,7 @@ class Reader {
     const escaped = this.skipString();
     return escaped
       ? (JSON.parse(this.text.slice(start, this.position)) as string)
-      : this.text.slice(start + 1, this.position - 1);
+      : detached(this.text, start + 1, this.position - 1);
   }
 
   number(): number {

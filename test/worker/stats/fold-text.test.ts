@@ -275,6 +275,7 @@ describe("foldPageText", () => {
     ],
     ["an empty cursor is the end", '{"object":"list","data":[],"nextPageToken":""}'],
     ["deep nesting", `{"data":[{"x":${"[".repeat(5_000)}${"]".repeat(5_000)}}]}`],
+    ["a long cursor", `{"data":[],"nextPageToken":"${"é0".repeat(6_000)}"}`],
     ["a lone surrogate", '{"data":[{"createdAt":"\\ud800"}],"nextPageToken":"\\udc00"}'],
   ])("%s", (_name, text) => {
     expect(folded(text)).toEqual(oracle(text));
