@@ -6,6 +6,9 @@ export default defineConfig({
   test: {
     // Every request writes its log line; show them only for a failing test.
     silent: "passed-only",
+    // Most suites wait on real timeouts, windows and back-offs rather than the CPU; vitest's
+    // default of one worker per spare core runs them one after another on a two-core machine.
+    maxWorkers: 3,
     projects: [
       {
         plugins: [

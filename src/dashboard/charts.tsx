@@ -28,6 +28,12 @@ export const formatCredits = (n: number): string => decimal.format(n);
 
 const tenth = (n: number) => Math.round(n * 10) / 10;
 
+// The workflows chart spans the page's full width, with room for a workflow id (about 30
+// characters of 14px text) left of its bar.
+const WIDE_WIDTH = 960;
+const WIDE_LABEL_WIDTH = 272;
+const WIDE_LABEL_CHARS = 32;
+
 /** The drawn width of `value` on a linear scale up to `max`, never thinner than MIN_BAR_WIDTH. */
 export function barWidth(value: number, max: number, span: number): number {
   if (value <= 0 || max <= 0) return 0;
@@ -121,22 +127,25 @@ export function CreditsChart(props: { credits: number; totalCredits: number }) {
   return <BarChart id="chart-credits" label="Credits used" bars={bars} unit="credits" />;
 }
 
+/** "PROCESSED 950, FAILED 50": the statuses a workflow has runs in, in Extend's order. */
+export function statusMix(byStatus: Record<WorkflowRunStatus, number>): string {
+  return WORKFLOW_RUN_STATUSES.filter((s) => byStatus[s] > 0)
+    .map((s) => `${s} ${formatCount(byStatus[s])}`)
+    .join(", ");
+}
+
 /**
  * The top workflows by runs, each bar split by status. Bars share one scale, so their lengths
- * compare workflows; each segment's `<title>` gives its exact count.
+ * compare workflows; each segment's `<title>` gives its exact count. Without a status mix
+ * (REDACT_FIELDS hides `status`) each bar is one plain segment.
  */
 export function WorkflowsChart(props: { workflows: WorkflowSummary[] }) {
   const max = Math.max(0, ...props.workflows.map((w) => w.total));
-  const plot = WIDTH - LABEL_WIDTH - countWidth(props.workflows.map((w) => formatCount(w.total)));
+  const plot = WIDE_WIDTH - WIDE_LABEL_WIDTH - countWidth(props.workflows.map((w) => formatCount(w.total)));
   const height = props.workflows.length * ROW_HEIGHT + 6;
   const name = (w: WorkflowSummary) => w.name ?? w.id;
   const summary = props.workflows
-    .map((w) => {
-      const mix = WORKFLOW_RUN_STATUSES.filter((s) => w.byStatus[s] > 0)
-        .map((s) => `${s} ${formatCount(w.byStatus[s])}`)
-        .join(", ");
-      return `${name(w)} ${formatCount(w.total)} (${mix})`;
-    })
+    .map((w) => `${name(w)} ${formatCount(w.total)}${w.byStatus ? ` (${statusMix(w.byStatus)})` : ""}`)
     .join("; ");
   return (
     <svg
@@ -144,8 +153,8 @@ export function WorkflowsChart(props: { workflows: WorkflowSummary[] }) {
       id="chart-workflows"
       role="img"
       aria-label={`Top workflows by runs: ${summary}`}
-      viewBox={`0 0 ${WIDTH} ${height}`}
-      width={WIDTH}
+      viewBox={`0 0 ${WIDE_WIDTH} ${height}`}
+      width={WIDE_WIDTH}
       height={height}
       xmlns="http://www.w3.org/2000/svg"
     >
@@ -153,26 +162,29 @@ export function WorkflowsChart(props: { workflows: WorkflowSummary[] }) {
         const y = 3 + row * ROW_HEIGHT + (ROW_HEIGHT - BAR_HEIGHT) / 2;
         const total = barWidth(workflow.total, max, plot);
         const middle = y + BAR_HEIGHT / 2;
-        let x = LABEL_WIDTH;
-        const segments = WORKFLOW_RUN_STATUSES.filter((s) => workflow.byStatus[s] > 0).map((status) => {
-          const width = workflow.total > 0 ? (workflow.byStatus[status] / workflow.total) * total : 0;
-          const segment = (
-            <rect class={`s-${status}`} x={tenth(x)} y={y} width={tenth(width)} height={BAR_HEIGHT}>
-              <title>{`${name(workflow)}: ${status} ${formatCount(workflow.byStatus[status])} runs`}</title>
-            </rect>
-          );
-          x += width;
-          return segment;
-        });
+        const byStatus = workflow.byStatus;
+        let x = WIDE_LABEL_WIDTH;
+        const segments = byStatus
+          ? WORKFLOW_RUN_STATUSES.filter((s) => byStatus[s] > 0).map((status) => {
+              const width = workflow.total > 0 ? (byStatus[status] / workflow.total) * total : 0;
+              const segment = (
+                <rect class={`s-${status}`} x={tenth(x)} y={y} width={tenth(width)} height={BAR_HEIGHT}>
+                  <title>{`${name(workflow)}: ${status} ${formatCount(byStatus[status])} runs`}</title>
+                </rect>
+              );
+              x += width;
+              return segment;
+            })
+          : [<rect class="runs" x={WIDE_LABEL_WIDTH} y={y} width={total} height={BAR_HEIGHT} rx="3" />];
         return (
           <g class="bar" data-key={workflow.id}>
             <title>{`${name(workflow)}: ${formatCount(workflow.total)} runs`}</title>
-            <text x={LABEL_WIDTH - 10} y={middle} text-anchor="end" dominant-baseline="central">
-              {truncate(name(workflow), 20)}
+            <text x={WIDE_LABEL_WIDTH - 10} y={middle} text-anchor="end" dominant-baseline="central">
+              {truncate(name(workflow), WIDE_LABEL_CHARS)}
             </text>
-            <rect class="track" x={LABEL_WIDTH} y={y} width={plot} height={BAR_HEIGHT} rx="3" />
+            <rect class="track" x={WIDE_LABEL_WIDTH} y={y} width={plot} height={BAR_HEIGHT} rx="3" />
             {segments}
-            <text class="count" x={LABEL_WIDTH + total + 8} y={middle} dominant-baseline="central">
+            <text class="count" x={WIDE_LABEL_WIDTH + total + 8} y={middle} dominant-baseline="central">
               {formatCount(workflow.total)}
             </text>
           </g>

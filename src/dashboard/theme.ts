@@ -125,7 +125,7 @@ svg.chart{display:block;width:100%;height:auto}
 svg.chart text{fill:var(--text);font-size:14px}
 svg.chart text.count{font-weight:600;font-variant-numeric:tabular-nums}
 svg.chart .track{fill:var(--track)}
-svg.chart .credits{fill:var(--credits)}
+svg.chart .credits,svg.chart .runs{fill:var(--credits)}
 ${WORKFLOW_RUN_STATUSES.map((status) => `.s-${status}{fill:var(--s-${status});background:var(--s-${status})}`).join("\n")}
 .legend{display:flex;flex-wrap:wrap;gap:.3rem 1rem;list-style:none;margin:.5rem 0 0;padding:0;font-size:.85rem;color:var(--muted)}
 .swatch{display:inline-block;width:.8rem;height:.8rem;border-radius:2px;margin-right:.35rem;vertical-align:-.1rem}

@@ -5,8 +5,15 @@ import type { Child } from "hono/jsx";
 import type { JSX } from "hono/jsx/jsx-runtime";
 import type { FieldIssue } from "../app/errors.ts";
 import { WORKFLOW_RUN_STATUSES } from "../extend/schemas.ts";
-import { CreditsChart, formatCount, formatCredits, StatusChart, WorkflowsChart } from "./charts.tsx";
-import type { DashboardStats, Freshness } from "./data.ts";
+import {
+  CreditsChart,
+  formatCount,
+  formatCredits,
+  StatusChart,
+  statusMix,
+  WorkflowsChart,
+} from "./charts.tsx";
+import type { DashboardStats, Freshness, WorkflowsMissing } from "./data.ts";
 import { STYLESHEET } from "./theme.ts";
 
 /** The form's fields, in the order shown; each is a /stats query parameter of the same name. */
@@ -300,46 +307,93 @@ function CreditsTable(props: { usage: Usage }) {
   );
 }
 
+/** Why the page has no per-workflow view, in a sentence. */
+export function workflowsMissingText(missing: WorkflowsMissing): string {
+  switch (missing.reason) {
+    case "off":
+      return "The per-workflow view comes from the run index, which is off on this proxy (RUN_INDEX=off).";
+    case "building": {
+      const progress = [
+        missing.runsIndexed !== undefined ? `${formatCount(missing.runsIndexed)} runs indexed so far` : "",
+        missing.walks !== undefined && missing.walks > 0 && missing.walksDone !== undefined
+          ? `${formatCount(missing.walksDone)} of ${formatCount(missing.walks)} walks done`
+          : "",
+      ].filter((part) => part !== "");
+      return `The per-workflow view comes from the run index, which is still being built${
+        progress.length > 0 ? ` (${progress.join(", ")})` : ""
+      }: it appears here once the index is ready.`;
+    }
+    case "redacted":
+      return "Hidden: this proxy redacts workflow.id (REDACT_FIELDS), so no workflow is listed.";
+    case "unavailable":
+      return "The per-workflow view comes from the run index, which did not answer this request.";
+  }
+}
+
 function WorkflowsSection(props: { data: DashboardStats }) {
   const workflows = props.data.topWorkflows;
-  if (!workflows || workflows.length === 0) return null;
+  const missing = props.data.workflowsMissing;
+  if (!workflows) {
+    if (!missing) return null;
+    return (
+      <section class="card" id="workflows-missing" aria-labelledby="workflows-heading">
+        <h2 id="workflows-heading">Top workflows by runs</h2>
+        <p class="hint">{workflowsMissingText(missing)}</p>
+      </section>
+    );
+  }
+  const withMix = workflows.some((workflow) => workflow.byStatus !== undefined);
   return (
     <section class="card" aria-labelledby="workflows-heading">
       <h2 id="workflows-heading">Top workflows by runs</h2>
-      <WorkflowsChart workflows={workflows} />
-      <ul class="legend" aria-hidden="true">
-        {WORKFLOW_RUN_STATUSES.map((status) => (
-          <li>
-            <span class={`swatch s-${status}`} />
-            {status}
-          </li>
-        ))}
-      </ul>
-      <table id="table-workflows">
-        <caption class="visually-hidden">Top workflows by runs</caption>
-        <thead>
-          <tr>
-            <th scope="col">Workflow</th>
-            <th scope="col" class="num">
-              Runs
-            </th>
-            <th scope="col">Status mix</th>
-          </tr>
-        </thead>
-        <tbody>
-          {workflows.map((workflow) => (
-            <tr data-workflow={workflow.id}>
-              <th scope="row">{workflow.name ?? workflow.id}</th>
-              <td class="num">{formatCount(workflow.total)}</td>
-              <td>
-                {WORKFLOW_RUN_STATUSES.filter((s) => workflow.byStatus[s] > 0)
-                  .map((s) => `${s} ${formatCount(workflow.byStatus[s])}`)
-                  .join(", ")}
-              </td>
-            </tr>
-          ))}
-        </tbody>
-      </table>
+      {workflows.length === 0 ? (
+        <p class="hint" id="workflows-none">
+          No workflow has runs that match these filters.
+        </p>
+      ) : (
+        <>
+          <WorkflowsChart workflows={workflows} />
+          {withMix ? (
+            <ul class="legend" aria-hidden="true">
+              {WORKFLOW_RUN_STATUSES.map((status) => (
+                <li>
+                  <span class={`swatch s-${status}`} />
+                  {status}
+                </li>
+              ))}
+            </ul>
+          ) : (
+            <p class="hint">
+              Runs only: this proxy redacts <code>status</code> (REDACT_FIELDS), so no status mix is shown.
+            </p>
+          )}
+          <table id="table-workflows">
+            <caption class="visually-hidden">Top workflows by runs</caption>
+            <thead>
+              <tr>
+                <th scope="col">Workflow</th>
+                <th scope="col" class="num">
+                  Runs
+                </th>
+                {withMix ? <th scope="col">Status mix</th> : null}
+              </tr>
+            </thead>
+            <tbody>
+              {workflows.map((workflow) => (
+                <tr data-workflow={workflow.id}>
+                  <th scope="row">{workflow.name ?? workflow.id}</th>
+                  <td class="num">{formatCount(workflow.total)}</td>
+                  {workflow.byStatus ? <td>{statusMix(workflow.byStatus)}</td> : null}
+                </tr>
+              ))}
+            </tbody>
+          </table>
+          <p class="hint">
+            From the run index: the {formatCount(workflows.length)} workflows with the most runs under these
+            filters.
+          </p>
+        </>
+      )}
     </section>
   );
 }

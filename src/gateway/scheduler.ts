@@ -13,6 +13,9 @@ export const MAX_HONOURED_RETRY_AFTER_MS = 300_000;
 /** Interactive work (list misses) always goes before bulk work (scans, sync, refreshes). */
 export type Priority = "interactive" | "bulk";
 
+/** Highest first: every sweep over the queues visits interactive requests before bulk ones. */
+const PRIORITIES = ["interactive", "bulk"] as const satisfies readonly Priority[];
+
 export interface SlotRequest {
   priority: Priority;
   /** Who the call is for (a caller id, or the index sync): starts are shared round-robin among them. */
@@ -252,14 +255,16 @@ export class Scheduler {
 
   /** A pause that began while requests waited: those that cannot outlast it are told at once. */
   private refuseThoseOutwaited(now: number): void {
-    for (const priority of ["interactive", "bulk"] as const) {
-      for (const list of [...this.queues[priority].values()]) {
-        for (const w of [...list]) {
-          if (w.deadline < this.pausedUntil)
-            this.finish(w, new SlotRefused("paused", this.pausedUntil - now));
-        }
-      }
+    for (const w of this.queued()) {
+      if (w.deadline < this.pausedUntil) this.finish(w, new SlotRefused("paused", this.pausedUntil - now));
     }
+  }
+
+  /** Every waiting request, interactive first: a copy, so a sweep may finish what it visits. */
+  private queued(): Waiting[] {
+    const all: Waiting[] = [];
+    for (const priority of PRIORITIES) for (const list of this.queues[priority].values()) all.push(...list);
+    return all;
   }
 
   private finish(w: Waiting, refusal?: SlotRefused): void {
@@ -273,7 +278,7 @@ export class Scheduler {
   /** The next request to start: interactive first, callers in turn, none over its share. */
   private next(): Waiting | undefined {
     const cap = this.perCallerCap();
-    for (const priority of ["interactive", "bulk"] as const) {
+    for (const priority of PRIORITIES) {
       const queue = this.queues[priority];
       for (const [caller, list] of queue) {
         const used = this.starts.reduce((n, s) => (s.caller === caller ? n + 1 : n), 0);
@@ -303,12 +308,8 @@ export class Scheduler {
       }
     }
     // Whoever could not start by its deadline is told now, with the time its slot is due.
-    for (const priority of ["interactive", "bulk"] as const) {
-      for (const list of [...this.queues[priority].values()]) {
-        for (const w of [...list]) {
-          if (w.deadline <= now) this.finish(w, new SlotRefused("busy", this.estimate(priority, now) || 1));
-        }
-      }
+    for (const w of this.queued()) {
+      if (w.deadline <= now) this.finish(w, new SlotRefused("busy", this.estimate(w.priority, now) || 1));
     }
     if (this.pausedUntil > now) {
       this.wake(this.pausedUntil);
@@ -317,9 +318,7 @@ export class Scheduler {
     if (this.count("interactive") + this.count("bulk") === 0) return;
     const oldest = this.starts[0];
     let at = oldest ? oldest.at + RATE_WINDOW_MS : now + 1;
-    for (const priority of ["interactive", "bulk"] as const) {
-      for (const list of this.queues[priority].values()) for (const w of list) at = Math.min(at, w.deadline);
-    }
+    for (const w of this.queued()) at = Math.min(at, w.deadline);
     this.wake(Math.max(at, now + 1));
   }
 

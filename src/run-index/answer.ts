@@ -1,7 +1,7 @@
 // /stats answered from the index: the same body as a scan's, plus where it came from and how
 // fresh it is. Runs inside the tenant object, next to the rows.
 
-import { decimalToNumber, type Totals, totalRuns } from "../stats/aggregate.ts";
+import { type Totals, totalsBody } from "../stats/aggregate.ts";
 import type { StatsFilters } from "../stats/filters.ts";
 import type { WorkflowRunStats } from "../stats/schemas.ts";
 import { type IndexFilters, queryTotals } from "./store.ts";
@@ -48,13 +48,7 @@ export function indexStatsBody(
   return {
     object: "workflow_run_stats",
     filters,
-    total: totalRuns(totals),
-    byStatus: { ...totals.byStatus },
-    usage: {
-      credits: decimalToNumber(totals.credits),
-      totalCredits: decimalToNumber(totals.totalCredits),
-      runsWithoutUsage: totals.runsWithoutUsage,
-    },
+    ...totalsBody(totals),
     complete: true,
     pagesFetched: 0,
     resumeToken: null,

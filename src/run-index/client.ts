@@ -11,15 +11,20 @@ import type { TenantObject } from "../tenant/object.ts";
 import type { IndexAnswer } from "./answer.ts";
 import type { EventOutcome, IndexEvent } from "./sync.ts";
 import { indexSettings } from "./upstream.ts";
+import type { DashboardIndexAnswer, IndexWorkflows, WorkflowsQuery } from "./workflows.ts";
 
 /** The tenant's object, by the same non-secret name every part of the proxy uses for it. */
 export async function tenantObject(env: Env, config: Config): Promise<DurableObjectStub<TenantObject>> {
   return env.TENANT.getByName(await tenantScope(config));
 }
 
+/** The index's answer, with the dashboard's per-workflow view when it was asked for. */
+export type IndexAnswerWith = IndexAnswer & { workflows?: IndexWorkflows };
+
 /**
  * The index's answer for /stats, or undefined when the route should scan: RUN_INDEX=off, or the
- * object failed (the index is an accelerator; /stats keeps working without it).
+ * object failed (the index is an accelerator; /stats keeps working without it). With `workflows`,
+ * the same call also reads the dashboard's per-workflow view.
  */
 export async function statsFromIndex(
   env: Env,
@@ -27,12 +32,22 @@ export async function statsFromIndex(
   filters: StatsFilters,
   maxLagSeconds: number | undefined,
   requestId: string,
-): Promise<IndexAnswer | undefined> {
+  workflows?: WorkflowsQuery,
+): Promise<IndexAnswerWith | undefined> {
   if (!config.runIndex) return undefined;
   try {
     const stub = await tenantObject(env, config);
     const options = maxLagSeconds === undefined ? {} : { maxLagSeconds };
-    return (await stub.indexStats(filters, indexSettings(config), options)) as IndexAnswer;
+    if (workflows === undefined) {
+      return (await stub.indexStats(filters, indexSettings(config), options)) as IndexAnswer;
+    }
+    const answer = (await stub.indexDashboard(
+      filters,
+      indexSettings(config),
+      options,
+      workflows,
+    )) as DashboardIndexAnswer;
+    return answer.kind === "ready" ? { ...answer.stats, workflows: answer.workflows } : answer.stats;
   } catch (error) {
     logLine({
       level: "warn",

@@ -215,12 +215,18 @@ export function usesTotalsOnly(filters: IndexFilters): boolean {
   );
 }
 
+/** SQL conditions for the filters, with their bindings. */
+export interface RunConditions {
+  where: string[];
+  bindings: (string | number)[];
+}
+
 /**
- * Counts and exact sums per status for the filters. Status and workflow alone read the totals
- * (workflows × 8 rows); any other filter reads the matching rows through an index. Memory is
- * one row per status whatever the number of runs.
+ * The WHERE clauses of `filters`: status and workflow only (columns of both `runs` and
+ * `run_totals`) when usesTotalsOnly, else every filter over `runs`, each on an indexed column
+ * where one exists.
  */
-export function queryTotals(sql: SqlStorage, filters: IndexFilters): Totals {
+export function runConditions(filters: IndexFilters): RunConditions {
   const where: string[] = [];
   const bindings: (string | number)[] = [];
   const add = (clause: string, value: string | number) => {
@@ -229,21 +235,28 @@ export function queryTotals(sql: SqlStorage, filters: IndexFilters): Totals {
   };
   if (filters.status !== undefined) add("status = ?", filters.status);
   if (filters.workflowId !== undefined) add("workflow_id = ?", filters.workflowId);
-  let query: string;
-  if (usesTotalsOnly(filters)) {
-    query = `SELECT ${SUMS.replace("%runs%", "runs")} FROM run_totals`;
-  } else {
-    if (filters.batchId !== undefined) add("batch_id = ?", filters.batchId);
-    if (filters.since !== undefined) add("created_at >= ?", filters.since);
-    if (filters.until !== undefined) add("created_at <= ?", filters.until);
-    if (filters.fileNameContains !== undefined) {
-      const needle = filters.fileNameContains.toLowerCase();
-      // instr(), not LIKE: no wildcard in the needle means anything, and no length limit applies.
-      if (needle.includes(FILE_NAME_SEPARATOR)) throw new RangeError("fileNameContains holds a line break");
-      add("instr(file_names, ?) > 0", needle);
-    }
-    query = `SELECT ${SUMS.replace("%runs%", "1")} FROM runs`;
+  if (usesTotalsOnly(filters)) return { where, bindings };
+  if (filters.batchId !== undefined) add("batch_id = ?", filters.batchId);
+  if (filters.since !== undefined) add("created_at >= ?", filters.since);
+  if (filters.until !== undefined) add("created_at <= ?", filters.until);
+  if (filters.fileNameContains !== undefined) {
+    const needle = filters.fileNameContains.toLowerCase();
+    // instr(), not LIKE: no wildcard in the needle means anything, and no length limit applies.
+    if (needle.includes(FILE_NAME_SEPARATOR)) throw new RangeError("fileNameContains holds a line break");
+    add("instr(file_names, ?) > 0", needle);
   }
+  return { where, bindings };
+}
+
+/**
+ * Counts and exact sums per status for the filters. Status and workflow alone read the totals
+ * (workflows × 8 rows); any other filter reads the matching rows through an index. Memory is
+ * one row per status whatever the number of runs.
+ */
+export function queryTotals(sql: SqlStorage, filters: IndexFilters): Totals {
+  const { where, bindings } = runConditions(filters);
+  const table = usesTotalsOnly(filters) ? "run_totals" : "runs";
+  let query = `SELECT ${SUMS.replace("%runs%", table === "runs" ? "1" : "runs")} FROM ${table}`;
   if (where.length > 0) query += ` WHERE ${where.join(" AND ")}`;
   query += " GROUP BY status";
   const totals = emptyTotals();

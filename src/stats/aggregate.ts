@@ -152,3 +152,20 @@ export function addTally(totals: Totals, status: WorkflowRunStatus, tally: Tally
 export function totalRuns(totals: Totals): number {
   return WORKFLOW_RUN_STATUSES.reduce((sum, status) => sum + totals.byStatus[status], 0);
 }
+
+/** The counting part of a /stats body, the same whether a scan or the index counted. */
+export function totalsBody(totals: Totals): {
+  total: number;
+  byStatus: Record<WorkflowRunStatus, number>;
+  usage: { credits: number; totalCredits: number; runsWithoutUsage: number };
+} {
+  return {
+    total: totalRuns(totals),
+    byStatus: { ...totals.byStatus },
+    usage: {
+      credits: decimalToNumber(totals.credits),
+      totalCredits: decimalToNumber(totals.totalCredits),
+      runsWithoutUsage: totals.runsWithoutUsage,
+    },
+  };
+}

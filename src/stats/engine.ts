@@ -4,7 +4,7 @@ import type { CacheReadOptions, CacheState, KvCache } from "../cache/kv-cache.ts
 import type { PageSource } from "../cache/pages.ts";
 import type { ListOptions } from "../extend/client.ts";
 import { type Clock, systemClock } from "../lib/clock.ts";
-import { decimalToNumber, totalRuns } from "./aggregate.ts";
+import { totalsBody } from "./aggregate.ts";
 import type { StatsFilters } from "./filters.ts";
 import { openResumeToken, sealResumeToken } from "./resume-token.ts";
 import { advanceScan, planScan, SCAN_TIME_BUDGET_MS, type ScanState } from "./scan.ts";
@@ -42,17 +42,10 @@ function statsBody(
   resumeToken: string | null,
   now: number,
 ): WorkflowRunStats {
-  const totals = state.totals;
   return {
     object: "workflow_run_stats",
     filters,
-    total: totalRuns(totals),
-    byStatus: { ...totals.byStatus },
-    usage: {
-      credits: decimalToNumber(totals.credits),
-      totalCredits: decimalToNumber(totals.totalCredits),
-      runsWithoutUsage: totals.runsWithoutUsage,
-    },
+    ...totalsBody(state.totals),
     complete,
     pagesFetched: state.pagesFetched,
     resumeToken,

@@ -12,6 +12,7 @@ import {
   type IndexSettings,
   type SyncUpstream,
 } from "../run-index/upstream.ts";
+import { answerDashboard, type DashboardIndexAnswer, type WorkflowsQuery } from "../run-index/workflows.ts";
 import type { StatsFilters } from "../stats/filters.ts";
 
 function indexEnabled(env: Env): boolean {
@@ -70,6 +71,21 @@ export class TenantObject extends DurableObject<Env> {
     const sync = this.index(settings);
     try {
       return await answerStats(sync, this.ctx.storage.sql, filters, options, Date.now);
+    } finally {
+      await this.armAlarm(sync);
+    }
+  }
+
+  /** indexStats, plus the dashboard's per-workflow view once the index answers: one round trip. */
+  async indexDashboard(
+    filters: StatsFilters,
+    settings: IndexSettings,
+    options: AnswerOptions,
+    query: WorkflowsQuery,
+  ): Promise<DashboardIndexAnswer> {
+    const sync = this.index(settings);
+    try {
+      return await answerDashboard(sync, this.ctx.storage.sql, filters, options, query, Date.now);
     } finally {
       await this.armAlarm(sync);
     }

@@ -1,5 +1,6 @@
 // The dashboard in real Chromium, served by `wrangler dev` from the fake Extend's data: signing
-// in with a static token, the counts against /stats with JavaScript on and off, the SVG charts,
+// in with a static token, the counts against /stats with JavaScript on and off, the SVG charts
+// (the per-workflow one from the run index, built before the tests start), the workflow select,
 // the page's CSP and origin discipline, and the screenshot in the README.
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -10,7 +11,9 @@ import { PROJECT_ROOT } from "../../scripts/wrangler-dev.ts";
 import {
   connect,
   statsFromApi,
+  statsOracle,
   tokenTaker,
+  untilIndexed,
   violations,
   type Watched,
   watchedPage,
@@ -30,7 +33,8 @@ describe.skipIf(suite === null)("the dashboard in Chromium", () => {
 
   beforeAll(async () => {
     browser = await connect(suite);
-  });
+    await untilIndexed(suite, oracle);
+  }, 120_000);
   afterAll(async () => {
     for (const watched of opened) await watched.context.close();
     await browser?.close();
@@ -147,6 +151,83 @@ describe.skipIf(suite === null)("the dashboard in Chromium", () => {
     await expectClean(watched);
   });
 
+  it.each([
+    ["on", true],
+    ["off", false],
+  ])(
+    "draws the top workflows from the run index and offers them in a select, JavaScript %s",
+    async (_name, javaScriptEnabled) => {
+      const watched = await open({ javaScriptEnabled });
+      const { page } = watched;
+      await signIn(page, takeToken());
+      const stats = statsOracle(suite, oracle);
+      const count = (n: number) => n.toLocaleString("en-US");
+      expect(await page.locator("#freshness").textContent()).toMatch(/^From the run index/);
+
+      const chart = page.getByRole("img", { name: /^Top workflows by runs: / });
+      await expect.poll(() => chart.count()).toBe(1);
+      expect(await chart.evaluate((svg) => svg.namespaceURI)).toBe("http://www.w3.org/2000/svg");
+      const label = (await chart.getAttribute("aria-label")) ?? "";
+      const bars = await page.locator("svg#chart-workflows g.bar").evaluateAll((groups) =>
+        groups.map((g) => ({
+          id: g.getAttribute("data-key") ?? "",
+          title: g.querySelector(":scope > title")?.textContent ?? "",
+          printed: g.querySelector("text.count")?.textContent ?? "",
+          segments: [...g.querySelectorAll("rect[class^='s-']")].map((rect) => ({
+            status: (rect.getAttribute("class") ?? "").slice(2),
+            title: rect.querySelector("title")?.textContent ?? "",
+          })),
+        })),
+      );
+      const overall = await stats();
+      expect(overall.source).toBe("index");
+      let sum = 0;
+      let previous = Number.POSITIVE_INFINITY;
+      for (const bar of bars) {
+        const api = await stats({ workflowId: bar.id });
+        expect(api.source).toBe("index");
+        expect(bar.printed, bar.id).toBe(count(api.total));
+        expect(bar.title).toBe(`${bar.id}: ${count(api.total)} runs`);
+        const mix = STATUSES.filter((s) => (api.byStatus[s] ?? 0) > 0);
+        expect(bar.segments).toEqual(
+          mix.map((status) => ({
+            status,
+            title: `${bar.id}: ${status} ${count(api.byStatus[status] ?? 0)} runs`,
+          })),
+        );
+        expect(label).toContain(
+          `${bar.id} ${count(api.total)} (${mix.map((s) => `${s} ${count(api.byStatus[s] ?? 0)}`).join(", ")})`,
+        );
+        expect(api.total).toBeLessThanOrEqual(previous);
+        previous = api.total;
+        sum += api.total;
+      }
+      // The fake has fewer workflows than the chart's bound: every run is in one of the bars.
+      expect(bars.length).toBeGreaterThan(1);
+      expect(sum).toBe(overall.total);
+
+      // The select lists the same workflows, most runs first, and keeps the one chosen.
+      const select = page.getByRole("combobox", { name: "Workflow", exact: true });
+      const options = await select
+        .locator("option")
+        .evaluateAll((os) => os.map((o) => (o as HTMLOptionElement).value));
+      expect(options).toEqual(["", ...bars.map((bar) => bar.id)]);
+      const chosen = bars.at(-1)?.id ?? "";
+      await select.selectOption(chosen);
+      await page.getByRole("button", { name: "Apply filters" }).click();
+      await page.waitForURL((url) => url.searchParams.get("workflowId") === chosen);
+      expect(await select.inputValue()).toBe(chosen);
+      const filtered = await stats({ workflowId: chosen });
+      expect(await tableCounts(page)).toEqual({ ...filtered.byStatus, total: filtered.total });
+      expect(
+        await page
+          .locator("svg#chart-workflows g.bar")
+          .evaluateAll((gs) => gs.map((g) => g.getAttribute("data-key"))),
+      ).toEqual([chosen]);
+      await expectClean(watched);
+    },
+  );
+
   it("shows a bad filter next to its field with the API's message", async () => {
     const watched = await open({ javaScriptEnabled: false });
     const { page } = watched;
@@ -199,6 +280,8 @@ describe.skipIf(suite === null)("the dashboard in Chromium", () => {
     const { page } = watched;
     await page.setViewportSize({ width: 1200, height: 900 });
     await signIn(page, takeToken());
+    // The README shows the per-workflow view too, not the sentence about an index being built.
+    expect(await page.locator("svg#chart-workflows").count()).toBe(1);
     const png = await page.screenshot({ fullPage: true, animations: "disabled" });
     expect(png.subarray(1, 4).toString()).toBe("PNG");
     if (UPDATE_SCREENSHOT) writeFileSync(join(PROJECT_ROOT, "docs", "dashboard.png"), png);

@@ -130,22 +130,60 @@ export function proxyLog(suite: BrowserSuite): LogLine[] {
     .filter((line) => line.msg === "request");
 }
 
+/** What the browser tests read of a /stats answer. */
+export interface ApiStats {
+  total: number;
+  byStatus: Record<string, number>;
+  usage: Record<string, number>;
+  source: "scan" | "index";
+}
+
 /** `GET /stats` straight from Node with a bearer token: the reference the pages must match. */
 export async function statsFromApi(
   suite: BrowserSuite,
   token: string,
   query: Record<string, string> = {},
-): Promise<{ total: number; byStatus: Record<string, number>; usage: Record<string, number> }> {
+): Promise<ApiStats> {
   const response = await fetch(`${suite.proxyUrl}/stats?${new URLSearchParams(query)}`, {
     headers: { authorization: `Bearer ${token}` },
   });
   if (response.status !== 200)
     throw new Error(`/stats answered ${response.status}: ${await response.text()}`);
-  return (await response.json()) as {
-    total: number;
-    byStatus: Record<string, number>;
-    usage: Record<string, number>;
+  return (await response.json()) as ApiStats;
+}
+
+/** Calls per token within the /stats limit (STATS_RATE_LIMITER: 10 a minute in wrangler.toml). */
+const CALLS_PER_TOKEN = 9;
+
+/**
+ * A /stats oracle that spends each token taken from `take` on at most CALLS_PER_TOKEN calls, so
+ * a test that compares many filters stays under the per-caller limit.
+ */
+export function statsOracle(suite: BrowserSuite, take: () => string) {
+  let token = take();
+  let used = 0;
+  return (query: Record<string, string> = {}) => {
+    if (used === CALLS_PER_TOKEN) {
+      token = take();
+      used = 0;
+    }
+    used += 1;
+    return statsFromApi(suite, token, query);
   };
+}
+
+/**
+ * Waits until /stats answers from the run index (the first call starts its backfill; the
+ * object's alarm builds it), so the page's per-workflow view is there.
+ */
+export async function untilIndexed(suite: BrowserSuite, take: () => string, timeoutMs = 90_000) {
+  const stats = statsOracle(suite, take);
+  const deadline = Date.now() + timeoutMs;
+  for (let wait = 250; ; wait = Math.min(wait * 2, 8_000)) {
+    if ((await stats()).source === "index") return;
+    if (Date.now() > deadline) throw new Error("the run index was not built in time");
+    await new Promise((resolve) => setTimeout(resolve, wait));
+  }
 }
 
 /** A token from `list` that no other test has taken. */

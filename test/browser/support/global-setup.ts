@@ -76,7 +76,7 @@ export default async function setup(project: TestProject): Promise<(() => Promis
   const suiteTokens = {
     dashboard: tokens("dash", 16),
     frontend: tokens("front", 6),
-    oracle: tokens("oracle", 8),
+    oracle: tokens("oracle", 24),
   };
 
   let upstream: RunningFakeServer | undefined;

@@ -410,7 +410,8 @@ describe("page cache: coalescing", () => {
   it("shares one call across separate request contexts, even when the first caller disconnects", async () => {
     // SELF runs each request in its own workerd request context, with the test's static settings:
     // no workspace of its own, so a query of its own keeps other tests' entries out.
-    const tenant = isolatedTenant({ workspaceId: null, latency: { baseMs: 150, perRunMs: 0 } });
+    // The upstream call outlasts the followers' arrival by far, even on a loaded machine.
+    const tenant = isolatedTenant({ workspaceId: null, latency: { baseMs: 1_000, perRunMs: 0 } });
     const url = `https://proxy.test/workflow_runs?fileNameContains=${crypto.randomUUID()}`;
     const leaving = new AbortController();
     const leader = SELF.fetch(url, {

@@ -4,6 +4,7 @@ import { describe, expect, it, vi } from "vitest";
 import { captureConsole, requestLines } from "../support/console.ts";
 import { json } from "../support/proxy.ts";
 import { freshClientIp, isolatedTenant } from "../support/tenant.ts";
+import { busiestWindow } from "../support/windows.ts";
 
 type Worker = { fetch(request: Request, env: Env, ctx: ExecutionContext): Promise<Response> };
 
@@ -27,18 +28,6 @@ async function callThrough(worker: Worker, path: string, overrides: Partial<Env>
   );
   await waitOnExecutionContext(ctx);
   return response;
-}
-
-/** Most list calls the fake saw start in any window of `windowMs`. */
-function busiestWindow(times: number[], windowMs: number): number {
-  const sorted = [...times].sort((a, b) => a - b);
-  let best = 0;
-  let from = 0;
-  for (let to = 0; to < sorted.length; to++) {
-    while ((sorted[to] ?? 0) - (sorted[from] ?? 0) >= windowMs) from += 1;
-    best = Math.max(best, to - from + 1);
-  }
-  return best;
 }
 
 /**

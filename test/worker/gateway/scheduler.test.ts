@@ -7,6 +7,7 @@ import {
   type SlotRefused,
 } from "../../../src/gateway/scheduler.ts";
 import type { Clock } from "../../../src/lib/clock.ts";
+import { busiestWindow } from "../support/windows.ts";
 
 /**
  * A clock whose time only moves when the test says so; sleepers wake when it passes their time.
@@ -59,17 +60,6 @@ function track(
       );
   });
   return { starts, refused };
-}
-
-function busiestWindow(times: number[], windowMs = 1000): number {
-  const sorted = [...times].sort((a, b) => a - b);
-  let best = 0;
-  let from = 0;
-  for (let to = 0; to < sorted.length; to++) {
-    while ((sorted[to] ?? 0) - (sorted[from] ?? 0) >= windowMs) from += 1;
-    best = Math.max(best, to - from + 1);
-  }
-  return best;
 }
 
 describe("the tenant scheduler (controllable clock)", () => {

@@ -3,7 +3,7 @@ import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { type FakeRun, generateRuns } from "../../../fake/extend.ts";
 import { MIN_BAR_WIDTH } from "../../../src/dashboard/charts.tsx";
-import type { DashboardStats } from "../../../src/dashboard/data.ts";
+import { type DashboardStats, TOP_WORKFLOWS, WORKFLOW_CHOICES } from "../../../src/dashboard/data.ts";
 import { DARK, LIGHT, type Scheme, STYLESHEET } from "../../../src/dashboard/theme.ts";
 import { DashboardPage, freshnessText, renderDocument } from "../../../src/dashboard/view.tsx";
 import worker from "../../../src/index.ts";
@@ -13,7 +13,8 @@ import { captureConsole } from "../support/console.ts";
 import { TEST_UPSTREAM_KEY } from "../support/constants.ts";
 import { TEST_CLIENT_TOKEN, TestIssuer } from "../support/jwt-issuer.ts";
 import { callProxy, json } from "../support/proxy.ts";
-import { referenceStats, STATUSES, statsPath, type WorkflowRunStats } from "../support/stats.ts";
+import { settle, useIndexFake } from "../support/run-index.ts";
+import { getStats, referenceStats, STATUSES, statsPath, type WorkflowRunStats } from "../support/stats.ts";
 import { isolatedTenant, type TenantOptions } from "../support/tenant.ts";
 
 const ORIGIN = "https://proxy.test";
@@ -978,6 +979,252 @@ describe("the page with run-index data", () => {
     const without = await render({});
     expect(without).toContain('<input type="text" id="f-workflowId" name="workflowId"');
     expect(without).not.toContain('id="chart-workflows"');
+  });
+});
+
+// The per-workflow view from the run index, through the public surface: the page against
+// /stats?workflowId=… (answered by the index) and against an independent fold over the fake.
+
+/** Runs over `counts.length` workflows, workflow k holding counts[k] runs (ids sort by k). */
+function runsOverWorkflows(counts: readonly number[], seed: number): FakeRun[] {
+  const total = counts.reduce((sum, n) => sum + n, 0);
+  const ids = counts.flatMap((n, k) => Array.from({ length: n }, () => k));
+  return generateRuns({ size: total, seed }).map((run, i) => {
+    const k = ids[i] ?? 0;
+    return { ...run, workflow: { ...run.workflow, id: `workflow_t${String(k).padStart(3, "0")}` } };
+  });
+}
+
+/** The top workflows an independent fold finds for `query`: most runs first, ties by id. */
+function referenceTop(runs: readonly FakeRun[], query: Record<string, string>, limit: number) {
+  const ids = query.workflowId ? [query.workflowId] : [...new Set(runs.map((run) => run.workflow.id))];
+  return ids
+    .map((id) => ({ id, ...referenceStats(runs, { ...query, workflowId: id }) }))
+    .filter((w) => w.total > 0)
+    .sort((a, b) => b.total - a.total || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+    .slice(0, limit);
+}
+
+interface PageWorkflow {
+  id: string;
+  printed: number;
+  title: string;
+  /** Each status segment's count, read from its `<title>`. */
+  mix: Record<string, number>;
+}
+
+/** The top-workflows chart's bars as a person (or a screen reader) reads them. */
+function workflowBars(html: string): PageWorkflow[] {
+  const chart = /<svg[^>]*id="chart-workflows"[\s\S]*?<\/svg>/.exec(html)?.[0] ?? "";
+  return [...chart.matchAll(/<g class="bar" data-key="([^"]+)">([\s\S]*?)<\/g>/g)].map((m) => {
+    const id = m[1] ?? "";
+    const body = m[2] ?? "";
+    const mix: Record<string, number> = {};
+    for (const segment of body.matchAll(/<rect class="s-([A-Z_]+)"[^>]*><title>([^<]*)<\/title><\/rect>/g)) {
+      const count = new RegExp(`^${id}: ${segment[1]} ([\\d,]+) runs$`).exec(segment[2] ?? "")?.[1] ?? "";
+      mix[segment[1] ?? ""] = Number(count.replaceAll(",", ""));
+    }
+    return {
+      id,
+      printed: Number((/<text class="count"[^>]*>([^<]*)<\/text>/.exec(body)?.[1] ?? "").replaceAll(",", "")),
+      title: /^<title>([^<]*)<\/title>/.exec(body)?.[1] ?? "",
+      mix,
+    };
+  });
+}
+
+/** The options of the workflow select, or undefined when the field is a text input. */
+function workflowOptions(html: string): { value: string; selected: boolean }[] | undefined {
+  const select = /<select id="f-workflowId"[^>]*>([\s\S]*?)<\/select>/.exec(html)?.[1];
+  if (select === undefined) return undefined;
+  return [...select.matchAll(/<option value="([^"]*)"( selected="")?>/g)].map((m) => ({
+    value: m[1] ?? "",
+    selected: m[2] !== undefined,
+  }));
+}
+
+const nonZero = (byStatus: Record<string, number> | undefined) =>
+  Object.fromEntries(Object.entries(byStatus ?? {}).filter(([, n]) => n > 0));
+
+/** Sizes of 14 workflows: more than the chart shows, no two alike. */
+const FOURTEEN = Array.from({ length: 14 }, (_, k) => 3 + 2 * ((k * 5) % 14));
+
+describe("GET /dashboard: the per-workflow view from the run index", () => {
+  const always = { limit: async () => ({ success: true }) } as unknown as RateLimit;
+  const pageSettings: Partial<Env> = { ALLOW_ANONYMOUS: "true", STATS_RATE_LIMITER: always };
+
+  async function builtIndex(runs: FakeRun[], settings: Partial<Env> = {}) {
+    const index = await useIndexFake({ runs }, { ...pageSettings, ...settings });
+    await getStats(index, {});
+    await settle(index.stub);
+    return index;
+  }
+
+  it.each<[string, (runs: FakeRun[]) => Record<string, string>]>([
+    ["no filter", () => ({})],
+    ["a status", () => ({ status: "PROCESSED" })],
+    // The fake's runs are a minute apart, ending 2026-11-01T00:00:00Z.
+    ["a time window", () => ({ since: "2026-10-31T20:30:00Z", until: "2026-10-31T23:00:00+01:00" })],
+    ["a status and a time window", () => ({ status: "PROCESSED", since: "2026-10-31T21:00:00Z" })],
+    ["a file name", () => ({ fileNameContains: "invoice" })],
+    [
+      "a batch",
+      (runs) => {
+        const batches = runs.flatMap((run) => (run.batchId ? [run.batchId] : []));
+        const most = batches.sort().reduce(
+          (best, id) => {
+            const n = batches.filter((b) => b === id).length;
+            return n > best.n ? { id, n } : best;
+          },
+          { id: "", n: 0 },
+        );
+        return { batchId: most.id };
+      },
+    ],
+    ["a workflow", () => ({ workflowId: "workflow_t004" })],
+  ])("draws the top workflows for %s with exactly /stats?workflowId=…'s counts", async (_name, filters) => {
+    const runs = runsOverWorkflows(FOURTEEN, 41);
+    const index = await builtIndex(runs);
+    const query = filters(runs);
+    const response = await index.call(dashboardPath(query));
+    const html = await response.text();
+    expect(response.status).toBe(200);
+    expect(html).toContain("From the run index");
+    const shown = workflowBars(html);
+    const expected = referenceTop(runs, query, TOP_WORKFLOWS);
+    expect(expected.length).toBeGreaterThan(0);
+    expect(shown.map((w) => w.id)).toEqual(expected.map((w) => w.id));
+    for (const [row, workflow] of shown.entries()) {
+      const { body } = await getStats(index, { ...query, workflowId: workflow.id });
+      expect(body.source).toBe("index");
+      expect(workflow.printed, workflow.id).toBe(body.total);
+      expect(workflow.title).toBe(`${workflow.id}: ${body.total.toLocaleString("en-US")} runs`);
+      expect(workflow.mix, workflow.id).toEqual(nonZero(body.byStatus));
+      expect(body.total).toBe(expected[row]?.total);
+      expect(html).toContain(
+        `<tr data-workflow="${workflow.id}"><th scope="row">${workflow.id}</th><td class="num">${body.total.toLocaleString("en-US")}</td>`,
+      );
+    }
+    const label = /id="chart-workflows"[^>]*aria-label="([^"]+)"/.exec(html)?.[1] ?? "";
+    expect(label.startsWith(`Top workflows by runs: ${expected[0]?.id} ${expected[0]?.total}`)).toBe(true);
+    expect(html).not.toContain('id="workflows-missing"');
+  });
+
+  it("says so when no workflow has runs under the filters, rather than drawing an empty chart", async () => {
+    const index = await builtIndex(runsOverWorkflows([5, 6, 7, 8], 42));
+    const html = await (await index.call(dashboardPath({ since: "2030-01-01T00:00:00Z" }))).text();
+    expect(html).toContain('id="workflows-none"');
+    expect(html).not.toContain('id="chart-workflows"');
+  });
+
+  it("fills the workflow select from the index, most runs first, and keeps the selected one", async () => {
+    const runs = runsOverWorkflows(FOURTEEN, 43);
+    const index = await builtIndex(runs);
+    const all = referenceTop(runs, {}, Number.POSITIVE_INFINITY).map((w) => w.id);
+    const bare = workflowOptions(await (await index.call("/dashboard")).text());
+    expect(bare).toEqual([
+      { value: "", selected: false },
+      ...all.map((value) => ({ value, selected: false })),
+    ]);
+
+    const smallest = all.at(-1) ?? "";
+    const html = await (await index.call(dashboardPath({ workflowId: smallest }))).text();
+    const options = workflowOptions(html);
+    expect(options?.filter((o) => o.selected)).toEqual([{ value: smallest, selected: true }]);
+    expect(options?.map((o) => o.value)).toEqual(["", ...all]);
+    expect(workflowBars(html).map((w) => w.id)).toEqual([smallest]);
+
+    // An id the index has never seen stays selected, so the form shows what was asked for.
+    const unknown = "workflow_not_in_the_index";
+    const other = await (await index.call(dashboardPath({ workflowId: unknown }))).text();
+    expect(workflowOptions(other)?.filter((o) => o.selected)).toEqual([{ value: unknown, selected: true }]);
+    expect(other).toContain('id="workflows-none"');
+  });
+
+  it("bounds the select to the busiest workflows and still lists the selected one beyond it", async () => {
+    // 210 workflows: ten with several runs, the rest with one each.
+    const counts = Array.from({ length: 210 }, (_, k) => (k < 10 ? 12 - k : 1));
+    const runs = runsOverWorkflows(counts, 44);
+    const index = await builtIndex(runs);
+    const byRuns = referenceTop(runs, {}, Number.POSITIVE_INFINITY).map((w) => w.id);
+    const options = workflowOptions(await (await index.call("/dashboard")).text());
+    expect(options?.map((o) => o.value)).toEqual(["", ...byRuns.slice(0, WORKFLOW_CHOICES)]);
+
+    const beyond = byRuns.at(-1) ?? "";
+    expect(byRuns.indexOf(beyond)).toBeGreaterThanOrEqual(WORKFLOW_CHOICES);
+    const selected = workflowOptions(await (await index.call(dashboardPath({ workflowId: beyond }))).text());
+    expect(selected).toHaveLength(WORKFLOW_CHOICES + 2);
+    expect(selected?.at(-1)).toEqual({ value: beyond, selected: true });
+  });
+
+  it("shows a bad workflowId next to its field with the API's message", async () => {
+    const index = await builtIndex(runsOverWorkflows([5, 6, 7, 8], 45));
+    const query = { workflowId: "workflow with spaces" };
+    const response = await index.call(dashboardPath(query));
+    const html = await response.text();
+    expect(response.status).toBe(400);
+    const api = await index.call(statsPath(query));
+    expect(api.status).toBe(400);
+    const body = await json<{ details: { field: string; message: string }[] }>(api);
+    const detail = body.details.find((d) => d.field === "workflowId");
+    expect(detail).toBeDefined();
+    expect(html).toContain(`<p class="field-error" id="e-workflowId">workflowId ${detail?.message}</p>`);
+    // The field keeps what was typed, so it can be corrected.
+    expect(html).toContain('id="f-workflowId" name="workflowId" aria-invalid="true"');
+    expect(html).toContain('value="workflow with spaces"');
+  });
+
+  it("hides the status mix when REDACT_FIELDS hides byStatus from /stats, and keeps the totals", async () => {
+    const runs = runsOverWorkflows(FOURTEEN, 46);
+    const index = await builtIndex(runs, { REDACT_FIELDS: "status" });
+    const html = await (await index.call("/dashboard")).text();
+    const chart = /<svg[^>]*id="chart-workflows"[\s\S]*?<\/svg>/.exec(html)?.[0] ?? "";
+    const shown = workflowBars(html);
+    expect(shown.map((w) => w.id)).toEqual(referenceTop(runs, {}, TOP_WORKFLOWS).map((w) => w.id));
+    for (const workflow of shown) {
+      const { body } = await getStats(index, { workflowId: workflow.id });
+      expect(body.byStatus).toBeUndefined();
+      expect(workflow.printed).toBe(body.total);
+      expect(workflow.mix).toEqual({});
+    }
+    expect(chart).not.toMatch(/class="s-[A-Z_]+"/);
+    for (const status of STATUSES) expect(chart).not.toContain(status);
+    const table = /<table id="table-workflows">[\s\S]*?<\/table>/.exec(html)?.[0] ?? "";
+    expect(table).not.toContain("Status mix");
+    for (const status of STATUSES) expect(table).not.toContain(status);
+  });
+
+  it.each(["workflow.id", "workflow"])(
+    "lists no workflow when REDACT_FIELDS=%s hides their ids",
+    async (field) => {
+      const index = await builtIndex(runsOverWorkflows([5, 6, 7, 8], 47), { REDACT_FIELDS: field });
+      const html = await (await index.call("/dashboard")).text();
+      expect(html).not.toContain('id="chart-workflows"');
+      expect(html).not.toContain("workflow_t00");
+      expect(workflowOptions(html)).toBeUndefined();
+      expect(html).toMatch(/<p class="hint">Hidden: this proxy redacts workflow.id \(REDACT_FIELDS\)/);
+    },
+  );
+
+  it("keeps a text field and says the index is off with RUN_INDEX=off", async () => {
+    const { env: stateEnv } = useStatsFake();
+    const html = await (await call("/dashboard", { env: { ...stateEnv, ALLOW_ANONYMOUS: "true" } })).text();
+    expect(html).toContain('<input type="text" id="f-workflowId" name="workflowId"');
+    expect(html).not.toContain('id="chart-workflows"');
+    expect(html).toContain(
+      '<section class="card" id="workflows-missing" aria-labelledby="workflows-heading"><h2 id="workflows-heading">Top workflows by runs</h2><p class="hint">The per-workflow view comes from the run index, which is off on this proxy (RUN_INDEX=off).</p>',
+    );
+  });
+
+  it("keeps a text field and says how far the index is while it is built", async () => {
+    const index = await useIndexFake({ runs: runsOverWorkflows(FOURTEEN, 48) }, pageSettings);
+    const html = await (await index.call("/dashboard")).text();
+    expect(html).toContain("The run index is still being built");
+    expect(html).toContain('<input type="text" id="f-workflowId" name="workflowId"');
+    expect(html).not.toContain('id="chart-workflows"');
+    expect(html).toMatch(
+      /<p class="hint">The per-workflow view comes from the run index, which is still being built \(0 runs indexed so far\): it appears here once the index is ready\.<\/p>/,
+    );
   });
 });
 

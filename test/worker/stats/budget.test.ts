@@ -9,18 +9,7 @@ import { TEST_UPSTREAM_KEY } from "../support/constants.ts";
 import { json } from "../support/proxy.ts";
 import { getStats, referenceStats, statsPath, summary } from "../support/stats.ts";
 import { isolatedTenant } from "../support/tenant.ts";
-
-/** Most calls that fell into any window of `windowMs`. */
-function busiestWindow(times: number[], windowMs = 1000): number {
-  const sorted = [...times].sort((a, b) => a - b);
-  let best = 0;
-  let from = 0;
-  for (let to = 0; to < sorted.length; to++) {
-    while ((sorted[to] ?? 0) - (sorted[from] ?? 0) >= windowMs) from += 1;
-    best = Math.max(best, to - from + 1);
-  }
-  return best;
-}
+import { busiestWindow } from "../support/windows.ts";
 
 /**
  * A page source of endless one-run pages that refuses, as the tenant's budget does, every call
