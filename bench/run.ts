@@ -39,6 +39,14 @@ import {
   walkStats,
   walkWithSdk,
 } from "./lib.ts";
+import {
+  FULL_MEMORY_PLAN,
+  type MemoryResult,
+  memoryScenarios,
+  memoryTarget,
+  printMemory,
+  QUICK_MEMORY_PLAN,
+} from "./memory.ts";
 import { attribute, type Breakdown, moduleMap, profileWhile } from "./profile.ts";
 import { FULL_PLAN, printRunIndex, QUICK_PLAN, runIndexPlan, runIndexScenarios } from "./run-index.ts";
 
@@ -59,6 +67,10 @@ const { values: flags } = parseArgs({
      */
     backfill: { type: "boolean", default: false },
     runs: { type: "string", multiple: true },
+    /** The scan memory rows only (bench/memory.ts): idle, one cold scan, three concurrent. */
+    memory: { type: "boolean", default: false },
+    /** With the memory rows: charge the scans' heap to source modules (sampling heap profiler). */
+    "heap-profile": { type: "boolean", default: false },
     out: { type: "string" },
   },
   strict: true,
@@ -149,6 +161,7 @@ interface MemoryRow {
 const rows: Row[] = [];
 const statsRows: StatsRow[] = [];
 const memoryRows: MemoryRow[] = [];
+let memory: MemoryResult | undefined;
 const notes: string[] = [];
 
 function log(message: string): void {
@@ -738,6 +751,8 @@ function targets(): { target: string; measured: string; met: boolean | null }[] 
       });
     }
   }
+  const memoryGoal = memory ? memoryTarget(memory) : undefined;
+  if (memoryGoal) out.push(memoryGoal);
   if (loadRow) {
     out.push({
       target: "load run: 0 errors, 0 malformed",
@@ -897,18 +912,26 @@ async function main(): Promise<void> {
     printGateway(gateway);
     return;
   }
-  const run = await pageScenarios();
-  try {
-    await anchorScenarios(run);
-    if (!flags.pages) await loadRun(run.fake, run.proxy, run.paths);
-  } finally {
-    await run.proxy.close();
-    await run.bare.close();
-    await run.fake.stop();
+  const memoryPlan = {
+    ...(QUICK ? QUICK_MEMORY_PLAN : FULL_MEMORY_PLAN),
+    attribute: flags["heap-profile"],
+  };
+  if (!flags.memory) {
+    const run = await pageScenarios();
+    try {
+      await anchorScenarios(run);
+      if (!flags.pages) await loadRun(run.fake, run.proxy, run.paths);
+    } finally {
+      await run.proxy.close();
+      await run.bare.close();
+      await run.fake.stop();
+    }
+    if (!flags.pages) await statsScenarios();
   }
-  if (!flags.pages) await statsScenarios();
-  const runIndex = flags.pages ? undefined : await runIndexScenarios(QUICK ? QUICK_PLAN : FULL_PLAN);
-  if (!flags.pages) gateway = await gatewayScenarios(QUICK ? GATEWAY_QUICK : GATEWAY_FULL);
+  if (!flags.pages) memory = await memoryScenarios(memoryPlan);
+  const runIndex =
+    flags.pages || flags.memory ? undefined : await runIndexScenarios(QUICK ? QUICK_PLAN : FULL_PLAN);
+  if (!flags.pages && !flags.memory) gateway = await gatewayScenarios(QUICK ? GATEWAY_QUICK : GATEWAY_FULL);
 
   const results = {
     command: `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(" ")}` : ""}`,
@@ -928,12 +951,13 @@ async function main(): Promise<void> {
     anchor: anchorRows,
     stats: statsRows,
     memory: memoryRows,
+    scanMemory: memory,
     targets: targets(),
     runIndex,
     gateway,
     notes,
   };
-  const out = flags.out ?? join(PROJECT_ROOT, "bench", "results.json");
+  const out = flags.out ?? join(PROJECT_ROOT, "bench", flags.memory ? "results-memory.json" : "results.json");
   await writeFile(out, `${JSON.stringify(results, null, 2)}\n`);
 
   console.log(
@@ -1047,6 +1071,7 @@ async function main(): Promise<void> {
       ),
     );
   }
+  if (memory) printMemory(memory, table);
   console.log("\nTargets\n");
   console.log(
     table(

@@ -97,6 +97,8 @@ export interface UpstreamDeps {
   clock?: Clock;
   /** Jitter source for back-off, in [0, 1). */
   random?: () => number;
+  /** Reads a 200 list body in place of `parseListBody` (undefined: not a list of runs). */
+  parseList?: (body: string) => UpstreamPage | undefined;
 }
 
 type Outcome<T> =
@@ -409,6 +411,7 @@ export function createExtendUpstream(config: UpstreamConfig, deps: UpstreamDeps 
   const clock = deps.clock ?? systemClock;
   const random = deps.random ?? Math.random;
   const now = () => clock.now();
+  const list = deps.parseList ? { ...LIST, parse: deps.parseList } : LIST;
 
   async function attempt<T>(
     url: URL,
@@ -520,7 +523,7 @@ export function createExtendUpstream(config: UpstreamConfig, deps: UpstreamDeps 
   }
 
   return {
-    list: (query, options = {}) => call(upstreamUrl(config, query), LIST, options),
+    list: (query, options = {}) => call(upstreamUrl(config, query), list, options),
     getRun: (id, options = {}) => call(runUrl(config, id), GET_RUN, options),
     listWorkflows: (token, options = {}) => call(workflowsUrl(config, token), WORKFLOWS, options),
   };

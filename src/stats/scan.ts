@@ -4,7 +4,6 @@
 // they meet. See README "GET /stats" for the guarantees this gives.
 import { ApiError } from "../app/errors.ts";
 import type { PageOptions, PageSource } from "../cache/pages.ts";
-import { type ListOptions, parseListBody } from "../extend/client.ts";
 import {
   type CanonicalListQuery,
   listQuery,
@@ -14,9 +13,10 @@ import {
 } from "../extend/schemas.ts";
 import { BudgetPaused } from "../gateway/isolate-budget.ts";
 import { type Clock, systemClock } from "../lib/clock.ts";
-import { Semaphore } from "../lib/semaphore.ts";
+import { Semaphore, SemaphoreTimeout } from "../lib/semaphore.ts";
 import { addRun, addTally, emptyTally, emptyTotals, type Tally, type Totals } from "./aggregate.ts";
 import type { StatsFilters } from "./filters.ts";
+import { foldPageText } from "./fold-text.ts";
 
 /**
  * After this long a request starts no further page and answers with a resume token, so a slow
@@ -39,6 +39,8 @@ export const MAX_CONCURRENT_PAGES = 6;
 export const MAX_SCAN_PAGES_PER_ISOLATE = 4;
 
 const isolatePages = new Semaphore(MAX_SCAN_PAGES_PER_ISOLATE);
+/** Retry-After for a request that read nothing because other scans held the isolate's places. */
+const ISOLATE_BUSY_RETRY_MS = 1_000;
 
 export type Direction = "asc" | "desc";
 
@@ -111,16 +113,13 @@ export interface ScanProgress {
 }
 
 /**
- * Reads a page's text down to what the fold needs. The full parse lives only for this call,
- * so at most one page's parse exists at a time in the isolate, whatever the number of scans.
+ * Reads a page's text down to what the fold needs, without building the page's object tree (see
+ * fold-text.ts): what a page costs in memory is its text and one small record per run.
  */
 export function foldPage(body: string): FoldPage {
-  const page = parseListBody(body);
+  const page = foldPageText(body);
   if (!page) throw new ApiError("UPSTREAM_INVALID_RESPONSE", "A page could not be read as a list of runs.");
-  return {
-    data: page.data.map((run) => ({ createdAt: run.createdAt, usage: run.usage })),
-    nextPageToken: page.nextPageToken,
-  };
+  return page;
 }
 
 function instant(iso: string | undefined): number | undefined {
@@ -325,12 +324,16 @@ export async function advanceScan(
       maxWaitMs: mayWait(),
       ...(deps.caller ? { caller: deps.caller } : {}),
     };
-    return isolatePages.run(async () => {
-      const result = await deps.pages.get(query, deps.listOptions ? deps.listOptions(own) : own);
-      const readAt = clock.now() - (result.ageSeconds ?? 0) * 1000;
-      state.oldestPageAt = Math.min(state.oldestPageAt, readAt);
-      return foldPage(result.page.body);
-    });
+    // A place held by another request's scan may not come free before this one stops launching.
+    return isolatePages.run(
+      async () => {
+        const result = await deps.pages.get(query, deps.listOptions ? deps.listOptions(own) : own);
+        const readAt = clock.now() - (result.ageSeconds ?? 0) * 1000;
+        state.oldestPageAt = Math.min(state.oldestPageAt, readAt);
+        return foldPage(result.page.body);
+      },
+      Math.max(0, stopLaunchingAt - clock.now()),
+    );
   };
 
   const run = async (next: Runnable): Promise<void> => {
@@ -344,6 +347,12 @@ export async function advanceScan(
       if (error instanceof BudgetPaused) {
         // Refused before its first attempt or a retry: not read, so the walk stays where it was.
         paused ??= error;
+      } else if (error instanceof SemaphoreTimeout) {
+        // The isolate's other scans held every place until this request's time ran out.
+        paused ??= new BudgetPaused(
+          ISOLATE_BUSY_RETRY_MS,
+          "The proxy is busy with other statistics scans; retry later.",
+        );
       } else if (!failure) {
         failure = { error };
         abort.abort(error);
