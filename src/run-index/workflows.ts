@@ -71,7 +71,7 @@ export function topWorkflowsStatement(
 
 /**
  * Runs per (workflow, status) under the filters, for the `limit` workflows with the most runs.
- * Without row filters it reads the trigger-kept totals (workflows × 8 rows); with them, the
+ * Without row filters it reads the totals every write keeps exact (workflows × 8 rows); with them, the
  * matching rows through the index on created_at, batch_id or (workflow_id, created_at). Runs a
  * webhook knew no workflow for (an empty id) are left out: no /stats filter selects them.
  */
