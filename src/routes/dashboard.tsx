@@ -49,7 +49,8 @@ const dashboardRoute = createRoute({
   summary: "Status dashboard",
   description:
     "An HTML page for people: runs per status, credits and the total as inline SVG charts and a table, " +
-    "with a freshness line, for the filters of `/stats` (`workflowId`, `batchId`, `status`, " +
+    "with a freshness line, and from the run index the top workflows by runs with their status mix " +
+    "(the `workflowId` field is then a select of the indexed workflows), for the filters of `/stats` (`workflowId`, `batchId`, `status`, " +
     "`fileNameContains`, `since`, `until`; empty ones are ignored) chosen in a plain GET form. Same " +
     "access rules and rate limit as `/stats`; a browser with a static client token signs in once " +
     "through `POST /dashboard/login`, which sets a signed `HttpOnly` session cookie.",
