@@ -1,18 +1,15 @@
-import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
-import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { type FakeRun, generateRuns } from "../../../fake/extend.ts";
 import { MIN_BAR_WIDTH } from "../../../src/dashboard/charts.tsx";
 import { type DashboardStats, TOP_WORKFLOWS, WORKFLOW_CHOICES } from "../../../src/dashboard/data.ts";
 import { DARK, LIGHT, type Scheme, STYLESHEET } from "../../../src/dashboard/theme.ts";
 import { DashboardPage, freshnessText, renderDocument } from "../../../src/dashboard/view.tsx";
-import worker from "../../../src/index.ts";
 import { DEFAULT_DENY_MESSAGE } from "../../../src/security/auth.ts";
 import { REJECTED_CREDENTIAL_COST } from "../../../src/security/rate-limit.ts";
 import { captureConsole } from "../support/console.ts";
 import { TEST_UPSTREAM_KEY } from "../support/constants.ts";
 import { TEST_CLIENT_TOKEN, TestIssuer } from "../support/jwt-issuer.ts";
-import { callProxy, json } from "../support/proxy.ts";
+import { type CallOptions, callProxy, json } from "../support/proxy.ts";
 import { settle, useIndexFake } from "../support/run-index.ts";
 import { getStats, referenceStats, STATUSES, statsPath, type WorkflowRunStats } from "../support/stats.ts";
 import { isolatedTenant, type TenantOptions } from "../support/tenant.ts";
@@ -39,26 +36,6 @@ function useStatsFake(options: TenantOptions = {}) {
   return { fake: tenant.fake, env: tenant.env };
 }
 
-interface Call {
-  method?: string;
-  headers?: Record<string, string>;
-  body?: string;
-  env?: Partial<Env>;
-}
-
-/** The Worker's entry point with a body (callProxy sends none); background work included. */
-async function call(path: string, options: Call = {}): Promise<Response> {
-  const request = new Request(`${ORIGIN}${path}`, {
-    method: options.method ?? "GET",
-    headers: options.headers ?? {},
-    ...(options.body !== undefined ? { body: options.body } : {}),
-  });
-  const ctx = createExecutionContext();
-  const response = await worker.fetch(request, { ...env, ...options.env }, ctx);
-  await waitOnExecutionContext(ctx);
-  return response;
-}
-
 let ipCounter = 0;
 /** A client ip of its own per call, so the failed-credential limit of one test touches no other. */
 function freshIp(): string {
@@ -74,7 +51,7 @@ function login(
   token: string,
   options: { env: Partial<Env>; headers?: Record<string, string>; returnTo?: string },
 ) {
-  return call("/dashboard/login", {
+  return callProxy("/dashboard/login", {
     method: "POST",
     env: options.env,
     headers: {
@@ -175,7 +152,7 @@ describe("GET /dashboard: the numbers", () => {
     ["a file name", { fileNameContains: "invoice" }],
   ])("shows exactly what /stats answers for %s, in the table and on every bar", async (_name, query) => {
     const { fake, env: stateEnv } = useStatsFake({ dataset: { size: 400, seed: 21 } });
-    const response = await call(dashboardPath(query), { env: { ...stateEnv, ALLOW_ANONYMOUS: "true" } });
+    const response = await callProxy(dashboardPath(query), { env: { ...stateEnv, ALLOW_ANONYMOUS: "true" } });
     const html = await response.text();
     expect(response.status).toBe(200);
     const stats = await statsFor(query, stateEnv);
@@ -199,7 +176,9 @@ describe("GET /dashboard: the numbers", () => {
       withStatus(run, i === 0 ? "FAILED" : "PROCESSED"),
     );
     const { env: stateEnv } = useStatsFake({ runs });
-    const html = await (await call("/dashboard", { env: { ...stateEnv, ALLOW_ANONYMOUS: "true" } })).text();
+    const html = await (
+      await callProxy("/dashboard", { env: { ...stateEnv, ALLOW_ANONYMOUS: "true" } })
+    ).text();
     const bars = Object.fromEntries(statusBars(html).map((b) => [b.status, b]));
     expect(bars.PROCESSED?.printed).toBe(3000);
     expect(bars.FAILED?.printed).toBe(1);
@@ -211,7 +190,9 @@ describe("GET /dashboard: the numbers", () => {
 
   it("draws accessible SVG charts: role img, the whole series in aria-label, a title per bar", async () => {
     const { env: stateEnv } = useStatsFake();
-    const html = await (await call("/dashboard", { env: { ...stateEnv, ALLOW_ANONYMOUS: "true" } })).text();
+    const html = await (
+      await callProxy("/dashboard", { env: { ...stateEnv, ALLOW_ANONYMOUS: "true" } })
+    ).text();
     const stats = await statsFor({}, stateEnv);
     const charts = [...html.matchAll(/<svg([^>]*)>([\s\S]*?)<\/svg>/g)];
     expect(charts.map((m) => /id="([^"]+)"/.exec(m[1] ?? "")?.[1])).toEqual([
@@ -232,9 +213,12 @@ describe("GET /dashboard: the numbers", () => {
 
   it("ignores empty form fields, as a GET form sends them", async () => {
     const { env: stateEnv } = useStatsFake();
-    const response = await call("/dashboard?workflowId=&batchId=&status=&fileNameContains=&since=&until=", {
-      env: { ...stateEnv, ALLOW_ANONYMOUS: "true" },
-    });
+    const response = await callProxy(
+      "/dashboard?workflowId=&batchId=&status=&fileNameContains=&since=&until=",
+      {
+        env: { ...stateEnv, ALLOW_ANONYMOUS: "true" },
+      },
+    );
     expect(response.status).toBe(200);
     const stats = await statsFor({}, stateEnv);
     expect(tableCounts(await response.text()).total).toBe(stats.total);
@@ -243,24 +227,24 @@ describe("GET /dashboard: the numbers", () => {
   it("says the numbers come from a live scan, when and how they were served", async () => {
     const { env: stateEnv } = useStatsFake();
     const settings = { ...stateEnv, ALLOW_ANONYMOUS: "true" };
-    const first = await (await call("/dashboard", { env: settings })).text();
+    const first = await (await callProxy("/dashboard", { env: settings })).text();
     expect(first).toMatch(
       /id="freshness">Live scan of Extend, counted \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \(/,
     );
-    const second = await (await call("/dashboard", { env: settings })).text();
+    const second = await (await callProxy("/dashboard", { env: settings })).text();
     expect(second).toContain("served from the proxy&#39;s cache");
   });
 
   it("offers to continue a scan that stopped at its page budget, with the same filters", async () => {
     const { env: stateEnv } = useStatsFake({ dataset: { size: 2500, seed: 4 } });
     const settings = { ...stateEnv, ALLOW_ANONYMOUS: "true", STATS_MAX_PAGES: "1" };
-    const html = await (await call("/dashboard?status=PROCESSED", { env: settings })).text();
+    const html = await (await callProxy("/dashboard?status=PROCESSED", { env: settings })).text();
     expect(html).toContain("Partial: the scan stopped after");
     const href =
       /<a href="(\/dashboard\?[^"]*resumeToken=[^"]+)">Continue counting<\/a>/.exec(html)?.[1] ?? "";
     const next = new URL(href.replaceAll("&amp;", "&"), ORIGIN);
     expect(next.searchParams.get("status")).toBe("PROCESSED");
-    const resumed = await call(`${next.pathname}${next.search}`, { env: settings });
+    const resumed = await callProxy(`${next.pathname}${next.search}`, { env: settings });
     expect(resumed.status).toBe(200);
   });
 });
@@ -276,7 +260,9 @@ describe("GET /dashboard: validation", () => {
     "shows %s next to its field with the message /stats gives, and calls nobody",
     async (_name, query, field) => {
       const { fake, env: stateEnv } = useStatsFake();
-      const response = await call(dashboardPath(query), { env: { ...stateEnv, ALLOW_ANONYMOUS: "true" } });
+      const response = await callProxy(dashboardPath(query), {
+        env: { ...stateEnv, ALLOW_ANONYMOUS: "true" },
+      });
       const html = await response.text();
       expect(response.status).toBe(400);
       const nonce = expectPageHeaders(response);
@@ -302,7 +288,7 @@ describe("GET /dashboard: validation", () => {
 
   it("names a parameter the form does not have, as /stats does", async () => {
     const { fake, env: stateEnv } = useStatsFake();
-    const response = await call("/dashboard?maxPageSize=5", {
+    const response = await callProxy("/dashboard?maxPageSize=5", {
       env: { ...stateEnv, ALLOW_ANONYMOUS: "true" },
     });
     expect(response.status).toBe(400);
@@ -312,7 +298,9 @@ describe("GET /dashboard: validation", () => {
 
   it("answers malformed percent-encoding with an HTML 400 naming the parameter", async () => {
     const { fake, env: stateEnv } = useStatsFake();
-    const response = await call("/dashboard?batchId=%ZZ", { env: { ...stateEnv, ALLOW_ANONYMOUS: "true" } });
+    const response = await callProxy("/dashboard?batchId=%ZZ", {
+      env: { ...stateEnv, ALLOW_ANONYMOUS: "true" },
+    });
     const html = await response.text();
     expect(response.status).toBe(400);
     expectNoScript(html, expectPageHeaders(response));
@@ -329,7 +317,7 @@ describe("GET /dashboard: redaction, as /stats applies it", () => {
   ] as const)("hides what REDACT_FIELDS=%s hides from /stats", async (field, key, hidden, chart) => {
     const { env: stateEnv } = useStatsFake();
     const settings = { ...stateEnv, REDACT_FIELDS: field };
-    const response = await call("/dashboard", { env: { ...settings, ALLOW_ANONYMOUS: "true" } });
+    const response = await callProxy("/dashboard", { env: { ...settings, ALLOW_ANONYMOUS: "true" } });
     const html = await response.text();
     expect(response.status).toBe(200);
     const api = await statsFor({}, settings);
@@ -345,7 +333,7 @@ describe("GET /dashboard: redaction, as /stats applies it", () => {
     const { fake, env: stateEnv } = useStatsFake();
     const settings = { ...stateEnv, REDACT_FIELDS: "files.name" };
     const query = { fileNameContains: "invoice" };
-    const response = await call(dashboardPath(query), { env: { ...settings, ALLOW_ANONYMOUS: "true" } });
+    const response = await callProxy(dashboardPath(query), { env: { ...settings, ALLOW_ANONYMOUS: "true" } });
     const html = await response.text();
     expect(response.status).toBe(400);
     const api = await callProxy(statsPath(query), { env: settings });
@@ -364,7 +352,7 @@ describe("GET /dashboard: redaction, as /stats applies it", () => {
 describe("GET /dashboard: access, the rules of /stats", () => {
   it("refuses everyone when no authentication is configured, saying how to configure it", async () => {
     const { fake, env: stateEnv } = useStatsFake();
-    const response = await call("/dashboard", { env: { ...stateEnv, ALLOW_ANONYMOUS: "false" } });
+    const response = await callProxy("/dashboard", { env: { ...stateEnv, ALLOW_ANONYMOUS: "false" } });
     const html = await response.text();
     expect(response.status).toBe(401);
     expectNoScript(html, expectPageHeaders(response));
@@ -375,14 +363,14 @@ describe("GET /dashboard: access, the rules of /stats", () => {
 
   it("serves anonymous callers with ALLOW_ANONYMOUS", async () => {
     const { env: stateEnv } = useStatsFake();
-    const response = await call("/dashboard", { env: { ...stateEnv, ALLOW_ANONYMOUS: "true" } });
+    const response = await callProxy("/dashboard", { env: { ...stateEnv, ALLOW_ANONYMOUS: "true" } });
     expect(response.status).toBe(200);
     expect(await response.text()).toContain("Anonymous access");
   });
 
   it("asks for a token, with a form that posts it, when static tokens are configured", async () => {
     const { fake, env: stateEnv } = useStatsFake();
-    const response = await call("/dashboard?status=FAILED", { env: { ...stateEnv, ...TOKENS } });
+    const response = await callProxy("/dashboard?status=FAILED", { env: { ...stateEnv, ...TOKENS } });
     const html = await response.text();
     expect(response.status).toBe(401);
     expect(response.headers.get("www-authenticate")).toMatch(/^Bearer realm="extend-runs-proxy"/);
@@ -395,7 +383,7 @@ describe("GET /dashboard: access, the rules of /stats", () => {
 
   it("accepts a client token as a bearer header, like /stats", async () => {
     const { env: stateEnv } = useStatsFake();
-    const response = await call("/dashboard", { env: { ...stateEnv, ...TOKENS }, headers: BEARER });
+    const response = await callProxy("/dashboard", { env: { ...stateEnv, ...TOKENS }, headers: BEARER });
     expect(response.status).toBe(200);
     const html = await response.text();
     expect(html).toMatch(/Signed in with client token token:[0-9a-f]{16}/);
@@ -405,7 +393,7 @@ describe("GET /dashboard: access, the rules of /stats", () => {
 
   it("refuses a wrong bearer token with the API's reason", async () => {
     const { fake, env: stateEnv } = useStatsFake();
-    const response = await call("/dashboard", {
+    const response = await callProxy("/dashboard", {
       env: { ...stateEnv, ...TOKENS },
       headers: { authorization: "Bearer not-a-token", "cf-connecting-ip": freshIp() },
     });
@@ -418,13 +406,13 @@ describe("GET /dashboard: access, the rules of /stats", () => {
     const { env: stateEnv } = useStatsFake();
     const issuer = await TestIssuer.start();
     const settings = { ...stateEnv, ...issuer.env };
-    const response = await call("/dashboard", {
+    const response = await callProxy("/dashboard", {
       env: settings,
       headers: { "cf-access-jwt-assertion": await issuer.sign({ sub: "ada@example.com" }) },
     });
     expect(response.status).toBe(200);
     expect(await response.text()).toContain("Signed in as jwt:ada@example.com");
-    const without = await call("/dashboard", { env: settings });
+    const without = await callProxy("/dashboard", { env: settings });
     expect(without.status).toBe(401);
     const html = await without.text();
     expect(html).toContain("open it through Cloudflare Access");
@@ -434,7 +422,7 @@ describe("GET /dashboard: access, the rules of /stats", () => {
   it("spends the /stats rate limit and answers its 429 as a page with Retry-After", async () => {
     const { fake, env: stateEnv } = useStatsFake();
     const keys: string[] = [];
-    const response = await call("/dashboard", {
+    const response = await callProxy("/dashboard", {
       env: {
         ...stateEnv,
         ALLOW_ANONYMOUS: "true",
@@ -459,8 +447,8 @@ describe("GET /dashboard: access, the rules of /stats", () => {
   it("uses a fresh nonce for every page", async () => {
     const { env: stateEnv } = useStatsFake();
     const settings = { ...stateEnv, ALLOW_ANONYMOUS: "true" };
-    const first = await call("/dashboard", { env: settings });
-    const second = await call("/dashboard", { env: settings });
+    const first = await callProxy("/dashboard", { env: settings });
+    const second = await callProxy("/dashboard", { env: settings });
     const nonce = expectPageHeaders(first);
     expectNoScript(await first.text(), nonce);
     expect(expectPageHeaders(second)).not.toBe(nonce);
@@ -488,7 +476,10 @@ describe("signing in with a static token", () => {
     }
     expect(seen).not.toContain(TEST_UPSTREAM_KEY);
 
-    const page = await call("/dashboard", { env: settings, headers: { cookie: sessionCookie(response) } });
+    const page = await callProxy("/dashboard", {
+      env: settings,
+      headers: { cookie: sessionCookie(response) },
+    });
     expect(page.status).toBe(200);
     const html = await page.text();
     expect(html).toMatch(/Signed in with client token token:[0-9a-f]{16}/);
@@ -509,8 +500,8 @@ describe("signing in with a static token", () => {
       },
     } as Partial<Env>;
     const cookie = sessionCookie(await login(TEST_CLIENT_TOKEN, { env: settings }));
-    await (await call("/dashboard", { env: settings, headers: { cookie } })).arrayBuffer();
-    await (await call("/dashboard", { env: settings, headers: BEARER })).arrayBuffer();
+    await (await callProxy("/dashboard", { env: settings, headers: { cookie } })).arrayBuffer();
+    await (await callProxy("/dashboard", { env: settings, headers: BEARER })).arrayBuffer();
     expect(keys).toHaveLength(2);
     expect(keys[0]).toMatch(/^token:[0-9a-f]{16}$/);
     expect(keys[1]).toBe(keys[0]);
@@ -576,7 +567,7 @@ describe("signing in with a static token", () => {
     ["the null Origin of a sandboxed page", { origin: "null" }],
   ])("refuses a sign-in with %s (CSRF), right token or not", async (_name, headers) => {
     const { env: stateEnv } = useStatsFake();
-    const response = await call("/dashboard/login", {
+    const response = await callProxy("/dashboard/login", {
       method: "POST",
       env: { ...stateEnv, ...TOKENS },
       headers: { "content-type": "application/x-www-form-urlencoded", ...headers },
@@ -587,7 +578,7 @@ describe("signing in with a static token", () => {
     expectNoScript(await response.text(), expectPageHeaders(response));
   });
 
-  it.each<[string, number, Call]>([
+  it.each<[string, number, CallOptions]>([
     [
       "no token",
       400,
@@ -605,7 +596,7 @@ describe("signing in with a static token", () => {
     ],
   ])("answers a sign-in with %s with %i and no cookie", async (_name, status, options) => {
     const { env: stateEnv } = useStatsFake();
-    const response = await call("/dashboard/login", {
+    const response = await callProxy("/dashboard/login", {
       method: "POST",
       env: { ...stateEnv, ...TOKENS },
       body: options.body ?? "",
@@ -627,7 +618,7 @@ describe("signing in with a static token", () => {
   it("signs out: the cookie is cleared, from this origin only", async () => {
     const { env: stateEnv } = useStatsFake();
     const settings = { ...stateEnv, ...TOKENS };
-    const cross = await call("/dashboard/logout", {
+    const cross = await callProxy("/dashboard/logout", {
       method: "POST",
       env: settings,
       headers: { origin: "https://evil.example", "content-type": "application/x-www-form-urlencoded" },
@@ -635,7 +626,7 @@ describe("signing in with a static token", () => {
     });
     expect(cross.status).toBe(403);
     expect(cross.headers.getSetCookie()).toEqual([]);
-    const response = await call("/dashboard/logout", {
+    const response = await callProxy("/dashboard/logout", {
       method: "POST",
       env: settings,
       headers: { origin: ORIGIN, "content-type": "application/x-www-form-urlencoded" },
@@ -654,7 +645,7 @@ describe("signing in with a static token", () => {
     const settings = { ...stateEnv, ...TOKENS };
     const cookie = sessionCookie(await login(TEST_CLIENT_TOKEN, { env: settings }));
     for (const path of ["/stats", "/workflow_runs?maxPageSize=1"]) {
-      const response = await call(path, {
+      const response = await callProxy(path, {
         env: settings,
         headers: { cookie, "cf-connecting-ip": freshIp() },
       });
@@ -668,7 +659,7 @@ describe("signing in with a static token", () => {
     const { env: stateEnv } = useStatsFake();
     const settings = { ...stateEnv, ...TOKENS };
     const cookie = sessionCookie(await login(TEST_CLIENT_TOKEN, { env: settings }));
-    const response = await call("/dashboard", {
+    const response = await callProxy("/dashboard", {
       env: settings,
       headers: { cookie, authorization: "Bearer wrong-token", "cf-connecting-ip": freshIp() },
     });
@@ -681,6 +672,18 @@ describe("signing in with a static token", () => {
 // signed with HMAC-SHA256 under HKDF-SHA256(STATS_SIGNING_KEY or EXTEND_API_KEY, "extend-runs-proxy",
 // "dashboard session v1"), as hono's signed cookies carry it: `value.base64(signature)`.
 async function forgeCookie(value: string, secret: string, info = "dashboard session v1"): Promise<string> {
+  const signature = await derivedMac(secret, info, value);
+  return `${COOKIE_NAME}=${encodeURIComponent(`${value}.${btoa(String.fromCharCode(...signature))}`)}`;
+}
+
+/** The caller id's fingerprint of a token: HMAC-SHA256 under HKDF(secret, "caller fingerprint v1"), 16 hex. */
+async function tokenPrint(token: string, secret = TEST_UPSTREAM_KEY): Promise<string> {
+  const mac = await derivedMac(secret, "caller fingerprint v1", token);
+  return [...mac.subarray(0, 8)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** HMAC-SHA256 of `value` under the key HKDF-SHA256(secret, salt "extend-runs-proxy", info). */
+async function derivedMac(secret: string, info: string, value: string): Promise<Uint8Array> {
   const encoder = new TextEncoder();
   const base = await crypto.subtle.importKey("raw", encoder.encode(secret), "HKDF", false, ["deriveBits"]);
   const bits = await crypto.subtle.deriveBits(
@@ -689,27 +692,7 @@ async function forgeCookie(value: string, secret: string, info = "dashboard sess
     256,
   );
   const key = await crypto.subtle.importKey("raw", bits, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
-  const signature = new Uint8Array(await crypto.subtle.sign("HMAC", key, encoder.encode(value)));
-  return `${COOKIE_NAME}=${encodeURIComponent(`${value}.${btoa(String.fromCharCode(...signature))}`)}`;
-}
-
-/** The caller id's fingerprint of a token: HMAC-SHA256 under HKDF(secret, "caller fingerprint v1"), 16 hex. */
-async function tokenPrint(token: string, secret = TEST_UPSTREAM_KEY): Promise<string> {
-  const encoder = new TextEncoder();
-  const base = await crypto.subtle.importKey("raw", encoder.encode(secret), "HKDF", false, ["deriveBits"]);
-  const bits = await crypto.subtle.deriveBits(
-    {
-      name: "HKDF",
-      hash: "SHA-256",
-      salt: encoder.encode("extend-runs-proxy"),
-      info: encoder.encode("caller fingerprint v1"),
-    },
-    base,
-    256,
-  );
-  const key = await crypto.subtle.importKey("raw", bits, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
-  const mac = new Uint8Array(await crypto.subtle.sign("HMAC", key, encoder.encode(token)));
-  return [...mac.subarray(0, 8)].map((b) => b.toString(16).padStart(2, "0")).join("");
+  return new Uint8Array(await crypto.subtle.sign("HMAC", key, encoder.encode(value)));
 }
 
 describe("the session cookie refuses what it must", () => {
@@ -718,7 +701,7 @@ describe("the session cookie refuses what it must", () => {
   it("accepts a cookie built to the documented format (the oracle below is right)", async () => {
     const { env: stateEnv } = useStatsFake();
     const value = `1:${await tokenPrint(TEST_CLIENT_TOKEN)}:${now()}:${now() + 600}`;
-    const response = await call("/dashboard", {
+    const response = await callProxy("/dashboard", {
       env: { ...stateEnv, ...TOKENS },
       headers: { cookie: await forgeCookie(value, TEST_UPSTREAM_KEY) },
     });
@@ -790,7 +773,7 @@ describe("the session cookie refuses what it must", () => {
     ["a garbage signature", async () => `${COOKIE_NAME}=1%3Aabc.${"A".repeat(43)}%3D`, /session has ended/],
   ])("refuses %s and clears it", async (_name, cookie, message) => {
     const { fake, env: stateEnv } = useStatsFake();
-    const response = await call("/dashboard", {
+    const response = await callProxy("/dashboard", {
       env: { ...stateEnv, ...TOKENS },
       headers: { cookie: await cookie(), "cf-connecting-ip": freshIp() },
     });
@@ -821,7 +804,7 @@ describe("the session cookie refuses what it must", () => {
       [forged, "198.18.1.1"],
       [expired, "198.18.1.2"],
     ] as const) {
-      const response = await call("/dashboard", {
+      const response = await callProxy("/dashboard", {
         env: settings,
         headers: { cookie, "cf-connecting-ip": ip },
       });
@@ -842,13 +825,13 @@ describe("the session cookie refuses what it must", () => {
       STATS_SIGNING_KEY: "signing-key-for-the-dashboard-tests-0d9f",
     };
     const value = `1:${await tokenPrint(TEST_CLIENT_TOKEN, "signing-key-for-the-dashboard-tests-0d9f")}:${now()}:${now() + 600}`;
-    const underSigningKey = await call("/dashboard", {
+    const underSigningKey = await callProxy("/dashboard", {
       env: settings,
       headers: { cookie: await forgeCookie(value, "signing-key-for-the-dashboard-tests-0d9f") },
     });
     expect(underSigningKey.status).toBe(200);
     await underSigningKey.arrayBuffer();
-    const underUpstreamKey = await call("/dashboard", {
+    const underUpstreamKey = await callProxy("/dashboard", {
       env: settings,
       headers: { cookie: await forgeCookie(value, TEST_UPSTREAM_KEY), "cf-connecting-ip": freshIp() },
     });
@@ -869,7 +852,7 @@ describe("methods", () => {
     ["POST", "/workflow_runs", 405, "GET, HEAD, OPTIONS"],
     ["POST", "/stats", 405, "GET, HEAD, OPTIONS"],
   ])("%s %s is %i with Allow: %s", async (method, path, status, allow) => {
-    const response = await call(path, { method, env: TOKENS });
+    const response = await callProxy(path, { method, env: TOKENS });
     expect(response.status).toBe(status);
     expect(response.headers.get("allow")).toBe(allow);
     if (status === 405) expect((await json<{ code: string }>(response)).code).toBe("METHOD_NOT_ALLOWED");
@@ -877,7 +860,7 @@ describe("methods", () => {
 
   it("answers HEAD like GET, without a body", async () => {
     const { env: stateEnv } = useStatsFake();
-    const response = await call("/dashboard", {
+    const response = await callProxy("/dashboard", {
       method: "HEAD",
       env: { ...stateEnv, ALLOW_ANONYMOUS: "true" },
     });
@@ -1208,7 +1191,9 @@ describe("GET /dashboard: the per-workflow view from the run index", () => {
 
   it("keeps a text field and says the index is off with RUN_INDEX=off", async () => {
     const { env: stateEnv } = useStatsFake();
-    const html = await (await call("/dashboard", { env: { ...stateEnv, ALLOW_ANONYMOUS: "true" } })).text();
+    const html = await (
+      await callProxy("/dashboard", { env: { ...stateEnv, ALLOW_ANONYMOUS: "true" } })
+    ).text();
     expect(html).toContain('<input type="text" id="f-workflowId" name="workflowId"');
     expect(html).not.toContain('id="chart-workflows"');
     expect(html).toContain(
