@@ -109,7 +109,8 @@ function failure(error: unknown): LoadResult {
   };
 }
 
-function upstreamConfig(settings: GatewaySettings): UpstreamConfig {
+/** The Extend client's settings from what travelled with the call (the gateway's and the sync's). */
+export function upstreamConfig(settings: GatewaySettings): UpstreamConfig {
   return {
     extendApiKey: settings.apiKey,
     extendApiBaseUrl: new URL(settings.baseUrl),

@@ -10,7 +10,7 @@ import {
   type WorkflowPage,
 } from "../extend/client.ts";
 import type { CanonicalListQuery } from "../extend/schemas.ts";
-import type { GatewaySettings, TenantGateway } from "../gateway/tenant-gateway.ts";
+import { type GatewaySettings, type TenantGateway, upstreamConfig } from "../gateway/tenant-gateway.ts";
 import type { Clock } from "../lib/clock.ts";
 
 export type { RunLookup, WorkflowPage };
@@ -41,17 +41,7 @@ export function gatewayUpstream(
   settings: GatewaySettings,
   clock: Clock,
 ): SyncUpstream {
-  const client = createExtendUpstream(
-    {
-      extendApiKey: settings.apiKey,
-      extendApiBaseUrl: new URL(settings.baseUrl),
-      extendApiVersion: settings.apiVersion,
-      extendWorkspaceId: settings.workspaceId,
-      upstreamTimeoutMs: settings.timeoutMs,
-      upstreamDeadlineMs: settings.deadlineMs,
-    },
-    { clock },
-  );
+  const client = createExtendUpstream(upstreamConfig(settings), { clock });
   const slot = { priority: "bulk" as const, caller: SYNC_CALLER, maxWaitMs: SYNC_MAX_WAIT_MS };
   const budgeted = (signal: AbortSignal) => {
     gateway.scheduler.configure(settings.maxRps);
