@@ -10,15 +10,18 @@
 //   one round trip unbound at a time, interleaved round by round.
 import { randomBytes } from "node:crypto";
 import { Agent, request as httpRequest } from "node:http";
+import { busiestWindow } from "../fake/windows.ts";
 import {
   type BenchProxy,
   type FakeProcess,
   interleaved,
   isList,
+  LATENCY,
   load,
   pagePaths,
   percentile,
   processGroupCpuMs,
+  RATE_LIMIT,
   startFakeProcess,
   startProxy,
   type Target,
@@ -63,9 +66,6 @@ export const GATEWAY_QUICK: GatewayPlan = {
   coldBurst: 50,
 };
 
-const LATENCY = { latencyBaseMs: 50, latencyPerRunMs: 0.5 };
-/** Extend's pay-as-you-go plan: 10 GET requests per second. */
-const EXTEND_RATE_LIMIT = 10;
 const PAGE_SIZE = 100;
 const CONNECTIONS = 8;
 /** The run index's backfill would share the budget these rows measure. */
@@ -127,18 +127,6 @@ function log(message: string): void {
 }
 
 const fmt = (n: number, digits = 2) => (Number.isFinite(n) ? n.toFixed(digits) : "n/a");
-
-/** The most of `times` (ms) that fall in any window of `windowMs`, start included, end excluded. */
-export function busiestWindow(times: readonly number[], windowMs = 1_000): number {
-  const sorted = [...times].sort((a, b) => a - b);
-  let most = 0;
-  let from = 0;
-  for (let to = 0; to < sorted.length; to++) {
-    while ((sorted[to] ?? 0) - (sorted[from] ?? 0) >= windowMs) from += 1;
-    most = Math.max(most, to - from + 1);
-  }
-  return most;
-}
 
 interface Answer {
   ms: number;
@@ -209,7 +197,7 @@ async function burstRow(plan: GatewayPlan): Promise<BurstRow> {
   const fake = await startFakeProcess({
     size: plan.pageDataset,
     ...LATENCY,
-    rateLimitPerSecond: EXTEND_RATE_LIMIT,
+    rateLimitPerSecond: RATE_LIMIT,
   });
   const tokens = Array.from({ length: plan.burstCallers }, () => `bench_${randomBytes(24).toString("hex")}`);
   const upstreamMaxRps = 8;
@@ -263,7 +251,7 @@ async function burstRow(plan: GatewayPlan): Promise<BurstRow> {
       connections: plan.burstConnections,
       callers: tokens.length,
       upstreamMaxRps,
-      fakeRateLimit: EXTEND_RATE_LIMIT,
+      fakeRateLimit: RATE_LIMIT,
       wallS: wallMs / 1000,
       ok: ok.length,
       rateLimited: refused.length,

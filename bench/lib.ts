@@ -6,7 +6,7 @@ import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { Agent, request as httpRequest } from "node:http";
-import { tmpdir } from "node:os";
+import { cpus, loadavg, release, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import autocannon, { type AutocannonRequest } from "autocannon";
@@ -19,6 +19,40 @@ import {
   startWranglerDev,
   type WranglerDev,
 } from "../scripts/wrangler-dev.ts";
+
+/** The fake's latency model in every row: 50 ms + 0.5 ms per run returned (100 runs: 100 ms). */
+export const LATENCY = { latencyBaseMs: 50, latencyPerRunMs: 0.5 };
+/** Extend's pay-as-you-go plan: 10 GET requests per second, where a row gives the fake a limit. */
+export const RATE_LIMIT = 10;
+
+/** What a run's figures were measured on; the load shifts every row, so it is part of each. */
+export interface Machine {
+  cpu: string;
+  memoryGb: number;
+  os: string;
+  node: string;
+  /** 1-minute load average at the start. */
+  loadAverageAtStart: number;
+}
+
+export function describeMachine(): Machine {
+  const cpu = cpus();
+  return {
+    cpu: `${cpu[0]?.model ?? "unknown"} × ${cpu.length}`,
+    memoryGb: Math.round(totalmem() / 2 ** 30),
+    os: `${process.platform} ${release()}`,
+    node: process.version,
+    loadAverageAtStart: Number(loadavg()[0]?.toFixed(2)),
+  };
+}
+
+/** One line for the end of a run: the machine and how its load moved. */
+export function machineLine(machine: Machine): string {
+  return (
+    `${machine.cpu}, ${machine.memoryGb} GB, ${machine.os}, Node ${machine.node}, load average ` +
+    `${machine.loadAverageAtStart} → ${Number(loadavg()[0]?.toFixed(2))}`
+  );
+}
 
 export const API_VERSION = "2026-02-09";
 

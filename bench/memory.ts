@@ -7,6 +7,8 @@ import {
   type BenchProxy,
   type FakeProcess,
   type Inspector,
+  LATENCY,
+  RATE_LIMIT,
   type StatsWalk,
   sampleWorkerdMemory,
   sampleWorkerHeap,
@@ -31,10 +33,6 @@ export const QUICK_MEMORY_PLAN: MemoryPlan = { runs: 20_000, walkLimitMs: 120_00
 
 /** The target of issue #11 item 9: three concurrent cold scans under this heap peak. */
 export const HEAP_TARGET_MB = 32;
-
-const LATENCY = { latencyBaseMs: 50, latencyPerRunMs: 0.5 };
-/** Extend's pay-as-you-go plan: 10 GET requests per second. */
-const RATE_LIMIT = 10;
 
 /**
  * Three filter sets whose scans share no upstream page: every run has a file name with a dot, so

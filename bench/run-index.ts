@@ -5,18 +5,22 @@
 // (writes bench/results-run-index.json); `npm run bench -- --backfill [--runs …]` runs only the
 // backfill rows.
 import { writeFile } from "node:fs/promises";
-import { cpus, loadavg, release, totalmem } from "node:os";
+import { loadavg } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { PROJECT_ROOT } from "../scripts/wrangler-dev.ts";
 import {
   attachInspector,
   type BenchProxy,
+  describeMachine,
   type FakeProcess,
   inspectWorkerHeap,
   isStats,
+  LATENCY,
   load,
+  machineLine,
   processGroupCpuMs,
+  RATE_LIMIT,
   sampleWorkerdMemory,
   sampleWorkerHeap,
   startFakeProcess,
@@ -25,10 +29,8 @@ import {
 } from "./lib.ts";
 import { type CpuProfile, type ModuleOf, moduleMap, profileWhile } from "./profile.ts";
 
-/** Extend's pay-as-you-go read limit, and the proxy's default budget below it. */
-const RATE_LIMIT = 10;
+/** The proxy's default budget, below Extend's limit. */
 const UPSTREAM_MAX_RPS = 8;
-const LATENCY = { latencyBaseMs: 50, latencyPerRunMs: 0.5 };
 const PAGE_SIZE = 1000;
 
 export interface RunIndexPlan {
@@ -587,14 +589,7 @@ if (import.meta.main) {
     strict: true,
   });
   const started = Date.now();
-  const cpu = cpus();
-  const machine = {
-    cpu: `${cpu[0]?.model ?? "unknown"} × ${cpu.length}`,
-    memoryGb: Math.round(totalmem() / 2 ** 30),
-    os: `${process.platform} ${release()}`,
-    node: process.version,
-    loadAverageAtStart: Number(loadavg()[0]?.toFixed(2)),
-  };
+  const machine = describeMachine();
   const results = await runIndexScenarios(
     runIndexPlan({ quick: values.quick, runs: values.runs, backfillOnly: values.backfill }),
   );
@@ -606,10 +601,7 @@ if (import.meta.main) {
     ...results,
   };
   await writeFile(out, `${JSON.stringify(summary, null, 2)}\n`);
-  console.log(
-    `\n${machine.cpu}, ${machine.memoryGb} GB, ${machine.os}, Node ${machine.node}, load average ` +
-      `${machine.loadAverageAtStart} → ${summary.loadAverageAtEnd}`,
-  );
+  console.log(`\n${machineLine(machine)}`);
   printRunIndex(results);
   console.log(`\nwritten to ${out} in ${fmt(summary.durationS, 0)} s`);
   process.exit(0);

@@ -3,7 +3,7 @@
 // run. Prints tables and writes the same figures to bench/results.json. Timings are medians and
 // p99s on a shared machine: compare rows of one run, not runs of different machines.
 import { writeFile } from "node:fs/promises";
-import { cpus, loadavg, release, totalmem } from "node:os";
+import { loadavg } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { PROJECT_ROOT } from "../scripts/wrangler-dev.ts";
@@ -17,16 +17,20 @@ import {
 import {
   attachInspector,
   type BenchProxy,
+  describeMachine,
   type FakeProcess,
   inspectWorkerHeap,
   interleaved,
   isList,
   isStats,
+  LATENCY,
   type LoadResult,
   load,
+  machineLine,
   pagePaths,
   percentile,
   processGroupCpuMs,
+  RATE_LIMIT,
   type SdkWalk,
   type StatsWalk,
   sampleWorkerdMemory,
@@ -111,9 +115,6 @@ const PLAN = QUICK
       anchorConcurrentRounds: 6,
       anchorConcurrentRequests: 300,
     };
-const LATENCY = { latencyBaseMs: 50, latencyPerRunMs: 0.5 };
-/** Extend's pay-as-you-go plan: 10 GET requests per second. */
-const RATE_LIMIT = 10;
 /** 100 runs a page: 50 + 100 × 0.5 = 100 ms upstream, the latency the cache-hit target names. */
 const PAGE_SIZE = 100;
 const CONNECTIONS = 8;
@@ -859,15 +860,7 @@ function printBreakdown(kind: string, breakdown: Breakdown): void {
 
 async function main(): Promise<void> {
   const started = Date.now();
-  const cpu = cpus();
-  const machine = {
-    cpu: `${cpu[0]?.model ?? "unknown"} × ${cpu.length}`,
-    memoryGb: Math.round(totalmem() / 2 ** 30),
-    os: `${process.platform} ${release()}`,
-    node: process.version,
-    /** 1-minute load average at the start: other work on the machine shifts every row. */
-    loadAverageAtStart: Number(loadavg()[0]?.toFixed(2)),
-  };
+  const machine = describeMachine();
   if (flags.backfill) {
     const backfill = await runIndexScenarios(
       runIndexPlan({
@@ -877,10 +870,7 @@ async function main(): Promise<void> {
         profileBackfill: flags.profile,
       }),
     );
-    console.log(
-      `\n${machine.cpu}, ${machine.memoryGb} GB, ${machine.os}, Node ${machine.node}, load average ` +
-        `${machine.loadAverageAtStart} → ${Number(loadavg()[0]?.toFixed(2))}`,
-    );
+    console.log(`\n${machineLine(machine)}`);
     printRunIndex(backfill);
     process.exit(0);
   }
@@ -906,9 +896,7 @@ async function main(): Promise<void> {
       flags.out ?? join(PROJECT_ROOT, "bench", "results.gateway.json"),
       `${JSON.stringify({ command, machine, finishedAt: new Date().toISOString(), gateway }, null, 2)}\n`,
     );
-    console.log(
-      `\n${command} on ${machine.cpu}, ${machine.memoryGb} GB, ${machine.os}, Node ${machine.node}, load average ${machine.loadAverageAtStart} → ${loadavg()[0]?.toFixed(2)}`,
-    );
+    console.log(`\n${command} on ${machineLine(machine)}`);
     printGateway(gateway);
     return;
   }

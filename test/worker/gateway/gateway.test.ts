@@ -2,12 +2,12 @@ import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test"
 import { env } from "cloudflare:workers";
 import { http } from "msw";
 import { describe, expect, it, vi } from "vitest";
+import { busiestWindow } from "../../../fake/windows.ts";
 import { captureConsole, requestLines } from "../support/console.ts";
 import { FAKE_EXTEND_ORIGIN } from "../support/constants.ts";
 import { json } from "../support/proxy.ts";
 import { network } from "../support/setup.ts";
 import { answerWithFake, freshClientIp, isolatedTenant } from "../support/tenant.ts";
-import { busiestWindow } from "../support/windows.ts";
 
 type Worker = { fetch(request: Request, env: Env, ctx: ExecutionContext): Promise<Response> };
 

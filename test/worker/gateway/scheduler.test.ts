@@ -1,5 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
+import { busiestWindow } from "../../../fake/windows.ts";
 import {
   ARRIVAL_GUARD_MS,
   MAX_HONOURED_RETRY_AFTER_MS,
@@ -9,7 +10,6 @@ import {
   type SlotRefused,
 } from "../../../src/gateway/scheduler.ts";
 import type { Clock } from "../../../src/lib/clock.ts";
-import { busiestWindow } from "../support/windows.ts";
 
 /** A start frees its slot one window and the arrival guard after it. */
 const HOLD = RATE_WINDOW_MS + ARRIVAL_GUARD_MS;

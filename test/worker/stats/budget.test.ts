@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { generateRuns } from "../../../fake/extend.ts";
+import { busiestWindow } from "../../../fake/windows.ts";
 import { ApiError } from "../../../src/app/errors.ts";
 import type { PageSource } from "../../../src/cache/pages.ts";
 import type { ListOptions } from "../../../src/extend/client.ts";
@@ -9,7 +10,6 @@ import { TEST_UPSTREAM_KEY } from "../support/constants.ts";
 import { json } from "../support/proxy.ts";
 import { getStats, referenceStats, statsPath, summary } from "../support/stats.ts";
 import { isolatedTenant } from "../support/tenant.ts";
-import { busiestWindow } from "../support/windows.ts";
 
 /**
  * A page source of endless one-run pages that refuses, as the tenant's budget does, every call

@@ -1,4 +1,4 @@
-/** Most of `times` (ms) that fall into any window of `windowMs`: a rate limit's worst second. */
+/** Most of `times` (ms) in any window of `windowMs`, start included: the busiest second an upstream saw. */
 export function busiestWindow(times: readonly number[], windowMs = 1000): number {
   const sorted = [...times].sort((a, b) => a - b);
   let best = 0;
