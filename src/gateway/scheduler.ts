@@ -2,7 +2,7 @@
 // once (it lives in the tenant's Durable Object). Pure apart from the clock, so tests drive it.
 import type { Clock } from "../lib/clock.ts";
 
-/** Window over which the budget holds: any 1,000 ms contains at most `limit` starts. */
+/** Window over which the budget holds: any 1,000 ms contains at most `limit` starts (and arrivals). */
 export const RATE_WINDOW_MS = 1_000;
 /**
  * How much later than its predecessor a call may reach Extend and still be counted in its own
@@ -107,11 +107,13 @@ export interface SchedulerStats {
 
 /**
  * A sliding-window log with two priority classes and round-robin among callers within each. At
- * most `limit` calls start in any window; one caller may take at most `limit − 1` of them while
- * the limit is above one, so no single caller can take the whole budget. A 429 halves the limit
- * and pauses every caller once (Retry-After honoured, doubling while 429s keep coming); each
- * window with a success earns one call per second back. A request that cannot start within its wait is
- * refused at once with the real time to its slot, instead of waiting that out.
+ * most `limit` calls start in any window, and a tracked start holds its slot until its call's
+ * arrival at Extend is bounded, so that no more arrive in any window there either. One caller
+ * may take at most `limit − 1` starts of a window while the limit is above one, so no single
+ * caller can take the whole budget. A 429 halves the limit and pauses every caller once
+ * (Retry-After honoured, doubling while 429s keep coming); each window with a success earns one
+ * call per second back. A request that cannot start within its wait is refused at once with the
+ * real time to its slot, instead of waiting that out.
  */
 export class Scheduler {
   private maxPerSecond: number;
