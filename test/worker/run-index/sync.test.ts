@@ -6,6 +6,7 @@ import { indexFilters, indexStatsBody } from "../../../src/run-index/answer.ts";
 import { factsFromWorkflowRun, rowFromListRun } from "../../../src/run-index/row.ts";
 import { queryTotals, upsertListRow } from "../../../src/run-index/store.ts";
 import type { RunIndexSync } from "../../../src/run-index/sync.ts";
+import type { SyncUpstream } from "../../../src/run-index/upstream.ts";
 import type { StatsFilters } from "../../../src/stats/filters.ts";
 import { TEST_UPSTREAM_KEY } from "../support/constants.ts";
 import {
@@ -254,6 +255,63 @@ describe("backfill", () => {
     );
     clock.now += 3_600_000;
     await inEngine(stub, engineUpstream(fake, { pageLimit: 20 }), clock, async ({ sync, sql }) => {
+      await build(sync);
+      expect(rowCount(sql)).toBe(200);
+      expect(indexSummary(sql)).toEqual(referenceStats(fake.runs));
+    });
+  });
+
+  it("a page whose commit failed does not count as read for the other end of its partition", async () => {
+    const runs = generateRuns({ size: 200, seed: 2 });
+    const first = [...new Set(runs.map((run) => run.workflow.id))].sort()[0] ?? "";
+    const inFirst = runs.filter((run) => run.workflow.id === first).length;
+    // Each end's first page covers more than half of the partition: together they cover it all.
+    const pageLimit = Math.ceil((inFirst * 2) / 3);
+    const fake = fakeWith({ runs });
+    const upstream = engineUpstream(fake, { pageLimit });
+    let failed: () => void = () => undefined;
+    const afterFailure = new Promise<void>((resolve) => {
+      failed = resolve;
+    });
+    // The other end's page is already read when the first end's commit fails, so it lands after.
+    const gated: SyncUpstream = {
+      list: async (query, signal) => {
+        const page = await upstream.list(query, new AbortController().signal);
+        if (query.workflowId === first && query.sortDir === "desc") await afterFailure;
+        else signal.throwIfAborted();
+        return page;
+      },
+      getRun: (id, signal) => upstream.getRun(id, signal),
+      listWorkflows: (token, signal) => upstream.listWorkflows(token, signal),
+    };
+    let crashed = false;
+    const crash = () => {
+      if (!crashed && upstream.lists.length === 2) {
+        crashed = true;
+        failed();
+        throw new Error("storage refused the commit");
+      }
+    };
+    const clock: EngineClock = { now: ENGINE_EPOCH };
+    const stub = freshObject();
+    await inEngine(
+      stub,
+      gated,
+      clock,
+      async ({ sync }) => {
+        sync.use();
+        const result = await sync.tick({ maxCalls: 100, maxMs: 60_000, concurrency: 2 });
+        expect(result.error).toBe("INTERNAL_ERROR");
+        expect(upstream.lists.slice(0, 2).map((q) => `${q.workflowId}:${q.sortDir}`)).toEqual([
+          `${first}:asc`,
+          `${first}:desc`,
+        ]);
+      },
+      ENGINE_SETTINGS,
+      crash,
+    );
+    clock.now += 3_600_000;
+    await inEngine(stub, engineUpstream(fake, { pageLimit }), clock, async ({ sync, sql }) => {
       await build(sync);
       expect(rowCount(sql)).toBe(200);
       expect(indexSummary(sql)).toEqual(referenceStats(fake.runs));
