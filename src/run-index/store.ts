@@ -32,10 +32,15 @@ function usageColumns(usage: RowUsage | null): [number, number, number, number, 
 const LIST_ROW_WINS =
   "(excluded.version > runs.version OR (runs.pending_since IS NOT NULL AND excluded.version >= runs.version))";
 
-const UPSERT_LIST_ROW = `
+// One statement for a whole batch: the rows travel as one JSON array of arrays, so SQLite makes
+// the per-row calls rather than JavaScript (a statement per row was most of a page's write time).
+// `WHERE true` lets SQLite parse the upsert clause after a SELECT.
+const UPSERT_LIST_ROWS = `
   INSERT INTO runs (id, status, workflow_id, batch_id, file_names, created_at, version,
     credits_hi, credits_lo, total_hi, total_lo, usage_null, facts_known, pending_since)
-  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 1, NULL)
+  SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6,
+    value ->> 7, value ->> 8, value ->> 9, value ->> 10, value ->> 11, 1, NULL
+  FROM json_each(?) WHERE true
   ON CONFLICT (id) DO UPDATE SET
     status = excluded.status,
     version = excluded.version,
@@ -46,6 +51,9 @@ const UPSERT_LIST_ROW = `
     usage_null = excluded.usage_null,
     pending_since = NULL
   WHERE ${LIST_ROW_WINS}`;
+
+/** Characters of JSON per upsert statement: well below the 2 MB a bound string may hold. */
+const UPSERT_CHUNK_CHARS = 500_000;
 
 const ADD_TO_TOTALS = `
   INSERT INTO run_totals (workflow_id, status, runs, credits_hi, credits_lo, total_hi, total_lo, usage_null)
@@ -197,13 +205,14 @@ export function upsertListRows(sql: SqlStorage, rows: readonly RunRow[]): number
     unique.map((row) => row.id),
   );
   const deltas = new TotalsDeltas();
-  let written = 0;
+  const chunks: string[] = [];
+  let chunk: string[] = [];
+  let chars = 0;
   for (const row of unique) {
     const old = stored.get(row.id);
     if (!listRowWins(row, old)) continue;
     const usage = usageColumns(row.usage);
-    written += sql.exec(
-      UPSERT_LIST_ROW,
+    const values = JSON.stringify([
       row.id,
       row.status,
       row.workflowId,
@@ -212,11 +221,21 @@ export function upsertListRows(sql: SqlStorage, rows: readonly RunRow[]): number
       row.createdAt,
       row.version,
       ...usage,
-    ).rowsWritten;
+    ]);
+    if (chars + values.length > UPSERT_CHUNK_CHARS && chunk.length > 0) {
+      chunks.push(`[${chunk.join(",")}]`);
+      chunk = [];
+      chars = 0;
+    }
+    chunk.push(values);
+    chars += values.length + 1;
     // A stored run keeps its workflow (facts are never rewritten by this statement).
     if (old) deltas.addStored(old, -1);
     deltas.add(old?.workflow_id ?? row.workflowId, row.status, 1, usage);
   }
+  if (chunk.length > 0) chunks.push(`[${chunk.join(",")}]`);
+  let written = 0;
+  for (const json of chunks) written += sql.exec(UPSERT_LIST_ROWS, json).rowsWritten;
   written += deltas.write(sql);
   for (const row of unique) {
     if (stored.get(row.id)?.facts_known !== 0) continue;

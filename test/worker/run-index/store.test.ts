@@ -143,6 +143,28 @@ describe("run index store", () => {
     });
   });
 
+  it("writes every row of a batch too large for one statement, with exact totals", async () => {
+    await runInDurableObject(freshObject(), (_instance, state) => {
+      const sql = state.storage.sql;
+      migrate(sql);
+      // Long file names (including the separator and non-ASCII): the batch spans several statements.
+      const rows = rowsOf(1_500).map((row, i) => ({
+        ...row,
+        fileNames: `${"é".repeat(400)}\n${"x".repeat(i % 300)}`,
+      }));
+      state.storage.transactionSync(() => upsertListRows(sql, rows));
+      expect(sql.exec(`SELECT count(*) AS n FROM runs`).one().n).toBe(rows.length);
+      const stored = sql
+        .exec<{ id: string; file_names: string }>(`SELECT id, file_names FROM runs`)
+        .toArray();
+      const names = new Map(rows.map((row) => [row.id, row.fileNames]));
+      expect(stored.every((row) => names.get(row.id) === row.file_names)).toBe(true);
+      const kept = queryTotals(sql, {});
+      recomputeTotals(sql);
+      expect(kept).toEqual(queryTotals(sql, {}));
+    });
+  });
+
   it("keeps a page's duplicates once (the newest), and sums exact beyond 2^53 units", async () => {
     await runInDurableObject(freshObject(), (_instance, state) => {
       const sql = state.storage.sql;
