@@ -20,6 +20,7 @@ import {
 } from "../extend/schemas.ts";
 import { SlotRefused } from "../gateway/scheduler.ts";
 import { factsFromWorkflowRun, type RunFacts, type RunRow, rowFromListRun } from "./row.ts";
+import { buildFilterIndexes } from "./schema.ts";
 import {
   applyOverlay,
   confirmFromGet,
@@ -752,6 +753,7 @@ export class RunIndexSync {
     if (state.headRequestedAt !== null && state.headRequestedAt <= startedAt) patch.headRequestedAt = null;
     if (state.phase === "backfill") {
       patch.phase = "ready";
+      buildFilterIndexes(this.sql);
       // The backfill read every run that existed when it started: deletions are known as of then.
       patch.lastReconcileAt = state.backfillStartedAt;
     }

@@ -1,9 +1,11 @@
 // The sync engine inside a real Durable Object (its SQLite storage), against the fake Extend
 // through the real client, with a clock the test moves.
+import { runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { FakeExtend, type FakeRun, generateRuns } from "../../../fake/extend.ts";
 import { indexFilters, indexStatsBody } from "../../../src/run-index/answer.ts";
 import { factsFromWorkflowRun, rowFromListRun } from "../../../src/run-index/row.ts";
+import { buildFilterIndexes, migrate } from "../../../src/run-index/schema.ts";
 import { queryTotals, upsertListRow } from "../../../src/run-index/store.ts";
 import type { RunIndexSync } from "../../../src/run-index/sync.ts";
 import type { SyncUpstream } from "../../../src/run-index/upstream.ts";
@@ -42,6 +44,28 @@ function fakeWith(options: {
 function indexSummary(sql: SqlStorage, filters: ReferenceFilters = {}): Partial<Reference> {
   const stats = filters as StatsFilters;
   return summary(indexStatsBody(stats, queryTotals(sql, indexFilters(stats)), 0, 0));
+}
+
+const FILTER_INDEXES = ["runs_by_batch", "runs_by_created", "runs_by_workflow_created"];
+
+function filterIndexes(sql: SqlStorage): string[] {
+  return sql
+    .exec<{ name: string }>(
+      `SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'runs' AND name IN (?, ?, ?)
+       ORDER BY name`,
+      ...FILTER_INDEXES,
+    )
+    .toArray()
+    .map((row) => row.name);
+}
+
+function storedIds(sql: SqlStorage): Set<string> {
+  return new Set(
+    sql
+      .exec<{ id: string }>(`SELECT id FROM runs`)
+      .toArray()
+      .map((row) => row.id),
+  );
 }
 
 function rowCount(sql: SqlStorage): number {
@@ -313,6 +337,81 @@ describe("backfill", () => {
     clock.now += 3_600_000;
     await inEngine(stub, engineUpstream(fake, { pageLimit }), clock, async ({ sync, sql }) => {
       await build(sync);
+      expect(rowCount(sql)).toBe(200);
+      expect(indexSummary(sql)).toEqual(referenceStats(fake.runs));
+    });
+  });
+});
+
+describe("filter indexes", () => {
+  it("are built when the backfill completes; every filter answers right before and after", async () => {
+    const fake = fakeWith({ size: 300, seed: 4 });
+    const clock: EngineClock = { now: ENGINE_EPOCH };
+    await inEngine(freshObject(), engineUpstream(fake, { pageLimit: 40 }), clock, async ({ sync, sql }) => {
+      sync.use();
+      for (let i = 0; i < 4; i++) expect((await sync.tick(ONE_AT_A_TIME)).error).toBeUndefined();
+      expect(sync.state().phase).toBe("backfill");
+      expect(filterIndexes(sql)).toEqual([]);
+      // The rows written so far answer every filter through a pass over them.
+      const ids = storedIds(sql);
+      expect(ids.size).toBeGreaterThan(0);
+      const partial = fake.runs.filter((run) => ids.has(run.id));
+      for (const filters of sampleFilters(fake.runs)) {
+        expect(indexSummary(sql, filters), JSON.stringify(filters)).toEqual(referenceStats(partial, filters));
+      }
+      await build(sync);
+      expect(filterIndexes(sql)).toEqual(FILTER_INDEXES);
+      for (const filters of sampleFilters(fake.runs)) {
+        expect(indexSummary(sql, filters), JSON.stringify(filters)).toEqual(
+          referenceStats(fake.runs, filters),
+        );
+      }
+    });
+  });
+
+  it("an index from before they were deferred keeps its rows, resumes its backfill and answers", async () => {
+    const fake = fakeWith({ size: 300, seed: 6 });
+    const clock: EngineClock = { now: ENGINE_EPOCH };
+    const stub = freshObject();
+    const clean = engineUpstream(fake, { pageLimit: 40 });
+    await inEngine(freshObject(), clean, clock, async ({ sync }) => build(sync));
+    // What the earlier schema left: the filter indexes from the start, a backfill half done.
+    const before = engineUpstream(fake, { pageLimit: 40 });
+    await inEngine(stub, before, clock, async ({ sync, sql }) => {
+      buildFilterIndexes(sql);
+      sync.use();
+      for (let i = 0; i < 4; i++) expect((await sync.tick(ONE_AT_A_TIME)).error).toBeUndefined();
+    });
+    const resumed = engineUpstream(fake, { pageLimit: 40 });
+    await inEngine(stub, resumed, clock, async ({ sync, sql }) => {
+      expect(rowCount(sql)).toBeGreaterThan(0);
+      await build(sync);
+      expect(rowCount(sql)).toBe(300);
+      expect(filterIndexes(sql)).toEqual(FILTER_INDEXES);
+      for (const filters of sampleFilters(fake.runs)) {
+        expect(indexSummary(sql, filters), JSON.stringify(filters)).toEqual(
+          referenceStats(fake.runs, filters),
+        );
+      }
+    });
+    // It went on from its cursors: no page read before was read again.
+    const walked = (u: typeof clean) => u.lists.filter((q) => q.sortBy === "createdAt").length;
+    expect(walked(before) + walked(resumed)).toBe(walked(clean));
+  });
+
+  it("an index that answers gets a filter index it lacks when the object starts, rows untouched", async () => {
+    const fake = fakeWith({ size: 200, seed: 7 });
+    const clock: EngineClock = { now: ENGINE_EPOCH };
+    const stub = freshObject();
+    await inEngine(stub, engineUpstream(fake, { pageLimit: 50 }), clock, async ({ sync, sql }) => {
+      await build(sync);
+      sql.exec(`DROP INDEX runs_by_batch`);
+      expect(filterIndexes(sql)).toEqual(["runs_by_created", "runs_by_workflow_created"]);
+    });
+    await runInDurableObject(stub, (_instance, state) => {
+      const sql = state.storage.sql;
+      migrate(sql);
+      expect(filterIndexes(sql)).toEqual(FILTER_INDEXES);
       expect(rowCount(sql)).toBe(200);
       expect(indexSummary(sql)).toEqual(referenceStats(fake.runs));
     });
