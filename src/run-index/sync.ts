@@ -350,20 +350,32 @@ export interface SyncDeps {
 }
 
 export interface RunLimits {
+  /** Calls one run may start. */
   maxCalls: number;
+  /** After this long, a run starts no more calls. */
   maxMs: number;
+  /** Calls in flight at once, counting those an earlier run left running. */
   concurrency: number;
+  /**
+   * Once the run has started all it may, it returns without waiting for its last calls: they
+   * finish (each page committed with its cursor, as ever) while the next run, the next alarm,
+   * starts its own, so the budget is not left idle while one alarm drains and the next is
+   * scheduled. Without it, a run returns when its calls have finished.
+   */
+  overlap?: boolean;
 }
 
 export const DEFAULT_LIMITS: RunLimits = {
   maxCalls: MAX_CALLS_PER_RUN,
   maxMs: MAX_MS_PER_RUN,
   concurrency: MAX_CONCURRENT_CALLS,
+  overlap: true,
 };
 
 export interface RunResult {
+  /** Calls the run started. */
   calls: number;
-  /** Code of the error that ended the run early, if one did. */
+  /** Code of the error that ended the run early (or an earlier run's call that failed after it returned). */
   error?: string;
 }
 
@@ -388,6 +400,8 @@ export class RunIndexSync {
   private readonly deps: SyncDeps;
   private readonly inFlight = new Map<string, Promise<void>>();
   private cachedState: SyncState | undefined;
+  /** Code of a failure of a call that outlived its run (see RunLimits.overlap). */
+  private lateFailure: string | undefined;
   private readonly cachedWalks = new Map<Purpose, Walk[]>();
 
   constructor(deps: SyncDeps) {
@@ -594,15 +608,19 @@ export class RunIndexSync {
     let calls = 0;
     let failure: unknown;
     let failed = false;
+    let returned = false;
+    const spent = () => calls >= limits.maxCalls || this.deps.now() >= stopAt;
     for (;;) {
-      while (!failed && running.size < limits.concurrency && calls < limits.maxCalls) {
-        if (this.deps.now() >= stopAt) break;
+      while (!failed && this.inFlight.size < limits.concurrency && !spent()) {
         const task = next();
         if (!task) break;
         calls += 1;
         const promise: Promise<void> = this.launch(task, abort.signal)
           .catch((error: unknown) => {
-            if (!failed) {
+            if (returned) {
+              // The run is over: its back-off is stored now, and the next run reports the code.
+              this.recordLateFailure(error);
+            } else if (!failed) {
               failed = true;
               failure = error;
               abort.abort(error);
@@ -611,10 +629,20 @@ export class RunIndexSync {
           .finally(() => running.delete(promise));
         running.add(promise);
       }
-      if (running.size === 0) break;
-      await Promise.race(running);
+      if (limits.overlap && !failed && spent() && running.size > 0) break;
+      if (running.size > 0) {
+        await Promise.race(running);
+        continue;
+      }
+      // Calls an earlier run left running: what they bring may give this run work.
+      if (failed || this.inFlight.size === 0) break;
+      await Promise.race([...this.inFlight.values()].map((p) => p.catch(() => undefined)));
     }
+    returned = true;
+    const late = this.lateFailure;
+    this.lateFailure = undefined;
     if (failed) return { calls, error: this.recordFailure(failure) };
+    if (late !== undefined) return { calls, error: late };
     if (calls > 0) this.recordSuccess();
     return { calls };
   }
@@ -623,6 +651,15 @@ export class RunIndexSync {
     const promise = task.run(signal).finally(() => this.inFlight.delete(task.key));
     this.inFlight.set(task.key, promise);
     return promise;
+  }
+
+  private recordLateFailure(error: unknown): void {
+    try {
+      const code = this.recordFailure(error);
+      this.lateFailure ??= code;
+    } catch {
+      // The index's tables are gone (RUN_INDEX=off dropped them meanwhile): nothing to record.
+    }
   }
 
   private recordFailure(error: unknown): string {

@@ -343,6 +343,50 @@ describe("backfill", () => {
   });
 });
 
+describe("runs that overlap (the alarm's)", () => {
+  it("return once their calls are started; the next counts them in its concurrency; nothing lost", async () => {
+    const fake = fakeWith({ size: 300, seed: 9 });
+    const clock: EngineClock = { now: ENGINE_EPOCH };
+    const upstream = engineUpstream(fake, { pageLimit: 20 });
+    let open: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => {
+      open = resolve;
+    });
+    const gated: SyncUpstream = {
+      list: async (query, signal) => {
+        const page = await upstream.list(query, signal);
+        await gate;
+        return page;
+      },
+      getRun: (id, signal) => upstream.getRun(id, signal),
+      listWorkflows: (token, signal) => upstream.listWorkflows(token, signal),
+    };
+    const pagesApplied = (sql: SqlStorage) =>
+      sql.exec<{ n: number | null }>(`SELECT sum(pages) AS n FROM run_walks`).one().n ?? 0;
+    const overlapping = { maxCalls: 3, maxMs: 60_000, concurrency: 4, overlap: true };
+    await inEngine(freshObject(), gated, clock, async ({ sync, sql }) => {
+      sync.use();
+      // The workflows, then two pages: the run is back while both pages are still on their way.
+      expect(await sync.tick(overlapping)).toEqual({ calls: 3 });
+      expect(upstream.lists).toHaveLength(2);
+      expect(pagesApplied(sql)).toBe(0);
+      const next = sync.tick({ ...overlapping, maxCalls: 100 });
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      // Two calls of the last run are in flight: this one starts two more, not four.
+      expect(upstream.lists).toHaveLength(4);
+      open();
+      expect((await next).error).toBeUndefined();
+      await drain(sync, { ...overlapping, maxCalls: 40 });
+      expect(sync.state().phase).toBe("ready");
+      expect(rowCount(sql)).toBe(300);
+      expect(indexSummary(sql)).toEqual(referenceStats(fake.runs));
+    });
+    // No page was asked for twice (both ends of a partition may read past where they meet).
+    const pages = upstream.lists.filter((q) => q.sortBy === "createdAt").map((q) => JSON.stringify(q));
+    expect(new Set(pages).size).toBe(pages.length);
+  });
+});
+
 describe("filter indexes", () => {
   it("are built when the backfill completes; every filter answers right before and after", async () => {
     const fake = fakeWith({ size: 300, seed: 4 });
