@@ -55,10 +55,24 @@ const UPSERT_LIST_ROWS = `
 /** Characters of JSON per upsert statement: well below the 2 MB a bound string may hold. */
 const UPSERT_CHUNK_CHARS = 500_000;
 
+/** Runs UPSERT_LIST_ROWS over the rows, halving a batch whose JSON is too long for one statement. */
+function upsertRows(sql: SqlStorage, rows: readonly (string | number | null)[][]): number {
+  if (rows.length === 0) return 0;
+  const json = JSON.stringify(rows);
+  if (json.length <= UPSERT_CHUNK_CHARS || rows.length === 1) {
+    return sql.exec(UPSERT_LIST_ROWS, json).rowsWritten;
+  }
+  const half = Math.ceil(rows.length / 2);
+  return upsertRows(sql, rows.slice(0, half)) + upsertRows(sql, rows.slice(half));
+}
+
+// Every (workflow, status) a batch moves, in one statement like the rows' upsert. Sums travel as
+// decimal text: exact past 2^53, and the INTEGER columns store them as integers.
 const ADD_TO_TOTALS = `
   INSERT INTO run_totals (workflow_id, status, runs, credits_hi, credits_lo, total_hi, total_lo, usage_null)
-  VALUES (?1, ?2, ?3, CAST(?4 AS INTEGER), CAST(?5 AS INTEGER), CAST(?6 AS INTEGER), CAST(?7 AS INTEGER),
-    CAST(?8 AS INTEGER))
+  SELECT value ->> 0, value ->> 1, value ->> 2, CAST(value ->> 3 AS INTEGER), CAST(value ->> 4 AS INTEGER),
+    CAST(value ->> 5 AS INTEGER), CAST(value ->> 6 AS INTEGER), CAST(value ->> 7 AS INTEGER)
+  FROM json_each(?) WHERE true
   ON CONFLICT (workflow_id, status) DO UPDATE SET runs = runs + excluded.runs,
     credits_hi = credits_hi + excluded.credits_hi, credits_lo = credits_lo + excluded.credits_lo,
     total_hi = total_hi + excluded.total_hi, total_lo = total_lo + excluded.total_lo,
@@ -141,20 +155,14 @@ class TotalsDeltas {
 
   /** Writes every delta that changes something; returns the rows written. */
   write(sql: SqlStorage): number {
-    let written = 0;
+    const moved: (string | number)[][] = [];
     for (const d of this.byKey.values()) {
       if (d.runs === 0 && d.amounts.every((a) => a === 0n)) continue;
-      // Sums travel as decimal text: exact past 2^53, and the INTEGER columns store them as integers.
-      written += sql.exec(
-        ADD_TO_TOTALS,
-        d.workflowId,
-        d.status,
-        d.runs,
-        ...d.amounts.map(String),
-      ).rowsWritten;
+      moved.push([d.workflowId, d.status, d.runs, ...d.amounts.map(String)]);
     }
     this.byKey.clear();
-    return written;
+    if (moved.length === 0) return 0;
+    return sql.exec(ADD_TO_TOTALS, JSON.stringify(moved)).rowsWritten;
   }
 }
 
@@ -205,14 +213,12 @@ export function upsertListRows(sql: SqlStorage, rows: readonly RunRow[]): number
     unique.map((row) => row.id),
   );
   const deltas = new TotalsDeltas();
-  const chunks: string[] = [];
-  let chunk: string[] = [];
-  let chars = 0;
+  const winners: (string | number | null)[][] = [];
   for (const row of unique) {
     const old = stored.get(row.id);
     if (!listRowWins(row, old)) continue;
     const usage = usageColumns(row.usage);
-    const values = JSON.stringify([
+    winners.push([
       row.id,
       row.status,
       row.workflowId,
@@ -222,20 +228,11 @@ export function upsertListRows(sql: SqlStorage, rows: readonly RunRow[]): number
       row.version,
       ...usage,
     ]);
-    if (chars + values.length > UPSERT_CHUNK_CHARS && chunk.length > 0) {
-      chunks.push(`[${chunk.join(",")}]`);
-      chunk = [];
-      chars = 0;
-    }
-    chunk.push(values);
-    chars += values.length + 1;
     // A stored run keeps its workflow (facts are never rewritten by this statement).
     if (old) deltas.addStored(old, -1);
     deltas.add(old?.workflow_id ?? row.workflowId, row.status, 1, usage);
   }
-  if (chunk.length > 0) chunks.push(`[${chunk.join(",")}]`);
-  let written = 0;
-  for (const json of chunks) written += sql.exec(UPSERT_LIST_ROWS, json).rowsWritten;
+  let written = upsertRows(sql, winners);
   written += deltas.write(sql);
   for (const row of unique) {
     if (stored.get(row.id)?.facts_known !== 0) continue;
