@@ -392,9 +392,10 @@ function isRejectedCursor(error: unknown): boolean {
  * The index's sync over one SQLite database. Storage is the truth; the sync keeps a copy of the
  * state row and the walks in memory, because it consults them on every task it picks and every
  * page it applies (reading them each time was a fifth of the object's time per backfill page).
- * Every write goes through to storage and the copy at once; the copy is dropped when a
- * transaction fails and re-read at each call from outside (`tick`, `configure`, `use`,
- * `applyEvent`), so whatever else changed the tables meanwhile is seen.
+ * Every write goes through to storage and the copy at once; both copies are dropped when a
+ * transaction fails. The state row is also re-read at each call from outside (`tick`,
+ * `configure`, `use`, `applyEvent`), so a change made to it meanwhile is seen; the walks change
+ * only through the sync itself.
  */
 export class RunIndexSync {
   private readonly deps: SyncDeps;
@@ -419,8 +420,12 @@ export class RunIndexSync {
 
   /** Forgets the copies: the next read takes them from storage. */
   private reload(): void {
-    this.cachedState = undefined;
+    this.reloadState();
     this.cachedWalks.clear();
+  }
+
+  private reloadState(): void {
+    this.cachedState = undefined;
   }
 
   private setState(patch: Partial<SyncState>): void {
@@ -461,7 +466,7 @@ export class RunIndexSync {
 
   /** Stores the settings the alarm will use, when they changed. */
   configure(settings: IndexSettings): void {
-    this.reload();
+    this.reloadState();
     const current = this.state().settings;
     if (JSON.stringify(current) !== JSON.stringify(settings)) this.setState({ settings });
   }
@@ -478,7 +483,7 @@ export class RunIndexSync {
 
   /** Records a read of the index; starts the backfill on first use. */
   use(): void {
-    this.reload();
+    this.reloadState();
     const now = this.deps.now();
     const state = this.state();
     this.transaction(() => {
@@ -514,7 +519,7 @@ export class RunIndexSync {
 
   /** Applies a verified webhook event once: at once to the run, then a head walk confirms it. */
   applyEvent(event: IndexEvent): EventOutcome {
-    this.reload();
+    this.reloadState();
     const now = this.deps.now();
     return this.transaction(() => {
       this.sql.exec(
@@ -567,7 +572,7 @@ export class RunIndexSync {
 
   /** One bounded unit of whatever is due: backfill pages, a head walk, GET checks, reconcile pages. */
   tick(limits: RunLimits = DEFAULT_LIMITS): Promise<RunResult> {
-    this.reload();
+    this.reloadState();
     return this.runTasks(() => this.nextTask(), limits);
   }
 
