@@ -401,6 +401,8 @@ export class RunIndexSync {
   private readonly deps: SyncDeps;
   private readonly inFlight = new Map<string, Promise<void>>();
   private cachedState: SyncState | undefined;
+  /** The backfill's head walk has read its pages; the last walk page to land completes it. */
+  private headAwaitsWalks = false;
   /** Code of a failure of a call that outlived its run (see RunLimits.overlap). */
   private lateFailure: string | undefined;
   private readonly cachedWalks = new Map<Purpose, Walk[]>();
@@ -698,7 +700,9 @@ export class RunIndexSync {
       if (this.walks("backfill").length === 0) return this.planTask();
       const walk = this.nextWalk("backfill");
       if (walk) return walk;
-      if (this.inFlight.size > 0 && !this.inFlight.has("head")) return undefined;
+      // Every walk is done or has its page on the way: the head walk that ends the backfill reads
+      // beside those last pages, and the last of them to land completes it.
+      if (this.headAwaitsWalks) return undefined;
       return this.headTask(true);
     }
     const head = this.headTask(this.headDue(state, now));
@@ -770,7 +774,23 @@ export class RunIndexSync {
       this.setState({ headCursor: page.nextPageToken, headTop: top, headPages: pages });
       return;
     }
+    if (state.phase === "backfill" && !this.backfillSettled()) {
+      // Walk pages are still on their way. Should the object restart before they land, the head
+      // walk reads again from the newest run (its cursor is cleared), which only re-reads rows.
+      this.setState({ headCursor: null, headTop: top, headPages: pages });
+      this.headAwaitsWalks = true;
+      return;
+    }
     this.completeHead(state, top, pages);
+  }
+
+  /** Every backfill walk is done and none has a page on the way (but `landing`, being applied). */
+  private backfillSettled(landing?: string): boolean {
+    if (!this.walks("backfill").every((w) => w.done)) return false;
+    for (const key of this.inFlight.keys()) {
+      if (key !== landing && key.startsWith("backfill:")) return false;
+    }
+    return true;
   }
 
   private completeHead(state: SyncState, top: number | null, pages: number): void {
@@ -876,6 +896,15 @@ export class RunIndexSync {
   }
 
   private applyWalkPage(purpose: Purpose, name: string, page: SyncPage): void {
+    this.advanceWalk(purpose, name, page);
+    if (purpose === "backfill" && this.headAwaitsWalks && this.backfillSettled(name)) {
+      const state = this.state();
+      this.completeHead(state, state.headTop, state.headPages);
+      this.headAwaitsWalks = false;
+    }
+  }
+
+  private advanceWalk(purpose: Purpose, name: string, page: SyncPage): void {
     const walk = this.walk(purpose, name);
     if (!walk) return;
     const rows = rowsOf(page);

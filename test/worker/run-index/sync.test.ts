@@ -387,6 +387,48 @@ describe("runs that overlap (the alarm's)", () => {
   });
 });
 
+describe("the head walk that ends the backfill", () => {
+  it("reads beside the last walk pages; the index answers only once they have landed", async () => {
+    const fake = fakeWith({ size: 200, seed: 8 });
+    const clock: EngineClock = { now: ENGINE_EPOCH };
+    // Pages large enough that each walk's first page is its partition's last.
+    const upstream = engineUpstream(fake, { pageLimit: 1000 });
+    const last = [...new Set(fake.runs.map((run) => run.workflow.id))].sort().at(-1) ?? "";
+    let release: () => void = () => undefined;
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const gated: SyncUpstream = {
+      list: async (query, signal) => {
+        const page = await upstream.list(query, signal);
+        if (query.workflowId === last && query.sortDir === "desc") await held;
+        return page;
+      },
+      getRun: (id, signal) => upstream.getRun(id, signal),
+      listWorkflows: (token, signal) => upstream.listWorkflows(token, signal),
+    };
+    await inEngine(freshObject(), gated, clock, async ({ sync, sql }) => {
+      sync.use();
+      const running = sync.tick({ maxCalls: 40, maxMs: 60_000, concurrency: 6 });
+      const headRead = () => upstream.pageIds.length === upstream.lists.length;
+      for (let i = 0; i < 100 && !(upstream.lists.some((q) => q.sortBy === "updatedAt") && headRead()); i++) {
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      // The head walk's page is in while one walk page is still held: not ready yet.
+      expect(upstream.lists.filter((q) => q.sortBy === "updatedAt")).toHaveLength(1);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      expect(sync.state().phase).toBe("backfill");
+      release();
+      expect((await running).error).toBeUndefined();
+      expect(sync.state().phase).toBe("ready");
+      expect(rowCount(sql)).toBe(200);
+      expect(indexSummary(sql)).toEqual(referenceStats(fake.runs));
+      // Nothing was read again to finish it.
+      expect(upstream.lists.filter((q) => q.sortBy === "updatedAt")).toHaveLength(1);
+    });
+  });
+});
+
 describe("filter indexes", () => {
   it("are built when the backfill completes; every filter answers right before and after", async () => {
     const fake = fakeWith({ size: 300, seed: 4 });
