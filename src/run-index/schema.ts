@@ -119,7 +119,7 @@ const TABLES = [
 /**
  * The indexes /stats filters and the reconcile read the rows through. They are built once the
  * backfill has written every row, in the transaction that makes the index ready: kept up to
- * date page by page they were a third of the backfill's write time, and nothing reads the rows
+ * date page by page they were about a quarter of its write time, and nothing reads the rows
  * by them before the index answers (while it builds, /stats scans Extend). The indexes the
  * sync itself needs meanwhile (pending and guessed runs) are in TABLES; both stay small then.
  */
