@@ -42,8 +42,11 @@ export const EVENT_MEMORY_MS = 86_400_000;
 /** Work one alarm or request may do: below the Free plan's 50 subrequests, and well within an alarm's time. */
 export const MAX_CALLS_PER_RUN = 40;
 export const MAX_MS_PER_RUN = 20_000;
-/** Upstream connections open at once (the Workers per-invocation cap). */
-export const MAX_CONCURRENT_CALLS = 6;
+/**
+ * Calls under way at once, counting those waiting for their slot in the budget and those whose
+ * page is being written; the connections they hold open are capped apart (upstream.ts).
+ */
+export const MAX_CONCURRENT_CALLS = 10;
 /**
  * The backfill splits by workflow when the tenant has this many: fewer leave too few cursors
  * (sixteen status walks spread better), more cost a partly filled page each.
