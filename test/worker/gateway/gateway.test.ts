@@ -94,12 +94,16 @@ describe("the tenant gateway", () => {
   it("keeps UPSTREAM_MAX_RPS in every second as Extend counts arrivals, when the first calls reach it late", async () => {
     const tenant = isolatedTenant({ dataset: { size: 40, seed: 5 } });
     const settings = { UPSTREAM_MAX_RPS: "4" };
-    let arrived = 0;
-    // The first window's calls are held up on their way to Extend; the next window's are not.
+    // The first window's calls reach Extend 60 ms after they reach this handler; the next
+    // window's at once. The arrival is counted from the handler's own clock, not from when a
+    // 60 ms timer happens to fire: on a loaded machine that comes far later than 60 ms, and then
+    // the test would measure the machine, not the guard.
+    const arrivals: number[] = [];
     network.use(
       http.get(`${FAKE_EXTEND_ORIGIN}/workflow_runs`, async ({ request }) => {
-        arrived += 1;
-        if (arrived <= 4) await new Promise((resolve) => setTimeout(resolve, 60));
+        const late = arrivals.length < 4;
+        arrivals.push(Date.now() + (late ? 60 : 0));
+        if (late) await new Promise((resolve) => setTimeout(resolve, 60));
         return answerWithFake(tenant.fake, request);
       }),
     );
@@ -110,7 +114,6 @@ describe("the tenant gateway", () => {
       expect(answer.status).toBe(200);
       await answer.body?.cancel();
     }
-    const arrivals = tenant.fake.listCalls.map((c) => c.at);
     expect(arrivals).toHaveLength(8);
     expect(busiestWindow(arrivals, 1_000)).toBeLessThanOrEqual(4);
   }, 30_000);
