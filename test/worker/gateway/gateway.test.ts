@@ -7,7 +7,7 @@ import { captureConsole, requestLines } from "../support/console.ts";
 import { FAKE_EXTEND_ORIGIN } from "../support/constants.ts";
 import { json } from "../support/proxy.ts";
 import { network } from "../support/setup.ts";
-import { answerWithFake, freshClientIp, isolatedTenant } from "../support/tenant.ts";
+import { answerWithFake, freshClientIp, isolatedTenant, type Tenant } from "../support/tenant.ts";
 
 type Worker = { fetch(request: Request, env: Env, ctx: ExecutionContext): Promise<Response> };
 
@@ -51,6 +51,17 @@ function occupyIsolate(ms: number): void {
 const distinct = (i: number) =>
   `/workflow_runs?maxPageSize=5&fileNameContains=${encodeURIComponent(`f${i}-${crypto.randomUUID()}`)}`;
 
+/** `n` distinct list misses at once, each of which must be answered 200. */
+async function servedMisses(tenant: Tenant, n: number, settings: Partial<Env>): Promise<void> {
+  const answers = await Promise.all(
+    Array.from({ length: n }, (_, i) => tenant.call(distinct(i), { env: settings })),
+  );
+  for (const answer of answers) {
+    expect(answer.status).toBe(200);
+    await answer.body?.cancel();
+  }
+}
+
 describe("the tenant gateway", () => {
   it("holds distinct misses and a /stats scan, together, to UPSTREAM_MAX_RPS; each answers 200 or 503 with Retry-After", async () => {
     const tenant = isolatedTenant({ dataset: { size: 300, seed: 3 }, pageLimit: 25 });
@@ -79,13 +90,7 @@ describe("the tenant gateway", () => {
   it("lets a fresh tenant's calls start at an UPSTREAM_MAX_RPS above the default at once", async () => {
     const tenant = isolatedTenant({ dataset: { size: 50, seed: 5 } });
     const settings = { UPSTREAM_MAX_RPS: "30" };
-    const answers = await Promise.all(
-      Array.from({ length: 16 }, (_, i) => tenant.call(distinct(i), { env: settings })),
-    );
-    for (const answer of answers) {
-      expect(answer.status).toBe(200);
-      await answer.body?.cancel();
-    }
+    await servedMisses(tenant, 16, settings);
     // Sixteen callers, 30 starts a second: all sixteen fit into the first second.
     expect(tenant.fake.listCalls).toHaveLength(16);
     expect(busiestWindow(tenant.fake.listCalls.map((c) => c.at))).toBe(16);
@@ -107,13 +112,7 @@ describe("the tenant gateway", () => {
         return answerWithFake(tenant.fake, request);
       }),
     );
-    const answers = await Promise.all(
-      Array.from({ length: 8 }, (_, i) => tenant.call(distinct(i), { env: settings })),
-    );
-    for (const answer of answers) {
-      expect(answer.status).toBe(200);
-      await answer.body?.cancel();
-    }
+    await servedMisses(tenant, 8, settings);
     expect(arrivals).toHaveLength(8);
     expect(busiestWindow(arrivals, 1_000)).toBeLessThanOrEqual(4);
   }, 30_000);
@@ -134,13 +133,7 @@ describe("the tenant gateway", () => {
         return answerWithFake(tenant.fake, request);
       }),
     );
-    const answers = await Promise.all(
-      Array.from({ length: 8 }, (_, i) => tenant.call(distinct(i), { env: settings })),
-    );
-    for (const answer of answers) {
-      expect(answer.status).toBe(200);
-      await answer.body?.cancel();
-    }
+    await servedMisses(tenant, 8, settings);
     const arrivals = tenant.fake.listCalls.map((c) => c.at);
     expect(arrivals).toHaveLength(8);
     expect(busiestWindow(arrivals, 1_000)).toBeLessThanOrEqual(4);
