@@ -16,7 +16,7 @@ import { type Clock, systemClock } from "../lib/clock.ts";
 import { Semaphore, SemaphoreTimeout } from "../lib/semaphore.ts";
 import { addRun, addTally, emptyTally, emptyTotals, type Tally, type Totals } from "./aggregate.ts";
 import type { StatsFilters } from "./filters.ts";
-import { foldPageText } from "./fold-text.ts";
+import { foldPageBytes } from "./fold-bytes.ts";
 
 /**
  * After this long a request starts no further page and answers with a resume token, so a slow
@@ -113,11 +113,11 @@ export interface ScanProgress {
 }
 
 /**
- * Reads a page's text down to what the fold needs, without building the page's object tree (see
- * fold-text.ts): what a page costs in memory is its text and one small record per run.
+ * Reads a page's bytes down to what the fold needs, without a string or the page's object tree
+ * (see fold-bytes.ts): what a page costs in memory is its bytes and one small record per run.
  */
-export function foldPage(body: string): FoldPage {
-  const page = foldPageText(body);
+export function foldPage(body: Uint8Array): FoldPage {
+  const page = foldPageBytes(body);
   if (!page) throw new ApiError("UPSTREAM_INVALID_RESPONSE", "A page could not be read as a list of runs.");
   return page;
 }
@@ -330,7 +330,12 @@ export async function advanceScan(
         const result = await deps.pages.get(query, deps.listOptions ? deps.listOptions(own) : own);
         const readAt = clock.now() - (result.ageSeconds ?? 0) * 1000;
         state.oldestPageAt = Math.min(state.oldestPageAt, readAt);
-        return foldPage(result.page.body);
+        try {
+          // A page the tenant object just checked comes with its fold; one from KV is read here.
+          return result.page.pruned ?? foldPage(result.page.body);
+        } finally {
+          result.release();
+        }
       },
       Math.max(0, stopLaunchingAt - clock.now()),
     );

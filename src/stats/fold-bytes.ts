@@ -1,0 +1,445 @@
+// Reads a list page's UTF-8 bytes down to what the /stats fold needs, without decoding the page
+// into a string or building its object tree: a 1000-run page is 2–3 MB, and as a JavaScript string
+// (and again as a parse) it would sit on the isolate's heap until V8 collects it. The whole page is
+// still checked as UTF-8 (as a fatal TextDecoder would), as JSON and as Extend's list shape
+// (as JSON.parse and the list-shape check would), so a page this accepts is one that would have
+// decoded and parsed, and the fold sees the same values.
+
+import { pastUtf8Sequence } from "../lib/utf8.ts";
+
+/** A run reduced to what the fold reads: createdAt when it is a string, and usage's numbers. */
+export type PrunedRun = {
+  readonly createdAt: string | undefined;
+  /** null when usage is absent or not an object; a non-number credit is left out. */
+  readonly usage: { readonly credits?: number; readonly totalCredits?: number } | null;
+};
+
+export interface PrunedPage {
+  readonly data: readonly PrunedRun[];
+  /** Extend's cursor: a non-empty string, or undefined at the end of the list. */
+  readonly nextPageToken: string | undefined;
+}
+
+class Invalid extends Error {}
+
+const INVALID = new Invalid();
+
+const NO_KEYS: readonly Uint8Array[] = [];
+const ascii = (key: string) => Uint8Array.from(key, (c) => c.charCodeAt(0));
+const OBJECT = ascii("object");
+const DATA = ascii("data");
+const NEXT_PAGE_TOKEN = ascii("nextPageToken");
+const CREATED_AT = ascii("createdAt");
+const USAGE = ascii("usage");
+const CREDITS = ascii("credits");
+const TOTAL_CREDITS = ascii("totalCredits");
+const PAGE_KEYS = [OBJECT, DATA, NEXT_PAGE_TOKEN];
+const RUN_KEYS = [CREATED_AT, USAGE];
+const USAGE_KEYS = [CREDITS, TOTAL_CREDITS];
+const LIST = ascii("list");
+
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+const COMMA = 0x2c;
+const COLON = 0x3a;
+const MINUS = 0x2d;
+const PLUS = 0x2b;
+const DOT = 0x2e;
+const ZERO = 0x30;
+const NINE = 0x39;
+const OPEN_BRACKET = 0x5b;
+const CLOSE_BRACKET = 0x5d;
+const OPEN_BRACE = 0x7b;
+const CLOSE_BRACE = 0x7d;
+const LOWER_E = 0x65;
+const UPPER_E = 0x45;
+const TRUE = ascii("true");
+const FALSE = ascii("false");
+const NULL = ascii("null");
+
+/** For each byte: 1 where it ends a run of plain string bytes (quote, backslash, control, non-ASCII). */
+const STRING_STOP = new Uint8Array(256);
+for (let b = 0; b < 256; b++)
+  STRING_STOP[b] = b < 0x20 || b === QUOTE || b === BACKSLASH || b >= 0x80 ? 1 : 0;
+/** For each byte after a backslash: 1 for the single-character escapes JSON allows. */
+const SIMPLE_ESCAPE = new Uint8Array(256);
+for (const c of '"\\/bfnrt') SIMPLE_ESCAPE[c.charCodeAt(0)] = 1;
+
+const isHex = (b: number) => (b >= ZERO && b <= NINE) || (b >= 0x41 && b <= 0x46) || (b >= 0x61 && b <= 0x66);
+const isDigit = (b: number) => b >= ZERO && b <= NINE;
+
+/** Decodes strings the reader has already checked as UTF-8; a leading U+FEFF is text here. */
+const utf8 = new TextDecoder("utf-8", { fatal: false, ignoreBOM: true });
+
+/** Characters per call of String.fromCharCode (its arguments go on the stack). */
+const ASCII_CHUNK = 4_096;
+
+/** `bytes[start, end)`, all ASCII, as a fresh string (nothing of it refers to the page). */
+function asciiText(bytes: Uint8Array, start: number, end: number): string {
+  let text = "";
+  for (let from = start; from < end; from += ASCII_CHUNK) {
+    const chunk = bytes.subarray(from, Math.min(end, from + ASCII_CHUNK));
+    text += String.fromCharCode.apply(null, chunk as unknown as number[]);
+  }
+  return text;
+}
+
+/** What a member's value turned out to be, for the fields whose type decides the outcome. */
+type Kind = "string" | "number" | "object" | "array" | "null" | "other";
+
+/** A cursor over the bytes; every method either advances past a valid token or throws Invalid. */
+class Reader {
+  position = 0;
+  readonly bytes: Uint8Array;
+  readonly length: number;
+
+  constructor(bytes: Uint8Array) {
+    this.bytes = bytes;
+    this.length = bytes.length;
+  }
+
+  /** The byte at the position, or -1 past the end. */
+  peek(): number {
+    return this.position < this.length ? (this.bytes[this.position] as number) : -1;
+  }
+
+  skipWhitespace(): void {
+    const bytes = this.bytes;
+    let i = this.position;
+    for (; i < this.length; i++) {
+      const b = bytes[i] as number;
+      if (b !== 0x20 && b !== 0x0a && b !== 0x0d && b !== 0x09) break;
+    }
+    this.position = i;
+  }
+
+  expect(code: number): void {
+    if (this.peek() !== code) throw INVALID;
+    this.position += 1;
+  }
+
+  /**
+   * Past a string (position at its opening quote). 0: plain ASCII; 1: non-ASCII but no escape;
+   * 2: an escape (decode it with JSON.parse).
+   */
+  skipString(): 0 | 1 | 2 {
+    this.expect(QUOTE);
+    const bytes = this.bytes;
+    const length = this.length;
+    let i = this.position;
+    let form: 0 | 1 | 2 = 0;
+    for (;;) {
+      while (i < length && STRING_STOP[bytes[i] as number] === 0) i++;
+      if (i >= length) throw INVALID;
+      const b = bytes[i] as number;
+      if (b === QUOTE) break;
+      if (b === BACKSLASH) {
+        const next = bytes[i + 1];
+        if (next === undefined) throw INVALID;
+        if (SIMPLE_ESCAPE[next] === 1) {
+          i += 2;
+        } else if (next === 0x75) {
+          for (let k = i + 2; k < i + 6; k++) if (!isHex(bytes[k] ?? -1)) throw INVALID;
+          i += 6;
+        } else {
+          throw INVALID;
+        }
+        form = 2;
+      } else if (b >= 0x80) {
+        i = pastUtf8Sequence(bytes, i);
+        if (i === -1) throw INVALID;
+        if (form === 0) form = 1;
+      } else {
+        throw INVALID;
+      }
+    }
+    this.position = i + 1;
+    return form;
+  }
+
+  /** Past a string (position at its opening quote), and its value: a fresh string of its own. */
+  string(): string {
+    const start = this.position;
+    const form = this.skipString();
+    const end = this.position;
+    if (form === 2) return JSON.parse(utf8.decode(this.bytes.subarray(start, end))) as string;
+    if (form === 1) return utf8.decode(this.bytes.subarray(start + 1, end - 1));
+    return asciiText(this.bytes, start + 1, end - 1);
+  }
+
+  number(): number {
+    const bytes = this.bytes;
+    const start = this.position;
+    let i = start;
+    if (bytes[i] === MINUS) i++;
+    if (bytes[i] === ZERO) i++;
+    else if (isDigit(bytes[i] ?? -1)) while (isDigit(bytes[i] ?? -1)) i++;
+    else throw INVALID;
+    if (bytes[i] === DOT) {
+      i++;
+      if (!isDigit(bytes[i] ?? -1)) throw INVALID;
+      while (isDigit(bytes[i] ?? -1)) i++;
+    }
+    if (bytes[i] === LOWER_E || bytes[i] === UPPER_E) {
+      i++;
+      if (bytes[i] === PLUS || bytes[i] === MINUS) i++;
+      if (!isDigit(bytes[i] ?? -1)) throw INVALID;
+      while (isDigit(bytes[i] ?? -1)) i++;
+    }
+    this.position = i;
+    return Number(asciiText(bytes, start, i));
+  }
+
+  /** A string value (decoded), or undefined for any other kind; past the value either way. */
+  stringValue(): string | undefined {
+    if (this.kind() === "string") return this.string();
+    this.skipValue();
+    return undefined;
+  }
+
+  /** A number value, or undefined for any other kind; past the value either way. */
+  numberValue(): number | undefined {
+    if (this.kind() === "number") return this.number();
+    this.skipValue();
+    return undefined;
+  }
+
+  /** Whether the value here is the string `word` (ASCII, compared as JSON.parse would decode it); past it. */
+  isString(word: Uint8Array): boolean {
+    if (this.kind() !== "string") {
+      this.skipValue();
+      return false;
+    }
+    const start = this.position;
+    const form = this.skipString();
+    if (form === 0) return this.equalsAt(word, start + 1, this.position - 1);
+    if (form === 1) return false;
+    const decoded = JSON.parse(utf8.decode(this.bytes.subarray(start, this.position))) as string;
+    return decoded.length === word.length && [...word].every((c, i) => decoded.charCodeAt(i) === c);
+  }
+
+  private equalsAt(word: Uint8Array, start: number, end: number): boolean {
+    if (end - start !== word.length) return false;
+    for (let k = 0; k < word.length; k++) if (this.bytes[start + k] !== word[k]) return false;
+    return true;
+  }
+
+  literal(word: Uint8Array): void {
+    if (!this.equalsAt(word, this.position, Math.min(this.length, this.position + word.length)))
+      throw INVALID;
+    this.position += word.length;
+  }
+
+  kind(): Kind {
+    const code = this.peek();
+    if (code === QUOTE) return "string";
+    if (code === OPEN_BRACE) return "object";
+    if (code === OPEN_BRACKET) return "array";
+    if (code === 0x6e) return "null";
+    if (code === MINUS || isDigit(code)) return "number";
+    return "other";
+  }
+
+  /**
+   * Past one value of any kind, checked but not kept. Iterative, so nesting depth costs an array
+   * slot per level rather than a stack frame.
+   */
+  skipValue(): void {
+    const open: number[] = [];
+    for (;;) {
+      this.skipWhitespace();
+      const code = this.peek();
+      let closedScalar = true;
+      if (code === OPEN_BRACE || code === OPEN_BRACKET) {
+        this.position += 1;
+        this.skipWhitespace();
+        const close = code === OPEN_BRACE ? CLOSE_BRACE : CLOSE_BRACKET;
+        if (this.peek() === close) {
+          this.position += 1;
+        } else {
+          open.push(close);
+          if (close === CLOSE_BRACE) this.memberKey(NO_KEYS);
+          closedScalar = false;
+        }
+      } else if (code === QUOTE) {
+        this.skipString();
+      } else if (code === 0x74) {
+        this.literal(TRUE);
+      } else if (code === 0x66) {
+        this.literal(FALSE);
+      } else if (code === 0x6e) {
+        this.literal(NULL);
+      } else {
+        this.number();
+      }
+      if (!closedScalar) continue;
+      // A value ended: close every container it completes, or go on to the next element.
+      for (;;) {
+        const close = open.at(-1);
+        if (close === undefined) return;
+        this.skipWhitespace();
+        const next = this.peek();
+        if (next === COMMA) {
+          this.position += 1;
+          if (close === CLOSE_BRACE) {
+            this.skipWhitespace();
+            this.memberKey(NO_KEYS);
+          }
+          break;
+        }
+        if (next !== close) throw INVALID;
+        this.position += 1;
+        open.pop();
+      }
+    }
+  }
+
+  /**
+   * Past a member's key and its colon (position at the key's quote): which of `known` the key is
+   * (its index), or -1. Keys are compared where they lie in the bytes; only an escaped key is decoded.
+   */
+  memberKey(known: readonly Uint8Array[]): number {
+    const start = this.position;
+    const form = this.skipString();
+    let index = -1;
+    if (known.length > 0) {
+      if (form === 0) {
+        index = known.findIndex((k) => this.equalsAt(k, start + 1, this.position - 1));
+      } else if (form === 2) {
+        const decoded = JSON.parse(utf8.decode(this.bytes.subarray(start, this.position))) as string;
+        index = known.findIndex(
+          (k) => k.length === decoded.length && k.every((c, i) => decoded.charCodeAt(i) === c),
+        );
+      }
+    }
+    this.skipWhitespace();
+    this.expect(COLON);
+    this.skipWhitespace();
+    return index;
+  }
+
+  /**
+   * Walks an object's members (position at its `{`), calling `member` with each key's index in
+   * `known` while the position is at the value; `member` must leave the position past the value.
+   */
+  object(known: readonly Uint8Array[], member: (key: number) => void): void {
+    this.expect(OPEN_BRACE);
+    this.skipWhitespace();
+    if (this.peek() === CLOSE_BRACE) {
+      this.position += 1;
+      return;
+    }
+    for (;;) {
+      this.skipWhitespace();
+      member(this.memberKey(known));
+      this.skipWhitespace();
+      const next = this.peek();
+      this.position += 1;
+      if (next === CLOSE_BRACE) return;
+      if (next !== COMMA) throw INVALID;
+    }
+  }
+
+  /** Walks an array's elements (position at its `[`), as `object` does its members. */
+  array(element: () => void): void {
+    this.expect(OPEN_BRACKET);
+    this.skipWhitespace();
+    if (this.peek() === CLOSE_BRACKET) {
+      this.position += 1;
+      return;
+    }
+    for (;;) {
+      this.skipWhitespace();
+      element();
+      this.skipWhitespace();
+      const next = this.peek();
+      this.position += 1;
+      if (next === CLOSE_BRACKET) return;
+      if (next !== COMMA) throw INVALID;
+    }
+  }
+}
+
+function readUsage(reader: Reader): PrunedRun["usage"] {
+  if (reader.kind() !== "object") {
+    reader.skipValue();
+    return null;
+  }
+  let credits: number | undefined;
+  let totalCredits: number | undefined;
+  reader.object(USAGE_KEYS, (key) => {
+    // Later duplicates win, as in JSON.parse.
+    if (key === 0) credits = reader.numberValue();
+    else if (key === 1) totalCredits = reader.numberValue();
+    else reader.skipValue();
+  });
+  return {
+    ...(credits !== undefined ? { credits } : {}),
+    ...(totalCredits !== undefined ? { totalCredits } : {}),
+  };
+}
+
+function readRun(reader: Reader): PrunedRun | undefined {
+  // Any other value is a fault of the list's shape; it is still read through to check the JSON.
+  if (reader.kind() !== "object") {
+    reader.skipValue();
+    return undefined;
+  }
+  let createdAt: string | undefined;
+  let usage: PrunedRun["usage"] = null;
+  reader.object(RUN_KEYS, (key) => {
+    if (key === 0) createdAt = reader.stringValue();
+    else if (key === 1) usage = readUsage(reader);
+    else reader.skipValue();
+  });
+  return { createdAt, usage };
+}
+
+/**
+ * The fold's view of a list page's UTF-8 bytes (no byte order mark: the Extend client strips one):
+ * undefined when the bytes are not UTF-8, not JSON, or not Extend's list shape (a top-level object
+ * whose `object` is "list" or absent, `data` an array of objects, and `nextPageToken` absent, null
+ * or a string): the cases where decoding and `parseListBody` give undefined. Where a key repeats,
+ * the last one counts, as in JSON.parse.
+ */
+export function foldPageBytes(bytes: Uint8Array): PrunedPage | undefined {
+  const reader = new Reader(bytes);
+  let isList = true;
+  let data: PrunedRun[] | undefined;
+  let dataOk = false;
+  let tokenOk = true;
+  let token: string | undefined;
+  try {
+    reader.skipWhitespace();
+    if (reader.kind() !== "object") return undefined;
+    reader.object(PAGE_KEYS, (key) => {
+      const kind = reader.kind();
+      if (key === 0) {
+        isList = reader.isString(LIST);
+      } else if (key === 1) {
+        data = undefined;
+        dataOk = kind === "array";
+        if (!dataOk) return reader.skipValue();
+        const runs: PrunedRun[] = [];
+        reader.array(() => {
+          const run = readRun(reader);
+          if (run) runs.push(run);
+          else dataOk = false;
+        });
+        data = runs;
+      } else if (key === 2) {
+        tokenOk = kind === "string" || kind === "null";
+        token = reader.stringValue();
+      } else {
+        reader.skipValue();
+      }
+    });
+    reader.skipWhitespace();
+    if (reader.position !== bytes.length) return undefined;
+  } catch (error) {
+    if (error instanceof Invalid) return undefined;
+    throw error;
+  }
+  if (!isList || !dataOk || !tokenOk || !data) return undefined;
+  return { data, nextPageToken: token === "" ? undefined : token };
+}
