@@ -65,10 +65,10 @@ describe("a scan's pages, let go once folded", () => {
     // Rewrite the entry as the text-era cache wrote it: the text itself, its UTF-16 length.
     const { keys } = await env.PAGE_CACHE.list();
     const key = keys.find((k) => (k.metadata as { n?: number } | null)?.n === miss.text.length);
-    expect(key).toBeDefined();
-    const at = (key?.metadata as { at: number }).at;
+    if (!key) throw new Error("the page's entry is not in KV");
+    const at = (key.metadata as { at: number }).at;
     const tag = (await sha256Hex(miss.text)).slice(0, 32);
-    await env.PAGE_CACHE.put(key?.name ?? "", miss.text, {
+    await env.PAGE_CACHE.put(key.name, miss.text, {
       expirationTtl: 600,
       metadata: { v: 1, at, tag, n: miss.text.length },
     });
