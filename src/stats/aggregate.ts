@@ -101,23 +101,37 @@ export function emptyTally(): Tally {
   return { runs: 0, credits: ZERO, totalCredits: ZERO, runsWithoutUsage: 0 };
 }
 
+/**
+ * The usage of a run from its `usage.credits` and `usage.totalCredits` as numbers, NaN where the
+ * value is not a number or there is no usage object: null when Extend reported no usable credits.
+ */
+export function usageOf(
+  credits: number,
+  totalCredits: number,
+): { credits: Decimal; totalCredits: Decimal } | null {
+  if (!Number.isFinite(credits)) return null;
+  const exact = decimalFromNumber(credits);
+  return {
+    credits: exact,
+    totalCredits: Number.isFinite(totalCredits) ? decimalFromNumber(totalCredits) : exact,
+  };
+}
+
 /** The usage of one run: null when Extend reported none (or nothing usable). */
 export function runUsage(run: Record<string, unknown>): { credits: Decimal; totalCredits: Decimal } | null {
   const usage = run.usage;
   if (typeof usage !== "object" || usage === null) return null;
   const { credits, totalCredits } = usage as { credits?: unknown; totalCredits?: unknown };
-  if (typeof credits !== "number" || !Number.isFinite(credits)) return null;
-  const exact = decimalFromNumber(credits);
-  const total =
-    typeof totalCredits === "number" && Number.isFinite(totalCredits)
-      ? decimalFromNumber(totalCredits)
-      : exact;
-  return { credits: exact, totalCredits: total };
+  return usageOf(
+    typeof credits === "number" ? credits : Number.NaN,
+    typeof totalCredits === "number" ? totalCredits : Number.NaN,
+  );
 }
 
-export function addRun(tally: Tally, run: Record<string, unknown>): void {
+/** Counts one run whose usage numbers are `credits` and `totalCredits` (as `usageOf` reads them). */
+export function addUsage(tally: Tally, credits: number, totalCredits: number): void {
   tally.runs += 1;
-  const usage = runUsage(run);
+  const usage = usageOf(credits, totalCredits);
   if (usage === null) {
     tally.runsWithoutUsage += 1;
     return;
@@ -126,7 +140,16 @@ export function addRun(tally: Tally, run: Record<string, unknown>): void {
   tally.totalCredits = addDecimal(tally.totalCredits, usage.totalCredits);
 }
 
-/** Everything counted so far, across statuses. */
+export function addRun(tally: Tally, run: Record<string, unknown>): void {
+  const usage = run.usage;
+  const numbers = typeof usage === "object" && usage !== null ? (usage as Record<string, unknown>) : {};
+  addUsage(
+    tally,
+    typeof numbers.credits === "number" ? numbers.credits : Number.NaN,
+    typeof numbers.totalCredits === "number" ? numbers.totalCredits : Number.NaN,
+  );
+}
+
 export interface Totals {
   byStatus: Record<WorkflowRunStatus, number>;
   credits: Decimal;

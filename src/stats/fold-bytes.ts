@@ -7,18 +7,25 @@
 
 import { pastUtf8Sequence } from "../lib/utf8.ts";
 
-/** A run reduced to what the fold reads: createdAt when it is a string, and usage's numbers. */
-export type PrunedRun = {
-  readonly createdAt: string | undefined;
-  /** null when usage is absent or not an object; a non-number credit is left out. */
-  readonly usage: { readonly credits?: number; readonly totalCredits?: number } | null;
-};
-
+/**
+ * A page reduced to what the fold reads, in numbers: no object or string per run, so a folded
+ * page is a few bytes a run in one buffer (outside the heap), and crosses RPC as such.
+ */
 export interface PrunedPage {
-  readonly data: readonly PrunedRun[];
+  /** Runs on the page. */
+  readonly runs: number;
+  /**
+   * Three numbers a run, in page order: `Date.parse(createdAt)` (NaN when createdAt is not a
+   * string), then `usage.credits` and `usage.totalCredits` (NaN when not a number, or when usage
+   * is not an object).
+   */
+  readonly values: Float64Array<ArrayBuffer>;
   /** Extend's cursor: a non-empty string, or undefined at the end of the list. */
   readonly nextPageToken: string | undefined;
 }
+
+/** Numbers a run takes in `PrunedPage.values`. */
+export const VALUES_PER_RUN = 3;
 
 class Invalid extends Error {}
 
@@ -360,39 +367,52 @@ class Reader {
   }
 }
 
-function readUsage(reader: Reader): PrunedRun["usage"] {
+/** Where the fold writes runs' numbers; folds are synchronous, so one buffer serves them all. */
+let scratch = new Float64Array(VALUES_PER_RUN * 1024);
+
+/** Writes usage's credits and totalCredits at `at` (NaN for a non-number, or all of it when usage is no object). */
+function readUsage(reader: Reader, at: number): void {
+  scratch[at] = Number.NaN;
+  scratch[at + 1] = Number.NaN;
   if (reader.kind() !== "object") {
     reader.skipValue();
-    return null;
+    return;
   }
-  let credits: number | undefined;
-  let totalCredits: number | undefined;
   reader.object(USAGE_KEYS, (key) => {
     // Later duplicates win, as in JSON.parse.
-    if (key === 0) credits = reader.numberValue();
-    else if (key === 1) totalCredits = reader.numberValue();
+    if (key === 0) scratch[at] = reader.numberValue() ?? Number.NaN;
+    else if (key === 1) scratch[at + 1] = reader.numberValue() ?? Number.NaN;
     else reader.skipValue();
   });
-  return {
-    ...(credits !== undefined ? { credits } : {}),
-    ...(totalCredits !== undefined ? { totalCredits } : {}),
-  };
 }
 
-function readRun(reader: Reader): PrunedRun | undefined {
+/** Writes the run's numbers at slot `index`; false when the run is not an object. */
+function readRun(reader: Reader, index: number): boolean {
   // Any other value is a fault of the list's shape; it is still read through to check the JSON.
   if (reader.kind() !== "object") {
     reader.skipValue();
-    return undefined;
+    return false;
   }
-  let createdAt: string | undefined;
-  let usage: PrunedRun["usage"] = null;
+  const at = index * VALUES_PER_RUN;
+  if (scratch.length < at + VALUES_PER_RUN) {
+    const grown = new Float64Array(scratch.length * 2);
+    grown.set(scratch);
+    scratch = grown;
+  }
+  scratch[at] = Number.NaN;
+  scratch[at + 1] = Number.NaN;
+  scratch[at + 2] = Number.NaN;
   reader.object(RUN_KEYS, (key) => {
-    if (key === 0) createdAt = reader.stringValue();
-    else if (key === 1) usage = readUsage(reader);
-    else reader.skipValue();
+    if (key === 0) {
+      const createdAt = reader.stringValue();
+      scratch[at] = createdAt === undefined ? Number.NaN : Date.parse(createdAt);
+    } else if (key === 1) {
+      readUsage(reader, at + 1);
+    } else {
+      reader.skipValue();
+    }
   });
-  return { createdAt, usage };
+  return true;
 }
 
 /**
@@ -405,7 +425,7 @@ function readRun(reader: Reader): PrunedRun | undefined {
 export function foldPageBytes(bytes: Uint8Array): PrunedPage | undefined {
   const reader = new Reader(bytes);
   let isList = true;
-  let data: PrunedRun[] | undefined;
+  let runs: number | undefined;
   let dataOk = false;
   let tokenOk = true;
   let token: string | undefined;
@@ -417,16 +437,16 @@ export function foldPageBytes(bytes: Uint8Array): PrunedPage | undefined {
       if (key === 0) {
         isList = reader.isString(LIST);
       } else if (key === 1) {
-        data = undefined;
+        runs = undefined;
         dataOk = kind === "array";
         if (!dataOk) return reader.skipValue();
-        const runs: PrunedRun[] = [];
+        // A repeated `data` starts over: the last one counts.
+        let count = 0;
         reader.array(() => {
-          const run = readRun(reader);
-          if (run) runs.push(run);
+          if (readRun(reader, count)) count += 1;
           else dataOk = false;
         });
-        data = runs;
+        runs = count;
       } else if (key === 2) {
         tokenOk = kind === "string" || kind === "null";
         token = reader.stringValue();
@@ -440,6 +460,10 @@ export function foldPageBytes(bytes: Uint8Array): PrunedPage | undefined {
     if (error instanceof Invalid) return undefined;
     throw error;
   }
-  if (!isList || !dataOk || !tokenOk || !data) return undefined;
-  return { data, nextPageToken: token === "" ? undefined : token };
+  if (!isList || !dataOk || !tokenOk || runs === undefined) return undefined;
+  return {
+    runs,
+    values: scratch.slice(0, runs * VALUES_PER_RUN),
+    nextPageToken: token === "" ? undefined : token,
+  };
 }

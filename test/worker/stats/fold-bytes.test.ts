@@ -7,8 +7,8 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { parseListText } from "../../../src/extend/client.ts";
 import { isUtf8, utf16Length } from "../../../src/lib/utf8.ts";
-import { runUsage } from "../../../src/stats/aggregate.ts";
-import { foldPageBytes } from "../../../src/stats/fold-bytes.ts";
+import { runUsage, usageOf } from "../../../src/stats/aggregate.ts";
+import { foldPageBytes, VALUES_PER_RUN } from "../../../src/stats/fold-bytes.ts";
 import { foldPage } from "../../../src/stats/scan.ts";
 
 const encoder = new TextEncoder();
@@ -31,7 +31,7 @@ function oracle(bytes: Uint8Array) {
   if (!page) return undefined;
   return {
     runs: page.data.map((run) => ({
-      createdAt: typeof run.createdAt === "string" ? run.createdAt : undefined,
+      at: typeof run.createdAt === "string" ? Date.parse(run.createdAt) : Number.NaN,
       usage: runUsage(run),
     })),
     nextPageToken: page.nextPageToken,
@@ -42,7 +42,13 @@ function folded(bytes: Uint8Array) {
   const page = foldPageBytes(bytes);
   if (!page) return undefined;
   return {
-    runs: page.data.map((run) => ({ createdAt: run.createdAt, usage: runUsage(run) })),
+    runs: Array.from({ length: page.runs }, (_, i) => ({
+      at: page.values[i * VALUES_PER_RUN],
+      usage: usageOf(
+        page.values[i * VALUES_PER_RUN + 1] as number,
+        page.values[i * VALUES_PER_RUN + 2] as number,
+      ),
+    })),
     nextPageToken: page.nextPageToken,
   };
 }
