@@ -54,27 +54,41 @@ function truncate(text: string, max: number): string {
   return text.length > max ? `${text.slice(0, max - 1)}…` : text;
 }
 
-/** A horizontal bar chart: one labelled row per bar, the exact value printed at its end. */
-export function BarChart(props: { id: string; label: string; bars: Bar[]; unit: string }) {
-  const max = Math.max(0, ...props.bars.map((bar) => bar.value));
-  const plot = WIDTH - LABEL_WIDTH - countWidth(props.bars.map((bar) => bar.display));
-  const height = props.bars.length * ROW_HEIGHT + 6;
-  const summary = props.bars.map((bar) => `${bar.label} ${bar.display}`).join(", ");
+/** The `<svg>` both chart kinds share: one row per bar, its whole content read out as `label`. */
+function ChartFrame(props: { id: string; label: string; width: number; rows: number; children: unknown }) {
+  const height = props.rows * ROW_HEIGHT + 6;
   return (
     <svg
       class="chart"
       id={props.id}
       role="img"
-      aria-label={`${props.label}: ${summary}`}
-      viewBox={`0 0 ${WIDTH} ${height}`}
-      width={WIDTH}
+      aria-label={props.label}
+      viewBox={`0 0 ${props.width} ${height}`}
+      width={props.width}
       height={height}
       xmlns="http://www.w3.org/2000/svg"
     >
+      {props.children}
+    </svg>
+  );
+}
+
+/** Where row `row`'s bar starts vertically, and the middle its labels are centred on. */
+function rowGeometry(row: number): { y: number; middle: number } {
+  const y = 3 + row * ROW_HEIGHT + (ROW_HEIGHT - BAR_HEIGHT) / 2;
+  return { y, middle: y + BAR_HEIGHT / 2 };
+}
+
+/** A horizontal bar chart: one labelled row per bar, the exact value printed at its end. */
+export function BarChart(props: { id: string; label: string; bars: Bar[]; unit: string }) {
+  const max = Math.max(0, ...props.bars.map((bar) => bar.value));
+  const plot = WIDTH - LABEL_WIDTH - countWidth(props.bars.map((bar) => bar.display));
+  const summary = props.bars.map((bar) => `${bar.label} ${bar.display}`).join(", ");
+  return (
+    <ChartFrame id={props.id} label={`${props.label}: ${summary}`} width={WIDTH} rows={props.bars.length}>
       {props.bars.map((bar, row) => {
-        const y = 3 + row * ROW_HEIGHT + (ROW_HEIGHT - BAR_HEIGHT) / 2;
+        const { y, middle } = rowGeometry(row);
         const width = barWidth(bar.value, max, plot);
-        const middle = y + BAR_HEIGHT / 2;
         return (
           <g class="bar" data-key={bar.key}>
             <title>{`${bar.label}: ${bar.display} ${props.unit}`}</title>
@@ -91,7 +105,7 @@ export function BarChart(props: { id: string; label: string; bars: Bar[]; unit: 
           </g>
         );
       })}
-    </svg>
+    </ChartFrame>
   );
 }
 
@@ -142,26 +156,20 @@ export function statusMix(byStatus: Record<WorkflowRunStatus, number>): string {
 export function WorkflowsChart(props: { workflows: WorkflowSummary[] }) {
   const max = Math.max(0, ...props.workflows.map((w) => w.total));
   const plot = WIDE_WIDTH - WIDE_LABEL_WIDTH - countWidth(props.workflows.map((w) => formatCount(w.total)));
-  const height = props.workflows.length * ROW_HEIGHT + 6;
   const name = (w: WorkflowSummary) => w.name ?? w.id;
   const summary = props.workflows
     .map((w) => `${name(w)} ${formatCount(w.total)}${w.byStatus ? ` (${statusMix(w.byStatus)})` : ""}`)
     .join("; ");
   return (
-    <svg
-      class="chart"
+    <ChartFrame
       id="chart-workflows"
-      role="img"
-      aria-label={`Top workflows by runs: ${summary}`}
-      viewBox={`0 0 ${WIDE_WIDTH} ${height}`}
+      label={`Top workflows by runs: ${summary}`}
       width={WIDE_WIDTH}
-      height={height}
-      xmlns="http://www.w3.org/2000/svg"
+      rows={props.workflows.length}
     >
       {props.workflows.map((workflow, row) => {
-        const y = 3 + row * ROW_HEIGHT + (ROW_HEIGHT - BAR_HEIGHT) / 2;
+        const { y, middle } = rowGeometry(row);
         const total = barWidth(workflow.total, max, plot);
-        const middle = y + BAR_HEIGHT / 2;
         const byStatus = workflow.byStatus;
         let x = WIDE_LABEL_WIDTH;
         const segments = byStatus
@@ -190,6 +198,6 @@ export function WorkflowsChart(props: { workflows: WorkflowSummary[] }) {
           </g>
         );
       })}
-    </svg>
+    </ChartFrame>
   );
 }

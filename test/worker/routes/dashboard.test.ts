@@ -9,6 +9,7 @@ import { REJECTED_CREDENTIAL_COST } from "../../../src/security/rate-limit.ts";
 import { captureConsole } from "../support/console.ts";
 import { TEST_UPSTREAM_KEY } from "../support/constants.ts";
 import { TEST_CLIENT_TOKEN, TestIssuer } from "../support/jwt-issuer.ts";
+import { NEVER_REFUSES, recordingLimiter } from "../support/limiters.ts";
 import { type CallOptions, callProxy, json } from "../support/proxy.ts";
 import { settle, useIndexFake } from "../support/run-index.ts";
 import { getStats, referenceStats, STATUSES, statsPath, type WorkflowRunStats } from "../support/stats.ts";
@@ -28,10 +29,9 @@ const COOKIE_NAME = "__Host-dashboard_session";
  * load the page far more often than a caller may, and the limiter's own tests are below.
  */
 function useStatsFake(options: TenantOptions = {}) {
-  const always = { limit: async () => ({ success: true }) };
   const tenant = isolatedTenant({
     ...options,
-    env: { STATS_RATE_LIMITER: always, ...options.env } as Partial<Env>,
+    env: { STATS_RATE_LIMITER: NEVER_REFUSES, ...options.env } as Partial<Env>,
   });
   return { fake: tenant.fake, env: tenant.env };
 }
@@ -421,17 +421,12 @@ describe("GET /dashboard: access, the rules of /stats", () => {
 
   it("spends the /stats rate limit and answers its 429 as a page with Retry-After", async () => {
     const { fake, env: stateEnv } = useStatsFake();
-    const keys: string[] = [];
+    const { binding: limiter, keys } = recordingLimiter(false);
     const response = await callProxy("/dashboard", {
       env: {
         ...stateEnv,
         ALLOW_ANONYMOUS: "true",
-        STATS_RATE_LIMITER: {
-          limit: async ({ key }: { key: string }) => {
-            keys.push(key);
-            return { success: false };
-          },
-        },
+        STATS_RATE_LIMITER: limiter,
       } as Partial<Env>,
       headers: { "cf-connecting-ip": "198.18.0.7" },
     });
@@ -488,16 +483,11 @@ describe("signing in with a static token", () => {
 
   it("names the caller by the token's hash, so the cookie and the bearer token share one rate limit", async () => {
     const { env: stateEnv } = useStatsFake();
-    const keys: string[] = [];
+    const { binding: limiter, keys } = recordingLimiter(true);
     const settings = {
       ...stateEnv,
       ...TOKENS,
-      STATS_RATE_LIMITER: {
-        limit: async ({ key }: { key: string }) => {
-          keys.push(key);
-          return { success: true };
-        },
-      },
+      STATS_RATE_LIMITER: limiter,
     } as Partial<Env>;
     const cookie = sessionCookie(await login(TEST_CLIENT_TOKEN, { env: settings }));
     await (await callProxy("/dashboard", { env: settings, headers: { cookie } })).arrayBuffer();
@@ -523,16 +513,11 @@ describe("signing in with a static token", () => {
 
   it("refuses a wrong token without a cookie, and charges it as a rejected credential", async () => {
     const { env: stateEnv } = useStatsFake();
-    const keys: string[] = [];
+    const { binding: limiter, keys } = recordingLimiter(true);
     const settings = {
       ...stateEnv,
       ...TOKENS,
-      AUTH_RATE_LIMITER: {
-        limit: async ({ key }: { key: string }) => {
-          keys.push(key);
-          return { success: true };
-        },
-      },
+      AUTH_RATE_LIMITER: limiter,
     } as Partial<Env>;
     const response = await login("not-the-token", {
       env: settings,
@@ -786,16 +771,11 @@ describe("the session cookie refuses what it must", () => {
 
   it("spends a credential attempt on every cookie, and a rejected credential's cost on a forged one", async () => {
     const { env: stateEnv } = useStatsFake();
-    const keys: string[] = [];
+    const { binding: limiter, keys } = recordingLimiter(true);
     const settings = {
       ...stateEnv,
       ...TOKENS,
-      AUTH_RATE_LIMITER: {
-        limit: async ({ key }: { key: string }) => {
-          keys.push(key);
-          return { success: true };
-        },
-      },
+      AUTH_RATE_LIMITER: limiter,
     } as Partial<Env>;
     const print = await tokenPrint(TEST_CLIENT_TOKEN);
     const forged = await forgeCookie(`1:${print}:${now()}:${now() + 600}`, "not-our-key-456");
@@ -1033,8 +1013,7 @@ const nonZero = (byStatus: Record<string, number> | undefined) =>
 const FOURTEEN = Array.from({ length: 14 }, (_, k) => 3 + 2 * ((k * 5) % 14));
 
 describe("GET /dashboard: the per-workflow view from the run index", () => {
-  const always = { limit: async () => ({ success: true }) } as unknown as RateLimit;
-  const pageSettings: Partial<Env> = { ALLOW_ANONYMOUS: "true", STATS_RATE_LIMITER: always };
+  const pageSettings: Partial<Env> = { ALLOW_ANONYMOUS: "true", STATS_RATE_LIMITER: NEVER_REFUSES };
 
   async function builtIndex(runs: FakeRun[], settings: Partial<Env> = {}) {
     const index = await useIndexFake({ runs }, { ...pageSettings, ...settings });

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { PUBLIC_PATHS } from "../../../src/routes/access.ts";
+import { recordingLimiter } from "../support/limiters.ts";
 import { json } from "../support/proxy.ts";
 import { isolatedTenant } from "../support/tenant.ts";
 
@@ -18,18 +19,6 @@ function throwingKv() {
     delete: fail("delete"),
   };
   return { binding, calls };
-}
-
-/** A rate limiter whose budget is spent for everyone, recording every key it was asked about. */
-function exhaustedLimiter() {
-  const keys: string[] = [];
-  const binding: RateLimit = {
-    limit: async ({ key }) => {
-      keys.push(key);
-      return { success: false };
-    },
-  };
-  return { binding, keys };
 }
 
 const BROKEN_CONFIGS: [string, Partial<Env>, string][] = [
@@ -89,8 +78,8 @@ describe.each(PUBLIC_PATHS)("%s stays up when everything else is down", (path) =
 
   it("without a rate limit, even when every budget is spent", async () => {
     const tenant = isolatedTenant();
-    const pages = exhaustedLimiter();
-    const stats = exhaustedLimiter();
+    const pages = recordingLimiter(false);
+    const stats = recordingLimiter(false);
     const env = { RATE_LIMITER: pages.binding, STATS_RATE_LIMITER: stats.binding };
 
     for (let i = 0; i < 3; i++) expect((await tenant.call(path, { env })).status).toBe(200);
