@@ -2,9 +2,9 @@ import { type Clock, systemClock } from "../lib/clock.ts";
 import type { CacheRead, CacheReadOptions, KvCache, StoredValue } from "./kv-cache.ts";
 
 /**
- * Bytes the isolate's L1 may hold. An isolate has 128 MB and /stats scans can peak near 100 MB
- * of heap, most of it page texts not yet collected (README "Scan memory"), so the L1 keeps to a
- * small slice of what is left.
+ * Bytes the isolate's L1 may hold. An isolate has 128 MB, shared with every request it serves and
+ * with the pages /stats scans hold in flight (README "Scan memory"), so the L1 keeps to a small
+ * slice of it.
  */
 export const L1_MAX_BYTES = 8 * 1024 * 1024;
 /** Larger entries (pages of several hundred runs) stay in KV only: one must not flush the rest. */
