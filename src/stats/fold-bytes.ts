@@ -99,6 +99,8 @@ class Reader {
   position = 0;
   readonly bytes: Uint8Array;
   readonly length: number;
+  /** skipValue's stack of closing brackets. */
+  private open = new Uint8Array(32);
 
   constructor(bytes: Uint8Array) {
     this.bytes = bytes;
@@ -174,10 +176,10 @@ class Reader {
     return asciiText(this.bytes, start + 1, end - 1);
   }
 
-  number(): number {
+  /** Past a number, checked against JSON's grammar but not read. */
+  skipNumber(): void {
     const bytes = this.bytes;
-    const start = this.position;
-    let i = start;
+    let i = this.position;
     if (bytes[i] === MINUS) i++;
     if (bytes[i] === ZERO) i++;
     else if (isDigit(bytes[i] ?? -1)) while (isDigit(bytes[i] ?? -1)) i++;
@@ -194,7 +196,12 @@ class Reader {
       while (isDigit(bytes[i] ?? -1)) i++;
     }
     this.position = i;
-    return Number(asciiText(bytes, start, i));
+  }
+
+  number(): number {
+    const start = this.position;
+    this.skipNumber();
+    return Number(asciiText(this.bytes, start, this.position));
   }
 
   /** A string value (decoded), or undefined for any other kind; past the value either way. */
@@ -252,7 +259,8 @@ class Reader {
    * slot per level rather than a stack frame.
    */
   skipValue(): void {
-    const open: number[] = [];
+    // The containers still open, innermost last: one buffer for the reader, not an array a call.
+    let depth = 0;
     for (;;) {
       this.skipWhitespace();
       const code = this.peek();
@@ -264,7 +272,12 @@ class Reader {
         if (this.peek() === close) {
           this.position += 1;
         } else {
-          open.push(close);
+          if (depth === this.open.length) {
+            const grown = new Uint8Array(this.open.length * 2);
+            grown.set(this.open);
+            this.open = grown;
+          }
+          this.open[depth++] = close;
           if (close === CLOSE_BRACE) this.memberKey(NO_KEYS);
           closedScalar = false;
         }
@@ -277,13 +290,13 @@ class Reader {
       } else if (code === 0x6e) {
         this.literal(NULL);
       } else {
-        this.number();
+        this.skipNumber();
       }
       if (!closedScalar) continue;
       // A value ended: close every container it completes, or go on to the next element.
       for (;;) {
-        const close = open.at(-1);
-        if (close === undefined) return;
+        if (depth === 0) return;
+        const close = this.open[depth - 1];
         this.skipWhitespace();
         const next = this.peek();
         if (next === COMMA) {
@@ -296,7 +309,7 @@ class Reader {
         }
         if (next !== close) throw INVALID;
         this.position += 1;
-        open.pop();
+        depth -= 1;
       }
     }
   }
@@ -311,7 +324,9 @@ class Reader {
     let index = -1;
     if (known.length > 0) {
       if (form === 0) {
-        index = known.findIndex((k) => this.equalsAt(k, start + 1, this.position - 1));
+        for (let k = 0; k < known.length && index === -1; k++) {
+          if (this.equalsAt(known[k] as Uint8Array, start + 1, this.position - 1)) index = k;
+        }
       } else if (form === 2) {
         const decoded = JSON.parse(utf8.decode(this.bytes.subarray(start, this.position))) as string;
         index = known.findIndex(
@@ -326,44 +341,44 @@ class Reader {
   }
 
   /**
-   * Walks an object's members (position at its `{`), calling `member` with each key's index in
-   * `known` while the position is at the value; `member` must leave the position past the value.
+   * Into an object (position at its `{`): true with the position at its first key, or false, past
+   * the `}`, when it is empty. Walked without a callback a member, so the fold allocates nothing per run.
    */
-  object(known: readonly Uint8Array[], member: (key: number) => void): void {
-    this.expect(OPEN_BRACE);
-    this.skipWhitespace();
-    if (this.peek() === CLOSE_BRACE) {
-      this.position += 1;
-      return;
-    }
-    for (;;) {
-      this.skipWhitespace();
-      member(this.memberKey(known));
-      this.skipWhitespace();
-      const next = this.peek();
-      this.position += 1;
-      if (next === CLOSE_BRACE) return;
-      if (next !== COMMA) throw INVALID;
-    }
+  openObject(): boolean {
+    return this.openContainer(OPEN_BRACE, CLOSE_BRACE);
   }
 
-  /** Walks an array's elements (position at its `[`), as `object` does its members. */
-  array(element: () => void): void {
-    this.expect(OPEN_BRACKET);
+  /** After a member's value: true past the `,` (at the next key), or false past the closing `}`. */
+  nextMember(): boolean {
+    return this.next(CLOSE_BRACE);
+  }
+
+  /** Into an array (position at its `[`), as `openObject`. */
+  openArray(): boolean {
+    return this.openContainer(OPEN_BRACKET, CLOSE_BRACKET);
+  }
+
+  /** After an element, as `nextMember`. */
+  nextElement(): boolean {
+    return this.next(CLOSE_BRACKET);
+  }
+
+  private openContainer(open: number, close: number): boolean {
+    this.expect(open);
     this.skipWhitespace();
-    if (this.peek() === CLOSE_BRACKET) {
-      this.position += 1;
-      return;
-    }
-    for (;;) {
-      this.skipWhitespace();
-      element();
-      this.skipWhitespace();
-      const next = this.peek();
-      this.position += 1;
-      if (next === CLOSE_BRACKET) return;
-      if (next !== COMMA) throw INVALID;
-    }
+    if (this.peek() !== close) return true;
+    this.position += 1;
+    return false;
+  }
+
+  private next(close: number): boolean {
+    this.skipWhitespace();
+    const next = this.peek();
+    this.position += 1;
+    if (next === close) return false;
+    if (next !== COMMA) throw INVALID;
+    this.skipWhitespace();
+    return true;
   }
 }
 
@@ -378,12 +393,14 @@ function readUsage(reader: Reader, at: number): void {
     reader.skipValue();
     return;
   }
-  reader.object(USAGE_KEYS, (key) => {
+  if (!reader.openObject()) return;
+  do {
+    const key = reader.memberKey(USAGE_KEYS);
     // Later duplicates win, as in JSON.parse.
     if (key === 0) scratch[at] = reader.numberValue() ?? Number.NaN;
     else if (key === 1) scratch[at + 1] = reader.numberValue() ?? Number.NaN;
     else reader.skipValue();
-  });
+  } while (reader.nextMember());
 }
 
 /** Writes the run's numbers at slot `index`; false when the run is not an object. */
@@ -402,7 +419,9 @@ function readRun(reader: Reader, index: number): boolean {
   scratch[at] = Number.NaN;
   scratch[at + 1] = Number.NaN;
   scratch[at + 2] = Number.NaN;
-  reader.object(RUN_KEYS, (key) => {
+  if (!reader.openObject()) return true;
+  do {
+    const key = reader.memberKey(RUN_KEYS);
     if (key === 0) {
       const createdAt = reader.stringValue();
       scratch[at] = createdAt === undefined ? Number.NaN : Date.parse(createdAt);
@@ -411,7 +430,7 @@ function readRun(reader: Reader, index: number): boolean {
     } else {
       reader.skipValue();
     }
-  });
+  } while (reader.nextMember());
   return true;
 }
 
@@ -432,28 +451,36 @@ export function foldPageBytes(bytes: Uint8Array): PrunedPage | undefined {
   try {
     reader.skipWhitespace();
     if (reader.kind() !== "object") return undefined;
-    reader.object(PAGE_KEYS, (key) => {
-      const kind = reader.kind();
-      if (key === 0) {
-        isList = reader.isString(LIST);
-      } else if (key === 1) {
-        runs = undefined;
-        dataOk = kind === "array";
-        if (!dataOk) return reader.skipValue();
-        // A repeated `data` starts over: the last one counts.
-        let count = 0;
-        reader.array(() => {
-          if (readRun(reader, count)) count += 1;
-          else dataOk = false;
-        });
-        runs = count;
-      } else if (key === 2) {
-        tokenOk = kind === "string" || kind === "null";
-        token = reader.stringValue();
-      } else {
-        reader.skipValue();
-      }
-    });
+    if (reader.openObject()) {
+      do {
+        const key = reader.memberKey(PAGE_KEYS);
+        const kind = reader.kind();
+        if (key === 0) {
+          isList = reader.isString(LIST);
+        } else if (key === 1) {
+          runs = undefined;
+          dataOk = kind === "array";
+          if (!dataOk) {
+            reader.skipValue();
+            continue;
+          }
+          // A repeated `data` starts over: the last one counts.
+          let count = 0;
+          if (reader.openArray()) {
+            do {
+              if (readRun(reader, count)) count += 1;
+              else dataOk = false;
+            } while (reader.nextElement());
+          }
+          runs = count;
+        } else if (key === 2) {
+          tokenOk = kind === "string" || kind === "null";
+          token = reader.stringValue();
+        } else {
+          reader.skipValue();
+        }
+      } while (reader.nextMember());
+    }
     reader.skipWhitespace();
     if (reader.position !== bytes.length) return undefined;
   } catch (error) {
