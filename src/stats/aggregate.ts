@@ -53,10 +53,22 @@ export function parseDecimal(text: string): Decimal | undefined {
  * `n`, which is the text Extend sent for any credit value that survives JSON parsing unchanged.
  */
 export function decimalFromNumber(n: number): Decimal {
+  const known = decimals.get(n);
+  if (known) return known;
   const value = Number.isFinite(n) ? parseDecimal(String(n)) : undefined;
   if (!value) throw new RangeError("not a finite number");
+  if (decimals.size >= MAX_KNOWN_DECIMALS) decimals.clear();
+  decimals.set(n, value);
   return value;
 }
+
+/**
+ * Decimals of credit values already read (a Decimal is never changed once made). Credits repeat
+ * across runs, and reading one anew makes a string, a regex match and BigInts: garbage on the
+ * heap for every run of a scan.
+ */
+const decimals = new Map<number, Decimal>();
+const MAX_KNOWN_DECIMALS = 4_096;
 
 function normalize(value: Decimal): Decimal {
   let { units, scale } = value;
