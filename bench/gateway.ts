@@ -26,6 +26,7 @@ import {
   startProxy,
   type Target,
   upstreamHeaders,
+  walkStats,
 } from "./lib.ts";
 
 export interface GatewayPlan {
@@ -42,6 +43,8 @@ export interface GatewayPlan {
   /** Distinct pages a miss run of the ablation takes in each round. */
   ablationMisses: number;
   coldBurst: number;
+  /** Runs behind the bulk row's one cold /stats scan (1,000-run pages). */
+  bulkRuns: number;
 }
 
 export const GATEWAY_FULL: GatewayPlan = {
@@ -53,6 +56,7 @@ export const GATEWAY_FULL: GatewayPlan = {
   ablationRounds: 2,
   ablationMisses: 100,
   coldBurst: 100,
+  bulkRuns: 40_000,
 };
 
 export const GATEWAY_QUICK: GatewayPlan = {
@@ -64,6 +68,7 @@ export const GATEWAY_QUICK: GatewayPlan = {
   ablationRounds: 1,
   ablationMisses: 40,
   coldBurst: 50,
+  bulkRuns: 10_000,
 };
 
 const PAGE_SIZE = 100;
@@ -100,6 +105,21 @@ export interface BurstRow {
   refusedP99Ms: number;
 }
 
+/** One bulk caller alone: what the budget lets a cold /stats scan of 1,000-run pages sustain. */
+export interface BulkRow {
+  runs: number;
+  upstreamMaxRps: number;
+  wallS: number;
+  complete: boolean;
+  /** /stats requests the scan took (resumed after a 503 or its page budget). */
+  requests: number;
+  upstreamCalls: number;
+  upstream429: number;
+  /** List calls per second at the fake, from its first arrival to its last. */
+  callsPerSecond: number;
+  busiestSecond: number;
+}
+
 export interface LatencyRow {
   scenario: string;
   connections: number;
@@ -118,6 +138,7 @@ export interface LatencyRow {
 export interface GatewayResults {
   plan: GatewayPlan;
   burst: BurstRow;
+  bulk: BulkRow;
   hop: LatencyRow[];
   ablation: LatencyRow[];
 }
@@ -266,6 +287,41 @@ async function burstRow(plan: GatewayPlan): Promise<BurstRow> {
       okP99Ms: percentile(okMs, 99),
       refusedP50Ms: percentile(refusedMs, 50),
       refusedP99Ms: percentile(refusedMs, 99),
+    };
+  } finally {
+    await proxy.close();
+    await fake.stop();
+  }
+}
+
+/**
+ * One cold /stats scan, alone, at the default UPSTREAM_MAX_RPS against the fake with Extend's
+ * rate limit: slow 1,000-run pages (about 550 ms each in the fake's latency model) are where a
+ * slot held until an answer would cost the most.
+ */
+async function bulkRow(plan: GatewayPlan): Promise<BulkRow> {
+  const fake = await startFakeProcess({ size: plan.bulkRuns, ...LATENCY, rateLimitPerSecond: RATE_LIMIT });
+  const upstreamMaxRps = 8;
+  const proxy = await startProxy(fake, {
+    vars: { ...SCAN_ONLY, UPSTREAM_MAX_RPS: String(upstreamMaxRps), STATS_MAX_PAGES: "1000" },
+  });
+  try {
+    await fake.reset();
+    log(`gateway bulk: one cold /stats scan over ${plan.bulkRuns} runs`);
+    const walk = await walkStats(proxy, {}, 120_000);
+    const counters = await fake.counters();
+    const times = (await fake.listTimes()).sort((a, b) => a - b);
+    const span = (times.at(-1) ?? 0) - (times[0] ?? 0);
+    return {
+      runs: plan.bulkRuns,
+      upstreamMaxRps,
+      wallS: walk.wallMs / 1000,
+      complete: walk.complete,
+      requests: walk.requests,
+      upstreamCalls: counters.listCalls,
+      upstream429: counters.byStatus["429"] ?? 0,
+      callsPerSecond: span > 0 ? ((times.length - 1) * 1000) / span : Number.NaN,
+      busiestSecond: busiestWindow(times),
     };
   } finally {
     await proxy.close();
@@ -457,6 +513,11 @@ export async function gatewayScenarios(plan: GatewayPlan): Promise<GatewayResult
     `gateway burst: ${burst.ok} × 200, ${burst.rateLimited} × 503 in ${fmt(burst.wallS)} s; ` +
       `busiest second at the fake ${burst.busiestSecond} (UPSTREAM_MAX_RPS ${burst.upstreamMaxRps})`,
   );
+  const bulk = await bulkRow(plan);
+  log(
+    `gateway bulk: ${bulk.upstreamCalls} calls at ${fmt(bulk.callsPerSecond)}/s, busiest second ` +
+      `${bulk.busiestSecond}, ${fmt(bulk.wallS)} s`,
+  );
   const fake = await startFakeProcess({ size: plan.pageDataset, ...LATENCY });
   const instances: BenchProxy[] = [];
   try {
@@ -470,7 +531,7 @@ export async function gatewayScenarios(plan: GatewayPlan): Promise<GatewayResult
     for (const row of [...hop, ...ablation]) {
       log(`${row.scenario} (${row.connections}): p50 ${fmt(row.p50Ms)} ms, p99 ${fmt(row.p99Ms)} ms`);
     }
-    return { plan, burst, hop, ablation };
+    return { plan, burst, bulk, hop, ablation };
   } finally {
     for (const instance of instances) await instance.close();
     await fake.stop();
@@ -517,6 +578,26 @@ export function printGateway(results: GatewayResults): void {
         ],
         ["other answers", other || "none"],
         ["the burst took", `${fmt(b.wallS)} s`],
+      ],
+    ),
+  );
+  const k = results.bulk;
+  console.log(
+    `\nGateway: one bulk caller alone, a cold /stats scan over ${k.runs} runs (1,000-run pages), ` +
+      `UPSTREAM_MAX_RPS ${k.upstreamMaxRps}\n`,
+  );
+  console.log(
+    table(
+      ["measure", "value"],
+      [
+        ["list calls per second at the fake (first to last)", fmt(k.callsPerSecond)],
+        [
+          "most upstream calls the fake saw in any 1 s",
+          `${k.busiestSecond} (UPSTREAM_MAX_RPS ${k.upstreamMaxRps})`,
+        ],
+        ["upstream calls, of them 429", `${k.upstreamCalls}, ${k.upstream429}`],
+        ["/stats requests, complete", `${k.requests}, ${k.complete ? "yes" : "no"}`],
+        ["the scan took", `${fmt(k.wallS)} s`],
       ],
     ),
   );

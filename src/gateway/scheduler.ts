@@ -2,7 +2,7 @@
 // once (it lives in the tenant's Durable Object). Pure apart from the clock, so tests drive it.
 import type { Clock } from "../lib/clock.ts";
 
-/** Window over which the budget holds: any 1,000 ms contains at most `limit` starts. */
+/** Window over which the budget holds: any 1,000 ms contains at most `limit` starts (and arrivals). */
 export const RATE_WINDOW_MS = 1_000;
 /**
  * How much later than its predecessor a call may reach Extend and still be counted in its own
@@ -10,8 +10,16 @@ export const RATE_WINDOW_MS = 1_000;
  * windows' calls into one of Extend's seconds whenever the earlier call's transit was the slower.
  */
 export const ARRIVAL_GUARD_MS = 100;
-/** How long a start holds its slot: the window, plus the guard for transit jitter. */
+/** How long a start holds its slot at least: the window, plus the guard for transit jitter. */
 const SLOT_HOLD_MS = RATE_WINDOW_MS + ARRIVAL_GUARD_MS;
+/**
+ * The longest a tracked call may take to leave its isolate (its start to the isolate's next timer
+ * turn after sending it) and still be trusted to reach Extend within the guard. An isolate that
+ * ran later than this was busy, and then nothing it sees bounds when the request really left
+ * before the answer's headers do: measured locally, such calls arrived up to 460 ms after that
+ * timer turn, against at most 90 ms after a prompt one.
+ */
+export const PROMPT_DEPARTURE_MS = 20;
 /** First pause after an upstream 429 without Retry-After; doubled for each further 429 in a row. */
 export const BACKOFF_AFTER_429_MS = 1_000;
 export const MAX_BACKOFF_AFTER_429_MS = 16_000;
@@ -30,7 +38,27 @@ export interface SlotRequest {
   caller: string;
   /** Longest this request may wait for its start; beyond that it is refused at once. */
   maxWaitMs: number;
+  /**
+   * The caller reports when the call left and when its answer came (`Slot`), and the slot stays
+   * held until those bound the call's arrival at Extend. Untracked starts hold for the fixed
+   * window and guard.
+   */
+  tracked?: boolean;
 }
+
+/**
+ * A granted start. A tracked start frees its slot one window after the latest moment the call can
+ * have reached Extend: its departure plus the guard when it left promptly, else its answer. The
+ * caller must end every tracked slot (a call never sent ends when it is given up).
+ */
+export interface Slot {
+  /** The isolate ran again at `at` after sending the call (its first timer turn after fetch()). */
+  left(at: number): void;
+  /** The call's response headers, its failure, or the decision not to send it, came at `at`. */
+  ended(at: number): void;
+}
+
+const UNTRACKED: Slot = { left: () => undefined, ended: () => undefined };
 
 /** The call could not start within its wait: `retryAfterMs` is when a slot (or the pause's end) is due. */
 export class SlotRefused extends Error {
@@ -46,7 +74,7 @@ export class SlotRefused extends Error {
 
 /** A queued request; its priority and wait can grow while it waits (a shared load gained a joiner). */
 export interface Ticket {
-  readonly started: Promise<void>;
+  readonly started: Promise<Slot>;
   /** Raises priority and extends the wait to at least `maxWaitMs` from now. */
   promote(priority: Priority, maxWaitMs: number): void;
 }
@@ -55,7 +83,8 @@ interface Waiting {
   caller: string;
   priority: Priority;
   deadline: number;
-  resolve: () => void;
+  tracked: boolean;
+  resolve: (slot: Slot) => void;
   reject: (error: SlotRefused) => void;
   done: boolean;
 }
@@ -63,6 +92,9 @@ interface Waiting {
 interface Start {
   at: number;
   caller: string;
+  /** When the slot frees; undefined while a tracked call's arrival is not bounded yet. */
+  freeAt: number | undefined;
+  leftAt?: number;
 }
 
 export interface SchedulerStats {
@@ -75,11 +107,13 @@ export interface SchedulerStats {
 
 /**
  * A sliding-window log with two priority classes and round-robin among callers within each. At
- * most `limit` calls start in any window; one caller may take at most `limit − 1` of them while
- * the limit is above one, so no single caller can take the whole budget. A 429 halves the limit
- * and pauses every caller once (Retry-After honoured, doubling while 429s keep coming); each
- * window with a success earns one call per second back. A request that cannot start within its wait is
- * refused at once with the real time to its slot, instead of waiting that out.
+ * most `limit` calls start in any window, and a tracked start holds its slot until its call's
+ * arrival at Extend is bounded, so that no more arrive in any window there either. One caller
+ * may take at most `limit − 1` starts of a window while the limit is above one, so no single
+ * caller can take the whole budget. A 429 halves the limit and pauses every caller once
+ * (Retry-After honoured, doubling while 429s keep coming); each window with a success earns one
+ * call per second back. A request that cannot start within its wait is refused at once with the
+ * real time to its slot, instead of waiting that out.
  */
 export class Scheduler {
   private maxPerSecond: number;
@@ -137,7 +171,7 @@ export class Scheduler {
   enqueue(request: SlotRequest): Ticket {
     const now = this.clock.now();
     let waiting: Waiting | undefined;
-    const started = new Promise<void>((resolve, reject) => {
+    const started = new Promise<Slot>((resolve, reject) => {
       const refusal = this.refusalFor(request.priority, request.maxWaitMs, now);
       if (refusal) {
         reject(refusal);
@@ -147,6 +181,7 @@ export class Scheduler {
         caller: request.caller,
         priority: request.priority,
         deadline: now + request.maxWaitMs,
+        tracked: request.tracked === true,
         resolve,
         reject,
         done: false,
@@ -172,9 +207,12 @@ export class Scheduler {
     };
   }
 
-  /** Waits for a start; rejects with SlotRefused when it cannot come within `maxWaitMs`. */
-  acquire(request: SlotRequest): Promise<void> {
-    return this.enqueue(request).started;
+  /**
+   * Waits for an untracked start; rejects with SlotRefused when it cannot come within `maxWaitMs`.
+   * A tracked start comes from `enqueue`, whose ticket hands over the Slot to report to.
+   */
+  acquire(request: Omit<SlotRequest, "tracked">): Promise<void> {
+    return this.enqueue(request).started.then(() => undefined);
   }
 
   /** Feeds back what Extend answered: a 429 pauses and slows the tenant, a success recovers. */
@@ -227,8 +265,43 @@ export class Scheduler {
   }
 
   private prune(now: number): void {
-    const from = this.starts.findIndex((s) => s.at > now - SLOT_HOLD_MS);
-    this.starts = from === -1 ? [] : from === 0 ? this.starts : this.starts.slice(from);
+    if (this.starts.some((s) => s.freeAt !== undefined && s.freeAt <= now)) {
+      this.starts = this.starts.filter((s) => s.freeAt === undefined || s.freeAt > now);
+    }
+  }
+
+  /** The earliest a held slot can free: its time once known, else as if its call ended now. */
+  private freesBy(start: Start, now: number): number {
+    return start.freeAt ?? Math.max(start.at + SLOT_HOLD_MS, now + RATE_WINDOW_MS);
+  }
+
+  /** A tracked start's report came in: the slot frees once the call's arrival is bounded. */
+  private report(start: Start, kind: "left" | "ended", at: number): void {
+    if (start.freeAt !== undefined) return;
+    if (kind === "left") {
+      if (start.leftAt !== undefined) return;
+      start.leftAt = at;
+      if (at - start.at > PROMPT_DEPARTURE_MS) return;
+      start.freeAt = Math.max(start.at, at) + SLOT_HOLD_MS;
+    } else {
+      // Extend saw the call before it answered, however late the call left.
+      start.freeAt = Math.max(start.at + SLOT_HOLD_MS, at + RATE_WINDOW_MS);
+    }
+    this.pump();
+  }
+
+  private grant(w: Waiting, now: number): void {
+    w.done = true;
+    const start: Start = { at: now, caller: w.caller, freeAt: w.tracked ? undefined : now + SLOT_HOLD_MS };
+    this.starts.push(start);
+    w.resolve(
+      w.tracked
+        ? {
+            left: (at) => this.report(start, "left", at),
+            ended: (at) => this.report(start, "ended", at),
+          }
+        : UNTRACKED,
+    );
   }
 
   private perCallerCap(): number {
@@ -248,8 +321,9 @@ export class Scheduler {
     if (ahead < free) return 0;
     const beyond = ahead - Math.max(0, free);
     const rounds = Math.floor(beyond / this.limit);
-    const slot = this.starts[beyond % this.limit];
-    const first = slot ? slot.at + SLOT_HOLD_MS - now : 0;
+    const frees = this.starts.map((s) => this.freesBy(s, now)).sort((a, b) => a - b);
+    const slot = frees[beyond % this.limit];
+    const first = slot !== undefined ? slot - now : 0;
     return Math.max(0, first) + rounds * SLOT_HOLD_MS;
   }
 
@@ -264,7 +338,7 @@ export class Scheduler {
   /** A pause that began while requests waited: those that cannot outlast it are told at once. */
   private refuseThoseOutwaited(now: number): void {
     for (const w of this.queued()) {
-      if (w.deadline < this.pausedUntil) this.finish(w, new SlotRefused("paused", this.pausedUntil - now));
+      if (w.deadline < this.pausedUntil) this.refuse(w, new SlotRefused("paused", this.pausedUntil - now));
     }
   }
 
@@ -275,12 +349,11 @@ export class Scheduler {
     return all;
   }
 
-  private finish(w: Waiting, refusal?: SlotRefused): void {
+  private refuse(w: Waiting, refusal: SlotRefused): void {
     if (w.done) return;
     w.done = true;
     this.remove(w);
-    if (refusal) w.reject(refusal);
-    else w.resolve();
+    w.reject(refusal);
   }
 
   /** The next request to start: interactive first, callers in turn, none over its share. */
@@ -310,22 +383,21 @@ export class Scheduler {
       while (this.starts.length < this.limit) {
         const w = this.next();
         if (!w) break;
-        w.done = true;
-        this.starts.push({ at: now, caller: w.caller });
-        w.resolve();
+        this.grant(w, now);
       }
     }
     // Whoever could not start by its deadline is told now, with the time its slot is due.
     for (const w of this.queued()) {
-      if (w.deadline <= now) this.finish(w, new SlotRefused("busy", this.estimate(w.priority, now) || 1));
+      if (w.deadline <= now) this.refuse(w, new SlotRefused("busy", this.estimate(w.priority, now) || 1));
     }
     if (this.pausedUntil > now) {
       this.wake(this.pausedUntil);
       return;
     }
     if (this.count("interactive") + this.count("bulk") === 0) return;
-    const oldest = this.starts[0];
-    let at = oldest ? oldest.at + SLOT_HOLD_MS : now + 1;
+    // A slot whose call is not yet bounded frees on its report, which pumps; none to wait for here.
+    let at = this.starts.length === 0 ? now + 1 : Number.POSITIVE_INFINITY;
+    for (const s of this.starts) if (s.freeAt !== undefined) at = Math.min(at, s.freeAt);
     for (const w of this.queued()) at = Math.min(at, w.deadline);
     this.wake(Math.max(at, now + 1));
   }

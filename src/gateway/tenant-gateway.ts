@@ -15,7 +15,7 @@ import { type CanonicalListQuery, toSearchParams } from "../extend/schemas.ts";
 import { releaseBytes } from "../lib/bytes.ts";
 import type { Clock } from "../lib/clock.ts";
 import { foldPageBytes, type PrunedPage } from "../stats/fold-bytes.ts";
-import { type Priority, Scheduler, SlotRefused, type Ticket } from "./scheduler.ts";
+import { type Priority, Scheduler, type Slot, SlotRefused, type Ticket } from "./scheduler.ts";
 
 /** Below this much time left, a call would only time out: it is not started. */
 export const MIN_ATTEMPT_MS = 250;
@@ -96,6 +96,8 @@ interface Load {
   settled?: LoadResult;
   /** Whether the load has left the map of loads in flight: no one can join it any more. */
   closed: boolean;
+  /** The start granted for the load's next attempt, until that attempt's request is sent. */
+  granted: Slot | undefined;
 }
 
 type LoadFailure = Extract<LoadResult, { ok: false }>;
@@ -165,7 +167,6 @@ export class TenantGateway {
   private readonly clock: Clock;
   private readonly fetchImpl: typeof fetch | undefined;
   private readonly loads = new Map<string, Load>();
-  private client: { settings: string; upstream: WorkflowRunsUpstream } | undefined;
 
   constructor(deps: TenantGatewayDeps) {
     this.clock = deps.clock;
@@ -221,40 +222,72 @@ export class TenantGateway {
     return readable;
   }
 
-  private upstream(settings: GatewaySettings): WorkflowRunsUpstream {
-    const fingerprint = JSON.stringify(settings);
-    if (this.client?.settings !== fingerprint) {
-      this.client = {
-        settings: fingerprint,
-        upstream: createExtendUpstream(upstreamConfig(settings), {
-          clock: this.clock,
-          parseList: checkedListPage,
-          ...(this.fetchImpl ? { fetch: this.fetchImpl } : {}),
-        }),
-      };
+  /** The load's own client: each request it sends is the one its latest granted start was for. */
+  private upstream(settings: GatewaySettings, load: Load): WorkflowRunsUpstream {
+    return createExtendUpstream(upstreamConfig(settings), {
+      clock: this.clock,
+      parseList: checkedListPage,
+      fetch: (input, init) => this.send(load, input, init),
+    });
+  }
+
+  /**
+   * Sends an attempt's request and tells its start when the call left and when it was answered.
+   * Extend counts arrivals, and a request leaves only once this isolate gets back to its event
+   * loop: the first timer turn after fetch() is when the isolate could see it gone. An isolate
+   * busy with other work (locally the object shares it with the Worker) runs that turn late, and
+   * then only the answer bounds when Extend saw the call.
+   */
+  private send(load: Load, input: RequestInfo | URL, init?: RequestInit): Promise<Response> {
+    const slot = load.granted;
+    load.granted = undefined;
+    const fetchImpl =
+      this.fetchImpl ?? ((request: RequestInfo | URL, options?: RequestInit) => fetch(request, options));
+    if (!slot) return fetchImpl(input, init);
+    const ended = () => slot.ended(this.clock.now());
+    let response: Promise<Response>;
+    try {
+      response = fetchImpl(input, init);
+    } catch (error) {
+      ended();
+      throw error;
     }
-    return this.client.upstream;
+    void this.clock.sleep(0).then(() => slot.left(this.clock.now()));
+    response.then(ended, ended);
+    return response;
+  }
+
+  /** A start granted for an attempt that was never sent (deadline, abort): its slot is let go. */
+  private release(load: Load): void {
+    load.granted?.ended(this.clock.now());
+    load.granted = undefined;
   }
 
   private start(key: string, request: GatewayListRequest, maxWaitMs: number): Load {
-    const ticket = this.scheduler.enqueue({ priority: request.priority, caller: request.caller, maxWaitMs });
+    const ticket = this.scheduler.enqueue({
+      priority: request.priority,
+      caller: request.caller,
+      maxWaitMs,
+      tracked: true,
+    });
     const attempts: AttemptReport[] = [];
     const deadline = this.clock.now() + request.deadlineMs;
-    const upstream = this.upstream(request.settings);
     const load: Load = {
       ticket,
       started: false,
-      whenStarted: ticket.started.then(() => {
+      whenStarted: ticket.started.then((slot) => {
         load.started = true;
+        load.granted = slot;
       }),
       attempts,
       claimed: false,
       holders: 0,
       closed: false,
+      granted: undefined,
       result: Promise.resolve({ ok: false, code: "UPSTREAM_ERROR", message: "" }),
     };
     load.whenStarted.catch(() => undefined);
-    load.result = upstream
+    load.result = this.upstream(request.settings, load)
       .list(request.query, {
         deadline,
         beforeAttempt: async (attempt) => {
@@ -262,14 +295,16 @@ export class TenantGateway {
             await load.whenStarted;
             return;
           }
+          this.release(load);
           // A retry takes a slot like any call; it belongs to this load, whoever joined it. With no
           // room for it in time, the load ends with what Extend last said, not a budget refusal.
           try {
-            await this.scheduler.acquire({
+            load.granted = await this.scheduler.enqueue({
               priority: request.priority,
               caller: request.caller,
               maxWaitMs: Math.max(0, deadline - this.clock.now() - MIN_ATTEMPT_MS),
-            });
+              tracked: true,
+            }).started;
           } catch (error) {
             if (error instanceof SlotRefused) return "skip";
             throw error;
@@ -292,6 +327,7 @@ export class TenantGateway {
       });
     this.loads.set(key, load);
     load.result.finally(() => {
+      this.release(load);
       if (this.loads.get(key) === load) this.loads.delete(key);
       load.closed = true;
       this.freeIfDone(load);

@@ -40,6 +40,14 @@ async function callThrough(worker: Worker, path: string, overrides: Partial<Env>
  */
 const ARRIVAL_WINDOW_MS = 750;
 
+/** Keeps this isolate (the test's, the Worker's and the object's) from running anything else for `ms`. */
+function occupyIsolate(ms: number): void {
+  const until = Date.now() + ms;
+  let spins = 0;
+  while (Date.now() < until) spins += 1;
+  expect(spins).toBeGreaterThan(0);
+}
+
 const distinct = (i: number) =>
   `/workflow_runs?maxPageSize=5&fileNameContains=${encodeURIComponent(`f${i}-${crypto.randomUUID()}`)}`;
 
@@ -77,6 +85,34 @@ describe("the tenant gateway", () => {
       http.get(`${FAKE_EXTEND_ORIGIN}/workflow_runs`, async ({ request }) => {
         arrived += 1;
         if (arrived <= 4) await new Promise((resolve) => setTimeout(resolve, 60));
+        return answerWithFake(tenant.fake, request);
+      }),
+    );
+    const answers = await Promise.all(
+      Array.from({ length: 8 }, (_, i) => tenant.call(distinct(i), { env: settings })),
+    );
+    for (const answer of answers) {
+      expect(answer.status).toBe(200);
+      await answer.body?.cancel();
+    }
+    const arrivals = tenant.fake.listCalls.map((c) => c.at);
+    expect(arrivals).toHaveLength(8);
+    expect(busiestWindow(arrivals, 1_000)).toBeLessThanOrEqual(4);
+  }, 30_000);
+
+  it("keeps UPSTREAM_MAX_RPS at Extend's arrivals when a busy isolate sends the object's calls late", async () => {
+    const tenant = isolatedTenant({ dataset: { size: 40, seed: 9 } });
+    const settings = { UPSTREAM_MAX_RPS: "4" };
+    let sent = 0;
+    // The first window's calls find the object's isolate busy, as a loaded Worker sharing it
+    // keeps it, and reach Extend long after the guard; the next window's go out at once.
+    network.use(
+      http.get(`${FAKE_EXTEND_ORIGIN}/workflow_runs`, async ({ request }) => {
+        sent += 1;
+        if (sent <= 4) {
+          occupyIsolate(100);
+          await new Promise((resolve) => setTimeout(resolve, 400));
+        }
         return answerWithFake(tenant.fake, request);
       }),
     );

@@ -4,6 +4,7 @@ import { busiestWindow } from "../../../fake/windows.ts";
 import {
   ARRIVAL_GUARD_MS,
   MAX_HONOURED_RETRY_AFTER_MS,
+  PROMPT_DEPARTURE_MS,
   type Priority,
   RATE_WINDOW_MS,
   Scheduler,
@@ -67,6 +68,30 @@ function track(
   return { starts, refused };
 }
 
+/** When a tracked call's isolate ran again after sending it, and when its answer came, after its start. */
+interface Course {
+  leftAfter: number;
+  endedAfter: number;
+}
+
+/**
+ * Tracked starts whose calls report their departure and their answer as `courses` says; records
+ * each start's time. The slot hold follows the reports, so the starts depend on them.
+ */
+function trackReported(scheduler: Scheduler, clock: Clock, courses: Course[], callers = 3) {
+  const starts: { at: number; index: number }[] = [];
+  courses.forEach((course, index) => {
+    scheduler
+      .enqueue({ caller: `c${index % callers}`, priority: "bulk", maxWaitMs: 600_000, tracked: true })
+      .started.then((slot) => {
+        starts.push({ at: clock.now(), index });
+        clock.sleep(course.leftAfter).then(() => slot.left(clock.now()));
+        clock.sleep(course.endedAfter).then(() => slot.ended(clock.now()));
+      });
+  });
+  return starts;
+}
+
 describe("the tenant scheduler (controllable clock)", () => {
   it("never lets more than the limit start in any second, whatever the mix of callers and priorities", async () => {
     await fc.assert(
@@ -118,6 +143,102 @@ describe("the tenant scheduler (controllable clock)", () => {
       ),
       { numRuns: 60 },
     );
+  });
+
+  it("keeps the limit at Extend's arrivals when calls leave their isolate late, by up to seconds", async () => {
+    // A call that left promptly reaches Extend within the guard of leaving (the one thing taken
+    // on trust); one that left late may reach it any time before its answer.
+    const course = fc
+      .record({
+        leftAfter: fc.oneof(
+          fc.integer({ min: 0, max: PROMPT_DEPARTURE_MS }),
+          fc.integer({ min: 0, max: 3_000 }),
+        ),
+        transit: fc.integer({ min: 0, max: 3_000 }),
+        answer: fc.integer({ min: 0, max: 1_500 }),
+      })
+      .map(({ leftAfter, transit, answer }) => {
+        const arrivalAfter =
+          leftAfter <= PROMPT_DEPARTURE_MS ? leftAfter + Math.min(transit, ARRIVAL_GUARD_MS) : transit;
+        return { leftAfter, arrivalAfter, endedAfter: arrivalAfter + answer };
+      });
+    await fc.assert(
+      fc.asyncProperty(
+        fc.integer({ min: 1, max: 10 }),
+        fc.array(course, { minLength: 1, maxLength: 40 }),
+        async (rps, courses) => {
+          const clock = manualClock();
+          const scheduler = new Scheduler(rps, clock);
+          const starts = trackReported(scheduler, clock, courses);
+          await clock.advance(600_000);
+          expect(starts).toHaveLength(courses.length);
+          const arrivals = starts.map((s) => s.at + (courses[s.index]?.arrivalAfter ?? 0));
+          expect(busiestWindow(arrivals)).toBeLessThanOrEqual(rps);
+        },
+      ),
+      { numRuns: 100 },
+    );
+  });
+
+  it("keeps the full rate for calls that leave promptly, however slow their answers", async () => {
+    const clock = manualClock();
+    const scheduler = new Scheduler(4, clock);
+    const starts = trackReported(
+      scheduler,
+      clock,
+      Array.from({ length: 12 }, () => ({ leftAfter: 2, endedAfter: 600 })),
+      12,
+    );
+    await clock.advance(10_000);
+    const offsets = starts.map((s) => s.at - 1_000_000);
+    const round = HOLD + 2;
+    expect(offsets).toEqual([
+      0,
+      0,
+      0,
+      0,
+      round,
+      round,
+      round,
+      round,
+      2 * round,
+      2 * round,
+      2 * round,
+      2 * round,
+    ]);
+  });
+
+  it("holds the slot of a call that left late until a window after its answer", async () => {
+    const clock = manualClock();
+    const scheduler = new Scheduler(1, clock);
+    const late = PROMPT_DEPARTURE_MS + 1;
+    const starts = trackReported(scheduler, clock, [
+      { leftAfter: late, endedAfter: 700 },
+      { leftAfter: 0, endedAfter: 0 },
+    ]);
+    await clock.advance(1_699);
+    expect(starts).toHaveLength(1);
+    // Meanwhile a newcomer is told the time to the earliest the slot can free, not a fixed hold.
+    const waiting = scheduler.check("interactive", 0);
+    expect(waiting?.retryAfterMs).toBe(1);
+    await clock.advance(1);
+    expect(starts.map((s) => s.at - 1_000_000)).toEqual([0, 700 + RATE_WINDOW_MS]);
+  });
+
+  it("frees a tracked slot whose call was never sent like an untracked one", async () => {
+    const clock = manualClock();
+    const scheduler = new Scheduler(1, clock);
+    const starts: number[] = [];
+    for (let i = 0; i < 2; i++) {
+      scheduler
+        .enqueue({ caller: `c${i}`, priority: "interactive", maxWaitMs: 10_000, tracked: true })
+        .started.then((slot) => {
+          starts.push(clock.now() - 1_000_000);
+          slot.ended(clock.now());
+        });
+    }
+    await clock.advance(5_000);
+    expect(starts).toEqual([0, HOLD]);
   });
 
   it("starts distinct callers at the full rate, a slot again as soon as it frees", async () => {
