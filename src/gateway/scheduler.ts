@@ -138,8 +138,10 @@ export class Scheduler {
   /** Follows a changed UPSTREAM_MAX_RPS without forgetting the window or a pause. */
   configure(maxPerSecond: number): void {
     if (maxPerSecond === this.maxPerSecond) return;
+    // A rate lowered after a 429 climbs back one call per window; a full one follows the setting.
+    const lowered = this.limit < this.maxPerSecond;
     this.maxPerSecond = maxPerSecond;
-    this.limit = Math.min(this.limit, maxPerSecond);
+    this.limit = lowered ? Math.min(this.limit, maxPerSecond) : maxPerSecond;
     if (this.limit < 1) this.limit = 1;
     this.pump();
   }

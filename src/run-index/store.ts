@@ -32,10 +32,15 @@ function usageColumns(usage: RowUsage | null): [number, number, number, number, 
 const LIST_ROW_WINS =
   "(excluded.version > runs.version OR (runs.pending_since IS NOT NULL AND excluded.version >= runs.version))";
 
-const UPSERT_LIST_ROW = `
+// One statement for a whole batch: the rows travel as one JSON array of arrays, so SQLite makes
+// the per-row calls rather than JavaScript (a statement per row was most of a page's write time).
+// `WHERE true` lets SQLite parse the upsert clause after a SELECT.
+const UPSERT_LIST_ROWS = `
   INSERT INTO runs (id, status, workflow_id, batch_id, file_names, created_at, version,
     credits_hi, credits_lo, total_hi, total_lo, usage_null, facts_known, pending_since)
-  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 1, NULL)
+  SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6,
+    value ->> 7, value ->> 8, value ->> 9, value ->> 10, value ->> 11, 1, NULL
+  FROM json_each(?) WHERE true
   ON CONFLICT (id) DO UPDATE SET
     status = excluded.status,
     version = excluded.version,
@@ -47,10 +52,27 @@ const UPSERT_LIST_ROW = `
     pending_since = NULL
   WHERE ${LIST_ROW_WINS}`;
 
+/** Characters of JSON per upsert statement: well below the 2 MB a bound string may hold. */
+const UPSERT_CHUNK_CHARS = 500_000;
+
+/** Runs UPSERT_LIST_ROWS over the rows, halving a batch whose JSON is too long for one statement. */
+function upsertRows(sql: SqlStorage, rows: readonly (string | number | null)[][]): number {
+  if (rows.length === 0) return 0;
+  const json = JSON.stringify(rows);
+  if (json.length <= UPSERT_CHUNK_CHARS || rows.length === 1) {
+    return sql.exec(UPSERT_LIST_ROWS, json).rowsWritten;
+  }
+  const half = Math.ceil(rows.length / 2);
+  return upsertRows(sql, rows.slice(0, half)) + upsertRows(sql, rows.slice(half));
+}
+
+// Every (workflow, status) a batch moves, in one statement like the rows' upsert. Sums travel as
+// decimal text: exact past 2^53, and the INTEGER columns store them as integers.
 const ADD_TO_TOTALS = `
   INSERT INTO run_totals (workflow_id, status, runs, credits_hi, credits_lo, total_hi, total_lo, usage_null)
-  VALUES (?1, ?2, ?3, CAST(?4 AS INTEGER), CAST(?5 AS INTEGER), CAST(?6 AS INTEGER), CAST(?7 AS INTEGER),
-    CAST(?8 AS INTEGER))
+  SELECT value ->> 0, value ->> 1, value ->> 2, CAST(value ->> 3 AS INTEGER), CAST(value ->> 4 AS INTEGER),
+    CAST(value ->> 5 AS INTEGER), CAST(value ->> 6 AS INTEGER), CAST(value ->> 7 AS INTEGER)
+  FROM json_each(?) WHERE true
   ON CONFLICT (workflow_id, status) DO UPDATE SET runs = runs + excluded.runs,
     credits_hi = credits_hi + excluded.credits_hi, credits_lo = credits_lo + excluded.credits_lo,
     total_hi = total_hi + excluded.total_hi, total_lo = total_lo + excluded.total_lo,
@@ -133,20 +155,14 @@ class TotalsDeltas {
 
   /** Writes every delta that changes something; returns the rows written. */
   write(sql: SqlStorage): number {
-    let written = 0;
+    const moved: (string | number)[][] = [];
     for (const d of this.byKey.values()) {
       if (d.runs === 0 && d.amounts.every((a) => a === 0n)) continue;
-      // Sums travel as decimal text: exact past 2^53, and the INTEGER columns store them as integers.
-      written += sql.exec(
-        ADD_TO_TOTALS,
-        d.workflowId,
-        d.status,
-        d.runs,
-        ...d.amounts.map(String),
-      ).rowsWritten;
+      moved.push([d.workflowId, d.status, d.runs, ...d.amounts.map(String)]);
     }
     this.byKey.clear();
-    return written;
+    if (moved.length === 0) return 0;
+    return sql.exec(ADD_TO_TOTALS, JSON.stringify(moved)).rowsWritten;
   }
 }
 
@@ -197,13 +213,12 @@ export function upsertListRows(sql: SqlStorage, rows: readonly RunRow[]): number
     unique.map((row) => row.id),
   );
   const deltas = new TotalsDeltas();
-  let written = 0;
+  const winners: (string | number | null)[][] = [];
   for (const row of unique) {
     const old = stored.get(row.id);
     if (!listRowWins(row, old)) continue;
     const usage = usageColumns(row.usage);
-    written += sql.exec(
-      UPSERT_LIST_ROW,
+    winners.push([
       row.id,
       row.status,
       row.workflowId,
@@ -212,11 +227,12 @@ export function upsertListRows(sql: SqlStorage, rows: readonly RunRow[]): number
       row.createdAt,
       row.version,
       ...usage,
-    ).rowsWritten;
+    ]);
     // A stored run keeps its workflow (facts are never rewritten by this statement).
     if (old) deltas.addStored(old, -1);
     deltas.add(old?.workflow_id ?? row.workflowId, row.status, 1, usage);
   }
+  let written = upsertRows(sql, winners);
   written += deltas.write(sql);
   for (const row of unique) {
     if (stored.get(row.id)?.facts_known !== 0) continue;

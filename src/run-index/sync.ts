@@ -20,6 +20,7 @@ import {
 } from "../extend/schemas.ts";
 import { SlotRefused } from "../gateway/scheduler.ts";
 import { factsFromWorkflowRun, type RunFacts, type RunRow, rowFromListRun } from "./row.ts";
+import { buildFilterIndexes } from "./schema.ts";
 import {
   applyOverlay,
   confirmFromGet,
@@ -41,8 +42,11 @@ export const EVENT_MEMORY_MS = 86_400_000;
 /** Work one alarm or request may do: below the Free plan's 50 subrequests, and well within an alarm's time. */
 export const MAX_CALLS_PER_RUN = 40;
 export const MAX_MS_PER_RUN = 20_000;
-/** Upstream connections open at once (the Workers per-invocation cap). */
-export const MAX_CONCURRENT_CALLS = 6;
+/**
+ * Calls under way at once, counting those waiting for their slot in the budget and those whose
+ * page is being written; the connections they hold open are capped apart (upstream.ts).
+ */
+export const MAX_CONCURRENT_CALLS = 10;
 /**
  * The backfill splits by workflow when the tenant has this many: fewer leave too few cursors
  * (sixteen status walks spread better), more cost a partly filled page each.
@@ -175,7 +179,7 @@ function toWalk(row: WalkRow): Walk {
   };
 }
 
-function walks(sql: SqlStorage, purpose: Purpose): Walk[] {
+function readWalks(sql: SqlStorage, purpose: Purpose): Walk[] {
   return sql
     .exec<WalkRow>(`SELECT * FROM run_walks WHERE purpose = ? ORDER BY name`, purpose)
     .toArray()
@@ -349,20 +353,32 @@ export interface SyncDeps {
 }
 
 export interface RunLimits {
+  /** Calls one run may start. */
   maxCalls: number;
+  /** After this long, a run starts no more calls. */
   maxMs: number;
+  /** Calls in flight at once, counting those an earlier run left running. */
   concurrency: number;
+  /**
+   * Once the run has started all it may, it returns without waiting for its last calls: they
+   * finish (each page committed with its cursor, as ever) while the next run, the next alarm,
+   * starts its own, so the budget is not left idle while one alarm drains and the next is
+   * scheduled. Without it, a run returns when its calls have finished.
+   */
+  overlap?: boolean;
 }
 
 export const DEFAULT_LIMITS: RunLimits = {
   maxCalls: MAX_CALLS_PER_RUN,
   maxMs: MAX_MS_PER_RUN,
   concurrency: MAX_CONCURRENT_CALLS,
+  overlap: true,
 };
 
 export interface RunResult {
+  /** Calls the run started. */
   calls: number;
-  /** Code of the error that ended the run early, if one did. */
+  /** Code of the error that ended the run early (or an earlier run's call that failed after it returned). */
   error?: string;
 }
 
@@ -376,12 +392,23 @@ function isRejectedCursor(error: unknown): boolean {
 }
 
 /**
- * The index's sync over one SQLite database. It holds no state of its own beyond which calls
- * are in flight; everything else is read from storage when needed.
+ * The index's sync over one SQLite database. Storage is the truth; the sync keeps a copy of the
+ * state row and the walks in memory, because it consults them on every task it picks and every
+ * page it applies (reading them each time was a fifth of the object's time per backfill page).
+ * Every write goes through to storage and the copy at once; both copies are dropped when a
+ * transaction fails. The state row is also re-read at each call from outside (`tick`,
+ * `configure`, `use`, `applyEvent`), so a change made to it meanwhile is seen; the walks change
+ * only through the sync itself.
  */
 export class RunIndexSync {
   private readonly deps: SyncDeps;
   private readonly inFlight = new Map<string, Promise<void>>();
+  private cachedState: SyncState | undefined;
+  /** The backfill's head walk has read its pages; the last walk page to land completes it. */
+  private headAwaitsWalks = false;
+  /** Code of a failure of a call that outlived its run (see RunLimits.overlap). */
+  private lateFailure: string | undefined;
+  private readonly cachedWalks = new Map<Purpose, Walk[]>();
 
   constructor(deps: SyncDeps) {
     this.deps = deps;
@@ -392,13 +419,61 @@ export class RunIndexSync {
   }
 
   state(): SyncState {
-    return readState(this.sql);
+    this.cachedState ??= readState(this.sql);
+    return this.cachedState;
+  }
+
+  /** Forgets the copies: the next read takes them from storage. */
+  private reload(): void {
+    this.reloadState();
+    this.cachedWalks.clear();
+  }
+
+  private reloadState(): void {
+    this.cachedState = undefined;
+  }
+
+  private setState(patch: Partial<SyncState>): void {
+    writeState(this.sql, patch);
+    // A new object, not an update in place: a caller holding the state it read keeps that view.
+    if (this.cachedState) this.cachedState = { ...this.cachedState, ...patch };
+  }
+
+  private walks(purpose: Purpose): readonly Walk[] {
+    let list = this.cachedWalks.get(purpose);
+    if (!list) {
+      list = readWalks(this.sql, purpose);
+      this.cachedWalks.set(purpose, list);
+    }
+    return list;
+  }
+
+  private walk(purpose: Purpose, name: string): Walk | undefined {
+    return this.walks(purpose).find((w) => w.name === name);
+  }
+
+  private setWalk(walk: Walk): void {
+    const list = this.cachedWalks.get(walk.purpose);
+    if (!list) return;
+    const index = list.findIndex((w) => w.name === walk.name);
+    if (index !== -1) list[index] = walk;
+  }
+
+  /** deps.transaction, dropping the copies when it fails (its writes were rolled back). */
+  private transaction<T>(fn: () => T): T {
+    try {
+      return this.deps.transaction(fn);
+    } catch (error) {
+      this.reload();
+      throw error;
+    }
   }
 
   /** Stores the settings the alarm will use, when they changed. */
   configure(settings: IndexSettings): void {
+    this.reloadState();
     const current = this.state().settings;
-    if (JSON.stringify(current) !== JSON.stringify(settings)) writeState(this.sql, { settings });
+    if (JSON.stringify(current) !== JSON.stringify(settings)) this.setState({ settings });
   }
 
   private settings(): IndexSettings {
@@ -413,17 +488,18 @@ export class RunIndexSync {
 
   /** Records a read of the index; starts the backfill on first use. */
   use(): void {
+    this.reloadState();
     const now = this.deps.now();
     const state = this.state();
-    this.deps.transaction(() => {
+    this.transaction(() => {
       if (state.lastUsedAt === null || now - state.lastUsedAt >= USE_WRITE_INTERVAL_MS) {
-        writeState(this.sql, { lastUsedAt: now });
+        this.setState({ lastUsedAt: now });
       }
       if (state.phase === "empty") {
         // The walks are created once the workflows are known (the first task of the backfill).
         // Set before the first page: every run updated while the backfill runs is newer than
         // this, so the head walk that ends the backfill reads it again.
-        writeState(this.sql, { phase: "backfill", backfillStartedAt: now, watermark: now });
+        this.setState({ phase: "backfill", backfillStartedAt: now, watermark: now });
       }
     });
   }
@@ -435,7 +511,7 @@ export class RunIndexSync {
 
   progress(): BuildProgress {
     const state = this.state();
-    const list = walks(this.sql, "backfill");
+    const list = this.walks("backfill");
     return {
       state: "building",
       startedAt: state.backfillStartedAt === null ? null : new Date(state.backfillStartedAt).toISOString(),
@@ -448,8 +524,9 @@ export class RunIndexSync {
 
   /** Applies a verified webhook event once: at once to the run, then a head walk confirms it. */
   applyEvent(event: IndexEvent): EventOutcome {
+    this.reloadState();
     const now = this.deps.now();
-    return this.deps.transaction(() => {
+    return this.transaction(() => {
       this.sql.exec(
         `DELETE FROM run_events WHERE event_id IN (SELECT event_id FROM run_events WHERE at < ? LIMIT 100)`,
         now - EVENT_MEMORY_MS,
@@ -466,7 +543,7 @@ export class RunIndexSync {
           })
         : false;
       const state = this.state();
-      writeState(this.sql, {
+      this.setState({
         lastWebhookAt: now,
         ...(state.headRequestedAt === null ? { headRequestedAt: now } : {}),
       });
@@ -500,6 +577,7 @@ export class RunIndexSync {
 
   /** One bounded unit of whatever is due: backfill pages, a head walk, GET checks, reconcile pages. */
   tick(limits: RunLimits = DEFAULT_LIMITS): Promise<RunResult> {
+    this.reloadState();
     return this.runTasks(() => this.nextTask(), limits);
   }
 
@@ -540,15 +618,19 @@ export class RunIndexSync {
     let calls = 0;
     let failure: unknown;
     let failed = false;
+    let returned = false;
+    const spent = () => calls >= limits.maxCalls || this.deps.now() >= stopAt;
     for (;;) {
-      while (!failed && running.size < limits.concurrency && calls < limits.maxCalls) {
-        if (this.deps.now() >= stopAt) break;
+      while (!failed && this.inFlight.size < limits.concurrency && !spent()) {
         const task = next();
         if (!task) break;
         calls += 1;
         const promise: Promise<void> = this.launch(task, abort.signal)
           .catch((error: unknown) => {
-            if (!failed) {
+            if (returned) {
+              // The run is over: its back-off is stored now, and the next run reports the code.
+              this.recordLateFailure(error);
+            } else if (!failed) {
               failed = true;
               failure = error;
               abort.abort(error);
@@ -557,10 +639,20 @@ export class RunIndexSync {
           .finally(() => running.delete(promise));
         running.add(promise);
       }
-      if (running.size === 0) break;
-      await Promise.race(running);
+      if (limits.overlap && !failed && spent() && running.size > 0) break;
+      if (running.size > 0) {
+        await Promise.race(running);
+        continue;
+      }
+      // Calls an earlier run left running: what they bring may give this run work.
+      if (failed || this.inFlight.size === 0) break;
+      await Promise.race([...this.inFlight.values()].map((p) => p.catch(() => undefined)));
     }
+    returned = true;
+    const late = this.lateFailure;
+    this.lateFailure = undefined;
     if (failed) return { calls, error: this.recordFailure(failure) };
+    if (late !== undefined) return { calls, error: late };
     if (calls > 0) this.recordSuccess();
     return { calls };
   }
@@ -569,6 +661,15 @@ export class RunIndexSync {
     const promise = task.run(signal).finally(() => this.inFlight.delete(task.key));
     this.inFlight.set(task.key, promise);
     return promise;
+  }
+
+  private recordLateFailure(error: unknown): void {
+    try {
+      const code = this.recordFailure(error);
+      this.lateFailure ??= code;
+    } catch {
+      // The index's tables are gone (RUN_INDEX=off dropped them meanwhile): nothing to record.
+    }
   }
 
   private recordFailure(error: unknown): string {
@@ -584,12 +685,12 @@ export class RunIndexSync {
           ? error.retryAfter * 1000
           : undefined;
     const wait = told ?? Math.min(RETRY_CAP_MS, RETRY_BASE_MS * 2 ** Math.min(count - 1, 10));
-    writeState(this.sql, { errorCount: count, errorAt: now, errorCode: code, retryAt: now + wait });
+    this.setState({ errorCount: count, errorAt: now, errorCode: code, retryAt: now + wait });
     return code;
   }
 
   private recordSuccess(): void {
-    if (this.state().errorCount > 0) writeState(this.sql, { errorCount: 0, errorCode: null, retryAt: null });
+    if (this.state().errorCount > 0) this.setState({ errorCount: 0, errorCode: null, retryAt: null });
   }
 
   /** The next thing worth an upstream call, freshness first: head walk, GET checks, walk pages. */
@@ -599,10 +700,12 @@ export class RunIndexSync {
     const now = this.deps.now();
     if (state.retryAt !== null && state.retryAt > now) return undefined;
     if (state.phase === "backfill") {
-      if (walks(this.sql, "backfill").length === 0) return this.planTask();
+      if (this.walks("backfill").length === 0) return this.planTask();
       const walk = this.nextWalk("backfill");
       if (walk) return walk;
-      if (this.inFlight.size > 0 && !this.inFlight.has("head")) return undefined;
+      // Every walk is done or has its page on the way: the head walk that ends the backfill reads
+      // beside those last pages, and the last of them to land completes it.
+      if (this.headAwaitsWalks) return undefined;
       return this.headTask(true);
     }
     const head = this.headTask(this.headDue(state, now));
@@ -628,7 +731,7 @@ export class RunIndexSync {
       if (!start) return undefined;
       const now = this.deps.now();
       const floor = (state.watermark ?? now) - this.lookbackMs();
-      writeState(this.sql, {
+      this.setState({
         headStartedAt: now,
         headFloor: floor,
         headTop: null,
@@ -646,12 +749,12 @@ export class RunIndexSync {
         } catch (error) {
           if (cursor !== null && isRejectedCursor(error)) {
             // An expired cursor: start the walk again from the newest run (upserts are idempotent).
-            writeState(this.sql, { headCursor: null, headPages: 0, headTop: null });
+            this.setState({ headCursor: null, headPages: 0, headTop: null });
             return;
           }
           throw error;
         }
-        this.deps.transaction(() => this.applyHeadPage(page));
+        this.transaction(() => this.applyHeadPage(page));
       },
     };
   }
@@ -671,10 +774,26 @@ export class RunIndexSync {
     upsertListRows(this.sql, fresh);
     const pages = state.headPages + 1;
     if (page.nextPageToken !== undefined && lowest >= floor && page.data.length > 0) {
-      writeState(this.sql, { headCursor: page.nextPageToken, headTop: top, headPages: pages });
+      this.setState({ headCursor: page.nextPageToken, headTop: top, headPages: pages });
+      return;
+    }
+    if (state.phase === "backfill" && !this.backfillSettled()) {
+      // Walk pages are still on their way. Should the object restart before they land, the head
+      // walk reads again from the newest run (its cursor is cleared), which only re-reads rows.
+      this.setState({ headCursor: null, headTop: top, headPages: pages });
+      this.headAwaitsWalks = true;
       return;
     }
     this.completeHead(state, top, pages);
+  }
+
+  /** Every backfill walk is done and none has a page on the way (but `landing`, being applied). */
+  private backfillSettled(landing?: string): boolean {
+    if (!this.walks("backfill").every((w) => w.done)) return false;
+    for (const key of this.inFlight.keys()) {
+      if (key !== landing && key.startsWith("backfill:")) return false;
+    }
+    return true;
   }
 
   private completeHead(state: SyncState, top: number | null, pages: number): void {
@@ -699,10 +818,11 @@ export class RunIndexSync {
     if (state.headRequestedAt !== null && state.headRequestedAt <= startedAt) patch.headRequestedAt = null;
     if (state.phase === "backfill") {
       patch.phase = "ready";
+      buildFilterIndexes(this.sql);
       // The backfill read every run that existed when it started: deletions are known as of then.
       patch.lastReconcileAt = state.backfillStartedAt;
     }
-    writeState(this.sql, patch);
+    this.setState(patch);
   }
 
   /**
@@ -738,9 +858,9 @@ export class RunIndexSync {
         } while (token !== undefined && ids.length <= MAX_WORKFLOW_PARTITIONS);
         const byWorkflow =
           usable && ids.length >= MIN_WORKFLOW_PARTITIONS && ids.length <= MAX_WORKFLOW_PARTITIONS;
-        this.deps.transaction(() => {
-          if (walks(this.sql, "backfill").length === 0) {
-            createWalks(this.sql, "backfill", byWorkflow ? [...new Set(ids)].sort() : undefined);
+        this.transaction(() => {
+          if (this.walks("backfill").length === 0) {
+            this.createWalks("backfill", byWorkflow ? [...new Set(ids)].sort() : undefined);
           }
         });
       },
@@ -748,7 +868,7 @@ export class RunIndexSync {
   }
 
   private nextWalk(purpose: Purpose): Task | undefined {
-    const walk = walks(this.sql, purpose).find((w) => !w.done && !this.inFlight.has(w.name));
+    const walk = this.walks(purpose).find((w) => !w.done && !this.inFlight.has(w.name));
     if (!walk) return undefined;
     return {
       key: walk.name,
@@ -758,23 +878,38 @@ export class RunIndexSync {
           page = await this.deps.upstream.list(walkQuery(walk), signal);
         } catch (error) {
           if (walk.cursor !== null && isRejectedCursor(error)) {
-            this.deps.transaction(() => {
+            this.transaction(() => {
               this.sql.exec(`UPDATE run_walks SET cursor = NULL, edge = NULL WHERE name = ?`, walk.name);
               this.sql.exec(`DELETE FROM run_walk_tail WHERE walk = ?`, walk.name);
+              const current = this.walk(walk.purpose, walk.name);
+              if (current) this.setWalk({ ...current, cursor: null, edge: null });
             });
             return;
           }
           throw error;
         }
-        this.deps.transaction(() => this.applyWalkPage(walk.name, page));
+        this.transaction(() => this.applyWalkPage(walk.purpose, walk.name, page));
       },
     };
   }
 
-  private applyWalkPage(name: string, page: SyncPage): void {
-    const row = this.sql.exec<WalkRow>(`SELECT * FROM run_walks WHERE name = ?`, name).toArray()[0];
-    if (!row) return;
-    const walk = toWalk(row);
+  private createWalks(purpose: Purpose, workflowIds?: readonly string[]): void {
+    createWalks(this.sql, purpose, workflowIds);
+    this.cachedWalks.delete(purpose);
+  }
+
+  private applyWalkPage(purpose: Purpose, name: string, page: SyncPage): void {
+    this.advanceWalk(purpose, name, page);
+    if (purpose === "backfill" && this.headAwaitsWalks && this.backfillSettled(name)) {
+      const state = this.state();
+      this.completeHead(state, state.headTop, state.headPages);
+      this.headAwaitsWalks = false;
+    }
+  }
+
+  private advanceWalk(purpose: Purpose, name: string, page: SyncPage): void {
+    const walk = this.walk(purpose, name);
+    if (!walk) return;
     const rows = rowsOf(page);
     upsertListRows(this.sql, rows);
     // A page that lands after its partition was finished by the other end adds rows, nothing else.
@@ -792,19 +927,26 @@ export class RunIndexSync {
     const last = page.data[page.data.length - 1];
     const edge = last === undefined ? walk.edge : createdAtOf(last);
     const end = page.nextPageToken === undefined;
-    this.sql.exec(
-      `UPDATE run_walks SET cursor = ?, edge = ?, done = ?, pages = pages + 1, runs = runs + ? WHERE name = ?`,
-      end ? null : (page.nextPageToken ?? null),
+    const advanced: Walk = {
+      ...walk,
+      cursor: end ? null : (page.nextPageToken ?? null),
       edge,
-      end ? 1 : 0,
-      rows.length,
+      done: end,
+      pages: walk.pages + 1,
+      runs: walk.runs + rows.length,
+    };
+    this.sql.exec(
+      `UPDATE run_walks SET cursor = ?, edge = ?, done = ?, pages = ?, runs = ? WHERE name = ?`,
+      advanced.cursor,
+      advanced.edge,
+      advanced.done ? 1 : 0,
+      advanced.pages,
+      advanced.runs,
       name,
     );
+    this.setWalk(advanced);
     const partnerName = walkName(walk.purpose, walk, walk.direction === "asc" ? "desc" : "asc");
-    const partnerRow = this.sql
-      .exec<WalkRow>(`SELECT * FROM run_walks WHERE name = ?`, partnerName)
-      .toArray()[0];
-    const partner = partnerRow ? toWalk(partnerRow) : undefined;
+    const partner = this.walk(purpose, partnerName);
     if (!partner || partner.done) return;
     const asc = walk.direction === "asc" ? edge : partner.edge;
     const desc = walk.direction === "desc" ? edge : partner.edge;
@@ -814,6 +956,8 @@ export class RunIndexSync {
     const crossed = asc !== null && desc !== null && asc > desc;
     if (end || crossed) {
       this.sql.exec(`UPDATE run_walks SET done = 1 WHERE name IN (?, ?)`, walk.name, partnerName);
+      this.setWalk({ ...advanced, done: true });
+      this.setWalk({ ...partner, done: true });
     }
   }
 
@@ -829,7 +973,7 @@ export class RunIndexSync {
       key: `get:${id}`,
       run: async (signal) => {
         const lookup = await this.deps.upstream.getRun(id, signal);
-        this.deps.transaction(() => {
+        this.transaction(() => {
           if ("gone" in lookup) deleteRun(this.sql, id);
           else confirmFromGet(this.sql, factsFromWorkflowRun(lookup.found, id));
           this.sql.exec(`DELETE FROM run_candidates WHERE id = ?`, id);
@@ -845,14 +989,14 @@ export class RunIndexSync {
       if (state.lastReconcileAt !== null && now < state.lastReconcileAt + settings.reconcileSeconds * 1000) {
         return undefined;
       }
-      this.deps.transaction(() => {
-        createWalks(this.sql, "reconcile");
-        writeState(this.sql, { reconcileStartedAt: now });
+      this.transaction(() => {
+        this.createWalks("reconcile");
+        this.setState({ reconcileStartedAt: now });
       });
     }
     const walk = this.nextWalk("reconcile");
     if (walk) return walk;
-    const list = walks(this.sql, "reconcile");
+    const list = this.walks("reconcile");
     if (list.every((w) => w.done) && this.candidateCount() === 0 && this.inFlight.size === 0) {
       this.finishReconcile();
     }
@@ -860,14 +1004,15 @@ export class RunIndexSync {
   }
 
   private finishReconcile(): void {
-    this.deps.transaction(() => {
+    this.transaction(() => {
       const startedAt = this.state().reconcileStartedAt;
       recomputeTotals(this.sql);
       this.sql.exec(
         `DELETE FROM run_walk_tail WHERE walk IN (SELECT name FROM run_walks WHERE purpose = 'reconcile')`,
       );
       this.sql.exec(`DELETE FROM run_walks WHERE purpose = 'reconcile'`);
-      writeState(this.sql, { reconcileStartedAt: null, lastReconcileAt: startedAt });
+      this.cachedWalks.delete("reconcile");
+      this.setState({ reconcileStartedAt: null, lastReconcileAt: startedAt });
     });
   }
 }

@@ -5,6 +5,7 @@ import type { Config } from "../app/config.ts";
 import {
   type AttemptReport,
   createExtendUpstream,
+  type ListOptions,
   type RunLookup,
   type UpstreamPage,
   type WorkflowPage,
@@ -24,6 +25,36 @@ export interface SyncUpstream {
   listWorkflows(nextPageToken: string | undefined, signal: AbortSignal): Promise<WorkflowPage>;
 }
 
+/** Upstream connections the sync holds open at once: the Workers cap per invocation. */
+export const MAX_OPEN_CALLS = 6;
+
+/** A counting semaphore: at most `size` holders at once, the rest served in arrival order. */
+export class Permits {
+  private free: number;
+  private readonly waiting: (() => void)[] = [];
+
+  constructor(size: number) {
+    this.free = size;
+  }
+
+  acquire(): Promise<void> {
+    if (this.free > 0) {
+      this.free -= 1;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => this.waiting.push(resolve));
+  }
+
+  release(): void {
+    const next = this.waiting.shift();
+    if (next) next();
+    else this.free += 1;
+  }
+}
+
+// One set per gateway (per object): the sync's calls of every alarm and request share it.
+const openCalls = new WeakMap<TenantGateway, Permits>();
+
 /** Who the sync's calls are for, in the gateway's round-robin among callers. */
 export const SYNC_CALLER = "run-index";
 /** Longest a sync call waits for its turn behind interactive calls before it is put off. */
@@ -35,6 +66,10 @@ export const SYNC_MAX_WAIT_MS = 5_000;
  * read by the object's own client rather than through the gateway's shared loads, which hand
  * back text: parsing each 1000-run page twice was a third of the object's time per page during a
  * backfill, and no two sync walks ask for the same page, so sharing gained nothing.
+ *
+ * An attempt holds one of MAX_OPEN_CALLS permits from its slot until its body is read, and only
+ * then: a call waiting for its slot, or a page being written, opens no connection, so more calls
+ * than that may be under way and every slot the budget frees finds one ready to take it.
  */
 export function gatewayUpstream(
   gateway: TenantGateway,
@@ -43,23 +78,43 @@ export function gatewayUpstream(
 ): SyncUpstream {
   const client = createExtendUpstream(upstreamConfig(settings), { clock });
   const slot = { priority: "bulk" as const, caller: SYNC_CALLER, maxWaitMs: SYNC_MAX_WAIT_MS };
-  const budgeted = (signal: AbortSignal) => {
+  let permits = openCalls.get(gateway);
+  if (!permits) {
+    permits = new Permits(MAX_OPEN_CALLS);
+    openCalls.set(gateway, permits);
+  }
+  const open = permits;
+  const budgeted = <T>(signal: AbortSignal, call: (options: ListOptions) => Promise<T>): Promise<T> => {
     gateway.scheduler.configure(settings.maxRps);
-    return {
-      signal,
-      beforeAttempt: () => gateway.scheduler.acquire(slot),
-      onAttempt: (report: AttemptReport) => gateway.scheduler.observe(report.status, report.retryAfterMs),
+    let held = false;
+    const release = () => {
+      if (!held) return;
+      held = false;
+      open.release();
     };
+    return call({
+      signal,
+      beforeAttempt: async () => {
+        release();
+        await gateway.scheduler.acquire(slot);
+        await open.acquire();
+        held = true;
+      },
+      onAttempt: (report: AttemptReport) => {
+        release();
+        gateway.scheduler.observe(report.status, report.retryAfterMs);
+      },
+    }).finally(release);
   };
   return {
     list(query, signal) {
-      return client.list(query, budgeted(signal));
+      return budgeted(signal, (options) => client.list(query, options));
     },
     getRun(id, signal) {
-      return client.getRun(id, budgeted(signal));
+      return budgeted(signal, (options) => client.getRun(id, options));
     },
     listWorkflows(token, signal) {
-      return client.listWorkflows(token, budgeted(signal));
+      return budgeted(signal, (options) => client.listWorkflows(token, options));
     },
   };
 }

@@ -76,6 +76,21 @@ describe("the tenant gateway", () => {
     ).toBeLessThanOrEqual(4);
   }, 30_000);
 
+  it("lets a fresh tenant's calls start at an UPSTREAM_MAX_RPS above the default at once", async () => {
+    const tenant = isolatedTenant({ dataset: { size: 50, seed: 5 } });
+    const settings = { UPSTREAM_MAX_RPS: "30" };
+    const answers = await Promise.all(
+      Array.from({ length: 16 }, (_, i) => tenant.call(distinct(i), { env: settings })),
+    );
+    for (const answer of answers) {
+      expect(answer.status).toBe(200);
+      await answer.body?.cancel();
+    }
+    // Sixteen callers, 30 starts a second: all sixteen fit into the first second.
+    expect(tenant.fake.listCalls).toHaveLength(16);
+    expect(busiestWindow(tenant.fake.listCalls.map((c) => c.at))).toBe(16);
+  });
+
   it("keeps UPSTREAM_MAX_RPS in every second as Extend counts arrivals, when the first calls reach it late", async () => {
     const tenant = isolatedTenant({ dataset: { size: 40, seed: 5 } });
     const settings = { UPSTREAM_MAX_RPS: "4" };

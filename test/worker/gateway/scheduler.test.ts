@@ -329,6 +329,30 @@ describe("the tenant scheduler (controllable clock)", () => {
     expect(scheduler.stats()).toMatchObject({ limit: 16, pausedForMs: 0 });
   });
 
+  it("takes a raised setting at once, unless a 429 lowered the rate, which then climbs back", async () => {
+    const clock = manualClock();
+    const scheduler = new Scheduler(8, clock);
+    scheduler.configure(20);
+    expect(scheduler.stats()).toMatchObject({ limit: 20, maxPerSecond: 20 });
+    const { starts } = track(
+      scheduler,
+      clock,
+      Array.from({ length: 19 }, () => ({ caller: "a" })),
+    );
+    await clock.advance(0);
+    // One caller may take all but one of the 20: nineteen start now, none waits for a window.
+    expect(starts).toHaveLength(19);
+    expect(new Set(starts.map((s) => s.at))).toEqual(new Set([1_000_000]));
+
+    const lowered = new Scheduler(8, clock);
+    lowered.observe(429);
+    expect(lowered.stats().limit).toBe(4);
+    lowered.configure(20);
+    expect(lowered.stats()).toMatchObject({ limit: 4, maxPerSecond: 20 });
+    lowered.configure(2);
+    expect(lowered.stats()).toMatchObject({ limit: 2, maxPerSecond: 2 });
+  });
+
   it("doubles the pause while 429s keep coming, and honours a longer Retry-After", async () => {
     const clock = manualClock();
     const scheduler = new Scheduler(8, clock);

@@ -5,7 +5,7 @@ import { runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { generateRuns } from "../../../fake/extend.ts";
 import { type RunRow, rowFromListRun } from "../../../src/run-index/row.ts";
-import { migrate } from "../../../src/run-index/schema.ts";
+import { buildFilterIndexes, migrate } from "../../../src/run-index/schema.ts";
 import {
   applyOverlay,
   confirmFromGet,
@@ -89,6 +89,7 @@ describe("run index store", () => {
     await runInDurableObject(freshObject(), (_instance, state) => {
       const sql = state.storage.sql;
       migrate(sql);
+      buildFilterIndexes(sql);
       const rows = rowsOf(1_000);
       let inserted = 0;
       for (const row of rows) inserted += upsertListRow(sql, row);
@@ -98,7 +99,7 @@ describe("run index store", () => {
       let replayed = 0;
       for (const row of rows)
         replayed += upsertListRow(sql, { ...row, status: "FAILED", version: row.version + 1 });
-      // New, one run at a time: the row, its createdAt and workflow index entries (and batch, for
+      // New, one run at a time, to an index that answers: the row, its createdAt and workflow index entries (and batch, for
       // 40% of runs), one totals row (a page shares it, see below). Changed status: the row and
       // two totals rows; an unchanged status, the row alone. README "Run index" cites these.
       expect(inserted / rows.length).toBeLessThanOrEqual(5);
@@ -111,35 +112,65 @@ describe("run index store", () => {
     });
   });
 
-  it("writes one totals row per workflow and status a page touches, none for a replay", async () => {
+  it.each([
+    ["while the backfill runs (no filter index yet)", false],
+    ["once the index answers (filter indexes built)", true],
+  ])(
+    "writes one totals row per workflow and status a page touches, none for a replay, %s",
+    async (_name, built) => {
+      await runInDurableObject(freshObject(), (_instance, state) => {
+        const sql = state.storage.sql;
+        migrate(sql);
+        if (built) buildFilterIndexes(sql);
+        const rows = rowsOf(1_000);
+        const groups = new Set(rows.map((row) => `${row.workflowId} ${row.status}`)).size;
+        const totalsWrites = (page: RunRow[]) => {
+          const before = sql.exec(`SELECT count(*) AS n FROM runs`).one().n as number;
+          const written = state.storage.transactionSync(() => upsertListRows(sql, page));
+          const after = sql.exec(`SELECT count(*) AS n FROM runs`).one().n as number;
+          return { written, added: after - before };
+        };
+        const first = totalsWrites(rows);
+        expect(first.added).toBe(rows.length);
+        // Each row (and its createdAt, workflow and batch entries once those indexes exist), plus
+        // one write per group of the totals.
+        const perRow = built ? rows.reduce((n, row) => n + (row.batchId === null ? 3 : 4), 0) : rows.length;
+        expect(first.written).toBe(perRow + groups);
+        expect(totalsWrites(rows)).toEqual({ written: 0, added: 0 });
+        recomputeTotals(sql);
+        const recomputed = queryTotals(sql, {});
+        expect(recomputed.byStatus).toEqual(
+          rows.reduce<Record<string, number>>(
+            (counts, row) => {
+              counts[row.status] = (counts[row.status] ?? 0) + 1;
+              return counts;
+            },
+            Object.fromEntries(Object.keys(recomputed.byStatus).map((s) => [s, 0])),
+          ),
+        );
+      });
+    },
+  );
+
+  it("writes every row of a batch too large for one statement, with exact totals", async () => {
     await runInDurableObject(freshObject(), (_instance, state) => {
       const sql = state.storage.sql;
       migrate(sql);
-      const rows = rowsOf(1_000);
-      const groups = new Set(rows.map((row) => `${row.workflowId} ${row.status}`)).size;
-      const totalsWrites = (page: RunRow[]) => {
-        const before = sql.exec(`SELECT count(*) AS n FROM runs`).one().n as number;
-        const written = state.storage.transactionSync(() => upsertListRows(sql, page));
-        const after = sql.exec(`SELECT count(*) AS n FROM runs`).one().n as number;
-        return { written, added: after - before };
-      };
-      const first = totalsWrites(rows);
-      expect(first.added).toBe(rows.length);
-      // Each row and its index entries, plus one write per group of the totals.
-      const perRow = rows.reduce((n, row) => n + (row.batchId === null ? 3 : 4), 0);
-      expect(first.written).toBe(perRow + groups);
-      expect(totalsWrites(rows)).toEqual({ written: 0, added: 0 });
+      // Long file names (including the separator and non-ASCII): the batch spans several statements.
+      const rows = rowsOf(1_500).map((row, i) => ({
+        ...row,
+        fileNames: `${"é".repeat(400)}\n${"x".repeat(i % 300)}`,
+      }));
+      state.storage.transactionSync(() => upsertListRows(sql, rows));
+      expect(sql.exec(`SELECT count(*) AS n FROM runs`).one().n).toBe(rows.length);
+      const stored = sql
+        .exec<{ id: string; file_names: string }>(`SELECT id, file_names FROM runs`)
+        .toArray();
+      const names = new Map(rows.map((row) => [row.id, row.fileNames]));
+      expect(stored.every((row) => names.get(row.id) === row.file_names)).toBe(true);
+      const kept = queryTotals(sql, {});
       recomputeTotals(sql);
-      const recomputed = queryTotals(sql, {});
-      expect(recomputed.byStatus).toEqual(
-        rows.reduce<Record<string, number>>(
-          (counts, row) => {
-            counts[row.status] = (counts[row.status] ?? 0) + 1;
-            return counts;
-          },
-          Object.fromEntries(Object.keys(recomputed.byStatus).map((s) => [s, 0])),
-        ),
-      );
+      expect(kept).toEqual(queryTotals(sql, {}));
     });
   });
 

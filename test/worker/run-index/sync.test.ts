@@ -1,11 +1,14 @@
 // The sync engine inside a real Durable Object (its SQLite storage), against the fake Extend
 // through the real client, with a clock the test moves.
+import { runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { FakeExtend, type FakeRun, generateRuns } from "../../../fake/extend.ts";
 import { indexFilters, indexStatsBody } from "../../../src/run-index/answer.ts";
 import { factsFromWorkflowRun, rowFromListRun } from "../../../src/run-index/row.ts";
+import { buildFilterIndexes, migrate } from "../../../src/run-index/schema.ts";
 import { queryTotals, upsertListRow } from "../../../src/run-index/store.ts";
 import type { RunIndexSync } from "../../../src/run-index/sync.ts";
+import type { SyncUpstream } from "../../../src/run-index/upstream.ts";
 import type { StatsFilters } from "../../../src/stats/filters.ts";
 import { TEST_UPSTREAM_KEY } from "../support/constants.ts";
 import {
@@ -41,6 +44,28 @@ function fakeWith(options: {
 function indexSummary(sql: SqlStorage, filters: ReferenceFilters = {}): Partial<Reference> {
   const stats = filters as StatsFilters;
   return summary(indexStatsBody(stats, queryTotals(sql, indexFilters(stats)), 0, 0));
+}
+
+const FILTER_INDEXES = ["runs_by_batch", "runs_by_created", "runs_by_workflow_created"];
+
+function filterIndexes(sql: SqlStorage): string[] {
+  return sql
+    .exec<{ name: string }>(
+      `SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'runs' AND name IN (?, ?, ?)
+       ORDER BY name`,
+      ...FILTER_INDEXES,
+    )
+    .toArray()
+    .map((row) => row.name);
+}
+
+function storedIds(sql: SqlStorage): Set<string> {
+  return new Set(
+    sql
+      .exec<{ id: string }>(`SELECT id FROM runs`)
+      .toArray()
+      .map((row) => row.id),
+  );
 }
 
 function rowCount(sql: SqlStorage): number {
@@ -255,6 +280,224 @@ describe("backfill", () => {
     clock.now += 3_600_000;
     await inEngine(stub, engineUpstream(fake, { pageLimit: 20 }), clock, async ({ sync, sql }) => {
       await build(sync);
+      expect(rowCount(sql)).toBe(200);
+      expect(indexSummary(sql)).toEqual(referenceStats(fake.runs));
+    });
+  });
+
+  it("a page whose commit failed does not count as read for the other end of its partition", async () => {
+    const runs = generateRuns({ size: 200, seed: 2 });
+    const first = [...new Set(runs.map((run) => run.workflow.id))].sort()[0] ?? "";
+    const inFirst = runs.filter((run) => run.workflow.id === first).length;
+    // Each end's first page covers more than half of the partition: together they cover it all.
+    const pageLimit = Math.ceil((inFirst * 2) / 3);
+    const fake = fakeWith({ runs });
+    const upstream = engineUpstream(fake, { pageLimit });
+    let failed: () => void = () => undefined;
+    const afterFailure = new Promise<void>((resolve) => {
+      failed = resolve;
+    });
+    // The other end's page is already read when the first end's commit fails, so it lands after.
+    const gated: SyncUpstream = {
+      list: async (query, signal) => {
+        const page = await upstream.list(query, new AbortController().signal);
+        if (query.workflowId === first && query.sortDir === "desc") await afterFailure;
+        else signal.throwIfAborted();
+        return page;
+      },
+      getRun: (id, signal) => upstream.getRun(id, signal),
+      listWorkflows: (token, signal) => upstream.listWorkflows(token, signal),
+    };
+    let crashed = false;
+    const crash = () => {
+      if (!crashed && upstream.lists.length === 2) {
+        crashed = true;
+        failed();
+        throw new Error("storage refused the commit");
+      }
+    };
+    const clock: EngineClock = { now: ENGINE_EPOCH };
+    const stub = freshObject();
+    await inEngine(
+      stub,
+      gated,
+      clock,
+      async ({ sync }) => {
+        sync.use();
+        const result = await sync.tick({ maxCalls: 100, maxMs: 60_000, concurrency: 2 });
+        expect(result.error).toBe("INTERNAL_ERROR");
+        expect(upstream.lists.slice(0, 2).map((q) => `${q.workflowId}:${q.sortDir}`)).toEqual([
+          `${first}:asc`,
+          `${first}:desc`,
+        ]);
+      },
+      ENGINE_SETTINGS,
+      crash,
+    );
+    clock.now += 3_600_000;
+    await inEngine(stub, engineUpstream(fake, { pageLimit }), clock, async ({ sync, sql }) => {
+      await build(sync);
+      expect(rowCount(sql)).toBe(200);
+      expect(indexSummary(sql)).toEqual(referenceStats(fake.runs));
+    });
+  });
+});
+
+describe("runs that overlap (the alarm's)", () => {
+  it("return once their calls are started; the next counts them in its concurrency; nothing lost", async () => {
+    const fake = fakeWith({ size: 300, seed: 9 });
+    const clock: EngineClock = { now: ENGINE_EPOCH };
+    const upstream = engineUpstream(fake, { pageLimit: 20 });
+    let open: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => {
+      open = resolve;
+    });
+    const gated: SyncUpstream = {
+      list: async (query, signal) => {
+        const page = await upstream.list(query, signal);
+        await gate;
+        return page;
+      },
+      getRun: (id, signal) => upstream.getRun(id, signal),
+      listWorkflows: (token, signal) => upstream.listWorkflows(token, signal),
+    };
+    const pagesApplied = (sql: SqlStorage) =>
+      sql.exec<{ n: number | null }>(`SELECT sum(pages) AS n FROM run_walks`).one().n ?? 0;
+    const overlapping = { maxCalls: 3, maxMs: 60_000, concurrency: 4, overlap: true };
+    await inEngine(freshObject(), gated, clock, async ({ sync, sql }) => {
+      sync.use();
+      // The workflows, then two pages: the run is back while both pages are still on their way.
+      expect(await sync.tick(overlapping)).toEqual({ calls: 3 });
+      expect(upstream.lists).toHaveLength(2);
+      expect(pagesApplied(sql)).toBe(0);
+      const next = sync.tick({ ...overlapping, maxCalls: 100 });
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      // Two calls of the last run are in flight: this one starts two more, not four.
+      expect(upstream.lists).toHaveLength(4);
+      open();
+      expect((await next).error).toBeUndefined();
+      await drain(sync, { ...overlapping, maxCalls: 40 });
+      expect(sync.state().phase).toBe("ready");
+      expect(rowCount(sql)).toBe(300);
+      expect(indexSummary(sql)).toEqual(referenceStats(fake.runs));
+    });
+    // No page was asked for twice (both ends of a partition may read past where they meet).
+    const pages = upstream.lists.filter((q) => q.sortBy === "createdAt").map((q) => JSON.stringify(q));
+    expect(new Set(pages).size).toBe(pages.length);
+  });
+});
+
+describe("the head walk that ends the backfill", () => {
+  it("reads beside the last walk pages; the index answers only once they have landed", async () => {
+    const fake = fakeWith({ size: 200, seed: 8 });
+    const clock: EngineClock = { now: ENGINE_EPOCH };
+    // Pages large enough that each walk's first page is its partition's last.
+    const upstream = engineUpstream(fake, { pageLimit: 1000 });
+    const last = [...new Set(fake.runs.map((run) => run.workflow.id))].sort().at(-1) ?? "";
+    let release: () => void = () => undefined;
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const gated: SyncUpstream = {
+      list: async (query, signal) => {
+        const page = await upstream.list(query, signal);
+        if (query.workflowId === last && query.sortDir === "desc") await held;
+        return page;
+      },
+      getRun: (id, signal) => upstream.getRun(id, signal),
+      listWorkflows: (token, signal) => upstream.listWorkflows(token, signal),
+    };
+    await inEngine(freshObject(), gated, clock, async ({ sync, sql }) => {
+      sync.use();
+      const running = sync.tick({ maxCalls: 40, maxMs: 60_000, concurrency: 6 });
+      const headRead = () => upstream.pageIds.length === upstream.lists.length;
+      for (let i = 0; i < 100 && !(upstream.lists.some((q) => q.sortBy === "updatedAt") && headRead()); i++) {
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      // The head walk's page is in while one walk page is still held: not ready yet.
+      expect(upstream.lists.filter((q) => q.sortBy === "updatedAt")).toHaveLength(1);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      expect(sync.state().phase).toBe("backfill");
+      release();
+      expect((await running).error).toBeUndefined();
+      expect(sync.state().phase).toBe("ready");
+      expect(rowCount(sql)).toBe(200);
+      expect(indexSummary(sql)).toEqual(referenceStats(fake.runs));
+      // Nothing was read again to finish it.
+      expect(upstream.lists.filter((q) => q.sortBy === "updatedAt")).toHaveLength(1);
+    });
+  });
+});
+
+describe("filter indexes", () => {
+  it("are built when the backfill completes; every filter answers right before and after", async () => {
+    const fake = fakeWith({ size: 300, seed: 4 });
+    const clock: EngineClock = { now: ENGINE_EPOCH };
+    await inEngine(freshObject(), engineUpstream(fake, { pageLimit: 40 }), clock, async ({ sync, sql }) => {
+      sync.use();
+      for (let i = 0; i < 4; i++) expect((await sync.tick(ONE_AT_A_TIME)).error).toBeUndefined();
+      expect(sync.state().phase).toBe("backfill");
+      expect(filterIndexes(sql)).toEqual([]);
+      // The rows written so far answer every filter through a pass over them.
+      const ids = storedIds(sql);
+      expect(ids.size).toBeGreaterThan(0);
+      const partial = fake.runs.filter((run) => ids.has(run.id));
+      for (const filters of sampleFilters(fake.runs)) {
+        expect(indexSummary(sql, filters), JSON.stringify(filters)).toEqual(referenceStats(partial, filters));
+      }
+      await build(sync);
+      expect(filterIndexes(sql)).toEqual(FILTER_INDEXES);
+      for (const filters of sampleFilters(fake.runs)) {
+        expect(indexSummary(sql, filters), JSON.stringify(filters)).toEqual(
+          referenceStats(fake.runs, filters),
+        );
+      }
+    });
+  });
+
+  it("an index from before they were deferred keeps its rows, resumes its backfill and answers", async () => {
+    const fake = fakeWith({ size: 300, seed: 6 });
+    const clock: EngineClock = { now: ENGINE_EPOCH };
+    const stub = freshObject();
+    const clean = engineUpstream(fake, { pageLimit: 40 });
+    await inEngine(freshObject(), clean, clock, async ({ sync }) => build(sync));
+    // What the earlier schema left: the filter indexes from the start, a backfill half done.
+    const before = engineUpstream(fake, { pageLimit: 40 });
+    await inEngine(stub, before, clock, async ({ sync, sql }) => {
+      buildFilterIndexes(sql);
+      sync.use();
+      for (let i = 0; i < 4; i++) expect((await sync.tick(ONE_AT_A_TIME)).error).toBeUndefined();
+    });
+    const resumed = engineUpstream(fake, { pageLimit: 40 });
+    await inEngine(stub, resumed, clock, async ({ sync, sql }) => {
+      expect(rowCount(sql)).toBeGreaterThan(0);
+      await build(sync);
+      expect(rowCount(sql)).toBe(300);
+      expect(filterIndexes(sql)).toEqual(FILTER_INDEXES);
+      for (const filters of sampleFilters(fake.runs)) {
+        expect(indexSummary(sql, filters), JSON.stringify(filters)).toEqual(
+          referenceStats(fake.runs, filters),
+        );
+      }
+    });
+    // It went on from its cursors: no page read before was read again.
+    const walked = (u: typeof clean) => u.lists.filter((q) => q.sortBy === "createdAt").length;
+    expect(walked(before) + walked(resumed)).toBe(walked(clean));
+  });
+
+  it("an index that answers gets a filter index it lacks when the object starts, rows untouched", async () => {
+    const fake = fakeWith({ size: 200, seed: 7 });
+    const clock: EngineClock = { now: ENGINE_EPOCH };
+    const stub = freshObject();
+    await inEngine(stub, engineUpstream(fake, { pageLimit: 50 }), clock, async ({ sync, sql }) => {
+      await build(sync);
+      sql.exec(`DROP INDEX runs_by_batch`);
+      expect(filterIndexes(sql)).toEqual(["runs_by_created", "runs_by_workflow_created"]);
+    });
+    await runInDurableObject(stub, (_instance, state) => {
+      const sql = state.storage.sql;
+      migrate(sql);
+      expect(filterIndexes(sql)).toEqual(FILTER_INDEXES);
       expect(rowCount(sql)).toBe(200);
       expect(indexSummary(sql)).toEqual(referenceStats(fake.runs));
     });

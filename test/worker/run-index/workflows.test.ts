@@ -5,7 +5,7 @@ import { runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { generateRuns } from "../../../fake/extend.ts";
 import { rowFromListRun } from "../../../src/run-index/row.ts";
-import { migrate } from "../../../src/run-index/schema.ts";
+import { buildFilterIndexes, migrate } from "../../../src/run-index/schema.ts";
 import { applyOverlay, type IndexFilters, upsertListRows } from "../../../src/run-index/store.ts";
 import {
   MAX_TOP_WORKFLOWS,
@@ -26,6 +26,8 @@ function seed(sql: SqlStorage, workflows: number, size: number): void {
     return row;
   });
   upsertListRows(sql, rows);
+  // As an index that answers has them (the backfill builds them once it has every row).
+  buildFilterIndexes(sql);
 }
 
 function plan(sql: SqlStorage, filters: IndexFilters): string {
