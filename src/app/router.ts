@@ -144,7 +144,7 @@ export const methodNotAllowed = (c: Context<AppEnv>, methods: readonly string[] 
  */
 export function jsonText<T>(
   c: Context<AppEnv>,
-  body: string,
+  body: string | Uint8Array<ArrayBuffer>,
   headers: Record<string, string>,
 ): Response & TypedResponse<JSONParsed<T>, 200, "json"> {
   const response = c.body(body, 200, { ...headers, "content-type": "application/json; charset=utf-8" });

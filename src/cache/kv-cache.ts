@@ -1,5 +1,6 @@
 import { type Clock, systemClock } from "../lib/clock.ts";
 import { sha256Hex } from "../lib/digest.ts";
+import { utf16Length } from "../lib/utf8.ts";
 
 /** How a read was served, sent as `x-cache` (see README "Caching"). */
 export type CacheState = "HIT" | "STALE" | "MISS" | "BYPASS";
@@ -26,9 +27,18 @@ interface EntryMetadata {
   at: number;
   /** Validator of the stored text, computed once at write time. */
   tag: string;
-  /** Length of the stored text: a truncated or swapped value is caught without hashing it. */
+  /**
+   * Length of the stored text in UTF-16 code units (as a string's `length`; for a value stored as
+   * bytes, that of their UTF-8 decoding): a truncated or swapped value is caught without hashing it.
+   */
   n: number;
 }
+
+/**
+ * What is stored for a value: text, or UTF-8 bytes (a page, which then never becomes a string).
+ * KV holds both as the same bytes, so either reads back as the other.
+ */
+export type StoredValue = string | Uint8Array<ArrayBuffer>;
 
 /** The capabilities a cache needs from the request that uses it. */
 export interface KvCacheDeps {
@@ -63,13 +73,14 @@ export interface CacheReadOptions<T> extends CacheWindow {
    * age counts from, so a value built from older parts is never stored as fresh.
    */
   loadedAt?: (value: T) => number;
-  /** The text to store for a loaded value. */
-  serialize: (value: T) => string;
+  /** What to store for a loaded value. */
+  serialize: (value: T) => StoredValue;
   /**
-   * Rebuilds a value from stored text; `undefined` or a throw marks the entry corrupt (BYPASS).
-   * It runs on every hit, so it should be cheap (check, don't re-validate deeply).
+   * Rebuilds a value from the stored UTF-8 bytes (read as bytes: a large value never becomes a
+   * string here); `undefined` or a throw marks the entry corrupt (BYPASS). It runs on every hit,
+   * so it should be cheap (check, don't re-validate deeply).
    */
-  parse: (text: string) => T | undefined;
+  parse: (stored: Uint8Array<ArrayBuffer>) => T | undefined;
   /**
    * Errors that belong to the request that started a shared load (its own budget or wait), not
    * to the key: a request that joined that load and sees one loads on its own instead.
@@ -81,6 +92,13 @@ export interface CacheReadOptions<T> extends CacheWindow {
   signal?: AbortSignal;
   /** Upper bound on waiting for another request's load of the same key. */
   maxCoalesceWaitMs?: number;
+  /**
+   * Frees what a value holds (a page's bytes) once no reader will use it: called when every
+   * reader that got this value, from KV or from one shared load, has called its `release`, and
+   * the value's write has been issued. A reader that never calls `release` keeps it for V8's
+   * collector, as without this.
+   */
+  release?: (value: T) => void;
   /**
    * Settles with the caller's admission (its rate limit), which runs while KV is read: nothing is
    * served, loaded or refreshed for a caller until it resolves, and its rejection is the read's.
@@ -98,10 +116,15 @@ export interface CacheRead<T> {
   entryTag: string;
   /** When the value was loaded (ms since epoch), as stored beside it (HIT only). */
   storedAt?: number;
+  /**
+   * Says this reader is done with the value and will not touch it again (call it at most once):
+   * the value's memory is freed (`release` of the options) as soon as no other reader holds it.
+   */
+  release: () => void;
 }
 
 export interface CacheOffer<T> extends CacheWindow {
-  serialize: (value: T) => string;
+  serialize: (value: T) => StoredValue;
   /** When the value's oldest part was loaded (ms since epoch): its age, not the offer's. */
   loadedAt: number;
 }
@@ -118,7 +141,7 @@ export interface KvCache {
 
 interface Loaded<T> {
   value: T;
-  text: string;
+  stored: StoredValue;
   tag: string;
   at: number;
 }
@@ -126,6 +149,47 @@ interface Loaded<T> {
 interface InFlight {
   promise: Promise<Loaded<unknown>>;
   startedAt: number;
+  /** Readers that joined this load and may still use its value. */
+  claims: number;
+  /** The value, once loaded and its write issued; then freed when no claim is left. */
+  ready?: Loaded<unknown>;
+  free?: (value: unknown) => void;
+}
+
+/** A value as one reader holds it, and how that reader says it is done with it. */
+interface Held<T> {
+  loaded: Loaded<T>;
+  release: () => void;
+}
+
+function once(action: () => void): () => void {
+  let done = false;
+  return () => {
+    if (done) return;
+    done = true;
+    action();
+  };
+}
+
+function freeIfUnclaimed(entry: InFlight): void {
+  if (entry.claims > 0 || !entry.ready || !entry.free) return;
+  const free = entry.free;
+  entry.free = undefined;
+  free(entry.ready.value);
+}
+
+/** A claim on a shared load, given back once. */
+function claim(entry: InFlight): () => void {
+  entry.claims += 1;
+  return once(() => {
+    entry.claims -= 1;
+    freeIfUnclaimed(entry);
+  });
+}
+
+/** A value only this reader holds (its own KV read or load). */
+function alone<T>(loaded: Loaded<T>, options: { release?: (value: T) => void }): Held<T> {
+  return { loaded, release: once(() => options.release?.(loaded.value)) };
 }
 
 // Per isolate: concurrent requests for one key share one load (RFC 5861 §5: refreshes are tied
@@ -143,8 +207,14 @@ type Lookup<T> =
   | { kind: "absent" }
   | { kind: "unusable"; reason: "kv-error" | "kv-timeout" | "corrupt" | "no-binding" };
 
-async function entryTag(text: string): Promise<string> {
-  return (await sha256Hex(text)).slice(0, ENTRY_TAG_CHARS);
+/** The validator: SHA-256 of the stored UTF-8, so text and its bytes get the same tag. */
+async function entryTag(stored: StoredValue): Promise<string> {
+  return (await sha256Hex(stored)).slice(0, ENTRY_TAG_CHARS);
+}
+
+/** The metadata's `n` for a stored value. */
+function storedLength(stored: StoredValue): number {
+  return typeof stored === "string" ? stored.length : utf16Length(stored);
 }
 
 function isMetadata(value: unknown): value is EntryMetadata {
@@ -200,15 +270,18 @@ export function createKvCache(deps: KvCacheDeps): KvCache {
   const { kv, waitUntil, log } = deps;
   const clock = deps.clock ?? systemClock;
 
-  async function lookup<T>(key: string, parse: (text: string) => T | undefined): Promise<Lookup<T>> {
+  async function lookup<T>(
+    key: string,
+    parse: (stored: Uint8Array<ArrayBuffer>) => T | undefined,
+  ): Promise<Lookup<T>> {
     if (!kv) return { kind: "unusable", reason: "no-binding" };
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<"timeout">((resolve) => {
       timer = setTimeout(() => resolve("timeout"), KV_READ_TIMEOUT_MS);
     });
-    let raw: KVNamespaceGetWithMetadataResult<string, unknown> | "timeout";
+    let raw: KVNamespaceGetWithMetadataResult<ArrayBuffer, unknown> | "timeout";
     try {
-      const read = kv.getWithMetadata<unknown>(key, { type: "text" });
+      const read = kv.getWithMetadata<unknown>(key, { type: "arrayBuffer" });
       // A read that loses the race may still reject later; that must not surface anywhere.
       read.catch(() => undefined);
       raw = await Promise.race([read, timeout]);
@@ -224,11 +297,13 @@ export function createKvCache(deps: KvCacheDeps): KvCache {
     }
     if (typeof raw !== "object" || raw === null) return corrupt(key);
     if (raw.value === null || raw.value === undefined) return { kind: "absent" };
-    const { value: text, metadata } = raw;
-    if (typeof text !== "string" || !isMetadata(metadata) || text.length !== metadata.n) return corrupt(key);
+    const { value: buffer, metadata } = raw;
+    if (!(buffer instanceof ArrayBuffer) || !isMetadata(metadata)) return corrupt(key);
+    const stored = new Uint8Array(buffer);
+    if (utf16Length(stored) !== metadata.n) return corrupt(key);
     let value: T | undefined;
     try {
-      value = parse(text);
+      value = parse(stored);
     } catch {
       value = undefined;
     }
@@ -247,12 +322,12 @@ export function createKvCache(deps: KvCacheDeps): KvCache {
       v: METADATA_VERSION,
       at: loaded.at,
       tag: loaded.tag,
-      n: loaded.text.length,
+      n: storedLength(loaded.stored),
     };
     const expirationTtl = Math.max(KV_MIN_EXPIRATION_TTL_SECONDS, window.ttlSeconds + window.staleSeconds);
     let put: Promise<void>;
     try {
-      put = kv.put(key, loaded.text, { expirationTtl, metadata });
+      put = kv.put(key, loaded.stored, { expirationTtl, metadata });
     } catch (error) {
       put = Promise.reject(error);
     }
@@ -264,28 +339,41 @@ export function createKvCache(deps: KvCacheDeps): KvCache {
     );
   }
 
-  /** Starts (or joins) the isolate's one load of `key`; the stored entry is replaced only on success. */
+  /**
+   * Starts (or joins) the isolate's one load of `key`; the stored entry is replaced only on
+   * success. Each caller holds a claim on the shared value until it releases it.
+   */
   function loadShared<T>(
     key: string,
     options: CacheReadOptions<T>,
     store: boolean,
     background: boolean,
-  ): Promise<Loaded<T>> {
+  ): Promise<Held<T>> {
     const maxWait = options.maxCoalesceWaitMs ?? DEFAULT_MAX_COALESCE_WAIT_MS;
     const running = liveLoad(key, maxWait, clock.now());
+    const ownLoad = async () => alone(await loadAlone(options, background), options);
     if (running) {
-      const joined = withWaitBound(running.promise as Promise<Loaded<T>>, maxWait, () =>
-        loadAlone(options, background),
-      );
+      const release = claim(running);
+      const shared = (running.promise as Promise<Loaded<T>>).then((loaded) => ({ loaded, release }));
+      const joined = withWaitBound(shared, maxWait, () => {
+        release();
+        return ownLoad();
+      });
       const retryAlone = options.retryAlone;
-      if (!retryAlone) return joined;
       return joined.catch((error: unknown) => {
-        if (retryAlone(error)) return loadAlone(options, background);
+        release();
+        if (retryAlone?.(error)) return ownLoad();
         throw error;
       });
     }
     const promise = loadAlone(options, background);
-    const entry: InFlight = { promise, startedAt: clock.now() };
+    const entry: InFlight = {
+      promise,
+      startedAt: clock.now(),
+      claims: 0,
+      ...(options.release ? { free: options.release as (value: unknown) => void } : {}),
+    };
+    const release = claim(entry);
     inFlight.set(key, entry);
     // Others may be waiting on this load: it must outlive its leader when the leader's client
     // goes away, and workerd keeps a request's I/O running after that only for waitUntil work.
@@ -295,6 +383,9 @@ export function createKvCache(deps: KvCacheDeps): KvCache {
     promise.then(
       (loaded) => {
         if (store && (options.store?.(loaded.value) ?? true)) write(key, loaded, options);
+        // KV has taken its copy at `put`; from here only the readers' claims keep the value.
+        entry.ready = loaded;
+        freeIfUnclaimed(entry);
       },
       () => undefined,
     );
@@ -304,21 +395,32 @@ export function createKvCache(deps: KvCacheDeps): KvCache {
         if (inFlight.get(key) === entry) inFlight.delete(key);
       })
       .catch(() => undefined);
-    return promise;
+    return promise.then(
+      (loaded) => ({ loaded, release }),
+      (error: unknown) => {
+        release();
+        throw error;
+      },
+    );
   }
 
   async function loadAlone<T>(options: CacheReadOptions<T>, background: boolean): Promise<Loaded<T>> {
     const value = await options.load({ background });
-    const text = options.serialize(value);
+    const stored = options.serialize(value);
     const now = clock.now();
-    return { value, text, tag: await entryTag(text), at: Math.min(now, options.loadedAt?.(value) ?? now) };
+    return {
+      value,
+      stored,
+      tag: await entryTag(stored),
+      at: Math.min(now, options.loadedAt?.(value) ?? now),
+    };
   }
 
   async function withWaitBound<T>(
-    shared: Promise<Loaded<T>>,
+    shared: Promise<Held<T>>,
     maxWait: number,
-    fallback: () => Promise<Loaded<T>>,
-  ): Promise<Loaded<T>> {
+    fallback: () => Promise<Held<T>>,
+  ): Promise<Held<T>> {
     let timer: ReturnType<typeof setTimeout> | undefined;
     const late = new Promise<"late">((resolve) => {
       timer = setTimeout(() => resolve("late"), maxWait);
@@ -343,8 +445,12 @@ export function createKvCache(deps: KvCacheDeps): KvCache {
       const current = await lookup(key, () => true);
       if (current.kind === "unusable" && current.reason !== "corrupt") return;
       if (current.kind === "found" && current.meta.at >= options.loadedAt) return;
-      const text = options.serialize(value);
-      write(key, { value, text, tag: await entryTag(text), at: Math.min(options.loadedAt, now) }, options);
+      const stored = options.serialize(value);
+      write(
+        key,
+        { value, stored, tag: await entryTag(stored), at: Math.min(options.loadedAt, now) },
+        options,
+      );
     },
 
     async read<T>(key: string, options: CacheReadOptions<T>): Promise<CacheRead<T>> {
@@ -354,6 +460,9 @@ export function createKvCache(deps: KvCacheDeps): KvCache {
       if (found.kind === "found") {
         const ageMs = Math.max(0, clock.now() - found.meta.at);
         const ageSeconds = Math.floor(ageMs / 1000);
+        // Read from KV for this reader alone: it is the value's only holder.
+        const value = found.value;
+        const release = once(() => options.release?.(value));
         if (ageMs < options.ttlSeconds * 1000) {
           return {
             value: found.value,
@@ -361,28 +470,43 @@ export function createKvCache(deps: KvCacheDeps): KvCache {
             ageSeconds,
             entryTag: found.meta.tag,
             storedAt: found.meta.at,
+            release,
           };
         }
         if (options.acceptStale !== false && ageMs < (options.ttlSeconds + options.staleSeconds) * 1000) {
           if (!liveLoad(key, options.maxCoalesceWaitMs ?? DEFAULT_MAX_COALESCE_WAIT_MS, clock.now())) {
+            // A refresh is for no reader: its value goes to KV and is let go.
             const refresh = loadShared(key, options, true, true).then(
-              () => undefined,
+              (held) => held.release(),
               (error: unknown) => {
                 log({ level: "warn", msg: "cache refresh failed", key, error: errorName(error) });
               },
             );
             waitUntil(refresh);
           }
-          return { value: found.value, cache: "STALE", ageSeconds, entryTag: found.meta.tag };
+          return { value: found.value, cache: "STALE", ageSeconds, entryTag: found.meta.tag, release };
         }
+        release();
       }
       // Write on a plain miss, and to repair a corrupt entry; a failing or slow KV gets no write.
       const store = found.kind !== "unusable" || found.reason === "corrupt";
-      const loaded = await waitFor(loadShared(key, options, store, false), options.signal);
+      const holding = loadShared(key, options, store, false);
+      let held: Held<T>;
+      try {
+        held = await waitFor(holding, options.signal);
+      } catch (error) {
+        // The caller gave up waiting: its claim goes back whenever the value comes.
+        holding.then(
+          (late) => late.release(),
+          () => undefined,
+        );
+        throw error;
+      }
       return {
-        value: loaded.value,
+        value: held.loaded.value,
         cache: found.kind === "unusable" ? "BYPASS" : "MISS",
-        entryTag: loaded.tag,
+        entryTag: held.loaded.tag,
+        release: held.release,
       };
     },
   };

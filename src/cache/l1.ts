@@ -1,20 +1,27 @@
 import { type Clock, systemClock } from "../lib/clock.ts";
-import type { CacheRead, CacheReadOptions, KvCache } from "./kv-cache.ts";
+import type { CacheRead, CacheReadOptions, KvCache, StoredValue } from "./kv-cache.ts";
 
 /**
- * Bytes the isolate's L1 may hold. An isolate has 128 MB and /stats scans can peak near 100 MB
- * of heap, most of it page texts not yet collected (README "Scan memory"), so the L1 keeps to a
- * small slice of what is left.
+ * Bytes the isolate's L1 may hold. An isolate has 128 MB, shared with every request it serves and
+ * with the pages /stats scans hold in flight (README "Scan memory"), so the L1 keeps to a small
+ * slice of it.
  */
 export const L1_MAX_BYTES = 8 * 1024 * 1024;
 /** Larger entries (pages of several hundred runs) stay in KV only: one must not flush the rest. */
 export const L1_MAX_ENTRY_BYTES = 1024 * 1024;
-/** What a Map entry and its record cost beyond their strings, charged to every entry. */
+/** What a Map entry and its record cost beyond their key and bytes, charged to every entry. */
 const ENTRY_OVERHEAD_BYTES = 160;
 
-/** Bytes charged for an entry: V8 may store a string as UTF-16, so two bytes a character. */
-export function entryBytes(key: string, text: string): number {
-  return 2 * (key.length + text.length) + ENTRY_OVERHEAD_BYTES;
+/** Bytes charged for an entry: its stored bytes, and the key at two bytes a character (V8 may hold it as UTF-16). */
+export function entryBytes(key: string, stored: Uint8Array): number {
+  return 2 * key.length + stored.byteLength + ENTRY_OVERHEAD_BYTES;
+}
+
+const encoder = new TextEncoder();
+
+/** An entry's value as KV holds it and `parse` reads it: UTF-8 bytes. */
+function storedBytes(stored: StoredValue): Uint8Array<ArrayBuffer> {
+  return typeof stored === "string" ? (encoder.encode(stored) as Uint8Array<ArrayBuffer>) : stored;
 }
 
 interface Sized<V> {
@@ -88,9 +95,9 @@ export class ByteLru<V> {
   }
 }
 
-/** An entry as KV held it when it was read: the stored text, its validator and its load time. */
+/** An entry as KV held it when it was read: the stored bytes, their validator and the load time. */
 export interface L1Entry {
-  text: string;
+  stored: Uint8Array<ArrayBuffer>;
   tag: string;
   at: number;
 }
@@ -142,27 +149,41 @@ export function withL1(cache: KvCache, deps: L1Deps): KvCache {
       if (entry) {
         const ageMs = Math.max(0, clock.now() - entry.at);
         if (ageMs < options.ttlSeconds * 1000) {
-          const value = parsed(options, entry.text);
+          const value = parsed(options, entry.stored);
           if (value !== undefined) {
             await options.admission;
-            return { value, cache: "HIT", ageSeconds: Math.floor(ageMs / 1000), entryTag: entry.tag };
+            // The value shares the L1's bytes: nothing of it may be freed.
+            return {
+              value,
+              cache: "HIT",
+              ageSeconds: Math.floor(ageMs / 1000),
+              entryTag: entry.tag,
+              release: keep,
+            };
           }
         }
         store.delete(slot);
       }
       const result = await cache.read(key, options);
       if (result.cache === "HIT" && result.storedAt !== undefined) {
-        const text = options.serialize(result.value);
-        store.set(slot, { text, tag: result.entryTag, at: result.storedAt }, entryBytes(slot, text));
+        const stored = storedBytes(options.serialize(result.value));
+        if (
+          store.set(slot, { stored, tag: result.entryTag, at: result.storedAt }, entryBytes(slot, stored))
+        ) {
+          return { ...result, release: keep };
+        }
       }
       return result;
     },
   };
 }
 
-function parsed<T>(options: CacheReadOptions<T>, text: string): T | undefined {
+/** The release of a value whose bytes the L1 keeps. */
+function keep(): void {}
+
+function parsed<T>(options: CacheReadOptions<T>, stored: Uint8Array<ArrayBuffer>): T | undefined {
   try {
-    return options.parse(text);
+    return options.parse(stored);
   } catch {
     return undefined;
   }

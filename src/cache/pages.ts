@@ -1,12 +1,13 @@
 import type { Config } from "../app/config.ts";
 import {
   type ListOptions,
-  pageFromText,
+  pageFromBytes,
   type UpstreamPage,
   type WorkflowRunsUpstream,
 } from "../extend/client.ts";
 import type { CanonicalListQuery } from "../extend/schemas.ts";
 import { BudgetPaused } from "../gateway/isolate-budget.ts";
+import { releaseBytes } from "../lib/bytes.ts";
 import { pageCacheKey } from "./keys.ts";
 import type { CacheState, KvCache } from "./kv-cache.ts";
 
@@ -17,10 +18,16 @@ export interface PageResult {
   /** Seconds since the page was fetched from Extend (HIT and STALE only). */
   readonly ageSeconds?: number;
   /**
-   * Validator of the page's stored text (hex), known without reading the body; pass it through
+   * Validator of the page's stored bytes (hex), known without reading the body; pass it through
    * `weakEtag(entryTag, transform settings)` to build the response's ETag.
    */
   readonly entryTag?: string;
+  /**
+   * Says the caller is done with the page and will not read its body again: the body's bytes
+   * are freed as soon as no other reader of the same load holds them (a scan calls it once the
+   * page is folded; the list route, which sends the body, does not).
+   */
+  readonly release: () => void;
 }
 
 export interface PageOptions extends ListOptions {
@@ -62,7 +69,8 @@ export function cachedPages({ cache, config, upstream }: CachedPagesDeps): PageS
         store: (page) => page.shared !== true,
         retryAlone: (error) => error instanceof BudgetPaused,
         serialize: (page) => page.body,
-        parse: (text) => pageFromText(text),
+        parse: (stored) => pageFromBytes(stored),
+        release: (page) => releaseBytes(page.body),
         maxCoalesceWaitMs: config.upstreamDeadlineMs + 1_000,
         ...(signal ? { signal } : {}),
         ...(acceptStale === false ? { acceptStale } : {}),
@@ -72,6 +80,7 @@ export function cachedPages({ cache, config, upstream }: CachedPagesDeps): PageS
         page: result.value,
         cache: result.cache,
         entryTag: result.entryTag,
+        release: result.release,
         ...(result.ageSeconds !== undefined ? { ageSeconds: result.ageSeconds } : {}),
       };
     },

@@ -1,7 +1,10 @@
 import type { Config } from "../app/config.ts";
 import { ApiError } from "../app/errors.ts";
 import type { Priority } from "../gateway/scheduler.ts";
+import { releaseBytes } from "../lib/bytes.ts";
 import { type Clock, systemClock } from "../lib/clock.ts";
+import { decodeUtf8, isUtf8 } from "../lib/utf8.ts";
+import type { PrunedPage } from "../stats/fold-bytes.ts";
 import { type CanonicalListQuery, toSearchParams } from "./schemas.ts";
 
 /** Attempts per upstream page, the first included (gRPC's `maxAttempts` sense). */
@@ -31,10 +34,16 @@ export type UpstreamConfig = Pick<
 
 /** One validated upstream page: the body as Extend sent it, and the parsed list. */
 export interface UpstreamPage {
-  /** Extend's JSON text, unchanged. */
-  readonly body: string;
+  /**
+   * Extend's JSON as it sent it: UTF-8 bytes, unchanged but for a leading byte order mark, which
+   * is dropped (as decoding would). Kept as bytes, never a string, wherever the page is only
+   * passed on (stored, hashed, folded, sent): shared by everyone who holds the page, never written.
+   */
+  readonly body: Uint8Array<ArrayBuffer>;
   readonly data: readonly Record<string, unknown>[];
   readonly nextPageToken: string | undefined;
+  /** What the /stats fold reads of the page, when whoever checked the page kept it (the tenant object). */
+  readonly pruned?: PrunedPage;
   /**
    * Set when another request's load produced this page and that request stores it, so this
    * one must not write it again (KV takes one write per second per key).
@@ -98,7 +107,7 @@ export interface UpstreamDeps {
   /** Jitter source for back-off, in [0, 1). */
   random?: () => number;
   /** Reads a 200 list body in place of `parseListBody` (undefined: not a list of runs). */
-  parseList?: (body: string) => UpstreamPage | undefined;
+  parseList?: (body: Uint8Array<ArrayBuffer>) => UpstreamPage | undefined;
 }
 
 type Outcome<T> =
@@ -108,7 +117,8 @@ type Outcome<T> =
 
 /** How one endpoint's answer is read: its 200 body, and optionally a 404 that is an answer too. */
 interface Expectation<T> {
-  parse(body: string): T | undefined;
+  /** The 200 body, or undefined when it is not what was asked for (or not UTF-8). */
+  parse(body: Uint8Array<ArrayBuffer>): T | undefined;
   /** Said when a 200 body does not parse. */
   invalid: string;
   notFound?: T;
@@ -191,28 +201,43 @@ function isListShape(
   );
 }
 
-/** Parses a 200 body; anything that is not Extend's list shape is an invalid response. */
-export function parseListBody(body: string): UpstreamPage | undefined {
+/** A list page's text and its runs, parsed; undefined when it is not Extend's list shape. */
+export function parseListText(
+  text: string,
+): { data: Record<string, unknown>[]; nextPageToken: string | undefined } | undefined {
   let json: unknown;
   try {
-    json = JSON.parse(body);
+    json = JSON.parse(text);
   } catch {
     return undefined;
   }
   if (!isListShape(json)) return undefined;
   const token =
     typeof json.nextPageToken === "string" && json.nextPageToken !== "" ? json.nextPageToken : undefined;
-  return { body, data: json.data, nextPageToken: token };
+  return { data: json.data, nextPageToken: token };
 }
 
+/** Parses a 200 body; anything that is not UTF-8 and Extend's list shape is an invalid response. */
+export function parseListBody(body: Uint8Array<ArrayBuffer>): UpstreamPage | undefined {
+  const text = decodeUtf8(body);
+  const list = text === undefined ? undefined : parseListText(text);
+  return list && { body, ...list };
+}
+
+const OPEN_BRACE = 0x7b;
+const CLOSE_BRACE = 0x7d;
+
 /**
- * A page rebuilt from text that was validated as a list when it was first read (a cached page,
- * or one the gateway object fetched): the runs are parsed only if a consumer reads them (the
- * list route sends the text as is), so serving it costs no JSON parse. `undefined` when the
- * text cannot be a list at all; a deeper fault surfaces when the runs are read.
+ * A page rebuilt from bytes that were validated as a list when they were first read (a cached
+ * page, or one the gateway object fetched): the runs are decoded and parsed only if a consumer
+ * reads them (the list route sends the bytes as they are), so serving it costs no JSON parse.
+ * `undefined` when the bytes cannot be a list at all; a deeper fault surfaces when the runs are read.
  */
-export function pageFromText(body: string, options: { shared?: boolean } = {}): UpstreamPage | undefined {
-  if (!body.startsWith("{") || !body.endsWith("}")) return undefined;
+export function pageFromBytes(
+  body: Uint8Array<ArrayBuffer>,
+  options: { shared?: boolean; pruned?: PrunedPage } = {},
+): UpstreamPage | undefined {
+  if (body[0] !== OPEN_BRACE || body[body.length - 1] !== CLOSE_BRACE) return undefined;
   let parsed: UpstreamPage | undefined;
   const full = (): UpstreamPage => {
     parsed ??= parseListBody(body);
@@ -228,6 +253,22 @@ export function pageFromText(body: string, options: { shared?: boolean } = {}): 
       return full().nextPageToken;
     },
     ...(options.shared ? { shared: true } : {}),
+    ...(options.pruned ? { pruned: options.pruned } : {}),
+  };
+}
+
+/** A page's text, for what must rewrite it (redaction): the one place a page becomes a string. */
+export function pageText(page: UpstreamPage): string {
+  const text = decodeUtf8(page.body);
+  if (text === undefined) throw new ApiError("UPSTREAM_INVALID_RESPONSE", "A stored page could not be read.");
+  return text;
+}
+
+/** The text parsers of the other endpoints, over bytes that may not be UTF-8. */
+function fromText<T>(parse: (text: string) => T | undefined): (body: Uint8Array) => T | undefined {
+  return (body) => {
+    const text = decodeUtf8(body);
+    return text === undefined ? undefined : parse(text);
   };
 }
 
@@ -265,7 +306,7 @@ function parseWorkflowsBody(body: string): WorkflowPage | undefined {
 }
 
 const WORKFLOWS: Expectation<WorkflowPage> = {
-  parse: parseWorkflowsBody,
+  parse: fromText(parseWorkflowsBody),
   invalid: "Extend answered 200 with a body that is not a list of workflows.",
   notFound: { unsupported: true },
 };
@@ -276,7 +317,7 @@ const LIST: Expectation<UpstreamPage> = {
 };
 
 const GET_RUN: Expectation<RunLookup> = {
-  parse: parseRunBody,
+  parse: fromText(parseRunBody),
   invalid: "Extend answered 200 with a body that is not a workflow run.",
   notFound: { gone: true },
 };
@@ -350,28 +391,23 @@ function tooLarge(): ApiError {
   return new ApiError("UPSTREAM_INVALID_RESPONSE", "Extend's response was too large.");
 }
 
-function decodeChunk(decoder: TextDecoder, bytes?: Uint8Array): string {
-  try {
-    // The final call (no bytes) flushes, so a multi-byte sequence cut at the end is an error too.
-    return bytes ? decoder.decode(bytes, { stream: true }) : decoder.decode();
-  } catch {
-    throw new ApiError("UPSTREAM_INVALID_RESPONSE", "Extend answered with a body that is not UTF-8.");
-  }
-}
+const BOM = [0xef, 0xbb, 0xbf] as const;
 
 /**
- * Reads the body as UTF-8 under the attempt's signal, counting bytes as they arrive so an
- * oversized or stalled body is cancelled instead of buffered or waited on.
+ * Reads the body's bytes under the attempt's signal, counting them as they arrive so an oversized
+ * or stalled body is cancelled instead of buffered or waited on. The chunks are joined into one
+ * buffer of exactly the body's length and let go at once (releaseBytes): a page is then held
+ * once, and nothing of it waits for V8's collection. A leading byte order mark is dropped, as a
+ * UTF-8 decoder drops it.
  */
-async function readBody(response: Response, signal: AbortSignal): Promise<string> {
+async function readBody(response: Response, signal: AbortSignal): Promise<Uint8Array<ArrayBuffer>> {
   const declared = Number(response.headers.get("content-length") ?? "0");
   if (declared > MAX_UPSTREAM_BODY_BYTES) {
     await response.body?.cancel().catch(() => undefined);
     throw tooLarge();
   }
-  if (!response.body) return "";
+  if (!response.body) return new Uint8Array(0);
   const reader = response.body.getReader();
-  const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false });
   let aborting: (reason: unknown) => void = () => undefined;
   const aborted = new Promise<never>((_, reject) => {
     aborting = reject;
@@ -383,21 +419,29 @@ async function readBody(response: Response, signal: AbortSignal): Promise<string
   };
   if (signal.aborted) onAbort();
   else signal.addEventListener("abort", onAbort, { once: true });
+  const chunks: Uint8Array[] = [];
   try {
-    let text = "";
-    let bytes = 0;
+    let length = 0;
     for (;;) {
       const chunk = await Promise.race([reader.read(), aborted]);
-      if (chunk.done) return text + decodeChunk(decoder);
-      bytes += chunk.value.byteLength;
-      if (bytes > MAX_UPSTREAM_BODY_BYTES) {
+      if (chunk.done) break;
+      length += chunk.value.byteLength;
+      chunks.push(chunk.value);
+      if (length > MAX_UPSTREAM_BODY_BYTES) {
         await reader.cancel().catch(() => undefined);
         throw tooLarge();
       }
-      text += decodeChunk(decoder, chunk.value);
     }
+    const body = new Uint8Array(length);
+    let at = 0;
+    for (const chunk of chunks) {
+      body.set(chunk, at);
+      at += chunk.byteLength;
+    }
+    return BOM.every((b, i) => body[i] === b) ? body.subarray(BOM.length) : body;
   } finally {
     signal.removeEventListener("abort", onAbort);
+    for (const chunk of chunks) releaseBytes(chunk);
   }
 }
 
@@ -458,7 +502,7 @@ export function createExtendUpstream(config: UpstreamConfig, deps: UpstreamDeps 
         return classify(response.status, retryAfterMs);
       }
       onStatus(response.status);
-      let body: string;
+      let body: Uint8Array<ArrayBuffer>;
       try {
         body = await readBody(response, signal);
       } catch (error) {
@@ -474,7 +518,9 @@ export function createExtendUpstream(config: UpstreamConfig, deps: UpstreamDeps 
       }
       const value = expect.parse(body);
       if (value === undefined) {
-        return { kind: "fail", error: new ApiError("UPSTREAM_INVALID_RESPONSE", expect.invalid) };
+        // Only now, on a refused body, is it worth a second pass to say which fault it was.
+        const message = isUtf8(body) ? expect.invalid : "Extend answered with a body that is not UTF-8.";
+        return { kind: "fail", error: new ApiError("UPSTREAM_INVALID_RESPONSE", message) };
       }
       return { kind: "ok", value };
     } catch (error) {

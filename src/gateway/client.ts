@@ -6,11 +6,12 @@ import { ApiError } from "../app/errors.ts";
 import { tenantScope } from "../cache/keys.ts";
 import {
   type ListOptions,
-  pageFromText,
+  pageFromBytes,
   type UpstreamPage,
   type WorkflowRunsUpstream,
 } from "../extend/client.ts";
 import type { CanonicalListQuery } from "../extend/schemas.ts";
+import { readExactly } from "../lib/bytes.ts";
 import type { Clock } from "../lib/clock.ts";
 import { BudgetPaused, isolateScheduler } from "./isolate-budget.ts";
 import { SlotRefused } from "./scheduler.ts";
@@ -138,7 +139,13 @@ export function gatewayUpstream(deps: GatewayUpstreamDeps): WorkflowRunsUpstream
       }
       for (const report of outcome.attempts) options.onAttempt?.(report);
       if (!outcome.ok) throw fromOutcome(outcome);
-      const page = pageFromText(outcome.body, { shared: outcome.shared });
+      let body: Uint8Array<ArrayBuffer>;
+      try {
+        body = await readExactly(outcome.body, outcome.length);
+      } catch (error) {
+        throw new ApiError("UPSTREAM_ERROR", "The gateway's page was cut off.", { cause: error });
+      }
+      const page = pageFromBytes(body, { shared: outcome.shared, pruned: outcome.pruned });
       if (!page) throw new ApiError("UPSTREAM_INVALID_RESPONSE", "The gateway returned an unreadable page.");
       return page;
     },

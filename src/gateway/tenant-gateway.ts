@@ -6,14 +6,15 @@ import { ApiError, describeError, type ErrorCode } from "../app/errors.ts";
 import {
   type AttemptReport,
   createExtendUpstream,
-  pageFromText,
+  pageFromBytes,
   type UpstreamConfig,
   type UpstreamPage,
   type WorkflowRunsUpstream,
 } from "../extend/client.ts";
 import { type CanonicalListQuery, toSearchParams } from "../extend/schemas.ts";
+import { releaseBytes } from "../lib/bytes.ts";
 import type { Clock } from "../lib/clock.ts";
-import { foldPageText } from "../stats/fold-text.ts";
+import { foldPageBytes, type PrunedPage } from "../stats/fold-bytes.ts";
 import { type Priority, Scheduler, type Slot, SlotRefused, type Ticket } from "./scheduler.ts";
 
 /** Below this much time left, a call would only time out: it is not started. */
@@ -42,7 +43,21 @@ export interface GatewayListRequest {
 }
 
 export type GatewayOutcome =
-  | { ok: true; body: string; shared: boolean; attempts: AttemptReport[] }
+  | {
+      ok: true;
+      /**
+       * The page's bytes, streamed (never a string): the object writes its one copy into each
+       * participant's stream and frees it once every participant's stream has taken it, which a
+       * returned buffer would not tell it.
+       */
+      body: ReadableStream<Uint8Array>;
+      /** The body's length in bytes. */
+      length: number;
+      /** What the /stats fold reads of the page, from the object's own check: the Worker need not read it again. */
+      pruned: PrunedPage;
+      shared: boolean;
+      attempts: AttemptReport[];
+    }
   | {
       ok: false;
       code: ErrorCode;
@@ -57,7 +72,7 @@ export type GatewayOutcome =
     };
 
 type LoadResult =
-  | { ok: true; body: string }
+  | { ok: true; body: Uint8Array<ArrayBuffer>; pruned: PrunedPage }
   | {
       ok: false;
       code: ErrorCode;
@@ -75,11 +90,19 @@ interface Load {
   attempts: AttemptReport[];
   /** Whether a participant already took the body to store it; the others get `shared: true`. */
   claimed: boolean;
+  /** Participants not yet done with the load (delivered, refused or failed). */
+  holders: number;
+  /** The outcome, once the upstream call settled. */
+  settled?: LoadResult;
+  /** Whether the load has left the map of loads in flight: no one can join it any more. */
+  closed: boolean;
   /** The start granted for the load's next attempt, until that attempt's request is sent. */
   granted: Slot | undefined;
 }
 
-function refusal(error: SlotRefused): LoadResult {
+type LoadFailure = Extract<LoadResult, { ok: false }>;
+
+function refusal(error: SlotRefused): LoadFailure {
   return {
     ok: false,
     code: "UPSTREAM_RATE_LIMITED",
@@ -92,7 +115,7 @@ function refusal(error: SlotRefused): LoadResult {
   };
 }
 
-function failure(error: unknown): LoadResult {
+function failure(error: unknown): LoadFailure {
   if (error instanceof SlotRefused) return refusal(error);
   if (error instanceof ApiError) {
     return {
@@ -124,12 +147,13 @@ export function upstreamConfig(settings: GatewaySettings): UpstreamConfig {
 }
 
 /**
- * The object passes a page's text on and never reads its runs: it checks that the text is a list
- * as JSON.parse would, without building the page's object tree (several times the text's size,
- * once per call in flight for the whole tenant).
+ * The object passes a page's bytes on and never parses its runs: it checks that the bytes are a
+ * list as decoding and JSON.parse would, without a string or an object tree (several times the
+ * page's size, once per call in flight for the whole tenant), and keeps what the fold reads.
  */
-function checkedListPage(body: string): UpstreamPage | undefined {
-  return foldPageText(body) ? pageFromText(body) : undefined;
+function checkedListPage(body: Uint8Array<ArrayBuffer>): UpstreamPage | undefined {
+  const pruned = foldPageBytes(body);
+  return pruned ? pageFromBytes(body, { pruned }) : undefined;
 }
 
 export interface TenantGatewayDeps {
@@ -164,13 +188,38 @@ export class TenantGateway {
     const running = this.loads.get(key);
     if (running) {
       running.ticket.promote(request.priority, maxWaitMs);
+      running.holders += 1;
       return this.participate(running, request, maxWaitMs, false);
     }
     // Refused up front, the request leaves nothing queued behind it: no call starts for nobody.
     const refused = this.scheduler.check(request.priority, maxWaitMs);
     if (refused) return { ...refusal(refused), shared: false, attempts: [] };
     const load = this.start(key, request, maxWaitMs);
+    load.holders += 1;
     return this.participate(load, request, maxWaitMs, true);
+  }
+
+  /** One participant is done with the load; the last one, once no one can join, frees the page. */
+  private letGo(load: Load): void {
+    load.holders -= 1;
+    this.freeIfDone(load);
+  }
+
+  private freeIfDone(load: Load): void {
+    if (load.holders > 0 || !load.closed || !load.settled?.ok) return;
+    releaseBytes(load.settled.body);
+  }
+
+  /** The participant's own stream of the page's bytes; the page is let go once it has taken them. */
+  private deliver(load: Load, body: Uint8Array<ArrayBuffer>): ReadableStream<Uint8Array> {
+    const { readable, writable } = new FixedLengthStream(body.byteLength);
+    const writer = writable.getWriter();
+    writer
+      .write(body)
+      .then(() => writer.close())
+      .catch(() => writer.abort().catch(() => undefined))
+      .finally(() => this.letGo(load));
+    return readable;
   }
 
   /** The load's own client: each request it sends is the one its latest granted start was for. */
@@ -232,6 +281,8 @@ export class TenantGateway {
       }),
       attempts,
       claimed: false,
+      holders: 0,
+      closed: false,
       granted: undefined,
       result: Promise.resolve({ ok: false, code: "UPSTREAM_ERROR", message: "" }),
     };
@@ -265,20 +316,48 @@ export class TenantGateway {
           this.scheduler.observe(report.status, report.retryAfterMs);
         },
       })
-      .then((page): LoadResult => ({ ok: true, body: page.body }), failure);
+      .then((page): LoadResult => {
+        if (!page.pruned) throw new Error("the object's pages are checked by its own parser");
+        return { ok: true, body: page.body, pruned: page.pruned };
+      })
+      .catch(failure)
+      .then((result) => {
+        load.settled = result;
+        return result;
+      });
     this.loads.set(key, load);
     load.result.finally(() => {
       this.release(load);
       if (this.loads.get(key) === load) this.loads.delete(key);
+      load.closed = true;
+      this.freeIfDone(load);
     });
     return load;
   }
 
   /**
    * Waits for the load's outcome, but only `maxWaitMs` for it to start: a participant whose wait
-   * runs out is refused at once while the load goes on for the others.
+   * runs out is refused at once while the load goes on for the others. Every participant lets go
+   * of the load exactly once: when its stream has taken the page, or when it answers otherwise.
    */
   private async participate(
+    load: Load,
+    request: GatewayListRequest,
+    maxWaitMs: number,
+    leader: boolean,
+  ): Promise<GatewayOutcome> {
+    let outcome: GatewayOutcome;
+    try {
+      outcome = await this.outcomeFor(load, request, maxWaitMs, leader);
+    } catch (error) {
+      this.letGo(load);
+      throw error;
+    }
+    if (!outcome.ok) this.letGo(load);
+    return outcome;
+  }
+
+  private async outcomeFor(
     load: Load,
     request: GatewayListRequest,
     maxWaitMs: number,
@@ -312,6 +391,14 @@ export class TenantGateway {
     if (!result.ok) return { ...result, shared: !leader, attempts };
     const shared = load.claimed;
     load.claimed = true;
-    return { ok: true, body: result.body, shared, attempts };
+    const length = result.body.byteLength;
+    return {
+      ok: true,
+      body: this.deliver(load, result.body),
+      length,
+      pruned: result.pruned,
+      shared,
+      attempts,
+    };
   }
 }

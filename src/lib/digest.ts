@@ -7,10 +7,12 @@ export async function sha256(text: string): Promise<ArrayBuffer> {
   return crypto.subtle.digest("SHA-256", encoder.encode(text));
 }
 
-/** SHA-256 of the text's UTF-8, as 64 lowercase hex characters. */
-export async function sha256Hex(text: string): Promise<string> {
+/** SHA-256 of the text's UTF-8 (or of UTF-8 bytes as they are), as 64 lowercase hex characters. */
+export async function sha256Hex(input: string | Uint8Array): Promise<string> {
+  const digest =
+    typeof input === "string" ? await sha256(input) : await crypto.subtle.digest("SHA-256", input);
   let hex = "";
-  for (const byte of new Uint8Array(await sha256(text))) hex += byte.toString(16).padStart(2, "0");
+  for (const byte of new Uint8Array(digest)) hex += byte.toString(16).padStart(2, "0");
   return hex;
 }
 

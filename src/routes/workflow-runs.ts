@@ -1,6 +1,7 @@
 import { createRoute } from "@hono/zod-openapi";
 import { createRouter, jsonText } from "../app/router.ts";
 import { ifNoneMatchHits, weakEtag } from "../cache/etag.ts";
+import { pageText } from "../extend/client.ts";
 import { canonicalListQuery, ListWorkflowRunsQuery, WorkflowRunsListResponse } from "../extend/schemas.ts";
 import { redactRuns, refuseRedactedFilters } from "../security/redact.ts";
 import { servicesFor, trackedOptions } from "../services.ts";
@@ -43,7 +44,9 @@ export const workflowRuns = createRouter().openapi(listRoute, async (c) => {
     headers.etag = weakEtag(result.entryTag, c.var.config.redactFields);
     if (ifNoneMatchHits(c.req.header("if-none-match"), headers.etag)) return c.body(null, 304, headers);
   }
-  const body = redactRuns(result.page.body, c.var.config.redactFields);
+  const fields = c.var.config.redactFields;
+  // The page's bytes go out as stored; only redaction, which rewrites them, makes them text.
+  const body = fields.length === 0 ? result.page.body : redactRuns(pageText(result.page), fields);
   return jsonText<WorkflowRunsListResponse>(c, body, headers);
 });
 

@@ -53,10 +53,22 @@ export function parseDecimal(text: string): Decimal | undefined {
  * `n`, which is the text Extend sent for any credit value that survives JSON parsing unchanged.
  */
 export function decimalFromNumber(n: number): Decimal {
+  const known = decimals.get(n);
+  if (known) return known;
   const value = Number.isFinite(n) ? parseDecimal(String(n)) : undefined;
   if (!value) throw new RangeError("not a finite number");
+  if (decimals.size >= MAX_KNOWN_DECIMALS) decimals.clear();
+  decimals.set(n, value);
   return value;
 }
+
+/**
+ * Decimals of credit values already read (a Decimal is never changed once made). Credits repeat
+ * across runs, and reading one anew makes a string, a regex match and BigInts: garbage on the
+ * heap for every run of a scan.
+ */
+const decimals = new Map<number, Decimal>();
+const MAX_KNOWN_DECIMALS = 4_096;
 
 function normalize(value: Decimal): Decimal {
   let { units, scale } = value;
@@ -101,23 +113,37 @@ export function emptyTally(): Tally {
   return { runs: 0, credits: ZERO, totalCredits: ZERO, runsWithoutUsage: 0 };
 }
 
+/**
+ * The usage of a run from its `usage.credits` and `usage.totalCredits` as numbers, NaN where the
+ * value is not a number or there is no usage object: null when Extend reported no usable credits.
+ */
+export function usageOf(
+  credits: number,
+  totalCredits: number,
+): { credits: Decimal; totalCredits: Decimal } | null {
+  if (!Number.isFinite(credits)) return null;
+  const exact = decimalFromNumber(credits);
+  return {
+    credits: exact,
+    totalCredits: Number.isFinite(totalCredits) ? decimalFromNumber(totalCredits) : exact,
+  };
+}
+
 /** The usage of one run: null when Extend reported none (or nothing usable). */
 export function runUsage(run: Record<string, unknown>): { credits: Decimal; totalCredits: Decimal } | null {
   const usage = run.usage;
   if (typeof usage !== "object" || usage === null) return null;
   const { credits, totalCredits } = usage as { credits?: unknown; totalCredits?: unknown };
-  if (typeof credits !== "number" || !Number.isFinite(credits)) return null;
-  const exact = decimalFromNumber(credits);
-  const total =
-    typeof totalCredits === "number" && Number.isFinite(totalCredits)
-      ? decimalFromNumber(totalCredits)
-      : exact;
-  return { credits: exact, totalCredits: total };
+  return usageOf(
+    typeof credits === "number" ? credits : Number.NaN,
+    typeof totalCredits === "number" ? totalCredits : Number.NaN,
+  );
 }
 
-export function addRun(tally: Tally, run: Record<string, unknown>): void {
+/** Counts one run whose usage numbers are `credits` and `totalCredits` (as `usageOf` reads them). */
+export function addUsage(tally: Tally, credits: number, totalCredits: number): void {
   tally.runs += 1;
-  const usage = runUsage(run);
+  const usage = usageOf(credits, totalCredits);
   if (usage === null) {
     tally.runsWithoutUsage += 1;
     return;
@@ -126,7 +152,16 @@ export function addRun(tally: Tally, run: Record<string, unknown>): void {
   tally.totalCredits = addDecimal(tally.totalCredits, usage.totalCredits);
 }
 
-/** Everything counted so far, across statuses. */
+export function addRun(tally: Tally, run: Record<string, unknown>): void {
+  const usage = run.usage;
+  const numbers = typeof usage === "object" && usage !== null ? (usage as Record<string, unknown>) : {};
+  addUsage(
+    tally,
+    typeof numbers.credits === "number" ? numbers.credits : Number.NaN,
+    typeof numbers.totalCredits === "number" ? numbers.totalCredits : Number.NaN,
+  );
+}
+
 export interface Totals {
   byStatus: Record<WorkflowRunStatus, number>;
   credits: Decimal;

@@ -4,6 +4,7 @@ import type { CacheReadOptions, CacheState, KvCache } from "../cache/kv-cache.ts
 import type { PageSource } from "../cache/pages.ts";
 import type { ListOptions } from "../extend/client.ts";
 import { type Clock, systemClock } from "../lib/clock.ts";
+import { decodeUtf8 } from "../lib/utf8.ts";
 import { totalsBody } from "./aggregate.ts";
 import type { StatsFilters } from "./filters.ts";
 import { openResumeToken, sealResumeToken } from "./resume-token.ts";
@@ -131,8 +132,9 @@ export function createStatsEngine(deps: StatsEngineDeps): StatsEngine {
         store: storable,
         loadedAt: (scanned) => scanned.oldestPageAt,
         serialize: (scanned) => serialize(scanned.body),
-        parse: (text) => {
-          const body = storedStats(text);
+        parse: (stored) => {
+          const text = decodeUtf8(stored);
+          const body = text === undefined ? undefined : storedStats(text);
           return body ? { body, oldestPageAt: 0 } : undefined;
         },
         maxCoalesceWaitMs: SCAN_TIME_BUDGET_MS + config.upstreamDeadlineMs + 1_000,

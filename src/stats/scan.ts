@@ -14,9 +14,9 @@ import {
 import { BudgetPaused } from "../gateway/isolate-budget.ts";
 import { type Clock, systemClock } from "../lib/clock.ts";
 import { Semaphore, SemaphoreTimeout } from "../lib/semaphore.ts";
-import { addRun, addTally, emptyTally, emptyTotals, type Tally, type Totals } from "./aggregate.ts";
+import { addTally, addUsage, emptyTally, emptyTotals, type Tally, type Totals } from "./aggregate.ts";
 import type { StatsFilters } from "./filters.ts";
-import { foldPageText } from "./fold-text.ts";
+import { foldPageBytes, type PrunedPage, VALUES_PER_RUN } from "./fold-bytes.ts";
 
 /**
  * After this long a request starts no further page and answers with a resume token, so a slow
@@ -32,13 +32,22 @@ export const MAX_PAUSE_WAIT_MS = 5_000;
 /** Upstream connections one /stats request keeps open at once (the Workers per-request cap). */
 export const MAX_CONCURRENT_PAGES = 6;
 /**
- * Scan pages in flight in this isolate, whatever the number of scans: with each page's text
- * held only until it is folded, this bounds what scans keep in memory per isolate (about this
- * many page bodies, a few MB each at 1000 runs), not per request.
+ * Scan pages in flight in this isolate, whatever the number of scans or requests: at most this
+ * many, and at most MAX_SCAN_BYTES_PER_ISOLATE of them. A page is held as its bytes only until it
+ * is folded, and then freed, so these bound what scans hold per isolate, not per request.
  */
 export const MAX_SCAN_PAGES_PER_ISOLATE = 4;
+/**
+ * Bytes of scan pages in flight in this isolate: two 1000-run pages of 2–3 MB at once, four small
+ * ones. A page is charged the size of the last page this isolate read (pages of one walk are
+ * alike), and at least a quarter of this, so the count bound holds too.
+ */
+export const MAX_SCAN_BYTES_PER_ISOLATE = 6 * 1024 * 1024;
+const MIN_PAGE_CHARGE = MAX_SCAN_BYTES_PER_ISOLATE / MAX_SCAN_PAGES_PER_ISOLATE;
 
-const isolatePages = new Semaphore(MAX_SCAN_PAGES_PER_ISOLATE);
+const isolatePages = new Semaphore(MAX_SCAN_BYTES_PER_ISOLATE);
+/** What the next page is charged: until a page is seen, half the budget (a large page is likely). */
+let pageCharge = MAX_SCAN_BYTES_PER_ISOLATE / 2;
 /** Retry-After for a request that read nothing because other scans held the isolate's places. */
 const ISOLATE_BUSY_RETRY_MS = 1_000;
 
@@ -83,14 +92,8 @@ export interface ScanState {
   oldestPageAt: number;
 }
 
-/** What the fold reads of a run: its createdAt and usage; the rest of the page is let go. */
-export type FoldRun = { readonly createdAt?: unknown; readonly usage?: unknown };
-
-/** A page reduced to what the fold needs, so its text and full parse need not be kept. */
-export interface FoldPage {
-  data: readonly FoldRun[];
-  nextPageToken: string | undefined;
-}
+/** A page reduced to what the fold needs (see fold-bytes.ts), so its bytes need not be kept. */
+export type FoldPage = PrunedPage;
 
 export interface ScanDeps {
   pages: PageSource;
@@ -113,11 +116,11 @@ export interface ScanProgress {
 }
 
 /**
- * Reads a page's text down to what the fold needs, without building the page's object tree (see
- * fold-text.ts): what a page costs in memory is its text and one small record per run.
+ * Reads a page's bytes down to what the fold needs, without a string or the page's object tree
+ * (see fold-bytes.ts): what a page costs in memory is its bytes and one small record per run.
  */
-export function foldPage(body: string): FoldPage {
-  const page = foldPageText(body);
+export function foldPage(body: Uint8Array): FoldPage {
+  const page = foldPageBytes(body);
   if (!page) throw new ApiError("UPSTREAM_INVALID_RESPONSE", "A page could not be read as a list of runs.");
   return page;
 }
@@ -143,8 +146,7 @@ export function isComplete(state: ScanState): boolean {
   return state.partitions.every((p) => p.done);
 }
 
-function createdAtOf(run: Record<string, unknown>): number {
-  const at = typeof run.createdAt === "string" ? Date.parse(run.createdAt) : Number.NaN;
+function checkedCreatedAt(at: number): number {
   if (Number.isNaN(at)) {
     throw new ApiError("UPSTREAM_INVALID_RESPONSE", "Extend returned a run without a valid createdAt.");
   }
@@ -217,8 +219,11 @@ export function applyPage(
   if (partition.done) return;
   const walk = walkOf(partition, direction);
   const bounds = { since: instant(filters.since), until: instant(filters.until) };
-  for (const run of page.data) {
-    const at = createdAtOf(run);
+  const values = page.values;
+  for (let i = 0; i < page.runs * VALUES_PER_RUN; i += VALUES_PER_RUN) {
+    const at = checkedCreatedAt(values[i] as number);
+    const credits = values[i + 1] as number;
+    const totalCredits = values[i + 2] as number;
     const step = stepFor(partition, direction, at, bounds);
     if (step === "skip") continue;
     if (step === "stop") {
@@ -226,11 +231,11 @@ export function applyPage(
       return;
     }
     if (walk.open?.at === at) {
-      addRun(walk.open.tally, run);
+      addUsage(walk.open.tally, credits, totalCredits);
     } else {
       closeGroup(partition, direction, totals);
       const tally = emptyTally();
-      addRun(tally, run);
+      addUsage(tally, credits, totalCredits);
       walk.open = { at, tally };
     }
   }
@@ -324,15 +329,22 @@ export async function advanceScan(
       maxWaitMs: mayWait(),
       ...(deps.caller ? { caller: deps.caller } : {}),
     };
-    // A place held by another request's scan may not come free before this one stops launching.
+    // Room held by another request's scan may not come free before this one stops launching.
     return isolatePages.run(
       async () => {
         const result = await deps.pages.get(query, deps.listOptions ? deps.listOptions(own) : own);
         const readAt = clock.now() - (result.ageSeconds ?? 0) * 1000;
         state.oldestPageAt = Math.min(state.oldestPageAt, readAt);
-        return foldPage(result.page.body);
+        pageCharge = Math.max(MIN_PAGE_CHARGE, result.page.body.byteLength);
+        try {
+          // A page the tenant object just checked comes with its fold; one from KV is read here.
+          return result.page.pruned ?? foldPage(result.page.body);
+        } finally {
+          result.release();
+        }
       },
       Math.max(0, stopLaunchingAt - clock.now()),
+      pageCharge,
     );
   };
 

@@ -2,7 +2,11 @@ import { describe, expect, it } from "vitest";
 import readme from "../../../README.md?raw";
 import { loadConfig } from "../../../src/app/config.ts";
 import { MAX_ATTEMPTS } from "../../../src/extend/client.ts";
-import { MAX_CONCURRENT_PAGES, MAX_SCAN_PAGES_PER_ISOLATE } from "../../../src/stats/scan.ts";
+import {
+  MAX_CONCURRENT_PAGES,
+  MAX_SCAN_BYTES_PER_ISOLATE,
+  MAX_SCAN_PAGES_PER_ISOLATE,
+} from "../../../src/stats/scan.ts";
 
 /** Cloudflare's documented limits the README states (Workers limits page, November 2026). */
 const FREE_SUBREQUESTS = 50;
@@ -36,5 +40,6 @@ describe("the README's platform arithmetic", () => {
     expect(MAX_SCAN_PAGES_PER_ISOLATE).toBeLessThanOrEqual(MAX_CONCURRENT_PAGES);
     expect(readme).toContain(`at most ${MAX_CONCURRENT_PAGES} upstream requests open`);
     expect(readme).toContain(`at most ${MAX_SCAN_PAGES_PER_ISOLATE} scan pages are held per isolate`);
+    expect(readme).toContain(`(at most ${MAX_SCAN_BYTES_PER_ISOLATE / 2 ** 20} MiB of them)`);
   });
 });

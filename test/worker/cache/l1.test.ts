@@ -58,9 +58,10 @@ describe("ByteLru", () => {
     expect([lru.size, lru.bytes]).toEqual([0, 0]);
   });
 
-  it("charges two bytes a character plus a fixed overhead", () => {
-    expect(entryBytes("ab", "cdef") - entryBytes("", "")).toBe(12);
-    expect(entryBytes("", "")).toBeGreaterThan(0);
+  it("charges the stored bytes, two bytes a key character, and a fixed overhead", () => {
+    const none = new Uint8Array(0);
+    expect(entryBytes("ab", new TextEncoder().encode("cdé")) - entryBytes("", none)).toBe(8);
+    expect(entryBytes("", none)).toBeGreaterThan(0);
   });
 
   it("keeps the isolate's bound small beside a 128 MB isolate, and a page under it", () => {

@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import { FakeExtend } from "../../../fake/extend.ts";
 import { listQuery } from "../../../src/extend/schemas.ts";
 import { type GatewayListRequest, TenantGateway } from "../../../src/gateway/tenant-gateway.ts";
+import { readExactly } from "../../../src/lib/bytes.ts";
 import { systemClock } from "../../../src/lib/clock.ts";
 import { FAKE_EXTEND_ORIGIN, TEST_UPSTREAM_KEY } from "../support/constants.ts";
 
@@ -67,6 +68,39 @@ describe("shared loads in the tenant gateway", () => {
     const outcomes = await Promise.all([1, 2, 3].map((i) => gateway.list(request({ caller: `c${i}` }))));
     expect(outcomes.map((o) => o.ok && o.shared)).toEqual([false, true, true]);
     expect(fake.listCalls).toHaveLength(1);
+    expect(gateway.inFlight).toBe(0);
+  });
+
+  it("streams each participant the whole page, however late it reads, and checks it once", async () => {
+    const fake = new FakeExtend({
+      apiKey: TEST_UPSTREAM_KEY,
+      dataset: { size: 20, seed: 1 },
+      latency: { baseMs: 100, perRunMs: 0 },
+    });
+    const gateway = gatewayOverFake(fake);
+    const outcomes = await Promise.all([1, 2, 3].map((i) => gateway.list(request({ caller: `c${i}` }))));
+    const texts: string[] = [];
+    for (const outcome of outcomes) {
+      if (!outcome.ok) throw new Error(`refused: ${outcome.message}`);
+      // The others' streams have been read (and the page perhaps freed) before this one is.
+      await new Promise((resolve) => setTimeout(resolve, 30));
+      texts.push(new TextDecoder().decode(await readExactly(outcome.body, outcome.length)));
+    }
+    const [call] = fake.listCalls;
+    if (!call) throw new Error("no upstream call");
+    const upstream = await (
+      await fake.handle({
+        url: call.url.toString(),
+        method: "GET",
+        headers: new Headers(call.headers),
+        signal: new AbortController().signal,
+      })
+    ).text();
+    expect(texts).toEqual([upstream, upstream, upstream]);
+    // What the object's check read: three numbers a run, the same for every participant.
+    const [first] = outcomes;
+    expect(first?.ok && first.pruned.runs).toBe(3);
+    expect(outcomes.every((o) => o.ok && o.pruned.values.length === 9)).toBe(true);
     expect(gateway.inFlight).toBe(0);
   });
 });

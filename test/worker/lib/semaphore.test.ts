@@ -56,3 +56,29 @@ describe("Semaphore", () => {
     await expect(semaphore.run(async () => "next", 100)).resolves.toBe("next");
   });
 });
+
+describe("Semaphore with weights (a byte budget)", () => {
+  it("holds at most `limit` of weight at once, in arrival order, and lets one heavier than the limit run alone", async () => {
+    const budget = new Semaphore(10);
+    let held = 0;
+    let most = 0;
+    const order: number[] = [];
+    const task = (n: number, weight: number) => async () => {
+      order.push(n);
+      held += weight;
+      most = Math.max(most, held);
+      await sleep(15);
+      held -= weight;
+    };
+    const weights = [4, 4, 4, 12, 2, 8];
+    await Promise.all(weights.map((w, n) => budget.run(task(n, w), 5_000, w)));
+    expect(order).toEqual([0, 1, 2, 3, 4, 5]);
+    // Two of 4 fit; the 12 runs alone; 2 and 8 together.
+    expect(most).toBe(12);
+    const together = new Semaphore(10);
+    held = 0;
+    most = 0;
+    await Promise.all([4, 4, 4].map((w, n) => together.run(task(n, w), 5_000, w)));
+    expect(most).toBe(8);
+  });
+});

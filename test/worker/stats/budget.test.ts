@@ -25,8 +25,10 @@ function endlessPages(refuse: (call: number) => boolean): PageSource & { calls: 
       source.calls += 1;
       const run = { id: `run_${source.calls}`, status: "PROCESSED", createdAt: "2026-10-01T00:00:00.000Z" };
       const nextPageToken = `cursor_${source.calls}`;
-      const body = JSON.stringify({ object: "list", data: [run], nextPageToken });
-      return { cache: "MISS" as const, page: { body, data: [run], nextPageToken } };
+      const body = Uint8Array.from(
+        new TextEncoder().encode(JSON.stringify({ object: "list", data: [run], nextPageToken })),
+      );
+      return { cache: "MISS" as const, page: { body, data: [run], nextPageToken }, release: () => undefined };
     },
   };
   return source;
@@ -63,8 +65,12 @@ describe("a scan the tenant's budget refuses", () => {
     const pages: PageSource = {
       async get(_query, options) {
         if (options) seen.push(options);
-        const body = JSON.stringify({ object: "list", data: [] });
-        return { cache: "MISS", page: { body, data: [], nextPageToken: undefined } };
+        const body = Uint8Array.from(new TextEncoder().encode(JSON.stringify({ object: "list", data: [] })));
+        return {
+          cache: "MISS",
+          page: { body, data: [], nextPageToken: undefined },
+          release: () => undefined,
+        };
       },
     };
     await advanceScan({ status: "FAILED" }, planScan({ status: "FAILED" }), {

@@ -8,6 +8,7 @@ import type { StatsFilters } from "../../../src/stats/filters.ts";
 import {
   applyPage,
   type Direction,
+  foldPage,
   isComplete,
   type PartitionState,
   planScan,
@@ -27,8 +28,9 @@ function run(minute: number, credits: number | null = 1): Record<string, unknown
   };
 }
 
+/** The page as the scan folds it: Extend's JSON of these runs, read by the byte fold. */
 function page(runs: Record<string, unknown>[], nextPageToken?: string) {
-  return { data: runs, nextPageToken };
+  return foldPage(new TextEncoder().encode(JSON.stringify({ object: "list", data: runs, nextPageToken })));
 }
 
 /** The one partition a scan of one status has. */
@@ -279,14 +281,14 @@ function nextPage(all: readonly ModelRun[], direction: Direction, cursor: string
   const runs = list.slice(from, from + size);
   const last = runs[runs.length - 1];
   const more = from + size < list.length && last !== undefined;
-  return {
-    data: runs.map((r) => ({
+  return page(
+    runs.map((r) => ({
       id: "run",
       createdAt: iso(r.minute),
       usage: r.milliCredits === null ? null : { credits: r.milliCredits / 1000 },
     })),
-    nextPageToken: more ? `${direction}:${all.indexOf(last)}` : undefined,
-  };
+    more ? `${direction}:${all.indexOf(last)}` : undefined,
+  );
 }
 
 const modelArb = fc.record({

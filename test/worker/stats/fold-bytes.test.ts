@@ -1,35 +1,75 @@
-// The pruning fold against its oracle: JSON.parse with the list-shape check (parseListBody), then
-// what the fold reads of each run (createdAt, and usage through runUsage). Pages are rendered by
-// hand so the text varies where JSON allows it: whitespace, escapes in keys and values, unicode
-// and lone surrogates, numbers in exponent form, key order and repeated keys.
+// The byte-level pruning fold against its oracle: a fatal UTF-8 decoder, then JSON.parse with the
+// list-shape check (parseListText), then what the fold reads of each run (createdAt, and usage
+// through runUsage). Pages are rendered by hand so the text varies where JSON allows it:
+// whitespace, escapes in keys and values, unicode and lone surrogates, numbers in exponent form,
+// key order and repeated keys; then their bytes are broken where UTF-8 and JSON do not allow it.
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { parseListBody } from "../../../src/extend/client.ts";
-import { runUsage } from "../../../src/stats/aggregate.ts";
-import { foldPageText } from "../../../src/stats/fold-text.ts";
+import { parseListText } from "../../../src/extend/client.ts";
+import { isUtf8, utf16Length } from "../../../src/lib/utf8.ts";
+import { runUsage, usageOf } from "../../../src/stats/aggregate.ts";
+import { foldPageBytes, VALUES_PER_RUN } from "../../../src/stats/fold-bytes.ts";
 import { foldPage } from "../../../src/stats/scan.ts";
 
-/** What the fold takes from a page, computed from the full parse. */
-function oracle(text: string) {
-  const page = parseListBody(text);
+const encoder = new TextEncoder();
+const fatal = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+const bytesOf = (text: string) => encoder.encode(text);
+
+/** What a fatal decoder makes of the bytes, or undefined when it refuses them. */
+function decoded(bytes: Uint8Array): string | undefined {
+  try {
+    return fatal.decode(bytes);
+  } catch {
+    return undefined;
+  }
+}
+
+/** What the fold takes from a page, computed from the decoded text and its full parse. */
+function oracle(bytes: Uint8Array) {
+  const text = decoded(bytes);
+  const page = text === undefined ? undefined : parseListText(text);
   if (!page) return undefined;
   return {
     runs: page.data.map((run) => ({
-      createdAt: typeof run.createdAt === "string" ? run.createdAt : undefined,
+      at: typeof run.createdAt === "string" ? Date.parse(run.createdAt) : Number.NaN,
       usage: runUsage(run),
     })),
     nextPageToken: page.nextPageToken,
   };
 }
 
-function folded(text: string) {
-  const page = foldPageText(text);
+function folded(bytes: Uint8Array) {
+  const page = foldPageBytes(bytes);
   if (!page) return undefined;
   return {
-    runs: page.data.map((run) => ({ createdAt: run.createdAt, usage: runUsage(run) })),
+    runs: Array.from({ length: page.runs }, (_, i) => ({
+      at: page.values[i * VALUES_PER_RUN],
+      usage: usageOf(
+        page.values[i * VALUES_PER_RUN + 1] as number,
+        page.values[i * VALUES_PER_RUN + 2] as number,
+      ),
+    })),
     nextPageToken: page.nextPageToken,
   };
 }
+
+/** Byte sequences a fatal decoder refuses: overlong, surrogate, past U+10FFFF, stray, cut off. */
+const badUtf8 = fc.constantFrom(
+  [0xc0, 0x80],
+  [0xc1, 0xbf],
+  [0xe0, 0x80, 0x80],
+  [0xed, 0xa0, 0x80],
+  [0xed, 0xbf, 0xbf],
+  [0xf0, 0x80, 0x80, 0x80],
+  [0xf4, 0x90, 0x80, 0x80],
+  [0xf5, 0x80, 0x80, 0x80],
+  [0x80],
+  [0xbf],
+  [0xff],
+  [0xe2, 0x82],
+  [0xf0, 0x9f, 0x98],
+  [0xc3],
+);
 
 const ws = fc.string({ unit: fc.constantFrom(" ", "\t", "\n", "\r"), maxLength: 2 });
 
@@ -227,37 +267,67 @@ const pageText = fc
   .chain((members) => fc.tuple(ws, objectText(members), ws))
   .map(([before, body, after]) => `${before}${body}${after}`);
 
-describe("foldPageText", () => {
-  it("reads exactly what JSON.parse and the fold would, on hand-rendered pages", () => {
+describe("foldPageBytes", () => {
+  it("reads exactly what decoding, JSON.parse and the fold would, on hand-rendered pages", () => {
     fc.assert(
       fc.property(pageText, (text) => {
-        expect(folded(text)).toEqual(oracle(text));
+        const bytes = bytesOf(text);
+        expect(folded(bytes)).toEqual(oracle(bytes));
       }),
       { numRuns: 2_000 },
     );
   });
 
-  it("accepts a page exactly when JSON.parse and the list-shape check do", () => {
+  it("accepts a page exactly when decoding, JSON.parse and the list-shape check do", () => {
     fc.assert(
-      fc.property(pageText, fc.nat(), fc.nat(), codeUnit, (text, at, mode, unit) => {
-        const i = at % (text.length + 1);
-        const broken = [
-          text.slice(0, i),
-          text.slice(0, i) + unit + text.slice(i),
-          text.slice(0, i) + text.slice(i + 1),
-        ][mode % 3] as string;
-        expect(folded(broken)).toEqual(oracle(broken));
+      fc.property(
+        pageText,
+        fc.nat(),
+        fc.nat(),
+        fc.oneof(
+          fc.integer({ min: 0, max: 255 }).map((b) => [b]),
+          badUtf8,
+          codeUnit.map((u) => [...bytesOf(u)]),
+        ),
+        (text, at, mode, inserted) => {
+          const bytes = bytesOf(text);
+          const i = at % (bytes.length + 1);
+          const broken = Uint8Array.from(
+            [
+              [...bytes.subarray(0, i)],
+              [...bytes.subarray(0, i), ...inserted, ...bytes.subarray(i)],
+              [...bytes.subarray(0, i), ...bytes.subarray(i + 1)],
+            ][mode % 3] as number[],
+          );
+          expect(folded(broken)).toEqual(oracle(broken));
+        },
+      ),
+      { numRuns: 3_000 },
+    );
+  });
+
+  it("refuses invalid UTF-8 inside any string a page holds, as a fatal decoder does", () => {
+    fc.assert(
+      fc.property(pageText, fc.nat(), badUtf8, (text, pick, bad) => {
+        const bytes = bytesOf(text);
+        // Just after an opening or closing quote of some string: inside a string or between tokens.
+        const quotes = [...bytes.keys()].filter((i) => bytes[i] === 0x22);
+        if (quotes.length === 0) return;
+        const i = (quotes[pick % quotes.length] as number) + 1;
+        const broken = Uint8Array.from([...bytes.subarray(0, i), ...bad, ...bytes.subarray(i)]);
+        expect(oracle(broken)).toBeUndefined();
+        expect(folded(broken)).toBeUndefined();
       }),
-      { numRuns: 2_000 },
+      { numRuns: 1_000 },
     );
   });
 
   it("reads any JSON value as the oracle does", () => {
     fc.assert(
       fc.property(fc.jsonValue(), (value) => {
-        const text = JSON.stringify(value);
+        const text = bytesOf(JSON.stringify(value));
         expect(folded(text)).toEqual(oracle(text));
-        const list = JSON.stringify({ object: "list", data: [value], nextPageToken: null });
+        const list = bytesOf(JSON.stringify({ object: "list", data: [value], nextPageToken: null }));
         expect(folded(list)).toEqual(oracle(list));
       }),
     );
@@ -276,10 +346,28 @@ describe("foldPageText", () => {
     ["an empty cursor is the end", '{"object":"list","data":[],"nextPageToken":""}'],
     ["deep nesting", `{"data":[{"x":${"[".repeat(5_000)}${"]".repeat(5_000)}}]}`],
     ["a long cursor", `{"data":[],"nextPageToken":"${"é0".repeat(6_000)}"}`],
+    ["a long ASCII cursor", `{"data":[],"nextPageToken":"${"a+/=".repeat(5_000)}"}`],
     ["a lone surrogate", '{"data":[{"createdAt":"\\ud800"}],"nextPageToken":"\\udc00"}'],
+    [
+      "non-ASCII values and keys",
+      '{"data":[{"créé":"ü","createdAt":"2026-10-01T00:00:00Z😀","usage":{"crédits":1}}],"nextPageToken":"€"}',
+    ],
+    ["a four-byte character in a cursor", '{"data":[],"nextPageToken":"😀\\u00e9😀"}'],
+    [
+      "a U+FEFF inside a string",
+      '{"data":[{"createdAt":"\ufeff2026-10-01T00:00:00Z"}],"nextPageToken":"\ufeff"}',
+    ],
+    ["an escaped key that is not ASCII", '{"\\u00e9":1,"data":[{"us\\u0061ge":{"totalCredits":-0}}]}'],
+    [
+      "numbers at their edges",
+      '{"data":[{"usage":{"credits":-0,"totalCredits":1e400}},{"usage":{"credits":5e-324,"totalCredits":-1E+2}},' +
+        '{"usage":{"credits":123456789012345678901234567890,"totalCredits":0.1}},{"usage":{"credits":1e-400}}]}',
+    ],
+    ["object as an escaped list", '{"object":"l\\u0069st","data":[]}'],
   ])("%s", (_name, text) => {
-    expect(folded(text)).toEqual(oracle(text));
-    expect(oracle(text)).toBeDefined();
+    const bytes = bytesOf(text);
+    expect(folded(bytes)).toEqual(oracle(bytes));
+    expect(oracle(bytes)).toBeDefined();
   });
 
   it.each([
@@ -287,14 +375,67 @@ describe("foldPageText", () => {
     ["a trailing comma", '{"data":[1,],}'],
     ["a run that is not an object", '{"data":[null]}'],
     ["another object kind", '{"object":"workflow_run","data":[]}'],
+    ["an object kind that is not ASCII", '{"object":"lïst","data":[]}'],
     ["a numeric cursor", '{"data":[],"nextPageToken":5}'],
     ["a raw control character", '{"data":[{"createdAt":"a\nb"}]}'],
     ["a bad escape", '{"data":[{"createdAt":"\\x41"}]}'],
+    ["a short unicode escape", '{"data":[{"createdAt":"\\u12"}]}'],
     ["a leading zero", '{"data":[{"usage":{"credits":01}}]}'],
+    ["a bare minus", '{"data":[{"usage":{"credits":-}}]}'],
+    ["a plus sign", '{"data":[{"usage":{"credits":+1}}]}'],
+    ["a bare fraction", '{"data":[{"usage":{"credits":.5}}]}'],
+    ["a dot without digits", '{"data":[{"usage":{"credits":1.}}]}'],
+    ["an exponent without digits", '{"data":[{"usage":{"credits":1e+}}]}'],
+    ["a non-ASCII character outside strings", '{"data":[] é}'],
+    ["a byte order mark before the page", '\ufeff{"data":[]}'],
     ["no data", '{"object":"list"}'],
   ])("refuses %s, as the oracle does", (_name, text) => {
-    expect(oracle(text)).toBeUndefined();
-    expect(foldPageText(text)).toBeUndefined();
-    expect(() => foldPage(text)).toThrow(expect.objectContaining({ code: "UPSTREAM_INVALID_RESPONSE" }));
+    const bytes = bytesOf(text);
+    expect(oracle(bytes)).toBeUndefined();
+    expect(foldPageBytes(bytes)).toBeUndefined();
+    expect(() => foldPage(bytes)).toThrow(expect.objectContaining({ code: "UPSTREAM_INVALID_RESPONSE" }));
+  });
+});
+
+describe("UTF-8 helpers", () => {
+  const anyBytes = fc.oneof(
+    fc.uint8Array({ maxLength: 40 }),
+    fc
+      .array(
+        fc.oneof(
+          fc.string({ unit: "grapheme", maxLength: 4 }).map((t) => [...bytesOf(t)]),
+          badUtf8,
+        ),
+        {
+          maxLength: 8,
+        },
+      )
+      .map((parts) => Uint8Array.from(parts.flat())),
+  );
+
+  it("isUtf8 agrees with a fatal decoder on any bytes", () => {
+    fc.assert(
+      fc.property(anyBytes, (bytes) => {
+        expect(isUtf8(bytes)).toBe(decoded(bytes) !== undefined);
+      }),
+      { numRuns: 3_000 },
+    );
+  });
+
+  it("utf16Length is the decoded string's length, at any alignment", () => {
+    fc.assert(
+      fc.property(
+        fc.string({ unit: fc.oneof(codeUnit, fc.constant("😀")), maxLength: 64 }),
+        fc.nat(3),
+        (text, shift) => {
+          const encoded = bytesOf(text);
+          const shifted = new Uint8Array(encoded.length + shift);
+          shifted.set(encoded, shift);
+          const view = shifted.subarray(shift);
+          expect(utf16Length(view)).toBe(new TextDecoder().decode(view).length);
+        },
+      ),
+      { numRuns: 2_000 },
+    );
   });
 });
