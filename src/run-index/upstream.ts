@@ -67,9 +67,10 @@ export const SYNC_MAX_WAIT_MS = 5_000;
  * back text: parsing each 1000-run page twice was a third of the object's time per page during a
  * backfill, and no two sync walks ask for the same page, so sharing gained nothing.
  *
- * An attempt holds one of MAX_OPEN_CALLS permits from its slot until its body is read, and only
- * then: a call waiting for its slot, or a page being written, opens no connection, so more calls
- * than that may be under way and every slot the budget frees finds one ready to take it.
+ * An attempt holds one of MAX_OPEN_CALLS permits from just before its slot until its body is
+ * read: a page being written holds none, so more calls than that may be under way. The permit
+ * comes first because the budget counts a start from its grant: a call granted its slot must
+ * leave then, not after waiting for a connection, or two windows' calls would reach Extend in one.
  */
 export function gatewayUpstream(
   gateway: TenantGateway,
@@ -96,9 +97,11 @@ export function gatewayUpstream(
       signal,
       beforeAttempt: async () => {
         release();
-        await gateway.scheduler.acquire(slot);
+        // The permit before the slot: a start counts from its grant, so the call must leave at
+        // once, not after waiting for a connection.
         await open.acquire();
         held = true;
+        await gateway.scheduler.acquire(slot);
       },
       onAttempt: (report: AttemptReport) => {
         release();
