@@ -39,6 +39,15 @@ function request(overrides: Partial<GatewayListRequest> = {}): GatewayListReques
   };
 }
 
+/** 20 runs behind a 100 ms answer: long enough for three calls of one page to share its load. */
+function sharedPageFake(): FakeExtend {
+  return new FakeExtend({
+    apiKey: TEST_UPSTREAM_KEY,
+    dataset: { size: 20, seed: 1 },
+    latency: { baseMs: 100, perRunMs: 0 },
+  });
+}
+
 describe("shared loads in the tenant gateway", () => {
   it("belong to no single request: a joiner that may wait longer gets the page the starter gave up on", async () => {
     const fake = new FakeExtend({ apiKey: TEST_UPSTREAM_KEY, dataset: { size: 20, seed: 1 } });
@@ -59,11 +68,7 @@ describe("shared loads in the tenant gateway", () => {
   });
 
   it("tells only the first participant to store the page", async () => {
-    const fake = new FakeExtend({
-      apiKey: TEST_UPSTREAM_KEY,
-      dataset: { size: 20, seed: 1 },
-      latency: { baseMs: 100, perRunMs: 0 },
-    });
+    const fake = sharedPageFake();
     const gateway = gatewayOverFake(fake);
     const outcomes = await Promise.all([1, 2, 3].map((i) => gateway.list(request({ caller: `c${i}` }))));
     expect(outcomes.map((o) => o.ok && o.shared)).toEqual([false, true, true]);
@@ -72,11 +77,7 @@ describe("shared loads in the tenant gateway", () => {
   });
 
   it("streams each participant the whole page, however late it reads, and checks it once", async () => {
-    const fake = new FakeExtend({
-      apiKey: TEST_UPSTREAM_KEY,
-      dataset: { size: 20, seed: 1 },
-      latency: { baseMs: 100, perRunMs: 0 },
-    });
+    const fake = sharedPageFake();
     const gateway = gatewayOverFake(fake);
     const outcomes = await Promise.all([1, 2, 3].map((i) => gateway.list(request({ caller: `c${i}` }))));
     const texts: string[] = [];
