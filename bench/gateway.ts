@@ -13,15 +13,19 @@ import { Agent, request as httpRequest } from "node:http";
 import { busiestWindow } from "../fake/windows.ts";
 import {
   type BenchProxy,
+  CONNECTIONS,
   type FakeProcess,
   interleaved,
   isList,
   LATENCY,
   load,
+  NO_BUDGET,
+  PAGE_SIZE,
   pagePaths,
   percentile,
   processGroupCpuMs,
   RATE_LIMIT,
+  SCAN_ONLY,
   startFakeProcess,
   startProxy,
   type Target,
@@ -70,13 +74,6 @@ export const GATEWAY_QUICK: GatewayPlan = {
   coldBurst: 50,
   bulkRuns: 10_000,
 };
-
-const PAGE_SIZE = 100;
-const CONNECTIONS = 8;
-/** The run index's backfill would share the budget these rows measure. */
-const SCAN_ONLY = { RUN_INDEX: "off" };
-/** Out of the way of the latency rows, as in the main page rows: they measure the path, not the budget. */
-const NO_BUDGET = { UPSTREAM_MAX_RPS: "1000" };
 
 export interface BurstRow {
   queries: number;

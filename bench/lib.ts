@@ -24,6 +24,18 @@ import {
 export const LATENCY = { latencyBaseMs: 50, latencyPerRunMs: 0.5 };
 /** Extend's pay-as-you-go plan: 10 GET requests per second, where a row gives the fake a limit. */
 export const RATE_LIMIT = 10;
+/** 100 runs a page: 50 + 100 × 0.5 = 100 ms upstream, the latency the cache-hit target names. */
+export const PAGE_SIZE = 100;
+/** Connections of the concurrent page rows. */
+export const CONNECTIONS = 8;
+/** Rows that measure the page path or the scan run without the run index, whose backfill would share Extend's budget. */
+export const SCAN_ONLY = { RUN_INDEX: "off" };
+/**
+ * The page and hop rows fire distinct misses far faster than Extend's 10 GET/s: under the
+ * default UPSTREAM_MAX_RPS they would measure the gateway's budget (a lone caller at 7 calls a
+ * second), not the path. The fake of those rows has no rate limit; the /stats rows keep the default.
+ */
+export const NO_BUDGET = { UPSTREAM_MAX_RPS: "1000" };
 
 /** What a run's figures were measured on; the load shifts every row, so it is part of each. */
 export interface Machine {

@@ -9,6 +9,7 @@ import {
   type Inspector,
   LATENCY,
   RATE_LIMIT,
+  SCAN_ONLY,
   type StatsWalk,
   sampleWorkerdMemory,
   startFakeProcess,
@@ -300,7 +301,7 @@ export async function memoryScenarios(plan: MemoryPlan): Promise<MemoryResult> {
     ];
     for (const { scenario, filters } of scenarios) {
       log(`memory: ${scenario} over ${plan.runs} runs`);
-      const proxy = await startProxy(fake, { vars: { RUN_INDEX: "off" } });
+      const proxy = await startProxy(fake, { vars: SCAN_ONLY });
       try {
         await warmUp(proxy);
         // The fake's one-second rate window drains before the measured calls.

@@ -17,6 +17,7 @@ import {
 import {
   attachInspector,
   type BenchProxy,
+  CONNECTIONS,
   describeMachine,
   type FakeProcess,
   inspectWorkerHeap,
@@ -27,10 +28,13 @@ import {
   type LoadResult,
   load,
   machineLine,
+  NO_BUDGET,
+  PAGE_SIZE,
   pagePaths,
   percentile,
   processGroupCpuMs,
   RATE_LIMIT,
+  SCAN_ONLY,
   type SdkWalk,
   type StatsWalk,
   sampleWorkerdMemory,
@@ -115,17 +119,6 @@ const PLAN = QUICK
       anchorConcurrentRounds: 6,
       anchorConcurrentRequests: 300,
     };
-/** 100 runs a page: 50 + 100 × 0.5 = 100 ms upstream, the latency the cache-hit target names. */
-const PAGE_SIZE = 100;
-const CONNECTIONS = 8;
-/** The page and scan rows run without the run index, whose backfill would share Extend's budget. */
-const SCAN_ONLY = { RUN_INDEX: "off" };
-/**
- * The page rows fire distinct misses far faster than Extend's 10 GET/s: under the default
- * UPSTREAM_MAX_RPS they would measure the gateway's budget (a lone caller at 7 calls a second),
- * not the proxy. The fake of these rows has no rate limit; the /stats rows keep the default.
- */
-const PAGE_VARS = { UPSTREAM_MAX_RPS: "1000" };
 
 interface Row {
   scenario: string;
@@ -203,7 +196,7 @@ async function pageScenarios(): Promise<PageRun> {
   );
   const fake = await startFakeProcess({ size: PLAN.pageDataset, ...LATENCY });
   // These rows measure the cache and the live scan; the run index has rows of its own (run-index.ts).
-  const proxy = await startProxy(fake, { vars: { ...SCAN_ONLY, ...PAGE_VARS } });
+  const proxy = await startProxy(fake, { vars: { ...SCAN_ONLY, ...NO_BUDGET } });
   const bare = await startBareWorker(fake);
   log(
     `proxy under wrangler dev at ${proxy.url}, bare Worker at ${bare.url}; collecting distinct page cursors`,
@@ -340,7 +333,7 @@ async function anchorScenarios(run: PageRun): Promise<void> {
   // The round trips a page makes besides KV: AUTH_RATE_LIMITER before the credentials are
   // checked, RATE_LIMITER beside the cache read, and on a miss the tenant's gateway object.
   const unlimited = await startProxy(run.fake, {
-    vars: { ...SCAN_ONLY, ...PAGE_VARS },
+    vars: { ...SCAN_ONLY, ...NO_BUDGET },
     unbound: ["RATE_LIMITER", "AUTH_RATE_LIMITER", "TENANT"],
   });
   try {
@@ -775,7 +768,7 @@ const PROFILE_MISSES = 150;
  */
 async function profileRequests(): Promise<{ kind: string; breakdown: Breakdown }[]> {
   const fake = await startFakeProcess({ size: 5_000, ...LATENCY });
-  const proxy = await startProxy(fake, { vars: { ...SCAN_ONLY, ...PAGE_VARS } });
+  const proxy = await startProxy(fake, { vars: { ...SCAN_ONLY, ...NO_BUDGET } });
   try {
     const pages: string[] = [];
     for (const sortBy of ["updatedAt", "createdAt"]) {
