@@ -129,15 +129,20 @@ export function usageOf(
   };
 }
 
-/** The usage of one run: null when Extend reported none (or nothing usable). */
-export function runUsage(run: Record<string, unknown>): { credits: Decimal; totalCredits: Decimal } | null {
+/** A run's `usage.credits` and `usage.totalCredits` as `usageOf` takes them (NaN: not a number). */
+function usageNumbers(run: Record<string, unknown>): [credits: number, totalCredits: number] {
   const usage = run.usage;
-  if (typeof usage !== "object" || usage === null) return null;
+  if (typeof usage !== "object" || usage === null) return [Number.NaN, Number.NaN];
   const { credits, totalCredits } = usage as { credits?: unknown; totalCredits?: unknown };
-  return usageOf(
+  return [
     typeof credits === "number" ? credits : Number.NaN,
     typeof totalCredits === "number" ? totalCredits : Number.NaN,
-  );
+  ];
+}
+
+/** The usage of one run: null when Extend reported none (or nothing usable). */
+export function runUsage(run: Record<string, unknown>): { credits: Decimal; totalCredits: Decimal } | null {
+  return usageOf(...usageNumbers(run));
 }
 
 /** Counts one run whose usage numbers are `credits` and `totalCredits` (as `usageOf` reads them). */
@@ -153,13 +158,7 @@ export function addUsage(tally: Tally, credits: number, totalCredits: number): v
 }
 
 export function addRun(tally: Tally, run: Record<string, unknown>): void {
-  const usage = run.usage;
-  const numbers = typeof usage === "object" && usage !== null ? (usage as Record<string, unknown>) : {};
-  addUsage(
-    tally,
-    typeof numbers.credits === "number" ? numbers.credits : Number.NaN,
-    typeof numbers.totalCredits === "number" ? numbers.totalCredits : Number.NaN,
-  );
+  addUsage(tally, ...usageNumbers(run));
 }
 
 export interface Totals {
