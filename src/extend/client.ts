@@ -1,7 +1,7 @@
 import type { Config } from "../app/config.ts";
 import { ApiError } from "../app/errors.ts";
 import type { Priority } from "../gateway/scheduler.ts";
-import { releaseBytes } from "../lib/bytes.ts";
+import { readAll, StreamTooLong } from "../lib/bytes.ts";
 import { type Clock, systemClock } from "../lib/clock.ts";
 import { decodeUtf8, isUtf8 } from "../lib/utf8.ts";
 import type { PrunedPage } from "../stats/fold-bytes.ts";
@@ -393,12 +393,14 @@ function tooLarge(): ApiError {
 
 const BOM = [0xef, 0xbb, 0xbf] as const;
 
+/** The size of the last 200 body read: pages of a walk are alike, so the next one is read into one buffer. */
+let lastBodyBytes = 0;
+
 /**
- * Reads the body's bytes under the attempt's signal, counting them as they arrive so an oversized
- * or stalled body is cancelled instead of buffered or waited on. The chunks are joined into one
- * buffer of exactly the body's length and let go at once (releaseBytes): a page is then held
- * once, and nothing of it waits for V8's collection. A leading byte order mark is dropped, as a
- * UTF-8 decoder drops it.
+ * Reads the body's bytes under the attempt's signal straight into one buffer (sized from
+ * Content-Length, or from the last body read), refusing an oversized body as soon as it shows and
+ * cancelling a stalled one on the signal: a page is then one buffer, with no chunks to join or
+ * free. A leading byte order mark is dropped, as a UTF-8 decoder drops it.
  */
 async function readBody(response: Response, signal: AbortSignal): Promise<Uint8Array<ArrayBuffer>> {
   const declared = Number(response.headers.get("content-length") ?? "0");
@@ -407,42 +409,19 @@ async function readBody(response: Response, signal: AbortSignal): Promise<Uint8A
     throw tooLarge();
   }
   if (!response.body) return new Uint8Array(0);
-  const reader = response.body.getReader();
-  let aborting: (reason: unknown) => void = () => undefined;
-  const aborted = new Promise<never>((_, reject) => {
-    aborting = reject;
-  });
-  aborted.catch(() => undefined);
-  const onAbort = () => {
-    aborting(signal.reason);
-    reader.cancel(signal.reason).catch(() => undefined);
-  };
-  if (signal.aborted) onAbort();
-  else signal.addEventListener("abort", onAbort, { once: true });
-  const chunks: Uint8Array[] = [];
+  let body: Uint8Array<ArrayBuffer>;
   try {
-    let length = 0;
-    for (;;) {
-      const chunk = await Promise.race([reader.read(), aborted]);
-      if (chunk.done) break;
-      length += chunk.value.byteLength;
-      chunks.push(chunk.value);
-      if (length > MAX_UPSTREAM_BODY_BYTES) {
-        await reader.cancel().catch(() => undefined);
-        throw tooLarge();
-      }
-    }
-    const body = new Uint8Array(length);
-    let at = 0;
-    for (const chunk of chunks) {
-      body.set(chunk, at);
-      at += chunk.byteLength;
-    }
-    return BOM.every((b, i) => body[i] === b) ? body.subarray(BOM.length) : body;
-  } finally {
-    signal.removeEventListener("abort", onAbort);
-    for (const chunk of chunks) releaseBytes(chunk);
+    body = await readAll(response.body, {
+      sizeHint: Number.isSafeInteger(declared) && declared > 0 ? declared : lastBodyBytes,
+      maxBytes: MAX_UPSTREAM_BODY_BYTES,
+      signal,
+    });
+  } catch (error) {
+    if (error instanceof StreamTooLong) throw tooLarge();
+    throw error;
   }
+  lastBodyBytes = body.byteLength;
+  return BOM.every((b, i) => body[i] === b) ? body.subarray(BOM.length) : body;
 }
 
 /**
