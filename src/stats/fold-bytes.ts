@@ -91,6 +91,85 @@ function asciiText(bytes: Uint8Array, start: number, end: number): string {
   return text;
 }
 
+/** Decimal digits the fast number path takes at most: their integer is exact in a double. */
+const MAX_EXACT_DIGITS = 15;
+/** Powers of ten exact in a double (10^22 is the largest). */
+const EXACT_POWERS = Array.from({ length: 23 }, (_, k) => 10 ** k);
+
+/**
+ * The value of the JSON number `bytes[start, end)` (already checked against the grammar) when it
+ * is a plain decimal of at most 15 digits, else undefined. Its digits form an integer exact in a
+ * double, and dividing it by an exact power of ten rounds once, correctly, as `Number` does.
+ */
+function exactDecimal(bytes: Uint8Array, start: number, end: number): number | undefined {
+  let i = start;
+  const negative = bytes[i] === MINUS;
+  if (negative) i++;
+  let digits = 0;
+  let fraction = -1;
+  let units = 0;
+  for (; i < end; i++) {
+    const b = bytes[i] as number;
+    if (b === DOT) {
+      fraction = 0;
+      continue;
+    }
+    if (!isDigit(b)) return undefined;
+    units = units * 10 + (b - ZERO);
+    digits += 1;
+    if (fraction >= 0) fraction += 1;
+  }
+  if (digits > MAX_EXACT_DIGITS) return undefined;
+  const value = fraction > 0 ? units / (EXACT_POWERS[fraction] as number) : units;
+  return negative ? -value : value;
+}
+
+/** `count` ASCII digits at `at` as a number, or -1 when one of them is not a digit. */
+function digitsAt(bytes: Uint8Array, at: number, count: number): number {
+  let value = 0;
+  for (let i = at; i < at + count; i++) {
+    const b = bytes[i] as number;
+    if (!isDigit(b)) return -1;
+    value = value * 10 + (b - ZERO);
+  }
+  return value;
+}
+
+/**
+ * `Date.parse` of `bytes[start, end)` when they are `YYYY-MM-DDTHH:MM:SSZ` or
+ * `YYYY-MM-DDTHH:MM:SS.sssZ` with every field in the range where `Date.parse` and `Date.UTC`
+ * agree (year 1000–9999, month 1–12, day 1–31 normalised into the next month as both do, hour
+ * 0–23, minute and second 0–59); undefined for anything else, which the caller parses as text.
+ */
+function isoInstant(bytes: Uint8Array, start: number, end: number): number | undefined {
+  const length = end - start;
+  if (length !== 20 && length !== 24) return undefined;
+  if (
+    bytes[start + 4] !== MINUS ||
+    bytes[start + 7] !== MINUS ||
+    bytes[start + 10] !== 0x54 ||
+    bytes[start + 13] !== COLON ||
+    bytes[start + 16] !== COLON ||
+    bytes[end - 1] !== 0x5a
+  )
+    return undefined;
+  let ms = 0;
+  if (length === 24) {
+    if (bytes[start + 19] !== DOT) return undefined;
+    ms = digitsAt(bytes, start + 20, 3);
+    if (ms < 0) return undefined;
+  }
+  const year = digitsAt(bytes, start, 4);
+  const month = digitsAt(bytes, start + 5, 2);
+  const day = digitsAt(bytes, start + 8, 2);
+  const hour = digitsAt(bytes, start + 11, 2);
+  const minute = digitsAt(bytes, start + 14, 2);
+  const second = digitsAt(bytes, start + 17, 2);
+  if (year < 1000 || month < 1 || month > 12 || day < 1 || day > 31) return undefined;
+  if (hour < 0 || hour > 23 || minute < 0 || minute > 59 || second < 0 || second > 59) return undefined;
+  return Date.UTC(year, month - 1, day, hour, minute, second, ms);
+}
+
 /** What a member's value turned out to be, for the fields whose type decides the outcome. */
 type Kind = "string" | "number" | "object" | "array" | "null" | "other";
 
@@ -201,7 +280,25 @@ class Reader {
   number(): number {
     const start = this.position;
     this.skipNumber();
-    return Number(asciiText(this.bytes, start, this.position));
+    const fast = exactDecimal(this.bytes, start, this.position);
+    return fast ?? Number(asciiText(this.bytes, start, this.position));
+  }
+
+  /**
+   * A string value as `Date.parse` reads it (NaN for any other kind), past the value. The usual
+   * form (`2024-05-01T12:30:00.123Z`) is read from the bytes; any other becomes a string first.
+   */
+  timeValue(): number {
+    if (this.kind() !== "string") {
+      this.skipValue();
+      return Number.NaN;
+    }
+    const start = this.position;
+    const form = this.skipString();
+    const fast = form === 0 ? isoInstant(this.bytes, start + 1, this.position - 1) : undefined;
+    if (fast !== undefined) return fast;
+    this.position = start;
+    return Date.parse(this.string());
   }
 
   /** A string value (decoded), or undefined for any other kind; past the value either way. */
@@ -423,8 +520,7 @@ function readRun(reader: Reader, index: number): boolean {
   do {
     const key = reader.memberKey(RUN_KEYS);
     if (key === 0) {
-      const createdAt = reader.stringValue();
-      scratch[at] = createdAt === undefined ? Number.NaN : Date.parse(createdAt);
+      scratch[at] = reader.timeValue();
     } else if (key === 1) {
       readUsage(reader, at + 1);
     } else {

@@ -208,6 +208,34 @@ const isoValue = fc
   .date({ min: new Date("2000-01-01T00:00:00Z"), max: new Date("2100-01-01T00:00:00Z"), noInvalidDate: true })
   .map((d) => d.toISOString());
 
+/** ISO-like instants around the form the fold reads from bytes: fields at and past their ranges. */
+const edge = (min: number, max: number, past: number) =>
+  fc.oneof(
+    { weight: 3, arbitrary: fc.integer({ min, max }) },
+    { weight: 2, arbitrary: fc.constantFrom(min, max, max + 1, Math.max(0, min - 1)) },
+    { weight: 1, arbitrary: fc.integer({ min: 0, max: past }) },
+  );
+const isoLike = fc
+  .tuple(
+    edge(1000, 9999, 10_999),
+    edge(1, 12, 99),
+    edge(1, 31, 99),
+    edge(0, 23, 99),
+    edge(0, 59, 99),
+    edge(0, 59, 99),
+    fc.oneof(
+      { weight: 4, arbitrary: fc.stringMatching(/^[0-9]{3}$/) },
+      { weight: 1, arbitrary: fc.option(fc.stringMatching(/^[0-9]{0,4}$/), { nil: undefined }) },
+    ),
+    fc.oneof({ weight: 6, arbitrary: fc.constant("Z") }, fc.constantFrom("", "z", "+01:00", "-00:00")),
+    fc.oneof({ weight: 6, arbitrary: fc.constant("T") }, fc.constantFrom(" ", "t")),
+  )
+  .map(([year, month, day, hour, minute, second, fraction, zone, t]) => {
+    const two = (n: number) => String(n).padStart(2, "0");
+    const ms = fraction === undefined ? "" : `.${fraction}`;
+    return `${String(year).padStart(4, "0")}-${two(month)}-${two(day)}${t}${two(hour)}:${two(minute)}:${two(second)}${ms}${zone}`;
+  });
+
 const runValue = fc
   .oneof({ weight: 12, arbitrary: fc.constant(undefined) }, { weight: 1, arbitrary: anyValue })
   .chain((other) =>
@@ -217,9 +245,15 @@ const runValue = fc
           fc
             .tuple(
               member("id", stringValue.chain(stringText)),
-              fc.option(member("createdAt", fc.oneof(isoValue.chain(stringText), anyValue)), {
-                nil: undefined,
-              }),
+              fc.option(
+                member(
+                  "createdAt",
+                  fc.oneof(isoValue.chain(stringText), isoLike.chain(stringText), anyValue),
+                ),
+                {
+                  nil: undefined,
+                },
+              ),
               fc.option(member("usage", usageValue), { nil: undefined }),
               fc.array(
                 fc.tuple(stringValue.chain(keyText), anyValue).map(([k, v]) => [k, v] as const),
@@ -268,6 +302,16 @@ const pageText = fc
   .map(([before, body, after]) => `${before}${body}${after}`);
 
 describe("foldPageBytes", () => {
+  it("reads createdAt as Date.parse does, at and past the ranges of the ISO form's fields", () => {
+    fc.assert(
+      fc.property(isoLike, (iso) => {
+        const bytes = bytesOf(JSON.stringify({ data: [{ createdAt: iso }] }));
+        expect(folded(bytes)).toEqual(oracle(bytes));
+      }),
+      { numRuns: 5_000 },
+    );
+  });
+
   it("reads exactly what decoding, JSON.parse and the fold would, on hand-rendered pages", () => {
     fc.assert(
       fc.property(pageText, (text) => {
