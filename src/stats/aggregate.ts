@@ -157,6 +157,139 @@ export function addUsage(tally: Tally, credits: number, totalCredits: number): v
   tally.totalCredits = addDecimal(tally.totalCredits, usage.totalCredits);
 }
 
+/** Parts of 10^-MAX_CREDIT_SCALE in one credit. */
+const PARTS = 10 ** MAX_CREDIT_SCALE;
+const PARTS_BIG = 10n ** BigInt(MAX_CREDIT_SCALE);
+/** Below this, whole credits and their sums stay exact integers in a double. */
+const SAFE_WHOLE = 2 ** 52;
+
+/** A credit value split for summing in doubles: `whole + part / 10^12`, both exact integers. */
+interface SplitCredit {
+  decimal: Decimal;
+  whole: number;
+  part: number;
+  /** False when the value is too large for doubles: it is summed as a Decimal. */
+  safe: boolean;
+}
+
+/** Credit values already split, as `decimals` holds their Decimals. */
+const splits = new Map<number, SplitCredit>();
+
+function splitCredit(n: number): SplitCredit {
+  const known = splits.get(n);
+  if (known) return known;
+  const decimal = decimalFromNumber(n);
+  const units = rescale(decimal, MAX_CREDIT_SCALE).units;
+  const whole = Number(units / PARTS_BIG);
+  const split = { decimal, whole, part: Number(units % PARTS_BIG), safe: Math.abs(whole) < SAFE_WHOLE };
+  if (splits.size >= MAX_KNOWN_DECIMALS) splits.clear();
+  splits.set(n, split);
+  return split;
+}
+
+/**
+ * An exact sum of credit values, added without a BigInt or an object per value: whole credits
+ * and parts of 10^-12 are summed as integers in doubles (exact below 2^53), and moved into a
+ * Decimal only when the whole part grows large, or when the sum is read.
+ */
+class CreditSum {
+  private whole = 0;
+  private part = 0;
+  private spilled: Decimal = ZERO;
+
+  add(value: SplitCredit): void {
+    if (!value.safe) {
+      this.spilled = addDecimal(this.spilled, value.decimal);
+      return;
+    }
+    this.addParts(value.whole, value.part);
+  }
+
+  merge(other: CreditSum): void {
+    if (other.spilled !== ZERO) this.spilled = addDecimal(this.spilled, other.spilled);
+    this.addParts(other.whole, other.part);
+  }
+
+  private addParts(whole: number, part: number): void {
+    this.whole += whole;
+    this.part += part;
+    // Both parts were below 10^12 in size, so one carry brings their sum back below it.
+    if (this.part >= PARTS) {
+      this.part -= PARTS;
+      this.whole += 1;
+    } else if (this.part <= -PARTS) {
+      this.part += PARTS;
+      this.whole -= 1;
+    }
+    if (Math.abs(this.whole) >= SAFE_WHOLE) this.spill();
+  }
+
+  private spill(): void {
+    this.spilled = this.value();
+    this.whole = 0;
+    this.part = 0;
+  }
+
+  value(): Decimal {
+    if (this.whole === 0 && this.part === 0) return this.spilled;
+    const units = BigInt(this.whole) * PARTS_BIG + BigInt(this.part);
+    return addDecimal(this.spilled, normalize({ units, scale: MAX_CREDIT_SCALE }));
+  }
+
+  reset(): void {
+    this.whole = 0;
+    this.part = 0;
+    this.spilled = ZERO;
+  }
+}
+
+/**
+ * A Tally built one run at a time without garbage per run (what a scan's fold adds up between
+ * pages), read out as a Tally once per page. Counts exactly as `addUsage` does.
+ */
+export class UsageSum {
+  runs = 0;
+  runsWithoutUsage = 0;
+  private readonly credits = new CreditSum();
+  private readonly totalCredits = new CreditSum();
+
+  /** One run whose usage numbers are `credits` and `totalCredits` (as `usageOf` reads them). */
+  add(credits: number, totalCredits: number): void {
+    this.runs += 1;
+    if (!Number.isFinite(credits)) {
+      this.runsWithoutUsage += 1;
+      return;
+    }
+    const exact = splitCredit(credits);
+    this.credits.add(exact);
+    this.totalCredits.add(Number.isFinite(totalCredits) ? splitCredit(totalCredits) : exact);
+  }
+
+  merge(other: UsageSum): void {
+    this.runs += other.runs;
+    this.runsWithoutUsage += other.runsWithoutUsage;
+    this.credits.merge(other.credits);
+    this.totalCredits.merge(other.totalCredits);
+  }
+
+  /** The sum as a Tally, plus `base` when given. */
+  tally(base: Tally = emptyTally()): Tally {
+    return {
+      runs: base.runs + this.runs,
+      credits: addDecimal(base.credits, this.credits.value()),
+      totalCredits: addDecimal(base.totalCredits, this.totalCredits.value()),
+      runsWithoutUsage: base.runsWithoutUsage + this.runsWithoutUsage,
+    };
+  }
+
+  reset(): void {
+    this.runs = 0;
+    this.runsWithoutUsage = 0;
+    this.credits.reset();
+    this.totalCredits.reset();
+  }
+}
+
 export function addRun(tally: Tally, run: Record<string, unknown>): void {
   addUsage(tally, ...usageNumbers(run));
 }

@@ -14,7 +14,7 @@ import {
 import { BudgetPaused } from "../gateway/isolate-budget.ts";
 import { type Clock, systemClock } from "../lib/clock.ts";
 import { Semaphore, SemaphoreTimeout } from "../lib/semaphore.ts";
-import { addTally, addUsage, emptyTally, emptyTotals, type Tally, type Totals } from "./aggregate.ts";
+import { addTally, emptyTotals, type Tally, type Totals, UsageSum } from "./aggregate.ts";
 import type { StatsFilters } from "./filters.ts";
 import { foldPageBytes, type PrunedPage, VALUES_PER_RUN } from "./fold-bytes.ts";
 
@@ -187,28 +187,42 @@ function finish(partition: PartitionState, direction: Direction, totals: Totals)
 
 type Step = "count" | "skip" | "stop";
 
-/** What a walk does with a run at `at`, given its bounds and where the other walk has got to. */
+/**
+ * What a walk does with a run at `at`, given its bounds, the instant of its open group, and where
+ * the other walk has got to.
+ */
 function stepFor(
   partition: PartitionState,
   direction: Direction,
   at: number,
+  openAt: number | undefined,
   bounds: { since: number | undefined; until: number | undefined },
 ): Step {
-  const open = walkOf(partition, direction).open;
   if (direction === "desc") {
     if (bounds.until !== undefined && at > bounds.until) return "skip";
     if (bounds.since !== undefined && at < bounds.since) return "stop";
     if (partition.ascClaimed !== null && at <= partition.ascClaimed) return "stop";
     // An instant already left behind: a run created after the walk passed it, or a repeat.
-    return open && at > open.at ? "skip" : "count";
+    return openAt !== undefined && at > openAt ? "skip" : "count";
   }
   if (bounds.since !== undefined && at < bounds.since) return "skip";
   if (bounds.until !== undefined && at > bounds.until) return "stop";
   if (partition.descClaimed !== null && at >= partition.descClaimed) return "stop";
-  return open && at < open.at ? "skip" : "count";
+  return openAt !== undefined && at < openAt ? "skip" : "count";
 }
 
-/** Folds one page of a walk into the scan. Memory: the page itself and one tally per walk. */
+/**
+ * Sums of one page's fold, reused from page to page (folds are synchronous): the groups the page
+ * closed and counted, and the group still open. Nothing is allocated per run.
+ */
+const pageCounted = new UsageSum();
+const pageGroup = new UsageSum();
+
+/**
+ * Folds one page of a walk into the scan. Memory: the page itself and one tally per walk. The
+ * page's runs are summed in place (see UsageSum); the totals and the walk's open group are
+ * written once, at the page's end or where the walk stops, exactly as a run at a time would.
+ */
 export function applyPage(
   filters: StatsFilters,
   partition: PartitionState,
@@ -219,26 +233,54 @@ export function applyPage(
   if (partition.done) return;
   const walk = walkOf(partition, direction);
   const bounds = { since: instant(filters.since), until: instant(filters.until) };
+  const counted = pageCounted;
+  const group = pageGroup;
+  counted.reset();
+  group.reset();
+  // The group carried in from the walk's previous page, counted with the runs added to it here.
+  let carried = walk.open?.tally;
+  let openAt = walk.open?.at;
+  walk.open = undefined;
+
+  /** Closes the open group: counted if the other walk has not claimed its instant. */
+  const closeOpen = () => {
+    if (openAt === undefined) return;
+    const claimed =
+      direction === "desc"
+        ? partition.ascClaimed !== null && openAt <= partition.ascClaimed
+        : partition.descClaimed !== null && openAt >= partition.descClaimed;
+    if (!claimed) {
+      if (direction === "desc") partition.descClaimed = openAt;
+      else partition.ascClaimed = openAt;
+      counted.merge(group);
+      if (carried) addTally(totals, partition.status, carried);
+    }
+    carried = undefined;
+    group.reset();
+  };
+  /** Writes what the page counted into the totals, and its open group back into the walk. */
+  const settle = () => {
+    addTally(totals, partition.status, counted.tally());
+    if (openAt !== undefined) walk.open = { at: openAt, tally: group.tally(carried) };
+  };
+
   const values = page.values;
   for (let i = 0; i < page.runs * VALUES_PER_RUN; i += VALUES_PER_RUN) {
     const at = checkedCreatedAt(values[i] as number);
-    const credits = values[i + 1] as number;
-    const totalCredits = values[i + 2] as number;
-    const step = stepFor(partition, direction, at, bounds);
+    const step = stepFor(partition, direction, at, openAt, bounds);
     if (step === "skip") continue;
     if (step === "stop") {
+      settle();
       finish(partition, direction, totals);
       return;
     }
-    if (walk.open?.at === at) {
-      addUsage(walk.open.tally, credits, totalCredits);
-    } else {
-      closeGroup(partition, direction, totals);
-      const tally = emptyTally();
-      addUsage(tally, credits, totalCredits);
-      walk.open = { at, tally };
+    if (openAt !== at) {
+      closeOpen();
+      openAt = at;
     }
+    group.add(values[i + 1] as number, values[i + 2] as number);
   }
+  settle();
   // The end of the list is the absence of a cursor, never a short page.
   if (page.nextPageToken === undefined) {
     finish(partition, direction, totals);

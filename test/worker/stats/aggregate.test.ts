@@ -15,6 +15,7 @@ import {
   parseDecimal,
   runUsage,
   totalRuns,
+  UsageSum,
   ZERO,
 } from "../../../src/stats/aggregate.ts";
 
@@ -302,5 +303,61 @@ describe("tallies and totals", () => {
     expect(totalRuns(totals)).toBe(0);
     expect(totals).toMatchObject({ credits: ZERO, totalCredits: ZERO, runsWithoutUsage: 0 });
     expect(emptyTally()).toEqual({ runs: 0, credits: ZERO, totalCredits: ZERO, runsWithoutUsage: 0 });
+  });
+});
+
+describe("UsageSum", () => {
+  const credit = fc.oneof(
+    fc.constantFrom(
+      Number.NaN,
+      0,
+      -0,
+      0.1,
+      0.2,
+      1.5,
+      2 ** 52,
+      2 ** 53,
+      -(2 ** 52),
+      1e21,
+      9_007_199_254_740.5,
+    ),
+    fc.double({ noNaN: true, noDefaultInfinity: true, min: -1e6, max: 1e6 }),
+    fc.double({ noNaN: true, noDefaultInfinity: true }),
+    fc.integer({ min: -1_000_000, max: 1_000_000 }).map((n) => n / 1000),
+    fc.constant(Number.POSITIVE_INFINITY),
+  );
+  const runs = fc.array(fc.tuple(credit, credit), { maxLength: 60 });
+
+  /** The same runs one addRun at a time (the Decimal arithmetic the sum must equal). */
+  function oneByOne(items: [number, number][], tally = emptyTally()) {
+    for (const [credits, totalCredits] of items) addRun(tally, { usage: { credits, totalCredits } });
+    return tally;
+  }
+
+  it("counts and sums exactly as adding one run at a time, split and merged anywhere", () => {
+    fc.assert(
+      fc.property(runs, runs, fc.nat(), (first, second, cut) => {
+        const base = oneByOne(first);
+        const sum = new UsageSum();
+        const other = new UsageSum();
+        const at = cut % (second.length + 1);
+        for (const [c, t] of second.slice(0, at)) sum.add(c, t);
+        for (const [c, t] of second.slice(at)) other.add(c, t);
+        sum.merge(other);
+        expect(sum.tally(base)).toEqual(oneByOne(second, oneByOne(first)));
+        expect(sum.tally()).toEqual(oneByOne(second));
+        sum.reset();
+        expect(sum.tally()).toEqual(emptyTally());
+      }),
+      { numRuns: 1_000 },
+    );
+  });
+
+  it("stays exact past 2^53 whole credits", () => {
+    const sum = new UsageSum();
+    for (let i = 0; i < 4_000; i++) sum.add(2 ** 50 + 0.5, Number.NaN);
+    const expected = 2n ** 50n * 4_000n + 2_000n;
+    expect(formatDecimal(sum.tally().credits)).toBe(expected.toString());
+    expect(sum.tally().runs).toBe(4_000);
   });
 });
