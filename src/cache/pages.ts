@@ -23,9 +23,9 @@ export interface PageResult {
    */
   readonly entryTag?: string;
   /**
-   * Says the caller is done with the page and will not read its body again: the body's bytes
-   * are freed as soon as no other reader of the same load holds them (a scan calls it once the
-   * page is folded; the list route, which sends the body, does not).
+   * Says the caller is done with the page and will not read its body or its fold again: both are
+   * freed as soon as no other reader of the same load holds them (a scan calls it once the page
+   * is folded in; the list route, which sends the body, does not).
    */
   readonly release: () => void;
 }
@@ -70,7 +70,10 @@ export function cachedPages({ cache, config, upstream }: CachedPagesDeps): PageS
         retryAlone: (error) => error instanceof BudgetPaused,
         serialize: (page) => page.body,
         parse: (stored) => pageFromBytes(stored),
-        release: (page) => releaseBytes(page.body),
+        release: (page) => {
+          releaseBytes(page.body);
+          if (page.pruned) releaseBytes(page.pruned.values);
+        },
         maxCoalesceWaitMs: config.upstreamDeadlineMs + 1_000,
         ...(signal ? { signal } : {}),
         ...(acceptStale === false ? { acceptStale } : {}),

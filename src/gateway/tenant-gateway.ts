@@ -207,7 +207,9 @@ export class TenantGateway {
 
   private freeIfDone(load: Load): void {
     if (load.holders > 0 || !load.closed || !load.settled?.ok) return;
+    // Every participant's outcome went out (its fold copied with it) and its stream took the body.
     releaseBytes(load.settled.body);
+    releaseBytes(load.settled.pruned.values);
   }
 
   /** The participant's own stream of the page's bytes; the page is let go once it has taken them. */

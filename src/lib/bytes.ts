@@ -2,11 +2,12 @@
 
 /**
  * Frees the memory behind `bytes` now, not at V8's next collection: their ArrayBuffer is detached
- * (every view of it then reads as empty). Pages are megabytes outside the heap, and V8 collects
- * such buffers only once tens of MB of them have piled up; so whoever is the last to need a
- * page's bytes lets them go. Only for bytes no one else will read.
+ * (every view of it then reads as empty). Pages are megabytes outside the heap, and a folded
+ * page's numbers tens of kilobytes, and V8 collects such buffers only once tens of MB of them
+ * have piled up; so whoever is the last to need them lets them go. Only for bytes no one else
+ * will read.
  */
-export function releaseBytes(bytes: Uint8Array): void {
+export function releaseBytes(bytes: ArrayBufferView): void {
   releaseBuffer(bytes.buffer as ArrayBuffer);
 }
 

@@ -12,6 +12,7 @@ import {
   type WorkflowRunStatus,
 } from "../extend/schemas.ts";
 import { BudgetPaused } from "../gateway/isolate-budget.ts";
+import { releaseBytes } from "../lib/bytes.ts";
 import { type Clock, systemClock } from "../lib/clock.ts";
 import { Semaphore, SemaphoreTimeout } from "../lib/semaphore.ts";
 import { addTally, emptyTotals, type Tally, type Totals, UsageSum } from "./aggregate.ts";
@@ -360,7 +361,8 @@ export async function advanceScan(
   // A 429 pause longer than this request may still wait for ends it instead (BudgetPaused).
   const mayWait = () => Math.min(MAX_PAUSE_WAIT_MS, Math.max(0, stopLaunchingAt - clock.now()));
 
-  const fetchPage = async (query: CanonicalListQuery): Promise<FoldPage> => {
+  /** Reads a page and folds it in with `fold`, then lets it go: its bytes and its numbers. */
+  const fetchPage = async (query: CanonicalListQuery, fold: (page: FoldPage) => void): Promise<void> => {
     const own: PageOptions = {
       // Totals are as fresh as their pages: a stale page is read again, not counted.
       acceptStale: false,
@@ -372,7 +374,7 @@ export async function advanceScan(
       ...(deps.caller ? { caller: deps.caller } : {}),
     };
     // Room held by another request's scan may not come free before this one stops launching.
-    return isolatePages.run(
+    await isolatePages.run(
       async () => {
         const result = await deps.pages.get(query, deps.listOptions ? deps.listOptions(own) : own);
         const readAt = clock.now() - (result.ageSeconds ?? 0) * 1000;
@@ -380,7 +382,14 @@ export async function advanceScan(
         pageCharge = Math.max(MIN_PAGE_CHARGE, result.page.body.byteLength);
         try {
           // A page the tenant object just checked comes with its fold; one from KV is read here.
-          return result.page.pruned ?? foldPage(result.page.body);
+          const pruned = result.page.pruned;
+          const page = pruned ?? foldPage(result.page.body);
+          try {
+            fold(page);
+          } finally {
+            // A fold made here is this request's alone; one that came with the page goes with it.
+            if (!pruned) releaseBytes(page.values);
+          }
         } finally {
           result.release();
         }
@@ -392,11 +401,11 @@ export async function advanceScan(
 
   const run = async (next: Runnable): Promise<void> => {
     try {
-      const page = await fetchPage(walkQuery(filters, next.partition, next.direction));
-      if (!failure) {
+      await fetchPage(walkQuery(filters, next.partition, next.direction), (page) => {
+        if (failure) return;
         applyPage(filters, next.partition, next.direction, page, state.totals);
         state.pagesFetched += 1;
-      }
+      });
     } catch (error) {
       if (error instanceof BudgetPaused) {
         // Refused before its first attempt or a retry: not read, so the walk stays where it was.

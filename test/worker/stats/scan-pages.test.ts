@@ -119,4 +119,23 @@ describe("a scan's pages, let go once folded", () => {
     expect(list.text).toBe(await upstreamText(tenant.fake, only as RecordedRequest));
     expect(list.text.length).toBeGreaterThan(1_000);
   });
+
+  it("are folded by every scan that shares their load, though each lets them go", async () => {
+    // `until` is applied by the scan, not by Extend: two scans with different bounds past every
+    // run walk the same pages oldest first, in step, and share each page's load.
+    const tenant = isolatedTenant({
+      dataset: { size: 1_500, seed: 12 },
+      pageLimit: 100,
+      latency: { baseMs: 30, perRunMs: 0 },
+    });
+    const bounds = ["2100-01-01T00:00:00.000Z", "2200-01-01T00:00:00.000Z"];
+    const answers = await Promise.all(
+      bounds.map((until) => getStats(tenant, { status: "PROCESSED", until })),
+    );
+    const expected = referenceStats(tenant.fake.runs, { status: "PROCESSED" });
+    for (const { body } of answers) expect(summary(body)).toEqual(expected);
+    const pages = answers.reduce((sum, { body }) => sum + body.pagesFetched, 0);
+    // Shared: one upstream call a page for both scans.
+    expect(tenant.fake.listCalls.length).toBeLessThan(pages);
+  });
 });
