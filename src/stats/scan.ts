@@ -189,14 +189,14 @@ function finish(partition: PartitionState, direction: Direction, totals: Totals)
 type Step = "count" | "skip" | "stop";
 
 /**
- * What a walk does with a run at `at`, given its bounds, the instant of its open group, and where
- * the other walk has got to.
+ * What a walk does with a run at `at`, given its bounds, the instant of its open group (NaN when
+ * none), and where the other walk has got to.
  */
 function stepFor(
   partition: PartitionState,
   direction: Direction,
   at: number,
-  openAt: number | undefined,
+  openAt: number,
   bounds: { since: number | undefined; until: number | undefined },
 ): Step {
   if (direction === "desc") {
@@ -204,20 +204,61 @@ function stepFor(
     if (bounds.since !== undefined && at < bounds.since) return "stop";
     if (partition.ascClaimed !== null && at <= partition.ascClaimed) return "stop";
     // An instant already left behind: a run created after the walk passed it, or a repeat.
-    return openAt !== undefined && at > openAt ? "skip" : "count";
+    return at > openAt ? "skip" : "count";
   }
   if (bounds.since !== undefined && at < bounds.since) return "skip";
   if (bounds.until !== undefined && at > bounds.until) return "stop";
   if (partition.descClaimed !== null && at >= partition.descClaimed) return "stop";
-  return openAt !== undefined && at < openAt ? "skip" : "count";
+  return at < openAt ? "skip" : "count";
 }
 
 /**
- * Sums of one page's fold, reused from page to page (folds are synchronous): the groups the page
- * closed and counted, and the group still open. Nothing is allocated per run.
+ * One page's fold in progress: the groups it closed and counted, and the group still open. One
+ * object serves every page (folds are synchronous), its numbers kept in its fields, so nothing is
+ * allocated per run.
  */
-const pageCounted = new UsageSum();
-const pageGroup = new UsageSum();
+class PageFold {
+  readonly counted = new UsageSum();
+  readonly group = new UsageSum();
+  /** The open group's instant, NaN when there is none. */
+  openAt = Number.NaN;
+  /** The group carried in from the walk's previous page, counted with the runs added to it here. */
+  carried: Tally | undefined;
+
+  begin(open: OpenGroup | undefined): void {
+    this.counted.reset();
+    this.group.reset();
+    this.openAt = open ? open.at : Number.NaN;
+    this.carried = open?.tally;
+  }
+
+  /** Closes the open group: counted if the other walk has not claimed its instant. */
+  closeOpen(partition: PartitionState, direction: Direction, totals: Totals): void {
+    const at = this.openAt;
+    if (Number.isNaN(at)) return;
+    const claimed =
+      direction === "desc"
+        ? partition.ascClaimed !== null && at <= partition.ascClaimed
+        : partition.descClaimed !== null && at >= partition.descClaimed;
+    if (!claimed) {
+      if (direction === "desc") partition.descClaimed = at;
+      else partition.ascClaimed = at;
+      this.counted.merge(this.group);
+      if (this.carried) addTally(totals, partition.status, this.carried);
+    }
+    this.carried = undefined;
+    this.group.reset();
+  }
+
+  /** Writes what the page counted into the totals, and its open group back into the walk. */
+  settle(partition: PartitionState, walk: WalkState, totals: Totals): void {
+    addTally(totals, partition.status, this.counted.tally());
+    if (!Number.isNaN(this.openAt)) walk.open = { at: this.openAt, tally: this.group.tally(this.carried) };
+    this.carried = undefined;
+  }
+}
+
+const pageFold = new PageFold();
 
 /**
  * Folds one page of a walk into the scan. Memory: the page itself and one tally per walk. The
@@ -234,54 +275,26 @@ export function applyPage(
   if (partition.done) return;
   const walk = walkOf(partition, direction);
   const bounds = { since: instant(filters.since), until: instant(filters.until) };
-  const counted = pageCounted;
-  const group = pageGroup;
-  counted.reset();
-  group.reset();
-  // The group carried in from the walk's previous page, counted with the runs added to it here.
-  let carried = walk.open?.tally;
-  let openAt = walk.open?.at;
+  const fold = pageFold;
+  fold.begin(walk.open);
   walk.open = undefined;
-
-  /** Closes the open group: counted if the other walk has not claimed its instant. */
-  const closeOpen = () => {
-    if (openAt === undefined) return;
-    const claimed =
-      direction === "desc"
-        ? partition.ascClaimed !== null && openAt <= partition.ascClaimed
-        : partition.descClaimed !== null && openAt >= partition.descClaimed;
-    if (!claimed) {
-      if (direction === "desc") partition.descClaimed = openAt;
-      else partition.ascClaimed = openAt;
-      counted.merge(group);
-      if (carried) addTally(totals, partition.status, carried);
-    }
-    carried = undefined;
-    group.reset();
-  };
-  /** Writes what the page counted into the totals, and its open group back into the walk. */
-  const settle = () => {
-    addTally(totals, partition.status, counted.tally());
-    if (openAt !== undefined) walk.open = { at: openAt, tally: group.tally(carried) };
-  };
-
   const values = page.values;
   for (let i = 0; i < page.runs * VALUES_PER_RUN; i += VALUES_PER_RUN) {
     const at = checkedCreatedAt(values[i] as number);
-    const step = stepFor(partition, direction, at, openAt, bounds);
+    const step = stepFor(partition, direction, at, fold.openAt, bounds);
     if (step === "skip") continue;
     if (step === "stop") {
-      settle();
+      fold.settle(partition, walk, totals);
       finish(partition, direction, totals);
       return;
     }
-    if (openAt !== at) {
-      closeOpen();
-      openAt = at;
+    if (fold.openAt !== at) {
+      fold.closeOpen(partition, direction, totals);
+      fold.openAt = at;
     }
-    group.add(values[i + 1] as number, values[i + 2] as number);
+    fold.group.add(values[i + 1] as number, values[i + 2] as number);
   }
-  settle();
+  fold.settle(partition, walk, totals);
   // The end of the list is the absence of a cursor, never a short page.
   if (page.nextPageToken === undefined) {
     finish(partition, direction, totals);

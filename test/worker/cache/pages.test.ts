@@ -30,7 +30,7 @@ describe("cachedPages", () => {
       upstream: {
         async list() {
           await held;
-          const body = new TextEncoder().encode(text);
+          const body = new Uint8Array(new TextEncoder().encode(text));
           const page = pageFromBytes(body, { pruned: foldPageBytes(body) as PrunedPage });
           if (!page) throw new Error("not a page");
           loaded.push(page);
