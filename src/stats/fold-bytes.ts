@@ -97,11 +97,18 @@ const MAX_EXACT_DIGITS = 15;
 const EXACT_POWERS = Array.from({ length: 23 }, (_, k) => 10 ** k);
 
 /**
- * The value of the JSON number `bytes[start, end)` (already checked against the grammar) when it
- * is a plain decimal of at most 15 digits, else undefined. Its digits form an integer exact in a
- * double, and dividing it by an exact power of ten rounds once, correctly, as `Number` does.
+ * Writes the value of the JSON number `bytes[start, end)` (already checked against the grammar)
+ * at `into[slot]` when it is a plain decimal of at most 15 digits; false for any other. Its digits
+ * form an integer exact in a double, and dividing it by an exact power of ten rounds once,
+ * correctly, as `Number` does.
  */
-function exactDecimal(bytes: Uint8Array, start: number, end: number): number | undefined {
+function exactDecimal(
+  bytes: Uint8Array,
+  start: number,
+  end: number,
+  into: Float64Array,
+  slot: number,
+): boolean {
   let i = start;
   const negative = bytes[i] === MINUS;
   if (negative) i++;
@@ -114,14 +121,15 @@ function exactDecimal(bytes: Uint8Array, start: number, end: number): number | u
       fraction = 0;
       continue;
     }
-    if (!isDigit(b)) return undefined;
+    if (!isDigit(b)) return false;
     units = units * 10 + (b - ZERO);
     digits += 1;
     if (fraction >= 0) fraction += 1;
   }
-  if (digits > MAX_EXACT_DIGITS) return undefined;
+  if (digits > MAX_EXACT_DIGITS) return false;
   const value = fraction > 0 ? units / (EXACT_POWERS[fraction] as number) : units;
-  return negative ? -value : value;
+  into[slot] = negative ? -value : value;
+  return true;
 }
 
 /** `count` ASCII digits at `at` as a number, or -1 when one of them is not a digit. */
@@ -136,14 +144,20 @@ function digitsAt(bytes: Uint8Array, at: number, count: number): number {
 }
 
 /**
- * `Date.parse` of `bytes[start, end)` when they are `YYYY-MM-DDTHH:MM:SSZ` or
- * `YYYY-MM-DDTHH:MM:SS.sssZ` with every field in the range where `Date.parse` and `Date.UTC`
+ * Writes `Date.parse` of `bytes[start, end)` at `into[slot]` when they are `YYYY-MM-DDTHH:MM:SSZ`
+ * or `YYYY-MM-DDTHH:MM:SS.sssZ` with every field in the range where `Date.parse` and `Date.UTC`
  * agree (year 1000–9999, month 1–12, day 1–31 normalised into the next month as both do, hour
- * 0–23, minute and second 0–59); undefined for anything else, which the caller parses as text.
+ * 0–23, minute and second 0–59); false for anything else, which the caller parses as text.
  */
-function isoInstant(bytes: Uint8Array, start: number, end: number): number | undefined {
+function isoInstant(
+  bytes: Uint8Array,
+  start: number,
+  end: number,
+  into: Float64Array,
+  slot: number,
+): boolean {
   const length = end - start;
-  if (length !== 20 && length !== 24) return undefined;
+  if (length !== 20 && length !== 24) return false;
   if (
     bytes[start + 4] !== MINUS ||
     bytes[start + 7] !== MINUS ||
@@ -152,12 +166,12 @@ function isoInstant(bytes: Uint8Array, start: number, end: number): number | und
     bytes[start + 16] !== COLON ||
     bytes[end - 1] !== 0x5a
   )
-    return undefined;
+    return false;
   let ms = 0;
   if (length === 24) {
-    if (bytes[start + 19] !== DOT) return undefined;
+    if (bytes[start + 19] !== DOT) return false;
     ms = digitsAt(bytes, start + 20, 3);
-    if (ms < 0) return undefined;
+    if (ms < 0) return false;
   }
   const year = digitsAt(bytes, start, 4);
   const month = digitsAt(bytes, start + 5, 2);
@@ -165,9 +179,10 @@ function isoInstant(bytes: Uint8Array, start: number, end: number): number | und
   const hour = digitsAt(bytes, start + 11, 2);
   const minute = digitsAt(bytes, start + 14, 2);
   const second = digitsAt(bytes, start + 17, 2);
-  if (year < 1000 || month < 1 || month > 12 || day < 1 || day > 31) return undefined;
-  if (hour < 0 || hour > 23 || minute < 0 || minute > 59 || second < 0 || second > 59) return undefined;
-  return Date.UTC(year, month - 1, day, hour, minute, second, ms);
+  if (year < 1000 || month < 1 || month > 12 || day < 1 || day > 31) return false;
+  if (hour < 0 || hour > 23 || minute < 0 || minute > 59 || second < 0 || second > 59) return false;
+  into[slot] = Date.UTC(year, month - 1, day, hour, minute, second, ms);
+  return true;
 }
 
 /** What a member's value turned out to be, for the fields whose type decides the outcome. */
@@ -277,28 +292,22 @@ class Reader {
     this.position = i;
   }
 
-  number(): number {
-    const start = this.position;
-    this.skipNumber();
-    const fast = exactDecimal(this.bytes, start, this.position);
-    return fast ?? Number(asciiText(this.bytes, start, this.position));
-  }
-
   /**
-   * A string value as `Date.parse` reads it (NaN for any other kind), past the value. The usual
-   * form (`2024-05-01T12:30:00.123Z`) is read from the bytes; any other becomes a string first.
+   * Writes a string value as `Date.parse` reads it (NaN for any other kind) at `into[slot]`, past
+   * the value. The usual form (`2024-05-01T12:30:00.123Z`) is read from the bytes; any other
+   * becomes a string first. (Written, not returned: a returned double is boxed on the heap.)
    */
-  timeValue(): number {
+  timeInto(into: Float64Array, slot: number): void {
     if (this.kind() !== "string") {
       this.skipValue();
-      return Number.NaN;
+      into[slot] = Number.NaN;
+      return;
     }
     const start = this.position;
     const form = this.skipString();
-    const fast = form === 0 ? isoInstant(this.bytes, start + 1, this.position - 1) : undefined;
-    if (fast !== undefined) return fast;
+    if (form === 0 && isoInstant(this.bytes, start + 1, this.position - 1, into, slot)) return;
     this.position = start;
-    return Date.parse(this.string());
+    into[slot] = Date.parse(this.string());
   }
 
   /** A string value (decoded), or undefined for any other kind; past the value either way. */
@@ -308,11 +317,17 @@ class Reader {
     return undefined;
   }
 
-  /** A number value, or undefined for any other kind; past the value either way. */
-  numberValue(): number | undefined {
-    if (this.kind() === "number") return this.number();
-    this.skipValue();
-    return undefined;
+  /** Writes a number value (NaN for any other kind) at `into[slot]`, as `timeInto`; past the value. */
+  numberInto(into: Float64Array, slot: number): void {
+    if (this.kind() !== "number") {
+      this.skipValue();
+      into[slot] = Number.NaN;
+      return;
+    }
+    const start = this.position;
+    this.skipNumber();
+    if (exactDecimal(this.bytes, start, this.position, into, slot)) return;
+    into[slot] = Number(asciiText(this.bytes, start, this.position));
   }
 
   /** Whether the value here is the string `word` (ASCII, compared as JSON.parse would decode it); past it. */
@@ -494,8 +509,8 @@ function readUsage(reader: Reader, at: number): void {
   do {
     const key = reader.memberKey(USAGE_KEYS);
     // Later duplicates win, as in JSON.parse.
-    if (key === 0) scratch[at] = reader.numberValue() ?? Number.NaN;
-    else if (key === 1) scratch[at + 1] = reader.numberValue() ?? Number.NaN;
+    if (key === 0) reader.numberInto(scratch, at);
+    else if (key === 1) reader.numberInto(scratch, at + 1);
     else reader.skipValue();
   } while (reader.nextMember());
 }
@@ -520,7 +535,7 @@ function readRun(reader: Reader, index: number): boolean {
   do {
     const key = reader.memberKey(RUN_KEYS);
     if (key === 0) {
-      scratch[at] = reader.timeValue();
+      reader.timeInto(scratch, at);
     } else if (key === 1) {
       readUsage(reader, at + 1);
     } else {
