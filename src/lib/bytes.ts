@@ -32,7 +32,7 @@ export class StreamTooLong extends RangeError {
  * hundreds of small chunks, each a buffer, a view, a result and a promise on the heap; read into
  * the caller's buffer in large steps, a page costs a handful of reads.
  */
-export const MIN_READ_BYTES = 512 * 1024;
+const MIN_READ_BYTES = 512 * 1024;
 
 /** Where a stream's bytes go: `buffer`, filled up to `at`. */
 interface Fill {
