@@ -75,7 +75,7 @@ export interface ScanMemoryRow {
   requests: number;
   /** With `attribute`: the heap allocated during the scans, garbage included, by where (MB). */
   heldBy?: { where: string; mb: number }[];
-  /** With `attribute`, idle only: a heap snapshot (taken after a full collection). */
+  /** With `attribute`: a heap snapshot (taken after a full collection; for scans, once they are done). */
   snapshot?: HeapSnapshotSummary;
 }
 
@@ -125,6 +125,8 @@ async function measureScans(
   const { peakMb: rssPeakMb } = rss.stop();
   const readings = await memory.stop();
   const heldBy = await sampler?.stop();
+  // After the readings: what is still reachable once V8 has collected (the snapshot collects first).
+  const snapshot = plan.attribute ? await snapshotSummary(inspector).catch(() => undefined) : undefined;
   inspector.close();
   const counters = await fake.counters();
   return {
@@ -140,6 +142,7 @@ async function measureScans(
     upstreamCalls: counters.listCalls,
     requests: walks.reduce((sum, w) => sum + w.requests, 0),
     ...(heldBy ? { heldBy } : {}),
+    ...(snapshot ? { snapshot } : {}),
   };
 }
 
