@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { RATE_LIMITER_DEFAULTS } from "../security/limits.ts";
 import { normaliseRedactPaths } from "../security/redact.ts";
 import { ApiError } from "./errors.ts";
 
@@ -172,16 +173,6 @@ const onOffSetting = z
 const webhookSecrets = listSetting.refine((secrets) => secrets.every((s) => /^[\x21-\x7e]+$/.test(s)), {
   message: "must list printable ASCII secrets without spaces, comma-separated",
 });
-
-/**
- * The `simple.limit` of each Rate Limiting binding in wrangler.toml (a test checks every
- * environment). The *_LIMIT settings repeat them, because a binding does not say its own limit.
- */
-export const RATE_LIMITER_DEFAULTS = {
-  RATE_LIMITER: 120,
-  STATS_RATE_LIMITER: 10,
-  AUTH_RATE_LIMITER: 1200,
-} as const;
 
 const RawConfig = z.object({
   EXTEND_API_KEY: z

@@ -5,6 +5,7 @@ import { ApiError } from "../app/errors.ts";
 import { isRead } from "../app/router.ts";
 import { clientIp } from "./client-ip.ts";
 import { LimiterLedger } from "./limiter-ledger.ts";
+import type { RATE_LIMITER_DEFAULTS } from "./limits.ts";
 
 /** The period of every limiter in wrangler.toml; Retry-After is the longest a caller may wait. */
 export const RATE_LIMIT_PERIOD_SECONDS = 60;
@@ -17,7 +18,7 @@ export const RATE_LIMIT_PERIOD_SECONDS = 60;
 export const REJECTED_CREDENTIAL_COST = 10;
 
 /** The Workers Rate Limiting bindings declared in wrangler.toml. */
-export type LimiterBinding = "RATE_LIMITER" | "STATS_RATE_LIMITER" | "AUTH_RATE_LIMITER";
+export type LimiterBinding = keyof typeof RATE_LIMITER_DEFAULTS;
 
 /** One ledger per binding, shared by every request this isolate serves (see limiter-ledger.ts). */
 const ledgers = new Map<LimiterBinding, LimiterLedger>();

@@ -4,8 +4,8 @@
 import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
 import { env as testEnv } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
-import { RATE_LIMITER_DEFAULTS } from "../../../src/app/config.ts";
 import worker from "../../../src/index.ts";
+import { RATE_LIMITER_DEFAULTS } from "../../../src/security/limits.ts";
 import wranglerToml from "../../../wrangler.toml?raw";
 import { json } from "../support/proxy.ts";
 import { freshClientIp, isolatedTenant } from "../support/tenant.ts";
