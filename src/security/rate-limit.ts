@@ -32,17 +32,14 @@ function ledgerOf(binding: LimiterBinding): LimiterLedger {
 }
 
 /**
- * Sends one unit of `key` to the binding and returns its verdict. A binding that throws (or is
- * not bound) lets the request through and records a warning on the request's log line: an outage
- * of the limiter must not become an outage of the proxy.
+ * Sends one unit of `key` (already in the ledger) to the binding and returns its verdict. A binding
+ * that throws (or is not bound) lets the request through and records a warning on the request's
+ * log line: an outage of the limiter must not become an outage of the proxy.
  */
 async function ask(c: Context<AppEnv>, binding: LimiterBinding, key: string): Promise<boolean> {
-  const ledger = ledgerOf(binding);
   try {
-    const limiter = c.env[binding];
-    ledger.record(key, Date.now());
-    const outcome = await limiter.limit({ key });
-    ledger.verdict(key, outcome.success, Date.now());
+    const outcome = await c.env[binding].limit({ key });
+    ledgerOf(binding).verdict(key, outcome.success, Date.now());
     return outcome.success;
   } catch {
     const warning = `${binding} unavailable; request allowed`;
@@ -55,26 +52,38 @@ async function ask(c: Context<AppEnv>, binding: LimiterBinding, key: string): Pr
 interface Spent {
   /** Whether the request may go on: the verdict itself, or `true` at once for a trusted key. */
   answer: Promise<boolean>;
-  /** The binding's verdict on this unit. */
-  verdict: Promise<boolean>;
+  /** The binding's verdict on this unit; for an early answer, asking for it sends the unit now. */
+  verdict: () => Promise<boolean>;
 }
 
 /**
  * Spends one unit of `key`. Every unit is sent to the binding, which counts for every isolate at
  * the location. For a key this isolate trusts (limiter-ledger.ts: admitted here lately, not
  * refused since, this isolate's own units below the limit as the *_LIMIT settings give it) the
- * answer is yes at once and the verdict arrives in the background; any other key waits for its
- * verdict. In one isolate an early yes is exactly what the binding answers; across isolates, a
- * key other isolates have spent is admitted here until its first refusal comes back (for a
- * sequential caller, one request a period), within the binding's own documented approximation.
+ * answer is yes at once, and the unit is sent once the response has left (under `wrangler dev`
+ * the binding's round trip shares the isolate's thread with the response); any other key waits
+ * for its verdict. In one isolate an early yes is exactly what the binding answers; across
+ * isolates, a key other isolates have spent is admitted here until its first refusal comes back
+ * (for a sequential caller, one request a period), within the binding's own approximation.
  */
 function spend(c: Context<AppEnv>, binding: LimiterBinding, key: string, mayTrust: boolean): Spent {
+  const ledger = ledgerOf(binding);
+  const now = Date.now();
   const limit = c.var.config.limiterLimits[binding];
-  const early = mayTrust && c.env[binding] !== undefined && ledgerOf(binding).trusted(key, limit, Date.now());
-  const verdict = ask(c, binding, key);
-  if (!early) return { answer: verdict, verdict };
-  c.executionCtx.waitUntil(verdict);
-  return { answer: Promise.resolve(true), verdict };
+  const early = mayTrust && c.env[binding] !== undefined && ledger.trusted(key, limit, now);
+  ledger.record(key, now);
+  if (!early) {
+    const verdict = ask(c, binding, key);
+    return { answer: verdict, verdict: () => verdict };
+  }
+  let sent: Promise<boolean> | undefined;
+  const send = () => {
+    sent ??= ask(c, binding, key);
+    return sent;
+  };
+  const telemetry = c.var.telemetry;
+  telemetry.afterResponse = [...(telemetry.afterResponse ?? []), send];
+  return { answer: Promise.resolve(true), verdict: send };
 }
 
 function rateLimited(what: string): ApiError {
@@ -139,7 +148,7 @@ export function isSuspect(c: Context<AppEnv>): boolean {
 }
 
 /** Each request's lockout verdict, for its rejection to answer with (see confirmCredentialAttempt). */
-const lockoutVerdicts = new WeakMap<Context<AppEnv>, Promise<boolean>>();
+const lockoutVerdicts = new WeakMap<Context<AppEnv>, () => Promise<boolean>>();
 
 /**
  * Spends one unit of the client address's credential budget, before its credentials are looked
@@ -151,11 +160,19 @@ const lockoutVerdicts = new WeakMap<Context<AppEnv>, Promise<boolean>>();
 export async function spendCredentialAttempt(c: Context<AppEnv>): Promise<void> {
   const key = credentialsKey(c);
   const { answer, verdict } = spend(c, "AUTH_RATE_LIMITER", key, !isSuspect(c));
-  lockoutVerdicts.set(c, verdict);
-  verdict.then((allowed) => {
+  const judged = async () => {
+    const allowed = await verdict();
     if (!allowed) markSuspect(key);
-  });
-  if (!(await answer)) throw rateLimited("credential attempts from this address");
+    return allowed;
+  };
+  lockoutVerdicts.set(c, judged);
+  // An early answer's verdict still marks the address when it refuses, once it comes.
+  const telemetry = c.var.telemetry;
+  telemetry.afterResponse = [...(telemetry.afterResponse ?? []), judged];
+  if (!(await answer)) {
+    markSuspect(key);
+    throw rateLimited("credential attempts from this address");
+  }
 }
 
 /**
@@ -164,7 +181,8 @@ export async function spendCredentialAttempt(c: Context<AppEnv>): Promise<void> 
  * answer even when their attempt went on early.
  */
 export async function confirmCredentialAttempt(c: Context<AppEnv>): Promise<void> {
-  if (!(await (lockoutVerdicts.get(c) ?? true))) throw rateLimited("credential attempts from this address");
+  const verdict = lockoutVerdicts.get(c);
+  if (verdict && !(await verdict())) throw rateLimited("credential attempts from this address");
 }
 
 /** Charges the rest of a rejected credential's cost (REJECTED_CREDENTIAL_COST) to its address. */

@@ -7,6 +7,7 @@ import { describe, expect, it } from "vitest";
 import worker from "../../../src/index.ts";
 import { RATE_LIMITER_DEFAULTS } from "../../../src/security/limits.ts";
 import wranglerToml from "../../../wrangler.toml?raw";
+import { captureConsole, requestLines } from "../support/console.ts";
 import { json } from "../support/proxy.ts";
 import { freshClientIp, isolatedTenant } from "../support/tenant.ts";
 
@@ -22,24 +23,32 @@ interface Limiter {
   readonly binding: RateLimit;
   /** The key of every `limit()` call, in order. */
   readonly keys: string[];
-  /** Answers every call held so far. */
+  /** From now on, calls wait for release(). */
+  hold(): void;
+  /** Answers every held call, and every later one at once until the next hold(). */
   release(): void;
 }
 
-/** Answers its first call at once with `first`, and every later one with `later` once released. */
+/** Answers its first call with `first`, and every later one with `later` (held while asked to). */
 function limiter(first: boolean, later: boolean): Limiter {
   const keys: string[] = [];
   const held: (() => void)[] = [];
+  let holding = false;
   return {
     keys,
     binding: {
       limit: ({ key }) => {
         keys.push(key);
-        if (keys.length === 1) return Promise.resolve({ success: first });
-        return new Promise((resolve) => held.push(() => resolve({ success: later })));
+        const success = keys.length === 1 ? first : later;
+        if (!holding) return Promise.resolve({ success });
+        return new Promise((resolve) => held.push(() => resolve({ success })));
       },
     },
+    hold: () => {
+      holding = true;
+    },
     release: () => {
+      holding = false;
       for (const answer of held.splice(0)) answer();
     },
   };
@@ -56,15 +65,16 @@ function setup(overrides: Partial<Env> = {}) {
     ...overrides,
   };
   /**
-   * Sends one request and returns its response as soon as the Worker gives it (or "waiting" if
-   * it gives none in time), then releases every held verdict and lets background work finish.
+   * Sends one request while `held` hold their verdicts, and says whether the Worker answered in
+   * time without them; then releases them and lets background work finish.
    */
   const send = async (
     path: string,
     authorization: string,
-    release: Limiter[],
+    held: Limiter[],
     patienceMs = ANSWER_WITHIN_MS,
   ) => {
+    for (const limiter of held) limiter.hold();
     const ctx = createExecutionContext();
     const request = new Request(`https://proxy.test${path}`, {
       headers: { authorization, "cf-connecting-ip": ip },
@@ -78,7 +88,7 @@ function setup(overrides: Partial<Env> = {}) {
       }),
     ]);
     clearTimeout(timer);
-    for (const held of release) held.release();
+    for (const limiter of held) limiter.release();
     const response = result === "waiting" ? await answer : result;
     const status = response.status;
     await response.body?.cancel();
@@ -149,6 +159,26 @@ describe("early admission of trusted callers", () => {
       waited: true,
       status: 429,
     });
+  });
+
+  it("sends an early answer's unit after the response, and its log line says when the binding failed", async () => {
+    let calls = 0;
+    const flaky = {
+      limit: () => (++calls === 1 ? Promise.resolve({ success: true }) : Promise.reject(new Error("down"))),
+    } as unknown as RateLimit;
+    const tenant = isolatedTenant();
+    const token = `real_${crypto.randomUUID()}`;
+    const options = {
+      env: { CLIENT_TOKENS: token, ALLOW_ANONYMOUS: "false", RATE_LIMITER: flaky },
+      headers: { authorization: `Bearer ${token}` },
+    };
+    expect((await tenant.call("/workflow_runs?maxPageSize=1", options)).status).toBe(200);
+    const { result, lines } = await captureConsole(() =>
+      tenant.call("/workflow_runs?maxPageSize=1", options),
+    );
+    expect(result.status).toBe(200);
+    expect(calls).toBe(2);
+    expect(requestLines(lines)[0]?.warnings).toEqual(["RATE_LIMITER unavailable; request allowed"]);
   });
 
   it("waits for every verdict when a limit is set to 0", async () => {
