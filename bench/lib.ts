@@ -135,6 +135,15 @@ export async function startFakeProcess(options: FakeProcessOptions): Promise<Fak
   };
 }
 
+/** Every Rate Limiting binding's limit in a benchmark: far above any load it sends. */
+const BENCH_LIMIT = 1_000_000;
+/** The settings that repeat the bindings' limits, matching the benchmark's copy of wrangler.toml. */
+const BENCH_LIMIT_SETTINGS = {
+  RATE_LIMITER_LIMIT: String(BENCH_LIMIT),
+  STATS_RATE_LIMITER_LIMIT: String(BENCH_LIMIT),
+  AUTH_RATE_LIMITER_LIMIT: String(BENCH_LIMIT),
+};
+
 /** A copy of wrangler.toml whose per-caller limits cannot interfere with a benchmark's load. */
 async function benchConfig(unbound: readonly string[]): Promise<string> {
   const dir = join(PROJECT_ROOT, ".wrangler", "bench");
@@ -142,7 +151,7 @@ async function benchConfig(unbound: readonly string[]): Promise<string> {
   const source = await readFile(join(PROJECT_ROOT, "wrangler.toml"), "utf8");
   let config = source
     .replace(/^main\s*=\s*"([^"]+)"/m, (_, main: string) => `main = "${join(PROJECT_ROOT, main)}"`)
-    .replace(/simple\s*=\s*\{\s*limit\s*=\s*\d+/g, "simple = { limit = 1000000");
+    .replace(/simple\s*=\s*\{\s*limit\s*=\s*\d+/g, `simple = { limit = ${BENCH_LIMIT}`);
   for (const name of unbound) {
     // Top-level blocks only: the environments' are `[[env.<name>.ratelimits]]` and the like.
     const block = new RegExp(
@@ -194,6 +203,7 @@ export async function startProxy(fake: FakeProcess, options: ProxyOptions = {}):
       EXTEND_API_KEY: fake.apiKey,
       CLIENT_TOKENS: token,
       ALLOW_ANONYMOUS: "false",
+      ...BENCH_LIMIT_SETTINGS,
       ...options.vars,
     },
   });

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { RATE_LIMITER_DEFAULTS } from "../security/limits.ts";
 import { normaliseRedactPaths } from "../security/redact.ts";
 import { ApiError } from "./errors.ts";
 
@@ -216,6 +217,9 @@ const RawConfig = z.object({
   INDEX_RECONCILE_SECONDS: intSetting(86_400, 30, 2_592_000),
   INDEX_LOOKBACK_SECONDS: intSetting(180, 0, 3_600),
   EXTEND_WEBHOOK_SECRET: webhookSecrets,
+  RATE_LIMITER_LIMIT: intSetting(RATE_LIMITER_DEFAULTS.RATE_LIMITER, 0, 10_000_000),
+  STATS_RATE_LIMITER_LIMIT: intSetting(RATE_LIMITER_DEFAULTS.STATS_RATE_LIMITER, 0, 10_000_000),
+  AUTH_RATE_LIMITER_LIMIT: intSetting(RATE_LIMITER_DEFAULTS.AUTH_RATE_LIMITER, 0, 10_000_000),
 });
 
 /** Every setting, parsed and defaulted. Built once per isolate from the Worker's env. */
@@ -249,6 +253,11 @@ export interface Config {
   readonly indexLookbackSeconds: number;
   /** Signing secrets accepted on POST /webhooks/extend; none means the route does not exist. */
   readonly webhookSecrets: readonly string[];
+  /**
+   * Each Rate Limiting binding's limit a period, as the *_LIMIT settings give it: below it, an
+   * isolate that has seen no refusal admits without waiting for the binding (0: always wait).
+   */
+  readonly limiterLimits: { readonly [binding in keyof typeof RATE_LIMITER_DEFAULTS]: number };
 }
 
 const parsed = new WeakMap<object, Config>();
@@ -317,6 +326,11 @@ export function loadConfig(env: Env): Config {
     indexReconcileSeconds: raw.INDEX_RECONCILE_SECONDS,
     indexLookbackSeconds: raw.INDEX_LOOKBACK_SECONDS,
     webhookSecrets: raw.EXTEND_WEBHOOK_SECRET,
+    limiterLimits: {
+      RATE_LIMITER: raw.RATE_LIMITER_LIMIT,
+      STATS_RATE_LIMITER: raw.STATS_RATE_LIMITER_LIMIT,
+      AUTH_RATE_LIMITER: raw.AUTH_RATE_LIMITER_LIMIT,
+    },
   };
   parsed.set(env, config);
   return config;

@@ -22,6 +22,11 @@ export interface RequestTelemetry {
   warnings?: string[];
   /** What lay under the error the request answered with (class and code only; never sent). */
   cause?: string;
+  /**
+   * Work that must run for this request but not before its response: requestLog() starts it once
+   * the response has left, and waits for it before the log line (whose warnings it may add to).
+   */
+  afterResponse?: (() => Promise<unknown>)[];
 }
 
 /** Records a degradation the request survived; it appears in the request's log line. */

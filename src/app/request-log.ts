@@ -193,6 +193,11 @@ export function requestLog() {
         cause: telemetry?.cause,
       };
       await afterResponse(c, async () => {
+        const deferred = telemetry?.afterResponse?.splice(0) ?? [];
+        if (deferred.length > 0) {
+          await Promise.allSettled(deferred.map((work) => work()));
+          if (telemetry?.warnings?.length) record.warnings = [...telemetry.warnings];
+        }
         record.query = await loggableQuery(new URL(url));
         logLine(record);
       });

@@ -48,4 +48,10 @@ interface Env {
   INDEX_LOOKBACK_SECONDS?: string;
   /** Extend webhook signing secrets (`wss_…`), comma-separated during a rotation (secret). */
   EXTEND_WEBHOOK_SECRET?: string;
+  /** RATE_LIMITER's `simple.limit` in wrangler.toml (120); 0 makes every request wait for its verdict. */
+  RATE_LIMITER_LIMIT?: string;
+  /** STATS_RATE_LIMITER's `simple.limit` in wrangler.toml (10); 0 makes every request wait for its verdict. */
+  STATS_RATE_LIMITER_LIMIT?: string;
+  /** AUTH_RATE_LIMITER's `simple.limit` in wrangler.toml (1200); 0 makes every request wait for its verdict. */
+  AUTH_RATE_LIMITER_LIMIT?: string;
 }

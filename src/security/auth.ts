@@ -11,6 +11,7 @@ import { looksLikeJwt, verifyCallerJwt } from "./jwt.ts";
 import {
   admitCaller,
   chargeRejectedCredentials,
+  confirmCredentialAttempt,
   isSuspect,
   type LimiterBinding,
   spendCredentialAttempt,
@@ -208,6 +209,7 @@ export function authenticate(options: AuthenticateOptions = {}) {
     const failures = attempts.filter((a): a is Extract<Attempt, { ok: false }> => !a.ok);
     const reasons = failures.map((f) => f.reason).join("; ");
     if (failures.some((f) => f.unavailable)) {
+      await confirmCredentialAttempt(c);
       addWarning(c.var.telemetry, "JWT key set unavailable");
       // Not the caller's fault: the credentials could not be checked at all, so a 401 would be wrong
       // (clients would drop a valid token) and the failure is not counted against the caller.

@@ -4,6 +4,8 @@ import { type AppEnv, addWarning } from "../app/env.ts";
 import { ApiError } from "../app/errors.ts";
 import { isRead } from "../app/router.ts";
 import { clientIp } from "./client-ip.ts";
+import { LimiterLedger } from "./limiter-ledger.ts";
+import type { RATE_LIMITER_DEFAULTS } from "./limits.ts";
 
 /** The period of every limiter in wrangler.toml; Retry-After is the longest a caller may wait. */
 export const RATE_LIMIT_PERIOD_SECONDS = 60;
@@ -16,16 +18,28 @@ export const RATE_LIMIT_PERIOD_SECONDS = 60;
 export const REJECTED_CREDENTIAL_COST = 10;
 
 /** The Workers Rate Limiting bindings declared in wrangler.toml. */
-export type LimiterBinding = "RATE_LIMITER" | "STATS_RATE_LIMITER" | "AUTH_RATE_LIMITER";
+export type LimiterBinding = keyof typeof RATE_LIMITER_DEFAULTS;
+
+/** One ledger per binding, shared by every request this isolate serves (see limiter-ledger.ts). */
+const ledgers = new Map<LimiterBinding, LimiterLedger>();
+function ledgerOf(binding: LimiterBinding): LimiterLedger {
+  let ledger = ledgers.get(binding);
+  if (ledger === undefined) {
+    ledger = new LimiterLedger(RATE_LIMIT_PERIOD_SECONDS * 1000);
+    ledgers.set(binding, ledger);
+  }
+  return ledger;
+}
 
 /**
- * Asks the binding whether `key` may make one more request. A binding that throws (or is not
- * bound) lets the request through and records a warning on the request's log line: an outage
- * of the limiter must not become an outage of the proxy.
+ * Sends one unit of `key` (already in the ledger) to the binding and returns its verdict. A binding
+ * that throws (or is not bound) lets the request through and records a warning on the request's
+ * log line: an outage of the limiter must not become an outage of the proxy.
  */
-async function withinLimit(c: Context<AppEnv>, binding: LimiterBinding, key: string): Promise<boolean> {
+async function ask(c: Context<AppEnv>, binding: LimiterBinding, key: string): Promise<boolean> {
   try {
     const outcome = await c.env[binding].limit({ key });
+    ledgerOf(binding).verdict(key, outcome.success, Date.now());
     return outcome.success;
   } catch {
     const warning = `${binding} unavailable; request allowed`;
@@ -33,6 +47,43 @@ async function withinLimit(c: Context<AppEnv>, binding: LimiterBinding, key: str
     if (!c.var.telemetry.warnings?.includes(warning)) addWarning(c.var.telemetry, warning);
     return true;
   }
+}
+
+interface Spent {
+  /** Whether the request may go on: the verdict itself, or `true` at once for a trusted key. */
+  answer: Promise<boolean>;
+  /** The binding's verdict on this unit; for an early answer, asking for it sends the unit now. */
+  verdict: () => Promise<boolean>;
+}
+
+/**
+ * Spends one unit of `key`. Every unit is sent to the binding, which counts for every isolate at
+ * the location. For a key this isolate trusts (limiter-ledger.ts: admitted here lately, not
+ * refused since, this isolate's own units below the limit as the *_LIMIT settings give it) the
+ * answer is yes at once, and the unit is sent once the response has left (under `wrangler dev`
+ * the binding's round trip shares the isolate's thread with the response); any other key waits
+ * for its verdict. In one isolate an early yes is exactly what the binding answers; across
+ * isolates, a key other isolates have spent is admitted here until its first refusal comes back
+ * (for a sequential caller, one request a period), within the binding's own approximation.
+ */
+function spend(c: Context<AppEnv>, binding: LimiterBinding, key: string, mayTrust: boolean): Spent {
+  const ledger = ledgerOf(binding);
+  const now = Date.now();
+  const limit = c.var.config.limiterLimits[binding];
+  const early = mayTrust && c.env[binding] !== undefined && ledger.trusted(key, limit, now);
+  ledger.record(key, now);
+  if (!early) {
+    const verdict = ask(c, binding, key);
+    return { answer: verdict, verdict: () => verdict };
+  }
+  let sent: Promise<boolean> | undefined;
+  const send = () => {
+    sent ??= ask(c, binding, key);
+    return sent;
+  };
+  const telemetry = c.var.telemetry;
+  telemetry.afterResponse = [...(telemetry.afterResponse ?? []), send];
+  return { answer: Promise.resolve(true), verdict: send };
 }
 
 function rateLimited(what: string): ApiError {
@@ -48,7 +99,7 @@ function rateLimited(what: string): ApiError {
  * rejects with the 429 when not. One call spends one unit of the caller's budget.
  */
 export function admitCaller(c: Context<AppEnv>, binding: LimiterBinding, callerId: string): Promise<void> {
-  return withinLimit(c, binding, callerId).then((allowed) => {
+  return spend(c, binding, callerId, true).answer.then((allowed) => {
     if (!allowed) throw rateLimited("requests from this caller");
   });
 }
@@ -96,25 +147,53 @@ export function isSuspect(c: Context<AppEnv>): boolean {
   return false;
 }
 
+/** Each request's lockout verdict, for its rejection to answer with (see confirmCredentialAttempt). */
+const lockoutVerdicts = new WeakMap<Context<AppEnv>, () => Promise<boolean>>();
+
 /**
  * Spends one unit of the client address's credential budget, before its credentials are looked
  * at. Throws the 429 once the budget is spent: from then until the limiter's window passes, every
  * request with credentials from that address is refused, the right ones included, so a guesser
- * learns nothing from the answer.
+ * learns nothing from the answer. Only an address this isolate trusts (admitted here lately, none
+ * of its credentials rejected since) goes on before the verdict; a suspect one always waits.
  */
 export async function spendCredentialAttempt(c: Context<AppEnv>): Promise<void> {
   const key = credentialsKey(c);
-  if (!(await withinLimit(c, "AUTH_RATE_LIMITER", key))) {
+  const { answer, verdict } = spend(c, "AUTH_RATE_LIMITER", key, !isSuspect(c));
+  const judged = async () => {
+    const allowed = await verdict();
+    if (!allowed) markSuspect(key);
+    return allowed;
+  };
+  lockoutVerdicts.set(c, judged);
+  // An early answer's verdict still marks the address when it refuses, once it comes.
+  const telemetry = c.var.telemetry;
+  telemetry.afterResponse = [...(telemetry.afterResponse ?? []), judged];
+  if (!(await answer)) {
     markSuspect(key);
     throw rateLimited("credential attempts from this address");
   }
+}
+
+/**
+ * Waits for the request's own lockout verdict and throws the 429 when it was refused. Every answer
+ * other than acceptance waits for it, so credentials that are not accepted get the locked-out
+ * answer even when their attempt went on early.
+ */
+export async function confirmCredentialAttempt(c: Context<AppEnv>): Promise<void> {
+  const verdict = lockoutVerdicts.get(c);
+  if (verdict && !(await verdict())) throw rateLimited("credential attempts from this address");
 }
 
 /** Charges the rest of a rejected credential's cost (REJECTED_CREDENTIAL_COST) to its address. */
 export async function chargeRejectedCredentials(c: Context<AppEnv>): Promise<void> {
   const key = credentialsKey(c);
   markSuspect(key);
+  await confirmCredentialAttempt(c);
   await Promise.all(
-    Array.from({ length: REJECTED_CREDENTIAL_COST - 1 }, () => withinLimit(c, "AUTH_RATE_LIMITER", key)),
+    Array.from(
+      { length: REJECTED_CREDENTIAL_COST - 1 },
+      () => spend(c, "AUTH_RATE_LIMITER", key, false).answer,
+    ),
   );
 }
