@@ -316,27 +316,41 @@ export function createKvCache(deps: KvCacheDeps): KvCache {
     return { kind: "unusable", reason: "corrupt" };
   }
 
-  function write(key: string, loaded: Loaded<unknown>, window: CacheWindow): void {
-    if (!kv) return;
-    const metadata: EntryMetadata = {
-      v: METADATA_VERSION,
-      at: loaded.at,
-      tag: loaded.tag,
-      n: storedLength(loaded.stored),
-    };
-    const expirationTtl = Math.max(KV_MIN_EXPIRATION_TTL_SECONDS, window.ttlSeconds + window.staleSeconds);
-    let put: Promise<void>;
-    try {
-      put = kv.put(key, loaded.stored, { expirationTtl, metadata });
-    } catch (error) {
-      put = Promise.reject(error);
-    }
-    // KV allows one write per second per key; a lost write only costs a later miss.
-    waitUntil(
-      put.catch((error: unknown) => {
+  /**
+   * Stores the value once the response that loaded it has gone out: the put runs in `waitUntil`
+   * after a timer turn, so no caller waits for its own write (locally a put is KV's work on the
+   * same cores; in production an I/O no reader needs). Resolves when KV has taken its copy.
+   */
+  function write(key: string, loaded: Loaded<unknown>, window: CacheWindow): Promise<void> {
+    if (!kv) return Promise.resolve();
+    const namespace = kv;
+    let issued: () => void = () => undefined;
+    const taken = new Promise<void>((resolve) => {
+      issued = resolve;
+    });
+    const later = new Promise((resolve) => setTimeout(resolve, 0)).then(() => {
+      const metadata: EntryMetadata = {
+        v: METADATA_VERSION,
+        at: loaded.at,
+        tag: loaded.tag,
+        n: storedLength(loaded.stored),
+      };
+      const expirationTtl = Math.max(KV_MIN_EXPIRATION_TTL_SECONDS, window.ttlSeconds + window.staleSeconds);
+      let put: Promise<void>;
+      try {
+        put = namespace.put(key, loaded.stored, { expirationTtl, metadata });
+      } catch (error) {
+        put = Promise.reject(error);
+      } finally {
+        issued();
+      }
+      // KV allows one write per second per key; a lost write only costs a later miss.
+      return put.catch((error: unknown) => {
         log({ level: "warn", msg: "cache write failed", key, error: errorName(error) });
-      }),
-    );
+      });
+    });
+    waitUntil(later);
+    return taken;
   }
 
   /**
@@ -381,8 +395,8 @@ export function createKvCache(deps: KvCacheDeps): KvCache {
     // (a scan's pages must not stay reachable until its request ends).
     waitUntil(settled(promise));
     promise.then(
-      (loaded) => {
-        if (store && (options.store?.(loaded.value) ?? true)) write(key, loaded, options);
+      async (loaded) => {
+        if (store && (options.store?.(loaded.value) ?? true)) await write(key, loaded, options);
         // KV has taken its copy at `put`; from here only the readers' claims keep the value.
         entry.ready = loaded;
         freeIfUnclaimed(entry);
@@ -446,7 +460,7 @@ export function createKvCache(deps: KvCacheDeps): KvCache {
       if (current.kind === "unusable" && current.reason !== "corrupt") return;
       if (current.kind === "found" && current.meta.at >= options.loadedAt) return;
       const stored = options.serialize(value);
-      write(
+      await write(
         key,
         { value, stored, tag: await entryTag(stored), at: Math.min(options.loadedAt, now) },
         options,

@@ -57,7 +57,7 @@ export function corsPolicy() {
     if (c.req.method === "OPTIONS" && !isPreflight) {
       // A plain OPTIONS is not CORS: the routes answer it (with `Allow`).
       await next();
-      c.header("vary", "Origin", { append: true });
+      varyOnOrigin(c.res.headers);
       return;
     }
     if (c.req.method !== "OPTIONS") {
@@ -66,7 +66,7 @@ export function corsPolicy() {
         // What the policy would do for an origin it refuses, without touching the response before
         // the handler (hono would build it twice, and then strip what it added).
         await next();
-        c.header("vary", "Origin", { append: true });
+        varyOnOrigin(c.res.headers);
         stripCorsHeaders(c.res.headers);
         return;
       }
@@ -76,6 +76,14 @@ export function corsPolicy() {
     if (preflight) c.res = preflight;
     stripCorsHeaders(c.res.headers);
   });
+}
+
+/**
+ * On the response's own headers: hono's `c.header` after the handler would build the response
+ * a second time around the same body.
+ */
+function varyOnOrigin(headers: Headers): void {
+  headers.append("vary", "Origin");
 }
 
 /** A response that grants no origin carries no `Access-Control-*` header at all. */

@@ -1,8 +1,9 @@
-import { SELF } from "cloudflare:test";
+import { createExecutionContext, SELF, waitOnExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { type FakeExtend, type Fault, generateRuns } from "../../../fake/extend.ts";
 import { MAX_ATTEMPTS } from "../../../src/extend/client.ts";
+import worker from "../../../src/index.ts";
 import { FAKE_EXTEND_ORIGIN, TEST_UPSTREAM_KEY } from "../support/constants.ts";
 import { expectErrorEnvelope, expectNoUpstreamKey, type ReadResponse, read } from "../support/envelope.ts";
 import type { CallOptions } from "../support/proxy.ts";
@@ -526,6 +527,31 @@ describe("page cache: KV trouble is never the caller's trouble", () => {
     expect(logged[0]).not.toContain(TEST_UPSTREAM_KEY);
     expect(cacheOf(await get(tenant, "/workflow_runs"))).toBe("MISS");
     expect(tenant.fake.listCalls).toHaveLength(2);
+  });
+
+  it("writes a missed page only after its response has been handed over, in waitUntil", async () => {
+    const tenant = isolatedTenant();
+    let handedOver = false;
+    const early: string[] = [];
+    const { kv, puts } = wrappedKv({
+      put: (key, value, options) => {
+        if (!handedOver) early.push(key);
+        return env.PAGE_CACHE.put(key, value, options as KVNamespacePutOptions);
+      },
+    });
+    const ctx = createExecutionContext();
+    const request = new Request("https://proxy.test/workflow_runs", {
+      headers: { "cf-connecting-ip": freshClientIp() },
+    });
+    const response = await worker.fetch(request, { ...env, ...tenant.env, PAGE_CACHE: kv }, ctx);
+    handedOver = true;
+    expect(response.headers.get("x-cache")).toBe("MISS");
+    await response.arrayBuffer();
+    await waitOnExecutionContext(ctx);
+    expect(early).toEqual([]);
+    expect(puts).toHaveLength(1);
+    expect(cacheOf(await get(tenant, "/workflow_runs"))).toBe("HIT");
+    expect(tenant.fake.listCalls).toHaveLength(1);
   });
 
   it("keeps serving from Extend when the binding is missing", async () => {
