@@ -298,16 +298,20 @@ class Reader {
    * becomes a string first. (Written, not returned: a returned double is boxed on the heap.)
    */
   timeInto(into: Float64Array, slot: number): void {
-    if (this.kind() !== "string") {
-      this.skipValue();
-      into[slot] = Number.NaN;
-      return;
-    }
+    if (!this.isKindElseNaN("string", into, slot)) return;
     const start = this.position;
     const form = this.skipString();
     if (form === 0 && isoInstant(this.bytes, start + 1, this.position - 1, into, slot)) return;
     this.position = start;
     into[slot] = Date.parse(this.string());
+  }
+
+  /** Whether the value here is of `kind`; if not, writes NaN at `into[slot]` and moves past it. */
+  private isKindElseNaN(kind: Kind, into: Float64Array, slot: number): boolean {
+    if (this.kind() === kind) return true;
+    this.skipValue();
+    into[slot] = Number.NaN;
+    return false;
   }
 
   /** A string value (decoded), or undefined for any other kind; past the value either way. */
@@ -319,11 +323,7 @@ class Reader {
 
   /** Writes a number value (NaN for any other kind) at `into[slot]`, as `timeInto`; past the value. */
   numberInto(into: Float64Array, slot: number): void {
-    if (this.kind() !== "number") {
-      this.skipValue();
-      into[slot] = Number.NaN;
-      return;
-    }
+    if (!this.isKindElseNaN("number", into, slot)) return;
     const start = this.position;
     this.skipNumber();
     if (exactDecimal(this.bytes, start, this.position, into, slot)) return;
