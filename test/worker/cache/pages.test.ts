@@ -24,9 +24,15 @@ describe("cachedPages", () => {
       gate = resolve;
     });
     const loaded: UpstreamPage[] = [];
+    // The KV write of a loaded page runs after its response, and holds the page until it is done.
+    const background: Promise<unknown>[] = [];
     const pages = cachedPages({
       config,
-      cache: createKvCache({ kv: env.PAGE_CACHE, waitUntil: () => undefined, log: () => undefined }),
+      cache: createKvCache({
+        kv: env.PAGE_CACHE,
+        waitUntil: (promise) => background.push(promise),
+        log: () => undefined,
+      }),
       upstream: {
         async list() {
           await held;
@@ -51,6 +57,7 @@ describe("cachedPages", () => {
     expect(page.body.byteLength).toBe(text.length);
     expect(page.pruned?.values.length).toBe(3);
     second?.release();
+    await Promise.all(background);
     expect(page.body.byteLength).toBe(0);
     expect(page.pruned?.values.length).toBe(0);
   });
