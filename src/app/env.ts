@@ -34,6 +34,11 @@ export function addWarning(telemetry: RequestTelemetry, warning: string): void {
   telemetry.warnings = [...(telemetry.warnings ?? []), warning];
 }
 
+/** Queues work to start once the request's response has left (see `afterResponse`). */
+export function addAfterResponse(telemetry: RequestTelemetry, work: () => Promise<unknown>): void {
+  telemetry.afterResponse = [...(telemetry.afterResponse ?? []), work];
+}
+
 /** The one Hono environment type every app, sub-app and middleware uses. */
 export interface AppEnv {
   Bindings: Env;

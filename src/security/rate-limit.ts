@@ -1,6 +1,6 @@
 import type { Context } from "hono";
 import { createMiddleware } from "hono/factory";
-import { type AppEnv, addWarning } from "../app/env.ts";
+import { type AppEnv, addAfterResponse, addWarning } from "../app/env.ts";
 import { ApiError } from "../app/errors.ts";
 import { isRead } from "../app/router.ts";
 import { clientIp } from "./client-ip.ts";
@@ -81,8 +81,7 @@ function spend(c: Context<AppEnv>, binding: LimiterBinding, key: string, mayTrus
     sent ??= ask(c, binding, key);
     return sent;
   };
-  const telemetry = c.var.telemetry;
-  telemetry.afterResponse = [...(telemetry.afterResponse ?? []), send];
+  addAfterResponse(c.var.telemetry, send);
   return { answer: Promise.resolve(true), verdict: send };
 }
 
@@ -167,8 +166,7 @@ export async function spendCredentialAttempt(c: Context<AppEnv>): Promise<void> 
   };
   lockoutVerdicts.set(c, judged);
   // An early answer's verdict still marks the address when it refuses, once it comes.
-  const telemetry = c.var.telemetry;
-  telemetry.afterResponse = [...(telemetry.afterResponse ?? []), judged];
+  addAfterResponse(c.var.telemetry, judged);
   if (!(await answer)) {
     markSuspect(key);
     throw rateLimited("credential attempts from this address");
