@@ -21,15 +21,11 @@ export const REJECTED_CREDENTIAL_COST = 10;
 export type LimiterBinding = keyof typeof RATE_LIMITER_DEFAULTS;
 
 /** One ledger per binding, shared by every request this isolate serves (see limiter-ledger.ts). */
-const ledgers = new Map<LimiterBinding, LimiterLedger>();
-function ledgerOf(binding: LimiterBinding): LimiterLedger {
-  let ledger = ledgers.get(binding);
-  if (ledger === undefined) {
-    ledger = new LimiterLedger(RATE_LIMIT_PERIOD_SECONDS * 1000);
-    ledgers.set(binding, ledger);
-  }
-  return ledger;
-}
+const ledgers: Record<LimiterBinding, LimiterLedger> = {
+  RATE_LIMITER: new LimiterLedger(RATE_LIMIT_PERIOD_SECONDS * 1000),
+  STATS_RATE_LIMITER: new LimiterLedger(RATE_LIMIT_PERIOD_SECONDS * 1000),
+  AUTH_RATE_LIMITER: new LimiterLedger(RATE_LIMIT_PERIOD_SECONDS * 1000),
+};
 
 /**
  * Sends one unit of `key` (already in the ledger) to the binding and returns its verdict. A binding
@@ -39,7 +35,7 @@ function ledgerOf(binding: LimiterBinding): LimiterLedger {
 async function ask(c: Context<AppEnv>, binding: LimiterBinding, key: string): Promise<boolean> {
   try {
     const outcome = await c.env[binding].limit({ key });
-    ledgerOf(binding).verdict(key, outcome.success, Date.now());
+    ledgers[binding].verdict(key, outcome.success, Date.now());
     return outcome.success;
   } catch {
     const warning = `${binding} unavailable; request allowed`;
@@ -67,7 +63,7 @@ interface Spent {
  * (for a sequential caller, one request a period), within the binding's own approximation.
  */
 function spend(c: Context<AppEnv>, binding: LimiterBinding, key: string, mayTrust: boolean): Spent {
-  const ledger = ledgerOf(binding);
+  const ledger = ledgers[binding];
   const now = Date.now();
   const limit = c.var.config.limiterLimits[binding];
   const early = mayTrust && c.env[binding] !== undefined && ledger.trusted(key, limit, now);
