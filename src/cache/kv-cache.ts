@@ -187,9 +187,9 @@ function claim(entry: InFlight): () => void {
   });
 }
 
-/** A value only this reader holds (its own KV read or load). */
-function alone<T>(loaded: Loaded<T>, options: { release?: (value: T) => void }): Held<T> {
-  return { loaded, release: once(() => options.release?.(loaded.value)) };
+/** The release of a value only this reader holds (its own KV read or load). */
+function releaseAlone<T>(value: T, options: { release?: (value: T) => void }): () => void {
+  return once(() => options.release?.(value));
 }
 
 // Per isolate: concurrent requests for one key share one load (RFC 5861 §5: refreshes are tied
@@ -365,7 +365,10 @@ export function createKvCache(deps: KvCacheDeps): KvCache {
   ): Promise<Held<T>> {
     const maxWait = options.maxCoalesceWaitMs ?? DEFAULT_MAX_COALESCE_WAIT_MS;
     const running = liveLoad(key, maxWait, clock.now());
-    const ownLoad = async () => alone(await loadAlone(options, background), options);
+    const ownLoad = async (): Promise<Held<T>> => {
+      const loaded = await loadAlone(options, background);
+      return { loaded, release: releaseAlone(loaded.value, options) };
+    };
     if (running) {
       const release = claim(running);
       const shared = (running.promise as Promise<Loaded<T>>).then((loaded) => ({ loaded, release }));
@@ -475,8 +478,7 @@ export function createKvCache(deps: KvCacheDeps): KvCache {
         const ageMs = Math.max(0, clock.now() - found.meta.at);
         const ageSeconds = Math.floor(ageMs / 1000);
         // Read from KV for this reader alone: it is the value's only holder.
-        const value = found.value;
-        const release = once(() => options.release?.(value));
+        const release = releaseAlone(found.value, options);
         if (ageMs < options.ttlSeconds * 1000) {
           return {
             value: found.value,
