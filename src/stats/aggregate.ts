@@ -53,22 +53,34 @@ export function parseDecimal(text: string): Decimal | undefined {
  * `n`, which is the text Extend sent for any credit value that survives JSON parsing unchanged.
  */
 export function decimalFromNumber(n: number): Decimal {
-  const known = decimals.get(n);
-  if (known) return known;
+  return remembered(decimals, n, readDecimal);
+}
+
+function readDecimal(n: number): Decimal {
   const value = Number.isFinite(n) ? parseDecimal(String(n)) : undefined;
   if (!value) throw new RangeError("not a finite number");
-  if (decimals.size >= MAX_KNOWN_DECIMALS) decimals.clear();
-  decimals.set(n, value);
   return value;
 }
 
-/**
- * Decimals of credit values already read (a Decimal is never changed once made). Credits repeat
- * across runs, and reading one anew makes a string, a regex match and BigInts: garbage on the
- * heap for every run of a scan.
- */
-const decimals = new Map<number, Decimal>();
 const MAX_KNOWN_DECIMALS = 4_096;
+
+/**
+ * What `make` gives for credit value `n`, made once and kept (at most MAX_KNOWN_DECIMALS values;
+ * past that the map starts over). Credits repeat across runs, and reading one anew makes a
+ * string, a regex match and BigInts: garbage on the heap for every run of a scan. What is kept
+ * is never changed once made. (`make` is a plain function, so a hit allocates nothing.)
+ */
+function remembered<V>(known: Map<number, V>, n: number, make: (n: number) => V): V {
+  const found = known.get(n);
+  if (found !== undefined) return found;
+  const value = make(n);
+  if (known.size >= MAX_KNOWN_DECIMALS) known.clear();
+  known.set(n, value);
+  return value;
+}
+
+/** Decimals of credit values already read. */
+const decimals = new Map<number, Decimal>();
 
 function normalize(value: Decimal): Decimal {
   let { units, scale } = value;
@@ -176,15 +188,14 @@ interface SplitCredit {
 const splits = new Map<number, SplitCredit>();
 
 function splitCredit(n: number): SplitCredit {
-  const known = splits.get(n);
-  if (known) return known;
+  return remembered(splits, n, makeSplit);
+}
+
+function makeSplit(n: number): SplitCredit {
   const decimal = decimalFromNumber(n);
   const units = rescale(decimal, MAX_CREDIT_SCALE).units;
   const whole = Number(units / PARTS_BIG);
-  const split = { decimal, whole, part: Number(units % PARTS_BIG), safe: Math.abs(whole) < SAFE_WHOLE };
-  if (splits.size >= MAX_KNOWN_DECIMALS) splits.clear();
-  splits.set(n, split);
-  return split;
+  return { decimal, whole, part: Number(units % PARTS_BIG), safe: Math.abs(whole) < SAFE_WHOLE };
 }
 
 /**
