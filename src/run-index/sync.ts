@@ -805,9 +805,13 @@ export class RunIndexSync {
        ON CONFLICT (id) DO NOTHING`,
       startedAt,
     );
+    // Extend's clock sets the watermark, but never past this walk's start: one run listed as
+    // updated ahead of it (skew, bad data) would lift every later walk's floor above the changes
+    // made meanwhile, and asOf would claim them counted.
+    const seen = top === null ? state.watermark : Math.max(state.watermark ?? top, top);
     const patch: Partial<SyncState> = {
       asOf: startedAt,
-      watermark: top === null ? state.watermark : Math.max(state.watermark ?? top, top),
+      watermark: seen === null ? null : Math.min(seen, startedAt),
       headStartedAt: null,
       headFloor: null,
       headTop: null,

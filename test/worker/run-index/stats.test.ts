@@ -153,6 +153,20 @@ describe("GET /stats with the run index", () => {
     await stopAlarm(index.stub);
   });
 
+  it("keeps counting changes after Extend lists a run as updated ahead of this clock", async () => {
+    const runs = generateRuns({ size: 40, seed: 12 });
+    const [first, ...rest] = runs as [FakeRun, ...FakeRun[]];
+    const ahead = { ...first, updatedAt: new Date(Date.now() + 3_600_000).toISOString() };
+    const index = await built({ runs: [ahead, ...rest] });
+    await stopAlarm(index.stub);
+    const run = index.fake.runs.find((r) => r.id !== ahead.id && r.status !== "FAILED") as FakeRun;
+    index.fake.updateRun(run.id, { status: "FAILED" });
+    const { body } = await getStats(index, { maxLagSeconds: "0" });
+    expect(body.source).toBe("index");
+    expect(summary(body)).toEqual(referenceStats(index.fake.runs));
+    await stopAlarm(index.stub);
+  });
+
   it("answers 503 with Retry-After when it cannot catch up in time", async () => {
     const index = await built(
       { dataset: { size: 40, seed: 2 } },
