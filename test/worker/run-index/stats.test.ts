@@ -167,6 +167,20 @@ describe("GET /stats with the run index", () => {
     await stopAlarm(index.stub);
   });
 
+  it("stops counting a run once Extend lists it with a status outside the eight", async () => {
+    const index = await built({ dataset: { size: 40, seed: 13 } });
+    await stopAlarm(index.stub);
+    const run = index.fake.runs.find((r) => r.status === "PROCESSED") as FakeRun;
+    index.fake.updateRun(run.id, { status: "ARCHIVED" as FakeRun["status"] });
+    const { body } = await getStats(index, { maxLagSeconds: "0" });
+    expect(body.source).toBe("index");
+    const counted = index.fake.runs.filter((r) => r.id !== run.id);
+    expect(summary(body)).toEqual(referenceStats(counted));
+    const { body: processed } = await getStats(index, { status: "PROCESSED" });
+    expect(summary(processed)).toEqual(referenceStats(counted, { status: "PROCESSED" }));
+    await stopAlarm(index.stub);
+  });
+
   it("answers 503 with Retry-After when it cannot catch up in time", async () => {
     const index = await built(
       { dataset: { size: 40, seed: 2 } },
