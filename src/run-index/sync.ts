@@ -387,6 +387,25 @@ interface Task {
   run(signal: AbortSignal): Promise<void>;
 }
 
+/** Waits for `promise` at most `ms`: whether it fulfilled, rejected, or was still pending. */
+async function settledWithin(promise: Promise<unknown>, ms: number): Promise<"done" | "failed" | "late"> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<"late">((resolve) => {
+    timer = setTimeout(() => resolve("late"), ms);
+  });
+  try {
+    return await Promise.race([
+      promise.then(
+        () => "done" as const,
+        () => "failed" as const,
+      ),
+      late,
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 function isRejectedCursor(error: unknown): boolean {
   return error instanceof ApiError && error.code === "INVALID_REQUEST";
 }
@@ -592,21 +611,24 @@ export class RunIndexSync {
     const fresh = () => (this.state().asOf ?? Number.NEGATIVE_INFINITY) >= started - maxLagMs;
     let calls = 0;
     while (!fresh()) {
-      if (this.deps.now() >= deadline || calls >= limits.maxCalls) return false;
+      const left = deadline - this.deps.now();
+      if (left <= 0 || calls >= limits.maxCalls) return false;
       const running = this.inFlight.get("head");
       if (running) {
-        await running.catch(() => undefined);
+        if ((await settledWithin(running, left)) === "late") return false;
         continue;
       }
       const task = this.headTask(true);
       if (!task) return false;
       calls += 1;
-      try {
-        await this.launch(task, new AbortController().signal);
-      } catch (error) {
+      // A page still on its way when the budget ends goes on in the object (committed as ever);
+      // the caller gets its answer now rather than after the upstream timeout.
+      const page = this.launch(task, new AbortController().signal).catch((error: unknown) => {
         this.recordFailure(error);
-        return false;
-      }
+        throw error;
+      });
+      const outcome = await settledWithin(page, left);
+      if (outcome !== "done") return false;
     }
     return true;
   }

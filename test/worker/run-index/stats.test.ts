@@ -198,6 +198,34 @@ describe("GET /stats with the run index", () => {
     await stopAlarm(index.stub);
   });
 
+  it("answers 503 within its catch-up budget while Extend hangs, whatever the upstream timeout", async () => {
+    let release = () => {};
+    const released = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    // The fake's hang waits for the test, not for ten minutes: nothing outlives the test.
+    const sleep = (_ms: number, signal: AbortSignal) =>
+      new Promise<void>((resolve, reject) => {
+        void released.then(resolve);
+        signal.addEventListener("abort", () => reject(signal.reason), { once: true });
+      });
+    const index = await built(
+      { dataset: { size: 40, seed: 2 }, sleep },
+      { UPSTREAM_TIMEOUT_MS: "120000", UPSTREAM_DEADLINE_MS: "120000" },
+    );
+    await stopAlarm(index.stub);
+    await runInDurableObject(index.stub, (_i, state) => {
+      state.storage.sql.exec(`UPDATE run_sync SET as_of = as_of - 120000`);
+    });
+    index.fake.inject({ type: "hang" }, 1);
+    const response = await read(await callProxy("/stats?maxLagSeconds=30", { env: index.env }));
+    expectErrorEnvelope(response, { status: 503, code: "INDEX_LAGGING", retryable: true });
+    expect(Number(response.headers.get("retry-after"))).toBeGreaterThan(0);
+    release();
+    await settle(index.stub);
+    await stopAlarm(index.stub);
+  });
+
   it.each([
     ["not a number", "soon"],
     ["negative", "-1"],
