@@ -50,11 +50,14 @@ function tooLarge(): ApiError {
   return new ApiError("PAYLOAD_TOO_LARGE", `The body is larger than ${MAX_WEBHOOK_BODY_BYTES} bytes.`);
 }
 
-/** Reads the body once, refusing it as soon as it is known to be too large (declared or counted). */
+/**
+ * Reads the body once, refusing it as soon as it is known to be too large (declared or counted).
+ * The rest is left unread, not cancelled: the runtime discards it after the 413, where a cancel
+ * can cut the connection before the 413 is sent (wrangler dev answers a 500 instead).
+ */
 async function readBody(request: Request): Promise<Uint8Array> {
   const declared = request.headers.get("content-length");
   if (declared !== null && /^\d+$/.test(declared.trim()) && Number(declared) > MAX_WEBHOOK_BODY_BYTES) {
-    await request.body?.cancel().catch(() => undefined);
     throw tooLarge();
   }
   if (!request.body) return new Uint8Array(0);
@@ -66,7 +69,7 @@ async function readBody(request: Request): Promise<Uint8Array> {
     if (done) break;
     size += value.byteLength;
     if (size > MAX_WEBHOOK_BODY_BYTES) {
-      await reader.cancel().catch(() => undefined);
+      reader.releaseLock();
       throw tooLarge();
     }
     chunks.push(value);
