@@ -260,17 +260,27 @@ export interface Overlay {
   receivedAt: number;
   /** createdAt to assume for a run the index has never seen (the event's timestamp). */
   createdAtGuess: number;
+  /**
+   * The delivery's signing time (its Unix second, in ms). A state the list showed before that
+   * second ended is older than the event, even inside the conservative version's window (a run
+   * read while running that finished a moment later). Without it, only `version` decides.
+   */
+  signedAt?: number;
 }
 
-// Applied only over an older state. Known fields replace, unknown ones stay; facts of a run the
-// list has shown are never overwritten by a webhook.
+// Applied only over an older state: another webhook's of a lower version, or a list row's
+// updated before ?18 (see Overlay.signedAt). Over a list row the version stays above the row's,
+// so a replay of that row cannot undo the event, and at most the event's, so the list row of the
+// same change still confirms it. Known fields replace, unknown ones stay; facts of a run the list
+// has shown are never overwritten by a webhook.
 const APPLY_OVERLAY = `
   INSERT INTO runs (id, status, workflow_id, batch_id, file_names, created_at, version,
     credits_hi, credits_lo, total_hi, total_lo, usage_null, facts_known, pending_since)
   VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 0, ?13)
   ON CONFLICT (id) DO UPDATE SET
     status = excluded.status,
-    version = excluded.version,
+    version = CASE WHEN runs.pending_since IS NULL THEN max(excluded.version, runs.version + 1)
+      ELSE excluded.version END,
     pending_since = excluded.pending_since,
     credits_hi = CASE WHEN ?14 THEN excluded.credits_hi ELSE runs.credits_hi END,
     credits_lo = CASE WHEN ?14 THEN excluded.credits_lo ELSE runs.credits_lo END,
@@ -280,7 +290,7 @@ const APPLY_OVERLAY = `
     workflow_id = CASE WHEN runs.facts_known = 0 AND ?15 THEN excluded.workflow_id ELSE runs.workflow_id END,
     batch_id = CASE WHEN runs.facts_known = 0 AND ?16 THEN excluded.batch_id ELSE runs.batch_id END,
     file_names = CASE WHEN runs.facts_known = 0 AND ?17 THEN excluded.file_names ELSE runs.file_names END
-  WHERE excluded.version > runs.version`;
+  WHERE CASE WHEN runs.pending_since IS NULL THEN runs.version < ?18 ELSE excluded.version > runs.version END`;
 
 /** Applies a webhook's state if it is newer than the stored one; true when it changed the run. */
 export function applyOverlay(sql: SqlStorage, overlay: Overlay): boolean {
@@ -301,6 +311,7 @@ export function applyOverlay(sql: SqlStorage, overlay: Overlay): boolean {
       facts.workflowId !== undefined ? 1 : 0,
       facts.batchId !== undefined ? 1 : 0,
       facts.fileNames !== undefined ? 1 : 0,
+      overlay.signedAt !== undefined ? overlay.signedAt + 1000 : overlay.version + 1,
     ).rowsWritten;
   return withTotals(sql, facts.id, write) > 0;
 }

@@ -559,6 +559,7 @@ export class RunIndexSync {
             version: event.signedAt - WEBHOOK_SKEW_MS,
             receivedAt: now,
             createdAtGuess: event.signedAt,
+            signedAt: event.signedAt,
           })
         : false;
       const state = this.state();

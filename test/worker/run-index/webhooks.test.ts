@@ -158,6 +158,27 @@ describe("POST /webhooks/extend", () => {
     await stopAlarm(index.stub);
   });
 
+  it("shows at once the end of a run the index saw running seconds before", async () => {
+    const index = await builtIndex();
+    const target = index.fake.runs.find((r) => r.status === "PROCESSED") as FakeRun;
+    index.fake.updateRun(target.id, { status: "PROCESSING" });
+    // A sync reads the run while it runs; it finishes within the same few seconds.
+    expect((await getStats(index, { maxLagSeconds: "0" })).body.byStatus?.PROCESSING).toBe(
+      referenceStats(index.fake.runs).byStatus.PROCESSING,
+    );
+    await stopAlarm(index.stub);
+    const run = index.fake.updateRun(target.id, { status: "PROCESSED" }) as FakeRun;
+    const event = runEvent(run, `evt_${crypto.randomUUID()}`) as WebhookEvent;
+    const response = await post(await signedDelivery(SECRET_A, event), index.env);
+    expect(await json(response)).toMatchObject({ duplicate: false, applied: true });
+    const { body } = await getStats(index, {});
+    expect(summary(body)).toEqual(referenceStats(index.fake.runs));
+    // A replay of the page read while it ran cannot take it back; the head walk confirms it.
+    await settle(index.stub);
+    expect(await indexedStatus(index, run.id)).toBe("PROCESSED");
+    await stopAlarm(index.stub);
+  });
+
   it("accepts the second secret during a rotation, upper-case hex, and the edges of the time window", async () => {
     const index = await builtIndex();
     for (const make of [
