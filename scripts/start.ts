@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { startMutator } from "../fake/mutations.ts";
 import { startFakeServer } from "../fake/server.ts";
-import { PROJECT_ROOT, processGroupMembers, startWranglerDev } from "./wrangler-dev.ts";
+import { PROJECT_ROOT, processGroupMembers, startWranglerDev, type WranglerDev } from "./wrangler-dev.ts";
 
 const USAGE = `Usage: npm start -- [options]
   --port <n>             proxy port on 127.0.0.1 (default 8787)
@@ -73,6 +73,27 @@ async function main(): Promise<void> {
     extraVars[pair.slice(0, colon)] = pair.slice(colon + 1);
   }
 
+  // Installed before anything starts: a Ctrl-C while wrangler dev is still starting must stop
+  // what already runs (wrangler's process group is detached, so the signal reaches only us).
+  const running: { proxy?: WranglerDev; fake?: { close(): Promise<void> }; mutator?: { stop(): void } } = {};
+  let stopping = false;
+  const shutdown = async (reason: string, code: number) => {
+    if (stopping) return;
+    stopping = true;
+    console.log(`\n${reason}: stopping the proxy and the fake Extend…`);
+    running.mutator?.stop();
+    await running.proxy?.stop();
+    await running.fake?.close();
+    const left = running.proxy ? processGroupMembers(running.proxy.pid) : [];
+    if (left.length > 0) console.error(`processes still running: ${left.join(", ")}`);
+    else console.log("stopped.");
+    // A wrangler dev still starting is not in `running` yet: the exit takes its group down.
+    process.exit(code);
+  };
+  process.on("SIGINT", () => void shutdown("SIGINT", 0));
+  process.on("SIGTERM", () => void shutdown("SIGTERM", 0));
+  process.on("SIGHUP", () => void shutdown("SIGHUP", 0));
+
   // Fresh local secrets on every start: they only unlock a fake on loopback.
   const apiKey = `sk_local_${randomBytes(12).toString("hex")}`;
   const clientToken = `local_${randomBytes(16).toString("hex")}`;
@@ -91,11 +112,12 @@ async function main(): Promise<void> {
       memoizeLists: true,
     },
   });
+  running.fake = fake;
   console.log(`fake Extend: ${fake.fake.runs.length} demo runs at ${fake.url} (key ${apiKey})`);
   console.log("starting the proxy with wrangler dev…");
 
   let ready = false;
-  let proxy: Awaited<ReturnType<typeof startWranglerDev>>;
+  let proxy: WranglerDev;
   try {
     proxy = await startWranglerDev({
       port: numberFlag("port", flags.port, 8787),
@@ -119,6 +141,7 @@ async function main(): Promise<void> {
     process.exit(1);
   }
 
+  running.proxy = proxy;
   ready = true;
   const mutateEvery = numberFlag("mutate-every", flags["mutate-every"], 3000);
   const mutator =
@@ -134,22 +157,7 @@ async function main(): Promise<void> {
           },
         })
       : undefined;
-  let stopping = false;
-  const shutdown = async (reason: string, code: number) => {
-    if (stopping) return;
-    stopping = true;
-    console.log(`\n${reason}: stopping the proxy and the fake Extend…`);
-    mutator?.stop();
-    await proxy.stop();
-    await fake.close();
-    const left = processGroupMembers(proxy.pid);
-    if (left.length > 0) console.error(`processes still running: ${left.join(", ")}`);
-    else console.log("stopped.");
-    process.exit(code);
-  };
-  process.on("SIGINT", () => void shutdown("SIGINT", 0));
-  process.on("SIGTERM", () => void shutdown("SIGTERM", 0));
-  process.on("SIGHUP", () => void shutdown("SIGHUP", 0));
+  if (mutator) running.mutator = mutator;
   void proxy.exited.then((code) => shutdown(`wrangler dev exited (code ${code})`, code === 0 ? 0 : 1));
 
   const u = proxy.url;
