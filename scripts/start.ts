@@ -20,6 +20,7 @@ const USAGE = `Usage: npm start -- [options]
   --mutate-every <ms>    the fake changes one run this often and sends its signed webhook to the
                          proxy, so the run index can be watched converging (default 3000; 0: never)
   --var NAME:value       extra proxy setting, repeatable (e.g. --var REDACT_FIELDS:reviewedByUser)
+  --state <dir>          local KV and Durable Object storage (default .wrangler/state)
   --quiet                do not echo wrangler's request log`;
 
 function numberFlag(name: string, text: string | undefined, fallback: number): number {
@@ -47,6 +48,7 @@ function parse() {
         "rate-limit": { type: "string" },
         "mutate-every": { type: "string" },
         var: { type: "string", multiple: true },
+        state: { type: "string" },
         quiet: { type: "boolean", default: false },
         help: { type: "boolean", default: false },
       },
@@ -121,7 +123,7 @@ async function main(): Promise<void> {
   try {
     proxy = await startWranglerDev({
       port: numberFlag("port", flags.port, 8787),
-      persistTo: join(PROJECT_ROOT, ".wrangler", "state"),
+      persistTo: flags.state ?? join(PROJECT_ROOT, ".wrangler", "state"),
       vars: {
         EXTEND_API_BASE_URL: fake.url,
         EXTEND_API_KEY: apiKey,
@@ -166,7 +168,7 @@ async function main(): Promise<void> {
 extend-runs-proxy is running at ${u}
   upstream:     fake Extend at ${fake.url} (${fake.fake.runs.length} runs, seed ${flags.seed ?? 1})
   client token: ${clientToken}   (anonymous calls are allowed too: ALLOW_ANONYMOUS=true)
-  local KV:     .wrangler/state (and the run index's Durable Object storage)
+  local KV:     ${flags.state ?? ".wrangler/state"} (and the run index's Durable Object storage)
   run index:    /stats scans until the index is built, then answers from it ("source": "index");
                 ${mutateEvery > 0 ? `the fake changes a run every ${mutateEvery} ms and POSTs its signed webhook` : "the fake's runs do not change (--mutate-every 0)"}
 
