@@ -72,7 +72,7 @@ export interface ListOptions {
    * rejection ends `list` with that error. Resolving `"skip"` for a retry ends `list` with the
    * last attempt's own error instead (the budget has no room for a retry in time).
    */
-  beforeAttempt?: (attempt: number) => Promise<void | "skip">;
+  beforeAttempt?: (attempt: number) => Promise<undefined | "skip">;
   /** Scheduling for a rate-budgeted upstream (the tenant gateway); the plain client ignores it. */
   priority?: Priority;
   /** Who the call is for: the budget is shared fairly among callers. */

@@ -102,6 +102,7 @@ export function gatewayUpstream(
         await open.acquire();
         held = true;
         await gateway.scheduler.acquire(slot);
+        return undefined;
       },
       onAttempt: (report: AttemptReport) => {
         release();
