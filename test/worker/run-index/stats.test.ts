@@ -109,6 +109,45 @@ describe("GET /stats with the run index", () => {
     await stopAlarm(index.stub);
   });
 
+  it("counts runs of unusual shapes exactly as the scan does, for every filter", async () => {
+    const base = generateRuns({ size: 30, seed: 17 });
+    const shapes: Record<string, unknown>[] = [
+      { usage: { credits: 0.1 } },
+      { usage: { credits: "2.5", totalCredits: "3" } },
+      { usage: {} },
+      { usage: { credits: null, totalCredits: 4 } },
+      { usage: { credits: 1e-7, totalCredits: 2e-7 } },
+      { usage: { credits: 3, totalCredits: null } },
+      { usage: undefined },
+      { status: "ARCHIVED" },
+      { batchId: undefined },
+      { createdAt: "2026-10-30T12:00:00+02:00", updatedAt: "2026-10-31T09:30:00.250+02:00" },
+      { createdAt: "2026-10-30T10:00:00Z", updatedAt: "2026-10-31T10:00:00Z" },
+      { createdAt: "2026-10-30T10:00:00.123456Z" },
+    ];
+    const runs = base.map((run, i) => {
+      const shaped: Record<string, unknown> = { ...run, ...shapes[i % shapes.length] };
+      for (const [key, value] of Object.entries(shaped)) if (value === undefined) delete shaped[key];
+      return shaped as unknown as FakeRun;
+    });
+    const index = await built({ runs });
+    const filters: Record<string, string>[] = [
+      {},
+      { status: "PROCESSED" },
+      { batchId: runs.find((r) => r.batchId)?.batchId ?? "batch_none" },
+      { since: "2026-10-30T10:00:00.123Z" },
+      { until: "2026-10-30T10:00:00.123Z" },
+      { since: "2026-10-30T10:00:00Z", until: "2026-10-30T10:00:00Z" },
+    ];
+    for (const f of filters) {
+      const { body } = await getStats(index, f);
+      const { body: scanned } = await getStats(index, f, { RUN_INDEX: "off" });
+      expect(body.source, JSON.stringify(f)).toBe("index");
+      expect(summary(body), JSON.stringify(f)).toEqual(summary(scanned));
+    }
+    await stopAlarm(index.stub);
+  });
+
   it("keeps resumeToken working: a resumed scan stays a scan", async () => {
     const index = await useIndexFake({ dataset: { size: 250, seed: 4 } }, { STATS_MAX_PAGES: "1" });
     const { body: first } = await getStats(index, {});
