@@ -1233,6 +1233,11 @@ describe.each([
     expect(contrast(scheme.error, scheme.background)).toBeGreaterThanOrEqual(3);
   });
 
+  it("3:1 for the form fields' borders against their card", () => {
+    expect(contrast(scheme.control, scheme.surface)).toBeGreaterThanOrEqual(3);
+    expect(STYLESHEET).toContain(scheme.control);
+  });
+
   it("is the palette the stylesheet uses", () => {
     for (const colour of [scheme.text, scheme.surface, scheme.accent, ...Object.values(scheme.status)]) {
       expect(STYLESHEET).toContain(colour);
