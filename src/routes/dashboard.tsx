@@ -110,6 +110,15 @@ function dashboardHref(query: string | URLSearchParams): string {
   return search && search.length <= MAX_RETURN_QUERY_CHARS ? `${DASHBOARD_PATH}?${search}` : DASHBOARD_PATH;
 }
 
+/**
+ * The query the sign-in form carries back, if dashboardHref would honour it: a longer one would
+ * be dropped after sign-in anyway, and could push the form past MAX_FORM_BYTES.
+ */
+function returnQuery(c: Context<AppEnv>): string {
+  const search = new URL(c.req.url).search;
+  return search.length <= MAX_RETURN_QUERY_CHARS + 1 ? search : "";
+}
+
 function viewerOf(c: Context<AppEnv>): Viewer {
   const caller = c.var.caller;
   // authenticate() accepts a client token only from Authorization, so a token caller without one
@@ -176,7 +185,7 @@ function dashboardAccess() {
         message={message}
         tokenForm={hasTokens}
         jwt={config.jwt !== undefined}
-        returnTo={new URL(c.req.url).search}
+        returnTo={returnQuery(c)}
       />,
       headers,
     );

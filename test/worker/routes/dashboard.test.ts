@@ -511,6 +511,21 @@ describe("signing in with a static token", () => {
     }
   });
 
+  it("signs in from a query too long to return to, landing on the bare dashboard", async () => {
+    const { env: stateEnv } = useStatsFake();
+    const settings = { ...stateEnv, ...TOKENS };
+    // A valid filter (1,000 characters) whose percent-encoded query is 9,000 characters.
+    const query = `?${new URLSearchParams({ fileNameContains: "報".repeat(1_000) })}`;
+    const page = await callProxy(`/dashboard${query}`, { env: settings });
+    expect(page.status).toBe(401);
+    const returnTo = /<input type="hidden" name="returnTo" value="([^"]*)"/.exec(await page.text())?.[1];
+    expect(returnTo).toBeDefined();
+    const response = await login(TEST_CLIENT_TOKEN, { env: settings, returnTo: returnTo ?? "" });
+    expect(response.status).toBe(303);
+    expect(response.headers.get("location")).toBe("/dashboard");
+    expect(response.headers.getSetCookie()).toHaveLength(1);
+  });
+
   it("refuses a wrong token without a cookie, and charges it as a rejected credential", async () => {
     const { env: stateEnv } = useStatsFake();
     const { binding: limiter, keys } = recordingLimiter(true);
