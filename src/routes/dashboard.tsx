@@ -82,13 +82,14 @@ async function sendPage(
 
 /** The form's query as /stats would read it, an empty field meaning "no filter". */
 function formQuery(c: Context<AppEnv>): Record<string, string | string[]> {
-  const input: Record<string, string | string[]> = {};
+  const entries: [string, string | string[]][] = [];
   for (const [name, values] of Object.entries(c.req.queries())) {
     const given = values.filter((value) => value !== "");
-    if (given.length === 1 && given[0] !== undefined) input[name] = given[0];
-    else if (given.length > 1) input[name] = given;
+    if (given.length === 1 && given[0] !== undefined) entries.push([name, given[0]]);
+    else if (given.length > 1) entries.push([name, given]);
   }
-  return input;
+  // fromEntries defines every name as its own key: assigning `__proto__` would drop it unseen.
+  return Object.fromEntries(entries);
 }
 
 function formValues(input: Record<string, string | string[]>): FilterForm["values"] {

@@ -296,6 +296,21 @@ describe("GET /dashboard: validation", () => {
     expect(fake.listCalls).toHaveLength(0);
   });
 
+  it.each(["__proto__", "constructor"])("names %s as an unknown parameter, as /stats does", async (name) => {
+    const { fake, env: stateEnv } = useStatsFake();
+    const query = `?${name}=x&status=FAILED`;
+    const api = await json<{ details: { field: string; message: string }[] }>(
+      await callProxy(`/stats${query}`, { env: { ...stateEnv, ALLOW_ANONYMOUS: "true" } }),
+    );
+    expect(api.details).toEqual([{ field: name, message: "is not a known query parameter" }]);
+    const response = await callProxy(`/dashboard${query}`, {
+      env: { ...stateEnv, ALLOW_ANONYMOUS: "true" },
+    });
+    expect(response.status).toBe(400);
+    expect(await response.text()).toContain(`<li>${name} is not a known query parameter</li>`);
+    expect(fake.listCalls).toHaveLength(0);
+  });
+
   it("answers malformed percent-encoding with an HTML 400 naming the parameter", async () => {
     const { fake, env: stateEnv } = useStatsFake();
     const response = await callProxy("/dashboard?batchId=%ZZ", {
