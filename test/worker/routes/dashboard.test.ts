@@ -1248,6 +1248,7 @@ describe.each([
     ["the primary button's label", "onAccent", "accent"],
     ["error messages", "error", "surface"],
     ["input text on the input's background", "text", "background"],
+    ["placeholders on the input's background", "placeholder", "background"],
   ])("4.5:1 for %s", (_what, foreground, background) => {
     expect(contrast(scheme[foreground] as string, scheme[background] as string)).toBeGreaterThanOrEqual(4.5);
   });
