@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { startMutator } from "../fake/mutations.ts";
 import { startFakeServer } from "../fake/server.ts";
-import { PROJECT_ROOT, processGroupMembers, startWranglerDev } from "./wrangler-dev.ts";
+import { PROJECT_ROOT, processGroupMembers, startWranglerDev, type WranglerDev } from "./wrangler-dev.ts";
 
 const USAGE = `Usage: npm start -- [options]
   --port <n>             proxy port on 127.0.0.1 (default 8787)
@@ -20,6 +20,7 @@ const USAGE = `Usage: npm start -- [options]
   --mutate-every <ms>    the fake changes one run this often and sends its signed webhook to the
                          proxy, so the run index can be watched converging (default 3000; 0: never)
   --var NAME:value       extra proxy setting, repeatable (e.g. --var REDACT_FIELDS:reviewedByUser)
+  --state <dir>          local KV and Durable Object storage (default .wrangler/state)
   --quiet                do not echo wrangler's request log`;
 
 function numberFlag(name: string, text: string | undefined, fallback: number): number {
@@ -47,6 +48,7 @@ function parse() {
         "rate-limit": { type: "string" },
         "mutate-every": { type: "string" },
         var: { type: "string", multiple: true },
+        state: { type: "string" },
         quiet: { type: "boolean", default: false },
         help: { type: "boolean", default: false },
       },
@@ -73,6 +75,27 @@ async function main(): Promise<void> {
     extraVars[pair.slice(0, colon)] = pair.slice(colon + 1);
   }
 
+  // Installed before anything starts: a Ctrl-C while wrangler dev is still starting must stop
+  // what already runs (wrangler's process group is detached, so the signal reaches only us).
+  const running: { proxy?: WranglerDev; fake?: { close(): Promise<void> }; mutator?: { stop(): void } } = {};
+  let stopping = false;
+  const shutdown = async (reason: string, code: number) => {
+    if (stopping) return;
+    stopping = true;
+    console.log(`\n${reason}: stopping the proxy and the fake Extend…`);
+    running.mutator?.stop();
+    await running.proxy?.stop();
+    await running.fake?.close();
+    const left = running.proxy ? processGroupMembers(running.proxy.pid) : [];
+    if (left.length > 0) console.error(`processes still running: ${left.join(", ")}`);
+    else console.log("stopped.");
+    // A wrangler dev still starting is not in `running` yet: the exit takes its group down.
+    process.exit(code);
+  };
+  process.on("SIGINT", () => void shutdown("SIGINT", 0));
+  process.on("SIGTERM", () => void shutdown("SIGTERM", 0));
+  process.on("SIGHUP", () => void shutdown("SIGHUP", 0));
+
   // Fresh local secrets on every start: they only unlock a fake on loopback.
   const apiKey = `sk_local_${randomBytes(12).toString("hex")}`;
   const clientToken = `local_${randomBytes(16).toString("hex")}`;
@@ -91,15 +114,16 @@ async function main(): Promise<void> {
       memoizeLists: true,
     },
   });
+  running.fake = fake;
   console.log(`fake Extend: ${fake.fake.runs.length} demo runs at ${fake.url} (key ${apiKey})`);
   console.log("starting the proxy with wrangler dev…");
 
   let ready = false;
-  let proxy: Awaited<ReturnType<typeof startWranglerDev>>;
+  let proxy: WranglerDev;
   try {
     proxy = await startWranglerDev({
       port: numberFlag("port", flags.port, 8787),
-      persistTo: join(PROJECT_ROOT, ".wrangler", "state"),
+      persistTo: flags.state ?? join(PROJECT_ROOT, ".wrangler", "state"),
       vars: {
         EXTEND_API_BASE_URL: fake.url,
         EXTEND_API_KEY: apiKey,
@@ -119,6 +143,7 @@ async function main(): Promise<void> {
     process.exit(1);
   }
 
+  running.proxy = proxy;
   ready = true;
   const mutateEvery = numberFlag("mutate-every", flags["mutate-every"], 3000);
   const mutator =
@@ -134,22 +159,7 @@ async function main(): Promise<void> {
           },
         })
       : undefined;
-  let stopping = false;
-  const shutdown = async (reason: string, code: number) => {
-    if (stopping) return;
-    stopping = true;
-    console.log(`\n${reason}: stopping the proxy and the fake Extend…`);
-    mutator?.stop();
-    await proxy.stop();
-    await fake.close();
-    const left = processGroupMembers(proxy.pid);
-    if (left.length > 0) console.error(`processes still running: ${left.join(", ")}`);
-    else console.log("stopped.");
-    process.exit(code);
-  };
-  process.on("SIGINT", () => void shutdown("SIGINT", 0));
-  process.on("SIGTERM", () => void shutdown("SIGTERM", 0));
-  process.on("SIGHUP", () => void shutdown("SIGHUP", 0));
+  if (mutator) running.mutator = mutator;
   void proxy.exited.then((code) => shutdown(`wrangler dev exited (code ${code})`, code === 0 ? 0 : 1));
 
   const u = proxy.url;
@@ -158,7 +168,7 @@ async function main(): Promise<void> {
 extend-runs-proxy is running at ${u}
   upstream:     fake Extend at ${fake.url} (${fake.fake.runs.length} runs, seed ${flags.seed ?? 1})
   client token: ${clientToken}   (anonymous calls are allowed too: ALLOW_ANONYMOUS=true)
-  local KV:     .wrangler/state (and the run index's Durable Object storage)
+  local KV:     ${flags.state ?? ".wrangler/state"} (and the run index's Durable Object storage)
   run index:    /stats scans until the index is built, then answers from it ("source": "index");
                 ${mutateEvery > 0 ? `the fake changes a run every ${mutateEvery} ms and POSTs its signed webhook` : "the fake's runs do not change (--mutate-every 0)"}
 

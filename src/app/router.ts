@@ -43,7 +43,8 @@ export function validationError(error: z.ZodError, c: Context<AppEnv>): ApiError
 /**
  * Rejects a query whose percent-encoding does not decode as UTF-8 (`%ZZ`, a lone `%ED%A0%80`).
  * Hono keeps such text undecoded, and the literal `%…` would then travel upstream as a filter
- * value nobody asked for; the 400 names the parameter as it was written.
+ * value nobody asked for; the 400 names the parameter as it was written. A parameter without a
+ * name (`=x`) is refused too: Hono drops it before validation would see it as unknown.
  */
 export function rejectMalformedQuery() {
   return createMiddleware<AppEnv>(async (c, next) => {
@@ -53,6 +54,12 @@ export function rejectMalformedQuery() {
       if (part === "") continue;
       const cut = part.indexOf("=");
       const name = cut === -1 ? part : part.slice(0, cut);
+      if (name === "") {
+        if (!details.some((d) => d.field === "")) {
+          details.push({ field: "", message: "is a parameter without a name" });
+        }
+        continue;
+      }
       const decodedName = decodeQueryComponent(name);
       if (
         decodedName === undefined ||

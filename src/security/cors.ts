@@ -6,7 +6,8 @@ import { ALLOWED_METHODS } from "../app/router.ts";
 
 /**
  * Request headers a browser may send cross-origin: credentials, conditional requests, and what
- * the extend-ai SDK adds (API version, workspace, Fern telemetry). Never the request's own list.
+ * the extend-ai SDK adds (API version, workspace, Fern telemetry, and its own `user-agent`, which
+ * Firefox sends and preflights). Never the request's own list.
  */
 export const CORS_ALLOWED_HEADERS = [
   "authorization",
@@ -21,6 +22,7 @@ export const CORS_ALLOWED_HEADERS = [
   "x-fern-sdk-version",
   "x-fern-runtime",
   "x-fern-runtime-version",
+  "user-agent",
 ] as const;
 /** Response headers a browser script may read. */
 export const CORS_EXPOSED_HEADERS = ["x-request-id", "x-cache", "age", "etag", "retry-after"] as const;

@@ -64,13 +64,73 @@ function treeOf(fields: readonly string[]): Map<string, RedactNode> {
   return root;
 }
 
+/**
+ * JSON source text access (TC39 stage 4; V8, hence workerd): a parsed number can be serialised
+ * again as the very text it was read from. Not yet in TypeScript's lib.
+ */
+const sourceText = JSON as unknown as {
+  rawJSON(text: string): object;
+  isRawJSON(value: unknown): boolean;
+};
+
+const keepNumberText = (_key: string, value: unknown, context?: { source?: string }): unknown =>
+  typeof value === "number" && context?.source !== undefined ? sourceText.rawJSON(context.source) : value;
+
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+const MINUS = 0x2d;
+const DOT = 0x2e;
+const ZERO = 0x30;
+const NINE = 0x39;
+
+/**
+ * Whether some number in the JSON text would not come back with its value from JSON.parse and
+ * JSON.stringify: one with an exponent (it may overflow to Infinity, which becomes `null`), more
+ * than 15 digits (beyond a double's precision), or a negative zero. Any other decimal round-trips.
+ * Strings are skipped whole, so digits inside ids, dates or cursors never count.
+ */
+function hasFragileNumber(text: string): boolean {
+  const length = text.length;
+  for (let i = 0; i < length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === QUOTE) {
+      for (;;) {
+        const end = text.indexOf('"', i + 1);
+        if (end === -1) return false;
+        let backslashes = 0;
+        while (text.charCodeAt(end - 1 - backslashes) === BACKSLASH) backslashes++;
+        i = end;
+        if (backslashes % 2 === 0) break;
+      }
+      continue;
+    }
+    if (c !== MINUS && (c < ZERO || c > NINE)) continue;
+    let digits = 0;
+    let nonZero = false;
+    let j = c === MINUS ? i + 1 : i;
+    for (; j < length; j++) {
+      const d = text.charCodeAt(j);
+      if (d >= ZERO && d <= NINE) {
+        digits++;
+        if (d !== ZERO) nonZero = true;
+      } else if (d !== DOT) {
+        if (d === 0x65 || d === 0x45) return true;
+        break;
+      }
+    }
+    if (digits > 15 || (c === MINUS && !nonZero)) return true;
+    i = j - 1;
+  }
+  return false;
+}
+
 /** Removes the paths of `level` from `value`: an object's own fields, or those of every object in an array. */
 function removePaths(value: unknown, level: Map<string, RedactNode>): void {
   if (Array.isArray(value)) {
     for (const item of value) removePaths(item, level);
     return;
   }
-  if (typeof value !== "object" || value === null) return;
+  if (typeof value !== "object" || value === null || sourceText.isRawJSON(value)) return;
   const record = value as Record<string, unknown>;
   for (const [name, node] of level) {
     // Own fields only: a path never walks into a prototype.
@@ -87,13 +147,15 @@ function notAList(): ApiError {
 /**
  * Removes the REDACT_FIELDS (normalised paths) from every run of a list body on its way out.
  * Without fields the text passes through untouched (no parse, no re-serialisation). A body that
- * cannot be parsed is refused rather than served unredacted.
+ * cannot be parsed is refused rather than served unredacted. Every value that is kept keeps its
+ * value: a number a double cannot hold exactly is written back as Extend wrote it.
  */
 export function redactRuns(body: string, fields: readonly string[]): string {
   if (fields.length === 0) return body;
   let list: unknown;
   try {
-    list = JSON.parse(body);
+    // Reading every number's source text costs a few times a plain parse: only when it matters.
+    list = hasFragileNumber(body) ? JSON.parse(body, keepNumberText) : JSON.parse(body);
   } catch {
     throw notAList();
   }

@@ -304,6 +304,8 @@ describe("GET /workflow_runs: rejected parameters (400, field named, no upstream
     },
     { name: "fileNameContains with a stray %", query: "fileNameContains=100%", field: "fileNameContains" },
     { name: "a parameter name with broken percent-encoding", query: "%ZZ=1", field: "%ZZ" },
+    { name: "a parameter without a name", query: "=FAILED", field: "" },
+    { name: "a parameter without a name or value", query: "maxPageSize=2&=", field: "" },
   ];
 
   it.each(cases)("$name", async ({ query, field }) => {

@@ -1,3 +1,4 @@
+import { ExtendClient } from "extend-ai";
 import { describe, expect, it } from "vitest";
 import { TEST_CLIENT_TOKEN } from "../support/jwt-issuer.ts";
 import { isolatedTenant, type Tenant } from "../support/tenant.ts";
@@ -121,6 +122,28 @@ describe("CORS preflights", () => {
     expect(response.headers.get("access-control-allow-credentials")).toBeNull();
     expect(varyList(response)).toContain("origin");
     expect(tenant.fake.requests).toHaveLength(0);
+  });
+
+  it("allows every request header the extend-ai SDK sets, as a browser would preflight them", async () => {
+    let sent: string[] = [];
+    const sdk = new ExtendClient({
+      token: TEST_CLIENT_TOKEN,
+      baseUrl: "https://proxy.test",
+      maxRetries: 0,
+      fetch: async (_input, init) => {
+        sent = [...new Headers(init?.headers).keys()];
+        return Response.json({ object: "list", data: [] });
+      },
+    });
+    await sdk.workflowRuns.list({ maxPageSize: 1, "x-extend-workspace-id": "ws_1" });
+    // A browser preflights every header a script set except the CORS-safelisted `accept`; Firefox
+    // sends the SDK's own `user-agent` too (the Fetch standard does not forbid it).
+    const preflighted = sent.filter((name) => name !== "accept").sort();
+    expect(preflighted).toEqual(expect.arrayContaining(["authorization", "user-agent", "x-fern-sdk-name"]));
+    const response = await preflight(isolatedTenant(), APP, "GET", preflighted.join(","));
+    expect(response.headers.get("access-control-allow-origin")).toBe(APP);
+    const allowed = (response.headers.get("access-control-allow-headers") ?? "").split(",");
+    expect(allowed).toEqual(expect.arrayContaining(preflighted));
   });
 
   it.each([

@@ -103,6 +103,21 @@ describe("REDACT_FIELDS", () => {
     expect(redactedAgain.body.data.every((run) => !("createdBy" in (run.workflow as object)))).toBe(true);
   });
 
+  it("keeps every number as Extend wrote it, however large, precise or exotic", async () => {
+    const tenant = isolatedTenant();
+    const run = (id: string, reviewed: string) =>
+      `{"object":"workflow_run","id":"${id}",${reviewed}"usage":{"credits":1.50,"totalCredits":2.5E-3},` +
+      `"pages":12345678901234567890,"ratio":1e400,"offset":-0,"count":7}`;
+    const page = (reviewed: string) =>
+      `{"object":"list","data":[${run("workflow_run_1", reviewed)}],"nextPageToken":"c1"}`;
+    tenant.fake.inject({ type: "status", status: 200, body: page('"reviewedByUser":"a@example.com",') });
+    const response = await tenant.call("/workflow_runs?maxPageSize=1", {
+      env: { REDACT_FIELDS: "reviewedByUser" },
+    });
+    expect(response.status).toBe(200);
+    expect(await response.text()).toBe(page(""));
+  });
+
   it("gives every setting its own ETag, and equal settings the same one", async () => {
     const tenant = isolatedTenant();
     const path = "/workflow_runs?maxPageSize=5";
@@ -254,6 +269,14 @@ describe("redactRuns and normaliseRedactPaths", () => {
     const body = JSON.stringify({ object: "list", data: [{ id: "a", files: [{ name: "x" }] }] });
     expect(redactRuns(body, ["constructor.name", "toString", "files.constructor"])).toBe(body);
     expect({}.constructor.name).toBe("Object");
+  });
+
+  it("treats a number as a value, not an object, whatever its form", () => {
+    const body = '{"object":"list","data":[{"id":"a","usage":{"credits":1e400},"n":-0}]}';
+    expect(redactRuns(body, ["usage.credits.rawJSON", "n.x"])).toBe(body);
+    expect(redactRuns(body, ["usage.credits"])).toBe(
+      '{"object":"list","data":[{"id":"a","usage":{},"n":-0}]}',
+    );
   });
 
   it("reaches into arrays nested in arrays and skips values that are not objects", () => {
