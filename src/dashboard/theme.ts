@@ -10,6 +10,10 @@ export interface Scheme {
   /** Secondary text (hints, axis labels): still 4.5:1 on the surface. */
   muted: string;
   border: string;
+  /** Example text in empty fields: 4.5:1 on the field, yet lighter than a typed value. */
+  placeholder: string;
+  /** Form fields' borders: 3:1 against the card they sit on (WCAG 1.4.11), so a field is seen. */
+  control: string;
   /** Links and the primary button's background. */
   accent: string;
   /** Text on the accent (the primary button's label). */
@@ -30,6 +34,8 @@ export const LIGHT: Scheme = {
   text: "#1a1f26",
   muted: "#4a5361",
   border: "#c9d1db",
+  placeholder: "#646d7a",
+  control: "#7a8594",
   accent: "#0b57d0",
   onAccent: "#ffffff",
   error: "#b3261e",
@@ -53,6 +59,8 @@ export const DARK: Scheme = {
   text: "#e8edf3",
   muted: "#a7b0bd",
   border: "#394150",
+  placeholder: "#808996",
+  control: "#707a8b",
   accent: "#8ab4ff",
   onAccent: "#0e1116",
   error: "#ff8f86",
@@ -78,6 +86,8 @@ function variables(scheme: Scheme): string {
     `--text:${scheme.text};`,
     `--muted:${scheme.muted};`,
     `--border:${scheme.border};`,
+    `--placeholder:${scheme.placeholder};`,
+    `--control:${scheme.control};`,
     `--accent:${scheme.accent};`,
     `--on-accent:${scheme.onAccent};`,
     `--error:${scheme.error};`,
@@ -107,7 +117,8 @@ h2{font-size:1.05rem;margin:0 0 .75rem}
 .filters{display:grid;grid-template-columns:repeat(3,minmax(0,1fr));gap:.75rem 1rem;align-items:start}
 @media (max-width:52rem){.pair,.filters{grid-template-columns:minmax(0,1fr)}}
 .field label{display:block;font-size:.85rem;font-weight:600;margin-bottom:.25rem}
-.field input,.field select{width:100%;font:inherit;color:var(--text);background:var(--bg);border:1px solid var(--border);border-radius:6px;padding:.4rem .5rem}
+.field input,.field select{width:100%;font:inherit;color:var(--text);background:var(--bg);border:1px solid var(--control);border-radius:6px;padding:.4rem .5rem}
+.field input::placeholder{color:var(--placeholder);opacity:1}
 .field [aria-invalid=true]{border-color:var(--error);outline:2px solid var(--error);outline-offset:-1px}
 .field-error{color:var(--error);font-size:.85rem;margin:.25rem 0 0}
 .hint{color:var(--muted);font-size:.8rem;margin:.2rem 0 0}

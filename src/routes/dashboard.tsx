@@ -82,13 +82,14 @@ async function sendPage(
 
 /** The form's query as /stats would read it, an empty field meaning "no filter". */
 function formQuery(c: Context<AppEnv>): Record<string, string | string[]> {
-  const input: Record<string, string | string[]> = {};
+  const entries: [string, string | string[]][] = [];
   for (const [name, values] of Object.entries(c.req.queries())) {
     const given = values.filter((value) => value !== "");
-    if (given.length === 1 && given[0] !== undefined) input[name] = given[0];
-    else if (given.length > 1) input[name] = given;
+    if (given.length === 1 && given[0] !== undefined) entries.push([name, given[0]]);
+    else if (given.length > 1) entries.push([name, given]);
   }
-  return input;
+  // fromEntries defines every name as its own key: assigning `__proto__` would drop it unseen.
+  return Object.fromEntries(entries);
 }
 
 function formValues(input: Record<string, string | string[]>): FilterForm["values"] {
@@ -108,6 +109,15 @@ function dashboardHref(query: string | URLSearchParams): string {
   params.delete("resumeToken");
   const search = params.toString();
   return search && search.length <= MAX_RETURN_QUERY_CHARS ? `${DASHBOARD_PATH}?${search}` : DASHBOARD_PATH;
+}
+
+/**
+ * The query the sign-in form carries back, if dashboardHref would honour it: a longer one would
+ * be dropped after sign-in anyway, and could push the form past MAX_FORM_BYTES.
+ */
+function returnQuery(c: Context<AppEnv>): string {
+  const search = new URL(c.req.url).search;
+  return search.length <= MAX_RETURN_QUERY_CHARS + 1 ? search : "";
 }
 
 function viewerOf(c: Context<AppEnv>): Viewer {
@@ -176,7 +186,7 @@ function dashboardAccess() {
         message={message}
         tokenForm={hasTokens}
         jwt={config.jwt !== undefined}
-        returnTo={new URL(c.req.url).search}
+        returnTo={returnQuery(c)}
       />,
       headers,
     );

@@ -78,6 +78,77 @@ describe.skipIf(suite === null)("the dashboard in Chromium", () => {
     return Object.fromEntries(bars.map(([status, count]) => [status, Number(count?.replaceAll(",", ""))]));
   };
 
+  /**
+   * Every pair on the rendered page that falls short of WCAG 2.2 AA: text (placeholders too)
+   * under 4.5:1 against what is behind it, and form-field borders and chart bars under 3:1.
+   */
+  const contrastFailures = (page: Page): Promise<string[]> =>
+    page.evaluate(() => {
+      type Rgb = [number, number, number];
+      const rgb = (colour: string): Rgb | undefined => {
+        const parts = /rgba?\(([^)]+)\)/
+          .exec(colour)?.[1]
+          ?.split(/[\s,/]+/)
+          .map(Number);
+        if (!parts || (parts[3] ?? 1) === 0) return undefined;
+        return [parts[0] ?? 0, parts[1] ?? 0, parts[2] ?? 0];
+      };
+      const luminance = (c: Rgb) => {
+        const [r, g, b] = c.map((v) => {
+          const x = v / 255;
+          return x <= 0.04045 ? x / 12.92 : ((x + 0.055) / 1.055) ** 2.4;
+        }) as Rgb;
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+      };
+      const ratio = (a: Rgb, b: Rgb) => {
+        const [hi, lo] = [luminance(a), luminance(b)].sort((x, y) => y - x) as [number, number];
+        return (hi + 0.05) / (lo + 0.05);
+      };
+      const behind = (element: Element | null): Rgb => {
+        for (let e = element; e; e = e.parentElement) {
+          const colour = rgb(getComputedStyle(e).backgroundColor);
+          if (colour) return colour;
+        }
+        return [255, 255, 255];
+      };
+      const failures: string[] = [];
+      const check = (what: string, fg: string, bg: Rgb, minimum: number) => {
+        const colour = rgb(fg);
+        const r = colour ? ratio(colour, bg) : 0;
+        if (r < minimum) failures.push(`${what}: ${fg} on rgb(${bg.join(", ")}) is ${r.toFixed(2)}:1`);
+      };
+      for (const element of document.querySelectorAll("body *")) {
+        if (element.closest("svg")) continue;
+        const own = [...element.childNodes].some((n) => n.nodeType === 3 && n.textContent?.trim());
+        if (own) check(`text of ${element.tagName}`, getComputedStyle(element).color, behind(element), 4.5);
+      }
+      for (const field of document.querySelectorAll("input:not([type=hidden]), select")) {
+        const around = behind(field.parentElement);
+        check(`border of #${field.id}`, getComputedStyle(field).borderTopColor, around, 3);
+        if (field.getAttribute("placeholder")) {
+          check(
+            `placeholder of #${field.id}`,
+            getComputedStyle(field, "::placeholder").color,
+            behind(field),
+            4.5,
+          );
+        }
+      }
+      for (const bar of document.querySelectorAll("svg.chart g.bar")) {
+        const surface = behind(bar.closest("svg"));
+        const track = rgb(getComputedStyle(bar.querySelector("rect.track") ?? bar).fill) ?? surface;
+        for (const text of bar.querySelectorAll("text")) {
+          check("chart text", getComputedStyle(text).fill, surface, 4.5);
+          check("chart text on its track", getComputedStyle(text).fill, track, 4.5);
+        }
+        for (const rect of bar.querySelectorAll("rect:not(.track)")) {
+          check(`bar ${rect.getAttribute("class")}`, getComputedStyle(rect).fill, surface, 3);
+          check(`bar ${rect.getAttribute("class")} on its track`, getComputedStyle(rect).fill, track, 3);
+        }
+      }
+      return failures;
+    });
+
   const expectClean = async (watched: Watched) => {
     expect(watched.foreign, "requests outside the origin").toEqual([]);
     for (const url of watched.requests) expect(new URL(url).origin).toBe(suite.proxyUrl);
@@ -264,7 +335,7 @@ describe.skipIf(suite === null)("the dashboard in Chromium", () => {
     await expectClean(watched);
   });
 
-  it("follows prefers-color-scheme", async () => {
+  it("follows prefers-color-scheme, with every colour it draws in contrast", async () => {
     const light = await open({ colorScheme: "light" });
     const dark = await open({ colorScheme: "dark" });
     const background = async (watched: Watched) => {
@@ -273,6 +344,9 @@ describe.skipIf(suite === null)("the dashboard in Chromium", () => {
     };
     expect(await background(light)).toBe("rgb(243, 245, 248)");
     expect(await background(dark)).toBe("rgb(14, 17, 22)");
+    // What Chromium draws, not the palette: a colour the stylesheet leaves to the browser counts too.
+    expect(await contrastFailures(light.page), "light").toEqual([]);
+    expect(await contrastFailures(dark.page), "dark").toEqual([]);
   });
 
   it("renders the README's screenshot from the fake's data", async () => {

@@ -51,4 +51,21 @@ describe.skipIf(suite === null)("/docs in Chromium, offline", () => {
       await context.close();
     }
   });
+
+  it("leaves a browser nothing to fetch that fails, its tab icon included", async () => {
+    // Without interception: Playwright's request routing stops Chromium from fetching a tab icon.
+    const watched = await watchedPage(browser, [suite.proxyUrl], { intercept: false });
+    const { page, context } = watched;
+    try {
+      // Until the network is quiet: what Chromium asks for on its own comes after the load.
+      const response = await page.goto(`${suite.proxyUrl}/docs`, { waitUntil: "networkidle" });
+      expect(response?.status()).toBe(200);
+      await page.getByText("List workflow runs", { exact: true }).first().waitFor({ timeout: 20_000 });
+      expect(watched.foreign, "requests outside the origin").toEqual([]);
+      expect(await violations(watched), "CSP violations").toEqual([]);
+      expect(watched.errors, "console errors").toEqual([]);
+    } finally {
+      await context.close();
+    }
+  });
 });

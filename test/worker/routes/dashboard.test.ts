@@ -296,6 +296,21 @@ describe("GET /dashboard: validation", () => {
     expect(fake.listCalls).toHaveLength(0);
   });
 
+  it.each(["__proto__", "constructor"])("names %s as an unknown parameter, as /stats does", async (name) => {
+    const { fake, env: stateEnv } = useStatsFake();
+    const query = `?${name}=x&status=FAILED`;
+    const api = await json<{ details: { field: string; message: string }[] }>(
+      await callProxy(`/stats${query}`, { env: { ...stateEnv, ALLOW_ANONYMOUS: "true" } }),
+    );
+    expect(api.details).toEqual([{ field: name, message: "is not a known query parameter" }]);
+    const response = await callProxy(`/dashboard${query}`, {
+      env: { ...stateEnv, ALLOW_ANONYMOUS: "true" },
+    });
+    expect(response.status).toBe(400);
+    expect(await response.text()).toContain(`<li>${name} is not a known query parameter</li>`);
+    expect(fake.listCalls).toHaveLength(0);
+  });
+
   it("answers malformed percent-encoding with an HTML 400 naming the parameter", async () => {
     const { fake, env: stateEnv } = useStatsFake();
     const response = await callProxy("/dashboard?batchId=%ZZ", {
@@ -509,6 +524,21 @@ describe("signing in with a static token", () => {
       expect(response.headers.get("location")?.startsWith("/dashboard"), returnTo).toBe(true);
       expect(response.headers.get("location"), returnTo).not.toMatch(/^\/dashboard[^?]/);
     }
+  });
+
+  it("signs in from a query too long to return to, landing on the bare dashboard", async () => {
+    const { env: stateEnv } = useStatsFake();
+    const settings = { ...stateEnv, ...TOKENS };
+    // A valid filter (1,000 characters) whose percent-encoded query is 9,000 characters.
+    const query = `?${new URLSearchParams({ fileNameContains: "報".repeat(1_000) })}`;
+    const page = await callProxy(`/dashboard${query}`, { env: settings });
+    expect(page.status).toBe(401);
+    const returnTo = /<input type="hidden" name="returnTo" value="([^"]*)"/.exec(await page.text())?.[1];
+    expect(returnTo).toBeDefined();
+    const response = await login(TEST_CLIENT_TOKEN, { env: settings, returnTo: returnTo ?? "" });
+    expect(response.status).toBe(303);
+    expect(response.headers.get("location")).toBe("/dashboard");
+    expect(response.headers.getSetCookie()).toHaveLength(1);
   });
 
   it("refuses a wrong token without a cookie, and charges it as a rejected credential", async () => {
@@ -1218,6 +1248,7 @@ describe.each([
     ["the primary button's label", "onAccent", "accent"],
     ["error messages", "error", "surface"],
     ["input text on the input's background", "text", "background"],
+    ["placeholders on the input's background", "placeholder", "background"],
   ])("4.5:1 for %s", (_what, foreground, background) => {
     expect(contrast(scheme[foreground] as string, scheme[background] as string)).toBeGreaterThanOrEqual(4.5);
   });
@@ -1231,6 +1262,11 @@ describe.each([
     expect(contrast(scheme.credits, scheme.surface)).toBeGreaterThanOrEqual(3);
     expect(contrast(scheme.credits, scheme.track)).toBeGreaterThanOrEqual(3);
     expect(contrast(scheme.error, scheme.background)).toBeGreaterThanOrEqual(3);
+  });
+
+  it("3:1 for the form fields' borders against their card", () => {
+    expect(contrast(scheme.control, scheme.surface)).toBeGreaterThanOrEqual(3);
+    expect(STYLESHEET).toContain(scheme.control);
   });
 
   it("is the palette the stylesheet uses", () => {

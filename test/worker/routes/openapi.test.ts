@@ -416,6 +416,12 @@ describe("GET /docs", () => {
     expect(html).not.toMatch(/\son[a-z]+=/i);
   });
 
+  it("names an icon the CSP allows, so the browser asks for no /favicon.ico", async () => {
+    const { html } = await fetchDocs();
+    const icons = [...html.matchAll(/<link\b[^>]*\brel="icon"[^>]*>/g)].map((m) => m[0]);
+    expect(icons).toEqual([expect.stringContaining('href="data:,"')]);
+  });
+
   it("serves the pinned npm package's standalone bundle, byte for byte, as an immutable script", async () => {
     expect(packageJson.dependencies["@scalar/api-reference"]).toBe(scalarPackage.version);
     const res = await callProxy(SCALAR_BUNDLE_PATH);
