@@ -18,13 +18,13 @@ const countWidth = (displays: string[]) =>
  */
 export const MIN_BAR_WIDTH = 4;
 
-const integer = new Intl.NumberFormat("en-US");
-const decimal = new Intl.NumberFormat("en-US", { maximumFractionDigits: 6 });
-
-/** An exact count, grouped by thousands ("98,211"). */
-export const formatCount = (n: number): string => integer.format(n);
-/** A credit sum as exact as Extend's decimals allow ("26,573.5"). */
-export const formatCredits = (n: number): string => decimal.format(n);
+/**
+ * An exact count as `/stats` writes it ("98211"): no grouping, so the page's text is the API's
+ * number for a reader, a screen reader and a script alike.
+ */
+export const formatCount = (n: number): string => String(n);
+/** A credit sum as `/stats` writes it ("26573.5"), to the last decimal Extend gave. */
+export const formatCredits = (n: number): string => String(n);
 
 const tenth = (n: number) => Math.round(n * 10) / 10;
 

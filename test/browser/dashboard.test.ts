@@ -232,7 +232,7 @@ describe.skipIf(suite === null)("the dashboard in Chromium", () => {
       const { page } = watched;
       await signIn(page, takeToken());
       const stats = statsOracle(suite, oracle);
-      const count = (n: number) => n.toLocaleString("en-US");
+      const count = (n: number) => String(n);
       expect(await page.locator("#freshness").textContent()).toMatch(/^From the run index/);
 
       const chart = page.getByRole("img", { name: /^Top workflows by runs: / });
