@@ -36,13 +36,7 @@ const webhookRoute = createRoute({
       description: "Verified and applied (or a duplicate of an event already applied).",
       content: { "application/json": { schema: WebhookReceipt } },
     },
-    ...errorResponses([
-      "INVALID_REQUEST",
-      "UNAUTHORIZED",
-      "NOT_FOUND",
-      "PAYLOAD_TOO_LARGE",
-      "INTERNAL_ERROR",
-    ]),
+    ...errorResponses(["UNAUTHORIZED", "NOT_FOUND", "PAYLOAD_TOO_LARGE", "INTERNAL_ERROR"]),
   },
 });
 
@@ -109,10 +103,12 @@ async function receive(c: Context<AppEnv>) {
   try {
     text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(body);
   } catch {
-    throw new ApiError("INVALID_REQUEST", "The webhook body is not UTF-8.");
+    throw new ApiError("UNAUTHORIZED", "The webhook body is not UTF-8.");
   }
   const parsed = parseEvent(text, Number(timestamp) * 1000);
-  if (!parsed.ok) throw new ApiError("INVALID_REQUEST", `The webhook body is malformed: ${parsed.reason}`);
+  // A failure after the signature is a 401 too, as every failure is (Extend retries it): only
+  // an oversized body is told apart.
+  if (!parsed.ok) throw new ApiError("UNAUTHORIZED", `The webhook body is malformed: ${parsed.reason}`);
   const outcome = await deliverEvent(c.env, config, parsed.event);
   return c.json(
     {

@@ -211,8 +211,9 @@ describe("POST /webhooks/extend", () => {
     expect(await runInDurableObject(index.stub, (_i, state) => state.storage.getAlarm())).toBeNull();
   });
 
-  it("answers a signed body that is not JSON with a 400, and changes nothing", async () => {
+  it("answers a signed body that is not a JSON event with a 401, and changes nothing", async () => {
     const index = await builtIndex();
+    const calls = index.calls.length;
     for (const text of ["not json", '["an array"]', '{"eventType":"workflow_run.failed"}']) {
       const timestamp = String(nowSeconds());
       const delivery = {
@@ -223,8 +224,9 @@ describe("POST /webhooks/extend", () => {
         },
       };
       const response = await read(await post(delivery, index.env));
-      expectErrorEnvelope(response, { status: 400, code: "INVALID_REQUEST" });
+      expectErrorEnvelope(response, { status: 401, code: "UNAUTHORIZED", retryable: false });
     }
+    expect(index.calls.length).toBe(calls);
     expect(summary((await getStats(index, {})).body)).toEqual(referenceStats(index.fake.runs));
   });
 
