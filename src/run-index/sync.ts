@@ -585,7 +585,8 @@ export class RunIndexSync {
     }
     const due = [
       (state.asOf ?? now) + state.settings.syncSeconds * 1000,
-      (state.lastReconcileAt ?? now) + state.settings.reconcileSeconds * 1000,
+      // Never reconciled (a backfill that missed workflows): at once.
+      state.lastReconcileAt === null ? now : state.lastReconcileAt + state.settings.reconcileSeconds * 1000,
     ];
     if (state.headRequestedAt !== null) due.push(state.headRequestedAt + WEBHOOK_DEBOUNCE_MS);
     return Math.max(earliest, Math.min(...due));
@@ -847,9 +848,26 @@ export class RunIndexSync {
       patch.phase = "ready";
       buildFilterIndexes(this.sql);
       // The backfill read every run that existed when it started: deletions are known as of then.
-      patch.lastReconcileAt = state.backfillStartedAt;
+      // Unless it walked the workflows Extend listed and a run of another one has come in since
+      // (through this head walk or a webhook): the list was not the whole tenant, so the
+      // reconcile, which walks by status, runs now rather than after INDEX_RECONCILE_SECONDS.
+      patch.lastReconcileAt = this.unlistedWorkflowSeen() ? null : state.backfillStartedAt;
     }
     this.setState(patch);
+  }
+
+  /** Whether the backfill walked by workflow and the index holds a run of a workflow it did not walk. */
+  private unlistedWorkflowSeen(): boolean {
+    const walked = this.walks("backfill").flatMap((w) => (w.workflowId === undefined ? [] : [w.workflowId]));
+    if (walked.length === 0) return false;
+    return (
+      this.sql
+        .exec(
+          `SELECT 1 FROM run_totals WHERE runs > 0 AND workflow_id NOT IN (SELECT value FROM json_each(?)) LIMIT 1`,
+          JSON.stringify(walked),
+        )
+        .toArray().length > 0
+    );
   }
 
   /**

@@ -206,6 +206,49 @@ describe("backfill", () => {
     });
   });
 
+  it("reconciles at once when a run turns up of a workflow Extend did not list", async () => {
+    const runs = generateRuns({ size: 300, seed: 6 });
+    const unlisted = runs[0]?.workflow.id ?? "";
+    // One run of it changed just now: the head walk that ends the backfill reads it.
+    const recent = runs.findIndex((run) => run.workflow.id === unlisted);
+    runs[recent] = { ...(runs[recent] as FakeRun), updatedAt: new Date(ENGINE_EPOCH).toISOString() };
+    const fake = fakeWith({ runs });
+    const older = fake.runs.filter(
+      (run) => run.workflow.id === unlisted && Date.parse(run.updatedAt) < ENGINE_EPOCH,
+    );
+    expect(older.length).toBeGreaterThan(10);
+    const upstream = engineUpstream(fake, { pageLimit: 40 });
+    const listWorkflows = upstream.listWorkflows.bind(upstream);
+    upstream.listWorkflows = async (token, signal) => {
+      const page = await listWorkflows(token, signal);
+      return "ids" in page ? { ...page, ids: page.ids.filter((id) => id !== unlisted) } : page;
+    };
+    const clock: EngineClock = { now: ENGINE_EPOCH };
+    await inEngine(freshObject(), upstream, clock, async ({ sync, sql }) => {
+      await build(sync, { maxCalls: 40, maxMs: 60_000, concurrency: 6 });
+      const walked = upstream.lists.filter((q) => q.sortBy === "createdAt");
+      expect(walked.some((q) => q.workflowId === unlisted)).toBe(false);
+      // The reconcile (by status) ran in the same drain, not a day later.
+      expect(walked.some((q) => q.status !== undefined)).toBe(true);
+      expect(rowCount(sql)).toBe(300);
+      for (const filters of [{}, { workflowId: unlisted }, { status: "PROCESSED" as const }]) {
+        expect(indexSummary(sql, filters), JSON.stringify(filters)).toEqual(
+          referenceStats(fake.runs, filters),
+        );
+      }
+      expect(sync.nextWakeAt(clock.now)).toBeGreaterThan(clock.now);
+    });
+  });
+
+  it("does not reconcile after a backfill by workflow that saw only listed workflows", async () => {
+    const fake = fakeWith({ size: 300, seed: 6 });
+    const upstream = engineUpstream(fake, { pageLimit: 40 });
+    await inEngine(freshObject(), upstream, { now: ENGINE_EPOCH }, async ({ sync }) => {
+      await build(sync, { maxCalls: 40, maxMs: 60_000, concurrency: 6 });
+      expect(upstream.lists.some((q) => q.status !== undefined)).toBe(false);
+    });
+  });
+
   it("interrupted at every page boundary, resumes with nothing lost or doubled", async () => {
     const fake = fakeWith({ size: 300, seed: 9 });
     const clock: EngineClock = { now: ENGINE_EPOCH };
