@@ -98,8 +98,12 @@ async function main(): Promise<void> {
 
   // Fresh local secrets on every start: they only unlock a fake on loopback.
   const apiKey = `sk_local_${randomBytes(12).toString("hex")}`;
-  const clientToken = `local_${randomBytes(16).toString("hex")}`;
-  const webhookSecret = `wss_local_${randomBytes(16).toString("hex")}`;
+  // A --var wins over these, and the lines printed below say what is really in force.
+  const clientToken =
+    extraVars.CLIENT_TOKENS?.split(",")[0]?.trim() || `local_${randomBytes(16).toString("hex")}`;
+  const anonymous = (extraVars.ALLOW_ANONYMOUS ?? "true").trim() === "true";
+  const webhookSecret =
+    extraVars.EXTEND_WEBHOOK_SECRET?.split(",")[0]?.trim() || `wss_local_${randomBytes(16).toString("hex")}`;
   const rateLimit = numberFlag("rate-limit", flags["rate-limit"], 0);
   const fake = await startFakeServer({
     port: numberFlag("fake-port", flags["fake-port"], 0),
@@ -167,7 +171,7 @@ async function main(): Promise<void> {
   console.log(`
 extend-runs-proxy is running at ${u}
   upstream:     fake Extend at ${fake.url} (${fake.fake.runs.length} runs, seed ${flags.seed ?? 1})
-  client token: ${clientToken}   (anonymous calls are allowed too: ALLOW_ANONYMOUS=true)
+  client token: ${extraVars.CLIENT_TOKENS === undefined ? clientToken : `${clientToken} (the first of --var CLIENT_TOKENS)`}   (${anonymous ? "anonymous calls are allowed too: ALLOW_ANONYMOUS=true" : "every call needs it: ALLOW_ANONYMOUS is not true"})
   local KV:     ${flags.state ?? ".wrangler/state"} (and the run index's Durable Object storage)
   run index:    /stats scans until the index is built, then answers from it ("source": "index");
                 ${mutateEvery > 0 ? `the fake changes a run every ${mutateEvery} ms and POSTs its signed webhook` : "the fake's runs do not change (--mutate-every 0)"}
