@@ -68,6 +68,12 @@ export const ERRORS = {
     retryable: true,
     description: "Extend's organisation-wide rate limit is exhausted; wait for `Retry-After` seconds.",
   },
+  WEBHOOKS_BUSY: {
+    status: 503,
+    retryable: true,
+    description:
+      "Webhook bodies being read fill this isolate's share for them; the sender retries after `Retry-After` seconds.",
+  },
   INDEX_LAGGING: {
     status: 503,
     retryable: true,

@@ -5,7 +5,13 @@ import type { AppEnv } from "../app/env.ts";
 import { ApiError } from "../app/errors.ts";
 import { createRouter, errorResponse } from "../app/router.ts";
 import { deliverEvent } from "../run-index/client.ts";
-import { parseEvent, SIGNATURE_HEADER, TIMESTAMP_HEADER, verifySignature } from "../run-index/webhook.ts";
+import {
+  parseEvent,
+  SIGNATURE_HEADER,
+  signedPrefix,
+  TIMESTAMP_HEADER,
+  verifySignature,
+} from "../run-index/webhook.ts";
 import { errorResponses } from "./responses.ts";
 
 export const WEBHOOK_PATH = "/webhooks/extend";
@@ -36,7 +42,7 @@ const webhookRoute = createRoute({
       description: "Verified and applied (or a duplicate of an event already applied).",
       content: { "application/json": { schema: WebhookReceipt } },
     },
-    ...errorResponses(["UNAUTHORIZED", "NOT_FOUND", "PAYLOAD_TOO_LARGE", "INTERNAL_ERROR"]),
+    ...errorResponses(["UNAUTHORIZED", "NOT_FOUND", "PAYLOAD_TOO_LARGE", "WEBHOOKS_BUSY", "INTERNAL_ERROR"]),
   },
 });
 
@@ -44,37 +50,76 @@ function tooLarge(): ApiError {
   return new ApiError("PAYLOAD_TOO_LARGE", `The body is larger than ${MAX_WEBHOOK_BODY_BYTES} bytes.`);
 }
 
+/** Webhook bodies one isolate holds at once: three of the largest, not most of its 128 MB. */
+export const MAX_WEBHOOK_BYTES_IN_FLIGHT = 32 * 1024 * 1024;
+/** What the first read of a body of unknown length is given room for. */
+const FIRST_ROOM_BYTES = 64 * 1024;
+let bytesInFlight = 0;
+
+const busy = () =>
+  new ApiError("WEBHOOKS_BUSY", "Too many webhook bodies are being read at once; retry shortly.", {
+    retryAfter: 1,
+  });
+
+/** This request's share of the isolate's webhook bytes, given back once it is answered. */
+class Held {
+  #bytes = 0;
+  take(bytes: number): void {
+    if (bytesInFlight + bytes > MAX_WEBHOOK_BYTES_IN_FLIGHT) throw busy();
+    bytesInFlight += bytes;
+    this.#bytes += bytes;
+  }
+  give(bytes = this.#bytes): void {
+    bytesInFlight -= bytes;
+    this.#bytes -= bytes;
+  }
+}
+
 /**
- * Reads the body once, refusing it as soon as it is known to be too large (declared or counted).
- * The rest is left unread, not cancelled: the runtime discards it after the 413, where a cancel
- * can cut the connection before the 413 is sent (wrangler dev answers a 500 instead).
+ * Reads the body once, straight into one buffer after `reserve` bytes of room (where the
+ * signature's prefix goes), refusing it as soon as it is known to be too large (declared or
+ * counted), and every byte it holds counted against the isolate's webhook share: an unsigned
+ * sender cannot make the isolate hold more than MAX_WEBHOOK_BYTES_IN_FLIGHT of bodies. The rest
+ * of a refused body is left unread, not cancelled: the runtime discards it after the answer,
+ * where a cancel can cut the connection before it is sent (wrangler dev answers a 500 instead).
  */
-async function readBody(request: Request): Promise<Uint8Array> {
-  const declared = request.headers.get("content-length");
-  if (declared !== null && /^\d+$/.test(declared.trim()) && Number(declared) > MAX_WEBHOOK_BODY_BYTES) {
-    throw tooLarge();
-  }
-  if (!request.body) return new Uint8Array(0);
-  const reader = request.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.byteLength;
-    if (size > MAX_WEBHOOK_BODY_BYTES) {
-      reader.releaseLock();
-      throw tooLarge();
+async function readBody(
+  request: Request,
+  reserve: number,
+  held: Held,
+): Promise<{ room: Uint8Array; body: Uint8Array }> {
+  const header = request.headers.get("content-length")?.trim();
+  const declared = header !== undefined && /^\d+$/.test(header) ? Number(header) : undefined;
+  if (declared !== undefined && declared > MAX_WEBHOOK_BODY_BYTES) throw tooLarge();
+  let room = new Uint8Array(0);
+  const grow = (size: number) => {
+    held.take(size);
+    const grown = new Uint8Array(size);
+    grown.set(room);
+    held.give(room.byteLength);
+    room = grown;
+  };
+  grow(reserve + (request.body ? (declared ?? FIRST_ROOM_BYTES) : 0));
+  let at = reserve;
+  if (request.body) {
+    const reader = request.body.getReader();
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      if (at - reserve + value.byteLength > MAX_WEBHOOK_BODY_BYTES) {
+        reader.releaseLock();
+        throw tooLarge();
+      }
+      if (at + value.byteLength > room.byteLength) {
+        grow(
+          Math.min(reserve + MAX_WEBHOOK_BODY_BYTES, Math.max(at + value.byteLength, room.byteLength * 2)),
+        );
+      }
+      room.set(value, at);
+      at += value.byteLength;
     }
-    chunks.push(value);
   }
-  const body = new Uint8Array(size);
-  let offset = 0;
-  for (const chunk of chunks) {
-    body.set(chunk, offset);
-    offset += chunk.byteLength;
-  }
-  return body;
+  return { room: room.subarray(0, at), body: room.subarray(reserve, at) };
 }
 
 /** While no secret is set the route does not exist: the same 404 as any unknown path. */
@@ -90,36 +135,43 @@ const unauthorized = () =>
 async function receive(c: Context<AppEnv>) {
   const config = loadConfig(c.env);
   if (config.webhookSecrets.length === 0) throw routeMissing(c);
-  const body = await readBody(c.req.raw);
   const timestamp = c.req.header(TIMESTAMP_HEADER) ?? null;
-  const signed = await verifySignature(
-    { timestamp, signature: c.req.header(SIGNATURE_HEADER) ?? null, body },
-    config.webhookSecrets,
-    Date.now(),
-  );
-  // Nothing of the body is looked at before this point.
-  if (!signed || timestamp === null) throw unauthorized();
-  let text: string;
+  // Room for the signed prefix only for a timestamp that could verify: nothing else is trusted.
+  const reserve = timestamp !== null && /^\d{1,12}$/.test(timestamp) ? signedPrefix(timestamp).length : 0;
+  const held = new Held();
   try {
-    text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(body);
-  } catch {
-    throw new ApiError("UNAUTHORIZED", "The webhook body is not UTF-8.");
+    const { room, body } = await readBody(c.req.raw, reserve, held);
+    const signed = await verifySignature(
+      { timestamp, signature: c.req.header(SIGNATURE_HEADER) ?? null, body, room },
+      config.webhookSecrets,
+      Date.now(),
+    );
+    // Nothing of the body is looked at before this point.
+    if (!signed || timestamp === null) throw unauthorized();
+    let text: string;
+    try {
+      text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(body);
+    } catch {
+      throw new ApiError("UNAUTHORIZED", "The webhook body is not UTF-8.");
+    }
+    const parsed = parseEvent(text, Number(timestamp) * 1000);
+    // A failure after the signature is a 401 too, as every failure is (Extend retries it): only
+    // an oversized body is told apart.
+    if (!parsed.ok) throw new ApiError("UNAUTHORIZED", `The webhook body is malformed: ${parsed.reason}`);
+    const outcome = await deliverEvent(c.env, config, parsed.event);
+    return c.json(
+      {
+        object: "webhook_receipt" as const,
+        eventId: parsed.event.eventId,
+        duplicate: outcome?.duplicate ?? false,
+        applied: outcome?.applied ?? false,
+      },
+      200,
+      { "cache-control": "no-store" },
+    );
+  } finally {
+    held.give();
   }
-  const parsed = parseEvent(text, Number(timestamp) * 1000);
-  // A failure after the signature is a 401 too, as every failure is (Extend retries it): only
-  // an oversized body is told apart.
-  if (!parsed.ok) throw new ApiError("UNAUTHORIZED", `The webhook body is malformed: ${parsed.reason}`);
-  const outcome = await deliverEvent(c.env, config, parsed.event);
-  return c.json(
-    {
-      object: "webhook_receipt" as const,
-      eventId: parsed.event.eventId,
-      duplicate: outcome?.duplicate ?? false,
-      applied: outcome?.applied ?? false,
-    },
-    200,
-    { "cache-control": "no-store" },
-  );
 }
 
 /**

@@ -2,7 +2,7 @@
 // object. Every refused delivery changes nothing and reaches no upstream.
 import { listDurableObjectIds, runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import type { FakeRun } from "../../../fake/extend.ts";
 import { runEvent, sign, signedDelivery, type WebhookEvent } from "../../../fake/webhooks.ts";
 import { captureConsole } from "../support/console.ts";
@@ -253,6 +253,42 @@ describe("POST /webhooks/extend", () => {
     // Exactly 10 MiB is read, verified, and refused only for its signature.
     const limit = await read(await post({ body: big.subarray(0, 10 * 1024 * 1024), headers }, index.env));
     expect(limit.status).toBe(401);
+  });
+
+  it("holds at most 32 MiB of bodies at once: past it a 503 to retry, and the room comes back", async () => {
+    const index = await builtIndex();
+    const headers = {
+      "x-extend-request-timestamp": String(nowSeconds()),
+      "x-extend-request-signature": "0".repeat(64),
+    };
+    // Three senders that declare 10 MiB and stall after their first chunk.
+    const stalled: (() => void)[] = [];
+    const pending = Array.from({ length: 3 }, () => {
+      let sent = false;
+      const body = new ReadableStream<Uint8Array>({
+        async pull(controller) {
+          if (!sent) {
+            sent = true;
+            controller.enqueue(new Uint8Array(1024).fill(0x20));
+            return;
+          }
+          await new Promise<void>((resolve) => stalled.push(resolve));
+          controller.close();
+        },
+      });
+      return post({ body, headers: { ...headers, "content-length": String(10 * 1024 * 1024) } }, index.env);
+    });
+    await vi.waitFor(() => expect(stalled.length).toBe(3));
+    const refused = await read(
+      await post({ body: "{}", headers }, index.env, { "content-length": String(3 * 1024 * 1024) }),
+    );
+    expectErrorEnvelope(refused, { status: 503, code: "WEBHOOKS_BUSY", retryable: true });
+    expect(refused.headers.get("retry-after")).toBe("1");
+    for (const release of stalled) release();
+    for (const response of await Promise.all(pending)) expect([400, 401]).toContain(response.status);
+    // Every byte held is given back: a delivery is read and verified again.
+    const { event } = failRun(index);
+    expect((await post(await signedDelivery(SECRET_A, event), index.env)).status).toBe(200);
   });
 
   it("applies an eventId once: a replay of an older event cannot undo a later one", async () => {
