@@ -52,16 +52,13 @@ export function gatewayLocationHint(config: Config): DurableObjectLocationHint |
   return "enam";
 }
 
-const names = new WeakMap<Config, Promise<string>>();
-
-/** The object's name: the tenant scope (origin, version, workspace, key fingerprint), never the key. */
+/**
+ * The object's name: the tenant scope (origin, version, workspace, key fingerprint), never the
+ * key. The run index lives in the same object under the same name, so its sync's calls take
+ * their slots from this budget too.
+ */
 export function gatewayName(config: Config): Promise<string> {
-  let name = names.get(config);
-  if (!name) {
-    name = tenantScope(config).then((scope) => `tenant:${scope}`);
-    names.set(config, name);
-  }
-  return name;
+  return tenantScope(config);
 }
 
 function settingsOf(config: Config): GatewaySettings {
