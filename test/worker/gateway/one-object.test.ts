@@ -59,7 +59,8 @@ describe("the tenant's one object", () => {
       await miss.body?.cancel();
     }
     const during = index.fake.requests.map((r) => r.at);
-    expect(during.length, "the sync called Extend too").toBeGreaterThan(6);
+    const sync = index.fake.requests.filter((r) => r.url.searchParams.has("workflowId"));
+    expect(sync.length, "the sync's backfill called Extend meanwhile").toBeGreaterThan(0);
     // Calls leave a window apart but may reach the fake late on a loaded machine (see gateway.test.ts).
     expect(busiestWindow(during, 750)).toBeLessThanOrEqual(2);
     // The list misses configured the very gateway the sync's calls went through.
