@@ -6,7 +6,7 @@ import type { AppEnv } from "./app/env.ts";
 import { requestLog } from "./app/request-log.ts";
 import { createRouter, methodNotAllowed, notFound, onError, rejectMalformedQuery } from "./app/router.ts";
 import { CALLER_ROUTES } from "./routes/access.ts";
-import { dashboard } from "./routes/dashboard.tsx";
+import { DASHBOARD_PATH, dashboard, dashboardErrorPages, LOGIN_PATH } from "./routes/dashboard.tsx";
 import { registerDocs } from "./routes/docs.ts";
 import { health } from "./routes/health.ts";
 import { stats } from "./routes/stats.ts";
@@ -41,6 +41,9 @@ app.notFound(notFound);
 // Liveness first: it must answer even when the configuration is broken.
 app.route("/", health);
 registerDocs(app);
+
+// A person at the dashboard reads every error, a broken configuration's included, as a page.
+for (const path of [DASHBOARD_PATH, LOGIN_PATH]) app.use(path, dashboardErrorPages());
 
 app.use(
   createMiddleware<AppEnv>(async (c, next) => {

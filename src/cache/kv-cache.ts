@@ -88,6 +88,11 @@ export interface CacheReadOptions<T> extends CacheWindow {
   retryAlone?: (error: unknown) => boolean;
   /** False: a stale entry is not served to this caller; it waits for the load (shared) instead. */
   acceptStale?: boolean;
+  /**
+   * A stored value older than this is not served to this caller, fresh or stale: it is loaded
+   * again as on a miss (the `/stats` parameter `maxLagSeconds` on a scan).
+   */
+  maxAgeSeconds?: number;
   /** The caller's abort signal: aborting stops this caller's wait, never a load others share. */
   signal?: AbortSignal;
   /** Upper bound on waiting for another request's load of the same key. */
@@ -266,6 +271,11 @@ function abandoned(signal: AbortSignal | undefined): Promise<never> | undefined 
  *
  * A hit costs one `getWithMetadata` and `parse`: the validator was computed at write time.
  */
+/** Whether a value `ageMs` old may be served to the reader of `options` at all. */
+export function withinMaxAge(options: { maxAgeSeconds?: number }, ageMs: number): boolean {
+  return options.maxAgeSeconds === undefined || ageMs <= options.maxAgeSeconds * 1000;
+}
+
 export function createKvCache(deps: KvCacheDeps): KvCache {
   const { kv, waitUntil, log } = deps;
   const clock = deps.clock ?? systemClock;
@@ -479,7 +489,8 @@ export function createKvCache(deps: KvCacheDeps): KvCache {
         const ageSeconds = Math.floor(ageMs / 1000);
         // Read from KV for this reader alone: it is the value's only holder.
         const release = releaseAlone(found.value, options);
-        if (ageMs < options.ttlSeconds * 1000) {
+        const servable = withinMaxAge(options, ageMs);
+        if (servable && ageMs < options.ttlSeconds * 1000) {
           return {
             value: found.value,
             cache: "HIT",
@@ -489,7 +500,11 @@ export function createKvCache(deps: KvCacheDeps): KvCache {
             release,
           };
         }
-        if (options.acceptStale !== false && ageMs < (options.ttlSeconds + options.staleSeconds) * 1000) {
+        if (
+          servable &&
+          options.acceptStale !== false &&
+          ageMs < (options.ttlSeconds + options.staleSeconds) * 1000
+        ) {
           if (!liveLoad(key, options.maxCoalesceWaitMs ?? DEFAULT_MAX_COALESCE_WAIT_MS, clock.now())) {
             // A refresh is for no reader: its value goes to KV and is let go.
             const refresh = loadShared(key, options, true, true).then(

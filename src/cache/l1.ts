@@ -1,5 +1,11 @@
 import { type Clock, systemClock } from "../lib/clock.ts";
-import type { CacheRead, CacheReadOptions, KvCache, StoredValue } from "./kv-cache.ts";
+import {
+  type CacheRead,
+  type CacheReadOptions,
+  type KvCache,
+  type StoredValue,
+  withinMaxAge,
+} from "./kv-cache.ts";
 
 /**
  * Bytes the isolate's L1 may hold. An isolate has 128 MB, shared with every request it serves and
@@ -148,7 +154,7 @@ export function withL1(cache: KvCache, deps: L1Deps): KvCache {
       const entry = store.get(slot);
       if (entry) {
         const ageMs = Math.max(0, clock.now() - entry.at);
-        if (ageMs < options.ttlSeconds * 1000) {
+        if (ageMs < options.ttlSeconds * 1000 && withinMaxAge(options, ageMs)) {
           const value = parsed(options, entry.stored);
           if (value !== undefined) {
             await options.admission;

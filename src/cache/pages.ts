@@ -33,6 +33,8 @@ export interface PageResult {
 export interface PageOptions extends ListOptions {
   /** False: a page past CACHE_TTL_SECONDS is loaded again rather than served stale. */
   acceptStale?: boolean;
+  /** A page stored longer ago than this is loaded again (see CacheReadOptions.maxAgeSeconds). */
+  maxAgeSeconds?: number;
   /** The caller's rate-limit verdict: nothing is served or loaded for it until this resolves. */
   admission?: Promise<unknown>;
 }
@@ -59,7 +61,7 @@ export function cachedPages({ cache, config, upstream }: CachedPagesDeps): PageS
       const key = await pageCacheKey(config, query);
       // The load may be shared with other requests and outlive this one (a background refresh):
       // it must not die with this caller's signal. The caller still stops waiting on abort.
-      const { signal, acceptStale, admission, ...shared } = options;
+      const { signal, acceptStale, maxAgeSeconds, admission, ...shared } = options;
       const result = await cache.read<UpstreamPage>(key, {
         ttlSeconds: config.cacheTtlSeconds,
         staleSeconds: config.cacheStaleSeconds,
@@ -77,6 +79,7 @@ export function cachedPages({ cache, config, upstream }: CachedPagesDeps): PageS
         maxCoalesceWaitMs: config.upstreamDeadlineMs + 1_000,
         ...(signal ? { signal } : {}),
         ...(acceptStale === false ? { acceptStale } : {}),
+        ...(maxAgeSeconds !== undefined ? { maxAgeSeconds } : {}),
         ...(admission ? { admission } : {}),
       });
       return {

@@ -203,11 +203,12 @@ const ERROR_TITLES: Partial<Record<number, string>> = {
 };
 
 /**
- * Turns the proxy's JSON error envelope (rate limits, upstream failures, malformed queries) into
- * an HTML page with the same status, message and headers, for a person reading the dashboard.
- * 404 and 405 are left to the app's method handling.
+ * Turns the proxy's JSON error envelope (rate limits, upstream failures, malformed queries, a
+ * broken configuration) into an HTML page with the same status, message and headers, for a
+ * person reading the dashboard. 404 and 405 are left to the app's method handling. The app
+ * installs it before the configuration is read (src/index.ts), so a `CONFIG_INVALID` is a page too.
  */
-function htmlErrors() {
+export function dashboardErrorPages() {
   return createMiddleware<AppEnv>(async (c, next) => {
     await next();
     const res = c.res;
@@ -394,12 +395,10 @@ const formLimit = bodyLimit({
 export const dashboard = createRouter();
 dashboard.use(
   DASHBOARD_PATH,
-  htmlErrors(),
   dashboardAccess(),
   rateLimit(ROUTE_ACCESS[DASHBOARD_PATH].limiter),
   rejectMalformedQuery(),
 );
-dashboard.use(LOGIN_PATH, htmlErrors());
 dashboard.openapi(dashboardRoute, renderDashboard);
 dashboard.post(LOGIN_PATH, formLimit, login);
 dashboard.post(LOGOUT_PATH, formLimit, logout);

@@ -48,7 +48,12 @@ export async function serveStats(
       ...(indexed.workflows ? { workflows: indexed.workflows } : {}),
     };
   }
-  const served = await servicesFor(c).stats.answer(filters, query.resumeToken);
+  // maxLagSeconds holds for a scan too: no cached answer or page older than it is counted.
+  const served = await servicesFor(c).stats.answer(
+    filters,
+    query.resumeToken,
+    query.maxLagSeconds === undefined ? {} : { maxAgeSeconds: query.maxLagSeconds },
+  );
   const headers: Record<string, string> = {
     "x-cache": served.cache,
     // A partial answer carries a token that continues someone's scan: no cache may keep it.

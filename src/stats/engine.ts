@@ -21,7 +21,15 @@ export interface StatsAnswer {
 
 /** Counts and sums runs for a set of filters; owns cache policy, resume tokens and the scan. */
 export interface StatsEngine {
-  answer(filters: StatsFilters, resumeToken?: string): Promise<StatsAnswer>;
+  /**
+   * `maxAgeSeconds` (the `maxLagSeconds` parameter): no cached answer and no cached page older
+   * than this counts; they are read again.
+   */
+  answer(
+    filters: StatsFilters,
+    resumeToken?: string,
+    options?: { maxAgeSeconds?: number },
+  ): Promise<StatsAnswer>;
 }
 
 export interface StatsEngineDeps {
@@ -84,7 +92,11 @@ export function createStatsEngine(deps: StatsEngineDeps): StatsEngine {
     oldestPageAt: number;
   }
 
-  async function scan(filters: StatsFilters, resumeToken: string | undefined): Promise<Scanned> {
+  async function scan(
+    filters: StatsFilters,
+    resumeToken: string | undefined,
+    maxAgeSeconds: number | undefined,
+  ): Promise<Scanned> {
     const account = await tenantScope(config);
     const tokenContext = {
       secret: config.statsSigningKey ?? config.extendApiKey,
@@ -100,6 +112,7 @@ export function createStatsEngine(deps: StatsEngineDeps): StatsEngine {
       clock,
       ...(deps.caller ? { caller: deps.caller } : {}),
       ...(deps.listOptions ? { listOptions: deps.listOptions } : {}),
+      ...(maxAgeSeconds !== undefined ? { maxPageAgeSeconds: maxAgeSeconds } : {}),
     });
     const now = clock.now();
     const token = progress.complete ? null : await sealResumeToken(progress.state, { ...tokenContext, now });
@@ -115,10 +128,10 @@ export function createStatsEngine(deps: StatsEngineDeps): StatsEngine {
     clock.now() - scanned.oldestPageAt < (window.ttlSeconds + window.staleSeconds) * 1000;
 
   return {
-    async answer(filters, resumeToken) {
+    async answer(filters, resumeToken, { maxAgeSeconds } = {}) {
       const key = await statsCacheKey(config, filters);
       if (resumeToken) {
-        const scanned = await scan(filters, resumeToken);
+        const scanned = await scan(filters, resumeToken, maxAgeSeconds);
         if (storable(scanned)) {
           await cache
             .offer(key, scanned.body, { ...window, serialize, loadedAt: scanned.oldestPageAt })
@@ -128,7 +141,7 @@ export function createStatsEngine(deps: StatsEngineDeps): StatsEngine {
       }
       const options: CacheReadOptions<Scanned> = {
         ...window,
-        load: () => scan(filters, undefined),
+        load: () => scan(filters, undefined, maxAgeSeconds),
         store: storable,
         loadedAt: (scanned) => scanned.oldestPageAt,
         serialize: (scanned) => serialize(scanned.body),
@@ -138,6 +151,7 @@ export function createStatsEngine(deps: StatsEngineDeps): StatsEngine {
           return body ? { body, oldestPageAt: 0 } : undefined;
         },
         maxCoalesceWaitMs: SCAN_TIME_BUDGET_MS + config.upstreamDeadlineMs + 1_000,
+        ...(maxAgeSeconds !== undefined ? { maxAgeSeconds } : {}),
       };
       const result = await cache.read(key, options);
       return {

@@ -107,6 +107,8 @@ export interface ScanDeps {
   clock?: Clock;
   /** Wraps the per-page upstream options (the request's telemetry). */
   listOptions?: (options: PageOptions) => PageOptions;
+  /** Pages stored longer ago than this are read again (`maxLagSeconds`). */
+  maxPageAgeSeconds?: number;
 }
 
 export interface ScanProgress {
@@ -379,6 +381,7 @@ export async function advanceScan(
     const own: PageOptions = {
       // Totals are as fresh as their pages: a stale page is read again, not counted.
       acceptStale: false,
+      ...(deps.maxPageAgeSeconds !== undefined ? { maxAgeSeconds: deps.maxPageAgeSeconds } : {}),
       signal: abort.signal,
       // Bulk work: the tenant's budget serves interactive list misses first, and this page's wait
       // counts toward the scan's own time budget.

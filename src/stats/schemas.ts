@@ -62,7 +62,7 @@ export const StatsQuery = z
           description:
             "Answer from the run index only if it counts every change made up to this many seconds " +
             "before the request: an older index syncs first, or the answer is a 503 with `Retry-After` " +
-            "if it cannot in time.",
+            "if it cannot in time. Answered by a scan, no cached answer or page older than this counts.",
         },
       }),
   })

@@ -249,6 +249,24 @@ describe("GET /dashboard: the numbers", () => {
   });
 });
 
+describe("GET /dashboard: a broken configuration", () => {
+  it.each(["/dashboard", "/dashboard/login"])(
+    "%s is an HTML page naming the setting, not JSON",
+    async (path) => {
+      const response = await callProxy(path, {
+        method: path === "/dashboard" ? "GET" : "POST",
+        env: { ALLOW_ANONYMOUS: "true", CACHE_TTL_SECONDS: "sixty" },
+      });
+      expect(response.status).toBe(500);
+      const nonce = expectPageHeaders(response);
+      const html = await response.text();
+      expectNoScript(html, nonce);
+      expect(html).toContain("CACHE_TTL_SECONDS");
+      expect(html).not.toContain("sixty");
+    },
+  );
+});
+
 describe("GET /dashboard: validation", () => {
   it.each<[string, Record<string, string>, string]>([
     ["a date without a time", { since: "2026-11-01" }, "since"],

@@ -65,6 +65,28 @@ describe("GET /stats: whole results cached in KV", () => {
     expect(tenant.fake.listCalls.length).toBeLessThan(2 * oneScan);
   });
 
+  it("with maxLagSeconds, counts no cached answer or page older than it", async () => {
+    const tenant = isolatedTenant({ dataset: { size: 300, seed: 1 } });
+    await getStats(tenant, {});
+    // A cached list page too, as a caller of /workflow_runs would leave it.
+    await tenant.call("/workflow_runs?maxPageSize=1000&sortBy=createdAt&sortDir=desc");
+    const run = tenant.fake.runs.find((r) => r.status === "PENDING");
+    expect(run).toBeDefined();
+    tenant.fake.updateRun(run?.id ?? "", { status: "FAILED" });
+    const cached = await getStats(tenant, {});
+    expect(cached.response.headers.get("x-cache")).toBe("HIT");
+    expect(summary(cached.body)).not.toEqual(referenceStats(tenant.fake.runs));
+    const calls = tenant.fake.listCalls.length;
+    const fresh = await getStats(tenant, { maxLagSeconds: "0" });
+    expect(fresh.response.status).toBe(200);
+    expect(fresh.response.headers.get("x-cache")).toBe("MISS");
+    expect(summary(fresh.body)).toEqual(referenceStats(tenant.fake.runs));
+    expect(tenant.fake.listCalls.length).toBeGreaterThan(calls);
+    // A lag the cached answer is within serves it, as without the parameter.
+    const within = await getStats(tenant, { maxLagSeconds: "600" });
+    expect(within.response.headers.get("x-cache")).toBe("HIT");
+  });
+
   it("serves a stale result at once and refreshes it in the background", async () => {
     const tenant = isolatedTenant({ dataset: { size: 300, seed: 1 } });
     const first = await getStats(tenant, {});
