@@ -170,8 +170,19 @@ const onOffSetting = z
   });
 
 // Each signing secret is used as issued (`wss_…`, prefix included), as the SDK does.
-const webhookSecrets = listSetting.refine((secrets) => secrets.every((s) => /^[\x21-\x7e]+$/.test(s)), {
-  message: "must list printable ASCII secrets without spaces, comma-separated",
+const webhookSecrets = listSetting.superRefine((secrets, ctx) => {
+  if (!secrets.every((s) => /^[\x21-\x7e]+$/.test(s))) {
+    ctx.addIssue({
+      code: "custom",
+      message: "must list printable ASCII secrets without spaces, comma-separated",
+    });
+  } else if (secrets.some((s) => s.length < MIN_SECRET_LENGTH)) {
+    // Extend's own are far longer; a shorter one could not be scrubbed from logs.
+    ctx.addIssue({
+      code: "custom",
+      message: `must list secrets of at least ${MIN_SECRET_LENGTH} characters each (Extend's wss_… signing secrets)`,
+    });
+  }
 });
 
 const RawConfig = z.object({

@@ -146,10 +146,16 @@ export class ApiError extends Error {
   }
 }
 
-/** The one 400 for a bad query: the message lists every offending field, `details` names each. */
+/** Offending fields a 400 names; beyond them it only counts, or a crafted query comes back many times its size. */
+export const MAX_LISTED_QUERY_ISSUES = 20;
+
+/** The one 400 for a bad query: the message lists the offending fields, `details` names each. */
 export function invalidQuery(details: FieldIssue[]): ApiError {
-  const summary = details.map((d) => `${d.field} ${d.message}`).join("; ");
-  return new ApiError("INVALID_REQUEST", `Invalid query parameter: ${summary}.`, { details });
+  const listed = details.slice(0, MAX_LISTED_QUERY_ISSUES);
+  const more = details.length - listed.length;
+  const summary =
+    listed.map((d) => `${d.field} ${d.message}`).join("; ") + (more > 0 ? `; and ${more} more` : "");
+  return new ApiError("INVALID_REQUEST", `Invalid query parameter: ${summary}.`, { details: listed });
 }
 
 /** What a log line may say about an error: its class, machine code and a bounded message. */

@@ -116,8 +116,10 @@ export function scrubConsole(): void {
   }
 }
 
+/** Scrubbed first: a secret cut short would no longer match the scrubber, and its prefix would stay. */
 function truncate(text: string, max = MAX_LOGGED_VALUE_CHARS): string {
-  return text.length > max ? `${text.slice(0, max)}…` : text;
+  const clean = scrub(text);
+  return clean.length > max ? `${clean.slice(0, max)}…` : clean;
 }
 
 /** The query as it may be logged: cursors hashed, credential-looking parameters dropped. */

@@ -1,3 +1,4 @@
+import { readAll } from "../lib/bytes.ts";
 import { type Clock, systemClock } from "../lib/clock.ts";
 /** A public signing key from a JWKS document. */
 export type SigningKey = JsonWebKey & { kid: string };
@@ -60,9 +61,16 @@ async function fetchKeys(url: URL): Promise<SigningKey[]> {
     await response.body?.cancel().catch(() => undefined);
     throw new JwksUnavailableError();
   }
-  const text = await response.text();
-  if (text.length > JWKS_MAX_BYTES) throw new JwksUnavailableError();
-  const body: unknown = JSON.parse(text);
+  const declared = Number(response.headers.get("content-length") ?? "0");
+  if (!response.body || declared > JWKS_MAX_BYTES) {
+    await response.body?.cancel().catch(() => undefined);
+    throw new JwksUnavailableError();
+  }
+  // Read up to the limit only: an endless or huge answer must not fill the isolate's memory.
+  const bytes = await readAll(response.body, { sizeHint: 0, maxBytes: JWKS_MAX_BYTES }).catch(() => {
+    throw new JwksUnavailableError();
+  });
+  const body: unknown = JSON.parse(new TextDecoder().decode(bytes));
   const keys = typeof body === "object" && body !== null ? (body as { keys?: unknown }).keys : undefined;
   if (!Array.isArray(keys)) throw new JwksUnavailableError();
   // Symmetric ("oct") keys are dropped: a public key set must never yield an HMAC secret.

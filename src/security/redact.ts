@@ -140,6 +140,10 @@ function removePaths(value: unknown, level: Map<string, RedactNode>): void {
   }
 }
 
+function tooDeep(): ApiError {
+  return new ApiError("UPSTREAM_INVALID_RESPONSE", "Extend answered with a run nested too deeply to redact.");
+}
+
 function notAList(): ApiError {
   return new ApiError("UPSTREAM_INVALID_RESPONSE", "Extend answered with a body that is not a list of runs.");
 }
@@ -162,8 +166,14 @@ export function redactRuns(body: string, fields: readonly string[]): string {
   const data = typeof list === "object" && list !== null ? (list as { data?: unknown }).data : undefined;
   if (!Array.isArray(data)) throw notAList();
   const tree = treeOf(fields);
-  for (const run of data) if (typeof run === "object" && run !== null) removePaths(run, tree);
-  return JSON.stringify(list);
+  try {
+    for (const run of data) if (typeof run === "object" && run !== null) removePaths(run, tree);
+    return JSON.stringify(list);
+  } catch (error) {
+    // Both walks recurse: a body nested past the stack is refused, never served unredacted.
+    if (error instanceof RangeError) throw tooDeep();
+    throw error;
+  }
 }
 
 /**

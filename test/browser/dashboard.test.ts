@@ -349,6 +349,17 @@ describe.skipIf(suite === null)("the dashboard in Chromium", () => {
     expect(await contrastFailures(dark.page), "dark").toEqual([]);
   });
 
+  it("fits a 320 px wide screen without scrolling sideways", async () => {
+    const { page } = await open();
+    await signIn(page, takeToken());
+    await page.setViewportSize({ width: 320, height: 800 });
+    await expect.poll(() => page.locator("tr[data-workflow]").count()).toBeGreaterThan(0);
+    const overflow = await page.evaluate(
+      () => document.documentElement.scrollWidth - document.documentElement.clientWidth,
+    );
+    expect(overflow).toBe(0);
+  });
+
   it("renders the README's screenshot from the fake's data", async () => {
     const watched = await open({ colorScheme: "light" });
     const { page } = watched;

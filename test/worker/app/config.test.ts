@@ -58,6 +58,16 @@ const BROKEN: { name: string; setting: string; env: Partial<Env>; secret?: strin
     env: { STATS_SIGNING_KEY: SHORT_SECRET },
   },
   {
+    name: "EXTEND_WEBHOOK_SECRET of 7 characters",
+    setting: "EXTEND_WEBHOOK_SECRET",
+    env: { EXTEND_WEBHOOK_SECRET: `wss_${MARK[0]}yz` },
+  },
+  {
+    name: "EXTEND_WEBHOOK_SECRET with one short secret beside a long one",
+    setting: "EXTEND_WEBHOOK_SECRET",
+    env: { EXTEND_WEBHOOK_SECRET: `wss_${"w".repeat(40)},wss_${MARK[0]}y` },
+  },
+  {
     name: "EXTEND_API_BASE_URL over plain http",
     setting: "EXTEND_API_BASE_URL",
     env: { EXTEND_API_BASE_URL: `http://api.${MARK}.example` },

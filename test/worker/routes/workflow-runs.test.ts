@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { type FakeExtend, listAll, STATUSES } from "../../../fake/extend.ts";
+import { MAX_LISTED_QUERY_ISSUES } from "../../../src/app/errors.ts";
 import { FAKE_EXTEND_ORIGIN, TEST_UPSTREAM_KEY, UPSTREAM_ONLY_HEADERS } from "../support/constants.ts";
 import { expectErrorEnvelope, expectNoUpstreamKey, read } from "../support/envelope.ts";
 import { LIST_DEFAULTS, LIST_PARAMS } from "../support/list-oracle.ts";
@@ -327,6 +328,24 @@ describe("GET /workflow_runs: rejected parameters (400, field named, no upstream
     expect(body.details?.map((d) => d.field).sort()).toEqual(["extra", "maxPageSize", "sortDir", "status"]);
     expect(tenant.fake.requests).toHaveLength(0);
   });
+
+  it.each([
+    ["unknown parameters", (i: number) => `p${i}=1`],
+    ["parameters that are not UTF-8", (i: number) => `p${i}=%ZZ`],
+  ])(
+    "names the first few of thousands of %s: the 400 is not the query echoed many times over",
+    async (_name, part) => {
+      const tenant = isolatedTenant();
+      const query = Array.from({ length: 2000 }, (_, i) => part(i)).join("&");
+      const res = await read(await tenant.call(`/workflow_runs?${query}`));
+      const body = expectErrorEnvelope(res, { status: 400, code: "INVALID_REQUEST" });
+      expect(body.details?.[0]?.field).toBe("p0");
+      expect(body.details?.length).toBeLessThanOrEqual(MAX_LISTED_QUERY_ISSUES);
+      expect(body.message).toContain(`and ${2000 - (body.details?.length ?? 0)} more`);
+      expect(res.text.length).toBeLessThan(query.length);
+      expect(tenant.fake.requests).toHaveLength(0);
+    },
+  );
 });
 
 describe("GET /workflow_runs: what Extend receives", () => {

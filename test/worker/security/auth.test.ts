@@ -1,8 +1,11 @@
+import { HttpResponse, http } from "msw";
 import { describe, expect, it } from "vitest";
+import { JWKS_MAX_BYTES } from "../../../src/security/jwks.ts";
 import { JWT_CLOCK_SKEW_SECONDS } from "../../../src/security/jwt.ts";
 import { TEST_UPSTREAM_KEY } from "../support/constants.ts";
 import { foreignKey, TEST_CLIENT_TOKEN, TestIssuer } from "../support/jwt-issuer.ts";
 import { json } from "../support/proxy.ts";
+import { network } from "../support/setup.ts";
 import { isolatedTenant, type Tenant } from "../support/tenant.ts";
 
 const DATA_PATH = "/workflow_runs?maxPageSize=2";
@@ -367,6 +370,33 @@ describe("JWT", () => {
     }
     expect(issuer.fetches).toBe(1);
     expect(tenant.fake.listCalls).toHaveLength(0);
+  });
+
+  it("stops reading an oversized key set once it passes the limit, and answers the 503", async () => {
+    const tenant = isolatedTenant();
+    const issuer = await TestIssuer.start();
+    const chunk = new TextEncoder().encode(`{"keys":[${" ".repeat(64 * 1024 - 9)}`);
+    const filler = new Uint8Array(64 * 1024).fill(0x20);
+    let served = 0;
+    network.use(
+      http.get(issuer.jwksUrl, () => {
+        issuer.fetches += 1;
+        const body = new ReadableStream<Uint8Array>({
+          pull(controller) {
+            // 16 MiB in all, far past any key set, unless the reader stops first.
+            if (served >= 16 * 1024 * 1024) return controller.close();
+            controller.enqueue(served === 0 ? chunk : filler);
+            served += 64 * 1024;
+          },
+        });
+        return new HttpResponse(body, { headers: { "content-type": "application/json" } });
+      }),
+    );
+    const response = await callWithJwt(tenant, issuer, await issuer.sign());
+    expect(response.status).toBe(503);
+    expect(await response.json()).toMatchObject({ code: "AUTH_UNAVAILABLE" });
+    expect(issuer.fetches).toBe(1);
+    expect(served).toBeLessThanOrEqual(JWKS_MAX_BYTES + 4 * 64 * 1024);
   });
 });
 

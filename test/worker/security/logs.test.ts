@@ -177,6 +177,24 @@ describe("log scrubber", () => {
     }
   });
 
+  it("scrubs a long secret before a logged path, name or value is shortened", async () => {
+    const tenant = isolatedTenant();
+    const token = `tok_${"k".repeat(120)}${crypto.randomUUID().replaceAll("-", "")}${"z".repeat(120)}`;
+    const env = { ...ENV, CLIENT_TOKENS: `${TEST_CLIENT_TOKEN},${token}` };
+    const { lines } = await captureConsole(async () => {
+      for (const path of [`/${token}`, `/workflow_runs?batchId=${token}`, `/workflow_runs?${token}=1`]) {
+        await tenant.call(path, { env, headers: AUTH });
+      }
+    });
+    const records = requestLines(lines);
+    expect(records).toHaveLength(3);
+    const text = lines.join("\n");
+    // Any 32 characters of it would be a usable part of the secret.
+    for (let start = 0; start + 32 <= token.length; start += 16) {
+      expect(text).not.toContain(token.slice(start, start + 32));
+    }
+  });
+
   it("takes a list of secrets, so any new secret setting is scrubbed too", () => {
     const secret = `wss_${crypto.randomUUID()}`;
     expect(scrub(`signed with ${secret}.`)).toContain(secret);

@@ -118,6 +118,24 @@ describe("REDACT_FIELDS", () => {
     expect(await response.text()).toBe(page(""));
   });
 
+  it.each([
+    ["a top-level field", "reviewedByUser"],
+    ["a path into the deep field", "deep.name"],
+  ])("refuses with a clear 502 a run nested too deeply to redact, redacting %s", async (_name, redact) => {
+    const tenant = isolatedTenant();
+    const depth = 100_000;
+    const run =
+      `{"object":"workflow_run","id":"workflow_run_1","reviewedByUser":"a@example.com",` +
+      `"deep":${"[".repeat(depth)}${"]".repeat(depth)}}`;
+    const body = `{"object":"list","data":[${run}],"nextPageToken":null}`;
+    tenant.fake.inject({ type: "status", status: 200, body });
+    const response = await tenant.call("/workflow_runs?maxPageSize=1", { env: { REDACT_FIELDS: redact } });
+    expect(response.status).toBe(502);
+    const error = await json<{ code: string; message: string }>(response);
+    expect(error.code).toBe("UPSTREAM_INVALID_RESPONSE");
+    expect(error.message).not.toContain("a@example.com");
+  });
+
   it("gives every setting its own ETag, and equal settings the same one", async () => {
     const tenant = isolatedTenant();
     const path = "/workflow_runs?maxPageSize=5";
