@@ -19,6 +19,45 @@ import type { GatewayListRequest, GatewayOutcome, GatewaySettings } from "./tena
 
 /** Longest a list miss waits for its turn unless the caller says otherwise. */
 export const DEFAULT_MAX_WAIT_MS = 5_000;
+/**
+ * How long past the call's deadline the object may take to answer: it ends its own work by the
+ * deadline, so an object silent beyond this is stuck and the call is made directly instead.
+ */
+export const GATEWAY_ANSWER_GRACE_MS = 2_000;
+
+/** The object took longer to answer than its deadline allows (never given the call's details). */
+class GatewaySilent extends Error {
+  constructor(waitedMs: number) {
+    super(`the tenant's gateway did not answer within ${waitedMs} ms`);
+    this.name = "GatewaySilent";
+  }
+}
+
+/**
+ * The object's answer, or GatewaySilent once `waitMs` has passed. An answer that comes later
+ * has its page cancelled, so the object is not left holding a page no one will read.
+ */
+async function answerWithin(call: Promise<GatewayOutcome>, waitMs: number): Promise<GatewayOutcome> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let late = false;
+  const silent = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      late = true;
+      reject(new GatewaySilent(waitMs));
+    }, waitMs);
+  });
+  call.then(
+    (outcome) => {
+      if (late && outcome.ok) outcome.body.cancel().catch(() => undefined);
+    },
+    () => undefined,
+  );
+  try {
+    return await Promise.race([call, silent]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
 
 /** The part of the `TENANT` binding the gateway needs (a test may hand in one that fails). */
 export interface GatewayNamespace {
@@ -29,7 +68,7 @@ export interface GatewayNamespace {
 }
 
 export interface GatewayUpstreamDeps {
-  /** The `TENANT` binding; without one every call is made directly. */
+  /** The `TENANT` binding; without one every call is made directly (and says so). */
   namespace: GatewayNamespace | undefined;
   config: Config;
   /** The plain Extend client, for the direct path. */
@@ -52,16 +91,13 @@ export function gatewayLocationHint(config: Config): DurableObjectLocationHint |
   return "enam";
 }
 
-const names = new WeakMap<Config, Promise<string>>();
-
-/** The object's name: the tenant scope (origin, version, workspace, key fingerprint), never the key. */
+/**
+ * The object's name: the tenant scope (origin, version, workspace, key fingerprint), never the
+ * key. The run index lives in the same object under the same name, so its sync's calls take
+ * their slots from this budget too.
+ */
 export function gatewayName(config: Config): Promise<string> {
-  let name = names.get(config);
-  if (!name) {
-    name = tenantScope(config).then((scope) => `tenant:${scope}`);
-    names.set(config, name);
-  }
-  return name;
+  return tenantScope(config);
 }
 
 function settingsOf(config: Config): GatewaySettings {
@@ -119,13 +155,16 @@ export function gatewayUpstream(deps: GatewayUpstreamDeps): WorkflowRunsUpstream
 
   return {
     async list(query, options = {}) {
-      if (!deps.namespace) return direct(query, options);
+      if (!deps.namespace) {
+        deps.onFallback("gateway unavailable; served directly", new Error("TENANT is not bound"));
+        return direct(query, options);
+      }
       const deadlineMs =
         options.deadline !== undefined ? options.deadline - clock.now() : config.upstreamDeadlineMs;
       let outcome: GatewayOutcome;
       try {
         const stub = deps.namespace.getByName(await gatewayName(config), hint ? { locationHint: hint } : {});
-        outcome = await stub.list({
+        const call = stub.list({
           settings,
           query,
           priority: options.priority ?? "interactive",
@@ -133,6 +172,7 @@ export function gatewayUpstream(deps: GatewayUpstreamDeps): WorkflowRunsUpstream
           maxWaitMs: Math.min(options.maxWaitMs ?? DEFAULT_MAX_WAIT_MS, deadlineMs),
           deadlineMs,
         });
+        outcome = await answerWithin(call, Math.max(0, deadlineMs) + GATEWAY_ANSWER_GRACE_MS);
       } catch (error) {
         deps.onFallback("gateway unavailable; served directly", error);
         return direct(query, options);

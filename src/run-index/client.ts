@@ -4,7 +4,7 @@ import type { Config } from "../app/config.ts";
 import { loadConfig } from "../app/config.ts";
 import { ApiError } from "../app/errors.ts";
 import { logLine } from "../app/request-log.ts";
-import { tenantScope } from "../cache/keys.ts";
+import { gatewayLocationHint, gatewayName } from "../gateway/client.ts";
 import type { StatsFilters } from "../stats/filters.ts";
 import type { WorkflowRunStats } from "../stats/schemas.ts";
 import type { TenantObject } from "../tenant/object.ts";
@@ -15,7 +15,9 @@ import type { DashboardIndexAnswer, IndexWorkflows, WorkflowsQuery } from "./wor
 
 /** The tenant's object, by the same non-secret name every part of the proxy uses for it. */
 export async function tenantObject(env: Env, config: Config): Promise<DurableObjectStub<TenantObject>> {
-  return env.TENANT.getByName(await tenantScope(config));
+  // Placed as the gateway places it: whichever route creates the object first fixes where it runs.
+  const hint = gatewayLocationHint(config);
+  return env.TENANT.getByName(await gatewayName(config), hint ? { locationHint: hint } : {});
 }
 
 const settings = new WeakMap<Config, IndexSettings>();

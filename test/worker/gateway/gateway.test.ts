@@ -267,4 +267,40 @@ describe("the tenant gateway", () => {
       expect(record?.warnings).toEqual(["gateway unavailable; served directly"]);
     },
   );
+
+  it("serves directly, and logs it, when the object never answers", async () => {
+    const tenant = isolatedTenant({ dataset: { size: 50, seed: 8 } });
+    const hung = { getByName: () => ({ list: () => new Promise(() => undefined) }) };
+    const settings = { UPSTREAM_TIMEOUT_MS: "300", UPSTREAM_DEADLINE_MS: "600" };
+    const answer = captureConsole(() =>
+      tenant.call("/workflow_runs?maxPageSize=3", {
+        env: { ...settings, TENANT: hung as unknown as Env["TENANT"] },
+      }),
+    );
+    const outcome = await Promise.race([
+      answer,
+      new Promise<"hangs">((resolve) => setTimeout(() => resolve("hangs"), 12_000)),
+    ]);
+    if (outcome === "hangs") throw new Error("the request waited on the object past its deadline");
+    expect(outcome.result.status).toBe(200);
+    expect((await json<{ data: unknown[] }>(outcome.result)).data).toHaveLength(3);
+    expect(tenant.fake.listCalls).toHaveLength(1);
+    expect(requestLines(outcome.lines)[0]?.warnings).toEqual(["gateway unavailable; served directly"]);
+  }, 20_000);
+
+  it("serves directly under the per-isolate budget, and logs it, when TENANT is not bound", async () => {
+    const tenant = isolatedTenant({ dataset: { size: 50, seed: 8 } });
+    const unbound = { UPSTREAM_MAX_RPS: "3", TENANT: undefined as unknown as Env["TENANT"] };
+    const { result, lines } = await captureConsole(() =>
+      Promise.all(Array.from({ length: 6 }, (_, i) => tenant.call(distinct(i), { env: unbound }))),
+    );
+    for (const answer of result) {
+      expect(answer.status).toBe(200);
+      await answer.body?.cancel();
+    }
+    expect(busiestWindow(tenant.fake.listCalls.map((c) => c.at))).toBeLessThanOrEqual(3);
+    const records = requestLines(lines);
+    expect(records).toHaveLength(6);
+    for (const record of records) expect(record.warnings).toEqual(["gateway unavailable; served directly"]);
+  }, 20_000);
 });
