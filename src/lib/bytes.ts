@@ -95,7 +95,7 @@ export async function readExactly(
     throw new RangeError("the stream carried more bytes than announced");
   };
   // One byte of room past the length, so a longer stream shows itself in the same read.
-  const fill = await readInto(stream, new ArrayBuffer(length + 1), longer);
+  const fill = await readInto(stream, new ArrayBuffer(length + 1), 0, longer, { leaveUnread: false });
   if (fill.at > length) longer();
   if (fill.at !== length) throw new RangeError("the stream ended before the announced length");
   return new Uint8Array(fill.buffer, 0, length);
@@ -104,10 +104,19 @@ export async function readExactly(
 export interface ReadAllOptions {
   /** Bytes expected (a Content-Length), or the size of a similar stream read before: the first buffer's size. */
   sizeHint: number;
-  /** More than this is refused with StreamTooLong, the stream cancelled. */
+  /** More than this is refused with StreamTooLong, the stream cancelled (see `leaveUnread`). */
   maxBytes: number;
   /** Cancels the read; it then rejects with the signal's reason. */
   signal?: AbortSignal;
+  /**
+   * Bytes kept free before the stream's, for the caller to write (what a signature covers before
+   * a body): the view returned starts with them. Not counted in `maxBytes`.
+   */
+  reserve?: number;
+  /** Told of each buffer before it is made: its size, and that of the one it replaces (0 at first). May refuse by throwing. */
+  onBuffer?: (size: number, replaces: number) => void;
+  /** On failure the stream's lock is released and the rest left unread, not cancelled. */
+  leaveUnread?: boolean;
 }
 
 /**
@@ -118,31 +127,41 @@ export async function readAll(
   stream: ReadableStream<Uint8Array>,
   options: ReadAllOptions,
 ): Promise<Uint8Array<ArrayBuffer>> {
-  const { maxBytes, signal } = options;
-  const grow = (buffer: ArrayBuffer, needed: number) => {
-    if (needed > maxBytes) throw new StreamTooLong();
-    const size = Math.min(maxBytes + 1, Math.max(needed, Math.ceil(buffer.byteLength * 1.5)));
-    return buffer.transfer(size);
+  const { signal, onBuffer } = options;
+  const reserve = options.reserve ?? 0;
+  const limit = reserve + options.maxBytes;
+  const sized = (size: number, replaced?: ArrayBuffer) => {
+    onBuffer?.(size, replaced?.byteLength ?? 0);
+    return replaced ? replaced.transfer(size) : new ArrayBuffer(size);
   };
-  const first = Math.min(maxBytes + 1, Math.max(64 * 1024, Math.ceil(options.sizeHint) + 1));
-  const fill = await readInto(stream, new ArrayBuffer(first), grow, signal);
-  if (fill.at > maxBytes) throw new StreamTooLong();
+  const grow = (buffer: ArrayBuffer, needed: number) => {
+    if (needed > limit) throw new StreamTooLong();
+    return sized(Math.min(limit + 1, Math.max(needed, Math.ceil(buffer.byteLength * 1.5))), buffer);
+  };
+  const first = Math.min(limit + 1, Math.max(64 * 1024, reserve + Math.ceil(options.sizeHint) + 1));
+  const fill = await readInto(stream, sized(first), reserve, grow, {
+    ...(signal ? { signal } : {}),
+    leaveUnread: options.leaveUnread === true,
+  });
+  if (fill.at > limit) throw new StreamTooLong();
   // A hint much larger than the stream (a small page after a large one) is not held for its life.
   const spare = fill.buffer.byteLength - fill.at;
-  const buffer = spare > Math.max(64 * 1024, fill.at / 8) ? fill.buffer.transfer(fill.at) : fill.buffer;
+  const buffer = spare > Math.max(64 * 1024, fill.at / 8) ? sized(fill.at, fill.buffer) : fill.buffer;
   return new Uint8Array(buffer, 0, fill.at);
 }
 
 /**
- * Reads the whole stream into `buffer` from its start, calling `grow` when the buffer is full and
- * the stream goes on. The reader is cancelled on any failure, and on the signal.
+ * Reads the whole stream into `buffer` from `at`, calling `grow` when the buffer is full and the
+ * stream goes on. The reader is cancelled on any failure (unless `leaveUnread`), and on the signal.
  */
 async function readInto(
   stream: ReadableStream<Uint8Array>,
   buffer: ArrayBuffer,
+  at: number,
   grow: (buffer: ArrayBuffer, needed: number) => ArrayBuffer,
-  signal?: AbortSignal,
+  options: { signal?: AbortSignal; leaveUnread: boolean },
 ): Promise<Fill> {
+  const { signal } = options;
   const byob = byobReader(stream);
   const reader = byob ?? stream.getReader();
   const onAbort = () => {
@@ -150,7 +169,7 @@ async function readInto(
   };
   signal?.throwIfAborted();
   signal?.addEventListener("abort", onAbort, { once: true });
-  let fill: Fill = { buffer, at: 0, done: false };
+  let fill: Fill = { buffer, at, done: false };
   try {
     while (!fill.done) {
       if (byob) {
@@ -170,7 +189,8 @@ async function readInto(
       signal?.throwIfAborted();
     }
   } catch (error) {
-    await reader.cancel(error).catch(() => undefined);
+    if (options.leaveUnread) reader.releaseLock();
+    else await reader.cancel(error).catch(() => undefined);
     releaseBuffer(fill.buffer);
     throw signal?.aborted ? signal.reason : error;
   } finally {

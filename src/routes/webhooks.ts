@@ -4,12 +4,14 @@ import { loadConfig } from "../app/config.ts";
 import type { AppEnv } from "../app/env.ts";
 import { ApiError } from "../app/errors.ts";
 import { createRouter, errorResponse } from "../app/router.ts";
+import { readAll, StreamTooLong } from "../lib/bytes.ts";
 import { deliverEvent } from "../run-index/client.ts";
 import {
   parseEvent,
   SIGNATURE_HEADER,
   signedPrefix,
   TIMESTAMP_HEADER,
+  UNIX_SECONDS,
   verifySignature,
 } from "../run-index/webhook.ts";
 import { errorResponses } from "./responses.ts";
@@ -52,8 +54,6 @@ function tooLarge(): ApiError {
 
 /** Webhook bodies one isolate holds at once: three of the largest, not most of its 128 MB. */
 export const MAX_WEBHOOK_BYTES_IN_FLIGHT = 32 * 1024 * 1024;
-/** What the first read of a body of unknown length is given room for. */
-const FIRST_ROOM_BYTES = 64 * 1024;
 let bytesInFlight = 0;
 
 const busy = () =>
@@ -78,7 +78,7 @@ class Held {
 /**
  * Reads the body once, straight into one buffer after `reserve` bytes of room (where the
  * signature's prefix goes), refusing it as soon as it is known to be too large (declared or
- * counted), and every byte it holds counted against the isolate's webhook share: an unsigned
+ * counted), and every buffer it takes counted against the isolate's webhook share: an unsigned
  * sender cannot make the isolate hold more than MAX_WEBHOOK_BYTES_IN_FLIGHT of bodies. The rest
  * of a refused body is left unread, not cancelled: the runtime discards it after the answer,
  * where a cancel can cut the connection before it is sent (wrangler dev answers a 500 instead).
@@ -91,35 +91,22 @@ async function readBody(
   const header = request.headers.get("content-length")?.trim();
   const declared = header !== undefined && /^\d+$/.test(header) ? Number(header) : undefined;
   if (declared !== undefined && declared > MAX_WEBHOOK_BODY_BYTES) throw tooLarge();
-  let room = new Uint8Array(0);
-  const grow = (size: number) => {
-    held.take(size);
-    const grown = new Uint8Array(size);
-    grown.set(room);
-    held.give(room.byteLength);
-    room = grown;
-  };
-  grow(reserve + (request.body ? (declared ?? FIRST_ROOM_BYTES) : 0));
-  let at = reserve;
+  let room = new Uint8Array(reserve);
   if (request.body) {
-    const reader = request.body.getReader();
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      if (at - reserve + value.byteLength > MAX_WEBHOOK_BODY_BYTES) {
-        reader.releaseLock();
-        throw tooLarge();
-      }
-      if (at + value.byteLength > room.byteLength) {
-        grow(
-          Math.min(reserve + MAX_WEBHOOK_BODY_BYTES, Math.max(at + value.byteLength, room.byteLength * 2)),
-        );
-      }
-      room.set(value, at);
-      at += value.byteLength;
-    }
+    room = await readAll(request.body, {
+      sizeHint: declared ?? 0,
+      maxBytes: MAX_WEBHOOK_BODY_BYTES,
+      reserve,
+      leaveUnread: true,
+      onBuffer: (size, replaces) => {
+        held.take(size);
+        held.give(replaces);
+      },
+    }).catch((error: unknown) => {
+      throw error instanceof StreamTooLong ? tooLarge() : error;
+    });
   }
-  return { room: room.subarray(0, at), body: room.subarray(reserve, at) };
+  return { room, body: room.subarray(reserve) };
 }
 
 /** While no secret is set the route does not exist: the same 404 as any unknown path. */
@@ -137,7 +124,7 @@ async function receive(c: Context<AppEnv>) {
   if (config.webhookSecrets.length === 0) throw routeMissing(c);
   const timestamp = c.req.header(TIMESTAMP_HEADER) ?? null;
   // Room for the signed prefix only for a timestamp that could verify: nothing else is trusted.
-  const reserve = timestamp !== null && /^\d{1,12}$/.test(timestamp) ? signedPrefix(timestamp).length : 0;
+  const reserve = timestamp !== null && UNIX_SECONDS.test(timestamp) ? signedPrefix(timestamp).length : 0;
   const held = new Held();
   try {
     const { room, body } = await readBody(c.req.raw, reserve, held);

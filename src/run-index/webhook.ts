@@ -24,7 +24,7 @@ export const RUN_EVENT_STATUS: Readonly<Record<string, WorkflowRunStatus>> = {
 
 const encoder = new TextEncoder();
 const HEX_SIGNATURE = /^[0-9a-f]{64}$/i;
-const UNIX_SECONDS = /^\d{1,12}$/;
+export const UNIX_SECONDS = /^\d{1,12}$/;
 
 function hexBytes(hex: string): Uint8Array {
   const bytes = new Uint8Array(hex.length / 2);
