@@ -12,7 +12,7 @@ import {
 } from "../extend/client.ts";
 import type { CanonicalListQuery } from "../extend/schemas.ts";
 import { readExactly } from "../lib/bytes.ts";
-import type { Clock } from "../lib/clock.ts";
+import { type Clock, settledWithin } from "../lib/clock.ts";
 import { BudgetPaused, isolateScheduler } from "./isolate-budget.ts";
 import { SlotRefused } from "./scheduler.ts";
 import type { GatewayListRequest, GatewayOutcome, GatewaySettings } from "./tenant-gateway.ts";
@@ -38,25 +38,16 @@ class GatewaySilent extends Error {
  * has its page cancelled, so the object is not left holding a page no one will read.
  */
 async function answerWithin(call: Promise<GatewayOutcome>, waitMs: number): Promise<GatewayOutcome> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  let late = false;
-  const silent = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => {
-      late = true;
-      reject(new GatewaySilent(waitMs));
-    }, waitMs);
-  });
+  const settled = await settledWithin(call, waitMs);
+  if (settled.kind === "done") return settled.value;
+  if (settled.kind === "failed") throw settled.error;
   call.then(
     (outcome) => {
-      if (late && outcome.ok) outcome.body.cancel().catch(() => undefined);
+      if (outcome.ok) outcome.body.cancel().catch(() => undefined);
     },
     () => undefined,
   );
-  try {
-    return await Promise.race([call, silent]);
-  } finally {
-    clearTimeout(timer);
-  }
+  throw new GatewaySilent(waitMs);
 }
 
 /** The part of the `TENANT` binding the gateway needs (a test may hand in one that fails). */

@@ -19,6 +19,7 @@ import {
   type WorkflowRunStatus,
 } from "../extend/schemas.ts";
 import { SlotRefused } from "../gateway/scheduler.ts";
+import { settledWithin } from "../lib/clock.ts";
 import { factsFromWorkflowRun, type RunFacts, type RunRow, rowFromListRun } from "./row.ts";
 import { buildFilterIndexes } from "./schema.ts";
 import {
@@ -387,25 +388,6 @@ interface Task {
   run(signal: AbortSignal): Promise<void>;
 }
 
-/** Waits for `promise` at most `ms`: whether it fulfilled, rejected, or was still pending. */
-async function settledWithin(promise: Promise<unknown>, ms: number): Promise<"done" | "failed" | "late"> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<"late">((resolve) => {
-    timer = setTimeout(() => resolve("late"), ms);
-  });
-  try {
-    return await Promise.race([
-      promise.then(
-        () => "done" as const,
-        () => "failed" as const,
-      ),
-      late,
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 function isRejectedCursor(error: unknown): boolean {
   return error instanceof ApiError && error.code === "INVALID_REQUEST";
 }
@@ -617,7 +599,7 @@ export class RunIndexSync {
       if (left <= 0 || calls >= limits.maxCalls) return false;
       const running = this.inFlight.get("head");
       if (running) {
-        if ((await settledWithin(running, left)) === "late") return false;
+        if ((await settledWithin(running, left)).kind === "late") return false;
         continue;
       }
       const task = this.headTask(true);
@@ -629,8 +611,7 @@ export class RunIndexSync {
         this.recordFailure(error);
         throw error;
       });
-      const outcome = await settledWithin(page, left);
-      if (outcome !== "done") return false;
+      if ((await settledWithin(page, left)).kind !== "done") return false;
     }
     return true;
   }
