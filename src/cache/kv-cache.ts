@@ -260,6 +260,11 @@ function abandoned(signal: AbortSignal | undefined): Promise<never> | undefined 
   });
 }
 
+/** Whether a value `ageMs` old may be served to the reader of `options` at all. */
+export function withinMaxAge(options: { maxAgeSeconds?: number }, ageMs: number): boolean {
+  return options.maxAgeSeconds === undefined || ageMs <= options.maxAgeSeconds * 1000;
+}
+
 /**
  * A stale-while-revalidate cache in Workers KV: values are fresh for `ttlSeconds` after they were
  * loaded, then served stale for `staleSeconds` while one background load (in `waitUntil`)
@@ -271,11 +276,6 @@ function abandoned(signal: AbortSignal | undefined): Promise<never> | undefined 
  *
  * A hit costs one `getWithMetadata` and `parse`: the validator was computed at write time.
  */
-/** Whether a value `ageMs` old may be served to the reader of `options` at all. */
-export function withinMaxAge(options: { maxAgeSeconds?: number }, ageMs: number): boolean {
-  return options.maxAgeSeconds === undefined || ageMs <= options.maxAgeSeconds * 1000;
-}
-
 export function createKvCache(deps: KvCacheDeps): KvCache {
   const { kv, waitUntil, log } = deps;
   const clock = deps.clock ?? systemClock;
