@@ -3,6 +3,7 @@ import { ApiError } from "../app/errors.ts";
 import type { Priority } from "../gateway/scheduler.ts";
 import { readAll, StreamTooLong } from "../lib/bytes.ts";
 import { type Clock, systemClock } from "../lib/clock.ts";
+import { CLOSE_BRACE, OPEN_BRACE } from "../lib/json-chars.ts";
 import { decodeUtf8, isUtf8 } from "../lib/utf8.ts";
 import type { PrunedPage } from "../stats/fold-bytes.ts";
 import { type CanonicalListQuery, toSearchParams } from "./schemas.ts";
@@ -223,9 +224,6 @@ export function parseListBody(body: Uint8Array<ArrayBuffer>): UpstreamPage | und
   const list = text === undefined ? undefined : parseListText(text);
   return list && { body, ...list };
 }
-
-const OPEN_BRACE = 0x7b;
-const CLOSE_BRACE = 0x7d;
 
 /**
  * A page rebuilt from bytes that were validated as a list when they were first read (a cached

@@ -1,4 +1,5 @@
 import { ApiError, type FieldIssue, invalidQuery } from "../app/errors.ts";
+import { BACKSLASH, DOT, isDigit, LOWER_E, MINUS, QUOTE, UPPER_E, ZERO } from "../lib/json-chars.ts";
 
 /** One field name of a run (or of an object inside it): what Extend's camelCase names look like. */
 const SEGMENT = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -76,13 +77,6 @@ const sourceText = JSON as unknown as {
 const keepNumberText = (_key: string, value: unknown, context?: { source?: string }): unknown =>
   typeof value === "number" && context?.source !== undefined ? sourceText.rawJSON(context.source) : value;
 
-const QUOTE = 0x22;
-const BACKSLASH = 0x5c;
-const MINUS = 0x2d;
-const DOT = 0x2e;
-const ZERO = 0x30;
-const NINE = 0x39;
-
 /**
  * Whether some number in the JSON text would not come back with its value from JSON.parse and
  * JSON.stringify: one with an exponent (it may overflow to Infinity, which becomes `null`), more
@@ -104,17 +98,17 @@ function hasFragileNumber(text: string): boolean {
       }
       continue;
     }
-    if (c !== MINUS && (c < ZERO || c > NINE)) continue;
+    if (c !== MINUS && !isDigit(c)) continue;
     let digits = 0;
     let nonZero = false;
     let j = c === MINUS ? i + 1 : i;
     for (; j < length; j++) {
       const d = text.charCodeAt(j);
-      if (d >= ZERO && d <= NINE) {
+      if (isDigit(d)) {
         digits++;
         if (d !== ZERO) nonZero = true;
       } else if (d !== DOT) {
-        if (d === 0x65 || d === 0x45) return true;
+        if (d === LOWER_E || d === UPPER_E) return true;
         break;
       }
     }

@@ -5,6 +5,24 @@
 // (as JSON.parse and the list-shape check would), so a page this accepts is one that would have
 // decoded and parsed, and the fold sees the same values.
 
+import {
+  BACKSLASH,
+  CLOSE_BRACE,
+  CLOSE_BRACKET,
+  COLON,
+  COMMA,
+  DOT,
+  isDigit,
+  LOWER_E,
+  MINUS,
+  NINE,
+  OPEN_BRACE,
+  OPEN_BRACKET,
+  PLUS,
+  QUOTE,
+  UPPER_E,
+  ZERO,
+} from "../lib/json-chars.ts";
 import { pastUtf8Sequence } from "../lib/utf8.ts";
 
 /**
@@ -45,21 +63,6 @@ const RUN_KEYS = [CREATED_AT, USAGE];
 const USAGE_KEYS = [CREDITS, TOTAL_CREDITS];
 const LIST = ascii("list");
 
-const QUOTE = 0x22;
-const BACKSLASH = 0x5c;
-const COMMA = 0x2c;
-const COLON = 0x3a;
-const MINUS = 0x2d;
-const PLUS = 0x2b;
-const DOT = 0x2e;
-const ZERO = 0x30;
-const NINE = 0x39;
-const OPEN_BRACKET = 0x5b;
-const CLOSE_BRACKET = 0x5d;
-const OPEN_BRACE = 0x7b;
-const CLOSE_BRACE = 0x7d;
-const LOWER_E = 0x65;
-const UPPER_E = 0x45;
 const TRUE = ascii("true");
 const FALSE = ascii("false");
 const NULL = ascii("null");
@@ -73,7 +76,6 @@ const SIMPLE_ESCAPE = new Uint8Array(256);
 for (const c of '"\\/bfnrt') SIMPLE_ESCAPE[c.charCodeAt(0)] = 1;
 
 const isHex = (b: number) => (b >= ZERO && b <= NINE) || (b >= 0x41 && b <= 0x46) || (b >= 0x61 && b <= 0x66);
-const isDigit = (b: number) => b >= ZERO && b <= NINE;
 
 /** Decodes strings the reader has already checked as UTF-8; a leading U+FEFF is text here. */
 const utf8 = new TextDecoder("utf-8", { fatal: false, ignoreBOM: true });
