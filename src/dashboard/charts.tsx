@@ -19,12 +19,10 @@ const countWidth = (displays: string[]) =>
 export const MIN_BAR_WIDTH = 4;
 
 /**
- * An exact count as `/stats` writes it ("98211"): no grouping, so the page's text is the API's
- * number for a reader, a screen reader and a script alike.
+ * A count or a credit sum as `/stats` writes it ("98211", "26573.5"): no grouping, every decimal
+ * Extend gave, so the page's text is the API's number for a reader, a screen reader and a script.
  */
-export const formatCount = (n: number): string => String(n);
-/** A credit sum as `/stats` writes it ("26573.5"), to the last decimal Extend gave. */
-export const formatCredits = (n: number): string => String(n);
+export const formatNumber = (n: number): string => String(n);
 
 const tenth = (n: number) => Math.round(n * 10) / 10;
 
@@ -115,7 +113,7 @@ export function StatusChart(props: { byStatus: Record<WorkflowRunStatus, number>
     key: status,
     label: status,
     value: props.byStatus[status],
-    display: formatCount(props.byStatus[status]),
+    display: formatNumber(props.byStatus[status]),
     className: `s-${status}`,
   }));
   return <BarChart id="chart-status" label="Runs per status" bars={bars} unit="runs" />;
@@ -127,14 +125,14 @@ export function CreditsChart(props: { credits: number; totalCredits: number }) {
       key: "credits",
       label: "Credits",
       value: props.credits,
-      display: formatCredits(props.credits),
+      display: formatNumber(props.credits),
       className: "credits",
     },
     {
       key: "totalCredits",
       label: "Total credits",
       value: props.totalCredits,
-      display: formatCredits(props.totalCredits),
+      display: formatNumber(props.totalCredits),
       className: "credits",
     },
   ];
@@ -144,7 +142,7 @@ export function CreditsChart(props: { credits: number; totalCredits: number }) {
 /** "PROCESSED 950, FAILED 50": the statuses a workflow has runs in, in Extend's order. */
 export function statusMix(byStatus: Record<WorkflowRunStatus, number>): string {
   return WORKFLOW_RUN_STATUSES.filter((s) => byStatus[s] > 0)
-    .map((s) => `${s} ${formatCount(byStatus[s])}`)
+    .map((s) => `${s} ${formatNumber(byStatus[s])}`)
     .join(", ");
 }
 
@@ -155,10 +153,10 @@ export function statusMix(byStatus: Record<WorkflowRunStatus, number>): string {
  */
 export function WorkflowsChart(props: { workflows: WorkflowSummary[] }) {
   const max = Math.max(0, ...props.workflows.map((w) => w.total));
-  const plot = WIDE_WIDTH - WIDE_LABEL_WIDTH - countWidth(props.workflows.map((w) => formatCount(w.total)));
+  const plot = WIDE_WIDTH - WIDE_LABEL_WIDTH - countWidth(props.workflows.map((w) => formatNumber(w.total)));
   const name = (w: WorkflowSummary) => w.name ?? w.id;
   const summary = props.workflows
-    .map((w) => `${name(w)} ${formatCount(w.total)}${w.byStatus ? ` (${statusMix(w.byStatus)})` : ""}`)
+    .map((w) => `${name(w)} ${formatNumber(w.total)}${w.byStatus ? ` (${statusMix(w.byStatus)})` : ""}`)
     .join("; ");
   return (
     <ChartFrame
@@ -177,7 +175,7 @@ export function WorkflowsChart(props: { workflows: WorkflowSummary[] }) {
               const width = workflow.total > 0 ? (byStatus[status] / workflow.total) * total : 0;
               const segment = (
                 <rect class={`s-${status}`} x={tenth(x)} y={y} width={tenth(width)} height={BAR_HEIGHT}>
-                  <title>{`${name(workflow)}: ${status} ${formatCount(byStatus[status])} runs`}</title>
+                  <title>{`${name(workflow)}: ${status} ${formatNumber(byStatus[status])} runs`}</title>
                 </rect>
               );
               x += width;
@@ -186,14 +184,14 @@ export function WorkflowsChart(props: { workflows: WorkflowSummary[] }) {
           : [<rect class="runs" x={WIDE_LABEL_WIDTH} y={y} width={total} height={BAR_HEIGHT} rx="3" />];
         return (
           <g class="bar" data-key={workflow.id}>
-            <title>{`${name(workflow)}: ${formatCount(workflow.total)} runs`}</title>
+            <title>{`${name(workflow)}: ${formatNumber(workflow.total)} runs`}</title>
             <text x={WIDE_LABEL_WIDTH - 10} y={middle} text-anchor="end" dominant-baseline="central">
               {truncate(name(workflow), WIDE_LABEL_CHARS)}
             </text>
             <rect class="track" x={WIDE_LABEL_WIDTH} y={y} width={plot} height={BAR_HEIGHT} rx="3" />
             {segments}
             <text class="count" x={WIDE_LABEL_WIDTH + total + 8} y={middle} dominant-baseline="central">
-              {formatCount(workflow.total)}
+              {formatNumber(workflow.total)}
             </text>
           </g>
         );

@@ -5,14 +5,7 @@ import type { Child } from "hono/jsx";
 import type { JSX } from "hono/jsx/jsx-runtime";
 import type { FieldIssue } from "../app/errors.ts";
 import { WORKFLOW_RUN_STATUSES } from "../extend/schemas.ts";
-import {
-  CreditsChart,
-  formatCount,
-  formatCredits,
-  StatusChart,
-  statusMix,
-  WorkflowsChart,
-} from "./charts.tsx";
+import { CreditsChart, formatNumber, StatusChart, statusMix, WorkflowsChart } from "./charts.tsx";
 import type { DashboardStats, Freshness, WorkflowsMissing } from "./data.ts";
 import { STYLESHEET } from "./theme.ts";
 
@@ -124,13 +117,13 @@ export function freshnessText(freshness: Freshness, now: number): string {
       : "";
   if (freshness.source === "index") {
     const lag =
-      freshness.lagSeconds !== undefined ? `, ${formatCount(freshness.lagSeconds)} s behind Extend` : "";
+      freshness.lagSeconds !== undefined ? `, ${formatNumber(freshness.lagSeconds)} s behind Extend` : "";
     return `From the run index, as of ${when}${lag}${served}.`;
   }
   const building = freshness.indexBuilding
     ? ` The run index is still being built${
         freshness.indexBuilding.runsIndexed !== undefined
-          ? ` (${formatCount(freshness.indexBuilding.runsIndexed)} runs indexed so far)`
+          ? ` (${formatNumber(freshness.indexBuilding.runsIndexed)} runs indexed so far)`
           : ""
       }, so these numbers come from a live scan.`
     : "";
@@ -268,7 +261,7 @@ function StatusTable(props: { byStatus: StatusCounts; total: number }) {
               <span class={`swatch s-${status}`} aria-hidden="true" />
               {status}
             </th>
-            <td class="num">{formatCount(byStatus[status])}</td>
+            <td class="num">{formatNumber(byStatus[status])}</td>
             <td class="num">{share(byStatus[status], total)}</td>
           </tr>
         ))}
@@ -276,7 +269,7 @@ function StatusTable(props: { byStatus: StatusCounts; total: number }) {
       <tfoot>
         <tr data-status="total">
           <th scope="row">Total</th>
-          <td class="num">{formatCount(total)}</td>
+          <td class="num">{formatNumber(total)}</td>
           <td class="num">{total > 0 ? "100%" : "–"}</td>
         </tr>
       </tfoot>
@@ -292,15 +285,15 @@ function CreditsTable(props: { usage: Usage }) {
       <tbody>
         <tr data-key="credits">
           <th scope="row">Credits</th>
-          <td class="num">{formatCredits(usage.credits)}</td>
+          <td class="num">{formatNumber(usage.credits)}</td>
         </tr>
         <tr data-key="totalCredits">
           <th scope="row">Total credits</th>
-          <td class="num">{formatCredits(usage.totalCredits)}</td>
+          <td class="num">{formatNumber(usage.totalCredits)}</td>
         </tr>
         <tr data-key="runsWithoutUsage">
           <th scope="row">Runs without usage</th>
-          <td class="num">{formatCount(usage.runsWithoutUsage)}</td>
+          <td class="num">{formatNumber(usage.runsWithoutUsage)}</td>
         </tr>
       </tbody>
     </table>
@@ -314,9 +307,9 @@ export function workflowsMissingText(missing: WorkflowsMissing): string {
       return "The per-workflow view comes from the run index, which is off on this proxy (RUN_INDEX=off).";
     case "building": {
       const progress = [
-        missing.runsIndexed !== undefined ? `${formatCount(missing.runsIndexed)} runs indexed so far` : "",
+        missing.runsIndexed !== undefined ? `${formatNumber(missing.runsIndexed)} runs indexed so far` : "",
         missing.walks !== undefined && missing.walks > 0 && missing.walksDone !== undefined
-          ? `${formatCount(missing.walksDone)} of ${formatCount(missing.walks)} walks done`
+          ? `${formatNumber(missing.walksDone)} of ${formatNumber(missing.walks)} walks done`
           : "",
       ].filter((part) => part !== "");
       return `The per-workflow view comes from the run index, which is still being built${
@@ -382,14 +375,14 @@ function WorkflowsSection(props: { data: DashboardStats }) {
               {workflows.map((workflow) => (
                 <tr data-workflow={workflow.id}>
                   <th scope="row">{workflow.name ?? workflow.id}</th>
-                  <td class="num">{formatCount(workflow.total)}</td>
+                  <td class="num">{formatNumber(workflow.total)}</td>
                   {workflow.byStatus ? <td>{statusMix(workflow.byStatus)}</td> : null}
                 </tr>
               ))}
             </tbody>
           </table>
           <p class="hint">
-            From the run index: the {formatCount(workflows.length)} workflows with the most runs under these
+            From the run index: the {formatNumber(workflows.length)} workflows with the most runs under these
             filters.
           </p>
         </>
@@ -434,7 +427,7 @@ export function DashboardPage(props: DashboardPageProps) {
           {freshnessText(data.freshness, props.now)}
           {stats && !stats.complete ? (
             <>
-              {` Partial: the scan stopped after ${formatCount(stats.pagesFetched)} pages (STATS_MAX_PAGES). `}
+              {` Partial: the scan stopped after ${formatNumber(stats.pagesFetched)} pages (STATS_MAX_PAGES). `}
               {props.continueHref ? <a href={props.continueHref}>Continue counting</a> : null}
             </>
           ) : null}
@@ -449,7 +442,7 @@ export function DashboardPage(props: DashboardPageProps) {
         <main>
           <div class="total card">
             <span class="n" id="total">
-              {formatCount(stats.total)}
+              {formatNumber(stats.total)}
             </span>
             <span class="label">{stats.complete ? "runs match these filters" : "runs counted so far"}</span>
           </div>
