@@ -99,11 +99,11 @@ async function main(): Promise<void> {
   // Fresh local secrets on every start: they only unlock a fake on loopback.
   const apiKey = `sk_local_${randomBytes(12).toString("hex")}`;
   // A --var wins over these, and the lines printed below say what is really in force.
-  const clientToken =
-    extraVars.CLIENT_TOKENS?.split(",")[0]?.trim() || `local_${randomBytes(16).toString("hex")}`;
+  const firstOf = (list: string | undefined) => list?.split(",")[0]?.trim() || undefined;
+  const clientToken = firstOf(extraVars.CLIENT_TOKENS) ?? `local_${randomBytes(16).toString("hex")}`;
   const anonymous = (extraVars.ALLOW_ANONYMOUS ?? "true").trim() === "true";
   const webhookSecret =
-    extraVars.EXTEND_WEBHOOK_SECRET?.split(",")[0]?.trim() || `wss_local_${randomBytes(16).toString("hex")}`;
+    firstOf(extraVars.EXTEND_WEBHOOK_SECRET) ?? `wss_local_${randomBytes(16).toString("hex")}`;
   const rateLimit = numberFlag("rate-limit", flags["rate-limit"], 0);
   const fake = await startFakeServer({
     port: numberFlag("fake-port", flags["fake-port"], 0),
