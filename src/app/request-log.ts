@@ -116,8 +116,12 @@ export function scrubConsole(): void {
   }
 }
 
-/** Scrubbed first: a secret cut short would no longer match the scrubber, and its prefix would stay. */
+/**
+ * A text that is cut is scrubbed first: a secret cut short would no longer match the scrubber,
+ * and its prefix would stay. One that is not is left to the scrub of the whole line.
+ */
 function truncate(text: string, max = MAX_LOGGED_VALUE_CHARS): string {
+  if (text.length <= max) return text;
   const clean = scrub(text);
   return clean.length > max ? `${clean.slice(0, max)}…` : clean;
 }
