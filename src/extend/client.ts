@@ -377,7 +377,16 @@ export function classify(status: number, retryAfterMs: number | undefined): Outc
     };
   }
   if (status >= 500) {
-    return { kind: "retry", error: new ApiError("UPSTREAM_ERROR", `Extend failed with HTTP ${status}.`) };
+    // A 5xx that says when to come back (a 503 while Extend sheds load) is waited out like a 429,
+    // or passed on: an earlier retry would only be refused again.
+    if (retryAfterMs === undefined) {
+      return { kind: "retry", error: new ApiError("UPSTREAM_ERROR", `Extend failed with HTTP ${status}.`) };
+    }
+    const error = new ApiError("UPSTREAM_ERROR", `Extend failed with HTTP ${status}.`, {
+      retryAfter: Math.max(DEFAULT_RETRY_AFTER_SECONDS, Math.ceil(retryAfterMs / 1000)),
+    });
+    if (retryAfterMs > MAX_RETRY_AFTER_WAIT_MS) return { kind: "fail", error };
+    return { kind: "retry", error, waitMs: retryAfterMs };
   }
   return {
     kind: "fail",
