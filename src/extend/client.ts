@@ -555,7 +555,17 @@ export function createExtendUpstream(config: UpstreamConfig, deps: UpstreamDeps 
   }
 
   return {
-    list: (query, options = {}) => call(upstreamUrl(config, query), list, options),
+    async list(query, options = {}) {
+      const page = await call(upstreamUrl(config, query), list, options);
+      // The fold, when it ran, has the cursor already: reading it from the page would parse the runs.
+      const next = page.pruned ? page.pruned.nextPageToken : page.nextPageToken;
+      if (query.nextPageToken !== undefined && next === query.nextPageToken) {
+        // Followed as given, it would page every client forever; a page that did not advance is
+        // no page at all, so it is never stored either.
+        throw new ApiError("UPSTREAM_INVALID_RESPONSE", "Extend's nextPageToken did not advance.");
+      }
+      return page;
+    },
     getRun: (id, options = {}) => call(runUrl(config, id), GET_RUN, options),
     listWorkflows: (token, options = {}) => call(workflowsUrl(config, token), WORKFLOWS, options),
   };

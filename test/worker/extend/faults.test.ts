@@ -522,6 +522,27 @@ describe("bodies the proxy refuses to pass on", () => {
     expect(upstream.calls).toBe(1);
   });
 
+  it("refuses a page whose nextPageToken is the cursor it was asked with, and does not store it", async () => {
+    // Followed as given, such a cursor would page a client forever.
+    const token = "xK9+mL/Pq==:zW";
+    const tenant = isolatedTenant();
+    const page = (next?: string) => ({
+      type: "status" as const,
+      status: 200,
+      body: JSON.stringify({ object: "list", data: [], ...(next ? { nextPageToken: next } : {}) }),
+    });
+    const path = `/workflow_runs?${new URLSearchParams({ nextPageToken: token })}`;
+    tenant.fake.inject(page(token), 1);
+    const res = await call(tenant, path);
+    expectErrorEnvelope(res, { status: 502, code: "UPSTREAM_INVALID_RESPONSE" });
+    expect(tenant.fake.listCalls).toHaveLength(1);
+    tenant.fake.inject(page(), 1);
+    const next = await call(tenant, path);
+    expect(next.status).toBe(200);
+    expect(next.headers.get("x-cache")).toBe("MISS");
+    expect(tenant.fake.listCalls).toHaveLength(2);
+  });
+
   it("passes a list body through byte for byte, whitespace and key order included", async () => {
     const text = '{ "nextPageToken" : "a+b/c=:d",\n  "data": [], "object": "list", "extra": {"é": 1.50} }';
     const tenant = isolatedTenant();
