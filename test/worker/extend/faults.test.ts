@@ -543,6 +543,22 @@ describe("bodies the proxy refuses to pass on", () => {
     expect(tenant.fake.listCalls).toHaveLength(2);
   });
 
+  it.each([
+    ["a trailing newline", (text: string) => `${text}\n`],
+    ["blank lines and spaces around it", (text: string) => `\r\n  ${text}  \r\n\t`],
+  ])("serves and stores a list body with %s, which JSON allows", async (_, wrap) => {
+    const text = '{"object":"list","data":[{"object":"workflow_run","id":"workflow_run_1"}]}';
+    const tenant = isolatedTenant();
+    const upstream = serve(() => wrap(text));
+    const first = await call(tenant);
+    expect(first.status, first.text).toBe(200);
+    expect(first.text).toBe(text);
+    const again = await call(tenant);
+    expect(again.headers.get("x-cache")).toBe("HIT");
+    expect(again.text).toBe(text);
+    expect(upstream.calls).toBe(1);
+  });
+
   it("passes a list body through byte for byte, whitespace and key order included", async () => {
     const text = '{ "nextPageToken" : "a+b/c=:d",\n  "data": [], "object": "list", "extra": {"é": 1.50} }';
     const tenant = isolatedTenant();
