@@ -193,6 +193,23 @@ function dashboardAccess() {
   });
 }
 
+/**
+ * A GET form sends every field, the empty ones too. The page drops them from its address (a 303
+ * before anything else is spent), so what the address bar shows is the /stats query the page
+ * counts, which /stats itself would refuse with an empty field in it. Pieces are kept as sent,
+ * so a malformed escape still reaches rejectMalformedQuery.
+ */
+function dropEmptyFields() {
+  return createMiddleware<AppEnv>(async (c, next) => {
+    if (!isRead(c)) return next();
+    const url = new URL(c.req.url);
+    const pieces = url.search.slice(1).split("&");
+    const kept = pieces.filter((piece) => piece !== "" && !/^[^=]*=?$/.test(piece));
+    if (url.search === "" || kept.length === pieces.length) return next();
+    return c.redirect(kept.length > 0 ? `${url.pathname}?${kept.join("&")}` : url.pathname, 303);
+  });
+}
+
 const ERROR_TITLES: Partial<Record<number, string>> = {
   400: "Bad request",
   429: "Too many requests",
@@ -395,6 +412,7 @@ const formLimit = bodyLimit({
 export const dashboard = createRouter();
 dashboard.use(
   DASHBOARD_PATH,
+  dropEmptyFields(),
   dashboardAccess(),
   rateLimit(ROUTE_ACCESS[DASHBOARD_PATH].limiter),
   rejectMalformedQuery(),

@@ -211,17 +211,29 @@ describe("GET /dashboard: the numbers", () => {
     );
   });
 
-  it("ignores empty form fields, as a GET form sends them", async () => {
+  it("drops empty form fields from its address, so it reads as the /stats query it counts", async () => {
     const { env: stateEnv } = useStatsFake();
-    const response = await callProxy(
-      "/dashboard?workflowId=&batchId=&status=&fileNameContains=&since=&until=",
-      {
-        env: { ...stateEnv, ALLOW_ANONYMOUS: "true" },
-      },
+    const settings = { ...stateEnv, ALLOW_ANONYMOUS: "true" };
+    const limiter = recordingLimiter(true);
+    const submitted = await callProxy(
+      "/dashboard?workflowId=&batchId=&status=FAILED&fileNameContains=&since=&until",
+      { env: { ...settings, STATS_RATE_LIMITER: limiter.binding } as Partial<Env> },
     );
-    expect(response.status).toBe(200);
-    const stats = await statsFor({}, stateEnv);
-    expect(tableCounts(await response.text()).total).toBe(stats.total);
+    expect(submitted.status).toBe(303);
+    expect(submitted.headers.get("location")).toBe("/dashboard?status=FAILED");
+    // The redirect costs the caller nothing.
+    expect(limiter.keys).toEqual([]);
+    const bare = await callProxy("/dashboard?workflowId=&batchId=", { env: settings });
+    expect(bare.status).toBe(303);
+    expect(bare.headers.get("location")).toBe("/dashboard");
+    // What the address now says is a query /stats answers, and the page counts what it counts.
+    const page = await callProxy("/dashboard?status=FAILED", { env: settings });
+    expect(page.status).toBe(200);
+    const stats = await statsFor({ status: "FAILED" }, stateEnv);
+    expect(tableCounts(await page.text()).total).toBe(stats.total);
+    // A malformed escape is kept as sent, for the 400 that names its parameter.
+    const malformed = await callProxy("/dashboard?batchId=%E0%A4%A&status=", { env: settings });
+    expect(malformed.headers.get("location")).toBe("/dashboard?batchId=%E0%A4%A");
   });
 
   it("says the numbers come from a live scan, when and how they were served", async () => {
