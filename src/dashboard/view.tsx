@@ -201,6 +201,12 @@ function FiltersForm(props: { form: FilterForm; workflowChoices?: { id: string; 
               {status}
             </option>
           ))}
+          {/* A refused value stays what the form shows, next to its message, as a text field's does. */}
+          {value("status") !== "" && !(WORKFLOW_RUN_STATUSES as readonly string[]).includes(value("status")) ? (
+            <option value={value("status")} selected>
+              {value("status")}
+            </option>
+          ) : null}
         </select>
       </Field>
       {text("fileNameContains", "invoice")}
