@@ -102,12 +102,21 @@ function formValues(input: Record<string, string | string[]>): FilterForm["value
   return values;
 }
 
+/**
+ * The form's filters of a query, non-empty, and nothing else: a sign-in carries no other parameter
+ * across, so a token someone pasted into the address (`?token=…`) is neither put into the sign-in
+ * page nor into the address it leads back to.
+ */
+function filterParams(query: string | URLSearchParams): URLSearchParams {
+  const fields: readonly string[] = FILTER_FIELDS;
+  return new URLSearchParams(
+    [...new URLSearchParams(query)].filter(([name, value]) => fields.includes(name) && value !== ""),
+  );
+}
+
 /** `/dashboard` with the given query, or bare: the only place a sign-in may lead back to. */
 function dashboardHref(query: string | URLSearchParams): string {
-  const params = new URLSearchParams(query);
-  for (const [name, value] of [...params]) if (value === "") params.delete(name, value);
-  params.delete("resumeToken");
-  const search = params.toString();
+  const search = filterParams(query).toString();
   return search && search.length <= MAX_RETURN_QUERY_CHARS ? `${DASHBOARD_PATH}?${search}` : DASHBOARD_PATH;
 }
 
@@ -116,8 +125,8 @@ function dashboardHref(query: string | URLSearchParams): string {
  * be dropped after sign-in anyway, and could push the form past MAX_FORM_BYTES.
  */
 function returnQuery(c: Context<AppEnv>): string {
-  const search = new URL(c.req.url).search;
-  return search.length <= MAX_RETURN_QUERY_CHARS + 1 ? search : "";
+  const search = filterParams(new URL(c.req.url).search).toString();
+  return search !== "" && search.length <= MAX_RETURN_QUERY_CHARS ? `?${search}` : "";
 }
 
 function viewerOf(c: Context<AppEnv>): Viewer {

@@ -558,6 +558,22 @@ describe("signing in with a static token", () => {
     }
   });
 
+  it("carries only the form's filters across a sign-in, never a token pasted into the address", async () => {
+    const { env: stateEnv } = useStatsFake();
+    const settings = { ...stateEnv, ...TOKENS };
+    const page = await callProxy(`/dashboard?token=${TEST_CLIENT_TOKEN}&status=FAILED`, { env: settings });
+    expect(page.status).toBe(401);
+    const html = await page.text();
+    expect(html).not.toContain(TEST_CLIENT_TOKEN);
+    expect(html).toContain('name="returnTo" value="?status=FAILED"');
+    const response = await login(TEST_CLIENT_TOKEN, {
+      env: settings,
+      returnTo: `?access_token=${OTHER_TOKEN}&status=FAILED`,
+    });
+    expect(response.status).toBe(303);
+    expect(response.headers.get("location")).toBe("/dashboard?status=FAILED");
+  });
+
   it("signs in from a query too long to return to, landing on the bare dashboard", async () => {
     const { env: stateEnv } = useStatsFake();
     const settings = { ...stateEnv, ...TOKENS };
