@@ -144,7 +144,8 @@ table{width:100%;border-collapse:collapse;font-variant-numeric:tabular-nums}
 caption{text-align:left;font-weight:700;font-size:1.05rem;margin-bottom:.5rem}
 th,td{padding:.35rem .5rem;border-bottom:1px solid var(--border);text-align:left}
 td.num,th.num{text-align:right}
-@media (max-width:30rem){th,td{overflow-wrap:anywhere}}
+td.num,th.num{white-space:nowrap}
+@media (max-width:30rem){tr[data-workflow] th,tr[data-workflow] td{overflow-wrap:anywhere}}
 tfoot th,tfoot td{font-weight:700;border-bottom:0}
 .visually-hidden{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}
 .login{max-width:28rem;margin:3rem auto}

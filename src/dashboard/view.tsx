@@ -202,7 +202,8 @@ function FiltersForm(props: { form: FilterForm; workflowChoices?: { id: string; 
             </option>
           ))}
           {/* A refused value stays what the form shows, next to its message, as a text field's does. */}
-          {value("status") !== "" && !(WORKFLOW_RUN_STATUSES as readonly string[]).includes(value("status")) ? (
+          {value("status") !== "" &&
+          !(WORKFLOW_RUN_STATUSES as readonly string[]).includes(value("status")) ? (
             <option value={value("status")} selected>
               {value("status")}
             </option>
@@ -241,6 +242,12 @@ function share(part: number, total: number): string {
   return total > 0 ? `${((part / total) * 100).toFixed(1)}%` : "–";
 }
 
+/** A status name that may wrap after its underscore on a narrow screen, and nowhere else. */
+function breakable(status: string): Child {
+  const [head, ...rest] = status.split("_");
+  return rest.length === 0 ? status : [head, ...rest.flatMap((part) => ["_", <wbr />, part])];
+}
+
 type StatusCounts = NonNullable<DashboardStats["stats"]["byStatus"]>;
 type Usage = NonNullable<DashboardStats["stats"]["usage"]>;
 
@@ -265,7 +272,7 @@ function StatusTable(props: { byStatus: StatusCounts; total: number }) {
           <tr data-status={status}>
             <th scope="row">
               <span class={`swatch s-${status}`} aria-hidden="true" />
-              {status}
+              {breakable(status)}
             </th>
             <td class="num">{formatNumber(byStatus[status])}</td>
             <td class="num">{share(byStatus[status], total)}</td>
