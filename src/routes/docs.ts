@@ -102,6 +102,21 @@ const docsRoute = createRoute({
 type OpenApiDocument = ReturnType<OpenAPIHono<AppEnv>["getOpenAPI31Document"]>;
 
 /**
+ * Every operation as a line of the introduction. Scalar renders an operation's section only as it
+ * scrolls near, so without this list a route's path is on the page only once someone scrolls to it.
+ */
+function routeList(document: OpenApiDocument): string {
+  const lines = ["Routes:", ""];
+  for (const [path, item] of Object.entries(document.paths ?? {})) {
+    for (const method of ["get", "post"] as const) {
+      const operation = item[method];
+      if (operation) lines.push(`- \`${method.toUpperCase()} ${path}\`: ${operation.summary ?? ""}`);
+    }
+  }
+  return lines.join("\n");
+}
+
+/**
  * The OpenAPI 3.1 document of everything registered on `app`, with this request's origin as the
  * server so "try it" and generated clients talk to the deployment that served it.
  */
@@ -113,6 +128,7 @@ export function buildOpenApiDocument(app: OpenAPIHono<AppEnv>, origin: string): 
     security: Object.keys(SECURITY_SCHEMES).map((name) => ({ [name]: [] })),
     tags: [],
   });
+  document.info.description = `${DESCRIPTION}\n\n${routeList(document)}`;
   const publicPaths: readonly string[] = PUBLIC_PATHS;
   for (const [path, item] of Object.entries(document.paths ?? {})) {
     for (const operation of [item.get, item.head, item.options, item.post]) {

@@ -42,6 +42,8 @@ describe.skipIf(suite === null)("/docs in Chromium, offline", () => {
         .waitFor({ timeout: 20_000 });
       const text = (await page.locator("body").textContent()) ?? "";
       for (const summary of summaries) expect(text, summary).toContain(summary);
+      // Every path too, before anyone scrolls: Scalar renders an operation only as it comes near.
+      for (const path of Object.keys(document.paths)) expect(text, path).toContain(path);
       expect(watched.requests.some((url) => /\/docs\/scalar-[\d.]+\.js$/.test(url))).toBe(true);
       expect(watched.requests.some((url) => url.endsWith("/openapi.json"))).toBe(true);
       expect(watched.foreign, "requests outside the origin").toEqual([]);

@@ -155,6 +155,17 @@ describe("GET /openapi.json", () => {
     expect(documented).toEqual(expect.arrayContaining([...PUBLIC_PATHS, ...DATA_PATHS]));
   });
 
+  it("lists every operation in its introduction, which renders before any operation does", async () => {
+    const doc = await fetchDocument();
+    const operations = Object.entries(doc.paths).flatMap(([path, item]) =>
+      Object.entries(item).map(
+        ([method, operation]) => `- \`${method.toUpperCase()} ${path}\`: ${operation.summary}`,
+      ),
+    );
+    expect(operations.length).toBeGreaterThanOrEqual(8);
+    for (const line of operations) expect(doc.info.description).toContain(line);
+  });
+
   it("declares who may use every route it serves", () => {
     expect(servedGetPaths()).toEqual(Object.keys(ROUTE_ACCESS).sort());
   });
