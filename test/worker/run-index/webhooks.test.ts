@@ -308,6 +308,33 @@ describe("POST /webhooks/extend", () => {
     expect(await indexedStatus(index, run.id)).toBe("PROCESSED");
   });
 
+  it("applies two events of one run signed in the same second in lifecycle order, however they arrive", async () => {
+    const index = await builtIndex();
+    const signedAt = Date.now();
+    const [inOrder, outOfOrder] = index.fake.runs.filter((r) => r.status === "PROCESSING") as FakeRun[];
+    for (const [target, order] of [
+      [inOrder as FakeRun, ["review", "completed"]],
+      [outOfOrder as FakeRun, ["completed", "review"]],
+    ] as const) {
+      const review = runEvent(
+        index.fake.updateRun(target.id, { status: "NEEDS_REVIEW" }) as FakeRun,
+        `evt_${crypto.randomUUID()}`,
+      ) as WebhookEvent;
+      const completed = runEvent(
+        index.fake.updateRun(target.id, { status: "PROCESSED" }) as FakeRun,
+        `evt_${crypto.randomUUID()}`,
+      ) as WebhookEvent;
+      for (const which of order) {
+        const event = which === "review" ? review : completed;
+        expect((await post(await signedDelivery(SECRET_A, event, signedAt), index.env)).status).toBe(200);
+      }
+      // At once, before any head walk.
+      expect(await indexedStatus(index, target.id)).toBe("PROCESSED");
+    }
+    const { body } = await getStats(index, {});
+    expect(summary(body)).toEqual(referenceStats(index.fake.runs));
+  });
+
   it("takes a signed-URL payload by its id and event type, without fetching it", async () => {
     const index = await builtIndex();
     const target = index.fake.runs.find((r) => r.status === "PROCESSED") as FakeRun;
