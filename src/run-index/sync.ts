@@ -830,11 +830,22 @@ export class RunIndexSync {
       buildFilterIndexes(this.sql);
       // The backfill read every run that existed when it started: deletions are known as of then.
       // Unless it walked the workflows Extend listed and a run of another one has come in since
-      // (through this head walk or a webhook): the list was not the whole tenant, so the
-      // reconcile, which walks by status, runs now rather than after INDEX_RECONCILE_SECONDS.
-      patch.lastReconcileAt = this.unlistedWorkflowSeen() ? null : state.backfillStartedAt;
+      // (through this head walk or a webhook): the list was not the whole tenant. Or unless it
+      // walked by status and a run changed while it did: a run leaving a status moves every later
+      // run of it one place up, and an offset-style cursor (Extend does not say which kind it
+      // has) then steps over one that nothing updated, so no head walk brings it. Either way the
+      // reconcile, which re-reads every status, runs now rather than after INDEX_RECONCILE_SECONDS.
+      const whole = !this.unlistedWorkflowSeen() && !this.changedUnderStatusWalks(state);
+      patch.lastReconcileAt = whole ? state.backfillStartedAt : null;
     }
     this.setState(patch);
+  }
+
+  /** Whether the backfill walked by status and the index holds a run listed as updated since it began. */
+  private changedUnderStatusWalks(state: SyncState): boolean {
+    const started = state.backfillStartedAt;
+    if (started === null || this.walks("backfill").some((w) => w.workflowId !== undefined)) return false;
+    return this.sql.exec(`SELECT 1 FROM runs WHERE version >= ? LIMIT 1`, started).toArray().length > 0;
   }
 
   /** Whether the backfill walked by workflow and the index holds a run of a workflow it did not walk. */

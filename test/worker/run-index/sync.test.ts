@@ -203,6 +203,8 @@ describe("backfill", () => {
         upstream.lists.filter((q) => q.sortBy === "createdAt").every((q) => q.status !== undefined),
       ).toBe(true);
       expect(indexSummary(sql)).toEqual(referenceStats(fake.runs));
+      // Nothing changed while it walked: no reconcile follows at once.
+      expect(sync.nextWakeAt(ENGINE_EPOCH)).toBe(ENGINE_EPOCH + ENGINE_SETTINGS.syncSeconds * 1000);
     });
   });
 
@@ -237,6 +239,36 @@ describe("backfill", () => {
         );
       }
       expect(sync.nextWakeAt(clock.now)).toBeGreaterThan(clock.now);
+    });
+  });
+
+  it("walked by status while a run changed, reconciles at once: a run the cursor stepped over is found", async () => {
+    const runs = generateRuns({ size: 150, seed: 8 }).map((run) => ({
+      ...run,
+      workflow: { ...run.workflow, id: "workflow_only_one" },
+    }));
+    // A run that changed status while the walks ran (the head walk that ends the backfill reads it).
+    runs[10] = {
+      ...(runs[10] as FakeRun),
+      status: "FAILED",
+      updatedAt: new Date(ENGINE_EPOCH).toISOString(),
+    };
+    const fake = fakeWith({ runs });
+    // The walks' pages leave this one out, as an offset cursor does once a run before it left.
+    const stepped = (fake.runs.find((run) => Date.parse(run.updatedAt) < ENGINE_EPOCH) as FakeRun).id;
+    const hidden = new Set([stepped]);
+    const upstream = engineUpstream(fake, { pageLimit: 40, hiddenFromList: hidden });
+    const list = upstream.list.bind(upstream);
+    upstream.list = (query, signal) => {
+      if (query.sortBy === "updatedAt") hidden.clear();
+      return list(query, signal);
+    };
+    const clock: EngineClock = { now: ENGINE_EPOCH };
+    await inEngine(freshObject(), upstream, clock, async ({ sync, sql }) => {
+      await build(sync);
+      expect(storedIds(sql).has(stepped)).toBe(true);
+      expect(indexSummary(sql)).toEqual(referenceStats(fake.runs));
+      expect(sync.state().lastReconcileAt).toBe(ENGINE_EPOCH);
     });
   });
 
