@@ -3,11 +3,12 @@
 import { runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { FakeExtend, type FakeRun, generateRuns } from "../../../fake/extend.ts";
+import { ApiError } from "../../../src/app/errors.ts";
 import { indexFilters, indexStatsBody } from "../../../src/run-index/answer.ts";
 import { factsFromWorkflowRun, rowFromListRun } from "../../../src/run-index/row.ts";
 import { buildFilterIndexes, migrate } from "../../../src/run-index/schema.ts";
 import { queryTotals, upsertListRow } from "../../../src/run-index/store.ts";
-import type { RunIndexSync } from "../../../src/run-index/sync.ts";
+import { CANDIDATE_MAX_FAILURES, type RunIndexSync } from "../../../src/run-index/sync.ts";
 import type { SyncUpstream } from "../../../src/run-index/upstream.ts";
 import type { StatsFilters } from "../../../src/stats/filters.ts";
 import { TEST_UPSTREAM_KEY } from "../support/constants.ts";
@@ -717,6 +718,42 @@ describe("webhook events", () => {
       clock.now += 2_000;
       await drain(sync);
       expect(indexSummary(sql)).toEqual(referenceStats(fake.runs));
+    });
+  });
+
+  it("a run whose GET keeps failing holds back no head walk and no alarm, and is given up after a few tries", async () => {
+    const fake = fakeWith({ size: 40, seed: 4 });
+    const upstream = engineUpstream(fake);
+    const poisoned = "workflow_run_get_fails";
+    const getRun = upstream.getRun.bind(upstream);
+    upstream.getRun = (id, signal) => {
+      if (id !== poisoned) return getRun(id, signal);
+      upstream.gets.push(id);
+      return Promise.reject(new ApiError("UPSTREAM_ERROR", "Extend failed with HTTP 500."));
+    };
+    const clock: EngineClock = { now: ENGINE_EPOCH };
+    await inEngine(freshObject(), upstream, clock, async ({ sync, sql }) => {
+      await build(sync);
+      const template = fake.runs[0] as FakeRun;
+      sync.applyEvent(eventFor({ ...template, id: poisoned, status: "PROCESSED" }, "evt_poison", clock.now));
+      const tries = () => upstream.gets.filter((id) => id === poisoned).length;
+      const moved = fake.runs[7] as FakeRun;
+      for (let round = 0; round < 40 && tries() < CANDIDATE_MAX_FAILURES; round++) {
+        const status = moved.status === "FAILED" ? "PROCESSED" : "FAILED";
+        fake.updateRun(moved.id, { status }, clock.now);
+        clock.now += ENGINE_SETTINGS.syncSeconds * 1000;
+        await drain(sync);
+        // Every head walk ran on time, and the run just changed is counted as Extend has it.
+        expect(sync.state().retryAt).toBeNull();
+        expect(sync.state().asOf).toBe(clock.now);
+        expect(sql.exec(`SELECT status FROM runs WHERE id = ?`, moved.id).one().status).toBe(status);
+        expect(sync.nextWakeAt()).toBeGreaterThan(clock.now);
+      }
+      expect(tries()).toBe(CANDIDATE_MAX_FAILURES);
+      expect(sql.exec(`SELECT count(*) AS n FROM run_candidates`).one().n).toBe(0);
+      clock.now += 3_600_000;
+      await drain(sync);
+      expect(tries()).toBe(CANDIDATE_MAX_FAILURES);
     });
   });
 
