@@ -847,11 +847,15 @@ export class RunIndexSync {
     );
     // Extend's clock sets the watermark, but never past this walk's start: one run listed as
     // updated ahead of it (skew, bad data) would lift every later walk's floor above the changes
-    // made meanwhile, and asOf would claim them counted.
+    // made meanwhile, and asOf would claim them counted. Nor past the newest run this walk read
+    // by more than the lookback: the first watermark is the Worker's clock, and should Extend's
+    // run behind it, or nothing have changed since, the next walk still reads down to that run,
+    // so a change Extend stamps before the Worker's time is not left below every floor.
     const seen = top === null ? state.watermark : Math.max(state.watermark ?? top, top);
+    const cap = top === null ? startedAt : Math.min(startedAt, top + this.lookbackMs());
     const patch: Partial<SyncState> = {
       asOf: startedAt,
-      watermark: seen === null ? null : Math.min(seen, startedAt),
+      watermark: seen === null ? null : Math.min(seen, cap),
       headStartedAt: null,
       headFloor: null,
       headTop: null,

@@ -603,6 +603,38 @@ describe("head walk", () => {
     });
   });
 
+  it("reads a change Extend stamps before the Worker's clock, past a lookback of 0", async () => {
+    const fake = fakeWith({ size: 120, seed: 13 });
+    const upstream = engineUpstream(fake);
+    const clock: EngineClock = { now: ENGINE_EPOCH };
+    const settings = { ...ENGINE_SETTINGS, lookbackSeconds: 0 };
+    await inEngine(
+      freshObject(),
+      upstream,
+      clock,
+      async ({ sync, sql }) => {
+        await build(sync);
+        // Extend's clock runs a minute behind the Worker's: it stamps the change before the build began.
+        const run = fake.runs[17] as FakeRun;
+        fake.updateRun(
+          run.id,
+          { status: run.status === "FAILED" ? "PROCESSED" : "FAILED" },
+          clock.now - 60_000,
+        );
+        clock.now += settings.syncSeconds * 1000;
+        await drain(sync);
+        expect(sync.state().asOf).toBe(clock.now);
+        expect(indexSummary(sql)).toEqual(referenceStats(fake.runs));
+        // An idle walk reads little more than the newest run again.
+        const lists = upstream.lists.length;
+        clock.now += settings.syncSeconds * 1000;
+        await drain(sync);
+        expect(upstream.lists.length).toBe(lists + 1);
+      },
+      settings,
+    );
+  });
+
   it("never moves a run back: an older list row after a newer one changes nothing", async () => {
     const fake = fakeWith({ size: 50, seed: 8 });
     const clock: EngineClock = { now: ENGINE_EPOCH };
