@@ -316,10 +316,17 @@ async function refusedCrossOrigin(c: Context<AppEnv>): Promise<Response> {
   );
 }
 
-async function readForm(c: Context<AppEnv>): Promise<Record<string, string> | undefined> {
+/** The sign-in form's fields; undefined for another content type, "malformed" for a body that does not parse as its type. */
+async function readForm(c: Context<AppEnv>): Promise<Record<string, string> | "malformed" | undefined> {
   const type = c.req.header("content-type") ?? "";
   if (!/^(application\/x-www-form-urlencoded|multipart\/form-data)\b/i.test(type)) return undefined;
-  const body = await c.req.parseBody();
+  let body: Awaited<ReturnType<typeof c.req.parseBody>>;
+  try {
+    body = await c.req.parseBody();
+  } catch {
+    // A multipart body without its boundary, or cut before it ends: the caller's error, not ours.
+    return "malformed";
+  }
   const fields: Record<string, string> = {};
   for (const [name, value] of Object.entries(body)) if (typeof value === "string") fields[name] = value;
   return fields;
@@ -353,6 +360,9 @@ async function login(c: Context<AppEnv>): Promise<Response> {
     );
   }
   const form = await readForm(c);
+  if (form === "malformed") {
+    return signIn(400, "", undefined, "The sign-in form could not be read. Send it again from this page.");
+  }
   const returnTo = form?.returnTo ?? "";
   const token = form?.token?.trim() ?? "";
   if (token === "") return signIn(400, returnTo, "token is required");
