@@ -91,6 +91,12 @@ export async function verifySignature(
 export type ParsedEvent = { ok: true; event: IndexEvent; eventType: string } | { ok: false; reason: string };
 
 const MAX_EVENT_ID_LENGTH = 255;
+/**
+ * What a run id may be: printable ASCII, as Extend's are. Not `.` or `..`: the index reads a run
+ * it cannot confirm at /workflow_runs/{id}, and a dot segment there would be another path of the
+ * API (the list, or the root), fetched with the proxy's key.
+ */
+const RUN_ID = /^(?!\.\.?$)[\x21-\x7e]{1,255}$/;
 
 function object(value: unknown): Record<string, unknown> | undefined {
   return typeof value === "object" && value !== null && !Array.isArray(value)
@@ -126,6 +132,7 @@ export function parseEvent(text: string, signedAtMs: number): ParsedEvent {
     return { ok: true, event, eventType };
   }
   const id = payload.id;
+  if (!RUN_ID.test(id)) return { ok: false, reason: "The event's payload.id is not a run id." };
   if (payload.object === "signed_data_url") {
     event.run = { id, status: mapped };
     return { ok: true, event, eventType };

@@ -230,6 +230,24 @@ describe("POST /webhooks/extend", () => {
     expect(summary((await getStats(index, {})).body)).toEqual(referenceStats(index.fake.runs));
   });
 
+  it("refuses a run event whose payload id is no run id (a dot segment would leave /workflow_runs/{id})", async () => {
+    const index = await builtIndex();
+    const calls = index.calls.length;
+    const target = index.fake.runs.find((r) => r.status === "PROCESSED") as FakeRun;
+    for (const id of [".", "..", "run with spaces", "x".repeat(256)]) {
+      for (const format of ["inline", "url"] as const) {
+        const event = runEvent({ ...target, id }, `evt_${crypto.randomUUID()}`, format) as WebhookEvent;
+        const response = await read(await post(await signedDelivery(SECRET_A, event), index.env));
+        expectErrorEnvelope(response, { status: 401, code: "UNAUTHORIZED", retryable: false });
+        expect(await indexedStatus(index, id)).toBeUndefined();
+      }
+    }
+    await settle(index.stub);
+    expect(index.calls.slice(calls).map((url) => url.pathname)).not.toContain("/workflow_runs/");
+    expect(index.calls.slice(calls).map((url) => url.pathname)).not.toContain("/");
+    expect(summary((await getStats(index, {})).body)).toEqual(referenceStats(index.fake.runs));
+  });
+
   it("refuses a body over 10 MiB with a 413, declared or streamed", async () => {
     const index = await builtIndex();
     const big = new Uint8Array(10 * 1024 * 1024 + 1).fill(0x20);
