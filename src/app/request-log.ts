@@ -53,14 +53,21 @@ export function secretValues(env: Partial<Env>): string[] {
 
 /**
  * Remembers secrets so every later log line of this isolate is scrubbed of them, also in the
- * forms a line may carry them: percent-encoded (a token with `+`, `/` or `=` pasted into a URL)
+ * forms a line may carry them: percent-encoded (a token with `+`, `/` or `=` pasted into a URL;
+ * matched in any case, as `%2b` is `%2B`), pasted raw into a query (where `+` reads as a space)
  * and JSON-escaped.
  */
 export function rememberSecrets(secrets: readonly string[]): void {
   let added = false;
   for (const secret of secrets) {
     if (secret.length < MIN_SCRUBBED_SECRET_LENGTH) continue;
-    for (const form of [secret, encodeURIComponent(secret), JSON.stringify(secret).slice(1, -1)]) {
+    const forms = [
+      secret,
+      encodeURIComponent(secret),
+      secret.replaceAll("+", " "),
+      JSON.stringify(secret).slice(1, -1),
+    ];
+    for (const form of forms) {
       if (!knownSecrets.has(form)) {
         knownSecrets.add(form);
         added = true;
@@ -69,7 +76,8 @@ export function rememberSecrets(secrets: readonly string[]): void {
   }
   if (added) {
     const longestFirst = [...knownSecrets].sort((a, b) => b.length - a.length).map(escapeRegExp);
-    secretPattern = new RegExp(longestFirst.join("|"), "g");
+    // Case-insensitive for the escapes' hex digits; a case variant of a secret is hidden as well.
+    secretPattern = new RegExp(longestFirst.join("|"), "gi");
   }
 }
 
