@@ -181,7 +181,7 @@ describe("log scrubber", () => {
     const tenant = isolatedTenant();
     const token = "q+Zr/9aXv2Lk0mW3bQ8yT1sNc4dE6fHj7gUi5oPxYw0=";
     const env = { ...ENV, CLIENT_TOKENS: `${TEST_CLIENT_TOKEN},${token}` };
-    const lowerEncoded = encodeURIComponent(token).replace(/%[0-9A-F]{2}/g, (escape) => escape.toLowerCase());
+    const lowerEncoded = encodeURIComponent(token).replace(/%[0-9A-F]{2}/g, (hex) => hex.toLowerCase());
     const { lines } = await captureConsole(async () => {
       for (const path of [
         `/workflow_runs?batchId=${token}`,
