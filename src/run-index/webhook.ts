@@ -3,6 +3,7 @@
 // secret (`wss_…`, used as issued), hex in x-extend-request-signature, the timestamp in Unix
 // seconds at most 300 s old and at most 60 s ahead. Unlike the SDK, the MAC covers the body's
 // bytes exactly as they arrived (no decode and re-encode), and the timestamp must be all digits.
+import { ApiError } from "../app/errors.ts";
 import type { WorkflowRunStatus } from "../extend/schemas.ts";
 import { factsFromWorkflowRun, isStatus } from "./row.ts";
 import type { IndexEvent } from "./sync.ts";
@@ -137,7 +138,14 @@ export function parseEvent(text: string, signedAtMs: number): ParsedEvent {
     event.run = { id, status: mapped };
     return { ok: true, event, eventType };
   }
-  const facts = factsFromWorkflowRun(payload, id);
+  let facts: ReturnType<typeof factsFromWorkflowRun>;
+  try {
+    facts = factsFromWorkflowRun(payload, id);
+  } catch (error) {
+    // Credits past what the index stores exactly: a malformed event (401), not Extend failing.
+    if (error instanceof ApiError) return { ok: false, reason: error.message };
+    throw error;
+  }
   event.run = { ...facts, status: isStatus(payload.status) ? payload.status : mapped };
   return { ok: true, event, eventType };
 }

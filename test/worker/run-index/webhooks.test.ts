@@ -248,6 +248,17 @@ describe("POST /webhooks/extend", () => {
     expect(summary((await getStats(index, {})).body)).toEqual(referenceStats(index.fake.runs));
   });
 
+  it("refuses a run event with credits the index cannot hold with a 401, not a 502 Extend would retry", async () => {
+    const index = await builtIndex();
+    const { run, event } = failRun(index);
+    const payload = { ...(event.payload as Record<string, unknown>), usage: { credits: 1e300 } };
+    const response = await read(
+      await post(await signedDelivery(SECRET_A, { ...event, payload } as WebhookEvent), index.env),
+    );
+    expectErrorEnvelope(response, { status: 401, code: "UNAUTHORIZED", retryable: false });
+    expect(await indexedStatus(index, run.id)).toBe("PROCESSED");
+  });
+
   it("refuses a body over 10 MiB with a 413, declared or streamed", async () => {
     const index = await builtIndex();
     const big = new Uint8Array(10 * 1024 * 1024 + 1).fill(0x20);
