@@ -127,7 +127,8 @@ export function parseEvent(text: string, signedAtMs: number): ParsedEvent {
   }
   if (typeof eventType !== "string") return { ok: false, reason: "The event has no eventType." };
   const event: IndexEvent = { eventId, signedAt: signedAtMs };
-  const mapped = RUN_EVENT_STATUS[eventType];
+  // Own keys only: `constructor` or `toString` is no run event.
+  const mapped = Object.hasOwn(RUN_EVENT_STATUS, eventType) ? RUN_EVENT_STATUS[eventType] : undefined;
   const payload = object(body.payload);
   if (mapped === undefined || !payload || typeof payload.id !== "string" || payload.id === "") {
     return { ok: true, event, eventType };

@@ -359,6 +359,21 @@ describe("POST /webhooks/extend", () => {
     await stopAlarm(index.stub);
   });
 
+  it("takes no event type from Object.prototype for a run event", async () => {
+    const index = await builtIndex();
+    const target = index.fake.runs.find((r) => r.status === "PROCESSED") as FakeRun;
+    for (const eventType of ["constructor", "toString", "__proto__", "hasOwnProperty", "valueOf"]) {
+      for (const payload of [{ id: target.id }, { id: target.id, status: "FAILED" }]) {
+        const event = { eventId: `evt_${crypto.randomUUID()}`, eventType, payload };
+        const response = await post(await signedDelivery(SECRET_A, event), index.env);
+        expect(response.status, eventType).toBe(200);
+        expect(await json(response)).toMatchObject({ duplicate: false, applied: false });
+      }
+    }
+    expect(await indexedStatus(index, target.id)).toBe("PROCESSED");
+    expect(summary((await getStats(index, {})).body)).toEqual(referenceStats(index.fake.runs));
+  });
+
   it("does not exist while EXTEND_WEBHOOK_SECRET is unset", async () => {
     const index = await useIndexFake({ dataset: { size: 5, seed: 1 } });
     for (const method of ["POST", "GET", "PUT"]) {
