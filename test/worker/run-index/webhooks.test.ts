@@ -284,6 +284,24 @@ describe("POST /webhooks/extend", () => {
     expect(limit.status).toBe(401);
   });
 
+  it("answers a body cut off by its sender with a 401, not an unhandled 500", async () => {
+    const index = await builtIndex();
+    const { event } = failRun(index);
+    const delivery = await signedDelivery(SECRET_A, event);
+    const bytes = new TextEncoder().encode(delivery.body);
+    const body = new ReadableStream<Uint8Array>({
+      start(controller) {
+        controller.enqueue(bytes.subarray(0, 10));
+        controller.error(new Error("Network connection lost."));
+      },
+    });
+    const { result, lines } = await captureConsole(async () =>
+      read(await post({ body, headers: delivery.headers }, index.env)),
+    );
+    expectErrorEnvelope(result, { status: 401, code: "UNAUTHORIZED", retryable: false });
+    expect(lines.join("\n")).not.toContain("unhandled error");
+  });
+
   it("holds at most 32 MiB of bodies at once: past it a 503 to retry, and the room comes back", async () => {
     const index = await builtIndex();
     const headers = {
