@@ -611,6 +611,35 @@ describe("signing in with a static token", () => {
     }
   });
 
+  it("answers a sign-in form cut off by its sender with a 400 page, not a 500", async () => {
+    const { env: stateEnv } = useStatsFake();
+    const env = { ...stateEnv, ...TOKENS };
+    for (const path of ["/dashboard/login", "/dashboard/logout"]) {
+      const body = new ReadableStream<Uint8Array>({
+        start(controller) {
+          controller.enqueue(new TextEncoder().encode("token=abc"));
+          controller.error(new Error("Network connection lost."));
+        },
+      });
+      const { result: response, lines } = await captureConsole(() =>
+        callProxy(path, {
+          method: "POST",
+          env,
+          headers: {
+            "content-type": "application/x-www-form-urlencoded",
+            origin: ORIGIN,
+            "cf-connecting-ip": freshIp(),
+          },
+          body,
+        }),
+      );
+      expect(response.status, path).toBe(400);
+      expect(response.headers.getSetCookie()).toEqual([]);
+      expectNoScript(await response.text(), expectPageHeaders(response));
+      expect(lines.join("\n")).not.toContain("unhandled error");
+    }
+  });
+
   it("refuses every sign-in, the right token included, once the address's credential budget is spent", async () => {
     const { env: stateEnv } = useStatsFake();
     const settings = {
