@@ -134,6 +134,21 @@ function truncate(text: string, max = MAX_LOGGED_VALUE_CHARS): string {
   return clean.length > max ? `${clean.slice(0, max)}…` : clean;
 }
 
+/**
+ * The path with every escape decoded (hono's path keeps `%2F`, `%2B` and the like): a secret in
+ * it, escaped in whichever way, then reaches the scrubber as itself.
+ */
+function decodedPath(path: string): string {
+  // Run by run, so one malformed escape leaves the others decoded.
+  return path.replace(/(?:%[0-9A-Fa-f]{2})+/g, (escapes) => {
+    try {
+      return decodeURIComponent(escapes);
+    } catch {
+      return escapes;
+    }
+  });
+}
+
 /** The query as it may be logged: cursors hashed, credential-looking parameters dropped. */
 async function loggableQuery(url: URL): Promise<Record<string, string> | undefined> {
   const entries = [...url.searchParams].slice(0, MAX_LOGGED_PARAMS);
@@ -195,7 +210,7 @@ export function requestLog() {
         msg: "request",
         requestId: c.get("requestId"),
         method: c.req.method,
-        route: truncate(telemetry?.route ?? c.req.path),
+        route: truncate(decodedPath(telemetry?.route ?? c.req.path)),
         query: undefined,
         status,
         cache: telemetry?.cache,

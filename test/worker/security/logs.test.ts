@@ -177,7 +177,7 @@ describe("log scrubber", () => {
     }
   });
 
-  it("scrubs a secret pasted raw into a query (`+` read as a space) or percent-encoded in lower case", async () => {
+  it("scrubs a secret pasted raw into a query (`+` read as a space) or percent-encoded in any way", async () => {
     const tenant = isolatedTenant();
     const token = "q+Zr/9aXv2Lk0mW3bQ8yT1sNc4dE6fHj7gUi5oPxYw0=";
     const env = { ...ENV, CLIENT_TOKENS: `${TEST_CLIENT_TOKEN},${token}` };
@@ -188,13 +188,24 @@ describe("log scrubber", () => {
         `/workflow_runs?fileNameContains=${token}`,
         `/${lowerEncoded}`,
         `/workflow_runs?fileNameContains=${lowerEncoded}`,
+        // Only `+` escaped, `/` and `=` left as they are: neither the raw nor the escaped form.
+        `/${token.replaceAll("+", "%2B")}`,
+        // A malformed escape elsewhere in the path does not keep the rest from being decoded.
+        `/%E0%A4/${token.replaceAll("+", "%2B")}`,
       ]) {
         await tenant.call(path, { env, headers: AUTH });
       }
     });
-    expect(requestLines(lines)).toHaveLength(4);
+    expect(requestLines(lines)).toHaveLength(6);
     const text = lines.join("\n");
-    for (const form of [token, token.replaceAll("+", " "), lowerEncoded, encodeURIComponent(token)]) {
+    const partlyEncoded = token.replaceAll("+", "%2B");
+    for (const form of [
+      token,
+      token.replaceAll("+", " "),
+      lowerEncoded,
+      encodeURIComponent(token),
+      partlyEncoded,
+    ]) {
       expect(text).not.toContain(form);
     }
   });
