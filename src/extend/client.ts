@@ -3,7 +3,7 @@ import { ApiError } from "../app/errors.ts";
 import type { Priority } from "../gateway/scheduler.ts";
 import { readAll, StreamTooLong } from "../lib/bytes.ts";
 import { type Clock, systemClock } from "../lib/clock.ts";
-import { CLOSE_BRACE, OPEN_BRACE } from "../lib/json-chars.ts";
+import { CLOSE_BRACE, isJsonWhitespace, OPEN_BRACE } from "../lib/json-chars.ts";
 import { decodeUtf8, isUtf8 } from "../lib/utf8.ts";
 import type { PrunedPage } from "../stats/fold-bytes.ts";
 import { type CanonicalListQuery, toSearchParams } from "./schemas.ts";
@@ -37,8 +37,9 @@ export type UpstreamConfig = Pick<
 export interface UpstreamPage {
   /**
    * Extend's JSON as it sent it: UTF-8 bytes, unchanged but for a leading byte order mark, which
-   * is dropped (as decoding would). Kept as bytes, never a string, wherever the page is only
-   * passed on (stored, hashed, folded, sent): shared by everyone who holds the page, never written.
+   * is dropped (as decoding would), and whitespace around the value. Kept as bytes, never a
+   * string, wherever the page is only passed on (stored, hashed, folded, sent): shared by everyone
+   * who holds the page, never written.
    */
   readonly body: Uint8Array<ArrayBuffer>;
   readonly data: readonly Record<string, unknown>[];
@@ -377,7 +378,16 @@ export function classify(status: number, retryAfterMs: number | undefined): Outc
     };
   }
   if (status >= 500) {
-    return { kind: "retry", error: new ApiError("UPSTREAM_ERROR", `Extend failed with HTTP ${status}.`) };
+    // A 5xx that says when to come back (a 503 while Extend sheds load) is waited out like a 429,
+    // or passed on: an earlier retry would only be refused again.
+    if (retryAfterMs === undefined) {
+      return { kind: "retry", error: new ApiError("UPSTREAM_ERROR", `Extend failed with HTTP ${status}.`) };
+    }
+    const error = new ApiError("UPSTREAM_ERROR", `Extend failed with HTTP ${status}.`, {
+      retryAfter: Math.max(DEFAULT_RETRY_AFTER_SECONDS, Math.ceil(retryAfterMs / 1000)),
+    });
+    if (retryAfterMs > MAX_RETRY_AFTER_WAIT_MS) return { kind: "fail", error };
+    return { kind: "retry", error, waitMs: retryAfterMs };
   }
   return {
     kind: "fail",
@@ -419,7 +429,19 @@ async function readBody(response: Response, signal: AbortSignal): Promise<Uint8A
     throw error;
   }
   lastBodyBytes = body.byteLength;
-  return BOM.every((b, i) => body[i] === b) ? body.subarray(BOM.length) : body;
+  return withoutPadding(BOM.every((b, i) => body[i] === b) ? body.subarray(BOM.length) : body);
+}
+
+/**
+ * The body without the whitespace JSON allows around its value (a trailing newline is common):
+ * a stored page, and what the fold and the cache read back, must start with `{` and end with `}`.
+ */
+function withoutPadding(body: Uint8Array<ArrayBuffer>): Uint8Array<ArrayBuffer> {
+  let start = 0;
+  let end = body.length;
+  while (start < end && isJsonWhitespace(body[start] as number)) start++;
+  while (end > start && isJsonWhitespace(body[end - 1] as number)) end--;
+  return start === 0 && end === body.length ? body : body.subarray(start, end);
 }
 
 /**
@@ -546,7 +568,17 @@ export function createExtendUpstream(config: UpstreamConfig, deps: UpstreamDeps 
   }
 
   return {
-    list: (query, options = {}) => call(upstreamUrl(config, query), list, options),
+    async list(query, options = {}) {
+      const page = await call(upstreamUrl(config, query), list, options);
+      // The fold, when it ran, has the cursor already: reading it from the page would parse the runs.
+      const next = page.pruned ? page.pruned.nextPageToken : page.nextPageToken;
+      if (query.nextPageToken !== undefined && next === query.nextPageToken) {
+        // Followed as given, it would page every client forever; a page that did not advance is
+        // no page at all, so it is never stored either.
+        throw new ApiError("UPSTREAM_INVALID_RESPONSE", "Extend's nextPageToken did not advance.");
+      }
+      return page;
+    },
     getRun: (id, options = {}) => call(runUrl(config, id), GET_RUN, options),
     listWorkflows: (token, options = {}) => call(workflowsUrl(config, token), WORKFLOWS, options),
   };

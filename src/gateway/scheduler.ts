@@ -121,13 +121,13 @@ export class Scheduler {
   private readonly clock: Clock;
   private starts: Start[] = [];
   private pausedUntil = 0;
+  private wakeAt = Number.POSITIVE_INFINITY;
   private streak = 0;
   private raisedAt = 0;
   private readonly queues: Record<Priority, Map<string, Waiting[]>> = {
     interactive: new Map(),
     bulk: new Map(),
   };
-  private wakeAt = Number.POSITIVE_INFINITY;
 
   constructor(maxPerSecond: number, clock: Clock) {
     this.maxPerSecond = maxPerSecond;
@@ -193,6 +193,7 @@ export class Scheduler {
     // The caller may only look at `started` later; an early refusal must not count as unhandled.
     started.catch(() => undefined);
     this.pump();
+    if (waiting) this.watch(waiting);
     return {
       started,
       promote: (priority, maxWaitMs) => {
@@ -397,19 +398,41 @@ export class Scheduler {
       return;
     }
     if (this.count("interactive") + this.count("bulk") === 0) return;
-    // A slot whose call is not yet bounded frees on its report, which pumps; none to wait for here.
-    let at = this.starts.length === 0 ? now + 1 : Number.POSITIVE_INFINITY;
-    for (const s of this.starts) if (s.freeAt !== undefined) at = Math.min(at, s.freeAt);
-    for (const w of this.queued()) at = Math.min(at, w.deadline);
-    this.wake(Math.max(at, now + 1));
+    this.wake(Math.max(this.nextEventAt(now, Number.POSITIVE_INFINITY), now + 1));
   }
 
+  /** When the queue may next move: the pause's end, else the first known slot to free or `bound`. */
+  private nextEventAt(now: number, bound: number): number {
+    if (this.pausedUntil > now) return Math.min(bound, this.pausedUntil);
+    // A slot whose call is not yet bounded frees on its report, which pumps; none to wait for here.
+    let at = this.starts.length === 0 ? now + 1 : bound;
+    for (const s of this.starts) if (s.freeAt !== undefined) at = Math.min(at, s.freeAt);
+    for (const w of this.queued()) at = Math.min(at, w.deadline);
+    return at;
+  }
+
+  /** One timer for the whole queue; a due time already past means its timer was lost. */
   private wake(at: number): void {
-    if (at >= this.wakeAt) return;
+    if (at >= this.wakeAt && this.wakeAt > this.clock.now()) return;
     this.wakeAt = at;
     this.clock.sleep(Math.max(0, at - this.clock.now())).then(() => {
       if (this.wakeAt === at) this.wakeAt = Number.POSITIVE_INFINITY;
       this.pump();
+    });
+  }
+
+  /**
+   * A waiting request also keeps a timer of its own until it starts or is refused. A timer
+   * belongs to the request that set it, and workerd drops it when that request ends; an isolate's
+   * direct budget serves every request there, so the queue's one timer may have gone with a
+   * request that no longer waits.
+   */
+  private watch(w: Waiting): void {
+    if (w.done) return;
+    const now = this.clock.now();
+    this.clock.sleep(Math.max(1, this.nextEventAt(now, w.deadline) - now)).then(() => {
+      this.pump();
+      this.watch(w);
     });
   }
 }

@@ -18,3 +18,7 @@ export const LOWER_E = 0x65;
 export const UPPER_E = 0x45;
 
 export const isDigit = (code: number): boolean => code >= ZERO && code <= NINE;
+
+/** Whitespace JSON allows between and around its tokens (RFC 8259 §2). */
+export const isJsonWhitespace = (code: number): boolean =>
+  code === 0x20 || code === 0x0a || code === 0x0d || code === 0x09;

@@ -171,12 +171,29 @@ describe("classify: every upstream status but 200", () => {
     }
   });
 
-  it("sends no Retry-After with anything but a 429", () => {
-    for (const status of [400, 401, 402, 403, 404, 418, 500, 503, 302]) {
+  it("sends no Retry-After with anything but a 429 or a 5xx", () => {
+    for (const status of [400, 401, 402, 403, 404, 418, 302]) {
       const outcome = classify(status, 5 * SECOND);
       if (outcome.kind === "ok") throw new Error("a status is never an answer");
       expect(outcome.error.retryAfter, `HTTP ${status}`).toBeUndefined();
       expect("waitMs" in outcome && outcome.waitMs !== undefined, `HTTP ${status}`).toBe(false);
+    }
+  });
+});
+
+describe("classify: a 5xx and its Retry-After", () => {
+  it.each([
+    ["absent: retried, callers told nothing", undefined, "retry", undefined, undefined],
+    ["1.5 s: waited, callers told 2 s", 1_500, "retry", 1_500, 2],
+    ["5 s: not retried, callers told 5 s", 5 * SECOND, "fail", undefined, 5],
+  ] as const)("%s", (_, retryAfterMs, kind, waitMs, seconds) => {
+    for (const status of [500, 503]) {
+      const outcome = classify(status, retryAfterMs);
+      expect(outcome.kind, `HTTP ${status}`).toBe(kind);
+      if (outcome.kind === "ok") throw new Error("a status is never an answer");
+      expect(outcome.error.code).toBe("UPSTREAM_ERROR");
+      expect(outcome.error.retryAfter, `HTTP ${status}`).toBe(seconds);
+      expect("waitMs" in outcome ? outcome.waitMs : undefined, `HTTP ${status}`).toBe(waitMs);
     }
   });
 });

@@ -61,6 +61,26 @@ const FAULTS: FaultCase[] = [
     retryable: true,
     calls: 3,
   })),
+  {
+    name: "HTTP 503 with a long Retry-After (30 s)",
+    fault: statusFault(503, { "retry-after": "30" }),
+    times: ALWAYS,
+    status: 502,
+    code: "UPSTREAM_ERROR",
+    retryable: true,
+    calls: 1,
+    retryAfter: (s) => s === 30,
+  },
+  {
+    name: "HTTP 503 with a short Retry-After (1 s) on every attempt",
+    fault: statusFault(503, { "retry-after": "1" }),
+    times: ALWAYS,
+    status: 502,
+    code: "UPSTREAM_ERROR",
+    retryable: true,
+    calls: 3,
+    retryAfter: (s) => s === 1,
+  },
   ...[401, 403].map((status) => ({
     name: `HTTP ${status} (our key rejected)`,
     fault: statusFault(status),
@@ -499,6 +519,43 @@ describe("bodies the proxy refuses to pass on", () => {
     const upstream = serve(() => new Uint8Array([...head, 0xe8, 0xab]));
     const res = await call(tenant);
     expectErrorEnvelope(res, { status: 502, code: "UPSTREAM_INVALID_RESPONSE" });
+    expect(upstream.calls).toBe(1);
+  });
+
+  it("refuses a page whose nextPageToken is the cursor it was asked with, and does not store it", async () => {
+    // Followed as given, such a cursor would page a client forever.
+    const token = "xK9+mL/Pq==:zW";
+    const tenant = isolatedTenant();
+    const page = (next?: string) => ({
+      type: "status" as const,
+      status: 200,
+      body: JSON.stringify({ object: "list", data: [], ...(next ? { nextPageToken: next } : {}) }),
+    });
+    const path = `/workflow_runs?${new URLSearchParams({ nextPageToken: token })}`;
+    tenant.fake.inject(page(token), 1);
+    const res = await call(tenant, path);
+    expectErrorEnvelope(res, { status: 502, code: "UPSTREAM_INVALID_RESPONSE" });
+    expect(tenant.fake.listCalls).toHaveLength(1);
+    tenant.fake.inject(page(), 1);
+    const next = await call(tenant, path);
+    expect(next.status).toBe(200);
+    expect(next.headers.get("x-cache")).toBe("MISS");
+    expect(tenant.fake.listCalls).toHaveLength(2);
+  });
+
+  it.each([
+    ["a trailing newline", (text: string) => `${text}\n`],
+    ["blank lines and spaces around it", (text: string) => `\r\n  ${text}  \r\n\t`],
+  ])("serves and stores a list body with %s, which JSON allows", async (_, wrap) => {
+    const text = '{"object":"list","data":[{"object":"workflow_run","id":"workflow_run_1"}]}';
+    const tenant = isolatedTenant();
+    const upstream = serve(() => wrap(text));
+    const first = await call(tenant);
+    expect(first.status, first.text).toBe(200);
+    expect(first.text).toBe(text);
+    const again = await call(tenant);
+    expect(again.headers.get("x-cache")).toBe("HIT");
+    expect(again.text).toBe(text);
     expect(upstream.calls).toBe(1);
   });
 

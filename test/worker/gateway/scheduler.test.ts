@@ -19,11 +19,15 @@ const HOLD = RATE_WINDOW_MS + ARRIVAL_GUARD_MS;
  * A clock whose time only moves when the test says so; sleepers wake when it passes their time.
  * The scheduler's waits become exact, and nothing depends on the machine's speed.
  */
-function manualClock(): Clock & { advance(ms: number): Promise<void>; time: number } {
+function manualClock(): Clock & { advance(ms: number): Promise<void>; drop(): void; time: number } {
   let sleepers: { at: number; wake: () => void }[] = [];
   const clock = {
     time: 1_000_000,
     now: () => clock.time,
+    /** The request that set the pending timers ended: workerd never fires them. */
+    drop() {
+      sleepers = [];
+    },
     sleep: (ms: number) =>
       new Promise<void>((resolve) => {
         sleepers.push({ at: clock.time + ms, wake: resolve });
@@ -383,6 +387,21 @@ describe("the tenant scheduler (controllable clock)", () => {
     const later = track(scheduler, clock, [{ caller: "c", maxWaitMs: 5_000 }]);
     await flush();
     expect(later.refused[0]?.error).toMatchObject({ reason: "paused", retryAfterMs: 16_000 });
+  });
+
+  it("wakes a waiting request by its own timer, not one set while serving a request that has ended", async () => {
+    // An isolate's direct budget serves every request there; a timer belongs to the request that
+    // set it, and workerd drops it when that request ends.
+    const clock = manualClock();
+    const scheduler = new Scheduler(2, clock);
+    scheduler.observe(429, 3_000);
+    clock.drop();
+    await clock.advance(3_500);
+    const { starts, refused } = track(scheduler, clock, [{ caller: "a" }, { caller: "a" }]);
+    await clock.advance(2 * HOLD);
+    expect(refused).toEqual([]);
+    const begun = clock.time - 2 * HOLD;
+    expect(starts.map((s) => s.at - begun)).toEqual([0, HOLD]);
   });
 
   it("promotes a queued bulk request that an interactive one joined", async () => {
