@@ -180,7 +180,7 @@ export interface Breakdown {
   busyMs: number;
   requests: number;
   parts: { name: string; ms: number; msPerRequest: number; share: number }[];
-  /** The heaviest functions by self time, for the README's reading of the profile. */
+  /** The heaviest functions by self time, for docs/benchmarks.md's reading of the profile. */
   topFunctions: { name: string; module: string; ms: number }[];
 }
 

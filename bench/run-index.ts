@@ -454,7 +454,7 @@ function table(header: string[], body: (string | number)[][]): string {
   return [line(header), `| ${widths.map((w) => "-".repeat(w)).join(" | ")} |`, ...body.map(line)].join("\n");
 }
 
-/** The tables README "Run index" reproduces, and the targets checked against them. */
+/** The tables docs/benchmarks.md "Run index rows" reproduces, and the targets checked against them. */
 export function printRunIndex(results: RunIndexResults): void {
   console.log("\nRun index: /stats from the index beside /healthz in the same run\n");
   console.log(

@@ -53,14 +53,21 @@ export function secretValues(env: Partial<Env>): string[] {
 
 /**
  * Remembers secrets so every later log line of this isolate is scrubbed of them, also in the
- * forms a line may carry them: percent-encoded (a token with `+`, `/` or `=` pasted into a URL)
+ * forms a line may carry them: percent-encoded (a token with `+`, `/` or `=` pasted into a URL;
+ * matched in any case, as `%2b` is `%2B`), pasted raw into a query (where `+` reads as a space)
  * and JSON-escaped.
  */
 export function rememberSecrets(secrets: readonly string[]): void {
   let added = false;
   for (const secret of secrets) {
     if (secret.length < MIN_SCRUBBED_SECRET_LENGTH) continue;
-    for (const form of [secret, encodeURIComponent(secret), JSON.stringify(secret).slice(1, -1)]) {
+    const forms = [
+      secret,
+      encodeURIComponent(secret),
+      secret.replaceAll("+", " "),
+      JSON.stringify(secret).slice(1, -1),
+    ];
+    for (const form of forms) {
       if (!knownSecrets.has(form)) {
         knownSecrets.add(form);
         added = true;
@@ -69,7 +76,8 @@ export function rememberSecrets(secrets: readonly string[]): void {
   }
   if (added) {
     const longestFirst = [...knownSecrets].sort((a, b) => b.length - a.length).map(escapeRegExp);
-    secretPattern = new RegExp(longestFirst.join("|"), "g");
+    // Case-insensitive for the escapes' hex digits; a case variant of a secret is hidden as well.
+    secretPattern = new RegExp(longestFirst.join("|"), "gi");
   }
 }
 
@@ -124,6 +132,21 @@ function truncate(text: string, max = MAX_LOGGED_VALUE_CHARS): string {
   if (text.length <= max) return text;
   const clean = scrub(text);
   return clean.length > max ? `${clean.slice(0, max)}…` : clean;
+}
+
+/**
+ * The path with every escape decoded (hono's path keeps `%2F`, `%2B` and the like): a secret in
+ * it, escaped in whichever way, then reaches the scrubber as itself.
+ */
+function decodedPath(path: string): string {
+  // Run by run, so one malformed escape leaves the others decoded.
+  return path.replace(/(?:%[0-9A-Fa-f]{2})+/g, (escapes) => {
+    try {
+      return decodeURIComponent(escapes);
+    } catch {
+      return escapes;
+    }
+  });
 }
 
 /** The query as it may be logged: cursors hashed, credential-looking parameters dropped. */
@@ -187,7 +210,7 @@ export function requestLog() {
         msg: "request",
         requestId: c.get("requestId"),
         method: c.req.method,
-        route: truncate(telemetry?.route ?? c.req.path),
+        route: truncate(decodedPath(telemetry?.route ?? c.req.path)),
         query: undefined,
         status,
         cache: telemetry?.cache,

@@ -9,7 +9,7 @@ import {
 
 /**
  * Bytes the isolate's L1 may hold. An isolate has 128 MB, shared with every request it serves and
- * with the pages /stats scans hold in flight (README "Scan memory"), so the L1 keeps to a small
+ * with the pages /stats scans hold in flight (docs/benchmarks.md "Scan memory"), so the L1 keeps to a small
  * slice of it.
  */
 export const L1_MAX_BYTES = 8 * 1024 * 1024;

@@ -9,7 +9,7 @@ import { createMiddleware } from "hono/factory";
 import type { JSX } from "hono/jsx/jsx-runtime";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type { AppEnv } from "../app/env.ts";
-import { ErrorBody, invalidQuery } from "../app/errors.ts";
+import { describeError, ErrorBody, invalidQuery } from "../app/errors.ts";
 import { createRouter, isRead, rejectMalformedQuery, validationError } from "../app/router.ts";
 import { loadDashboardStats } from "../dashboard/data.ts";
 import { endSession, hasSessionCookie, readSession, startSession } from "../dashboard/session.ts";
@@ -342,10 +342,17 @@ async function refusedCrossOrigin(c: Context<AppEnv>): Promise<Response> {
   );
 }
 
-async function readForm(c: Context<AppEnv>): Promise<Record<string, string> | undefined> {
+/** The sign-in form's fields; undefined for another content type, "malformed" for a body that does not parse as its type. */
+async function readForm(c: Context<AppEnv>): Promise<Record<string, string> | "malformed" | undefined> {
   const type = c.req.header("content-type") ?? "";
   if (!/^(application\/x-www-form-urlencoded|multipart\/form-data)\b/i.test(type)) return undefined;
-  const body = await c.req.parseBody();
+  let body: Awaited<ReturnType<typeof c.req.parseBody>>;
+  try {
+    body = await c.req.parseBody();
+  } catch {
+    // A multipart body without its boundary, or cut before it ends: the caller's error, not ours.
+    return "malformed";
+  }
   const fields: Record<string, string> = {};
   for (const [name, value] of Object.entries(body)) if (typeof value === "string") fields[name] = value;
   return fields;
@@ -379,6 +386,9 @@ async function login(c: Context<AppEnv>): Promise<Response> {
     );
   }
   const form = await readForm(c);
+  if (form === "malformed") {
+    return signIn(400, "", undefined, "The sign-in form could not be read. Send it again from this page.");
+  }
   const returnTo = form?.returnTo ?? "";
   const token = form?.token?.trim() ?? "";
   if (token === "") return signIn(400, returnTo, "token is required");
@@ -399,7 +409,7 @@ function logout(c: Context<AppEnv>): Response | Promise<Response> {
   return c.redirect(DASHBOARD_PATH, 303);
 }
 
-const formLimit = bodyLimit({
+const limitForm = bodyLimit({
   maxSize: MAX_FORM_BYTES,
   onError: async (c) => {
     const nonce = cspNonce();
@@ -415,6 +425,36 @@ const formLimit = bodyLimit({
       />,
     );
   },
+});
+
+/**
+ * The form's size limit, and a 400 page for a body its sender cut off (a dropped connection)
+ * while the limit reads it, rather than an unhandled error.
+ */
+const formLimit = createMiddleware<AppEnv>(async (c, next) => {
+  let read = false;
+  try {
+    return await limitForm(c, async () => {
+      read = true;
+      await next();
+    });
+  } catch (error) {
+    if (read) throw error;
+    c.var.telemetry.cause = describeError(error);
+    const nonce = cspNonce();
+    return sendPage(
+      c,
+      400,
+      nonce,
+      <ErrorPage
+        nonce={nonce}
+        status={400}
+        title="Bad request"
+        message="The form could not be read to its end. Send it again from the dashboard."
+        requestId={c.var.requestId}
+      />,
+    );
+  }
 });
 
 /** The dashboard's routes: the page (GET, HEAD), sign-in and sign-out (POST only). */

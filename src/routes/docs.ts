@@ -231,7 +231,7 @@ export function registerDocs(app: OpenAPIHono<AppEnv>): void {
   app.openapi(docsRoute, renderDocs);
   app.openapi(scalarBundleRoute, (c) =>
     // The bundle is a Data module: its UTF-8 bytes sit outside the JavaScript heap, where as text
-    // it was a 9 MB UTF-16 string on the heap of every isolate (README "Benchmarks").
+    // it was a 9 MB UTF-16 string on the heap of every isolate (docs/benchmarks.md "Scan memory").
     c.body(new Blob([SCALAR_PREAMBLE_BYTES, scalarBundle]).stream(), 200, {
       "content-type": "text/javascript; charset=utf-8",
       "cache-control": SCALAR_BUNDLE_CACHE_CONTROL,

@@ -103,7 +103,11 @@ async function readBody(
         held.give(replaces);
       },
     }).catch((error: unknown) => {
-      throw error instanceof StreamTooLong ? tooLarge() : error;
+      if (error instanceof StreamTooLong) throw tooLarge();
+      if (error instanceof ApiError) throw error;
+      // The sender cut the body off (a dropped connection, a body shorter than it declared): a
+      // delivery that fails like any other, not an error of the proxy's.
+      throw new ApiError("UNAUTHORIZED", "The webhook body could not be read to its end.", { cause: error });
     });
   }
   return { room, body: room.subarray(reserve) };

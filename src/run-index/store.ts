@@ -268,11 +268,19 @@ export interface Overlay {
   signedAt?: number;
 }
 
+/** Where a webhook's status stands in a run's life: a run under review ends later, never the reverse. */
+const LIFECYCLE_RANK = (column: string) =>
+  `CASE ${column} WHEN 'NEEDS_REVIEW' THEN 1 WHEN 'PROCESSED' THEN 2 WHEN 'FAILED' THEN 2
+    WHEN 'REJECTED' THEN 2 WHEN 'CANCELLED' THEN 2 ELSE 0 END`;
+
 // Applied only over an older state: another webhook's of a lower version, or a list row's
-// updated before ?18 (see Overlay.signedAt). Over a list row the version stays above the row's,
-// so a replay of that row cannot undo the event, and at most the event's, so the list row of the
-// same change still confirms it. Known fields replace, unknown ones stay; facts of a run the list
-// has shown are never overwritten by a webhook.
+// updated before ?18 (see Overlay.signedAt). Events of one run signed within the same few
+// seconds (a review ended at once) cannot be told apart by version, least of all when the first
+// was lifted above a list row: one later in the run's life wins over a webhook state of before
+// ?18, whatever order they arrive in. Over a list row the version stays above the row's, so a
+// replay of that row cannot undo the event, and at most the event's, so the list row of the same
+// change still confirms it. Known fields replace, unknown ones stay; facts of a run the list has
+// shown are never overwritten by a webhook.
 const APPLY_OVERLAY = `
   INSERT INTO runs (id, status, workflow_id, batch_id, file_names, created_at, version,
     credits_hi, credits_lo, total_hi, total_lo, usage_null, facts_known, pending_since)
@@ -290,7 +298,9 @@ const APPLY_OVERLAY = `
     workflow_id = CASE WHEN runs.facts_known = 0 AND ?15 THEN excluded.workflow_id ELSE runs.workflow_id END,
     batch_id = CASE WHEN runs.facts_known = 0 AND ?16 THEN excluded.batch_id ELSE runs.batch_id END,
     file_names = CASE WHEN runs.facts_known = 0 AND ?17 THEN excluded.file_names ELSE runs.file_names END
-  WHERE CASE WHEN runs.pending_since IS NULL THEN runs.version < ?18 ELSE excluded.version > runs.version END`;
+  WHERE CASE WHEN runs.pending_since IS NULL THEN runs.version < ?18
+    ELSE excluded.version > runs.version
+      OR (runs.version < ?18 AND ${LIFECYCLE_RANK("excluded.status")} > ${LIFECYCLE_RANK("runs.status")}) END`;
 
 /** Applies a webhook's state if it is newer than the stored one; true when it changed the run. */
 export function applyOverlay(sql: SqlStorage, overlay: Overlay): boolean {

@@ -30,7 +30,7 @@ import {
   recomputeTotals,
   upsertListRows,
 } from "./store.ts";
-import type { IndexSettings, SyncPage, SyncUpstream, WorkflowPage } from "./upstream.ts";
+import type { IndexSettings, RunLookup, SyncPage, SyncUpstream, WorkflowPage } from "./upstream.ts";
 
 /** An index nobody has read for this long stops syncing; the next read wakes it up. */
 export const IDLE_AFTER_MS = 86_400_000;
@@ -54,6 +54,20 @@ export const MAX_CONCURRENT_CALLS = 10;
  */
 export const MIN_WORKFLOW_PARTITIONS = 4;
 export const MAX_WORKFLOW_PARTITIONS = 64;
+/**
+ * A run whose GET fails (a run Extend cannot serve, one too large to answer in time) is tried
+ * again after 30 s, doubling, and given up after this many tries: its row stays as the index has
+ * it, a deletion it would have confirmed waits for the next reconcile. Until then it holds back
+ * neither the head walks nor the alarm.
+ */
+export const CANDIDATE_MAX_FAILURES = 5;
+const CANDIDATE_RETRY_BASE_MS = 30_000;
+/** Failures that say nothing about one run: they back off the whole sync instead. */
+const TENANT_WIDE_FAILURES: ReadonlySet<string> = new Set([
+  "UPSTREAM_AUTH_FAILED",
+  "UPSTREAM_USAGE_BLOCKED",
+  "UPSTREAM_RATE_LIMITED",
+]);
 /** After a failed run: 30 s, doubling to at most 15 minutes. */
 const RETRY_BASE_MS = 30_000;
 const RETRY_CAP_MS = 900_000;
@@ -410,6 +424,8 @@ export class RunIndexSync {
   /** Code of a failure of a call that outlived its run (see RunLimits.overlap). */
   private lateFailure: string | undefined;
   private readonly cachedWalks = new Map<Purpose, Walk[]>();
+  /** Candidates whose GET failed: how often, and when to try again (an object restart tries anew). */
+  private readonly failedChecks = new Map<string, { failures: number; retryAt: number }>();
 
   constructor(deps: SyncDeps) {
     this.deps = deps;
@@ -562,7 +578,13 @@ export class RunIndexSync {
     if (state.phase === "empty" || state.settings === null || !this.inUse(now)) return null;
     const earliest = state.retryAt !== null && state.retryAt > now ? state.retryAt : now;
     if (state.phase === "backfill") return earliest;
-    if (state.headStartedAt !== null || state.reconcileStartedAt !== null || this.candidateCount() > 0) {
+    const check = this.nextCheckAt(now);
+    if (state.headStartedAt !== null || (check !== null && check <= now)) return earliest;
+    // A reconcile whose walks are done waits on its checks alone.
+    if (
+      state.reconcileStartedAt !== null &&
+      (check === null || !this.walks("reconcile").every((w) => w.done))
+    ) {
       return earliest;
     }
     const due = [
@@ -571,7 +593,20 @@ export class RunIndexSync {
       state.lastReconcileAt === null ? now : state.lastReconcileAt + state.settings.reconcileSeconds * 1000,
     ];
     if (state.headRequestedAt !== null) due.push(state.headRequestedAt + WEBHOOK_DEBOUNCE_MS);
+    if (check !== null) due.push(check);
     return Math.max(earliest, Math.min(...due));
+  }
+
+  /** When the next candidate may be checked with GET (now, unless every one failed lately), or null. */
+  private nextCheckAt(now: number): number | null {
+    if (this.candidateCount() === 0) return null;
+    let soonest = Number.POSITIVE_INFINITY;
+    for (const row of this.sql.exec<{ id: string }>(`SELECT id FROM run_candidates`)) {
+      const failed = this.failedChecks.get(row.id);
+      if (failed === undefined || failed.retryAt <= now) return now;
+      soonest = Math.min(soonest, failed.retryAt);
+    }
+    return soonest;
   }
 
   private candidateCount(): number {
@@ -812,11 +847,15 @@ export class RunIndexSync {
     );
     // Extend's clock sets the watermark, but never past this walk's start: one run listed as
     // updated ahead of it (skew, bad data) would lift every later walk's floor above the changes
-    // made meanwhile, and asOf would claim them counted.
+    // made meanwhile, and asOf would claim them counted. Nor past the newest run this walk read
+    // by more than the lookback: the first watermark is the Worker's clock, and should Extend's
+    // run behind it, or nothing have changed since, the next walk still reads down to that run,
+    // so a change Extend stamps before the Worker's time is not left below every floor.
     const seen = top === null ? state.watermark : Math.max(state.watermark ?? top, top);
+    const cap = top === null ? startedAt : Math.min(startedAt, top + this.lookbackMs());
     const patch: Partial<SyncState> = {
       asOf: startedAt,
-      watermark: seen === null ? null : Math.min(seen, startedAt),
+      watermark: seen === null ? null : Math.min(seen, cap),
       headStartedAt: null,
       headFloor: null,
       headTop: null,
@@ -830,11 +869,22 @@ export class RunIndexSync {
       buildFilterIndexes(this.sql);
       // The backfill read every run that existed when it started: deletions are known as of then.
       // Unless it walked the workflows Extend listed and a run of another one has come in since
-      // (through this head walk or a webhook): the list was not the whole tenant, so the
-      // reconcile, which walks by status, runs now rather than after INDEX_RECONCILE_SECONDS.
-      patch.lastReconcileAt = this.unlistedWorkflowSeen() ? null : state.backfillStartedAt;
+      // (through this head walk or a webhook): the list was not the whole tenant. Or unless it
+      // walked by status and a run changed while it did: a run leaving a status moves every later
+      // run of it one place up, and an offset-style cursor (Extend does not say which kind it
+      // has) then steps over one that nothing updated, so no head walk brings it. Either way the
+      // reconcile, which re-reads every status, runs now rather than after INDEX_RECONCILE_SECONDS.
+      const whole = !this.unlistedWorkflowSeen() && !this.changedUnderStatusWalks(state);
+      patch.lastReconcileAt = whole ? state.backfillStartedAt : null;
     }
     this.setState(patch);
+  }
+
+  /** Whether the backfill walked by status and the index holds a run listed as updated since it began. */
+  private changedUnderStatusWalks(state: SyncState): boolean {
+    const started = state.backfillStartedAt;
+    if (started === null || this.walks("backfill").some((w) => w.workflowId !== undefined)) return false;
+    return this.sql.exec(`SELECT 1 FROM runs WHERE version >= ? LIMIT 1`, started).toArray().length > 0;
   }
 
   /** Whether the backfill walked by workflow and the index holds a run of a workflow it did not walk. */
@@ -989,16 +1039,31 @@ export class RunIndexSync {
 
   private nextCandidate(): Task | undefined {
     const busy = [...this.inFlight.keys()].filter((k) => k.startsWith("get:")).map((k) => k.slice(4));
+    const now = this.deps.now();
+    const waiting = (id: string) => (this.failedChecks.get(id)?.retryAt ?? 0) > now;
     const rows = this.sql
-      .exec<{ id: string }>(`SELECT id FROM run_candidates ORDER BY reason, id LIMIT ?`, busy.length + 1)
+      .exec<{ id: string }>(
+        `SELECT id FROM run_candidates ORDER BY reason, id LIMIT ?`,
+        busy.length + this.failedChecks.size + 1,
+      )
       .toArray();
-    const candidate = rows.find((r) => !busy.includes(r.id));
+    const candidate = rows.find((r) => !busy.includes(r.id) && !waiting(r.id));
     if (!candidate) return undefined;
     const id = candidate.id;
     return {
       key: `get:${id}`,
       run: async (signal) => {
-        const lookup = await this.deps.upstream.getRun(id, signal);
+        let lookup: RunLookup;
+        try {
+          lookup = await this.deps.upstream.getRun(id, signal);
+        } catch (error) {
+          if (signal.aborted || !(error instanceof ApiError) || TENANT_WIDE_FAILURES.has(error.code)) {
+            throw error;
+          }
+          this.checkFailed(id);
+          return;
+        }
+        this.failedChecks.delete(id);
         this.transaction(() => {
           if ("gone" in lookup) deleteRun(this.sql, id);
           else confirmFromGet(this.sql, factsFromWorkflowRun(lookup.found, id));
@@ -1006,6 +1071,22 @@ export class RunIndexSync {
         });
       },
     };
+  }
+
+  /** A GET of one candidate failed: try it again later, or give it up (see CANDIDATE_MAX_FAILURES). */
+  private checkFailed(id: string): void {
+    const failures = (this.failedChecks.get(id)?.failures ?? 0) + 1;
+    if (failures < CANDIDATE_MAX_FAILURES) {
+      const wait = CANDIDATE_RETRY_BASE_MS * 2 ** (failures - 1);
+      this.failedChecks.set(id, { failures, retryAt: this.deps.now() + wait });
+      return;
+    }
+    this.failedChecks.delete(id);
+    this.transaction(() => {
+      this.sql.exec(`DELETE FROM run_candidates WHERE id = ?`, id);
+      // A webhook's state no list or GET confirmed stays as delivered; no head walk asks again.
+      this.sql.exec(`UPDATE runs SET pending_since = NULL WHERE id = ?`, id);
+    });
   }
 
   private nextReconcile(state: SyncState, now: number): Task | undefined {

@@ -3,6 +3,7 @@
 // secret (`wss_…`, used as issued), hex in x-extend-request-signature, the timestamp in Unix
 // seconds at most 300 s old and at most 60 s ahead. Unlike the SDK, the MAC covers the body's
 // bytes exactly as they arrived (no decode and re-encode), and the timestamp must be all digits.
+import { ApiError } from "../app/errors.ts";
 import type { WorkflowRunStatus } from "../extend/schemas.ts";
 import { factsFromWorkflowRun, isStatus } from "./row.ts";
 import type { IndexEvent } from "./sync.ts";
@@ -91,6 +92,12 @@ export async function verifySignature(
 export type ParsedEvent = { ok: true; event: IndexEvent; eventType: string } | { ok: false; reason: string };
 
 const MAX_EVENT_ID_LENGTH = 255;
+/**
+ * What a run id may be: printable ASCII, as Extend's are. Not `.` or `..`: the index reads a run
+ * it cannot confirm at /workflow_runs/{id}, and a dot segment there would be another path of the
+ * API (the list, or the root), fetched with the proxy's key.
+ */
+const RUN_ID = /^(?!\.\.?$)[\x21-\x7e]{1,255}$/;
 
 function object(value: unknown): Record<string, unknown> | undefined {
   return typeof value === "object" && value !== null && !Array.isArray(value)
@@ -120,17 +127,26 @@ export function parseEvent(text: string, signedAtMs: number): ParsedEvent {
   }
   if (typeof eventType !== "string") return { ok: false, reason: "The event has no eventType." };
   const event: IndexEvent = { eventId, signedAt: signedAtMs };
-  const mapped = RUN_EVENT_STATUS[eventType];
+  // Own keys only: `constructor` or `toString` is no run event.
+  const mapped = Object.hasOwn(RUN_EVENT_STATUS, eventType) ? RUN_EVENT_STATUS[eventType] : undefined;
   const payload = object(body.payload);
   if (mapped === undefined || !payload || typeof payload.id !== "string" || payload.id === "") {
     return { ok: true, event, eventType };
   }
   const id = payload.id;
+  if (!RUN_ID.test(id)) return { ok: false, reason: "The event's payload.id is not a run id." };
   if (payload.object === "signed_data_url") {
     event.run = { id, status: mapped };
     return { ok: true, event, eventType };
   }
-  const facts = factsFromWorkflowRun(payload, id);
+  let facts: ReturnType<typeof factsFromWorkflowRun>;
+  try {
+    facts = factsFromWorkflowRun(payload, id);
+  } catch (error) {
+    // Credits past what the index stores exactly: a malformed event (401), not Extend failing.
+    if (error instanceof ApiError) return { ok: false, reason: error.message };
+    throw error;
+  }
   event.run = { ...facts, status: isStatus(payload.status) ? payload.status : mapped };
   return { ok: true, event, eventType };
 }

@@ -106,7 +106,24 @@ export function clientAddressKey(raw: string | undefined): string {
   return `${formatIpv6([...groups.slice(0, 4), 0, 0, 0, 0])}/64`;
 }
 
-/** The client address key (see clientAddressKey) for anonymous callers and rejected credentials. */
+/**
+ * The key of the one address Cloudflare gives as CF-Connecting-IP to every request a Worker on
+ * another zone sends (`2a06:98c0:3600::103`, Workers docs "Headers"): every such caller would
+ * share one limit, and anyone with a Worker could lock all of them out.
+ */
+const WORKER_SUBREQUEST_KEY = "2a06:98c0:3600::/64";
+/** Cloudflare adds it to every Worker subrequest: the zone that owns the calling Worker. */
+const CF_WORKER_HEADER = "cf-worker";
+const ZONE_NAME = /^[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?$/;
+
+/**
+ * The client address key (see clientAddressKey) for anonymous callers and rejected credentials;
+ * for a request from another zone's Worker, that zone (`worker:<zone>`), so one zone's guesses
+ * lock out only its own Workers.
+ */
 export function clientIp(c: Context<AppEnv>): string {
-  return clientAddressKey(c.req.header(CLIENT_IP_HEADER));
+  const key = clientAddressKey(c.req.header(CLIENT_IP_HEADER));
+  if (key !== WORKER_SUBREQUEST_KEY) return key;
+  const zone = c.req.header(CF_WORKER_HEADER)?.trim().toLowerCase();
+  return zone !== undefined && ZONE_NAME.test(zone) ? `worker:${zone}` : key;
 }

@@ -93,12 +93,17 @@ export async function verifyCallerJwt(token: string, jwt: NonNullable<Config["jw
   if (token.length > MAX_JWT_CHARS || !looksLikeJwt(token)) {
     return { ok: false, reason: "the token is not a well-formed JWT" };
   }
-  let header: { alg?: unknown; kid?: unknown; typ?: unknown };
+  let decoded: unknown;
   try {
-    header = Jwt.decode(token).header;
+    decoded = Jwt.decode(token).header;
   } catch {
+    decoded = undefined;
+  }
+  // A header is a JSON object (RFC 7515 §4); `null`, an array or a scalar decodes without error.
+  if (typeof decoded !== "object" || decoded === null || Array.isArray(decoded)) {
     return { ok: false, reason: "the token is not a well-formed JWT" };
   }
+  const header = decoded as { alg?: unknown; kid?: unknown; typ?: unknown };
   const alg = header.alg;
   if (!isAlgorithm(alg)) {
     return {

@@ -609,6 +609,67 @@ describe("signing in with a static token", () => {
     expect(keys).toEqual(Array(REJECTED_CREDENTIAL_COST).fill("credentials:198.18.0.9"));
   });
 
+  it("takes the token from a multipart form, and answers a malformed one with a 400 page, not a 500", async () => {
+    const { env: stateEnv } = useStatsFake();
+    const env = { ...stateEnv, ...TOKENS };
+    const post = (contentType: string, body: string) =>
+      captureConsole(() =>
+        callProxy("/dashboard/login", {
+          method: "POST",
+          env,
+          headers: { "content-type": contentType, origin: ORIGIN, "cf-connecting-ip": freshIp() },
+          body,
+        }),
+      );
+    const part = `--b\r\nContent-Disposition: form-data; name="token"\r\n\r\n${TEST_CLIENT_TOKEN}\r\n`;
+    const signedIn = await post("multipart/form-data; boundary=b", `${part}--b--\r\n`);
+    expect(signedIn.result.status).toBe(303);
+    sessionCookie(signedIn.result);
+
+    for (const [contentType, body] of [
+      ["multipart/form-data", part],
+      ["multipart/form-data; boundary=b", part],
+      ["multipart/form-data; boundary=other", `${part}--b--\r\n`],
+    ] as const) {
+      const { result: response, lines } = await post(contentType, body);
+      expect(response.status, contentType).toBe(400);
+      expect(response.headers.getSetCookie()).toEqual([]);
+      const html = await response.text();
+      expectNoScript(html, expectPageHeaders(response));
+      expect(html).toContain("The sign-in form could not be read");
+      expect(lines.join("\n")).not.toContain("unhandled error");
+    }
+  });
+
+  it("answers a sign-in form cut off by its sender with a 400 page, not a 500", async () => {
+    const { env: stateEnv } = useStatsFake();
+    const env = { ...stateEnv, ...TOKENS };
+    for (const path of ["/dashboard/login", "/dashboard/logout"]) {
+      const body = new ReadableStream<Uint8Array>({
+        start(controller) {
+          controller.enqueue(new TextEncoder().encode("token=abc"));
+          controller.error(new Error("Network connection lost."));
+        },
+      });
+      const { result: response, lines } = await captureConsole(() =>
+        callProxy(path, {
+          method: "POST",
+          env,
+          headers: {
+            "content-type": "application/x-www-form-urlencoded",
+            origin: ORIGIN,
+            "cf-connecting-ip": freshIp(),
+          },
+          body,
+        }),
+      );
+      expect(response.status, path).toBe(400);
+      expect(response.headers.getSetCookie()).toEqual([]);
+      expectNoScript(await response.text(), expectPageHeaders(response));
+      expect(lines.join("\n")).not.toContain("unhandled error");
+    }
+  });
+
   it("refuses every sign-in, the right token included, once the address's credential budget is spent", async () => {
     const { env: stateEnv } = useStatsFake();
     const settings = {

@@ -3,11 +3,12 @@
 import { runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { FakeExtend, type FakeRun, generateRuns } from "../../../fake/extend.ts";
+import { ApiError } from "../../../src/app/errors.ts";
 import { indexFilters, indexStatsBody } from "../../../src/run-index/answer.ts";
 import { factsFromWorkflowRun, rowFromListRun } from "../../../src/run-index/row.ts";
 import { buildFilterIndexes, migrate } from "../../../src/run-index/schema.ts";
 import { queryTotals, upsertListRow } from "../../../src/run-index/store.ts";
-import type { RunIndexSync } from "../../../src/run-index/sync.ts";
+import { CANDIDATE_MAX_FAILURES, type RunIndexSync } from "../../../src/run-index/sync.ts";
 import type { SyncUpstream } from "../../../src/run-index/upstream.ts";
 import type { StatsFilters } from "../../../src/stats/filters.ts";
 import { TEST_UPSTREAM_KEY } from "../support/constants.ts";
@@ -203,6 +204,8 @@ describe("backfill", () => {
         upstream.lists.filter((q) => q.sortBy === "createdAt").every((q) => q.status !== undefined),
       ).toBe(true);
       expect(indexSummary(sql)).toEqual(referenceStats(fake.runs));
+      // Nothing changed while it walked: no reconcile follows at once.
+      expect(sync.nextWakeAt(ENGINE_EPOCH)).toBe(ENGINE_EPOCH + ENGINE_SETTINGS.syncSeconds * 1000);
     });
   });
 
@@ -237,6 +240,36 @@ describe("backfill", () => {
         );
       }
       expect(sync.nextWakeAt(clock.now)).toBeGreaterThan(clock.now);
+    });
+  });
+
+  it("walked by status while a run changed, reconciles at once: a run the cursor stepped over is found", async () => {
+    const runs = generateRuns({ size: 150, seed: 8 }).map((run) => ({
+      ...run,
+      workflow: { ...run.workflow, id: "workflow_only_one" },
+    }));
+    // A run that changed status while the walks ran (the head walk that ends the backfill reads it).
+    runs[10] = {
+      ...(runs[10] as FakeRun),
+      status: "FAILED",
+      updatedAt: new Date(ENGINE_EPOCH).toISOString(),
+    };
+    const fake = fakeWith({ runs });
+    // The walks' pages leave this one out, as an offset cursor does once a run before it left.
+    const stepped = (fake.runs.find((run) => Date.parse(run.updatedAt) < ENGINE_EPOCH) as FakeRun).id;
+    const hidden = new Set([stepped]);
+    const upstream = engineUpstream(fake, { pageLimit: 40, hiddenFromList: hidden });
+    const list = upstream.list.bind(upstream);
+    upstream.list = (query, signal) => {
+      if (query.sortBy === "updatedAt") hidden.clear();
+      return list(query, signal);
+    };
+    const clock: EngineClock = { now: ENGINE_EPOCH };
+    await inEngine(freshObject(), upstream, clock, async ({ sync, sql }) => {
+      await build(sync);
+      expect(storedIds(sql).has(stepped)).toBe(true);
+      expect(indexSummary(sql)).toEqual(referenceStats(fake.runs));
+      expect(sync.state().lastReconcileAt).toBe(ENGINE_EPOCH);
     });
   });
 
@@ -570,6 +603,38 @@ describe("head walk", () => {
     });
   });
 
+  it("reads a change Extend stamps before the Worker's clock, past a lookback of 0", async () => {
+    const fake = fakeWith({ size: 120, seed: 13 });
+    const upstream = engineUpstream(fake);
+    const clock: EngineClock = { now: ENGINE_EPOCH };
+    const settings = { ...ENGINE_SETTINGS, lookbackSeconds: 0 };
+    await inEngine(
+      freshObject(),
+      upstream,
+      clock,
+      async ({ sync, sql }) => {
+        await build(sync);
+        // Extend's clock runs a minute behind the Worker's: it stamps the change before the build began.
+        const run = fake.runs[17] as FakeRun;
+        fake.updateRun(
+          run.id,
+          { status: run.status === "FAILED" ? "PROCESSED" : "FAILED" },
+          clock.now - 60_000,
+        );
+        clock.now += settings.syncSeconds * 1000;
+        await drain(sync);
+        expect(sync.state().asOf).toBe(clock.now);
+        expect(indexSummary(sql)).toEqual(referenceStats(fake.runs));
+        // An idle walk reads little more than the newest run again.
+        const lists = upstream.lists.length;
+        clock.now += settings.syncSeconds * 1000;
+        await drain(sync);
+        expect(upstream.lists.length).toBe(lists + 1);
+      },
+      settings,
+    );
+  });
+
   it("never moves a run back: an older list row after a newer one changes nothing", async () => {
     const fake = fakeWith({ size: 50, seed: 8 });
     const clock: EngineClock = { now: ENGINE_EPOCH };
@@ -685,6 +750,42 @@ describe("webhook events", () => {
       clock.now += 2_000;
       await drain(sync);
       expect(indexSummary(sql)).toEqual(referenceStats(fake.runs));
+    });
+  });
+
+  it("a run whose GET keeps failing holds back no head walk and no alarm, and is given up after a few tries", async () => {
+    const fake = fakeWith({ size: 40, seed: 4 });
+    const upstream = engineUpstream(fake);
+    const poisoned = "workflow_run_get_fails";
+    const getRun = upstream.getRun.bind(upstream);
+    upstream.getRun = (id, signal) => {
+      if (id !== poisoned) return getRun(id, signal);
+      upstream.gets.push(id);
+      return Promise.reject(new ApiError("UPSTREAM_ERROR", "Extend failed with HTTP 500."));
+    };
+    const clock: EngineClock = { now: ENGINE_EPOCH };
+    await inEngine(freshObject(), upstream, clock, async ({ sync, sql }) => {
+      await build(sync);
+      const template = fake.runs[0] as FakeRun;
+      sync.applyEvent(eventFor({ ...template, id: poisoned, status: "PROCESSED" }, "evt_poison", clock.now));
+      const tries = () => upstream.gets.filter((id) => id === poisoned).length;
+      const moved = fake.runs[7] as FakeRun;
+      for (let round = 0; round < 40 && tries() < CANDIDATE_MAX_FAILURES; round++) {
+        const status = moved.status === "FAILED" ? "PROCESSED" : "FAILED";
+        fake.updateRun(moved.id, { status }, clock.now);
+        clock.now += ENGINE_SETTINGS.syncSeconds * 1000;
+        await drain(sync);
+        // Every head walk ran on time, and the run just changed is counted as Extend has it.
+        expect(sync.state().retryAt).toBeNull();
+        expect(sync.state().asOf).toBe(clock.now);
+        expect(sql.exec(`SELECT status FROM runs WHERE id = ?`, moved.id).one().status).toBe(status);
+        expect(sync.nextWakeAt()).toBeGreaterThan(clock.now);
+      }
+      expect(tries()).toBe(CANDIDATE_MAX_FAILURES);
+      expect(sql.exec(`SELECT count(*) AS n FROM run_candidates`).one().n).toBe(0);
+      clock.now += 3_600_000;
+      await drain(sync);
+      expect(tries()).toBe(CANDIDATE_MAX_FAILURES);
     });
   });
 

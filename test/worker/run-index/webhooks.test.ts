@@ -230,6 +230,35 @@ describe("POST /webhooks/extend", () => {
     expect(summary((await getStats(index, {})).body)).toEqual(referenceStats(index.fake.runs));
   });
 
+  it("refuses a run event whose payload id is no run id (a dot segment would leave /workflow_runs/{id})", async () => {
+    const index = await builtIndex();
+    const calls = index.calls.length;
+    const target = index.fake.runs.find((r) => r.status === "PROCESSED") as FakeRun;
+    for (const id of [".", "..", "run with spaces", "x".repeat(256)]) {
+      for (const format of ["inline", "url"] as const) {
+        const event = runEvent({ ...target, id }, `evt_${crypto.randomUUID()}`, format) as WebhookEvent;
+        const response = await read(await post(await signedDelivery(SECRET_A, event), index.env));
+        expectErrorEnvelope(response, { status: 401, code: "UNAUTHORIZED", retryable: false });
+        expect(await indexedStatus(index, id)).toBeUndefined();
+      }
+    }
+    await settle(index.stub);
+    expect(index.calls.slice(calls).map((url) => url.pathname)).not.toContain("/workflow_runs/");
+    expect(index.calls.slice(calls).map((url) => url.pathname)).not.toContain("/");
+    expect(summary((await getStats(index, {})).body)).toEqual(referenceStats(index.fake.runs));
+  });
+
+  it("refuses a run event with credits the index cannot hold with a 401, not a 502 Extend would retry", async () => {
+    const index = await builtIndex();
+    const { run, event } = failRun(index);
+    const payload = { ...(event.payload as Record<string, unknown>), usage: { credits: 1e300 } };
+    const response = await read(
+      await post(await signedDelivery(SECRET_A, { ...event, payload } as WebhookEvent), index.env),
+    );
+    expectErrorEnvelope(response, { status: 401, code: "UNAUTHORIZED", retryable: false });
+    expect(await indexedStatus(index, run.id)).toBe("PROCESSED");
+  });
+
   it("refuses a body over 10 MiB with a 413, declared or streamed", async () => {
     const index = await builtIndex();
     const big = new Uint8Array(10 * 1024 * 1024 + 1).fill(0x20);
@@ -253,6 +282,24 @@ describe("POST /webhooks/extend", () => {
     // Exactly 10 MiB is read, verified, and refused only for its signature.
     const limit = await read(await post({ body: big.subarray(0, 10 * 1024 * 1024), headers }, index.env));
     expect(limit.status).toBe(401);
+  });
+
+  it("answers a body cut off by its sender with a 401, not an unhandled 500", async () => {
+    const index = await builtIndex();
+    const { event } = failRun(index);
+    const delivery = await signedDelivery(SECRET_A, event);
+    const bytes = new TextEncoder().encode(delivery.body);
+    const body = new ReadableStream<Uint8Array>({
+      start(controller) {
+        controller.enqueue(bytes.subarray(0, 10));
+        controller.error(new Error("Network connection lost."));
+      },
+    });
+    const { result, lines } = await captureConsole(async () =>
+      read(await post({ body, headers: delivery.headers }, index.env)),
+    );
+    expectErrorEnvelope(result, { status: 401, code: "UNAUTHORIZED", retryable: false });
+    expect(lines.join("\n")).not.toContain("unhandled error");
   });
 
   it("holds at most 32 MiB of bodies at once: past it a 503 to retry, and the room comes back", async () => {
@@ -308,6 +355,33 @@ describe("POST /webhooks/extend", () => {
     expect(await indexedStatus(index, run.id)).toBe("PROCESSED");
   });
 
+  it("applies two events of one run signed in the same second in lifecycle order, however they arrive", async () => {
+    const index = await builtIndex();
+    const signedAt = Date.now();
+    const [inOrder, outOfOrder] = index.fake.runs.filter((r) => r.status === "PROCESSING") as FakeRun[];
+    for (const [target, order] of [
+      [inOrder as FakeRun, ["review", "completed"]],
+      [outOfOrder as FakeRun, ["completed", "review"]],
+    ] as const) {
+      const review = runEvent(
+        index.fake.updateRun(target.id, { status: "NEEDS_REVIEW" }) as FakeRun,
+        `evt_${crypto.randomUUID()}`,
+      ) as WebhookEvent;
+      const completed = runEvent(
+        index.fake.updateRun(target.id, { status: "PROCESSED" }) as FakeRun,
+        `evt_${crypto.randomUUID()}`,
+      ) as WebhookEvent;
+      for (const which of order) {
+        const event = which === "review" ? review : completed;
+        expect((await post(await signedDelivery(SECRET_A, event, signedAt), index.env)).status).toBe(200);
+      }
+      // At once, before any head walk.
+      expect(await indexedStatus(index, target.id)).toBe("PROCESSED");
+    }
+    const { body } = await getStats(index, {});
+    expect(summary(body)).toEqual(referenceStats(index.fake.runs));
+  });
+
   it("takes a signed-URL payload by its id and event type, without fetching it", async () => {
     const index = await builtIndex();
     const target = index.fake.runs.find((r) => r.status === "PROCESSED") as FakeRun;
@@ -328,6 +402,21 @@ describe("POST /webhooks/extend", () => {
     expect(await json(response)).toMatchObject({ duplicate: false, applied: false });
     expect(summary((await getStats(index, {})).body)).toEqual(referenceStats(index.fake.runs));
     await stopAlarm(index.stub);
+  });
+
+  it("takes no event type from Object.prototype for a run event", async () => {
+    const index = await builtIndex();
+    const target = index.fake.runs.find((r) => r.status === "PROCESSED") as FakeRun;
+    for (const eventType of ["constructor", "toString", "__proto__", "hasOwnProperty", "valueOf"]) {
+      for (const payload of [{ id: target.id }, { id: target.id, status: "FAILED" }]) {
+        const event = { eventId: `evt_${crypto.randomUUID()}`, eventType, payload };
+        const response = await post(await signedDelivery(SECRET_A, event), index.env);
+        expect(response.status, eventType).toBe(200);
+        expect(await json(response)).toMatchObject({ duplicate: false, applied: false });
+      }
+    }
+    expect(await indexedStatus(index, target.id)).toBe("PROCESSED");
+    expect(summary((await getStats(index, {})).body)).toEqual(referenceStats(index.fake.runs));
   });
 
   it("does not exist while EXTEND_WEBHOOK_SECRET is unset", async () => {

@@ -223,6 +223,11 @@ describe("JWT", () => {
     ["with an unknown typ", (i) => i.sign({}, { header: { typ: "dpop+jwt" } }), /header/],
     ["without a kid", (i) => i.sign({}, { header: { kid: undefined } }), /no kid/],
     ["that is not a JWT at all", async () => "not.a.jwt!", /not valid/],
+    ...["null", "[]", '"RS256"', "1"].map((json): [string, (i: TestIssuer) => Promise<string>, RegExp] => [
+      `whose header is the JSON ${json}`,
+      async (i) => withHeader(await i.sign(), json),
+      /not a well-formed JWT/,
+    ]),
   ];
 
   it.each<[string, Record<string, unknown>]>([
@@ -399,6 +404,12 @@ describe("JWT", () => {
     expect(served).toBeLessThanOrEqual(JWKS_MAX_BYTES + 4 * 64 * 1024);
   });
 });
+
+/** The token with its header replaced by `json`, payload and signature kept. */
+function withHeader(token: string, json: string): string {
+  const header = btoa(json).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  return `${header}.${token.split(".").slice(1).join(".")}`;
+}
 
 /** Flips one character of the payload, keeping it valid base64url. */
 function tamper(token: string): string {

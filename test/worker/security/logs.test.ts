@@ -177,6 +177,39 @@ describe("log scrubber", () => {
     }
   });
 
+  it("scrubs a secret pasted raw into a query (`+` read as a space) or percent-encoded in any way", async () => {
+    const tenant = isolatedTenant();
+    const token = "q+Zr/9aXv2Lk0mW3bQ8yT1sNc4dE6fHj7gUi5oPxYw0=";
+    const env = { ...ENV, CLIENT_TOKENS: `${TEST_CLIENT_TOKEN},${token}` };
+    const lowerEncoded = encodeURIComponent(token).replace(/%[0-9A-F]{2}/g, (hex) => hex.toLowerCase());
+    const { lines } = await captureConsole(async () => {
+      for (const path of [
+        `/workflow_runs?batchId=${token}`,
+        `/workflow_runs?fileNameContains=${token}`,
+        `/${lowerEncoded}`,
+        `/workflow_runs?fileNameContains=${lowerEncoded}`,
+        // Only `+` escaped, `/` and `=` left as they are: neither the raw nor the escaped form.
+        `/${token.replaceAll("+", "%2B")}`,
+        // A malformed escape elsewhere in the path does not keep the rest from being decoded.
+        `/%E0%A4/${token.replaceAll("+", "%2B")}`,
+      ]) {
+        await tenant.call(path, { env, headers: AUTH });
+      }
+    });
+    expect(requestLines(lines)).toHaveLength(6);
+    const text = lines.join("\n");
+    const partlyEncoded = token.replaceAll("+", "%2B");
+    for (const form of [
+      token,
+      token.replaceAll("+", " "),
+      lowerEncoded,
+      encodeURIComponent(token),
+      partlyEncoded,
+    ]) {
+      expect(text).not.toContain(form);
+    }
+  });
+
   it("scrubs a long secret before a logged path, name or value is shortened", async () => {
     const tenant = isolatedTenant();
     const token = `tok_${"k".repeat(120)}${crypto.randomUUID().replaceAll("-", "")}${"z".repeat(120)}`;

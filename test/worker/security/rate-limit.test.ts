@@ -223,6 +223,38 @@ describe("rejected credentials", () => {
   );
 
   it(
+    "count callers on other zones' Workers (all at Cloudflare's one Worker address) by their zone",
+    async () => {
+      const { tenant, token, env } = await setup();
+      // Cloudflare's CF-Connecting-IP for a subrequest from a Worker on another zone.
+      const workerAddress = "2a06:98c0:3600::103";
+      const fromZone = (zone: string, authorization: string) =>
+        tenant.call(`/workflow_runs?maxPageSize=1&workflowId=wf_${crypto.randomUUID()}`, {
+          env,
+          headers: { "cf-connecting-ip": workerAddress, "cf-worker": zone, authorization },
+        });
+      for (let attempt = 1; ; attempt++) {
+        const guesser = `guesser-${crypto.randomUUID()}.example`;
+        const { refused } = await sendUntilRefused(
+          REJECTED_BUDGET,
+          (i) => fromZone(guesser, `Bearer guess_${i}_${crypto.randomUUID()}`),
+          (response) => expect(response.status).toBe(401),
+        );
+        const lockedIn = windowOf(Date.now());
+        await expectRateLimited(refused);
+        const sameZone = await fromZone(guesser.toUpperCase(), `Bearer ${token}`);
+        const otherZone = await fromZone(`honest-${crypto.randomUUID()}.example`, `Bearer ${token}`);
+        if (windowOf(Date.now()) !== lockedIn && attempt < 3) continue;
+        await expectRateLimited(sameZone);
+        // Another zone's Worker, at the same address, is not locked out by the guesser's.
+        expect(otherZone.status).toBe(200);
+        return;
+      }
+    },
+    MANY_REQUESTS_TIMEOUT_MS,
+  );
+
+  it(
     "leave an address with many accepted callers behind it its budget for mistakes",
     async () => {
       const { tenant, env: base } = await setup();
