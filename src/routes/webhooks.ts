@@ -54,6 +54,11 @@ function tooLarge(): ApiError {
 
 /** Webhook bodies one isolate holds at once: three of the largest, not most of its 128 MB. */
 export const MAX_WEBHOOK_BYTES_IN_FLIGHT = 32 * 1024 * 1024;
+/**
+ * The first buffer of a body, whatever its Content-Length says: room is taken as bytes arrive,
+ * so a sender that declares 10 MiB and sends nothing holds this much of the share, not 10 MiB.
+ */
+export const FIRST_WEBHOOK_BUFFER_BYTES = 64 * 1024;
 let bytesInFlight = 0;
 
 const busy = () =>
@@ -79,7 +84,8 @@ class Held {
  * Reads the body once, straight into one buffer after `reserve` bytes of room (where the
  * signature's prefix goes), refusing it as soon as it is known to be too large (declared or
  * counted), and every buffer it takes counted against the isolate's webhook share: an unsigned
- * sender cannot make the isolate hold more than MAX_WEBHOOK_BYTES_IN_FLIGHT of bodies. The rest
+ * sender cannot make the isolate hold more than MAX_WEBHOOK_BYTES_IN_FLIGHT of bodies, and holds
+ * about as much of it as it has sent (the buffer grows by half as the body comes). The rest
  * of a refused body is left unread, not cancelled: the runtime discards it after the answer,
  * where a cancel can cut the connection before it is sent (wrangler dev answers a 500 instead).
  */
@@ -94,13 +100,15 @@ async function readBody(
   let room = new Uint8Array(reserve);
   if (request.body) {
     room = await readAll(request.body, {
-      sizeHint: declared ?? 0,
+      sizeHint: Math.min(declared ?? 0, FIRST_WEBHOOK_BUFFER_BYTES),
       maxBytes: MAX_WEBHOOK_BODY_BYTES,
       reserve,
       leaveUnread: true,
+      // A buffer replaced as the body grows is let go in the same synchronous step that makes the
+      // new one (no other request runs meanwhile), so the share counts what stays held.
       onBuffer: (size, replaces) => {
-        held.take(size);
         held.give(replaces);
+        held.take(size);
       },
     }).catch((error: unknown) => {
       if (error instanceof StreamTooLong) throw tooLarge();

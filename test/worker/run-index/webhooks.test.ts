@@ -302,40 +302,71 @@ describe("POST /webhooks/extend", () => {
     expect(lines.join("\n")).not.toContain("unhandled error");
   });
 
-  it("holds at most 32 MiB of bodies at once: past it a 503 to retry, and the room comes back", async () => {
-    const index = await builtIndex();
+  /** Senders that declare 10 MiB, send `sent` bytes of it and stall until released. */
+  function stalledSenders(index: IndexFake, count: number, sent: number) {
     const headers = {
       "x-extend-request-timestamp": String(nowSeconds()),
       "x-extend-request-signature": "0".repeat(64),
+      "content-length": String(10 * 1024 * 1024),
     };
-    // Three senders that declare 10 MiB and stall after their first chunk.
     const stalled: (() => void)[] = [];
-    const pending = Array.from({ length: 3 }, () => {
-      let sent = false;
+    const pending = Array.from({ length: count }, () => {
+      let left = sent;
       const body = new ReadableStream<Uint8Array>({
         async pull(controller) {
-          if (!sent) {
-            sent = true;
-            controller.enqueue(new Uint8Array(1024).fill(0x20));
+          if (left > 0) {
+            const chunk = Math.min(left, 1024 * 1024);
+            left -= chunk;
+            controller.enqueue(new Uint8Array(chunk).fill(0x20));
             return;
           }
           await new Promise<void>((resolve) => stalled.push(resolve));
           controller.close();
         },
       });
-      return post({ body, headers: { ...headers, "content-length": String(10 * 1024 * 1024) } }, index.env);
+      return post({ body, headers }, index.env);
     });
-    await vi.waitFor(() => expect(stalled.length).toBe(3));
+    return {
+      stalled: () => stalled.length,
+      release: async () => {
+        for (const release of stalled) release();
+        for (const response of await Promise.all(pending)) expect([400, 401]).toContain(response.status);
+      },
+    };
+  }
+
+  it("holds at most 32 MiB of bodies at once: past it a 503 to retry, and the room comes back", async () => {
+    const index = await builtIndex();
+    // Three senders that have sent all but the last KiB of 10 MiB.
+    const senders = stalledSenders(index, 3, 10 * 1024 * 1024 - 1024);
+    await vi.waitFor(() => expect(senders.stalled()).toBe(3), { timeout: 20_000 });
     const refused = await read(
-      await post({ body: "{}", headers }, index.env, { "content-length": String(3 * 1024 * 1024) }),
+      await post(
+        {
+          body: " ".repeat(3 * 1024 * 1024),
+          headers: {
+            "x-extend-request-timestamp": String(nowSeconds()),
+            "x-extend-request-signature": "0".repeat(64),
+          },
+        },
+        index.env,
+      ),
     );
     expectErrorEnvelope(refused, { status: 503, code: "WEBHOOKS_BUSY", retryable: true });
     expect(refused.headers.get("retry-after")).toBe("1");
-    for (const release of stalled) release();
-    for (const response of await Promise.all(pending)) expect([400, 401]).toContain(response.status);
+    await senders.release();
     // Every byte held is given back: a delivery is read and verified again.
     const { event } = failRun(index);
     expect((await post(await signedDelivery(SECRET_A, event), index.env)).status).toBe(200);
+  });
+
+  it("takes room as a body arrives: senders that declare 10 MiB and send nothing block no delivery", async () => {
+    const index = await builtIndex();
+    const senders = stalledSenders(index, 8, 1024);
+    await vi.waitFor(() => expect(senders.stalled()).toBe(8), { timeout: 5_000 });
+    const { event } = failRun(index);
+    expect((await post(await signedDelivery(SECRET_A, event), index.env)).status).toBe(200);
+    await senders.release();
   });
 
   it("applies an eventId once: a replay of an older event cannot undo a later one", async () => {
