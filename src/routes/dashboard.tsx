@@ -80,6 +80,22 @@ async function sendPage(
   });
 }
 
+/** A page of the dashboard's own refusals (not an API error's envelope), with the request id. */
+function sendErrorPage(
+  c: Context<AppEnv>,
+  status: ContentfulStatusCode,
+  title: string,
+  message: string,
+): Promise<Response> {
+  const nonce = cspNonce();
+  return sendPage(
+    c,
+    status,
+    nonce,
+    <ErrorPage nonce={nonce} status={status} title={title} message={message} requestId={c.var.requestId} />,
+  );
+}
+
 /** The form's query as /stats would read it, an empty field meaning "no filter". */
 function formQuery(c: Context<AppEnv>): Record<string, string | string[]> {
   const entries: [string, string | string[]][] = [];
@@ -326,19 +342,12 @@ function fromThisOrigin(c: Context<AppEnv>): boolean {
   return c.req.header("origin") === new URL(c.req.url).origin;
 }
 
-async function refusedCrossOrigin(c: Context<AppEnv>): Promise<Response> {
-  const nonce = cspNonce();
-  return sendPage(
+function refusedCrossOrigin(c: Context<AppEnv>): Promise<Response> {
+  return sendErrorPage(
     c,
     403,
-    nonce,
-    <ErrorPage
-      nonce={nonce}
-      status={403}
-      title="Refused"
-      message="Sign-in and sign-out are accepted only from the dashboard's own pages (the request's Origin is another site, or missing)."
-      requestId={c.var.requestId}
-    />,
+    "Refused",
+    "Sign-in and sign-out are accepted only from the dashboard's own pages (the request's Origin is another site, or missing).",
   );
 }
 
@@ -411,20 +420,7 @@ function logout(c: Context<AppEnv>): Response | Promise<Response> {
 
 const limitForm = bodyLimit({
   maxSize: MAX_FORM_BYTES,
-  onError: async (c) => {
-    const nonce = cspNonce();
-    return sendPage(
-      c,
-      413,
-      nonce,
-      <ErrorPage
-        nonce={nonce}
-        status={413}
-        title="Too large"
-        message={`A sign-in form is at most ${MAX_FORM_BYTES} bytes.`}
-      />,
-    );
-  },
+  onError: (c) => sendErrorPage(c, 413, "Too large", `A sign-in form is at most ${MAX_FORM_BYTES} bytes.`),
 });
 
 /**
@@ -441,18 +437,11 @@ const formLimit = createMiddleware<AppEnv>(async (c, next) => {
   } catch (error) {
     if (read) throw error;
     c.var.telemetry.cause = describeError(error);
-    const nonce = cspNonce();
-    return sendPage(
+    return sendErrorPage(
       c,
       400,
-      nonce,
-      <ErrorPage
-        nonce={nonce}
-        status={400}
-        title="Bad request"
-        message="The form could not be read to its end. Send it again from the dashboard."
-        requestId={c.var.requestId}
-      />,
+      "Bad request",
+      "The form could not be read to its end. Send it again from the dashboard.",
     );
   }
 });
