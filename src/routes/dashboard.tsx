@@ -55,9 +55,12 @@ const dashboardRoute = createRoute({
     "access rules and rate limit as `/stats`; a browser with a static client token signs in once " +
     "through `POST /dashboard/login`, which sets a signed `HttpOnly` session cookie.",
   responses: {
-    200: html("The dashboard; its counts equal `/stats` for the same filters."),
+    200: html(
+      "The dashboard; its counts equal `/stats` for the same filters. For a browser's navigation " +
+        "(`Sec-Fetch-Dest: document`) without credentials, the sign-in page.",
+    ),
     400: html("A filter is malformed: the form names it with the message `/stats` would give."),
-    401: html("No valid credentials: the sign-in page."),
+    401: html("No valid credentials: the sign-in page (to any client but a browser's navigation)."),
     429: html("This caller exceeded the `/stats` rate limit."),
   },
 });
@@ -198,13 +201,21 @@ function dashboardAccess() {
             : hasTokens
               ? "Enter one of the proxy's client tokens to see the dashboard."
               : "This dashboard needs a JWT: open it through Cloudflare Access or your identity provider.";
-    const headers: Record<string, string> = {};
+    const headers: Record<string, string> = { vary: "Sec-Fetch-Dest" };
     const challenge = result.headers.get("www-authenticate");
     if (challenge) headers["www-authenticate"] = challenge;
+    // A browser opening the page without credentials gets the way in as a page (200): as a 401,
+    // Chromium reports the document itself as a failed load on the console. Every other client,
+    // and a credential presented and refused (a header, a cookie), still gets the 401.
+    const signInNavigation =
+      !headerCredentials &&
+      !sessionEnded &&
+      (hasTokens || config.jwt !== undefined) &&
+      c.req.header("sec-fetch-dest") === "document";
     const nonce = cspNonce();
     return sendPage(
       c,
-      401,
+      signInNavigation ? 200 : 401,
       nonce,
       <SignInPage
         nonce={nonce}

@@ -428,6 +428,33 @@ describe("GET /dashboard: access, the rules of /stats", () => {
     expect(fake.listCalls).toHaveLength(0);
   });
 
+  it("gives a browser's navigation without credentials the sign-in page as a 200, no data", async () => {
+    const { fake, env: stateEnv } = useStatsFake();
+    const navigation = { "sec-fetch-dest": "document", "sec-fetch-mode": "navigate" };
+    const response = await callProxy("/dashboard?status=FAILED", {
+      env: { ...stateEnv, ...TOKENS },
+      headers: navigation,
+    });
+    const html = await response.text();
+    expect(response.status).toBe(200);
+    expect(response.headers.get("vary")).toMatch(/Sec-Fetch-Dest/i);
+    expectNoScript(html, expectPageHeaders(response));
+    expect(html).toContain('<form method="post" action="/dashboard/login">');
+    expect(html).not.toContain('id="status-heading"');
+    expect(fake.listCalls).toHaveLength(0);
+    // A credential presented and refused is still the 401, in a browser too.
+    const refused = await callProxy("/dashboard", {
+      env: { ...stateEnv, ...TOKENS },
+      headers: { ...navigation, authorization: "Bearer not-a-token", "cf-connecting-ip": freshIp() },
+    });
+    expect(refused.status).toBe(401);
+    const unconfigured = await callProxy("/dashboard", {
+      env: { ...stateEnv, ALLOW_ANONYMOUS: "false" },
+      headers: navigation,
+    });
+    expect(unconfigured.status).toBe(401);
+  });
+
   it("accepts a client token as a bearer header, like /stats", async () => {
     const { env: stateEnv } = useStatsFake();
     const response = await callProxy("/dashboard", { env: { ...stateEnv, ...TOKENS }, headers: BEARER });
