@@ -13,6 +13,7 @@ import {
   COMMA,
   DOT,
   isDigit,
+  isJsonWhitespace,
   LOWER_E,
   MINUS,
   NINE,
@@ -213,7 +214,7 @@ class Reader {
     let i = this.position;
     for (; i < this.length; i++) {
       const b = bytes[i] as number;
-      if (b !== 0x20 && b !== 0x0a && b !== 0x0d && b !== 0x09) break;
+      if (!isJsonWhitespace(b)) break;
     }
     this.position = i;
   }
