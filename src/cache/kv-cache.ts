@@ -1,4 +1,4 @@
-import { type Clock, systemClock } from "../lib/clock.ts";
+import { type Clock, settledWithin, systemClock } from "../lib/clock.ts";
 import { sha256Hex } from "../lib/digest.ts";
 import { utf16Length } from "../lib/utf8.ts";
 
@@ -285,26 +285,23 @@ export function createKvCache(deps: KvCacheDeps): KvCache {
     parse: (stored: Uint8Array<ArrayBuffer>) => T | undefined,
   ): Promise<Lookup<T>> {
     if (!kv) return { kind: "unusable", reason: "no-binding" };
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<"timeout">((resolve) => {
-      timer = setTimeout(() => resolve("timeout"), KV_READ_TIMEOUT_MS);
-    });
-    let raw: KVNamespaceGetWithMetadataResult<ArrayBuffer, unknown> | "timeout";
+    let read: Promise<KVNamespaceGetWithMetadataResult<ArrayBuffer, unknown>>;
     try {
-      const read = kv.getWithMetadata<unknown>(key, { type: "arrayBuffer" });
-      // A read that loses the race may still reject later; that must not surface anywhere.
-      read.catch(() => undefined);
-      raw = await Promise.race([read, timeout]);
+      read = kv.getWithMetadata<unknown>(key, { type: "arrayBuffer" });
     } catch (error) {
-      log({ level: "warn", msg: "cache read failed", key, error: errorName(error) });
-      return { kind: "unusable", reason: "kv-error" };
-    } finally {
-      clearTimeout(timer);
+      read = Promise.reject(error);
     }
-    if (raw === "timeout") {
+    // A read that loses the race may still reject later: settledWithin has handled it.
+    const settled = await settledWithin(read, KV_READ_TIMEOUT_MS);
+    if (settled.kind === "failed") {
+      log({ level: "warn", msg: "cache read failed", key, error: errorName(settled.error) });
+      return { kind: "unusable", reason: "kv-error" };
+    }
+    if (settled.kind === "late") {
       log({ level: "warn", msg: "cache read timed out", key, timeoutMs: KV_READ_TIMEOUT_MS });
       return { kind: "unusable", reason: "kv-timeout" };
     }
+    const raw = settled.value;
     if (typeof raw !== "object" || raw === null) return corrupt(key);
     if (raw.value === null || raw.value === undefined) return { kind: "absent" };
     const { value: buffer, metadata } = raw;
