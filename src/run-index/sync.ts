@@ -599,12 +599,11 @@ export class RunIndexSync {
 
   /** When the next candidate may be checked with GET (now, unless every one failed lately), or null. */
   private nextCheckAt(now: number): number | null {
-    if (this.candidateCount() === 0) return null;
-    let soonest = Number.POSITIVE_INFINITY;
+    let soonest: number | null = null;
     for (const row of this.sql.exec<{ id: string }>(`SELECT id FROM run_candidates`)) {
       const failed = this.failedChecks.get(row.id);
       if (failed === undefined || failed.retryAt <= now) return now;
-      soonest = Math.min(soonest, failed.retryAt);
+      soonest = Math.min(soonest ?? failed.retryAt, failed.retryAt);
     }
     return soonest;
   }
