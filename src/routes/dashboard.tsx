@@ -144,8 +144,7 @@ function dashboardHref(query: string | URLSearchParams): string {
  * be dropped after sign-in anyway, and could push the form past MAX_FORM_BYTES.
  */
 function returnQuery(c: Context<AppEnv>): string {
-  const search = filterParams(new URL(c.req.url).search).toString();
-  return search !== "" && search.length <= MAX_RETURN_QUERY_CHARS ? `?${search}` : "";
+  return dashboardHref(new URL(c.req.url).search).slice(DASHBOARD_PATH.length);
 }
 
 function viewerOf(c: Context<AppEnv>): Viewer {
