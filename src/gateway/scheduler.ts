@@ -25,6 +25,8 @@ export const BACKOFF_AFTER_429_MS = 1_000;
 export const MAX_BACKOFF_AFTER_429_MS = 16_000;
 /** Longest pause a Retry-After may impose; a longer one from Extend is cut to this. */
 export const MAX_HONOURED_RETRY_AFTER_MS = 300_000;
+/** How far ahead the scheduler plays its queue to tell a request its wait; beyond, it is this. */
+export const ESTIMATE_HORIZON_MS = 60_000;
 
 /** Interactive work (list misses) always goes before bulk work (scans, sync, refreshes). */
 export type Priority = "interactive" | "bulk";
@@ -158,15 +160,23 @@ export class Scheduler {
     };
   }
 
-  /** Milliseconds until a request of `priority` queued now could start (at least 1 s when it cannot now). */
-  estimateMs(priority: Priority): number {
+  /** Milliseconds until `caller`'s request of `priority` queued now could start (at least 1 s). */
+  estimateMs(priority: Priority, caller: string): number {
     const now = this.clock.now();
-    return Math.max(this.estimate(priority, now), this.pausedUntil - now, RATE_WINDOW_MS);
+    return Math.max(this.estimate(priority, caller, now), this.pausedUntil - now, RATE_WINDOW_MS);
   }
 
-  /** The refusal a request would get now (it cannot start within its wait), or undefined. */
-  check(priority: Priority, maxWaitMs: number): SlotRefused | undefined {
-    return this.refusalFor(priority, maxWaitMs, this.clock.now());
+  /**
+   * Milliseconds until `caller`'s request of `priority`, queued now, would start if nothing else
+   * arrived and every start held its slot for the window and guard (as an untracked one does).
+   */
+  waitMs(priority: Priority, caller: string): number {
+    return this.estimate(priority, caller, this.clock.now());
+  }
+
+  /** The refusal `caller`'s request would get now (it cannot start within its wait), or undefined. */
+  check(priority: Priority, caller: string, maxWaitMs: number): SlotRefused | undefined {
+    return this.refusalFor(priority, caller, maxWaitMs, this.clock.now());
   }
 
   /** Queues a request for a start; `started` resolves when it may call, or rejects with SlotRefused. */
@@ -174,7 +184,7 @@ export class Scheduler {
     const now = this.clock.now();
     let waiting: Waiting | undefined;
     const started = new Promise<Slot>((resolve, reject) => {
-      const refusal = this.refusalFor(request.priority, request.maxWaitMs, now);
+      const refusal = this.refusalFor(request.priority, request.caller, request.maxWaitMs, now);
       if (refusal) {
         reject(refusal);
         return;
@@ -307,33 +317,81 @@ export class Scheduler {
     );
   }
 
+  /** How many of the window's starts `caller` holds. */
+  private heldBy(caller: string): number {
+    return this.starts.reduce((n, s) => (s.caller === caller ? n + 1 : n), 0);
+  }
+
+  /** How many of a window's starts one caller may hold: all of them only while the limit is one. */
   private perCallerCap(): number {
-    return Math.max(1, this.limit - 1);
+    return this.limit > 1 ? this.limit - 1 : Number.POSITIVE_INFINITY;
   }
 
   /**
-   * Milliseconds until a new request of `priority` could start: the pause, then its place behind
-   * everything queued before it at that priority or above.
+   * Milliseconds until a new request of `caller` at `priority` could start: the queue played
+   * forward as `pump` would serve it (the pause, interactive first, callers in turn, none over
+   * its share, a waiter gone at its deadline), each start holding its slot for the window and
+   * guard. Beyond ESTIMATE_HORIZON_MS it answers that horizon: the request is refused anyway.
    */
-  private estimate(priority: Priority, now: number): number {
+  private estimate(priority: Priority, caller: string, now: number): number {
     this.prune(now);
-    const ahead = this.count("interactive") + (priority === "bulk" ? this.count("bulk") : 0);
-    const paused = Math.max(0, this.pausedUntil - now);
-    if (paused > 0) return paused + Math.floor(ahead / this.limit) * SLOT_HOLD_MS;
-    const free = this.limit - this.starts.length;
-    if (ahead < free) return 0;
-    const beyond = ahead - Math.max(0, free);
-    const rounds = Math.floor(beyond / this.limit);
-    const frees = this.starts.map((s) => this.freesBy(s, now)).sort((a, b) => a - b);
-    const slot = frees[beyond % this.limit];
-    const first = slot !== undefined ? slot - now : 0;
-    return Math.max(0, first) + rounds * SLOT_HOLD_MS;
+    const cap = this.perCallerCap();
+    // The common case, a quiet tenant: nothing queued, a slot free, the caller within its share.
+    if (
+      this.pausedUntil <= now &&
+      this.starts.length < this.limit &&
+      this.queues.interactive.size + this.queues.bulk.size === 0 &&
+      this.heldBy(caller) < cap
+    ) {
+      return 0;
+    }
+    const held = new Map<string, number>();
+    const slots: { frees: number; caller: string }[] = [];
+    for (const s of this.starts) {
+      slots.push({ frees: this.freesBy(s, now), caller: s.caller });
+      held.set(s.caller, (held.get(s.caller) ?? 0) + 1);
+    }
+    const mine: Queued = { caller, deadline: Number.POSITIVE_INFINITY };
+    const queues = {} as Queues<Queued>;
+    for (const p of PRIORITIES) {
+      queues[p] = new Map([...this.queues[p]].map(([c, list]) => [c, [...list]]));
+    }
+    const own = queues[priority].get(caller);
+    if (own) own.push(mine);
+    else queues[priority].set(caller, [mine]);
+    let at = Math.max(now, this.pausedUntil);
+    for (;;) {
+      for (let i = slots.length - 1; i >= 0; i--) {
+        const slot = slots[i] as (typeof slots)[number];
+        if (slot.frees > at) continue;
+        slots.splice(i, 1);
+        held.set(slot.caller, (held.get(slot.caller) ?? 1) - 1);
+      }
+      dropExpired(queues, at);
+      while (slots.length < this.limit) {
+        const w = takeNext(queues, (c) => held.get(c) ?? 0, cap);
+        if (!w) break;
+        if (w === mine) return at - now;
+        slots.push({ frees: at + SLOT_HOLD_MS, caller: w.caller });
+        held.set(w.caller, (held.get(w.caller) ?? 0) + 1);
+      }
+      // Not served at `at`: every slot is held (or its caller's share is), so one frees later.
+      let next = Number.POSITIVE_INFINITY;
+      for (const slot of slots) next = Math.min(next, slot.frees);
+      if (!(next - now <= ESTIMATE_HORIZON_MS)) return ESTIMATE_HORIZON_MS;
+      at = next;
+    }
   }
 
-  private refusalFor(priority: Priority, maxWaitMs: number, now: number): SlotRefused | undefined {
+  private refusalFor(
+    priority: Priority,
+    caller: string,
+    maxWaitMs: number,
+    now: number,
+  ): SlotRefused | undefined {
     const paused = this.pausedUntil - now;
     if (paused > maxWaitMs) return new SlotRefused("paused", paused);
-    const wait = this.estimate(priority, now);
+    const wait = this.estimate(priority, caller, now);
     if (wait > maxWaitMs) return new SlotRefused(paused > 0 ? "paused" : "busy", wait);
     return undefined;
   }
@@ -361,22 +419,7 @@ export class Scheduler {
 
   /** The next request to start: interactive first, callers in turn, none over its share. */
   private next(): Waiting | undefined {
-    const cap = this.perCallerCap();
-    for (const priority of PRIORITIES) {
-      const queue = this.queues[priority];
-      for (const [caller, list] of queue) {
-        const used = this.starts.reduce((n, s) => (s.caller === caller ? n + 1 : n), 0);
-        if (used >= cap && this.limit > 1) continue;
-        const first = list[0];
-        if (!first) continue;
-        // Round-robin: the caller just served goes to the back of its class.
-        queue.delete(caller);
-        if (list.length > 1) queue.set(caller, list);
-        list.shift();
-        return first;
-      }
-    }
-    return undefined;
+    return takeNext(this.queues, (caller) => this.heldBy(caller), this.perCallerCap());
   }
 
   private pump(): void {
@@ -391,7 +434,8 @@ export class Scheduler {
     }
     // Whoever could not start by its deadline is told now, with the time its slot is due.
     for (const w of this.queued()) {
-      if (w.deadline <= now) this.refuse(w, new SlotRefused("busy", this.estimate(w.priority, now) || 1));
+      if (w.deadline <= now)
+        this.refuse(w, new SlotRefused("busy", this.estimate(w.priority, w.caller, now) || 1));
     }
     if (this.pausedUntil > now) {
       this.wake(this.pausedUntil);
@@ -434,5 +478,50 @@ export class Scheduler {
       this.pump();
       this.watch(w);
     });
+  }
+}
+
+/** What choosing the next start needs of a queued request. */
+interface Queued {
+  caller: string;
+  deadline: number;
+}
+
+type Queues<T extends Queued> = Record<Priority, Map<string, T[]>>;
+
+/**
+ * Takes the next request to start out of `queues`: interactive first, callers in turn (the one
+ * served goes to the back of its class), none holding `cap` starts already. The scheduler's
+ * `pump` and its estimate share it, so the estimate plays the queue as it will really be served.
+ */
+function takeNext<T extends Queued>(
+  queues: Queues<T>,
+  held: (caller: string) => number,
+  cap: number,
+): T | undefined {
+  for (const priority of PRIORITIES) {
+    const queue = queues[priority];
+    for (const [caller, list] of queue) {
+      if (held(caller) >= cap) continue;
+      const first = list[0];
+      if (!first) continue;
+      queue.delete(caller);
+      if (list.length > 1) queue.set(caller, list);
+      list.shift();
+      return first;
+    }
+  }
+  return undefined;
+}
+
+/** Drops the requests whose deadline passed before `at`: the scheduler refused them then. */
+function dropExpired<T extends Queued>(queues: Queues<T>, at: number): void {
+  for (const priority of PRIORITIES) {
+    for (const [caller, list] of queues[priority]) {
+      const kept = list.filter((w) => w.deadline >= at);
+      if (kept.length === list.length) continue;
+      if (kept.length === 0) queues[priority].delete(caller);
+      else queues[priority].set(caller, kept);
+    }
   }
 }

@@ -192,7 +192,7 @@ export class TenantGateway {
       return this.participate(running, request, maxWaitMs, false);
     }
     // Refused up front, the request leaves nothing queued behind it: no call starts for nobody.
-    const refused = this.scheduler.check(request.priority, maxWaitMs);
+    const refused = this.scheduler.check(request.priority, request.caller, maxWaitMs);
     if (refused) return { ...refusal(refused), shared: false, attempts: [] };
     const load = this.start(key, request, maxWaitMs);
     load.holders += 1;
@@ -379,7 +379,7 @@ export class TenantGateway {
       ]);
       clearTimeout(timer);
       if (turn === "late" && !load.started) {
-        const waitMs = this.scheduler.estimateMs(request.priority);
+        const waitMs = this.scheduler.estimateMs(request.priority, request.caller);
         const paused = this.scheduler.stats().pausedForMs > 0;
         return {
           ...refusal(new SlotRefused(paused ? "paused" : "busy", waitMs)),

@@ -223,7 +223,7 @@ describe("the tenant scheduler (controllable clock)", () => {
     await clock.advance(1_699);
     expect(starts).toHaveLength(1);
     // Meanwhile a newcomer is told the time to the earliest the slot can free, not a fixed hold.
-    const waiting = scheduler.check("interactive", 0);
+    const waiting = scheduler.check("interactive", "newcomer", 0);
     expect(waiting?.retryAfterMs).toBe(1);
     await clock.advance(1);
     expect(starts.map((s) => s.at - 1_000_000)).toEqual([0, 700 + RATE_WINDOW_MS]);
@@ -306,6 +306,61 @@ describe("the tenant scheduler (controllable clock)", () => {
     expect(late.refused).toHaveLength(1);
     expect(late.refused[0]?.error.retryAfterMs).toBe(3 * HOLD);
     expect(clock.now()).toBe(1_000_000);
+  });
+
+  it("refuses a request only when its own turn is past its wait: callers take turns, none over its share", async () => {
+    const clock = manualClock();
+    const scheduler = new Scheduler(2, clock);
+    // One reader's six list misses may take one start a window (its share at 2 a second), and the
+    // sync's four bulk calls take turns with any other bulk caller for the rest.
+    track(
+      scheduler,
+      clock,
+      Array.from({ length: 6 }, () => ({ caller: "reader" })),
+    );
+    track(
+      scheduler,
+      clock,
+      Array.from({ length: 4 }, () => ({ caller: "sync", priority: "bulk" as const })),
+    );
+    await flush();
+    const scan = track(scheduler, clock, [{ caller: "scan", priority: "bulk", maxWaitMs: 5_000 }]);
+    await clock.advance(10_000);
+    // Now: the reader and the sync; after a hold: the reader and the sync again (it queued first);
+    // after two: the reader and the scan.
+    expect(scan.refused).toEqual([]);
+    expect(scan.starts[0]?.at).toBe(1_000_000 + 2 * HOLD);
+  });
+
+  it("foretells exactly when a request queued now would start, for any queue of untracked work", async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.integer({ min: 1, max: 6 }),
+        fc.array(
+          fc.record({
+            caller: fc.constantFrom("a", "b", "c", "d"),
+            priority: fc.constantFrom("interactive", "bulk"),
+            maxWaitMs: fc.integer({ min: 0, max: 8_000 }),
+          }),
+          { maxLength: 30 },
+        ),
+        fc.record({
+          caller: fc.constantFrom("a", "b", "e"),
+          priority: fc.constantFrom("interactive", "bulk"),
+        }),
+        async (rps, queued, asked) => {
+          const clock = manualClock();
+          const scheduler = new Scheduler(rps, clock);
+          track(scheduler, clock, queued as { caller: string; priority: Priority; maxWaitMs: number }[]);
+          await flush();
+          const foretold = scheduler.waitMs(asked.priority as Priority, asked.caller);
+          const mine = track(scheduler, clock, [{ ...(asked as { caller: string; priority: Priority }) }]);
+          await clock.advance(120_000);
+          expect(mine.starts[0]?.at).toBe(1_000_000 + foretold);
+        },
+      ),
+      { numRuns: 200 },
+    );
   });
 
   it("pauses every caller once for a burst of 429s, halving the rate, then recovers", async () => {
