@@ -129,6 +129,17 @@ const LOCATION_HINTS = [
   "none",
 ] as const satisfies readonly (DurableObjectLocationHint | "none")[];
 
+// A union with "" would report its own "Invalid input" instead of naming the accepted hints.
+const locationHint = optionalString.transform((value, ctx) => {
+  if (value === undefined) return undefined;
+  const hint = LOCATION_HINTS.find((known) => known === value);
+  if (hint === undefined) {
+    ctx.addIssue({ code: "custom", message: `must be one of ${LOCATION_HINTS.join(", ")}` });
+    return z.NEVER;
+  }
+  return hint;
+});
+
 const clientTokens = listSetting.superRefine((tokens, ctx) => {
   if (tokens.some((token) => !/^[\x21-\x7e]+$/.test(token))) {
     // A token with a space or non-ASCII character could never arrive in an Authorization header.
@@ -219,10 +230,7 @@ const RawConfig = z.object({
   ALLOW_ANONYMOUS: booleanSetting,
   ALLOWED_ORIGINS: originList,
   REDACT_FIELDS: redactPaths,
-  GATEWAY_LOCATION_HINT: z
-    .enum(LOCATION_HINTS, { error: `must be one of ${LOCATION_HINTS.join(", ")}` })
-    .optional()
-    .or(z.literal("").transform(() => undefined)),
+  GATEWAY_LOCATION_HINT: locationHint,
   RUN_INDEX: onOffSetting,
   INDEX_SYNC_SECONDS: intSetting(30, 5, 3_600),
   INDEX_RECONCILE_SECONDS: intSetting(86_400, 30, 2_592_000),

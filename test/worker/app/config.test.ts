@@ -174,6 +174,20 @@ describe("broken configuration", () => {
     expect(tenant.fake.requests).toHaveLength(0);
   });
 
+  it.each([
+    ["GATEWAY_LOCATION_HINT", `eu${MARK}`, "must be one of wnam, enam, sam, weur"],
+    ["RUN_INDEX", `yes${MARK}`, 'must be "on" or "off"'],
+    ["ALLOW_ANONYMOUS", `yes${MARK}`, 'must be "true" or "false"'],
+  ] as const)("%s: the message says which values are accepted", async (setting, value, expected) => {
+    const res = await read(
+      await isolatedTenant().call("/workflow_runs?maxPageSize=2", { env: { [setting]: value } }),
+    );
+    const body = expectErrorEnvelope(res, { status: 500, code: "CONFIG_INVALID", retryable: false });
+    expect(body.message).toContain(`setting ${setting} ${expected}`);
+    expect(body.details).toEqual([{ field: setting, message: expect.stringContaining(expected) }]);
+    expect(res.text).not.toContain(MARK);
+  });
+
   it.each(BROKEN)("$name: /healthz still answers", async ({ env }) => {
     const res = await isolatedTenant().call("/healthz", { env });
     expect(res.status).toBe(200);
