@@ -4,6 +4,7 @@ import type { Context } from "hono";
 import scalarBundle from "../../node_modules/@scalar/api-reference/dist/browser/standalone.js";
 import { version as scalarVersion } from "../../node_modules/@scalar/api-reference/package.json";
 import { version } from "../../package.json";
+import { loadConfig } from "../app/config.ts";
 import type { AppEnv } from "../app/env.ts";
 import { jsonText } from "../app/router.ts";
 import { cspNonce, docsContentSecurityPolicy } from "../security/headers.ts";
@@ -159,6 +160,65 @@ export function buildOpenApiDocument(app: OpenAPIHono<AppEnv>, origin: string): 
   return document;
 }
 
+interface SchemaNode {
+  $ref?: string;
+  properties?: Record<string, SchemaNode>;
+  required?: string[];
+  items?: SchemaNode;
+  anyOf?: SchemaNode[];
+  oneOf?: SchemaNode[];
+}
+
+/** The object schemas a value under `node` may be: through `$ref`s, unions and array items. */
+function objectSchemas(node: SchemaNode, schemas: Record<string, SchemaNode>): SchemaNode[] {
+  if (node.$ref !== undefined) {
+    const target = schemas[node.$ref.slice(node.$ref.lastIndexOf("/") + 1)];
+    return target ? objectSchemas(target, schemas) : [];
+  }
+  const found = [...(node.anyOf ?? []), ...(node.oneOf ?? [])].flatMap((branch) =>
+    objectSchemas(branch, schemas),
+  );
+  if (node.items) found.push(...objectSchemas(node.items, schemas));
+  if (node.properties) found.push(node);
+  return found;
+}
+
+/**
+ * The document as this deployment answers: every REDACT_FIELDS path is removed from the run
+ * schema, so a page validates against it (a redacted field is never sent, required or not).
+ */
+function withoutRedactedFields(document: OpenApiDocument, paths: readonly string[]): OpenApiDocument {
+  if (paths.length === 0) return document;
+  const redacted = structuredClone(document);
+  const schemas = (redacted.components?.schemas ?? {}) as Record<string, SchemaNode>;
+  const run = schemas.WorkflowRunSummary;
+  if (!run) return redacted;
+  for (const path of paths) {
+    const segments = path.split(".");
+    const last = segments.pop() as string;
+    let nodes = [run];
+    for (const segment of segments) {
+      nodes = nodes
+        .flatMap((node) => objectSchemas(node, schemas))
+        .flatMap((node) => (node.properties?.[segment] ? [node.properties[segment]] : []));
+    }
+    for (const node of nodes.flatMap((n) => objectSchemas(n, schemas))) {
+      if (node.properties) delete node.properties[last];
+      if (node.required) node.required = node.required.filter((name) => name !== last);
+    }
+  }
+  return redacted;
+}
+
+/** The redacted fields when the configuration parses; the document answers even when it does not. */
+function redactedFields(env: Env): readonly string[] {
+  try {
+    return loadConfig(env).redactFields;
+  } catch {
+    return [];
+  }
+}
+
 /** Browsers and caches may keep the versioned bundle for a year (it never changes under its name). */
 export const SCALAR_BUNDLE_CACHE_CONTROL = "public, max-age=31536000, immutable";
 /**
@@ -222,7 +282,9 @@ export function registerDocs(app: OpenAPIHono<AppEnv>): void {
   app.openapi(openApiRoute, (c) =>
     jsonText<z.infer<typeof ApiDocument>>(
       c,
-      JSON.stringify(buildOpenApiDocument(app, new URL(c.req.url).origin)),
+      JSON.stringify(
+        withoutRedactedFields(buildOpenApiDocument(app, new URL(c.req.url).origin), redactedFields(c.env)),
+      ),
       {
         "cache-control": "public, max-age=300",
       },

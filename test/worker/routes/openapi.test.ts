@@ -21,6 +21,7 @@ import {
 } from "../../../src/routes/docs.ts";
 import { StatsQuery } from "../../../src/stats/schemas.ts";
 import { callProxy, json } from "../support/proxy.ts";
+import { isolatedTenant } from "../support/tenant.ts";
 
 /** The slice of JSON Schema the proxy's parameters use. */
 interface ParamSchema {
@@ -473,6 +474,60 @@ describe("GET /docs", () => {
     const { res, csp } = await fetchDocs();
     expect(csp).toContain("frame-ancestors 'none'");
     expect(res.headers.get("x-content-type-options")).toBe("nosniff");
+  });
+});
+
+describe("GET /openapi.json under REDACT_FIELDS", () => {
+  type Node = {
+    $ref?: string;
+    properties?: Record<string, Node>;
+    required?: string[];
+    items?: Node;
+    anyOf?: Node[];
+  };
+  const object = (doc: OpenApiDocument, node: Node | undefined): Node | undefined => {
+    const target = node?.$ref ? (resolve(doc, node as ParamSchema) as Node) : node;
+    return target?.items ?? target?.anyOf?.find((branch) => branch.properties) ?? target;
+  };
+
+  it("describes the runs this deployment sends: a redacted field is neither required nor listed", async () => {
+    const env = { REDACT_FIELDS: "usage,status,files.name,workflow.createdBy" };
+    const tenant = isolatedTenant();
+    const doc = await json<OpenApiDocument>(await tenant.call(OPENAPI_PATH, { env }));
+    const page = await json<{ data: Record<string, unknown>[] }>(
+      await tenant.call("/workflow_runs?maxPageSize=5", { env }),
+    );
+    const run = doc.components.schemas.WorkflowRunSummary as Node;
+    const files = object(doc, run.properties?.files);
+    const workflow = object(doc, run.properties?.workflow);
+    for (const [schema, name] of [
+      [run, "usage"],
+      [run, "status"],
+      [files, "name"],
+      [workflow, "createdBy"],
+    ] as const) {
+      expect(schema?.required, name).not.toContain(name);
+      expect(Object.keys(schema?.properties ?? {}), name).not.toContain(name);
+    }
+    expect(run.required).toContain("id");
+    expect(files?.required).toContain("id");
+    expect(page.data.length).toBeGreaterThan(0);
+    for (const sent of page.data) {
+      for (const name of run.required ?? []) expect(sent, name).toHaveProperty(name);
+      for (const file of sent.files as Record<string, unknown>[])
+        for (const name of files?.required ?? []) expect(file, `files.${name}`).toHaveProperty(name);
+      for (const name of workflow?.required ?? [])
+        expect(sent.workflow, `workflow.${name}`).toHaveProperty(name);
+    }
+  });
+
+  it("still answers, unredacted, when the configuration is broken", async () => {
+    const res = await isolatedTenant().call(OPENAPI_PATH, {
+      env: { REDACT_FIELDS: "usage", UPSTREAM_MAX_RPS: "0" },
+    });
+    expect(res.status).toBe(200);
+    const doc = await json<OpenApiDocument>(res);
+    expect(doc.components.schemas.WorkflowRunSummary?.required).toContain("usage");
   });
 });
 
