@@ -20,7 +20,9 @@ export const ERRORS = {
   METHOD_NOT_ALLOWED: {
     status: 405,
     retryable: false,
-    description: "Only GET, HEAD and OPTIONS are served (POST only on /webhooks/extend).",
+    description:
+      "The path does not serve this method (`Allow` lists those it does): GET, HEAD and OPTIONS, " +
+      "POST on /webhooks/extend and on the dashboard's sign-in and sign-out.",
   },
   PAYLOAD_TOO_LARGE: {
     status: 413,

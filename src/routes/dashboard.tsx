@@ -61,7 +61,15 @@ const dashboardRoute = createRoute({
     ),
     400: html("A filter is malformed: the form names it with the message `/stats` would give."),
     401: html("No valid credentials: the sign-in page (to any client but a browser's navigation)."),
+    303: {
+      description:
+        "A submitted form with empty fields: the same address without them, before anything is charged.",
+    },
     429: html("This caller exceeded the `/stats` rate limit."),
+    500: html("A broken configuration (`CONFIG_INVALID`) or an unexpected error, with the API's message."),
+    502: html("Extend failed or refused the proxy's key (`UPSTREAM_*`), with the API's message."),
+    503: html("Extend's rate limit, the JWT signing keys or the run index unavailable, with `Retry-After`."),
+    504: html("Extend did not answer within the proxy's deadline (`UPSTREAM_TIMEOUT`)."),
   },
 });
 

@@ -44,7 +44,14 @@ const webhookRoute = createRoute({
       description: "Verified and applied (or a duplicate of an event already applied).",
       content: { "application/json": { schema: WebhookReceipt } },
     },
-    ...errorResponses(["UNAUTHORIZED", "NOT_FOUND", "PAYLOAD_TOO_LARGE", "WEBHOOKS_BUSY", "INTERNAL_ERROR"]),
+    ...errorResponses([
+      "UNAUTHORIZED",
+      "NOT_FOUND",
+      "PAYLOAD_TOO_LARGE",
+      "WEBHOOKS_BUSY",
+      "CONFIG_INVALID",
+      "INTERNAL_ERROR",
+    ]),
   },
 });
 
