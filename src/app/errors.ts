@@ -110,7 +110,9 @@ export const ErrorBody = z
     details: z
       .array(z.object({ field: z.string(), message: z.string() }))
       .optional()
-      .openapi({ description: "The offending fields (validation errors only)." }),
+      .openapi({
+        description: "The offending fields (validation errors), or the setting (`CONFIG_INVALID`).",
+      }),
   })
   .openapi("Error", { description: "Error envelope, modelled on Extend's own." });
 
