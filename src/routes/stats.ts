@@ -27,6 +27,14 @@ const statsRoute = createRoute({
             "`HIT`, `STALE`, `MISS` or `BYPASS` (a resumed scan and an index answer never read the cache).",
           schema: { type: "string", enum: ["HIT", "STALE", "MISS", "BYPASS"] },
         },
+        age: {
+          description: "With `HIT` and `STALE`: seconds since the cached answer was computed.",
+          schema: { type: "integer", minimum: 0 },
+        },
+        "last-modified": {
+          description: "On an answer from the run index: its `asOf`.",
+          schema: { type: "string" },
+        },
       },
       content: { "application/json": { schema: WorkflowRunStats } },
     },

@@ -13,6 +13,11 @@ import { errorResponses } from "./responses.ts";
  */
 export const LIST_CACHE_CONTROL = "private, no-cache";
 
+const PAGE_ETAG_HEADER = {
+  description: "A weak validator of the page's bytes and the redaction setting, for `If-None-Match`.",
+  schema: { type: "string" },
+} as const;
+
 const listRoute = createRoute({
   method: "get",
   path: "/workflow_runs",
@@ -24,9 +29,23 @@ const listRoute = createRoute({
   responses: {
     200: {
       description: "One page of runs, exactly as Extend returned it.",
+      headers: {
+        "x-cache": {
+          description: "`HIT`, `STALE`, `MISS` or `BYPASS`: how the page was served.",
+          schema: { type: "string", enum: ["HIT", "STALE", "MISS", "BYPASS"] },
+        },
+        etag: PAGE_ETAG_HEADER,
+        age: {
+          description: "With `HIT` and `STALE`: seconds since the page was fetched from Extend.",
+          schema: { type: "integer", minimum: 0 },
+        },
+      },
       content: { "application/json": { schema: WorkflowRunsListResponse } },
     },
-    304: { description: "Not modified: `If-None-Match` matched the page's current `ETag`." },
+    304: {
+      description: "Not modified: `If-None-Match` matched the page's current `ETag`.",
+      headers: { etag: PAGE_ETAG_HEADER },
+    },
     ...errorResponses(),
   },
 });
