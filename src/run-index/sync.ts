@@ -672,7 +672,9 @@ export class RunIndexSync {
             } else if (!failed) {
               failed = true;
               failure = error;
-              abort.abort(error);
+              // A call the budget put off says nothing about the ones it let start: they land,
+              // or a budget below the run's concurrency would cut every run off before a page.
+              if (!(error instanceof SlotRefused)) abort.abort(error);
             }
           })
           .finally(() => running.delete(promise));
@@ -715,7 +717,12 @@ export class RunIndexSync {
     const now = this.deps.now();
     const state = this.state();
     const count = state.errorCount + 1;
-    const code = error instanceof ApiError ? error.code : "INTERNAL_ERROR";
+    const code =
+      error instanceof ApiError
+        ? error.code
+        : error instanceof SlotRefused
+          ? "UPSTREAM_RATE_LIMITED"
+          : "INTERNAL_ERROR";
     // The budget's or Extend's own Retry-After, when there is one; else an exponential back-off.
     const told =
       error instanceof SlotRefused

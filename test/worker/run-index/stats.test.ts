@@ -2,7 +2,7 @@
 // alarm that drives it, the cron that watches the alarm, and RUN_INDEX=off.
 import { createScheduledController, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { type FakeRun, generateRuns } from "../../../fake/extend.ts";
 import worker from "../../../src/index.ts";
 import { hasIndex } from "../../../src/run-index/schema.ts";
@@ -62,6 +62,26 @@ describe("GET /stats with the run index", () => {
     expect(response.headers.get("x-cache")).toBe("BYPASS");
     expect(response.headers.get("last-modified")).toBe(new Date(body.asOf ?? "").toUTCString());
     expect(index.calls.length).toBe(calls);
+    await stopAlarm(index.stub);
+  });
+
+  it("builds under the smallest upstream budget: a call the budget puts off stops no other", {
+    timeout: 90_000,
+  }, async () => {
+    // UPSTREAM_MAX_RPS=1 starts one call a window; the sync queues six at once, and the budget
+    // refuses the sixth at once (its turn is past the 5 s wait). The five before it must land.
+    const index = await useIndexFake({ dataset: { size: 40, seed: 6 } }, { UPSTREAM_MAX_RPS: "1" });
+    const { body: first } = await getStats(index, { status: "FAILED" });
+    expect(first.build).toMatchObject({ state: "building", pagesFetched: 0 });
+    // workerd fires the object's alarm itself; only its progress is awaited, never a duration.
+    await vi.waitFor(
+      async () => expect((await getStats(index, { status: "FAILED" })).body.source).toBe("index"),
+      { timeout: 50_000, interval: 1_000 },
+    );
+    const { body } = await getStats(index, {});
+    expect(summary(body)).toEqual(referenceStats(index.fake.runs));
+    // Nothing of this tenant's sync may still be under way when the next test starts.
+    await settle(index.stub);
     await stopAlarm(index.stub);
   });
 
