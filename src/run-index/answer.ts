@@ -85,12 +85,15 @@ export async function answerStats(
       ...DEFAULT_LIMITS,
       maxMs: CATCH_UP_BUDGET_MS,
     });
-    const asOf = sync.state().asOf ?? state.asOf;
+    const after = sync.state();
+    const asOf = after.asOf ?? state.asOf;
     if (!caughtUp) {
+      // The sync backing off (Extend asked it to wait, or failed) is no sooner worth asking again.
+      const backOff = after.retryAt === null ? 0 : Math.ceil((after.retryAt - now()) / 1000);
       return {
         kind: "lagging",
         lagSeconds: lagSecondsOf(asOf, now()),
-        retryAfterSeconds: CATCH_UP_RETRY_SECONDS,
+        retryAfterSeconds: Math.max(CATCH_UP_RETRY_SECONDS, backOff),
       };
     }
   }

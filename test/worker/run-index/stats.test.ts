@@ -303,6 +303,22 @@ describe("GET /stats with the run index", () => {
     await stopAlarm(index.stub);
   });
 
+  it("answers 503 with Extend's own Retry-After when Extend asked the sync to wait longer", async () => {
+    const index = await built({ dataset: { size: 40, seed: 2 } });
+    await stopAlarm(index.stub);
+    await runInDurableObject(index.stub, (_i, state) => {
+      state.storage.sql.exec(`UPDATE run_sync SET as_of = as_of - 120000`);
+    });
+    index.fake.inject({ type: "rate-limit", retryAfter: "40" }, 1_000);
+    const response = await read(await callProxy("/stats?maxLagSeconds=30", { env: index.env }));
+    expectErrorEnvelope(response, { status: 503, code: "INDEX_LAGGING", retryable: true });
+    const retryAfter = Number(response.headers.get("retry-after"));
+    expect(retryAfter).toBeGreaterThanOrEqual(38);
+    expect(retryAfter).toBeLessThanOrEqual(40);
+    index.fake.clearFaults();
+    await stopAlarm(index.stub);
+  });
+
   it("answers 503 within its catch-up budget while Extend hangs, whatever the upstream timeout", async () => {
     let release = () => {};
     const released = new Promise<void>((resolve) => {
