@@ -3,7 +3,7 @@
 // since/until each partition is walked from both ends at once and the two walks stop where
 // they meet. See README "GET /stats" for the guarantees this gives.
 import { ApiError } from "../app/errors.ts";
-import type { PageOptions, PageSource } from "../cache/pages.ts";
+import type { PageOptions, PageResult, PageSource } from "../cache/pages.ts";
 import {
   type CanonicalListQuery,
   listQuery,
@@ -128,6 +128,28 @@ export function foldPage(body: Uint8Array): FoldPage {
   return page;
 }
 
+/**
+ * The page's fold, or why the scan cannot count it: a page the tenant object just checked comes
+ * with its fold; one from KV is read here. A run without a valid createdAt has no place in a walk.
+ */
+function countable(result: PageResult): FoldPage | ApiError {
+  const pruned = result.page.pruned;
+  let page: FoldPage;
+  try {
+    page = pruned ?? foldPage(result.page.body);
+  } catch (error) {
+    if (error instanceof ApiError) return error;
+    throw error;
+  }
+  for (let i = 0; i < page.runs * VALUES_PER_RUN; i += VALUES_PER_RUN) {
+    if (Number.isNaN(page.values[i])) {
+      if (!pruned) releaseBytes(page.values);
+      return invalidCreatedAt();
+    }
+  }
+  return page;
+}
+
 function instant(iso: string | undefined): number | undefined {
   return iso === undefined ? undefined : Date.parse(iso);
 }
@@ -149,10 +171,12 @@ export function isComplete(state: ScanState): boolean {
   return state.partitions.every((p) => p.done);
 }
 
+function invalidCreatedAt(): ApiError {
+  return new ApiError("UPSTREAM_INVALID_RESPONSE", "Extend returned a run without a valid createdAt.");
+}
+
 function checkedCreatedAt(at: number): number {
-  if (Number.isNaN(at)) {
-    throw new ApiError("UPSTREAM_INVALID_RESPONSE", "Extend returned a run without a valid createdAt.");
-  }
+  if (Number.isNaN(at)) throw invalidCreatedAt();
   return at;
 }
 
@@ -389,22 +413,29 @@ export async function advanceScan(
       maxWaitMs: mayWait(),
       ...(deps.caller ? { caller: deps.caller } : {}),
     };
+    const options = deps.listOptions ? deps.listOptions(own) : own;
     // Room held by another request's scan may not come free before this one stops launching.
     await isolatePages.run(
       async () => {
-        const result = await deps.pages.get(query, deps.listOptions ? deps.listOptions(own) : own);
-        const readAt = clock.now() - (result.ageSeconds ?? 0) * 1000;
-        state.oldestPageAt = Math.min(state.oldestPageAt, readAt);
+        let result = await deps.pages.get(query, options);
         pageCharge = Math.max(MIN_PAGE_CHARGE, result.page.body.byteLength);
+        let page = countable(result);
+        if (page instanceof ApiError && result.cache === "HIT") {
+          // The list route stores pages as Extend sent them: one stored while Extend misbehaved
+          // would fail every scan until it expired, though Extend may answer well by now.
+          result.release();
+          result = await deps.pages.get(query, { ...options, maxAgeSeconds: 0 });
+          page = countable(result);
+        }
         try {
-          // A page the tenant object just checked comes with its fold; one from KV is read here.
-          const pruned = result.page.pruned;
-          const page = pruned ?? foldPage(result.page.body);
+          if (page instanceof ApiError) throw page;
+          const readAt = clock.now() - (result.ageSeconds ?? 0) * 1000;
+          state.oldestPageAt = Math.min(state.oldestPageAt, readAt);
           try {
             fold(page);
           } finally {
             // A fold made here is this request's alone; one that came with the page goes with it.
-            if (!pruned) releaseBytes(page.values);
+            if (!result.page.pruned) releaseBytes(page.values);
           }
         } finally {
           result.release();
