@@ -58,7 +58,15 @@ export type Direction = "asc" | "desc";
 export interface OpenGroup {
   at: number;
   tally: Tally;
+  /**
+   * Id hashes (fold-bytes) of the group's last runs, at most MAX_CARRIED_IDS: a run the next page
+   * lists again at this instant (an offset cursor after a run was created) is not counted twice.
+   */
+  ids?: number[];
 }
+
+/** Id hashes an open group carries to the walk's next page (and into a resume token). */
+export const MAX_CARRIED_IDS = 8;
 
 export interface WalkState {
   /** `waiting`: the ascending end opens only once the first descending page shows more runs. */
@@ -250,12 +258,26 @@ class PageFold {
   openAt = Number.NaN;
   /** The group carried in from the walk's previous page, counted with the runs added to it here. */
   carried: Tally | undefined;
+  /** Id hashes of the open group's runs, in page order. */
+  readonly ids = new Set<number>();
 
   begin(open: OpenGroup | undefined): void {
     this.counted.reset();
     this.group.reset();
+    this.ids.clear();
     this.openAt = open ? open.at : Number.NaN;
     this.carried = open?.tally;
+    for (const id of open?.ids ?? []) this.ids.add(id);
+  }
+
+  /** Adds a run to the open group; false when the group has it already (Extend listed it twice). */
+  join(credits: number, totalCredits: number, id: number): boolean {
+    if (!Number.isNaN(id)) {
+      if (this.ids.has(id)) return false;
+      this.ids.add(id);
+    }
+    this.group.add(credits, totalCredits);
+    return true;
   }
 
   /** Closes the open group: counted if the other walk has not claimed its instant. */
@@ -274,12 +296,16 @@ class PageFold {
     }
     this.carried = undefined;
     this.group.reset();
+    this.ids.clear();
   }
 
   /** Writes what the page counted into the totals, and its open group back into the walk. */
   settle(partition: PartitionState, walk: WalkState, totals: Totals): void {
     addTally(totals, partition.status, this.counted.tally());
-    if (!Number.isNaN(this.openAt)) walk.open = { at: this.openAt, tally: this.group.tally(this.carried) };
+    if (!Number.isNaN(this.openAt)) {
+      const ids = [...this.ids].slice(-MAX_CARRIED_IDS);
+      walk.open = { at: this.openAt, tally: this.group.tally(this.carried), ...(ids.length ? { ids } : {}) };
+    }
     this.carried = undefined;
   }
 }
@@ -318,7 +344,7 @@ export function applyPage(
       fold.closeOpen(partition, direction, totals);
       fold.openAt = at;
     }
-    fold.group.add(values[i + 1] as number, values[i + 2] as number);
+    fold.join(values[i + 1] as number, values[i + 2] as number, values[i + 3] as number);
   }
   fold.settle(partition, walk, totals);
   // The end of the list is the absence of a cursor, never a short page.
