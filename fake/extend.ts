@@ -60,6 +60,11 @@ export interface FakeExtendOptions {
   sleep?: (ms: number, signal: AbortSignal) => Promise<void>;
   /** false: no GET /workflows (404), as an Extend without it would answer. */
   listWorkflows?: boolean;
+  /**
+   * How `fileNameContains` matches: ignoring case (the default) or as written. Extend's reference
+   * says "substring match" only, so the proxy must follow whichever it meets.
+   */
+  fileNameCase?: "insensitive" | "sensitive";
 }
 
 interface PendingFault {
@@ -73,6 +78,8 @@ export interface ListFilters {
   workflowId?: string;
   batchId?: string;
   fileNameContains?: string;
+  /** "sensitive": `fileNameContains` matches as written (see FakeExtendOptions.fileNameCase). */
+  fileNameCase?: "insensitive" | "sensitive";
   sortBy?: "updatedAt" | "createdAt";
   sortDir?: "asc" | "desc";
 }
@@ -155,8 +162,13 @@ export function matches(run: FakeRun, filters: ListFilters): boolean {
   if (filters.workflowId && run.workflow.id !== filters.workflowId) return false;
   if (filters.batchId && run.batchId !== filters.batchId) return false;
   if (filters.fileNameContains) {
-    const needle = filters.fileNameContains.toLowerCase();
-    if (!run.files.some((file) => file.name.toLowerCase().includes(needle))) return false;
+    if (filters.fileNameCase === "sensitive") {
+      const needle = filters.fileNameContains;
+      if (!run.files.some((file) => file.name.includes(needle))) return false;
+    } else {
+      const needle = filters.fileNameContains.toLowerCase();
+      if (!run.files.some((file) => file.name.toLowerCase().includes(needle))) return false;
+    }
   }
   return true;
 }
@@ -488,6 +500,7 @@ export class FakeExtend {
       ...(params.get("workflowId") ? { workflowId: params.get("workflowId") ?? "" } : {}),
       ...(params.get("batchId") ? { batchId: params.get("batchId") ?? "" } : {}),
       ...(params.get("fileNameContains") ? { fileNameContains: params.get("fileNameContains") ?? "" } : {}),
+      ...(this.options.fileNameCase === "sensitive" ? { fileNameCase: "sensitive" as const } : {}),
       sortBy,
       sortDir,
     };

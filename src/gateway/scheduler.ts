@@ -367,9 +367,9 @@ export class Scheduler {
         slots.splice(i, 1);
         held.set(slot.caller, (held.get(slot.caller) ?? 1) - 1);
       }
-      dropExpired(queues, at);
       while (slots.length < this.limit) {
-        const w = takeNext(queues, (c) => held.get(c) ?? 0, cap);
+        // A waiter whose deadline passed before `at` was refused then: it takes no slot.
+        const w = takeNext(queues, (c) => held.get(c) ?? 0, cap, at);
         if (!w) break;
         if (w === mine) return at - now;
         slots.push({ frees: at + SLOT_HOLD_MS, caller: w.caller });
@@ -493,15 +493,22 @@ type Queues<T extends Queued> = Record<Priority, Map<string, T[]>>;
  * Takes the next request to start out of `queues`: interactive first, callers in turn (the one
  * served goes to the back of its class), none holding `cap` starts already. The scheduler's
  * `pump` and its estimate share it, so the estimate plays the queue as it will really be served.
+ * The estimate's copy also drops the requests whose deadline is before `expiredBefore`.
  */
 function takeNext<T extends Queued>(
   queues: Queues<T>,
   held: (caller: string) => number,
   cap: number,
+  expiredBefore = Number.NEGATIVE_INFINITY,
 ): T | undefined {
   for (const priority of PRIORITIES) {
     const queue = queues[priority];
     for (const [caller, list] of queue) {
+      while (list.length > 0 && (list[0] as T).deadline < expiredBefore) list.shift();
+      if (list.length === 0) {
+        queue.delete(caller);
+        continue;
+      }
       if (held(caller) >= cap) continue;
       const first = list[0];
       if (!first) continue;
@@ -512,16 +519,4 @@ function takeNext<T extends Queued>(
     }
   }
   return undefined;
-}
-
-/** Drops the requests whose deadline passed before `at`: the scheduler refused them then. */
-function dropExpired<T extends Queued>(queues: Queues<T>, at: number): void {
-  for (const priority of PRIORITIES) {
-    for (const [caller, list] of queues[priority]) {
-      const kept = list.filter((w) => w.deadline >= at);
-      if (kept.length === list.length) continue;
-      if (kept.length === 0) queues[priority].delete(caller);
-      else queues[priority].set(caller, kept);
-    }
-  }
 }

@@ -4,13 +4,16 @@
 import { type Totals, totalsBody } from "../stats/aggregate.ts";
 import type { StatsFilters } from "../stats/filters.ts";
 import type { WorkflowRunStats } from "../stats/schemas.ts";
-import { type IndexFilters, queryTotals } from "./store.ts";
+import { hasCase } from "./name-match.ts";
+import { type FileNameMatch, type IndexFilters, queryTotals } from "./store.ts";
 import { type BuildProgress, DEFAULT_LIMITS, type RunIndexSync } from "./sync.ts";
 
 /** What the object tells the route: an answer, or why the route must scan or refuse. */
 export type IndexAnswer =
   | { kind: "ready"; body: WorkflowRunStats }
   | { kind: "building"; build: BuildProgress }
+  /** The filter's letters may match as written or not, and the index could not ask Extend which in time. */
+  | { kind: "matching" }
   | { kind: "lagging"; lagSeconds: number; retryAfterSeconds: number };
 
 export interface AnswerOptions {
@@ -20,11 +23,15 @@ export interface AnswerOptions {
 
 /** Retry-After for a 503 when the index could not catch up in time: about one more head walk. */
 const CATCH_UP_RETRY_SECONDS = 5;
-/** How long a request with maxLagSeconds may wait for head walks before the 503. */
+/**
+ * How long a request with maxLagSeconds may wait for head walks before the 503, and one with a
+ * file name filter for the index to ask Extend how it matches one (then the route scans).
+ */
 export const CATCH_UP_BUDGET_MS = 10_000;
 
-export function indexFilters(filters: StatsFilters): IndexFilters {
+export function indexFilters(filters: StatsFilters, fileNameMatch: FileNameMatch): IndexFilters {
   return {
+    fileNameMatch,
     ...(filters.status !== undefined ? { status: filters.status } : {}),
     ...(filters.workflowId !== undefined ? { workflowId: filters.workflowId } : {}),
     ...(filters.batchId !== undefined ? { batchId: filters.batchId } : {}),
@@ -78,18 +85,27 @@ export async function answerStats(
       ...DEFAULT_LIMITS,
       maxMs: CATCH_UP_BUDGET_MS,
     });
-    const asOf = sync.state().asOf ?? state.asOf;
+    const after = sync.state();
+    const asOf = after.asOf ?? state.asOf;
     if (!caughtUp) {
+      // The sync backing off (Extend asked it to wait, or failed) is no sooner worth asking again.
+      const backOff = after.retryAt === null ? 0 : Math.ceil((after.retryAt - now()) / 1000);
       return {
         kind: "lagging",
         lagSeconds: lagSecondsOf(asOf, now()),
-        retryAfterSeconds: CATCH_UP_RETRY_SECONDS,
+        retryAfterSeconds: Math.max(CATCH_UP_RETRY_SECONDS, backOff),
       };
     }
+  }
+  let match = sync.fileNameMatch();
+  if (filters.fileNameContains !== undefined && hasCase(filters.fileNameContains)) {
+    const settled = await sync.settleFileNameMatch(CATCH_UP_BUDGET_MS);
+    if (settled === undefined) return { kind: "matching" };
+    match = settled;
   }
   const asOf = sync.state().asOf ?? state.asOf;
   return {
     kind: "ready",
-    body: indexStatsBody(filters, queryTotals(sql, indexFilters(filters)), asOf, now()),
+    body: indexStatsBody(filters, queryTotals(sql, indexFilters(filters, match)), asOf, now()),
   };
 }

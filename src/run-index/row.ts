@@ -10,6 +10,14 @@ const LOW_BASE = 10n ** BigInt(LOW_DIGITS);
 const SCALE = MAX_CREDIT_SCALE;
 /** Joins a run's file names; the filter's validation refuses control characters, so no match spans two. */
 export const FILE_NAME_SEPARATOR = "\n";
+/**
+ * Ends the lowercased names and starts the names as Extend has them, when the two differ (see
+ * schema.ts): a case-sensitive match reads the part after it, a case-insensitive one the whole.
+ */
+export const EXACT_NAMES_MARK = "\u0001";
+/** Control characters in a name: no filter can contain one, so each separates as a line break does. */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: the point is to find them
+const CONTROL_CHARS = /[\u0000-\u001f\u007f]/g;
 
 /** One credit amount as the two exact integers the table stores. */
 export interface SplitAmount {
@@ -29,7 +37,7 @@ export interface RunRow {
   status: string;
   workflowId: string;
   batchId: string | null;
-  /** Lowercased names joined by FILE_NAME_SEPARATOR. */
+  /** The names as storedFileNames joins them. */
   fileNames: string;
   createdAt: number;
   /** Date.parse(updatedAt) for list rows. */
@@ -87,13 +95,32 @@ function usageOf(run: Record<string, unknown>): RowUsage | null {
 
 function fileNamesOf(files: unknown): string | undefined {
   if (!Array.isArray(files)) return undefined;
-  return files
-    .map((file) =>
+  return storedFileNames(
+    files.map((file) =>
       typeof file === "object" && file !== null && typeof (file as { name?: unknown }).name === "string"
-        ? (file as { name: string }).name.toLowerCase()
+        ? (file as { name: string }).name
         : "",
-    )
+    ),
+  );
+}
+
+/**
+ * A run's file names as the `file_names` column keeps them: lowercased and joined by
+ * FILE_NAME_SEPARATOR, then, when that changed any of them, EXACT_NAMES_MARK and the names as
+ * they are. A lowercase needle found anywhere in it is found in the lowercased part too.
+ */
+export function storedFileNames(names: readonly string[]): string {
+  const exact = names
+    .map((name) => name.replace(CONTROL_CHARS, FILE_NAME_SEPARATOR))
     .join(FILE_NAME_SEPARATOR);
+  const folded = exact.toLowerCase();
+  return folded === exact ? folded : `${folded}${EXACT_NAMES_MARK}${exact}`;
+}
+
+/** The names as Extend has them, from the `file_names` column. */
+export function exactFileNames(stored: string): string {
+  const mark = stored.indexOf(EXACT_NAMES_MARK);
+  return mark === -1 ? stored : stored.slice(mark + 1);
 }
 
 function workflowIdOf(run: Record<string, unknown>): string | undefined {

@@ -4,7 +4,7 @@
 // of Extend, never the only copy of anything).
 
 /** Bumped whenever a table, column, index or trigger below changes meaning. */
-export const SCHEMA_VERSION = 1;
+export const SCHEMA_VERSION = 2;
 
 /** Every table the index owns, for `dropIndex` (the gateway's tables are not among them). */
 export const INDEX_TABLES = [
@@ -30,8 +30,10 @@ const RETIRED_TRIGGERS = ["runs_totals_insert", "runs_totals_delete", "runs_tota
  * - times as epoch milliseconds (INTEGER), never ISO text;
  * - credits as exact integers split at the sixth decimal: value = hi / 10^6 + lo / 10^12 with
  *   0 <= lo < 10^6, so sums of millions of rows stay exact to twelve decimals and fit 64 bits;
- * - file names lowercased and joined by "\n" (a character a filter can never contain), searched
- *   with instr(), which has none of LIKE's wildcards or its 50-byte pattern limit;
+ * - file names lowercased and joined by "\n" (a character a filter can never contain), then, when
+ *   that changed any, "\u0001" and the names as they are (row.ts, storedFileNames): searched with
+ *   instr(), which has none of LIKE's wildcards or its 50-byte pattern limit, ignoring case or
+ *   not as Extend does (`file_name_match` in run_meta, found out by asking it: sync.ts);
  * - `version` guards every write: a row only moves forward (list rows carry `updatedAt`, webhook
  *   rows a conservative stamp); `pending_since` marks state taken from a webhook that a list
  *   walk has not confirmed yet; `facts_known = 0` marks a run known only from a webhook, whose

@@ -5,7 +5,14 @@
 // trigger writes a totals row per run, the list path writes one per workflow and status).
 import { WORKFLOW_RUN_STATUSES, type WorkflowRunStatus } from "../extend/schemas.ts";
 import { addDecimal, emptyTotals, type Totals } from "../stats/aggregate.ts";
-import { FILE_NAME_SEPARATOR, joinAmount, type RowUsage, type RunFacts, type RunRow } from "./row.ts";
+import {
+  EXACT_NAMES_MARK,
+  FILE_NAME_SEPARATOR,
+  joinAmount,
+  type RowUsage,
+  type RunFacts,
+  type RunRow,
+} from "./row.ts";
 
 /** /stats filters in the index's terms: instants as epoch milliseconds. */
 export interface IndexFilters {
@@ -13,9 +20,14 @@ export interface IndexFilters {
   workflowId?: string;
   batchId?: string;
   fileNameContains?: string;
+  /** How Extend matches `fileNameContains`: ignoring case (the default) or as written. */
+  fileNameMatch?: FileNameMatch;
   since?: number;
   until?: number;
 }
+
+/** How Extend matches `fileNameContains`, as the index found out by asking it (sync.ts). */
+export type FileNameMatch = "folded" | "exact";
 
 const NO_USAGE: RowUsage = { credits: { hi: 0, lo: 0 }, totalCredits: { hi: 0, lo: 0 } };
 
@@ -412,6 +424,9 @@ export interface RunConditions {
  * `run_totals`) when usesTotalsOnly, else every filter over `runs`, each on an indexed column
  * where one exists.
  */
+/** The `file_names` column's names as Extend has them (exactFileNames in SQL). */
+const EXACT_NAMES_SQL = `CASE WHEN instr(file_names, char(1)) > 0 THEN substr(file_names, instr(file_names, char(1)) + 1) ELSE file_names END`;
+
 export function runConditions(filters: IndexFilters): RunConditions {
   const where: string[] = [];
   const bindings: (string | number)[] = [];
@@ -426,10 +441,15 @@ export function runConditions(filters: IndexFilters): RunConditions {
   if (filters.since !== undefined) add("created_at >= ?", filters.since);
   if (filters.until !== undefined) add("created_at <= ?", filters.until);
   if (filters.fileNameContains !== undefined) {
-    const needle = filters.fileNameContains.toLowerCase();
+    const exact = filters.fileNameMatch === "exact";
+    const needle = exact ? filters.fileNameContains : filters.fileNameContains.toLowerCase();
     // instr(), not LIKE: no wildcard in the needle means anything, and no length limit applies.
-    if (needle.includes(FILE_NAME_SEPARATOR)) throw new RangeError("fileNameContains holds a line break");
-    add("instr(file_names, ?) > 0", needle);
+    if (needle.includes(FILE_NAME_SEPARATOR) || needle.includes(EXACT_NAMES_MARK)) {
+      throw new RangeError("fileNameContains holds a control character");
+    }
+    // A lowercase needle may search the whole column (see storedFileNames); one as written, only
+    // the names as Extend has them: after the mark when there is one, else all of it.
+    add(exact ? `instr(${EXACT_NAMES_SQL}, ?) > 0` : "instr(file_names, ?) > 0", needle);
   }
   return { where, bindings };
 }

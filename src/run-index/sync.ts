@@ -20,6 +20,16 @@ import {
 } from "../extend/schemas.ts";
 import { SlotRefused } from "../gateway/scheduler.ts";
 import { settledWithin } from "../lib/clock.ts";
+import {
+  listsAsWritten,
+  listsOtherCase,
+  type NameSample,
+  nameSample,
+  probeQuery,
+  storedFileNameMatch,
+  storeFileNameMatch,
+  swapAsciiCase,
+} from "./name-match.ts";
 import { factsFromWorkflowRun, type RunFacts, type RunRow, rowFromListRun } from "./row.ts";
 import { buildFilterIndexes } from "./schema.ts";
 import {
@@ -27,6 +37,7 @@ import {
   confirmFromGet,
   countRuns,
   deleteRun,
+  type FileNameMatch,
   recomputeTotals,
   upsertListRows,
 } from "./store.ts";
@@ -71,6 +82,10 @@ const TENANT_WIDE_FAILURES: ReadonlySet<string> = new Set([
 /** After a failed run: 30 s, doubling to at most 15 minutes. */
 const RETRY_BASE_MS = 30_000;
 const RETRY_CAP_MS = 900_000;
+/** A probe of how Extend matches file names that failed or told nothing is tried again after this. */
+const PROBE_RETRY_MS = 30_000;
+/** An index with no name to probe with looks for one again after this (it is a scan of the rows). */
+const SAMPLE_RECHECK_MS = 600_000;
 /** last_used_at is written at most this often: a /stats read must not cost a row write each. */
 const USE_WRITE_INTERVAL_MS = 3_600_000;
 
@@ -426,6 +441,10 @@ export class RunIndexSync {
   private readonly cachedWalks = new Map<Purpose, Walk[]>();
   /** Candidates whose GET failed: how often, and when to try again (an object restart tries anew). */
   private readonly failedChecks = new Map<string, { failures: number; retryAt: number }>();
+  /** A probe of how Extend matches file names that told nothing is not tried again before this. */
+  private probeRetryAt = 0;
+  /** When the index last found no name to probe with: it looks again only SAMPLE_RECHECK_MS later. */
+  private noSampleAt: number | undefined;
 
   constructor(deps: SyncDeps) {
     this.deps = deps;
@@ -580,6 +599,7 @@ export class RunIndexSync {
     if (state.phase === "backfill") return earliest;
     const check = this.nextCheckAt(now);
     if (state.headStartedAt !== null || (check !== null && check <= now)) return earliest;
+    if (this.probeTaskIfDue(now)) return earliest;
     // A reconcile whose walks are done waits on its checks alone.
     if (
       state.reconcileStartedAt !== null &&
@@ -749,6 +769,10 @@ export class RunIndexSync {
     }
     const head = this.headTask(this.headDue(state, now));
     if (head) return head;
+    // Right after the backfill (or once a name to ask with turns up): the index answers a file
+    // name filter as Extend would from its first answer, with no upstream call then.
+    const probe = this.probeTaskIfDue(now);
+    if (probe) return probe;
     const check = this.nextCandidate();
     if (check) return check;
     return this.nextReconcile(state, now);
@@ -1034,6 +1058,83 @@ export class RunIndexSync {
       this.setWalk({ ...advanced, done: true });
       this.setWalk({ ...partner, done: true });
     }
+  }
+
+  /** How the index matches `fileNameContains`: as Extend does once it has asked, else ignoring case. */
+  fileNameMatch(): FileNameMatch {
+    return storedFileNameMatch(this.sql) ?? "folded";
+  }
+
+  /**
+   * Asks Extend how it matches `fileNameContains` (name-match.ts), unless the index knows, within
+   * `maxMs`. Undefined when it could not tell in time; the caller scans then. An index holding no
+   * name with an ASCII letter has nothing to ask with: no ASCII letter of a filter can match one
+   * of its names either way, and it matches ignoring case.
+   */
+  async settleFileNameMatch(maxMs: number): Promise<FileNameMatch | undefined> {
+    const known = storedFileNameMatch(this.sql);
+    if (known) return known;
+    let running = this.inFlight.get("probe");
+    if (!running) {
+      // Looked for afresh (a filter over file names reads every row anyway): a name may have
+      // come in since the alarm last found none.
+      const sample = nameSample(this.sql);
+      if (!sample) return "folded";
+      if (this.deps.now() < this.probeRetryAt) return undefined;
+      running = this.launch(this.probeTask(sample), new AbortController().signal);
+    }
+    // A probe still under way when the wait ends goes on in the object; the next answer uses it.
+    await settledWithin(running, maxMs);
+    return storedFileNameMatch(this.sql);
+  }
+
+  /** A name to probe with (name-match.ts); a search that found none is not repeated for a while. */
+  private sampleToAsk(now: number): NameSample | undefined {
+    if (this.noSampleAt !== undefined && now - this.noSampleAt < SAMPLE_RECHECK_MS) return undefined;
+    const sample = nameSample(this.sql);
+    this.noSampleAt = sample ? undefined : now;
+    return sample;
+  }
+
+  /** The probe, when the index does not know how Extend matches file names and may ask now. */
+  private probeTaskIfDue(now: number): Task | undefined {
+    if (this.inFlight.has("probe") || now < this.probeRetryAt) return undefined;
+    if (storedFileNameMatch(this.sql) !== undefined) return undefined;
+    const sample = this.sampleToAsk(now);
+    return sample && this.probeTask(sample);
+  }
+
+  private probeTask(sample: NameSample): Task {
+    return {
+      key: "probe",
+      run: async (signal) => {
+        try {
+          const match = await this.askFileNameMatch(sample, signal);
+          if (match) {
+            storeFileNameMatch(this.sql, match);
+            return;
+          }
+        } catch (error) {
+          if (signal.aborted) throw error;
+          // Not the sync's failure: the head walks and their back-off go on as they were.
+        }
+        this.probeRetryAt = this.deps.now() + PROBE_RETRY_MS;
+      },
+    };
+  }
+
+  /** What Extend's lists tell of how it matches file names; undefined when they tell nothing. */
+  private async askFileNameMatch(
+    sample: NameSample,
+    signal: AbortSignal,
+  ): Promise<FileNameMatch | undefined> {
+    const swapped = swapAsciiCase(sample.fragment);
+    if (listsOtherCase(await this.deps.upstream.list(probeQuery(sample, swapped), signal), swapped)) {
+      return "folded";
+    }
+    const written = await this.deps.upstream.list(probeQuery(sample, sample.fragment), signal);
+    // Nothing listed for a name the index holds (its run is gone): ask again later.
+    return listsAsWritten(written, sample.fragment) ? "exact" : undefined;
   }
 
   private nextCandidate(): Task | undefined {

@@ -141,7 +141,7 @@ export async function answerDashboard(
     kind: "ready",
     stats,
     workflows: {
-      top: topWorkflows(sql, indexFilters(filters), query.top),
+      top: topWorkflows(sql, indexFilters(filters, sync.fileNameMatch()), query.top),
       choices: workflowChoices(sql, query.choices, filters.workflowId),
     },
   };

@@ -41,8 +41,8 @@ describe("the tenant's one object", () => {
     const index = await useIndexFake({ dataset: { size: 60, seed: 3 } }, { UPSTREAM_MAX_RPS: "2" });
     let done = false;
     // The /stats gives the index its settings and starts its build, as the misses arrive. One
-    // status scans in one call: with the six misses that fits 2 calls a second within the 5 s a
-    // call may wait, where a scan of every status would not, and be refused as fully booked.
+    // status scans in one call, which takes its turn beside the six misses and the backfill's
+    // calls within the 5 s a call may wait.
     const answers = Promise.all([
       getStats(index, { status: "FAILED" }).then(({ response }) => response),
       ...Array.from({ length: 6 }, (_, i) => index.call(distinct(i))),

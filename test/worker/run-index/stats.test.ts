@@ -104,6 +104,77 @@ describe("GET /stats with the run index", () => {
     await stopAlarm(index.stub);
   });
 
+  for (const fileNameCase of ["insensitive", "sensitive"] as const) {
+    it(`matches fileNameContains as Extend does (${fileNameCase} to case), from the index with no call`, async () => {
+      const runs = runsWithNames();
+      const index = await built({ runs, fileNameCase });
+      const calls = index.calls.length;
+      const needles = ["märz", "MÄRZ", "Rechnung", "rechnung", "RECHNUNG MÄRZ", "PDF", "pdf", "V2", "Final"];
+      needles.push(LONG_NAME.toUpperCase(), LONG_NAME);
+      for (const fileNameContains of needles) {
+        const { body } = await getStats(index, { fileNameContains });
+        expect(body.source, fileNameContains).toBe("index");
+        const expected = referenceStats(index.fake.runs, { fileNameContains, fileNameCase });
+        expect(summary(body), fileNameContains).toEqual(expected);
+      }
+      // The two ways of matching differ on these names: the test can tell them apart.
+      expect(referenceStats(runs, { fileNameContains: "märz" }).total).not.toBe(
+        referenceStats(runs, { fileNameContains: "märz", fileNameCase: "sensitive" }).total,
+      );
+      expect(index.calls.length).toBe(calls);
+    });
+  }
+
+  it("asks Extend how it matches file names when a name to ask with comes in after the build", async () => {
+    const caseless = generateRuns({ size: 20, seed: 8 }).map((run) => ({
+      ...run,
+      files: run.files.map((file) => ({ ...file, name: "請求書 第3期-2026.001" })),
+    }));
+    const index = await built({ runs: caseless, fileNameCase: "sensitive" });
+    const probes = () => index.fake.requests.filter((r) => r.url.searchParams.has("fileNameContains"));
+    // No name with a letter to ask with: nothing asked, and no letter of a filter can match.
+    expect(probes()).toHaveLength(0);
+    const named = generateRuns({ size: 3, seed: 9 }).map((run) => ({
+      ...run,
+      id: `${run.id}_named`,
+      files: run.files.map((file) => ({ ...file, name: "Invoice-Q3.PDF" })),
+    }));
+    for (const run of named) index.fake.addRun(run);
+    const { body: fresh } = await getStats(index, { maxLagSeconds: "0" });
+    expect(fresh.total).toBe(23);
+    for (const fileNameContains of ["invoice", "Invoice", "PDF", "pdf"]) {
+      const { body } = await getStats(index, { fileNameContains });
+      expect(body.source, fileNameContains).toBe("index");
+      expect(summary(body), fileNameContains).toEqual(
+        referenceStats(index.fake.runs, { fileNameContains, fileNameCase: "sensitive" }),
+      );
+    }
+    // A sensitive Extend takes two lists to tell: the swapped name finds nothing, the name itself its run.
+    expect(probes()).toHaveLength(2);
+    await stopAlarm(index.stub);
+  });
+
+  it("scans a file name filter while Extend cannot be asked how it matches; the sync goes on", async () => {
+    const runs = runsWithNames();
+    const index = await built({ runs, fileNameCase: "sensitive" });
+    await runInDurableObject(index.stub, (_i, state) => {
+      state.storage.sql.exec(`DELETE FROM run_meta WHERE key = 'file_name_match'`);
+    });
+    // The probe lists within one workflow; the scan below lists by status, unfailed.
+    const probe = (url: URL) =>
+      url.searchParams.has("fileNameContains") && url.searchParams.has("workflowId");
+    index.fake.inject({ type: "status", status: 503 }, 20, probe);
+    const { body } = await getStats(index, { fileNameContains: "MÄRZ" });
+    expect(body.source).toBe("scan");
+    expect(body.build).toBeUndefined();
+    expect(summary(body)).toEqual(
+      referenceStats(index.fake.runs, { fileNameContains: "MÄRZ", fileNameCase: "sensitive" }),
+    );
+    const state = await syncState(index.stub);
+    expect(state.errorCount).toBe(0);
+    await stopAlarm(index.stub);
+  });
+
   it("counts runs of unusual shapes exactly as the scan does, for every filter", async () => {
     const base = generateRuns({ size: 30, seed: 17 });
     const shapes: Record<string, unknown>[] = [
@@ -228,6 +299,22 @@ describe("GET /stats with the run index", () => {
     const response = await read(await callProxy("/stats?maxLagSeconds=30", { env: index.env }));
     expectErrorEnvelope(response, { status: 503, code: "INDEX_LAGGING", retryable: true });
     expect(Number(response.headers.get("retry-after"))).toBeGreaterThan(0);
+    index.fake.clearFaults();
+    await stopAlarm(index.stub);
+  });
+
+  it("answers 503 with Extend's own Retry-After when Extend asked the sync to wait longer", async () => {
+    const index = await built({ dataset: { size: 40, seed: 2 } });
+    await stopAlarm(index.stub);
+    await runInDurableObject(index.stub, (_i, state) => {
+      state.storage.sql.exec(`UPDATE run_sync SET as_of = as_of - 120000`);
+    });
+    index.fake.inject({ type: "rate-limit", retryAfter: "40" }, 1_000);
+    const response = await read(await callProxy("/stats?maxLagSeconds=30", { env: index.env }));
+    expectErrorEnvelope(response, { status: 503, code: "INDEX_LAGGING", retryable: true });
+    const retryAfter = Number(response.headers.get("retry-after"));
+    expect(retryAfter).toBeGreaterThanOrEqual(38);
+    expect(retryAfter).toBeLessThanOrEqual(40);
     index.fake.clearFaults();
     await stopAlarm(index.stub);
   });

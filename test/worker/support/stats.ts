@@ -14,6 +14,8 @@ export interface ReferenceFilters {
   workflowId?: string;
   batchId?: string;
   fileNameContains?: string;
+  /** How the fake matches fileNameContains (FakeExtendOptions.fileNameCase); not a /stats parameter. */
+  fileNameCase?: "insensitive" | "sensitive";
   since?: string;
   until?: string;
 }
