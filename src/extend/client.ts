@@ -271,12 +271,12 @@ function fromText<T>(parse: (text: string) => T | undefined): (body: Uint8Array)
   };
 }
 
-function parseRunBody(body: string): RunLookup | undefined {
+/** The run asked for, or undefined: another run's state (a misrouted answer) would be written as this one's. */
+function parseRunBody(body: string, id: string): RunLookup | undefined {
   try {
     const json: unknown = JSON.parse(body);
     if (typeof json === "object" && json !== null && !Array.isArray(json)) {
-      if (typeof (json as { id?: unknown }).id === "string")
-        return { found: json as Record<string, unknown> };
+      if ((json as { id?: unknown }).id === id) return { found: json as Record<string, unknown> };
     }
   } catch {
     return undefined;
@@ -315,11 +315,13 @@ const LIST: Expectation<UpstreamPage> = {
   invalid: "Extend answered 200 with a body that is not a list of runs.",
 };
 
-const GET_RUN: Expectation<RunLookup> = {
-  parse: fromText(parseRunBody),
-  invalid: "Extend answered 200 with a body that is not a workflow run.",
-  notFound: { gone: true },
-};
+function getRunExpectation(id: string): Expectation<RunLookup> {
+  return {
+    parse: fromText((body) => parseRunBody(body, id)),
+    invalid: "Extend answered 200 with a body that is not the workflow run asked for.",
+    notFound: { gone: true },
+  };
+}
 
 function timeoutError(): ApiError {
   return new ApiError("UPSTREAM_TIMEOUT", "Extend did not answer in time.");
@@ -579,7 +581,7 @@ export function createExtendUpstream(config: UpstreamConfig, deps: UpstreamDeps 
       }
       return page;
     },
-    getRun: (id, options = {}) => call(runUrl(config, id), GET_RUN, options),
+    getRun: (id, options = {}) => call(runUrl(config, id), getRunExpectation(id), options),
     listWorkflows: (token, options = {}) => call(workflowsUrl(config, token), WORKFLOWS, options),
   };
 }

@@ -135,9 +135,10 @@ function instant(value: unknown): number {
 }
 
 /**
- * Maps one run of a list page. A status that is none of the eight is stored as listed (without
- * one, as ""): /stats never counts such a run (the scan does not either), and an older state of
- * the run must not stay counted. A run without id or valid timestamps is an invalid response.
+ * Maps one run of a list page. A status that is none of the eight is stored as listed: /stats
+ * never counts such a run (the scan does not either), and an older state of the run must not stay
+ * counted. A run without id, status or valid timestamps is an invalid response: a row taken from
+ * it would outlive the fault, as the same run listed whole later has the same version.
  */
 export function rowFromListRun(run: Record<string, unknown>): RunRow | undefined {
   const createdAt = instant(run.createdAt);
@@ -148,9 +149,12 @@ export function rowFromListRun(run: Record<string, unknown>): RunRow | undefined
       "Extend returned a run without an id or valid createdAt/updatedAt.",
     );
   }
+  if (typeof run.status !== "string" || run.status === "") {
+    throw new ApiError("UPSTREAM_INVALID_RESPONSE", "Extend returned a run without a status.");
+  }
   return {
     id: run.id,
-    status: typeof run.status === "string" ? run.status : "",
+    status: run.status,
     workflowId: workflowIdOf(run) ?? "",
     batchId: typeof run.batchId === "string" ? run.batchId : null,
     fileNames: fileNamesOf(run.files) ?? "",

@@ -34,9 +34,10 @@ export interface PrunedPage {
   /** Runs on the page. */
   readonly runs: number;
   /**
-   * Three numbers a run, in page order: `Date.parse(createdAt)` (NaN when createdAt is not a
+   * Four numbers a run, in page order: `Date.parse(createdAt)` (NaN when createdAt is not a
    * string), then `usage.credits` and `usage.totalCredits` (NaN when not a number, or when usage
-   * is not an object).
+   * is not an object), then a 53-bit hash of the run's `id` (NaN when id is not a string), by
+   * which the scan tells a run Extend listed twice from two runs of one instant.
    */
   readonly values: Float64Array<ArrayBuffer>;
   /** Extend's cursor: a non-empty string, or undefined at the end of the list. */
@@ -44,7 +45,7 @@ export interface PrunedPage {
 }
 
 /** Numbers a run takes in `PrunedPage.values`. */
-export const VALUES_PER_RUN = 3;
+export const VALUES_PER_RUN = 4;
 
 class Invalid extends Error {}
 
@@ -56,11 +57,12 @@ const OBJECT = ascii("object");
 const DATA = ascii("data");
 const NEXT_PAGE_TOKEN = ascii("nextPageToken");
 const CREATED_AT = ascii("createdAt");
+const ID = ascii("id");
 const USAGE = ascii("usage");
 const CREDITS = ascii("credits");
 const TOTAL_CREDITS = ascii("totalCredits");
 const PAGE_KEYS = [OBJECT, DATA, NEXT_PAGE_TOKEN];
-const RUN_KEYS = [CREATED_AT, USAGE];
+const RUN_KEYS = [CREATED_AT, USAGE, ID];
 const USAGE_KEYS = [CREDITS, TOTAL_CREDITS];
 const LIST = ascii("list");
 
@@ -93,6 +95,22 @@ function asciiText(bytes: Uint8Array, start: number, end: number): string {
   }
   return text;
 }
+
+/** A 53-bit hash (cyrb53) of `bytes[start, end)`: exact as a double, so it crosses RPC as one. */
+function hash53(bytes: Uint8Array, start: number, end: number): number {
+  let h1 = 0xdeadbeef;
+  let h2 = 0x41c6ce57;
+  for (let i = start; i < end; i++) {
+    const b = bytes[i] as number;
+    h1 = Math.imul(h1 ^ b, 2654435761);
+    h2 = Math.imul(h2 ^ b, 1597334677);
+  }
+  h1 = Math.imul(h1 ^ (h1 >>> 16), 2246822507) ^ Math.imul(h2 ^ (h2 >>> 13), 3266489909);
+  h2 = Math.imul(h2 ^ (h2 >>> 16), 2246822507) ^ Math.imul(h1 ^ (h1 >>> 13), 3266489909);
+  return 4294967296 * (2097151 & h2) + (h1 >>> 0);
+}
+
+const encoder = new TextEncoder();
 
 /** Decimal digits the fast number path takes at most: their integer is exact in a double. */
 const MAX_EXACT_DIGITS = 15;
@@ -307,6 +325,23 @@ class Reader {
     if (form === 0 && isoInstant(this.bytes, start + 1, this.position - 1, into, slot)) return;
     this.position = start;
     into[slot] = Date.parse(this.string());
+  }
+
+  /**
+   * Writes a hash of a string value's text (NaN for any other kind) at `into[slot]`, past the
+   * value: of its UTF-8 bytes as they stand, or, with an escape, as decoded.
+   */
+  hashInto(into: Float64Array, slot: number): void {
+    if (!this.isKindElseNaN("string", into, slot)) return;
+    const start = this.position;
+    const form = this.skipString();
+    if (form !== 2) {
+      into[slot] = hash53(this.bytes, start + 1, this.position - 1);
+      return;
+    }
+    this.position = start;
+    const text = encoder.encode(this.string());
+    into[slot] = hash53(text, 0, text.length);
   }
 
   /** Whether the value here is of `kind`; if not, writes NaN at `into[slot]` and moves past it. */
@@ -534,6 +569,7 @@ function readRun(reader: Reader, index: number): boolean {
   scratch[at] = Number.NaN;
   scratch[at + 1] = Number.NaN;
   scratch[at + 2] = Number.NaN;
+  scratch[at + 3] = Number.NaN;
   if (!reader.openObject()) return true;
   do {
     const key = reader.memberKey(RUN_KEYS);
@@ -541,6 +577,8 @@ function readRun(reader: Reader, index: number): boolean {
       reader.timeInto(scratch, at);
     } else if (key === 1) {
       readUsage(reader, at + 1);
+    } else if (key === 2) {
+      reader.hashInto(scratch, at + 3);
     } else {
       reader.skipValue();
     }

@@ -7,7 +7,7 @@ import { ApiError, invalidQuery } from "../app/errors.ts";
 import { WORKFLOW_RUN_STATUSES, WorkflowRunStatus } from "../extend/schemas.ts";
 import { fromBase64Url, toBase64Url } from "../lib/base64url.ts";
 import { type Decimal, formatDecimal, parseDecimal, type Tally, type Totals } from "./aggregate.ts";
-import type { PartitionState, ScanState, WalkState } from "./scan.ts";
+import { MAX_CARRIED_IDS, type PartitionState, type ScanState, type WalkState } from "./scan.ts";
 
 /** Longest token accepted; Workers cap the whole URL at 16 KB. */
 export const MAX_RESUME_TOKEN_LENGTH = 12_000;
@@ -40,7 +40,13 @@ const WireTally = z.object({ r: Count, c: DecimalText, t: DecimalText, w: Count 
 const WireWalk = z.object({
   phase: z.enum(["waiting", "active", "done"]),
   cursor: z.string().min(1).optional(),
-  open: z.object({ at: z.number().int(), tally: WireTally }).optional(),
+  open: z
+    .object({
+      at: z.number().int(),
+      tally: WireTally,
+      ids: z.array(z.number().int().min(0).max(Number.MAX_SAFE_INTEGER)).max(MAX_CARRIED_IDS).optional(),
+    })
+    .optional(),
 });
 
 const WirePartition = z.object({
@@ -84,7 +90,15 @@ function walkToWire(walk: WalkState): WireWalk {
   return {
     phase: walk.phase,
     ...(walk.cursor ? { cursor: walk.cursor } : {}),
-    ...(walk.open ? { open: { at: walk.open.at, tally: tallyToWire(walk.open.tally) } } : {}),
+    ...(walk.open
+      ? {
+          open: {
+            at: walk.open.at,
+            tally: tallyToWire(walk.open.tally),
+            ...(walk.open.ids?.length ? { ids: walk.open.ids } : {}),
+          },
+        }
+      : {}),
   };
 }
 
@@ -102,6 +116,7 @@ function walkFromWire(walk: z.output<typeof WireWalk>): WalkState {
               totalCredits: walk.open.tally.t,
               runsWithoutUsage: walk.open.tally.w,
             },
+            ...(walk.open.ids?.length ? { ids: walk.open.ids } : {}),
           },
         }
       : {}),

@@ -3,7 +3,7 @@
 // since/until each partition is walked from both ends at once and the two walks stop where
 // they meet. See README "GET /stats" for the guarantees this gives.
 import { ApiError } from "../app/errors.ts";
-import type { PageOptions, PageSource } from "../cache/pages.ts";
+import type { PageOptions, PageResult, PageSource } from "../cache/pages.ts";
 import {
   type CanonicalListQuery,
   listQuery,
@@ -58,7 +58,15 @@ export type Direction = "asc" | "desc";
 export interface OpenGroup {
   at: number;
   tally: Tally;
+  /**
+   * Id hashes (fold-bytes) of the group's last runs, at most MAX_CARRIED_IDS: a run the next page
+   * lists again at this instant (an offset cursor after a run was created) is not counted twice.
+   */
+  ids?: number[];
 }
+
+/** Id hashes an open group carries to the walk's next page (and into a resume token). */
+export const MAX_CARRIED_IDS = 8;
 
 export interface WalkState {
   /** `waiting`: the ascending end opens only once the first descending page shows more runs. */
@@ -128,6 +136,28 @@ export function foldPage(body: Uint8Array): FoldPage {
   return page;
 }
 
+/**
+ * The page's fold, or why the scan cannot count it: a page the tenant object just checked comes
+ * with its fold; one from KV is read here. A run without a valid createdAt has no place in a walk.
+ */
+function countable(result: PageResult): FoldPage | ApiError {
+  const pruned = result.page.pruned;
+  let page: FoldPage;
+  try {
+    page = pruned ?? foldPage(result.page.body);
+  } catch (error) {
+    if (error instanceof ApiError) return error;
+    throw error;
+  }
+  for (let i = 0; i < page.runs * VALUES_PER_RUN; i += VALUES_PER_RUN) {
+    if (Number.isNaN(page.values[i])) {
+      if (!pruned) releaseBytes(page.values);
+      return invalidCreatedAt();
+    }
+  }
+  return page;
+}
+
 function instant(iso: string | undefined): number | undefined {
   return iso === undefined ? undefined : Date.parse(iso);
 }
@@ -149,10 +179,12 @@ export function isComplete(state: ScanState): boolean {
   return state.partitions.every((p) => p.done);
 }
 
+function invalidCreatedAt(): ApiError {
+  return new ApiError("UPSTREAM_INVALID_RESPONSE", "Extend returned a run without a valid createdAt.");
+}
+
 function checkedCreatedAt(at: number): number {
-  if (Number.isNaN(at)) {
-    throw new ApiError("UPSTREAM_INVALID_RESPONSE", "Extend returned a run without a valid createdAt.");
-  }
+  if (Number.isNaN(at)) throw invalidCreatedAt();
   return at;
 }
 
@@ -226,12 +258,26 @@ class PageFold {
   openAt = Number.NaN;
   /** The group carried in from the walk's previous page, counted with the runs added to it here. */
   carried: Tally | undefined;
+  /** Id hashes of the open group's runs, in page order. */
+  readonly ids = new Set<number>();
 
   begin(open: OpenGroup | undefined): void {
     this.counted.reset();
     this.group.reset();
+    this.ids.clear();
     this.openAt = open ? open.at : Number.NaN;
     this.carried = open?.tally;
+    for (const id of open?.ids ?? []) this.ids.add(id);
+  }
+
+  /** Adds a run to the open group; false when the group has it already (Extend listed it twice). */
+  join(credits: number, totalCredits: number, id: number): boolean {
+    if (!Number.isNaN(id)) {
+      if (this.ids.has(id)) return false;
+      this.ids.add(id);
+    }
+    this.group.add(credits, totalCredits);
+    return true;
   }
 
   /** Closes the open group: counted if the other walk has not claimed its instant. */
@@ -250,12 +296,16 @@ class PageFold {
     }
     this.carried = undefined;
     this.group.reset();
+    this.ids.clear();
   }
 
   /** Writes what the page counted into the totals, and its open group back into the walk. */
   settle(partition: PartitionState, walk: WalkState, totals: Totals): void {
     addTally(totals, partition.status, this.counted.tally());
-    if (!Number.isNaN(this.openAt)) walk.open = { at: this.openAt, tally: this.group.tally(this.carried) };
+    if (!Number.isNaN(this.openAt)) {
+      const ids = [...this.ids].slice(-MAX_CARRIED_IDS);
+      walk.open = { at: this.openAt, tally: this.group.tally(this.carried), ...(ids.length ? { ids } : {}) };
+    }
     this.carried = undefined;
   }
 }
@@ -294,7 +344,7 @@ export function applyPage(
       fold.closeOpen(partition, direction, totals);
       fold.openAt = at;
     }
-    fold.group.add(values[i + 1] as number, values[i + 2] as number);
+    fold.join(values[i + 1] as number, values[i + 2] as number, values[i + 3] as number);
   }
   fold.settle(partition, walk, totals);
   // The end of the list is the absence of a cursor, never a short page.
@@ -389,22 +439,29 @@ export async function advanceScan(
       maxWaitMs: mayWait(),
       ...(deps.caller ? { caller: deps.caller } : {}),
     };
+    const options = deps.listOptions ? deps.listOptions(own) : own;
     // Room held by another request's scan may not come free before this one stops launching.
     await isolatePages.run(
       async () => {
-        const result = await deps.pages.get(query, deps.listOptions ? deps.listOptions(own) : own);
-        const readAt = clock.now() - (result.ageSeconds ?? 0) * 1000;
-        state.oldestPageAt = Math.min(state.oldestPageAt, readAt);
+        let result = await deps.pages.get(query, options);
         pageCharge = Math.max(MIN_PAGE_CHARGE, result.page.body.byteLength);
+        let page = countable(result);
+        if (page instanceof ApiError && result.cache === "HIT") {
+          // The list route stores pages as Extend sent them: one stored while Extend misbehaved
+          // would fail every scan until it expired, though Extend may answer well by now.
+          result.release();
+          result = await deps.pages.get(query, { ...options, maxAgeSeconds: 0 });
+          page = countable(result);
+        }
         try {
-          // A page the tenant object just checked comes with its fold; one from KV is read here.
-          const pruned = result.page.pruned;
-          const page = pruned ?? foldPage(result.page.body);
+          if (page instanceof ApiError) throw page;
+          const readAt = clock.now() - (result.ageSeconds ?? 0) * 1000;
+          state.oldestPageAt = Math.min(state.oldestPageAt, readAt);
           try {
             fold(page);
           } finally {
             // A fold made here is this request's alone; one that came with the page goes with it.
-            if (!pruned) releaseBytes(page.values);
+            if (!result.page.pruned) releaseBytes(page.values);
           }
         } finally {
           result.release();

@@ -4,6 +4,7 @@ import { listQuery } from "../../../src/extend/schemas.ts";
 import { type GatewayListRequest, TenantGateway } from "../../../src/gateway/tenant-gateway.ts";
 import { readExactly } from "../../../src/lib/bytes.ts";
 import { systemClock } from "../../../src/lib/clock.ts";
+import { VALUES_PER_RUN } from "../../../src/stats/fold-bytes.ts";
 import { FAKE_EXTEND_ORIGIN, TEST_UPSTREAM_KEY } from "../support/constants.ts";
 
 function gatewayOverFake(fake: FakeExtend): TenantGateway {
@@ -84,7 +85,7 @@ describe("shared loads in the tenant gateway", () => {
     // RPC each participant gets a copy; here, in the object, they share the object's own.)
     const [first] = outcomes;
     expect(first?.ok && first.pruned.runs).toBe(3);
-    expect(outcomes.every((o) => o.ok && o.pruned.values.length === 9)).toBe(true);
+    expect(outcomes.every((o) => o.ok && o.pruned.values.length === 3 * VALUES_PER_RUN)).toBe(true);
     const texts: string[] = [];
     for (const outcome of outcomes) {
       if (!outcome.ok) throw new Error(`refused: ${outcome.message}`);

@@ -20,9 +20,13 @@ const T0 = Date.UTC(2026, 9, 1, 0, 0, 0);
 const t = (n: number) => T0 + n * MINUTE;
 const iso = (n: number) => new Date(t(n)).toISOString();
 
+/** Ids are unique, as Extend's are: the scan tells a run listed twice from two runs by its id. */
+let runs = 0;
+
 function run(minute: number, credits: number | null = 1): Record<string, unknown> {
+  runs += 1;
   return {
-    id: `run_${minute}`,
+    id: `run_${minute}_${runs}`,
     createdAt: iso(minute),
     usage: credits === null ? null : { credits },
   };
@@ -283,7 +287,7 @@ function nextPage(all: readonly ModelRun[], direction: Direction, cursor: string
   const more = from + size < list.length && last !== undefined;
   return page(
     runs.map((r) => ({
-      id: "run",
+      id: `run_${all.indexOf(r)}`,
       createdAt: iso(r.minute),
       usage: r.milliCredits === null ? null : { credits: r.milliCredits / 1000 },
     })),
