@@ -7,7 +7,7 @@ import { createKvCache } from "../../../src/cache/kv-cache.ts";
 import { cachedPages } from "../../../src/cache/pages.ts";
 import { pageFromBytes, type UpstreamPage } from "../../../src/extend/client.ts";
 import { listQuery } from "../../../src/extend/schemas.ts";
-import { foldPageBytes, type PrunedPage } from "../../../src/stats/fold-bytes.ts";
+import { foldPageBytes, type PrunedPage, VALUES_PER_RUN } from "../../../src/stats/fold-bytes.ts";
 import { freshWorkspaceId } from "../support/tenant.ts";
 
 const text = JSON.stringify({
@@ -55,7 +55,7 @@ describe("cachedPages", () => {
     first?.release();
     // The other reader still holds the page.
     expect(page.body.byteLength).toBe(text.length);
-    expect(page.pruned?.values.length).toBe(3);
+    expect(page.pruned?.values.length).toBe(VALUES_PER_RUN);
     second?.release();
     await Promise.all(background);
     expect(page.body.byteLength).toBe(0);
