@@ -4,7 +4,7 @@
 // ignores case returns the run whose name differs from the text in case alone; one that does not
 // returns only names holding the text as written. The answer is kept with the index.
 import { type CanonicalListQuery, listQuery, MAX_PAGE_SIZE } from "../extend/schemas.ts";
-import { exactFileNames, FILE_NAME_SEPARATOR } from "./row.ts";
+import { exactFileNames, FILE_NAME_SEPARATOR, fileNameList } from "./row.ts";
 import type { FileNameMatch } from "./store.ts";
 import type { SyncPage } from "./upstream.ts";
 
@@ -76,12 +76,7 @@ export function probeQuery(sample: NameSample, text: string): CanonicalListQuery
 
 /** The names of a listed run as Extend has them. */
 function namesOf(run: Record<string, unknown>): string[] {
-  if (!Array.isArray(run.files)) return [];
-  return run.files.flatMap((file: unknown) =>
-    typeof file === "object" && file !== null && typeof (file as { name?: unknown }).name === "string"
-      ? [(file as { name: string }).name]
-      : [],
-  );
+  return fileNameList(run.files) ?? [];
 }
 
 /** Whether the page lists a run none of whose names holds `text` as written. */

@@ -93,15 +93,19 @@ function usageOf(run: Record<string, unknown>): RowUsage | null {
   return usage && { credits: splitAmount(usage.credits), totalCredits: splitAmount(usage.totalCredits) };
 }
 
-function fileNamesOf(files: unknown): string | undefined {
+/** A run's file names as listed ("" for a file without one), or undefined without a `files` array. */
+export function fileNameList(files: unknown): string[] | undefined {
   if (!Array.isArray(files)) return undefined;
-  return storedFileNames(
-    files.map((file) =>
-      typeof file === "object" && file !== null && typeof (file as { name?: unknown }).name === "string"
-        ? (file as { name: string }).name
-        : "",
-    ),
+  return files.map((file: unknown) =>
+    typeof file === "object" && file !== null && typeof (file as { name?: unknown }).name === "string"
+      ? (file as { name: string }).name
+      : "",
   );
+}
+
+function fileNamesOf(files: unknown): string | undefined {
+  const names = fileNameList(files);
+  return names && storedFileNames(names);
 }
 
 /**
