@@ -72,8 +72,10 @@ describe("Semaphore with weights (a byte budget)", () => {
     };
     const weights = [4, 4, 4, 12, 2, 8];
     await Promise.all(weights.map((w, n) => budget.run(task(n, w), 5_000, w)));
-    expect(order).toEqual([0, 1, 2, 3, 4, 5]);
-    // Two of 4 fit; the 12 runs alone; 2 and 8 together.
+    // Two of 4 fit; the 12 runs alone; 2 and 8 together. The last two are granted at once, and
+    // each starts when its own timer next looks, so either may be first.
+    expect(order.slice(0, 4)).toEqual([0, 1, 2, 3]);
+    expect([...order.slice(4)].sort()).toEqual([4, 5]);
     expect(most).toBe(12);
     const together = new Semaphore(10);
     held = 0;
