@@ -88,8 +88,10 @@ export async function answerStats(
     const after = sync.state();
     const asOf = after.asOf ?? state.asOf;
     if (!caughtUp) {
-      // The sync backing off (Extend asked it to wait, or failed) is no sooner worth asking again.
-      const backOff = after.retryAt === null ? 0 : Math.ceil((after.retryAt - now()) / 1000);
+      // Paused by a 429 (Extend's Retry-After, or the tenant's budget), a catch-up is refused at
+      // once until the pause ends; after any other failure the next request tries again.
+      const paused = after.errorCode === "UPSTREAM_RATE_LIMITED" && after.retryAt !== null;
+      const backOff = paused ? Math.ceil(((after.retryAt as number) - now()) / 1000) : 0;
       return {
         kind: "lagging",
         lagSeconds: lagSecondsOf(asOf, now()),
