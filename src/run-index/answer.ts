@@ -99,9 +99,12 @@ export async function answerStats(
       };
     }
   }
-  let match = sync.fileNameMatch();
-  if (filters.fileNameContains !== undefined && hasCase(filters.fileNameContains)) {
-    const settled = await sync.settleFileNameMatch(CATCH_UP_BUDGET_MS);
+  // Only a file name filter depends on how Extend matches names.
+  let match: FileNameMatch = "folded";
+  if (filters.fileNameContains !== undefined) {
+    const settled = hasCase(filters.fileNameContains)
+      ? await sync.settleFileNameMatch(CATCH_UP_BUDGET_MS)
+      : sync.fileNameMatch();
     if (settled === undefined) return { kind: "matching" };
     match = settled;
   }

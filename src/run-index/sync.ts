@@ -445,6 +445,8 @@ export class RunIndexSync {
   private probeRetryAt = 0;
   /** When the index last found no name to probe with: it looks again only SAMPLE_RECHECK_MS later. */
   private noSampleAt: number | undefined;
+  /** How Extend matches file names, once known (knownFileNameMatch). */
+  private fileNameMatchKnown: FileNameMatch | undefined;
 
   constructor(deps: SyncDeps) {
     this.deps = deps;
@@ -467,6 +469,7 @@ export class RunIndexSync {
 
   private reloadState(): void {
     this.cachedState = undefined;
+    this.fileNameMatchKnown = undefined;
   }
 
   private setState(patch: Partial<SyncState>): void {
@@ -1069,7 +1072,7 @@ export class RunIndexSync {
 
   /** How the index matches `fileNameContains`: as Extend does once it has asked, else ignoring case. */
   fileNameMatch(): FileNameMatch {
-    return storedFileNameMatch(this.sql) ?? "folded";
+    return this.knownFileNameMatch() ?? "folded";
   }
 
   /**
@@ -1079,7 +1082,7 @@ export class RunIndexSync {
    * of its names either way, and it matches ignoring case.
    */
   async settleFileNameMatch(maxMs: number): Promise<FileNameMatch | undefined> {
-    const known = storedFileNameMatch(this.sql);
+    const known = this.knownFileNameMatch();
     if (known) return known;
     let running = this.inFlight.get("probe");
     if (!running) {
@@ -1092,7 +1095,13 @@ export class RunIndexSync {
     }
     // A probe still under way when the wait ends goes on in the object; the next answer uses it.
     await settledWithin(running, maxMs);
-    return storedFileNameMatch(this.sql);
+    return this.knownFileNameMatch();
+  }
+
+  /** What the index found out, read from storage once per entry point, as the state is. */
+  private knownFileNameMatch(): FileNameMatch | undefined {
+    this.fileNameMatchKnown ??= storedFileNameMatch(this.sql);
+    return this.fileNameMatchKnown;
   }
 
   /** A name to probe with (name-match.ts); a search that found none is not repeated for a while. */
@@ -1106,7 +1115,7 @@ export class RunIndexSync {
   /** The probe, when the index does not know how Extend matches file names and may ask now. */
   private probeTaskIfDue(now: number): Task | undefined {
     if (this.inFlight.has("probe") || now < this.probeRetryAt) return undefined;
-    if (storedFileNameMatch(this.sql) !== undefined) return undefined;
+    if (this.knownFileNameMatch() !== undefined) return undefined;
     const sample = this.sampleToAsk(now);
     return sample && this.probeTask(sample);
   }
@@ -1119,6 +1128,7 @@ export class RunIndexSync {
           const match = await this.askFileNameMatch(sample, signal);
           if (match) {
             storeFileNameMatch(this.sql, match);
+            this.fileNameMatchKnown = match;
             return;
           }
         } catch (error) {
