@@ -18,6 +18,13 @@ async function built(options: Parameters<typeof useIndexFake>[0] = {}, settings:
   return index;
 }
 
+/** Runs one statement in the index's object, beneath the sync: to age its state, or forget a fact. */
+function execInIndex(index: IndexFake, statement: string): Promise<void> {
+  return runInDurableObject(index.stub, (_i, state) => {
+    state.storage.sql.exec(statement);
+  });
+}
+
 function alarmOf(index: IndexFake): Promise<number | null> {
   return runInDurableObject(index.stub, (_i, state) => state.storage.getAlarm());
 }
@@ -177,9 +184,7 @@ describe("GET /stats with the run index", () => {
   it("scans a file name filter while Extend cannot be asked how it matches; the sync goes on", async () => {
     const runs = runsWithNames();
     const index = await built({ runs, fileNameCase: "sensitive" });
-    await runInDurableObject(index.stub, (_i, state) => {
-      state.storage.sql.exec(`DELETE FROM run_meta WHERE key = 'file_name_match'`);
-    });
+    await execInIndex(index, `DELETE FROM run_meta WHERE key = 'file_name_match'`);
     // The probe lists within one workflow; the scan below lists by status, unfailed.
     const probe = (url: URL) =>
       url.searchParams.has("fileNameContains") && url.searchParams.has("workflowId");
@@ -253,9 +258,7 @@ describe("GET /stats with the run index", () => {
     await stopAlarm(index.stub);
     const run = index.fake.runs[3] as FakeRun;
     index.fake.updateRun(run.id, { status: "CANCELLED" });
-    await runInDurableObject(index.stub, (_i, state) => {
-      state.storage.sql.exec(`UPDATE run_sync SET as_of = as_of - 120000`);
-    });
+    await execInIndex(index, `UPDATE run_sync SET as_of = as_of - 120000`);
     const { body: stale } = await getStats(index, {});
     expect(stale.lagSeconds).toBeGreaterThanOrEqual(120);
     const { body } = await getStats(index, { maxLagSeconds: "60" });
@@ -312,9 +315,7 @@ describe("GET /stats with the run index", () => {
       { UPSTREAM_TIMEOUT_MS: "200", UPSTREAM_DEADLINE_MS: "400" },
     );
     await stopAlarm(index.stub);
-    await runInDurableObject(index.stub, (_i, state) => {
-      state.storage.sql.exec(`UPDATE run_sync SET as_of = as_of - 120000`);
-    });
+    await execInIndex(index, `UPDATE run_sync SET as_of = as_of - 120000`);
     index.fake.inject({ type: "status", status: 503 }, 1_000);
     const response = await read(await callProxy("/stats?maxLagSeconds=30", { env: index.env }));
     expectErrorEnvelope(response, { status: 503, code: "INDEX_LAGGING", retryable: true });
@@ -327,9 +328,7 @@ describe("GET /stats with the run index", () => {
   it("answers 503 with Extend's own Retry-After when Extend asked the sync to wait longer", async () => {
     const index = await built({ dataset: { size: 40, seed: 2 } });
     await stopAlarm(index.stub);
-    await runInDurableObject(index.stub, (_i, state) => {
-      state.storage.sql.exec(`UPDATE run_sync SET as_of = as_of - 120000`);
-    });
+    await execInIndex(index, `UPDATE run_sync SET as_of = as_of - 120000`);
     index.fake.inject({ type: "rate-limit", retryAfter: "40" }, 1_000);
     const response = await read(await callProxy("/stats?maxLagSeconds=30", { env: index.env }));
     expectErrorEnvelope(response, { status: 503, code: "INDEX_LAGGING", retryable: true });
@@ -356,9 +355,7 @@ describe("GET /stats with the run index", () => {
       { UPSTREAM_TIMEOUT_MS: "120000", UPSTREAM_DEADLINE_MS: "120000" },
     );
     await stopAlarm(index.stub);
-    await runInDurableObject(index.stub, (_i, state) => {
-      state.storage.sql.exec(`UPDATE run_sync SET as_of = as_of - 120000`);
-    });
+    await execInIndex(index, `UPDATE run_sync SET as_of = as_of - 120000`);
     index.fake.inject({ type: "hang" }, 1);
     const response = await read(await callProxy("/stats?maxLagSeconds=30", { env: index.env }));
     expectErrorEnvelope(response, { status: 503, code: "INDEX_LAGGING", retryable: true });
@@ -404,9 +401,7 @@ describe("alarm and cron", () => {
     const run = index.fake.runs[0] as FakeRun;
     index.fake.updateRun(run.id, { status: "REJECTED" });
     // The alarm is due in 5 s; run it now, as workerd would then.
-    await runInDurableObject(index.stub, (_i, state) => {
-      state.storage.sql.exec(`UPDATE run_sync SET as_of = as_of - 5000`);
-    });
+    await execInIndex(index, `UPDATE run_sync SET as_of = as_of - 5000`);
     expect(await runDurableObjectAlarm(index.stub)).toBe(true);
     const { body } = await getStats(index, {});
     expect(summary(body)).toEqual(referenceStats(index.fake.runs));
@@ -425,9 +420,7 @@ describe("alarm and cron", () => {
   it("lets an index nobody read for a day sleep, and wakes it on the next read", async () => {
     const index = await built({ dataset: { size: 30, seed: 3 } });
     await stopAlarm(index.stub);
-    await runInDurableObject(index.stub, (_i, state) => {
-      state.storage.sql.exec(`UPDATE run_sync SET last_used_at = last_used_at - 90000000`);
-    });
+    await execInIndex(index, `UPDATE run_sync SET last_used_at = last_used_at - 90000000`);
     await cron(index.env);
     expect(await alarmOf(index)).toBeNull();
     const { body } = await getStats(index, {});
