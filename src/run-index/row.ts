@@ -139,10 +139,21 @@ function instant(value: unknown): number {
 }
 
 /**
+ * Whether `usage` is absent, null or an object. Inside one, credits that are not numbers count as
+ * no usage, as the scan counts them; usage that is no object at all is a garbled page, not a run
+ * without usage: counted as one, it would stay so after the fault, as the run's version does not
+ * move.
+ */
+function usageShaped(usage: unknown): boolean {
+  return usage === undefined || usage === null || (typeof usage === "object" && !Array.isArray(usage));
+}
+
+/**
  * Maps one run of a list page. A status that is none of the eight is stored as listed: /stats
  * never counts such a run (the scan does not either), and an older state of the run must not stay
- * counted. A run without id, status or valid timestamps is an invalid response: a row taken from
- * it would outlive the fault, as the same run listed whole later has the same version.
+ * counted. A run without id, status or valid timestamps, or with usage that is no object, is an
+ * invalid response: a row taken from it would outlive the fault, as the same run listed whole
+ * later has the same version.
  */
 export function rowFromListRun(run: Record<string, unknown>): RunRow | undefined {
   const createdAt = instant(run.createdAt);
@@ -155,6 +166,9 @@ export function rowFromListRun(run: Record<string, unknown>): RunRow | undefined
   }
   if (typeof run.status !== "string" || run.status === "") {
     throw new ApiError("UPSTREAM_INVALID_RESPONSE", "Extend returned a run without a status.");
+  }
+  if (!usageShaped(run.usage)) {
+    throw new ApiError("UPSTREAM_INVALID_RESPONSE", "Extend returned a run whose usage is not an object.");
   }
   return {
     id: run.id,
@@ -180,6 +194,7 @@ export function factsFromWorkflowRun(run: Record<string, unknown>, id: string): 
   if (typeof run.batchId === "string" || run.batchId === null) facts.batchId = run.batchId;
   const fileNames = fileNamesOf(run.files);
   if (fileNames !== undefined) facts.fileNames = fileNames;
-  if ("usage" in run) facts.usage = usageOf(run);
+  // Garbled usage tells nothing: the row keeps what it knew.
+  if ("usage" in run && usageShaped(run.usage)) facts.usage = usageOf(run);
   return facts;
 }

@@ -9,26 +9,36 @@ import { createExtendUpstream } from "../../../src/extend/client.ts";
 import { settle, stopAlarm, useIndexFake } from "../support/run-index.ts";
 import { getStats, referenceStats, statsPath, summary } from "../support/stats.ts";
 
-describe("run index: a list page with a run Extend sent without its status", () => {
-  it("is not taken in, so the run counts again once Extend lists it whole", async () => {
-    const index = await useIndexFake({ dataset: { size: 40, seed: 17 } });
-    await getStats(index, {});
-    await settle(index.stub);
-    await stopAlarm(index.stub);
+describe("run index: a list page with a run Extend sent garbled", () => {
+  const garblings: [string, (run: FakeRun) => unknown][] = [
+    ["without its status", ({ status: _dropped, ...run }) => run],
+    ["with usage as a number", (run) => ({ ...run, usage: 7.5 })],
+    ["with usage as a list", (run) => ({ ...run, usage: [run.usage] })],
+  ];
 
-    const changed = index.fake.updateRun(index.fake.runs[0]?.id ?? "", { status: "FAILED" }) as FakeRun;
-    const { status: _dropped, ...withoutStatus } = changed;
-    index.fake.runs = index.fake.runs.map((run) =>
-      run.id === changed.id ? (withoutStatus as unknown as FakeRun) : run,
-    );
-    await index.call(statsPath({ maxLagSeconds: "0" }));
+  it.each(garblings)(
+    "%s is not taken in: the run counts again once Extend lists it whole",
+    async (_, garble) => {
+      const index = await useIndexFake({ dataset: { size: 40, seed: 17 } });
+      await getStats(index, {});
+      await settle(index.stub);
+      await stopAlarm(index.stub);
 
-    index.fake.runs = index.fake.runs.map((run) => (run.id === changed.id ? changed : run));
-    const { body } = await getStats(index, { maxLagSeconds: "0" });
-    expect(body.source).toBe("index");
-    expect(summary(body)).toEqual(referenceStats(index.fake.runs));
-    await stopAlarm(index.stub);
-  });
+      const id = index.fake.runs[0]?.id ?? "";
+      const changed = index.fake.updateRun(id, {
+        status: "FAILED",
+        usage: { credits: 7.5, totalCredits: 7.5 },
+      }) as FakeRun;
+      index.fake.runs = index.fake.runs.map((run) => (run.id === id ? (garble(changed) as FakeRun) : run));
+      expect((await index.call(statsPath({ maxLagSeconds: "0" }))).status).not.toBe(200);
+
+      index.fake.runs = index.fake.runs.map((run) => (run.id === id ? changed : run));
+      const { body } = await getStats(index, { maxLagSeconds: "0" });
+      expect(body.source).toBe("index");
+      expect(summary(body)).toEqual(referenceStats(index.fake.runs));
+      await stopAlarm(index.stub);
+    },
+  );
 });
 
 describe("run index: GET /workflow_runs/{id} answering with another run", () => {
