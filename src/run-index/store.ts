@@ -37,12 +37,19 @@ function usageColumns(usage: RowUsage | null): [number, number, number, number, 
 }
 
 // A list row is the truth for its version: it replaces a state of a lower version, and also one
-// of an equal version taken from a webhook (still pending). Facts (createdAt, workflow, batch,
-// files) never change in Extend, so they are written only where a webhook had to guess them,
-// by a second statement: assigning indexed columns, even to their own values, rewrites their
-// index entries.
-const LIST_ROW_WINS =
-  "(excluded.version > runs.version OR (runs.pending_since IS NOT NULL AND excluded.version >= runs.version))";
+// of an equal version taken from a webhook (still pending), or that differs from it: Extend's
+// updatedAt may be coarser than its changes (whole seconds, or two changes in one millisecond),
+// and a state read between two such changes would otherwise stay until a reconcile. Pages are
+// applied as they are read, so the later read wins; an identical replay writes nothing. Facts
+// (createdAt, workflow, batch, files) never change in Extend, so they are written only where a
+// webhook had to guess them, by a second statement: assigning indexed columns, even to their own
+// values, rewrites their index entries.
+const LIST_ROW_WINS = `(excluded.version > runs.version
+  OR (runs.pending_since IS NOT NULL AND excluded.version >= runs.version)
+  OR (excluded.version = runs.version AND (excluded.status IS NOT runs.status
+    OR excluded.credits_hi IS NOT runs.credits_hi OR excluded.credits_lo IS NOT runs.credits_lo
+    OR excluded.total_hi IS NOT runs.total_hi OR excluded.total_lo IS NOT runs.total_lo
+    OR excluded.usage_null IS NOT runs.usage_null)))`;
 
 // One statement for a whole batch: the rows travel as one JSON array of arrays, so SQLite makes
 // the per-row calls rather than JavaScript (a statement per row was most of a page's write time).
@@ -128,7 +135,19 @@ function storedRuns(sql: SqlStorage, ids: readonly string[]): Map<string, Stored
 /** The same rule as LIST_ROW_WINS, so the totals move exactly for the rows the upsert writes. */
 function listRowWins(row: RunRow, stored: StoredRun | undefined): boolean {
   if (stored === undefined) return true;
-  return row.version > stored.version || (stored.pending_since !== null && row.version >= stored.version);
+  if (row.version > stored.version || (stored.pending_since !== null && row.version >= stored.version)) {
+    return true;
+  }
+  if (row.version !== stored.version) return false;
+  const [creditsHi, creditsLo, totalHi, totalLo, usageNull] = usageColumns(row.usage);
+  return (
+    row.status !== stored.status ||
+    creditsHi !== stored.credits_hi ||
+    creditsLo !== stored.credits_lo ||
+    totalHi !== stored.total_hi ||
+    totalLo !== stored.total_lo ||
+    usageNull !== stored.usage_null
+  );
 }
 
 /** Exact sums to add to one (workflow, status) row of the totals (negative to take away). */
