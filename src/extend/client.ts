@@ -343,7 +343,9 @@ export function classify(status: number, retryAfterMs: number | undefined): Outc
       error: new ApiError("UPSTREAM_USAGE_BLOCKED", "Extend refused the request for billing reasons."),
     };
   }
-  if (status === 400 || status === 422) {
+  // 410 Gone is how an API may say a cursor expired: refused like any stale cursor, so a walk
+  // that holds one starts again rather than asking for it forever.
+  if (status === 400 || status === 410 || status === 422) {
     return {
       kind: "fail",
       error: new ApiError(

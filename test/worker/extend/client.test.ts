@@ -117,7 +117,7 @@ type Expected = { kind: "fail" | "retry"; code: ErrorCode };
 function expectedFor(status: number): Expected {
   if (status === 401 || status === 403) return { kind: "fail", code: "UPSTREAM_AUTH_FAILED" };
   if (status === 402) return { kind: "fail", code: "UPSTREAM_USAGE_BLOCKED" };
-  if (status === 400 || status === 422) return { kind: "fail", code: "INVALID_REQUEST" };
+  if (status === 400 || status === 410 || status === 422) return { kind: "fail", code: "INVALID_REQUEST" };
   if (status === 404) return { kind: "fail", code: "NOT_FOUND" };
   if (status === 429) return { kind: "retry", code: "UPSTREAM_RATE_LIMITED" };
   if (status >= 500) return { kind: "retry", code: "UPSTREAM_ERROR" };
@@ -130,6 +130,7 @@ describe("classify: every upstream status but 200", () => {
     ["403: our key lacks access", 403, { kind: "fail", code: "UPSTREAM_AUTH_FAILED" }],
     ["402: billing", 402, { kind: "fail", code: "UPSTREAM_USAGE_BLOCKED" }],
     ["400: query refused", 400, { kind: "fail", code: "INVALID_REQUEST" }],
+    ["410: an expired cursor", 410, { kind: "fail", code: "INVALID_REQUEST" }],
     ["422: query refused", 422, { kind: "fail", code: "INVALID_REQUEST" }],
     ["404: not found", 404, { kind: "fail", code: "NOT_FOUND" }],
     ["429 without Retry-After: retried", 429, { kind: "retry", code: "UPSTREAM_RATE_LIMITED" }],

@@ -99,7 +99,7 @@ const FAULTS: FaultCase[] = [
     retryable: false,
     calls: 1,
   },
-  ...[400, 422].map((status) => ({
+  ...[400, 410, 422].map((status) => ({
     name: `HTTP ${status} (query refused)`,
     fault: statusFault(status),
     times: ALWAYS,

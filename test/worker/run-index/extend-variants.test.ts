@@ -36,3 +36,40 @@ describe("run index: an Extend whose updatedAt does not move with every change",
     await stopAlarm(index.stub);
   });
 });
+
+describe("run index: an Extend that answers 410 Gone for an expired cursor", () => {
+  const gone = {
+    type: "status" as const,
+    status: 410,
+    body: JSON.stringify({ code: "INVALID_REQUEST", message: "nextPageToken expired.", retryable: false }),
+  };
+  const withCursor = (url: URL) => url.searchParams.has("nextPageToken");
+
+  it("restarts a backfill walk whose cursor expired, and builds an index that counts every run", async () => {
+    const index = await useIndexFake({ dataset: { size: 60, seed: 29 }, pageLimit: 7 });
+    index.fake.inject(gone, 3, withCursor);
+    await getStats(index, {});
+    await settle(index.stub);
+    const { body } = await getStats(index, {});
+    expect(body.source).toBe("index");
+    expect(summary(body)).toEqual(referenceStats(index.fake.runs));
+    await stopAlarm(index.stub);
+  });
+
+  it("restarts a head walk whose cursor expired: a sync asked for still answers, and exactly", async () => {
+    const index = await useIndexFake({ dataset: { size: 60, seed: 31 }, pageLimit: 7 });
+    await getStats(index, {});
+    await settle(index.stub);
+    await stopAlarm(index.stub);
+
+    index.fake.updateRuns(
+      index.fake.runs.slice(0, 20).map((run) => run.id),
+      { status: "CANCELLED" },
+    );
+    index.fake.inject(gone, 1, (url) => withCursor(url) && url.searchParams.get("sortBy") === "updatedAt");
+    const { body } = await getStats(index, { maxLagSeconds: "0" });
+    expect(body.source).toBe("index");
+    expect(summary(body)).toEqual(referenceStats(index.fake.runs));
+    await stopAlarm(index.stub);
+  });
+});

@@ -20,7 +20,7 @@ import {
 import type { IndexSettings, SyncUpstream } from "../../../src/run-index/upstream.ts";
 import type { TenantObject } from "../../../src/tenant/object.ts";
 import { FAKE_EXTEND_ORIGIN } from "./constants.ts";
-import { isolatedTenant, type Tenant } from "./tenant.ts";
+import { isolatedTenant, type Tenant, type TenantOptions } from "./tenant.ts";
 
 export interface IndexFake extends Tenant {
   /** The tenant's object, which holds its run index. */
@@ -29,7 +29,7 @@ export interface IndexFake extends Tenant {
 
 /** A tenant of its own (workspace, fake Extend, object), with the run index on. */
 export async function useIndexFake(
-  options: Partial<FakeExtendOptions> = {},
+  options: Partial<FakeExtendOptions> & Pick<TenantOptions, "pageLimit"> = {},
   settings: Partial<Env> = {},
 ): Promise<IndexFake> {
   const tenant = isolatedTenant({ ...options, env: { RUN_INDEX: "on", ...settings } });
