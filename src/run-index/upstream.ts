@@ -5,12 +5,14 @@ import type { Config } from "../app/config.ts";
 import {
   type AttemptReport,
   createExtendUpstream,
+  type ExtendUpstream,
   type ListOptions,
   type RunLookup,
   type UpstreamPage,
   type WorkflowPage,
 } from "../extend/client.ts";
 import type { CanonicalListQuery } from "../extend/schemas.ts";
+import type { Slot } from "../gateway/scheduler.ts";
 import { type GatewaySettings, type TenantGateway, upstreamConfig } from "../gateway/tenant-gateway.ts";
 import type { Clock } from "../lib/clock.ts";
 
@@ -67,6 +69,12 @@ export const SYNC_MAX_WAIT_MS = 5_000;
  * back text: parsing each 1000-run page twice was a third of the object's time per page during a
  * backfill, and no two sync walks ask for the same page, so sharing gained nothing.
  *
+ * Each slot is tracked as the gateway's own loads track theirs: it frees one window after the
+ * call's arrival at Extend is bounded (its prompt departure, else its answer), not a fixed time
+ * after its grant. The object's isolate is busy between pages (writing one, serving the Worker),
+ * and calls granted then leave late: counted from their grant, a window's calls and the next
+ * window's would reach Extend within one second.
+ *
  * An attempt holds one of MAX_OPEN_CALLS permits from just before its slot until its body is
  * read: a page being written holds none, so more calls than that may be under way. The permit
  * comes first because the budget counts a start from its grant: a call granted its slot must
@@ -77,48 +85,75 @@ export function gatewayUpstream(
   settings: GatewaySettings,
   clock: Clock,
 ): SyncUpstream {
-  const client = createExtendUpstream(upstreamConfig(settings), { clock });
-  const slot = { priority: "bulk" as const, caller: SYNC_CALLER, maxWaitMs: SYNC_MAX_WAIT_MS };
+  const config = upstreamConfig(settings);
+  const slot = { priority: "bulk" as const, caller: SYNC_CALLER, maxWaitMs: SYNC_MAX_WAIT_MS, tracked: true };
   let permits = openCalls.get(gateway);
   if (!permits) {
     permits = new Permits(MAX_OPEN_CALLS);
     openCalls.set(gateway, permits);
   }
   const open = permits;
-  const budgeted = <T>(signal: AbortSignal, call: (options: ListOptions) => Promise<T>): Promise<T> => {
+  const budgeted = <T>(
+    signal: AbortSignal,
+    call: (client: ExtendUpstream, options: ListOptions) => Promise<T>,
+  ): Promise<T> => {
     gateway.scheduler.configure(settings.maxRps);
     let held = false;
+    let granted: Slot | undefined;
     const release = () => {
       if (!held) return;
       held = false;
       open.release();
     };
-    return call({
+    // A start whose attempt was never sent (deadline, abort) is let go, or it would hold its slot.
+    const letGo = () => {
+      granted?.ended(clock.now());
+      granted = undefined;
+    };
+    const client = createExtendUpstream(config, {
+      clock,
+      fetch: (input, init) => {
+        const start = granted;
+        granted = undefined;
+        const response = fetch(input, init);
+        if (start) {
+          const ended = () => start.ended(clock.now());
+          void clock.sleep(0).then(() => start.left(clock.now()));
+          response.then(ended, ended);
+        }
+        return response;
+      },
+    });
+    return call(client, {
       signal,
       beforeAttempt: async () => {
         release();
+        letGo();
         // The permit before the slot: a start counts from its grant, so the call must leave at
         // once, not after waiting for a connection.
         await open.acquire();
         held = true;
-        await gateway.scheduler.acquire(slot);
+        granted = await gateway.scheduler.enqueue(slot).started;
         return undefined;
       },
       onAttempt: (report: AttemptReport) => {
         release();
         gateway.scheduler.observe(report.status, report.retryAfterMs);
       },
-    }).finally(release);
+    }).finally(() => {
+      release();
+      letGo();
+    });
   };
   return {
     list(query, signal) {
-      return budgeted(signal, (options) => client.list(query, options));
+      return budgeted(signal, (client, options) => client.list(query, options));
     },
     getRun(id, signal) {
-      return budgeted(signal, (options) => client.getRun(id, options));
+      return budgeted(signal, (client, options) => client.getRun(id, options));
     },
     listWorkflows(token, signal) {
-      return budgeted(signal, (options) => client.listWorkflows(token, options));
+      return budgeted(signal, (client, options) => client.listWorkflows(token, options));
     },
   };
 }
