@@ -1,4 +1,5 @@
 import type { Config } from "../app/config.ts";
+import { ApiError } from "../app/errors.ts";
 import { statsCacheKey, tenantScope } from "../cache/keys.ts";
 import type { CacheReadOptions, CacheState, KvCache } from "../cache/kv-cache.ts";
 import type { PageSource } from "../cache/pages.ts";
@@ -122,6 +123,22 @@ export function createStatsEngine(deps: StatsEngineDeps): StatsEngine {
     };
   }
 
+  /**
+   * A scan from the start. Cached pages carry the cursors Extend gave when they were read, and
+   * Extend may let a cursor expire sooner than the cache keeps its page: a cursor it refuses is
+   * then none of the caller's doing, so the scan is made again from pages read now, whose cursors
+   * are fresh.
+   */
+  async function scanAnew(filters: StatsFilters, maxAgeSeconds: number | undefined): Promise<Scanned> {
+    try {
+      return await scan(filters, undefined, maxAgeSeconds);
+    } catch (error) {
+      if (!(error instanceof ApiError) || error.code !== "INVALID_REQUEST" || maxAgeSeconds === 0)
+        throw error;
+      return scan(filters, undefined, 0);
+    }
+  }
+
   /** Only complete answers are kept, and only while their oldest page is within the stale window. */
   const storable = (scanned: Scanned) =>
     scanned.body.complete &&
@@ -141,7 +158,7 @@ export function createStatsEngine(deps: StatsEngineDeps): StatsEngine {
       }
       const options: CacheReadOptions<Scanned> = {
         ...window,
-        load: () => scan(filters, undefined, maxAgeSeconds),
+        load: () => scanAnew(filters, maxAgeSeconds),
         store: storable,
         loadedAt: (scanned) => scanned.oldestPageAt,
         serialize: (scanned) => serialize(scanned.body),

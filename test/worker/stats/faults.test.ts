@@ -95,3 +95,32 @@ describe("GET /stats when Extend lists a run twice", () => {
     expect(summary(body)).toEqual(referenceStats(tenant.fake.runs, { status: "PROCESSED" }));
   });
 });
+
+describe("GET /stats when Extend refuses a cursor that a cached page carried", () => {
+  it("scans again from pages read now instead of answering the caller 400", async () => {
+    const tenant = isolatedTenant({ dataset: { size: 60, seed: 41 }, pageLimit: 5 });
+    // The list route caches the scan's first page, with the cursor Extend gave then.
+    const listed = await tenant.call(
+      "/workflow_runs?status=PROCESSED&sortBy=createdAt&sortDir=desc&maxPageSize=1000",
+    );
+    expect(listed.status).toBe(200);
+    expect((await json<{ nextPageToken?: string }>(listed)).nextPageToken).toBeDefined();
+    // By the time the scan follows it, Extend has let that cursor expire.
+    tenant.fake.inject(
+      {
+        type: "status",
+        status: 400,
+        body: JSON.stringify({
+          code: "INVALID_REQUEST",
+          message: "nextPageToken expired.",
+          retryable: false,
+        }),
+      },
+      1,
+      (url) => url.searchParams.has("nextPageToken"),
+    );
+    const { body } = await getStats(tenant, { status: "PROCESSED" });
+    expect(body.complete).toBe(true);
+    expect(summary(body)).toEqual(referenceStats(tenant.fake.runs, { status: "PROCESSED" }));
+  });
+});
