@@ -846,7 +846,8 @@ export class RunIndexSync {
     }
     upsertListRows(this.sql, fresh);
     const pages = state.headPages + 1;
-    if (page.nextPageToken !== undefined && lowest >= floor && page.data.length > 0) {
+    // An empty page with a cursor is not the end: Extend promises no page size.
+    if (page.nextPageToken !== undefined && lowest >= floor) {
       this.setState({ headCursor: page.nextPageToken, headTop: top, headPages: pages });
       return;
     }

@@ -2,10 +2,25 @@
 // what it promises (every change before asOf counted) must hold for each of them.
 import { http } from "msw";
 import { describe, expect, it } from "vitest";
-import type { FakeRun } from "../../../fake/extend.ts";
+import { FakeExtend, type FakeRun } from "../../../fake/extend.ts";
 import { busiestWindow } from "../../../fake/windows.ts";
-import { FAKE_EXTEND_ORIGIN } from "../support/constants.ts";
-import { settle, stopAlarm, useIndexFake } from "../support/run-index.ts";
+import { indexStatsBody } from "../../../src/run-index/answer.ts";
+import { queryTotals } from "../../../src/run-index/store.ts";
+import type { SyncUpstream } from "../../../src/run-index/upstream.ts";
+import { FAKE_EXTEND_ORIGIN, TEST_UPSTREAM_KEY } from "../support/constants.ts";
+import {
+  drain,
+  ENGINE_EPOCH,
+  ENGINE_SETTINGS,
+  type EngineClock,
+  type EngineUpstream,
+  engineUpstream,
+  freshObject,
+  inEngine,
+  settle,
+  stopAlarm,
+  useIndexFake,
+} from "../support/run-index.ts";
 import { network } from "../support/setup.ts";
 import { getStats, referenceStats, summary } from "../support/stats.ts";
 import { answerWithFake } from "../support/tenant.ts";
@@ -111,4 +126,55 @@ describe("run index: an object too busy to send its granted calls at once", () =
     expect(busiestWindow(arrivals, 1_000)).toBeLessThanOrEqual(4);
     await stopAlarm(index.stub);
   }, 60_000);
+});
+
+describe("run index: an Extend that sends an empty page before more runs", () => {
+  const EMPTY = "empty-before:";
+  const ENGINE_LIMITS = { maxCalls: 40, maxMs: 60_000, concurrency: 6 };
+
+  /** Answers every follow-up page of the walks `when` picks with an empty page first, then the page. */
+  function withEmptyPages(inner: EngineUpstream, when: { on: boolean }): SyncUpstream {
+    return {
+      list(query, signal) {
+        const token = query.nextPageToken;
+        if (token?.startsWith(EMPTY)) {
+          return inner.list({ ...query, nextPageToken: token.slice(EMPTY.length) }, signal);
+        }
+        if (when.on && token !== undefined) {
+          return Promise.resolve({ data: [], nextPageToken: `${EMPTY}${token}` });
+        }
+        return inner.list(query, signal);
+      },
+      getRun: (id, signal) => inner.getRun(id, signal),
+      listWorkflows: (token, signal) => inner.listWorkflows(token, signal),
+    };
+  }
+
+  function indexTotals(sql: SqlStorage) {
+    return summary(indexStatsBody({}, queryTotals(sql, { fileNameMatch: "folded" }), 0, 0));
+  }
+
+  it("reads a head walk on past it: every change before asOf is counted", async () => {
+    const fake = new FakeExtend({ apiKey: TEST_UPSTREAM_KEY, dataset: { size: 200, seed: 43 } });
+    const inner = engineUpstream(fake, { pageLimit: 10 });
+    const empties = { on: false };
+    const clock: EngineClock = { now: ENGINE_EPOCH };
+    await inEngine(freshObject(), withEmptyPages(inner, empties), clock, async ({ sync, sql }) => {
+      sync.use();
+      await drain(sync, ENGINE_LIMITS);
+      clock.now += 31_000;
+      for (let i = 0; i < 35; i++) {
+        const run = fake.runs[i * 5] as FakeRun;
+        fake.updateRun(
+          run.id,
+          { status: run.status === "FAILED" ? "PROCESSED" : "FAILED" },
+          clock.now - 10_000 + i,
+        );
+      }
+      empties.on = true;
+      await drain(sync, ENGINE_LIMITS);
+      expect(sync.state().asOf).toBe(clock.now);
+      expect(indexTotals(sql)).toEqual(referenceStats(fake.runs));
+    });
+  });
 });
