@@ -309,8 +309,9 @@ function diffPage(
   const seen = new Set<string>(tail);
   for (const run of data) if (typeof run.id === "string") seen.add(run.id);
   sql.exec(`DELETE FROM run_walk_tail WHERE walk = ?`, walk.name);
-  if (!end && newEdge !== null && newEdge === walk.edge) {
-    // The whole page sits at the instant the last one ended at: nothing closes yet.
+  if (!end && (newEdge === null || newEdge === walk.edge)) {
+    // The whole page sits at the instant the last one ended at, or is empty (Extend promises no
+    // page size, not even one run while more follow): nothing closes yet.
     for (const id of seen) sql.exec(`INSERT INTO run_walk_tail (walk, id) VALUES (?, ?)`, walk.name, id);
     return;
   }

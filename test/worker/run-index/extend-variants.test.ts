@@ -177,4 +177,29 @@ describe("run index: an Extend that sends an empty page before more runs", () =>
       expect(indexTotals(sql)).toEqual(referenceStats(fake.runs));
     });
   });
+
+  it("closes nothing of a reconcile walk's range on it: no run is taken for deleted", async () => {
+    const fake = new FakeExtend({ apiKey: TEST_UPSTREAM_KEY, dataset: { size: 200, seed: 47 } });
+    const inner = engineUpstream(fake, { pageLimit: 10 });
+    const empties = { on: false };
+    const clock: EngineClock = { now: ENGINE_EPOCH };
+    await inEngine(
+      freshObject(),
+      withEmptyPages(inner, empties),
+      clock,
+      async ({ sync, sql }) => {
+        sync.use();
+        await drain(sync, ENGINE_LIMITS);
+        const deleted = (fake.runs[60] as FakeRun).id;
+        fake.deleteRun(deleted);
+        empties.on = true;
+        clock.now += 31_000;
+        await drain(sync, ENGINE_LIMITS);
+        expect(sync.state().lastReconcileAt).toBe(ENGINE_EPOCH + 31_000);
+        expect(inner.gets).toEqual([deleted]);
+        expect(indexTotals(sql)).toEqual(referenceStats(fake.runs));
+      },
+      { ...ENGINE_SETTINGS, reconcileSeconds: 30 },
+    );
+  });
 });
