@@ -4,19 +4,21 @@
 import { WORKFLOW_RUN_STATUSES, type WorkflowRunStatus } from "../extend/schemas.ts";
 import type { WorkflowSummary } from "./data.ts";
 
-// Sized for the chart's card at the page's full width, so text renders near its nominal size.
-const WIDTH = 560;
-const LABEL_WIDTH = 128;
-const ROW_HEIGHT = 36;
-const BAR_HEIGHT = 22;
-/** Room right of the longest bar for its printed value: bold 14px digits are at most ~9px wide. */
-const countWidth = (displays: string[]) =>
-  Math.max(56, 16 + 9 * Math.max(0, ...displays.map((d) => d.length)));
+// Each row is a label line (the name left, the exact value right) over a full-width bar. The
+// SVG has no viewBox: its units are CSS pixels, so text keeps its size on a 320 px phone and on a
+// wide screen alike, and bar lengths are percentages of the chart's width.
+const ROW_HEIGHT = 46;
+const LABEL_Y = 10;
+const BAR_Y = 22;
+const BAR_HEIGHT = 16;
+/** Characters of a status or credits label, and of a workflow's name, that fit beside its value at 320 px. */
+const LABEL_CHARS = 20;
+const WORKFLOW_LABEL_CHARS = 24;
 /**
- * Every non-zero bar is at least this wide, so a status with 3 runs stays visible next to one
- * with 98,000; its exact count is printed beside it either way.
+ * Every non-zero bar is at least this share of the chart's width (in percent), so a status with 3
+ * runs stays visible next to one with 98,000; its exact count is printed above it either way.
  */
-export const MIN_BAR_WIDTH = 4;
+export const MIN_BAR_PERCENT = 1.5;
 
 /**
  * A count or a credit sum as `/stats` writes it ("98211", "26573.5"): no grouping, every decimal
@@ -26,17 +28,13 @@ export const formatNumber = (n: number): string => String(n);
 
 const tenth = (n: number) => Math.round(n * 10) / 10;
 
-// The workflows chart spans the page's full width, with room for a workflow id (about 30
-// characters of 14px text) left of its bar.
-const WIDE_WIDTH = 960;
-const WIDE_LABEL_WIDTH = 272;
-const WIDE_LABEL_CHARS = 32;
-
-/** The drawn width of `value` on a linear scale up to `max`, never thinner than MIN_BAR_WIDTH. */
-export function barWidth(value: number, max: number, span: number): number {
+/** The drawn length of `value` in percent of the chart on a linear scale up to `max`, never under MIN_BAR_PERCENT. */
+export function barPercent(value: number, max: number): number {
   if (value <= 0 || max <= 0) return 0;
-  return Math.max(MIN_BAR_WIDTH, tenth((value / max) * span));
+  return Math.max(MIN_BAR_PERCENT, tenth((value / max) * 100));
 }
+
+const percent = (n: number) => `${tenth(n)}%`;
 
 export interface Bar {
   key: string;
@@ -52,18 +50,16 @@ function truncate(text: string, max: number): string {
   return text.length > max ? `${text.slice(0, max - 1)}…` : text;
 }
 
-/** The `<svg>` both chart kinds share: one row per bar, its whole content read out as `label`. */
-function ChartFrame(props: { id: string; label: string; width: number; rows: number; children: unknown }) {
-  const height = props.rows * ROW_HEIGHT + 6;
+/** The `<svg>` every chart shares: one row per bar, its whole content read out as `label`. */
+function ChartFrame(props: { id: string; label: string; rows: number; children: unknown }) {
   return (
     <svg
       class="chart"
       id={props.id}
       role="img"
       aria-label={props.label}
-      viewBox={`0 0 ${props.width} ${height}`}
-      width={props.width}
-      height={height}
+      width="100%"
+      height={props.rows * ROW_HEIGHT}
       xmlns="http://www.w3.org/2000/svg"
     >
       {props.children}
@@ -71,35 +67,48 @@ function ChartFrame(props: { id: string; label: string; width: number; rows: num
   );
 }
 
-/** Where row `row`'s bar starts vertically, and the middle its labels are centred on. */
-function rowGeometry(row: number): { y: number; middle: number } {
-  const y = 3 + row * ROW_HEIGHT + (ROW_HEIGHT - BAR_HEIGHT) / 2;
-  return { y, middle: y + BAR_HEIGHT / 2 };
+/** One row's label line and the track its bar lies on; `children` draws the bar. */
+function Row(props: { row: number; label: string; display: string; children: unknown }) {
+  const top = props.row * ROW_HEIGHT;
+  return (
+    <>
+      <text x="1" y={top + LABEL_Y} dominant-baseline="central">
+        {props.label}
+      </text>
+      <text class="count" x="100%" y={top + LABEL_Y} text-anchor="end" dominant-baseline="central">
+        {props.display}
+      </text>
+      <rect class="track" x="0" y={top + BAR_Y} width="100%" height={BAR_HEIGHT} rx="3" />
+      {props.children}
+    </>
+  );
 }
 
-/** A horizontal bar chart: one labelled row per bar, the exact value printed at its end. */
+const barY = (row: number) => row * ROW_HEIGHT + BAR_Y;
+
+/** A horizontal bar chart: one labelled row per bar, its exact value printed above its end. */
 export function BarChart(props: { id: string; label: string; bars: Bar[]; unit: string }) {
   const max = Math.max(0, ...props.bars.map((bar) => bar.value));
-  const plot = WIDTH - LABEL_WIDTH - countWidth(props.bars.map((bar) => bar.display));
   const summary = props.bars.map((bar) => `${bar.label} ${bar.display}`).join(", ");
   return (
-    <ChartFrame id={props.id} label={`${props.label}: ${summary}`} width={WIDTH} rows={props.bars.length}>
+    <ChartFrame id={props.id} label={`${props.label}: ${summary}`} rows={props.bars.length}>
       {props.bars.map((bar, row) => {
-        const { y, middle } = rowGeometry(row);
-        const width = barWidth(bar.value, max, plot);
+        const width = barPercent(bar.value, max);
         return (
           <g class="bar" data-key={bar.key}>
             <title>{`${bar.label}: ${bar.display} ${props.unit}`}</title>
-            <text x={LABEL_WIDTH - 10} y={middle} text-anchor="end" dominant-baseline="central">
-              {truncate(bar.label, 20)}
-            </text>
-            <rect class="track" x={LABEL_WIDTH} y={y} width={plot} height={BAR_HEIGHT} rx="3" />
-            {width > 0 ? (
-              <rect class={bar.className} x={LABEL_WIDTH} y={y} width={width} height={BAR_HEIGHT} rx="3" />
-            ) : null}
-            <text class="count" x={LABEL_WIDTH + width + 8} y={middle} dominant-baseline="central">
-              {bar.display}
-            </text>
+            <Row row={row} label={truncate(bar.label, LABEL_CHARS)} display={bar.display}>
+              {width > 0 ? (
+                <rect
+                  class={bar.className}
+                  x="0"
+                  y={barY(row)}
+                  width={percent(width)}
+                  height={BAR_HEIGHT}
+                  rx="3"
+                />
+              ) : null}
+            </Row>
           </g>
         );
       })}
@@ -153,7 +162,6 @@ export function statusMix(byStatus: Record<WorkflowRunStatus, number>): string {
  */
 export function WorkflowsChart(props: { workflows: WorkflowSummary[] }) {
   const max = Math.max(0, ...props.workflows.map((w) => w.total));
-  const plot = WIDE_WIDTH - WIDE_LABEL_WIDTH - countWidth(props.workflows.map((w) => formatNumber(w.total)));
   const name = (w: WorkflowSummary) => w.name ?? w.id;
   const summary = props.workflows
     .map((w) => `${name(w)} ${formatNumber(w.total)}${w.byStatus ? ` (${statusMix(w.byStatus)})` : ""}`)
@@ -162,37 +170,35 @@ export function WorkflowsChart(props: { workflows: WorkflowSummary[] }) {
     <ChartFrame
       id="chart-workflows"
       label={`Top workflows by runs: ${summary}`}
-      width={WIDE_WIDTH}
       rows={props.workflows.length}
     >
       {props.workflows.map((workflow, row) => {
-        const { y, middle } = rowGeometry(row);
-        const total = barWidth(workflow.total, max, plot);
+        const y = barY(row);
+        const total = barPercent(workflow.total, max);
         const byStatus = workflow.byStatus;
-        let x = WIDE_LABEL_WIDTH;
+        let x = 0;
         const segments = byStatus
           ? WORKFLOW_RUN_STATUSES.filter((s) => byStatus[s] > 0).map((status) => {
               const width = workflow.total > 0 ? (byStatus[status] / workflow.total) * total : 0;
               const segment = (
-                <rect class={`s-${status}`} x={tenth(x)} y={y} width={tenth(width)} height={BAR_HEIGHT}>
+                <rect class={`s-${status}`} x={percent(x)} y={y} width={percent(width)} height={BAR_HEIGHT}>
                   <title>{`${name(workflow)}: ${status} ${formatNumber(byStatus[status])} runs`}</title>
                 </rect>
               );
               x += width;
               return segment;
             })
-          : [<rect class="runs" x={WIDE_LABEL_WIDTH} y={y} width={total} height={BAR_HEIGHT} rx="3" />];
+          : [<rect class="runs" x="0" y={y} width={percent(total)} height={BAR_HEIGHT} rx="3" />];
         return (
           <g class="bar" data-key={workflow.id}>
             <title>{`${name(workflow)}: ${formatNumber(workflow.total)} runs`}</title>
-            <text x={WIDE_LABEL_WIDTH - 10} y={middle} text-anchor="end" dominant-baseline="central">
-              {truncate(name(workflow), WIDE_LABEL_CHARS)}
-            </text>
-            <rect class="track" x={WIDE_LABEL_WIDTH} y={y} width={plot} height={BAR_HEIGHT} rx="3" />
-            {segments}
-            <text class="count" x={WIDE_LABEL_WIDTH + total + 8} y={middle} dominant-baseline="central">
-              {formatNumber(workflow.total)}
-            </text>
+            <Row
+              row={row}
+              label={truncate(name(workflow), WORKFLOW_LABEL_CHARS)}
+              display={formatNumber(workflow.total)}
+            >
+              {segments}
+            </Row>
           </g>
         );
       })}

@@ -132,7 +132,7 @@ button.quiet{background:transparent;color:var(--accent)}
 .total{display:flex;flex-wrap:wrap;align-items:baseline;gap:.25rem 1rem}
 .total .n{font-size:2.4rem;font-weight:700;line-height:1.1;font-variant-numeric:tabular-nums}
 .total .label{color:var(--muted)}
-svg.chart{display:block;width:100%;height:auto}
+svg.chart{display:block;width:100%}
 svg.chart text{fill:var(--text);font-size:14px}
 svg.chart text.count{font-weight:600;font-variant-numeric:tabular-nums}
 svg.chart .track{fill:var(--track)}

@@ -4,8 +4,13 @@ import { ApiError } from "../app/errors.ts";
 import { WORKFLOW_RUN_STATUSES, type WorkflowRunStatus } from "../extend/schemas.ts";
 import { addDecimal, type Decimal, MAX_CREDIT_SCALE, runUsage, ZERO } from "../stats/aggregate.ts";
 
-/** Credits are stored as twelve-decimal integers split here: value = hi / 10^6 + lo / 10^12. */
-const LOW_DIGITS = 6;
+/**
+ * Credits are stored as twelve-decimal integers split here: value = hi / 10^3 + lo / 10^12. Each
+ * part must be a safe integer to bind, so one run holds up to about 9 × 10^12 credits; SQLite's
+ * 64-bit sums then hold a tenant's total up to about 9.2 × 10^15 credits, and the low parts of
+ * 9 × 10^9 runs.
+ */
+const LOW_DIGITS = 9;
 const LOW_BASE = 10n ** BigInt(LOW_DIGITS);
 const SCALE = MAX_CREDIT_SCALE;
 /** Joins a run's file names; the filter's validation refuses control characters, so no match spans two. */

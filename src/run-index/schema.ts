@@ -4,7 +4,7 @@
 // of Extend, never the only copy of anything).
 
 /** Bumped whenever a table, column, index or trigger below changes meaning. */
-export const SCHEMA_VERSION = 2;
+export const SCHEMA_VERSION = 3;
 
 /** Every table the index owns, for `dropIndex` (the gateway's tables are not among them). */
 export const INDEX_TABLES = [

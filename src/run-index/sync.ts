@@ -79,9 +79,12 @@ const TENANT_WIDE_FAILURES: ReadonlySet<string> = new Set([
   "UPSTREAM_USAGE_BLOCKED",
   "UPSTREAM_RATE_LIMITED",
 ]);
-/** After a failed run: 30 s, doubling to at most 15 minutes. */
+/**
+ * After a failed run: 30 s, doubling to at most 2 minutes. A failing run costs one call, so a
+ * longer wait would save nothing worth an index left behind for minutes after Extend recovers.
+ */
 const RETRY_BASE_MS = 30_000;
-const RETRY_CAP_MS = 900_000;
+export const SYNC_RETRY_CAP_MS = 120_000;
 /** A probe of how Extend matches file names that failed or told nothing is tried again after this. */
 const PROBE_RETRY_MS = 30_000;
 /** An index with no name to probe with looks for one again after this (it is a scan of the rows). */
@@ -754,7 +757,7 @@ export class RunIndexSync {
         : error instanceof ApiError && error.retryAfter !== undefined
           ? error.retryAfter * 1000
           : undefined;
-    const wait = told ?? Math.min(RETRY_CAP_MS, RETRY_BASE_MS * 2 ** Math.min(count - 1, 10));
+    const wait = told ?? Math.min(SYNC_RETRY_CAP_MS, RETRY_BASE_MS * 2 ** Math.min(count - 1, 10));
     this.setState({ errorCount: count, errorAt: now, errorCode: code, retryAt: now + wait });
     return code;
   }

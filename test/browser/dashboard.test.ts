@@ -382,6 +382,32 @@ describe.skipIf(suite === null)("the dashboard in Chromium", () => {
         .map((table) => table.id),
     );
     expect(tables).toEqual([]);
+    // Chart text keeps its size rather than shrinking with the chart, and a label never runs into its value.
+    const rows = await page.$$eval("svg.chart g.bar", (bars) =>
+      bars.map((bar) => {
+        const [label, count] = [...bar.querySelectorAll(":scope > text")].map((t) =>
+          t.getBoundingClientRect(),
+        );
+        const chart = bar.closest("svg")?.getBoundingClientRect();
+        return {
+          key: (bar as SVGGElement).dataset.key,
+          tall: (label?.height ?? 0) >= 14 && (count?.height ?? 0) >= 14,
+          apart: (count?.left ?? 0) > (label?.right ?? 0),
+          inside:
+            chart !== undefined &&
+            (label?.left ?? 0) >= chart.left - 1 &&
+            (count?.right ?? 0) <= chart.right + 1,
+        };
+      }),
+    );
+    expect(rows.length).toBeGreaterThan(STATUSES.length);
+    expect(rows.filter((row) => !row.tall || !row.apart || !row.inside)).toEqual([]);
+    if (UPDATE_SCREENSHOT) {
+      writeFileSync(
+        join(PROJECT_ROOT, ".wrangler", "dashboard-320.png"),
+        await page.screenshot({ fullPage: true }),
+      );
+    }
   });
 
   it("renders the README's screenshot from the fake's data", async () => {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { type FakeRun, generateRuns } from "../../../fake/extend.ts";
-import { MIN_BAR_WIDTH } from "../../../src/dashboard/charts.tsx";
+import { MIN_BAR_PERCENT } from "../../../src/dashboard/charts.tsx";
 import { type DashboardStats, TOP_WORKFLOWS, WORKFLOW_CHOICES } from "../../../src/dashboard/data.ts";
 import { DARK, LIGHT, type Scheme, STYLESHEET } from "../../../src/dashboard/theme.ts";
 import { DashboardPage, freshnessText, renderDocument } from "../../../src/dashboard/view.tsx";
@@ -83,12 +83,12 @@ function tableCounts(html: string): Record<string, number> {
   return counts;
 }
 
-/** The runs-per-status chart's bars: printed count, `<title>` and drawn width. */
+/** The runs-per-status chart's bars: printed count, `<title>` and drawn width (percent of the chart). */
 function statusBars(html: string) {
   const chart = /<svg[^>]*id="chart-status"[\s\S]*?<\/svg>/.exec(html)?.[0] ?? "";
   return [...chart.matchAll(/<g class="bar" data-key="([A-Z_]+)">([\s\S]*?)<\/g>/g)].map((m) => {
     const body = m[2] ?? "";
-    const bar = new RegExp(`<rect class="s-${m[1]}"[^>]*width="([\\d.]+)"`).exec(body);
+    const bar = new RegExp(`<rect class="s-${m[1]}"[^>]*width="([\\d.]+)%"`).exec(body);
     return {
       status: m[1] ?? "",
       title: /<title>([^<]*)<\/title>/.exec(body)?.[1] ?? "",
@@ -182,8 +182,8 @@ describe("GET /dashboard: the numbers", () => {
     const bars = Object.fromEntries(statusBars(html).map((b) => [b.status, b]));
     expect(bars.PROCESSED?.printed).toBe(3000);
     expect(bars.FAILED?.printed).toBe(1);
-    expect(bars.FAILED?.width).toBe(MIN_BAR_WIDTH);
-    expect(bars.PROCESSED?.width).toBeGreaterThan(50 * MIN_BAR_WIDTH);
+    expect(bars.FAILED?.width).toBe(MIN_BAR_PERCENT);
+    expect(bars.PROCESSED?.width).toBe(100);
     expect(bars.PENDING?.printed).toBe(0);
     expect(bars.PENDING?.width).toBe(0);
   });

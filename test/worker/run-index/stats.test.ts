@@ -209,6 +209,7 @@ describe("GET /stats with the run index", () => {
       { usage: { credits: null, totalCredits: 4 } },
       { usage: { credits: 1e-7, totalCredits: 2e-7 } },
       { usage: { credits: 3, totalCredits: null } },
+      { usage: { credits: 5_000_000_000.25, totalCredits: 7_500_000_000_000.5 } },
       { usage: undefined },
       { status: "ARCHIVED" },
       { batchId: undefined },

@@ -180,7 +180,7 @@ describe("run index store", () => {
       migrate(sql);
       const [a, b, c] = rowsOf(3);
       if (!a || !b || !c) throw new Error("no rows");
-      // 4,000,000,000.000001 credits: 4e15 + 1 units of the high part each, so three of them sum
+      // 4,000,000,000,000.001 credits: 4e15 + 1 units of the high part each, so three of them sum
       // past 2^53, where a float accumulator would round the last digit away.
       const big = (row: RunRow, version: number, status: RunRow["status"]): RunRow => ({
         ...(rowFromListRun({
@@ -191,7 +191,7 @@ describe("run index store", () => {
           files: [],
           createdAt: new Date(row.createdAt).toISOString(),
           updatedAt: new Date(version).toISOString(),
-          usage: { credits: 4_000_000_000.000001, totalCredits: 4_000_000_000.000001 },
+          usage: { credits: 4_000_000_000_000.001, totalCredits: 4_000_000_000_000.001 },
         }) as RunRow),
       });
       const page = [
@@ -207,7 +207,7 @@ describe("run index store", () => {
       expect(totals.byStatus.PROCESSED).toBe(3);
       expect(totals.byStatus.FAILED).toBe(0);
       expect(totals.byStatus.PENDING).toBe(0);
-      expect(formatDecimal(totals.credits)).toBe("12000000000.000003");
+      expect(formatDecimal(totals.credits)).toBe("12000000000000.003");
       const kept = queryTotals(sql, {});
       recomputeTotals(sql);
       expect(queryTotals(sql, {})).toEqual(kept);

@@ -8,7 +8,7 @@ import { indexFilters, indexStatsBody } from "../../../src/run-index/answer.ts";
 import { factsFromWorkflowRun, rowFromListRun } from "../../../src/run-index/row.ts";
 import { buildFilterIndexes, migrate } from "../../../src/run-index/schema.ts";
 import { queryTotals, upsertListRow } from "../../../src/run-index/store.ts";
-import { CANDIDATE_MAX_FAILURES, type RunIndexSync } from "../../../src/run-index/sync.ts";
+import { CANDIDATE_MAX_FAILURES, type RunIndexSync, SYNC_RETRY_CAP_MS } from "../../../src/run-index/sync.ts";
 import type { SyncUpstream } from "../../../src/run-index/upstream.ts";
 import type { StatsFilters } from "../../../src/stats/filters.ts";
 import { TEST_UPSTREAM_KEY } from "../support/constants.ts";
@@ -751,6 +751,38 @@ describe("webhook events", () => {
       expect(sync.nextWakeAt()).toBe(clock.now + 2_000);
       clock.now += 2_000;
       await drain(sync);
+      expect(indexSummary(sql)).toEqual(referenceStats(fake.runs));
+    });
+  });
+
+  it("after a long outage of Extend, tries again within 2 minutes and catches up once it answers", async () => {
+    const fake = fakeWith({ size: 40, seed: 4 });
+    const upstream = engineUpstream(fake);
+    const clock: EngineClock = { now: ENGINE_EPOCH };
+    await inEngine(freshObject(), upstream, clock, async ({ sync, sql }) => {
+      await build(sync);
+      const list = upstream.list.bind(upstream);
+      let down = true;
+      upstream.list = (query, signal) =>
+        down
+          ? Promise.reject(new ApiError("UPSTREAM_ERROR", "Extend failed with HTTP 500."))
+          : list(query, signal);
+      const moved = fake.runs[3] as FakeRun;
+      fake.updateRun(moved.id, { status: moved.status === "FAILED" ? "PROCESSED" : "FAILED" }, clock.now);
+      // An hour of Extend failing every call, the sync woken only by its alarm.
+      const waits: number[] = [];
+      while (clock.now < ENGINE_EPOCH + 3_600_000) {
+        const wake = sync.nextWakeAt() ?? Number.POSITIVE_INFINITY;
+        waits.push(wake - clock.now);
+        clock.now = wake;
+        await sync.tick(ONE_AT_A_TIME);
+      }
+      expect(sync.state().errorCount).toBeGreaterThan(10);
+      expect(Math.max(...waits)).toBe(SYNC_RETRY_CAP_MS);
+      down = false;
+      clock.now = sync.nextWakeAt() ?? clock.now;
+      await drain(sync);
+      expect(sync.state().errorCount).toBe(0);
       expect(indexSummary(sql)).toEqual(referenceStats(fake.runs));
     });
   });
