@@ -88,10 +88,10 @@ export interface WorkflowRunsUpstream {
   list(query: CanonicalListQuery, options?: ListOptions): Promise<UpstreamPage>;
 }
 
-/** GET /workflow_runs/{id}: the run as Extend sent it, or `gone` when Extend answers 404. */
+/** GET /workflow_runs/{id}: the run as Extend sent it, or `gone` when Extend answers 404 or 410. */
 export type RunLookup = { found: Record<string, unknown> } | { gone: true };
 
-/** One page of GET /workflows: the workflows' ids; `unsupported` when Extend answers 404. */
+/** One page of GET /workflows: the workflows' ids; `unsupported` when Extend answers 404 or 410. */
 export type WorkflowPage = { ids: string[]; nextPageToken: string | undefined } | { unsupported: true };
 
 /**
@@ -117,7 +117,7 @@ type Outcome<T> =
   | { kind: "retry"; error: ApiError; waitMs?: number }
   | { kind: "fail"; error: ApiError };
 
-/** How one endpoint's answer is read: its 200 body, and optionally a 404 that is an answer too. */
+/** How one endpoint's answer is read: its 200 body, and optionally a 404 (or 410) that is an answer too. */
 interface Expectation<T> {
   /** The 200 body, or undefined when it is not what was asked for (or not UTF-8). */
   parse(body: Uint8Array<ArrayBuffer>): T | undefined;
@@ -493,7 +493,8 @@ export function createExtendUpstream(config: UpstreamConfig, deps: UpstreamDeps 
         redirect: "manual",
         signal,
       });
-      if (response.status === 404 && expect.notFound !== undefined) {
+      // 410 Gone says the same of a resource as 404, for good: a deleted run may be answered either way.
+      if ((response.status === 404 || response.status === 410) && expect.notFound !== undefined) {
         onStatus(response.status);
         await response.body?.cancel().catch(() => undefined);
         return { kind: "ok", value: expect.notFound };

@@ -203,3 +203,38 @@ describe("run index: an Extend that sends an empty page before more runs", () =>
     );
   });
 });
+
+describe("run index: an Extend that answers 410 Gone for a deleted run", () => {
+  it("removes the run the reconcile found missing once GET says it is gone", async () => {
+    const fake = new FakeExtend({ apiKey: TEST_UPSTREAM_KEY, dataset: { size: 120, seed: 53 } });
+    const upstream = engineUpstream(fake, { pageLimit: 25 });
+    const clock: EngineClock = { now: ENGINE_EPOCH };
+    await inEngine(
+      freshObject(),
+      upstream,
+      clock,
+      async ({ sync, sql }) => {
+        sync.use();
+        await drain(sync, { maxCalls: 40, maxMs: 60_000, concurrency: 6 });
+        const deleted = (fake.runs[30] as FakeRun).id;
+        fake.deleteRun(deleted);
+        fake.inject(
+          {
+            type: "status",
+            status: 410,
+            body: JSON.stringify({ code: "NOT_FOUND", message: "Workflow run deleted.", retryable: false }),
+          },
+          10,
+          (url) => url.pathname.endsWith(`/workflow_runs/${deleted}`),
+        );
+        clock.now += 31_000;
+        await drain(sync, { maxCalls: 40, maxMs: 60_000, concurrency: 6 });
+        expect(upstream.gets).toEqual([deleted]);
+        expect(summary(indexStatsBody({}, queryTotals(sql, { fileNameMatch: "folded" }), 0, 0))).toEqual(
+          referenceStats(fake.runs),
+        );
+      },
+      { ...ENGINE_SETTINGS, reconcileSeconds: 30 },
+    );
+  });
+});
