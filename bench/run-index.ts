@@ -209,6 +209,29 @@ async function build(proxy: BenchProxy, limitMs: number): Promise<number> {
   }
 }
 
+/** RECONCILE_AFTER_BUILD_MS in src/run-index/sync.ts: the reconcile that follows a whole build. */
+const RECONCILE_AFTER_BUILD_MS = 60_000;
+
+/**
+ * Waits for the reconcile that follows every build (it re-reads the tenant) to start and end, so
+ * the rows after it measure an index at rest: until the fake has seen no list call for two
+ * seconds, once the reconcile is due.
+ */
+async function quiet(fake: FakeProcess, limitMs: number): Promise<{ pages: number; ms: number }> {
+  const started = performance.now();
+  const before = (await fake.counters()).listCalls;
+  await sleep(RECONCILE_AFTER_BUILD_MS + 5_000);
+  let seen = before;
+  for (;;) {
+    await sleep(2_000);
+    const now = (await fake.counters()).listCalls;
+    if (now === seen) return { pages: now - before, ms: performance.now() - started };
+    if (performance.now() - started > limitMs)
+      throw new Error(`the index was still reading after ${limitMs} ms`);
+    seen = now;
+  }
+}
+
 async function update(fake: FakeProcess, count: number): Promise<void> {
   const response = await fetch(`${fake.url}/__fake/update?count=${count}&status=FAILED`, { method: "POST" });
   if (!response.ok) throw new Error(`the fake refused the update: ${response.status}`);
@@ -318,6 +341,8 @@ export async function runIndexScenarios(plan: RunIndexPlan): Promise<RunIndexRes
           log(`  ${fmt(f.msPerPage, 2)} ms/page ${f.name} (${f.module})`);
       }
       if (plan.backfillOnly) continue;
+      const reconcile = await quiet(fake, plan.buildLimitMs);
+      log(`reconcile after the build: ${reconcile.pages} pages in ${fmt(reconcile.ms / 1000, 1)} s`);
 
       results.latency.push(
         await measure(proxy, runs, "GET /healthz", "/healthz", plan.requests, plan.connections, {}),

@@ -85,6 +85,13 @@ const TENANT_WIDE_FAILURES: ReadonlySet<string> = new Set([
  */
 const RETRY_BASE_MS = 30_000;
 export const SYNC_RETRY_CAP_MS = 120_000;
+/**
+ * The first reconcile follows a whole build this soon, whatever INDEX_RECONCILE_SECONDS says: with
+ * an offset-style cursor (Extend does not say which kind it has), a run deleted during the
+ * backfill moves every later run of its walk up one place, and the walk steps over one that
+ * nothing updated, so no head walk brings it.
+ */
+export const RECONCILE_AFTER_BUILD_MS = 60_000;
 /** A probe of how Extend matches file names that failed or told nothing is tried again after this. */
 const PROBE_RETRY_MS = 30_000;
 /** An index with no name to probe with looks for one again after this (it is a scan of the rows). */
@@ -434,6 +441,15 @@ function isRejectedCursor(error: unknown): boolean {
  * `configure`, `use`, `applyEvent`), so a change made to it meanwhile is seen; the walks change
  * only through the sync itself.
  */
+/**
+ * When the next reconcile is due: INDEX_RECONCILE_SECONDS after the last one began (or the
+ * anchor a whole build set, see RECONCILE_AFTER_BUILD_MS), and at once if none ever ran.
+ */
+function reconcileDueAt(state: SyncState, now: number): number {
+  if (state.lastReconcileAt === null || state.settings === null) return now;
+  return state.lastReconcileAt + state.settings.reconcileSeconds * 1000;
+}
+
 export class RunIndexSync {
   private readonly deps: SyncDeps;
   private readonly inFlight = new Map<string, Promise<void>>();
@@ -614,11 +630,7 @@ export class RunIndexSync {
     ) {
       return earliest;
     }
-    const due = [
-      (state.asOf ?? now) + state.settings.syncSeconds * 1000,
-      // Never reconciled (a backfill that missed workflows): at once.
-      state.lastReconcileAt === null ? now : state.lastReconcileAt + state.settings.reconcileSeconds * 1000,
-    ];
+    const due = [(state.asOf ?? now) + state.settings.syncSeconds * 1000, reconcileDueAt(state, now)];
     if (state.headRequestedAt !== null) due.push(state.headRequestedAt + WEBHOOK_DEBOUNCE_MS);
     if (check !== null) due.push(check);
     return Math.max(earliest, Math.min(...due));
@@ -912,8 +924,12 @@ export class RunIndexSync {
       // run of it one place up, and an offset-style cursor (Extend does not say which kind it
       // has) then steps over one that nothing updated, so no head walk brings it. Either way the
       // reconcile, which re-reads every status, runs now rather than after INDEX_RECONCILE_SECONDS.
+      // After a whole build it runs RECONCILE_AFTER_BUILD_MS later: a deletion during the walks
+      // leaves no trace to tell by.
       const whole = !this.unlistedWorkflowSeen() && !this.changedUnderStatusWalks(state);
-      patch.lastReconcileAt = whole ? state.backfillStartedAt : null;
+      patch.lastReconcileAt = whole
+        ? this.deps.now() + RECONCILE_AFTER_BUILD_MS - (state.settings?.reconcileSeconds ?? 0) * 1000
+        : null;
     }
     this.setState(patch);
   }
@@ -1215,9 +1231,7 @@ export class RunIndexSync {
     const settings = state.settings;
     if (settings === null) return undefined;
     if (state.reconcileStartedAt === null) {
-      if (state.lastReconcileAt !== null && now < state.lastReconcileAt + settings.reconcileSeconds * 1000) {
-        return undefined;
-      }
+      if (now < reconcileDueAt(state, now)) return undefined;
       this.transaction(() => {
         this.createWalks("reconcile");
         this.setState({ reconcileStartedAt: now });

@@ -6,6 +6,7 @@ import { FakeExtend, type FakeRun } from "../../../fake/extend.ts";
 import { busiestWindow } from "../../../fake/windows.ts";
 import { indexStatsBody } from "../../../src/run-index/answer.ts";
 import { queryTotals } from "../../../src/run-index/store.ts";
+import { RECONCILE_AFTER_BUILD_MS } from "../../../src/run-index/sync.ts";
 import type { SyncUpstream } from "../../../src/run-index/upstream.ts";
 import { FAKE_EXTEND_ORIGIN, TEST_UPSTREAM_KEY } from "../support/constants.ts";
 import {
@@ -193,9 +194,9 @@ describe("run index: an Extend that sends an empty page before more runs", () =>
         const deleted = (fake.runs[60] as FakeRun).id;
         fake.deleteRun(deleted);
         empties.on = true;
-        clock.now += 31_000;
+        clock.now += RECONCILE_AFTER_BUILD_MS + 1_000;
         await drain(sync, ENGINE_LIMITS);
-        expect(sync.state().lastReconcileAt).toBe(ENGINE_EPOCH + 31_000);
+        expect(sync.state().lastReconcileAt).toBe(ENGINE_EPOCH + RECONCILE_AFTER_BUILD_MS + 1_000);
         expect(inner.gets).toEqual([deleted]);
         expect(indexTotals(sql)).toEqual(referenceStats(fake.runs));
       },
@@ -227,7 +228,7 @@ describe("run index: an Extend that answers 410 Gone for a deleted run", () => {
           10,
           (url) => url.pathname.endsWith(`/workflow_runs/${deleted}`),
         );
-        clock.now += 31_000;
+        clock.now += RECONCILE_AFTER_BUILD_MS + 1_000;
         await drain(sync, { maxCalls: 40, maxMs: 60_000, concurrency: 6 });
         expect(upstream.gets).toEqual([deleted]);
         expect(summary(indexStatsBody({}, queryTotals(sql, { fileNameMatch: "folded" }), 0, 0))).toEqual(
