@@ -7,7 +7,13 @@ import { captureConsole, requestLines } from "../support/console.ts";
 import { FAKE_EXTEND_ORIGIN } from "../support/constants.ts";
 import { json } from "../support/proxy.ts";
 import { network } from "../support/setup.ts";
-import { answerWithFake, freshClientIp, isolatedTenant, type Tenant } from "../support/tenant.ts";
+import {
+  answerWithFake,
+  freshClientIp,
+  isolatedTenant,
+  lateFirstCalls,
+  type Tenant,
+} from "../support/tenant.ts";
 
 type Worker = { fetch(request: Request, env: Env, ctx: ExecutionContext): Promise<Response> };
 
@@ -39,14 +45,6 @@ async function callThrough(worker: Worker, path: string, overrides: Partial<Env>
  * an ungated burst lands within a few ms.
  */
 const ARRIVAL_WINDOW_MS = 750;
-
-/** Keeps this isolate (the test's, the Worker's and the object's) from running anything else for `ms`. */
-function occupyIsolate(ms: number): void {
-  const until = Date.now() + ms;
-  let spins = 0;
-  while (Date.now() < until) spins += 1;
-  expect(spins).toBeGreaterThan(0);
-}
 
 const distinct = (i: number) =>
   `/workflow_runs?maxPageSize=5&fileNameContains=${encodeURIComponent(`f${i}-${crypto.randomUUID()}`)}`;
@@ -120,19 +118,8 @@ describe("the tenant gateway", () => {
   it("keeps UPSTREAM_MAX_RPS at Extend's arrivals when a busy isolate sends the object's calls late", async () => {
     const tenant = isolatedTenant({ dataset: { size: 40, seed: 9 } });
     const settings = { UPSTREAM_MAX_RPS: "4" };
-    let sent = 0;
-    // The first window's calls find the object's isolate busy, as a loaded Worker sharing it
-    // keeps it, and reach Extend long after the guard; the next window's go out at once.
-    network.use(
-      http.get(`${FAKE_EXTEND_ORIGIN}/workflow_runs`, async ({ request }) => {
-        sent += 1;
-        if (sent <= 4) {
-          occupyIsolate(100);
-          await new Promise((resolve) => setTimeout(resolve, 400));
-        }
-        return answerWithFake(tenant.fake, request);
-      }),
-    );
+    // The first window's calls reach Extend long after their grant; the next window's go out at once.
+    network.use(lateFirstCalls(tenant.fake, 4));
     await servedMisses(tenant, 8, settings);
     const arrivals = tenant.fake.listCalls.map((c) => c.at);
     expect(arrivals).toHaveLength(8);

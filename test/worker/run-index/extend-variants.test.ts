@@ -1,6 +1,3 @@
-// The run index against Extends that differ from our fake in ways Extend's reference allows:
-// what it promises (every change before asOf counted) must hold for each of them.
-import { http } from "msw";
 import { describe, expect, it } from "vitest";
 import { FakeExtend, type FakeRun } from "../../../fake/extend.ts";
 import { busiestWindow } from "../../../fake/windows.ts";
@@ -8,7 +5,7 @@ import { indexStatsBody } from "../../../src/run-index/answer.ts";
 import { queryTotals } from "../../../src/run-index/store.ts";
 import { RECONCILE_AFTER_BUILD_MS } from "../../../src/run-index/sync.ts";
 import type { SyncUpstream } from "../../../src/run-index/upstream.ts";
-import { FAKE_EXTEND_ORIGIN, TEST_UPSTREAM_KEY } from "../support/constants.ts";
+import { TEST_UPSTREAM_KEY } from "../support/constants.ts";
 import {
   drain,
   ENGINE_EPOCH,
@@ -24,7 +21,7 @@ import {
 } from "../support/run-index.ts";
 import { network } from "../support/setup.ts";
 import { getStats, referenceStats, summary } from "../support/stats.ts";
-import { answerWithFake } from "../support/tenant.ts";
+import { lateFirstCalls } from "../support/tenant.ts";
 
 describe("run index: an Extend whose updatedAt does not move with every change", () => {
   // Whole-second timestamps, or two changes within one millisecond: the second change lists the
@@ -96,30 +93,11 @@ describe("run index: an Extend that answers 410 Gone for an expired cursor", () 
 });
 
 describe("run index: an object too busy to send its granted calls at once", () => {
-  /** Keeps this isolate (the test's, the Worker's and the object's) from running anything else for `ms`. */
-  function occupyIsolate(ms: number): void {
-    const until = Date.now() + ms;
-    let spins = 0;
-    while (Date.now() < until) spins += 1;
-    expect(spins).toBeGreaterThan(0);
-  }
-
   it("keeps the sync's calls at UPSTREAM_MAX_RPS where Extend counts them, on arrival", async () => {
     const settings = { UPSTREAM_MAX_RPS: "4" };
     const index = await useIndexFake({ dataset: { size: 120, seed: 37 } }, settings);
-    let sent = 0;
-    // The first window's calls find the isolate busy (as writing a page keeps it) and reach Extend
-    // long after their grant; the next window's go out at once.
-    network.use(
-      http.get(`${FAKE_EXTEND_ORIGIN}/workflow_runs`, async ({ request }) => {
-        sent += 1;
-        if (sent <= 4) {
-          occupyIsolate(100);
-          await new Promise((resolve) => setTimeout(resolve, 400));
-        }
-        return answerWithFake(index.fake, request);
-      }),
-    );
+    // The first window's calls reach Extend long after their grant; the next window's go out at once.
+    network.use(lateFirstCalls(index.fake, 4));
     await getStats(index, {});
     await settle(index.stub);
     const arrivals = index.fake.listCalls.map((call) => call.at);

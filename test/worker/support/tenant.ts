@@ -160,3 +160,28 @@ export function isolatedTenant(options: TenantOptions = {}): Tenant {
       }),
   };
 }
+
+/** Keeps this isolate (the test's, the Worker's and the object's) from running anything else for `ms`. */
+export function occupyIsolate(ms: number): void {
+  const until = Date.now() + ms;
+  let spins = 0;
+  while (Date.now() < until) spins += 1;
+  if (spins === 0) throw new Error("the clock did not move");
+}
+
+/**
+ * Extend's list route where the first `late` calls find the isolate busy (as writing a page, or
+ * a loaded Worker sharing it, keeps it) and reach `fake` 400 ms after they were sent; the rest
+ * go out at once.
+ */
+export function lateFirstCalls(fake: FakeExtend, late: number): RequestHandler {
+  let sent = 0;
+  return http.get(`${FAKE_EXTEND_ORIGIN}/workflow_runs`, async ({ request }) => {
+    sent += 1;
+    if (sent <= late) {
+      occupyIsolate(100);
+      await new Promise((resolve) => setTimeout(resolve, 400));
+    }
+    return answerWithFake(fake, request);
+  });
+}
