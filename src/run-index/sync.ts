@@ -433,15 +433,6 @@ function isRejectedCursor(error: unknown): boolean {
 }
 
 /**
- * The index's sync over one SQLite database. Storage is the truth; the sync keeps a copy of the
- * state row and the walks in memory, because it consults them on every task it picks and every
- * page it applies (reading them each time was a fifth of the object's time per backfill page).
- * Every write goes through to storage and the copy at once; both copies are dropped when a
- * transaction fails. The state row is also re-read at each call from outside (`tick`,
- * `configure`, `use`, `applyEvent`), so a change made to it meanwhile is seen; the walks change
- * only through the sync itself.
- */
-/**
  * When the next reconcile is due: INDEX_RECONCILE_SECONDS after the last one began (or the
  * anchor a whole build set, see RECONCILE_AFTER_BUILD_MS), and at once if none ever ran.
  */
@@ -450,6 +441,15 @@ function reconcileDueAt(state: SyncState, now: number): number {
   return state.lastReconcileAt + state.settings.reconcileSeconds * 1000;
 }
 
+/**
+ * The index's sync over one SQLite database. Storage is the truth; the sync keeps a copy of the
+ * state row and the walks in memory, because it consults them on every task it picks and every
+ * page it applies (reading them each time was a fifth of the object's time per backfill page).
+ * Every write goes through to storage and the copy at once; both copies are dropped when a
+ * transaction fails. The state row is also re-read at each call from outside (`tick`,
+ * `configure`, `use`, `applyEvent`), so a change made to it meanwhile is seen; the walks change
+ * only through the sync itself.
+ */
 export class RunIndexSync {
   private readonly deps: SyncDeps;
   private readonly inFlight = new Map<string, Promise<void>>();
