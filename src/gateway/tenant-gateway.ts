@@ -156,6 +156,27 @@ function checkedListPage(body: Uint8Array<ArrayBuffer>): UpstreamPage | undefine
   return pruned ? pageFromBytes(body, { pruned }) : undefined;
 }
 
+/**
+ * Sends a request under a tracked start and tells the start when the call left and when it was
+ * answered (or failed to be sent). Extend counts arrivals, and a request leaves only once this
+ * isolate gets back to its event loop: the first timer turn after fetch() is when the isolate
+ * could see it gone. An isolate busy with other work (locally the object shares it with the
+ * Worker) runs that turn late, and then only the answer bounds when Extend saw the call.
+ */
+export function sendTracked(slot: Slot, clock: Clock, send: () => Promise<Response>): Promise<Response> {
+  const ended = () => slot.ended(clock.now());
+  let response: Promise<Response>;
+  try {
+    response = send();
+  } catch (error) {
+    ended();
+    throw error;
+  }
+  void clock.sleep(0).then(() => slot.left(clock.now()));
+  response.then(ended, ended);
+  return response;
+}
+
 export interface TenantGatewayDeps {
   clock: Clock;
   fetch?: typeof fetch;
@@ -233,30 +254,13 @@ export class TenantGateway {
     });
   }
 
-  /**
-   * Sends an attempt's request and tells its start when the call left and when it was answered.
-   * Extend counts arrivals, and a request leaves only once this isolate gets back to its event
-   * loop: the first timer turn after fetch() is when the isolate could see it gone. An isolate
-   * busy with other work (locally the object shares it with the Worker) runs that turn late, and
-   * then only the answer bounds when Extend saw the call.
-   */
+  /** Sends an attempt's request under the start granted for it (see `sendTracked`). */
   private send(load: Load, input: RequestInfo | URL, init?: RequestInit): Promise<Response> {
     const slot = load.granted;
     load.granted = undefined;
     const fetchImpl =
       this.fetchImpl ?? ((request: RequestInfo | URL, options?: RequestInit) => fetch(request, options));
-    if (!slot) return fetchImpl(input, init);
-    const ended = () => slot.ended(this.clock.now());
-    let response: Promise<Response>;
-    try {
-      response = fetchImpl(input, init);
-    } catch (error) {
-      ended();
-      throw error;
-    }
-    void this.clock.sleep(0).then(() => slot.left(this.clock.now()));
-    response.then(ended, ended);
-    return response;
+    return slot ? sendTracked(slot, this.clock, () => fetchImpl(input, init)) : fetchImpl(input, init);
   }
 
   /** A start granted for an attempt that was never sent (deadline, abort): its slot is let go. */

@@ -13,7 +13,12 @@ import {
 } from "../extend/client.ts";
 import type { CanonicalListQuery } from "../extend/schemas.ts";
 import type { Slot } from "../gateway/scheduler.ts";
-import { type GatewaySettings, type TenantGateway, upstreamConfig } from "../gateway/tenant-gateway.ts";
+import {
+  type GatewaySettings,
+  sendTracked,
+  type TenantGateway,
+  upstreamConfig,
+} from "../gateway/tenant-gateway.ts";
 import type { Clock } from "../lib/clock.ts";
 
 export type { RunLookup, WorkflowPage };
@@ -115,13 +120,7 @@ export function gatewayUpstream(
       fetch: (input, init) => {
         const start = granted;
         granted = undefined;
-        const response = fetch(input, init);
-        if (start) {
-          const ended = () => start.ended(clock.now());
-          void clock.sleep(0).then(() => start.left(clock.now()));
-          response.then(ended, ended);
-        }
-        return response;
+        return start ? sendTracked(start, clock, () => fetch(input, init)) : fetch(input, init);
       },
     });
     return call(client, {
