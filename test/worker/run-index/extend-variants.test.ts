@@ -15,6 +15,7 @@ import {
   engineUpstream,
   freshObject,
   inEngine,
+  restingIndex,
   settle,
   stopAlarm,
   useIndexFake,
@@ -27,10 +28,7 @@ describe("run index: an Extend whose updatedAt does not move with every change",
   // Whole-second timestamps, or two changes within one millisecond: the second change lists the
   // run with the updatedAt the index already holds.
   it("counts the later state of a run read between two changes of one updatedAt", async () => {
-    const index = await useIndexFake({ dataset: { size: 40, seed: 23 } });
-    await getStats(index, {});
-    await settle(index.stub);
-    await stopAlarm(index.stub);
+    const index = await restingIndex({ dataset: { size: 40, seed: 23 } });
 
     const id = index.fake.runs[0]?.id ?? "";
     const first = index.fake.updateRun(id, {
@@ -75,10 +73,7 @@ describe("run index: an Extend that answers 410 Gone for an expired cursor", () 
   });
 
   it("restarts a head walk whose cursor expired: a sync asked for still answers, and exactly", async () => {
-    const index = await useIndexFake({ dataset: { size: 60, seed: 31 }, pageLimit: 7 });
-    await getStats(index, {});
-    await settle(index.stub);
-    await stopAlarm(index.stub);
+    const index = await restingIndex({ dataset: { size: 60, seed: 31 }, pageLimit: 7 });
 
     index.fake.updateRuns(
       index.fake.runs.slice(0, 20).map((run) => run.id),

@@ -6,7 +6,7 @@ import { describe, expect, it } from "vitest";
 import type { FakeRun } from "../../../fake/extend.ts";
 import { loadConfig } from "../../../src/app/config.ts";
 import { createExtendUpstream } from "../../../src/extend/client.ts";
-import { settle, stopAlarm, useIndexFake } from "../support/run-index.ts";
+import { restingIndex, stopAlarm } from "../support/run-index.ts";
 import { getStats, referenceStats, statsPath, summary } from "../support/stats.ts";
 
 describe("run index: a list page with a run Extend sent garbled", () => {
@@ -19,10 +19,7 @@ describe("run index: a list page with a run Extend sent garbled", () => {
   it.each(garblings)(
     "%s is not taken in: the run counts again once Extend lists it whole",
     async (_, garble) => {
-      const index = await useIndexFake({ dataset: { size: 40, seed: 17 } });
-      await getStats(index, {});
-      await settle(index.stub);
-      await stopAlarm(index.stub);
+      const index = await restingIndex({ dataset: { size: 40, seed: 17 } });
 
       const id = index.fake.runs[0]?.id ?? "";
       const changed = index.fake.updateRun(id, {

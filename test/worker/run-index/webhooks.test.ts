@@ -8,7 +8,7 @@ import { runEvent, sign, signedDelivery, type WebhookEvent } from "../../../fake
 import { captureConsole } from "../support/console.ts";
 import { expectErrorEnvelope, read } from "../support/envelope.ts";
 import { callProxy, json } from "../support/proxy.ts";
-import { type IndexFake, settle, stopAlarm, useIndexFake } from "../support/run-index.ts";
+import { type IndexFake, restingIndex, settle, stopAlarm, useIndexFake } from "../support/run-index.ts";
 import { getStats, referenceStats, summary } from "../support/stats.ts";
 
 const SECRET_A = "wss_CANARY_webhook_secret_A_5d0c2e9b";
@@ -31,12 +31,8 @@ function post(delivery: Delivery, indexEnv: Partial<Env>, extra: Record<string, 
 }
 
 /** A built index of a small fake, with webhooks on; the alarm is stopped so only the test drives it. */
-async function builtIndex(settings: Partial<Env> = SECRETS): Promise<IndexFake> {
-  const index = await useIndexFake({ dataset: { size: 40, seed: 21 } }, settings);
-  await getStats(index, {});
-  await settle(index.stub);
-  await stopAlarm(index.stub);
-  return index;
+function builtIndex(settings: Partial<Env> = SECRETS): Promise<IndexFake> {
+  return restingIndex({ dataset: { size: 40, seed: 21 } }, settings);
 }
 
 /** The run the deliveries are about, moved to FAILED in Extend (the webhook tells the index first). */

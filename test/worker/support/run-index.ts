@@ -20,6 +20,7 @@ import {
 import type { IndexSettings, SyncUpstream } from "../../../src/run-index/upstream.ts";
 import type { TenantObject } from "../../../src/tenant/object.ts";
 import { FAKE_EXTEND_ORIGIN } from "./constants.ts";
+import { getStats } from "./stats.ts";
 import { isolatedTenant, type Tenant, type TenantOptions } from "./tenant.ts";
 
 export interface IndexFake extends Tenant {
@@ -82,6 +83,18 @@ export async function settle(stub: DurableObjectStub<TenantObject>, maxRounds = 
 /** Stops the object's alarm, so nothing of this test runs on into the next one. */
 export async function stopAlarm(stub: DurableObjectStub<TenantObject>): Promise<void> {
   await runInDurableObject(stub, (_instance, state) => state.storage.deleteAlarm());
+}
+
+/** An index built by its first /stats, its alarm stopped: the test drives every sync from here. */
+export async function restingIndex(
+  options: Parameters<typeof useIndexFake>[0] = {},
+  settings: Partial<Env> = {},
+): Promise<IndexFake> {
+  const index = await useIndexFake(options, settings);
+  await getStats(index, {});
+  await settle(index.stub);
+  await stopAlarm(index.stub);
+  return index;
 }
 
 // The sync engine (src/run-index/sync.ts) driven directly inside a fresh object, against the fake
